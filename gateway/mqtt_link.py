@@ -1,0 +1,134 @@
+"""The gateway's MQTT connection: paho-mqtt with manual acknowledgement.
+
+aiomqtt 2.x sends PUBACK before the application sees a message (and drops
+messages when its queue is full), so the gateway drives paho directly: paho's
+network thread hands each message to the event loop, and the gateway calls
+`ack()` only once the message is durably handled. Until then the broker keeps
+it in flight and re-sends it (DUP) after a reconnect. The broker's in-flight
+limit for this client (`max_inflight_messages`) bounds how many wait here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from mamaroom.config import MqttSettings
+from mamaroom.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbox:
+    """A received message and the connection it came on (acks are per connection)."""
+
+    topic: str
+    payload: bytes
+    retained: bool
+    mid: int
+    qos: int
+    connection: int
+
+
+class MqttLink:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        client_id: str,
+        subscriptions: list[tuple[str, int]],
+        clean_session: bool = False,
+        manual_ack: bool = True,
+        will: tuple[str, bytes] | None = None,
+        on_connected: Callable[[], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._subscriptions = subscriptions
+        self._on_connected = on_connected
+        self._loop = asyncio.get_running_loop()
+        self.messages: asyncio.Queue[Inbox] = asyncio.Queue()
+        self.connected = asyncio.Event()
+        self._connection = 0  # bumped on every CONNACK
+        self._client_id = client_id
+        self._stopping = False
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=clean_session,
+            protocol=paho.MQTTv311,
+            manual_ack=manual_ack,
+        )
+        self._manual_ack = manual_ack
+        if settings.username:
+            self._client.username_pw_set(settings.username, settings.password)
+        if settings.tls:
+            self._client.tls_set_context(ssl.create_default_context())
+        if will:
+            self._client.will_set(will[0], will[1], qos=1, retain=True)
+        # paho queues QoS 1 publishes while disconnected; bound that memory.
+        self._client.max_queued_messages_set(10_000)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    # paho's network thread ----------------------------------------------------
+
+    def _on_connect(self, client: paho.Client, _u: object, _f: object, rc: object,
+                    _p: object = None) -> None:
+        if getattr(rc, "is_failure", False):
+            log.warning("mqtt connect refused", reason=str(rc), url=self._settings.url)
+            return
+        self._connection += 1
+        for topic, qos in self._subscriptions:
+            client.subscribe(topic, qos)
+        self._loop.call_soon_threadsafe(self._connected_now)
+
+    def _connected_now(self) -> None:
+        log.info("mqtt connected", url=self._settings.url, client_id=self._client_id,
+                 connection=self._connection)
+        self.connected.set()
+        if self._on_connected:
+            self._on_connected()
+
+    def _on_disconnect(self, _c: paho.Client, _u: object, _f: object, rc: object,
+                       _p: object = None) -> None:
+        self._loop.call_soon_threadsafe(self._disconnected_now, str(rc))
+
+    def _disconnected_now(self, reason: str) -> None:
+        if self.connected.is_set() and not self._stopping:
+            log.warning("mqtt connection lost; reconnecting", client_id=self._client_id,
+                        reason=reason)
+        self.connected.clear()
+
+    def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        item = Inbox(msg.topic, bytes(msg.payload), bool(msg.retain), msg.mid, msg.qos,
+                     self._connection)
+        self._loop.call_soon_threadsafe(self.messages.put_nowait, item)
+
+    # event loop side -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._client.connect_async(self._settings.host, self._settings.port,
+                                   keepalive=self._settings.keepalive_s)
+        self._client.loop_start()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+
+    def ack(self, item: Inbox) -> None:
+        """Tell the broker this message is handled. A message from an earlier
+        connection is not acked: the broker has already re-sent it on this one."""
+        if self._manual_ack and item.qos > 0 and item.connection == self._connection:
+            self._client.ack(item.mid, item.qos)
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        self._client.publish(topic, payload, qos=qos, retain=retain)

@@ -1,0 +1,157 @@
+"""Room state derivation: free / occupied / offline, from what the devices say.
+
+Pure logic with the time passed in, so tests drive it with an exact clock.
+A room is offline when it has no device, its device's status is `offline`
+(birth/last will), nothing arrived from the device within the supervision
+window, or no occupancy is known yet. Stale data is never shown as free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from mamaroom.contract import Envelope, Occupancy, Registry, RoomState, RoomStateName
+from mamaroom.storage.sqlite import DeviceRow, RoomStateRow
+
+
+@dataclass
+class DeviceView:
+    status: str | None = None
+    last_seen_ms: int | None = None
+    occupied: bool | None = None
+    boot: int | None = None
+    seq: int | None = None
+
+
+def _dt(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+@dataclass(frozen=True)
+class _Derived:
+    state: RoomStateName
+    device: str | None
+    reason: str | None
+
+
+class RoomTracker:
+    def __init__(self, supervision_s: float) -> None:
+        self.supervision_ms = int(supervision_s * 1000)
+        self.registry: Registry | None = None
+        self.device_room: dict[str, str] = {}
+        self.room_device: dict[str, str | None] = {}
+        self.devices: dict[str, DeviceView] = {}
+        #: What was last published per room: (derived, since_ms).
+        self.published: dict[str, tuple[_Derived, int | None]] = {}
+
+    # --- inputs -------------------------------------------------------------
+
+    def restore(self, devices: list[DeviceRow], rooms: list[RoomStateRow]) -> None:
+        """Resume from the store after a restart, so states and `since` survive."""
+        for d in devices:
+            self.devices[d.device] = DeviceView(
+                status=d.status, last_seen_ms=d.last_seen_ms, occupied=d.occupied,
+                boot=d.boot, seq=d.seq,
+            )
+        for r in rooms:
+            self.published[r.room] = (
+                _Derived(RoomStateName(r.state), r.device, r.reason), r.since_ms
+            )
+
+    def set_registry(self, registry: Registry, now_ms: int) -> tuple[list[RoomState], list[str]]:
+        """Apply a new registry: (room states that changed, rooms that no longer exist)."""
+        self.registry = registry
+        self.room_device = {r.id: r.device for r in registry.rooms}
+        self.device_room = registry.device_rooms()
+        removed = [room for room in self.published if room not in self.room_device]
+        for room in removed:
+            del self.published[room]
+        return self._refresh(list(self.room_device), now_ms), removed
+
+    def room_of(self, device: str) -> str | None:
+        return self.device_room.get(device)
+
+    def on_status(self, device: str, status: str, live: bool, now_ms: int) -> list[RoomState]:
+        view = self.devices.setdefault(device, DeviceView())
+        view.status = status
+        if live:
+            view.last_seen_ms = max(view.last_seen_ms or 0, now_ms)
+        return self._refresh_device(device, now_ms)
+
+    def on_message(self, device: str, msg: Envelope, time_ms: int, now_ms: int) -> list[RoomState]:
+        """A new (already deduplicated) message from a device."""
+        view = self.devices.setdefault(device, DeviceView())
+        view.last_seen_ms = max(view.last_seen_ms or 0, now_ms)
+        newer = view.boot != msg.boot or view.seq is None or msg.seq > view.seq
+        if newer:
+            view.boot, view.seq = msg.boot, msg.seq
+            if isinstance(msg, Occupancy):
+                view.occupied = msg.occupied
+        return self._refresh_device(device, now_ms, event_ms=time_ms if newer else None)
+
+    def tick(self, now_ms: int) -> list[RoomState]:
+        """Re-derive every room: the supervision window may have run out."""
+        return self._refresh(list(self.room_device), now_ms)
+
+    # --- derivation -----------------------------------------------------------
+
+    def derive(self, room: str, now_ms: int) -> _Derived:
+        device = self.room_device.get(room)
+        if device is None:
+            return _Derived(RoomStateName.OFFLINE, None, "no_device")
+        view = self.devices.get(device)
+        if view is None or view.last_seen_ms is None:
+            return _Derived(RoomStateName.OFFLINE, device, "no_data")
+        if view.status == "offline":
+            return _Derived(RoomStateName.OFFLINE, device, "device_offline")
+        if now_ms - view.last_seen_ms > self.supervision_ms:
+            return _Derived(RoomStateName.OFFLINE, device, "silent")
+        if view.occupied is None:
+            return _Derived(RoomStateName.OFFLINE, device, "no_data")
+        state = RoomStateName.OCCUPIED if view.occupied else RoomStateName.FREE
+        return _Derived(state, device, None)
+
+    def state_of(self, room: str) -> RoomState | None:
+        entry = self.published.get(room)
+        if entry is None:
+            return None
+        derived, since_ms = entry
+        view = self.devices.get(derived.device) if derived.device else None
+        return RoomState(
+            room=room, state=derived.state, since=_dt(since_ms), device=derived.device,
+            reason=derived.reason, last_seen=_dt(view.last_seen_ms if view else None),
+        )
+
+    def all_states(self) -> list[RoomState]:
+        return [s for room in self.room_device if (s := self.state_of(room)) is not None]
+
+    def _refresh_device(self, device: str, now_ms: int,
+                        event_ms: int | None = None) -> list[RoomState]:
+        room = self.device_room.get(device)
+        return [] if room is None else self._refresh([room], now_ms, event_ms)
+
+    def _refresh(self, rooms: list[str], now_ms: int,
+                 event_ms: int | None = None) -> list[RoomState]:
+        changed: list[RoomState] = []
+        for room in rooms:
+            derived = self.derive(room, now_ms)
+            old = self.published.get(room)
+            if old is not None and old[0] == derived:
+                continue
+            # A door event dates the change; a timeout or a will dates it now.
+            since = event_ms if event_ms is not None and derived.reason is None else now_ms
+            if old is not None and old[0].state == derived.state:
+                since = old[1] if old[1] is not None else since  # same state, other detail
+            self.published[room] = (derived, since)
+            state = self.state_of(room)
+            assert state is not None
+            changed.append(state)
+        return changed
+
+    def rows(self, states: list[RoomState]) -> list[RoomStateRow]:
+        out = []
+        for s in states:
+            _, since_ms = self.published[s.room]
+            out.append(RoomStateRow(s.room, s.state.value, since_ms, s.device, s.reason))
+        return out

@@ -1,0 +1,3 @@
+from mamaroom.cli import app
+
+app(prog_name="mamaroom")

@@ -1,0 +1,187 @@
+"""The `mamaroom` command: one entry point for every process and tool."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from collections import Counter
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mamaroom.config import ConfigError, Settings, load_settings
+from mamaroom.logs import setup_logging
+from mamaroom.registry import RoomsCsvError, read_rooms_csv
+
+app = typer.Typer(
+    name="mamaroom",
+    help="Live occupancy and emergency calls for the park's nursing rooms (母婴室).\n\n"
+    "Configuration: a TOML file named by MAMAROOM_CONFIG, overridden by MAMAROOM_<KEY> "
+    "environment variables (see docs/configuration.md).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+rooms_app = typer.Typer(help="Check and inspect the rooms CSV.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(rooms_app, name="rooms")
+app.add_typer(config_app, name="config")
+err = Console(stderr=True)
+
+
+def _settings(process: str, **overrides: object) -> Settings:
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as exc:
+        err.print(f"[red]{exc}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    setup_logging(settings.log, process)
+    return settings
+
+
+def _run(coro: Coroutine[object, object, None]) -> None:
+    """Run a service until it ends, Ctrl-C or SIGTERM (both stop it cleanly)."""
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await coro
+
+    asyncio.run(main())
+
+
+@app.command()
+def gateway() -> None:
+    """Run the gateway: validate device messages, store them, publish room states.
+
+    Connects to the broker at mqtt.url with a fixed client id (gateway.client_id)
+    and a persistent session, so messages that arrive while it is down wait at
+    the broker. Metrics on http://gateway.metrics_host:gateway.metrics_port/metrics.
+    """
+    from gateway.service import run_gateway
+
+    _run(run_gateway(_settings("gateway")))
+
+
+@app.command()
+def server(
+    host: Annotated[str | None, typer.Option(help="Listen address [default: http.host]")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port [default: http.port]")] = None,
+) -> None:
+    """Run the web server: room API, live stream, pages, health and metrics.
+
+    On first start it seeds the room registry from rooms_csv into its database
+    (data_dir/server.sqlite); after that the database is the source of truth.
+    """
+    import uvicorn
+
+    from server.app import create_app
+
+    settings = _settings("server")
+    if host:
+        settings.http.host = host
+    if port:
+        settings.http.port = port
+    if not settings.server_db_path.exists():
+        _check_csv(settings.rooms_csv)  # fail with every bad line, before starting
+    config = uvicorn.Config(create_app(settings), host=settings.http.host,
+                            port=settings.http.port, log_config=None, access_log=False,
+                            timeout_graceful_shutdown=3)
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run()
+
+
+@app.command()
+def simulate(
+    rooms: Annotated[int, typer.Option(
+        min=1, help="How many rooms to simulate (the first N of rooms_csv)")] = 190,
+    speed: Annotated[float, typer.Option(
+        min=0.1, max=3600, help="Time compression of sessions and gaps (1 = real time)")] = 1.0,
+    keepalive: Annotated[int, typer.Option(
+        min=2, max=3600, help="MQTT keepalive of each node, seconds")] = 30,
+    seed: Annotated[int | None, typer.Option(help="Random seed, for a repeatable run")] = None,
+) -> None:
+    """Simulate N room nodes: one MQTT connection each, with its own last will,
+    boot counter and seq; door-lock sessions of realistic length; telemetry every 60 s.
+
+    The demo's population and the benchmarks' load; not the firmware.
+    """
+    from simulator.population import pick_devices, run_population
+
+    settings = _settings("simulate")
+    try:
+        devices = pick_devices(settings, rooms)
+    except (RoomsCsvError, ValueError) as exc:
+        err.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    _run(run_population(settings, devices, speed=speed, keepalive_s=keepalive, seed=seed))
+
+
+@app.command()
+def demo(
+    rooms: Annotated[int, typer.Option(min=1, help="Rooms to simulate")] = 190,
+    speed: Annotated[float, typer.Option(
+        min=0.1, help="Time compression of the simulated rooms")] = 20.0,
+) -> None:
+    """Run the whole system on this machine: broker (the one at mqtt.url, or an
+    embedded one when none answers), gateway, server and simulated rooms.
+
+    Prints the URL to open; Ctrl-C stops everything.
+    """
+    from mamaroom.demo import run_demo
+
+    settings = _settings("demo")
+    raise typer.Exit(asyncio.run(run_demo(settings, rooms=rooms, speed=speed)))
+
+
+def _check_csv(path: Path) -> list[object]:
+    try:
+        return list(read_rooms_csv(path))
+    except RoomsCsvError as exc:
+        err.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@rooms_app.command("check")
+def rooms_check(
+    csv: Annotated[Path | None, typer.Argument(
+        help="The CSV [default: rooms_csv from config]")] = None,
+) -> None:
+    """Check a rooms CSV: every bad row by line number, duplicates refused."""
+    path = csv or _settings("rooms").rooms_csv
+    rooms = read_rooms_csv(path) if _check_csv(path) else []
+    table = Table(title=f"{path}: {len(rooms)} rooms, all rows valid")
+    for col in ("building", "rooms", "floors", "with device", "in service"):
+        table.add_column(col)
+    by_building = Counter(r.building for r in rooms)
+    for building, count in by_building.items():
+        rs = [r for r in rooms if r.building == building]
+        table.add_row(building, str(count), str(len({r.floor for r in rs})),
+                      str(sum(1 for r in rs if r.device)), str(sum(1 for r in rs if r.in_service)))
+    Console().print(table)
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the effective configuration (file + environment + defaults) as JSON."""
+    settings = _settings("config")
+    data = json.loads(settings.model_dump_json())
+    for section in ("mqtt", "server"):
+        for key in ("password", "admin_token"):
+            if data[section].get(key):
+                data[section][key] = "***"
+    Console().print_json(data=data)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,172 @@
+"""One configuration model for every mamaroom process.
+
+Sources, strongest first: environment variables `MAMAROOM_<KEY>` (nested keys
+joined with `__`, e.g. `MAMAROOM_HTTP__PORT=8080`), then the TOML file named by
+`MAMAROOM_CONFIG`, then the defaults below. `docs/configuration.md` lists every
+key; `site/mamaroom.example.toml` is a commented example.
+"""
+
+from __future__ import annotations
+
+import os
+import zoneinfo
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "MAMAROOM_CONFIG"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(Exception):
+    """Configuration that cannot be used; the message is one line naming the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MqttSettings(_Section):
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    password: str | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError("must start with mqtt:// or mqtts://")
+        if not parts.hostname:
+            raise ValueError("needs a host, e.g. mqtt://127.0.0.1:1883")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            raise ValueError(f"bad port: {exc}") from None
+        return value
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+
+
+class GatewaySettings(_Section):
+    #: Fixed client id: the broker keeps this gateway's session and queue by it.
+    client_id: Annotated[str, Field(min_length=1, max_length=64)] = "mamaroom-gateway"
+    #: A room whose node sent nothing for this long is offline (contract: 150 s).
+    supervision_s: Annotated[float, Field(gt=0)] = 150.0
+    #: Most messages written to storage in one transaction.
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+    #: Prometheus metrics of the gateway; 0 turns the endpoint off.
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9108
+    metrics_host: str = "127.0.0.1"
+
+
+class ServerSettings(_Section):
+    #: Bearer token for the admin API until staff accounts exist; unset = admin API off.
+    admin_token: str | None = None
+    #: Seconds between SSE keep-alive comments is FastAPI's; this bounds a slow client.
+    stream_queue: Annotated[int, Field(ge=10, le=100_000)] = 1000
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    #: `console` for people, `json` for log collectors.
+    format: Literal["console", "json"] = "console"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MAMAROOM_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    mqtt: MqttSettings = MqttSettings()
+    http: HttpSettings = HttpSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    server: ServerSettings = ServerSettings()
+    log: LogSettings = LogSettings()
+    #: Where the embedded databases live (created if missing).
+    data_dir: Path = Path("var")
+    #: Seeds the registry on first start; the server's database is the truth after that.
+    rooms_csv: Path = PROJECT_ROOT / "site" / "rooms.csv"
+    #: The site's time zone, for opening hours and trends.
+    timezone: str = "Asia/Shanghai"
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (e.g. Asia/Shanghai)") from None
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get(CONFIG_ENV)
+        if path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
+        return tuple(sources)
+
+    @property
+    def store_path(self) -> Path:
+        """The embedded time-series store shared by gateway (writes) and server (reads)."""
+        return self.data_dir / "store.sqlite"
+
+    @property
+    def server_db_path(self) -> Path:
+        """The server's own database: the registry (and later alerts and users)."""
+        return self.data_dir / "server.sqlite"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the configuration, or raise ConfigError with one clear line."""
+    path = os.environ.get(CONFIG_ENV)
+    if path and not Path(path).is_file():
+        raise ConfigError(f"config error: {CONFIG_ENV}={path}: no such file")
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        env = "MAMAROOM_" + "__".join(str(p) for p in err["loc"]).upper()
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(
+            f"config error: {key} (env {env}): {err['msg']}; got {err.get('input')!r}{more}"
+        ) from None
+    except (OSError, ValueError) as exc:  # unreadable or malformed TOML
+        raise ConfigError(f"config error: {CONFIG_ENV}={path}: {exc}") from None

@@ -1,0 +1,291 @@
+"""The contract between firmware, gateway, server and pages, in code, once.
+
+Every part imports topics and payload models from here; `docs/protocol.md`
+restates them in words and `tests/test_contract.py` pins them down. The
+firmware mirrors this module in MicroPython.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+
+PREFIX = "mr/v1"
+REGISTRY_TOPIC = f"{PREFIX}/registry"
+#: What a gateway subscribes to: every device's every message kind.
+DEVICE_SUBSCRIPTION = f"{PREFIX}/dev/+/+"
+ROOM_STATE_SUBSCRIPTION = f"{PREFIX}/room/+/state"
+#: Payloads larger than this are rejected unread (contract: > 4 KiB).
+MAX_PAYLOAD_BYTES = 4096
+
+DEVICE_ID_PATTERN = r"^[a-z0-9-]{1,32}$"
+ROOM_ID_PATTERN = r"^[A-Za-z0-9-]{1,32}$"
+_DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
+_ROOM_ID = re.compile(ROOM_ID_PATTERN)
+
+DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
+RoomId = Annotated[str, Field(pattern=ROOM_ID_PATTERN)]
+# SQLite and most stores hold signed 64-bit integers; larger is junk, not data.
+_Int64 = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
+
+
+class Kind(StrEnum):
+    """The message kinds under `mr/v1/dev/{device}/`."""
+
+    STATUS = "status"
+    OCCUPANCY = "occupancy"
+    CALL = "call"
+    TELEMETRY = "telemetry"
+    CMD = "cmd"
+
+
+class RejectReason(StrEnum):
+    """Why the gateway refused a message; each has its own counter."""
+
+    BAD_TOPIC = "bad_topic"
+    OVERSIZE = "oversize"
+    NOT_JSON = "not_json"
+    INVALID_PAYLOAD = "invalid_payload"
+    UNKNOWN_DEVICE = "unknown_device"
+
+
+class ContractError(ValueError):
+    """A topic or payload that breaks the contract; `reason` says how."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+# --- identifiers and topics ------------------------------------------------
+
+
+def is_device_id(value: str) -> bool:
+    return bool(_DEVICE_ID.fullmatch(value))
+
+
+def is_room_id(value: str) -> bool:
+    return bool(_ROOM_ID.fullmatch(value))
+
+
+def device_topic(device: str, kind: Kind) -> str:
+    if not is_device_id(device):
+        raise ValueError(f"not a device id: {device!r}")
+    return f"{PREFIX}/dev/{device}/{kind.value}"
+
+
+def room_state_topic(room: str) -> str:
+    if not is_room_id(room):
+        raise ValueError(f"not a room id: {room!r}")
+    return f"{PREFIX}/room/{room}/state"
+
+
+class DeviceTopic(NamedTuple):
+    device: str
+    kind: Kind
+
+
+def parse_device_topic(topic: str) -> DeviceTopic:
+    """`mr/v1/dev/{device}/{kind}` → (device, kind), or ContractError(bad_topic)."""
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[0] != "mr" or parts[1] != "v1" or parts[2] != "dev":
+        raise ContractError(RejectReason.BAD_TOPIC, f"outside mr/v1/dev/{{device}}/...: {topic!r}")
+    device, kind = parts[3], parts[4]
+    if not is_device_id(device):
+        raise ContractError(RejectReason.BAD_TOPIC, f"bad device id in topic: {device!r}")
+    try:
+        return DeviceTopic(device, Kind(kind))
+    except ValueError:
+        raise ContractError(RejectReason.BAD_TOPIC, f"unknown message kind: {kind!r}") from None
+
+
+def parse_room_state_topic(topic: str) -> str:
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[:3] != ["mr", "v1", "room"] or parts[4] != "state":
+        raise ValueError(f"not a room state topic: {topic!r}")
+    if not is_room_id(parts[3]):
+        raise ValueError(f"bad room id in topic: {parts[3]!r}")
+    return parts[3]
+
+
+# --- device → gateway payloads ----------------------------------------------
+
+
+class Envelope(BaseModel):
+    """Fields every device message carries. Unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+    #: Schema version; StrictInt so JSON `true` (== 1 in Python) is refused.
+    v: Annotated[StrictInt, Field(ge=1, le=1)]
+    boot: _Int64
+    seq: _Int64
+    #: Device time in ms since the epoch, or None when its clock is not synced.
+    ts: Annotated[StrictInt, Field(ge=0, le=2**53)] | None
+
+
+class Occupancy(Envelope):
+    occupied: StrictBool
+    source: Literal["door", "radar", "pir", "fused"]
+    radar: Literal["none", "moving", "still", "both"] | None = None
+    still_s: Annotated[StrictInt, Field(ge=0, le=2**31)] | None = None
+
+
+class Call(Envelope):
+    action: Literal["press", "presence", "reset", "shown"]
+    call_id: Annotated[str, Field(min_length=1, max_length=64)]
+    status: Literal["received", "acknowledged", "arrived", "resolved"] | None = None
+
+
+class Telemetry(Envelope):
+    # Devices may add fields (radar energies, temp_c, ...); keep them.
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+    uptime_s: Annotated[StrictInt, Field(ge=0)] | None = None
+    rssi: Annotated[StrictInt, Field(ge=-127, le=20)] | None = None
+    heap_free: Annotated[StrictInt, Field(ge=0)] | None = None
+    fw: Annotated[str, Field(max_length=64)] | None = None
+    reset_reason: Annotated[str, Field(max_length=64)] | None = None
+
+
+DevicePayload = Occupancy | Call | Telemetry
+DeviceStatus = Literal["online", "offline"]
+
+_PAYLOAD_MODELS: dict[Kind, type[Envelope]] = {
+    Kind.OCCUPANCY: Occupancy,
+    Kind.CALL: Call,
+    Kind.TELEMETRY: Telemetry,
+}
+
+
+def parse_status(payload: bytes) -> DeviceStatus:
+    """The retained `status` topic: plain text `online` / `offline`."""
+    text = payload.strip()
+    if text == b"online":
+        return "online"
+    if text == b"offline":
+        return "offline"
+    raise ContractError(
+        RejectReason.INVALID_PAYLOAD, f"status must be 'online' or 'offline', got {payload[:40]!r}"
+    )
+
+
+def parse_payload(kind: Kind, payload: bytes) -> Envelope:
+    """Validate a JSON device payload for `kind`; ContractError says why not."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ContractError(
+            RejectReason.OVERSIZE, f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}"
+        )
+    model = _PAYLOAD_MODELS.get(kind)
+    if model is None:
+        raise ContractError(RejectReason.BAD_TOPIC, f"devices do not publish {kind.value!r}")
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContractError(RejectReason.NOT_JSON, str(exc)) from None
+    if not isinstance(data, dict):
+        raise ContractError(RejectReason.INVALID_PAYLOAD, "payload is not a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ContractError(RejectReason.INVALID_PAYLOAD, _summarise(exc)) from None
+
+
+def _summarise(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err["loc"]) or "payload"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+# --- server → device ---------------------------------------------------------
+
+
+class CallAck(BaseModel):
+    """`cmd` telling a node how far its call has got; the node shows it on the lamp."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    cmd: Literal["call_ack"] = "call_ack"
+    call_id: Annotated[str, Field(min_length=1, max_length=64)]
+    status: Literal["received", "acknowledged", "arrived", "resolved"]
+
+
+# --- gateway → server: derived room state -----------------------------------
+
+
+class RoomStateName(StrEnum):
+    FREE = "free"
+    OCCUPIED = "occupied"
+    OFFLINE = "offline"
+
+
+class RoomState(BaseModel):
+    """Retained on `mr/v1/room/{room}/state`: the gateway's view of one room."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    v: Literal[1] = 1
+    room: RoomId
+    state: RoomStateName
+    #: When the room entered this state.
+    since: datetime | None
+    device: DeviceId | None
+    #: Why an offline room is offline: `no_device`, `device_offline`, `silent`, `no_data`.
+    reason: str | None = None
+    #: When the gateway last heard from the device (any message).
+    last_seen: datetime | None = None
+
+
+# --- server → gateways: the room registry -----------------------------------
+
+
+class RegistryRoom(BaseModel):
+    """One room as the registry describes it (the rooms CSV's columns)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: RoomId
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    name_en: Annotated[str, Field(min_length=1, max_length=100)]
+    building: Annotated[str, Field(min_length=1, max_length=100)]
+    building_en: Annotated[str, Field(max_length=100)] = ""
+    floor: int
+    device: DeviceId | None = None
+    #: `public` (everyone in the park) or `company` (one company's staff only).
+    access: Literal["public", "company"] = "public"
+    company: Annotated[str, Field(max_length=100)] = ""
+    #: Opening hours `HH:MM-HH:MM`, or empty for always open.
+    hours: Annotated[str, Field(max_length=40)] = ""
+    amenities: list[str] = Field(default_factory=list)
+    in_service: bool = True
+
+
+class Registry(BaseModel):
+    """Retained on `mr/v1/registry` by the server; `version` grows on every edit."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    v: Literal[1] = 1
+    version: Annotated[int, Field(ge=0)]
+    updated_at: datetime
+    rooms: list[RegistryRoom]
+
+    def device_rooms(self) -> dict[str, str]:
+        """device id → room id, for the rooms that have a device."""
+        return {r.device: r.id for r in self.rooms if r.device}
+
+
+def dumps(model: BaseModel) -> bytes:
+    return model.model_dump_json().encode()
+
+
+def loads_json(payload: bytes) -> Any:
+    return json.loads(payload.decode("utf-8"))

@@ -1,0 +1,126 @@
+"""`mamaroom demo`: the whole system on one machine, stopped cleanly by Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import sys
+
+import httpx
+from rich.console import Console
+from rich.panel import Panel
+
+from mamaroom.config import Settings
+from mamaroom.embedded_broker import EmbeddedBroker, broker_answers
+
+console = Console(stderr=True)
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
+    mqtt = settings.mqtt
+    broker: EmbeddedBroker | None = None
+    if broker_answers(mqtt.host, mqtt.port):
+        console.print(f"[green]✓[/green] using the MQTT broker at {mqtt.url}")
+    elif mqtt.host in LOCAL_HOSTS and not mqtt.tls:
+        broker = EmbeddedBroker(mqtt.host, mqtt.port)
+        await broker.start()
+        console.print(f"[green]✓[/green] no broker answered at {mqtt.url}: "
+                      "started an embedded one (amqtt)")
+    else:
+        console.print(f"[red]no MQTT broker answers at {mqtt.url}[/red] "
+                      "(an embedded one can only listen on this machine)")
+        return 1
+
+    env = dict(os.environ)
+    env["MAMAROOM_DATA_DIR"] = str(settings.data_dir)
+    if not settings.server.admin_token:
+        # The demo's own admin token, printed below; never a fixed default.
+        env["MAMAROOM_SERVER__ADMIN_TOKEN"] = secrets.token_urlsafe(16)
+    quiet = {**env, "MAMAROOM_LOG__LEVEL": "warning"}
+    commands = [
+        ("server", ["server"], env),
+        ("gateway", ["gateway"], env),
+        ("simulate", ["simulate", "--rooms", str(rooms), "--speed", str(speed)], quiet),
+    ]
+    procs: list[tuple[str, asyncio.subprocess.Process]] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    code = 0
+    try:
+        for name, args, child_env in commands:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mamaroom", *args, env=child_env)
+            procs.append((name, proc))
+            console.print(f"[green]✓[/green] started {name} (pid {proc.pid})")
+        url = f"http://{settings.http.host}:{settings.http.port}"
+        if not await _wait_ready(url, procs, stop):
+            code = 1
+        else:
+            console.print(Panel.fit(
+                f"[bold]mamaroom is running[/bold]: {rooms} simulated rooms at {speed:g}× speed\n\n"
+                f"  rooms page   {url}/\n  API          {url}/api/rooms\n"
+                f"  live stream  {url}/api/stream\n  API docs     {url}/docs\n"
+                f"  admin token  {env['MAMAROOM_SERVER__ADMIN_TOKEN']}\n\n"
+                "Press Ctrl-C to stop.", border_style="green"))
+            exited = asyncio.create_task(_first_exit(procs))
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait({exited, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if exited.done():
+                name, rc = exited.result()
+                console.print(f"[red]{name} exited with code {rc}; stopping the demo[/red]")
+                code = 1
+            for task in (exited, stopped):
+                task.cancel()
+    finally:
+        console.print("stopping…")
+        await _stop_all(procs)
+        if broker is not None:
+            await broker.stop()
+        console.print("[green]✓[/green] stopped")
+    return code
+
+
+async def _first_exit(procs: list[tuple[str, asyncio.subprocess.Process]]) -> tuple[str, int]:
+    waits = {asyncio.create_task(p.wait()): name for name, p in procs}
+    done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    first = done.pop()
+    return waits[first], first.result()
+
+
+async def _wait_ready(url: str, procs: list[tuple[str, asyncio.subprocess.Process]],
+                      stop: asyncio.Event, timeout_s: float = 90) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    async with httpx.AsyncClient(timeout=2) as client:
+        while asyncio.get_running_loop().time() < deadline and not stop.is_set():
+            for name, proc in procs:
+                if proc.returncode is not None:
+                    console.print(f"[red]{name} exited with code {proc.returncode}[/red]")
+                    return False
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(f"{url}/readyz")).status_code == 200:
+                    return True
+            await asyncio.sleep(0.5)
+    if not stop.is_set():
+        console.print(f"[red]the server did not become ready at {url} in {timeout_s:.0f} s[/red]")
+    return False
+
+
+async def _stop_all(procs: list[tuple[str, asyncio.subprocess.Process]]) -> None:
+    for _, proc in reversed(procs):
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    for name, proc in reversed(procs):
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=10)
+        except TimeoutError:
+            console.print(f"[yellow]{name} did not stop in 10 s; killing it[/yellow]")
+            proc.kill()
+            await proc.wait()

@@ -1,0 +1,158 @@
+"""The rooms CSV: the file a facility manager edits in a spreadsheet.
+
+It seeds the server's registry. Every problem is reported with its line
+number, all at once, so one round of fixes is enough.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from mamaroom.contract import RegistryRoom
+
+REQUIRED_COLUMNS = ("room_id", "name", "name_en", "building", "floor")
+OPTIONAL_COLUMNS = (
+    "building_en", "device", "access", "company", "hours", "amenities", "in_service",
+)
+_HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")
+_TRUE = {"", "1", "yes", "y", "true", "是", "在用"}
+_FALSE = {"0", "no", "n", "false", "否", "停用"}
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+class RoomsCsvError(ValueError):
+    """The rooms CSV cannot be used; `problems` lists each bad row by line."""
+
+    def __init__(self, source: str, problems: list[RowProblem]) -> None:
+        self.source = source
+        self.problems = problems
+        shown = "\n".join(f"  {p}" for p in problems[:50])
+        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        super().__init__(f"{source}: {len(problems)} problem(s)\n{shown}{more}")
+
+
+def read_rooms_csv(path: Path) -> list[RegistryRoom]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RoomsCsvError(str(path), [RowProblem(0, f"cannot read: {exc.strerror}")]) from None
+    return parse_rooms_csv(data, source=str(path))
+
+
+def parse_rooms_csv(data: bytes, source: str = "rooms.csv") -> list[RegistryRoom]:
+    """Parse and check the whole file; raise RoomsCsvError listing every bad row."""
+    try:
+        text = data.decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a BOM
+    except UnicodeDecodeError as exc:
+        raise RoomsCsvError(source, [RowProblem(
+            0, f"not UTF-8 (byte {exc.start}); in Excel use 'Save as: CSV UTF-8'")]) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise RoomsCsvError(source, [RowProblem(1, f"missing column(s): {', '.join(missing)}")])
+    reader.fieldnames = header
+
+    problems: list[RowProblem] = []
+    rooms: list[RegistryRoom] = []
+    room_lines: dict[str, int] = {}
+    device_lines: dict[str, int] = {}
+    for row in reader:
+        line = reader.line_num
+        if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+            continue  # blank line
+        if None in row:
+            problems.append(RowProblem(line, "more cells than columns"))
+            continue
+        cells = {k: (v or "").strip() for k, v in row.items()}
+        try:
+            room = _room_from_cells(cells)
+        except (ValueError, ValidationError) as exc:
+            problems.append(RowProblem(line, _explain(exc)))
+            continue
+        if room.id in room_lines:
+            problems.append(RowProblem(
+                line, f"duplicate room {room.id!r} (first on line {room_lines[room.id]})"))
+            continue
+        if room.device and room.device in device_lines:
+            problems.append(RowProblem(
+                line,
+                f"device {room.device!r} already used on line {device_lines[room.device]}"))
+            continue
+        room_lines[room.id] = line
+        if room.device:
+            device_lines[room.device] = line
+        rooms.append(room)
+    if problems:
+        raise RoomsCsvError(source, problems)
+    if not rooms:
+        raise RoomsCsvError(source, [RowProblem(1, "no rooms in file")])
+    return rooms
+
+
+def _room_from_cells(cells: dict[str, str]) -> RegistryRoom:
+    floor_text = cells["floor"]
+    try:
+        floor = int(floor_text)
+    except ValueError:
+        raise ValueError(f"floor must be a whole number, got {floor_text!r}") from None
+    hours = cells.get("hours", "")
+    if hours and not _HOURS.match(hours):
+        raise ValueError(f"hours must look like 08:00-20:00, got {hours!r}")
+    in_service_text = cells.get("in_service", "").lower()
+    if in_service_text not in _TRUE | _FALSE:
+        raise ValueError(f"in_service must be yes or no, got {cells['in_service']!r}")
+    access = cells.get("access", "") or "public"
+    amenities = [a.strip() for a in re.split(r"[;；、]", cells.get("amenities", "")) if a.strip()]
+    return RegistryRoom(
+        id=cells["room_id"],
+        name=cells["name"],
+        name_en=cells["name_en"],
+        building=cells["building"],
+        building_en=cells.get("building_en", ""),
+        floor=floor,
+        device=cells.get("device") or None,
+        access=access,
+        company=cells.get("company", ""),
+        hours=hours,
+        amenities=amenities,
+        in_service=in_service_text in _TRUE,
+    )
+
+
+def _explain(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        names = {"id": "room_id"}
+        parts = []
+        for err in exc.errors():
+            field = names.get(str(err["loc"][0]), str(err["loc"][0])) if err["loc"] else "row"
+            parts.append(f"{field}: {err['msg']} (got {err.get('input')!r})")
+        return "; ".join(parts)
+    return str(exc)
+
+
+def write_rooms_csv(rooms: list[RegistryRoom]) -> str:
+    """The inverse of parse_rooms_csv, for exporting the registry back to a spreadsheet."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
+    for r in rooms:
+        writer.writerow([
+            r.id, r.name, r.name_en, r.building, r.floor, r.building_en, r.device or "",
+            r.access, r.company, r.hours, ";".join(r.amenities), "yes" if r.in_service else "no",
+        ])
+    return out.getvalue()

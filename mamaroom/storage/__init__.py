@@ -1,0 +1,47 @@
+"""Storage shared by gateway (writes) and server (reads).
+
+One small protocol; the embedded SQLite store is the default. Deduplication on
+`(device, boot, seq)` lives inside each backend's write path, so a restart
+never forgets what was already stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from mamaroom.contract import Envelope, Kind
+
+
+class StorageError(Exception):
+    """The store could not do what was asked (unreachable, corrupt, full disk)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One valid device message, enriched with its room and arrival time."""
+
+    device: str
+    room: str | None
+    kind: Kind
+    message: Envelope
+    #: Gateway clock at first arrival, ms since the epoch.
+    received_ms: int
+
+    @property
+    def time_ms(self) -> int:
+        """Device time when it has a synced clock, else the first arrival time."""
+        return self.message.ts if self.message.ts is not None else self.received_ms
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StorageError when the store cannot be used."""
+
+    async def write(self, records: list[Record]) -> list[bool]:
+        """Durably store records in one batch; True where new, False where a duplicate."""
+        ...

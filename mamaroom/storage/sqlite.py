@@ -1,0 +1,247 @@
+"""The embedded store: one SQLite file (WAL) in the data directory, zero setup."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from mamaroom.contract import Call, Occupancy, Telemetry
+from mamaroom.storage import Record, StorageError
+from mamaroom.storage.sqlite_base import SqliteDatabase
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS occupancy (
+    device TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL,
+    room TEXT, time_ms INTEGER NOT NULL, device_ts_ms INTEGER, received_ms INTEGER NOT NULL,
+    occupied INTEGER NOT NULL, source TEXT NOT NULL, radar TEXT, still_s INTEGER,
+    PRIMARY KEY (device, boot, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS occupancy_room_time ON occupancy (room, time_ms);
+CREATE TABLE IF NOT EXISTS telemetry (
+    device TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL,
+    room TEXT, time_ms INTEGER NOT NULL, device_ts_ms INTEGER, received_ms INTEGER NOT NULL,
+    uptime_s INTEGER, rssi INTEGER, heap_free INTEGER, fw TEXT, extra TEXT,
+    PRIMARY KEY (device, boot, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS telemetry_device_time ON telemetry (device, time_ms);
+CREATE TABLE IF NOT EXISTS calls (
+    device TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL,
+    room TEXT, time_ms INTEGER NOT NULL, device_ts_ms INTEGER, received_ms INTEGER NOT NULL,
+    action TEXT NOT NULL, call_id TEXT NOT NULL, status TEXT,
+    PRIMARY KEY (device, boot, seq)
+) WITHOUT ROWID;
+-- The last thing known of each device: its health record and the input of
+-- room-state derivation, restored when the gateway restarts.
+CREATE TABLE IF NOT EXISTS devices (
+    device TEXT PRIMARY KEY, room TEXT,
+    last_seen_ms INTEGER, status TEXT, status_ms INTEGER,
+    boot INTEGER, seq INTEGER, boots INTEGER NOT NULL DEFAULT 0,
+    occupied INTEGER, occupied_ms INTEGER,
+    uptime_s INTEGER, rssi INTEGER, heap_free INTEGER, fw TEXT, reset_reason TEXT
+);
+-- Devices that published but are not in the registry: candidates to adopt.
+CREATE TABLE IF NOT EXISTS unknown_devices (
+    device TEXT PRIMARY KEY, first_seen_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL,
+    messages INTEGER NOT NULL, last_topic TEXT
+);
+CREATE TABLE IF NOT EXISTS room_states (
+    room TEXT PRIMARY KEY, state TEXT NOT NULL, since_ms INTEGER, device TEXT, reason TEXT
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    device: str
+    room: str | None
+    last_seen_ms: int | None
+    status: str | None
+    status_ms: int | None
+    boot: int | None
+    seq: int | None
+    boots: int
+    occupied: bool | None
+    occupied_ms: int | None
+    uptime_s: int | None
+    rssi: int | None
+    heap_free: int | None
+    fw: str | None
+    reset_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RoomStateRow:
+    room: str
+    state: str
+    since_ms: int | None
+    device: str | None
+    reason: str | None
+
+
+class SqliteStore(SqliteDatabase):
+    """The embedded time-series store (the default backend)."""
+
+    schema = SCHEMA
+
+    # --- writes (gateway) -------------------------------------------------
+
+    async def write(self, records: list[Record]) -> list[bool]:
+        return await self._run(lambda db: _write(db, records))
+
+    async def note_status(self, device: str, room: str | None, status: str, at_ms: int,
+                          live: bool) -> None:
+        """A device's status (birth or last will); a live one is also a sign of life."""
+
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                _ensure_device(db, device, room)
+                db.execute(
+                    "UPDATE devices SET status=?, status_ms=?, room=?,"
+                    " last_seen_ms=CASE WHEN ? THEN MAX(COALESCE(last_seen_ms,0), ?)"
+                    " ELSE last_seen_ms END WHERE device=?",
+                    (status, at_ms, room, live, at_ms, device),
+                )
+
+        await self._run(run)
+
+    async def note_unknown_device(self, device: str, topic: str, at_ms: int) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute(
+                    "INSERT INTO unknown_devices VALUES (?, ?, ?, 1, ?)"
+                    " ON CONFLICT(device) DO UPDATE SET last_seen_ms=excluded.last_seen_ms,"
+                    " messages=messages+1, last_topic=excluded.last_topic",
+                    (device, at_ms, at_ms, topic),
+                )
+
+        await self._run(run)
+
+    async def save_room_states(self, rows: list[RoomStateRow]) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                db.executemany(
+                    "INSERT OR REPLACE INTO room_states VALUES (?, ?, ?, ?, ?)",
+                    [(r.room, r.state, r.since_ms, r.device, r.reason) for r in rows],
+                )
+
+        await self._run(run)
+
+    async def forget_room_states(self, rooms: list[str]) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                db.executemany("DELETE FROM room_states WHERE room=?", [(r,) for r in rooms])
+
+        await self._run(run)
+
+    # --- reads ---------------------------------------------------------------
+
+    async def devices(self) -> list[DeviceRow]:
+        def run(db: sqlite3.Connection) -> list[DeviceRow]:
+            rows = db.execute(
+                "SELECT device, room, last_seen_ms, status, status_ms, boot, seq, boots,"
+                " occupied, occupied_ms, uptime_s, rssi, heap_free, fw, reset_reason"
+                " FROM devices ORDER BY device"
+            ).fetchall()
+            return [DeviceRow(*r[:8], None if r[8] is None else bool(r[8]),  # type: ignore[call-arg]
+                              *r[9:]) for r in rows]
+
+        return await self._run(run)
+
+    async def room_states(self) -> list[RoomStateRow]:
+        def run(db: sqlite3.Connection) -> list[RoomStateRow]:
+            rows = db.execute("SELECT room, state, since_ms, device, reason FROM room_states")
+            return [RoomStateRow(*r) for r in rows.fetchall()]
+
+        return await self._run(run)
+
+    async def unknown_devices(self) -> list[dict[str, Any]]:
+        def run(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            cur = db.execute(
+                "SELECT device, first_seen_ms, last_seen_ms, messages, last_topic"
+                " FROM unknown_devices ORDER BY device"
+            )
+            cols = [c[0] for c in cur.description]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+        return await self._run(run)
+
+    async def occupancy_events(self, room: str | None = None) -> list[dict[str, Any]]:
+        """Stored occupancy events in time order (all rooms, or one)."""
+
+        def run(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            sql = "SELECT * FROM occupancy"
+            args: tuple[Any, ...] = ()
+            if room is not None:
+                sql += " WHERE room=?"
+                args = (room,)
+            cur = db.execute(sql + " ORDER BY time_ms, device, boot, seq", args)
+            cols = [c[0] for c in cur.description]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+        return await self._run(run)
+
+    async def count(self, table: str) -> int:
+        if table not in ("occupancy", "telemetry", "calls", "devices", "unknown_devices"):
+            raise ValueError(table)
+        return await self._run(lambda db: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def _ensure_device(db: sqlite3.Connection, device: str, room: str | None) -> None:
+    db.execute(
+        "INSERT INTO devices (device, room) VALUES (?, ?) ON CONFLICT(device) DO NOTHING",
+        (device, room),
+    )
+
+
+def _write(db: sqlite3.Connection, records: list[Record]) -> list[bool]:
+    fresh: list[bool] = []
+    with db:  # one transaction for the batch: all stored, or none
+        for rec in records:
+            msg = rec.message
+            key = (rec.device, msg.boot, msg.seq)
+            common = (*key, rec.room, rec.time_ms, msg.ts, rec.received_ms)
+            if isinstance(msg, Occupancy):
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO occupancy VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (*common, msg.occupied, msg.source, msg.radar, msg.still_s),
+                )
+            elif isinstance(msg, Telemetry):
+                extra = msg.model_extra or {}
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO telemetry VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (*common, msg.uptime_s, msg.rssi, msg.heap_free, msg.fw,
+                     json.dumps(extra, ensure_ascii=False) if extra else None),
+                )
+            elif isinstance(msg, Call):
+                # The raw call events; alerts are the server's (emergency-calls issue).
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (*common, msg.action, msg.call_id, msg.status),
+                )
+            else:
+                raise StorageError(f"cannot store {type(msg).__name__}")
+            is_new = cur.rowcount == 1
+            fresh.append(is_new)
+            if not is_new:
+                continue
+            _ensure_device(db, rec.device, rec.room)
+            db.execute(
+                "UPDATE devices SET room=?, last_seen_ms=MAX(COALESCE(last_seen_ms,0), ?),"
+                " boots=boots + (boot IS NOT ? ), boot=?, seq=? WHERE device=?",
+                (rec.room, rec.received_ms, msg.boot, msg.boot, msg.seq, rec.device),
+            )
+            if isinstance(msg, Occupancy):
+                db.execute(
+                    "UPDATE devices SET occupied=?, occupied_ms=? WHERE device=?",
+                    (msg.occupied, rec.time_ms, rec.device),
+                )
+            elif isinstance(msg, Telemetry):
+                db.execute(
+                    "UPDATE devices SET uptime_s=COALESCE(?, uptime_s), rssi=COALESCE(?, rssi),"
+                    " heap_free=COALESCE(?, heap_free), fw=COALESCE(?, fw),"
+                    " reset_reason=COALESCE(?, reset_reason) WHERE device=?",
+                    (msg.uptime_s, msg.rssi, msg.heap_free, msg.fw, msg.reset_reason, rec.device),
+                )
+    return fresh

@@ -1,0 +1,66 @@
+"""A SQLite database driven from asyncio: every call runs on one worker thread,
+so the connection never crosses threads, writes are serialised, and the event
+loop never waits on the disk."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from mamaroom.storage import StorageError
+
+T = TypeVar("T")
+
+
+class SqliteDatabase:
+    #: Executed on open; `CREATE ... IF NOT EXISTS` statements.
+    schema = ""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._db is None:
+                raise StorageError(f"{self.path}: database is not open")
+            try:
+                return fn(self._db)
+            except sqlite3.Error as exc:
+                raise StorageError(f"{self.path}: {exc}") from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    async def open(self) -> None:
+        def connect() -> None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.path, timeout=10)
+                db.execute("PRAGMA journal_mode=WAL")
+                # NORMAL in WAL mode survives a process crash; only an OS crash
+                # can lose the last transactions.
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(self.schema)
+                db.commit()
+            except (sqlite3.Error, OSError) as exc:
+                raise StorageError(f"{self.path}: {exc}") from exc
+            self._db = db
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, connect)
+
+    async def close(self) -> None:
+        def close() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, close)
+        self._pool.shutdown(wait=True)
+
+    async def ping(self) -> None:
+        await self._run(lambda db: db.execute("SELECT 1").fetchone())

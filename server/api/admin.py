@@ -1,0 +1,78 @@
+"""Admin: edit the room registry. Every change is published to the gateways.
+
+Until staff accounts arrive (emergency-calls issue) the admin API is guarded
+by one bearer token, `server.admin_token`; without it the admin API is off.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from mamaroom.contract import DeviceId, Registry, RegistryRoom
+from server.context import Ctx
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def require_admin(
+    ctx: Ctx, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    token = ctx.settings.server.admin_token
+    if not token:
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            "admin API is off: set server.admin_token to enable it")
+    if creds is None or not secrets.compare_digest(creds.credentials.encode(), token.encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "admin token required",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+class RoomPatch(BaseModel):
+    """Fields to change; those left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=100)
+    name_en: str | None = Field(None, min_length=1, max_length=100)
+    building: str | None = Field(None, min_length=1, max_length=100)
+    building_en: str | None = Field(None, max_length=100)
+    floor: int | None = None
+    device: DeviceId | None = None
+    access: str | None = None
+    company: str | None = None
+    hours: str | None = None
+    amenities: list[str] | None = None
+    in_service: bool | None = None
+
+
+@router.get("/registry", response_model=Registry)
+async def get_registry(ctx: Ctx) -> Registry:
+    return ctx.registry.current
+
+
+@router.put("/rooms/{room_id}", response_model=RegistryRoom)
+async def put_room(ctx: Ctx, room_id: str, room: RegistryRoom) -> RegistryRoom:
+    if room.id != room_id:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            f"room id in body ({room.id}) differs from the path ({room_id})")
+    return await ctx.registry.put_room(room)
+
+
+@router.patch("/rooms/{room_id}", response_model=RegistryRoom)
+async def patch_room(ctx: Ctx, room_id: str, patch: RoomPatch) -> RegistryRoom:
+    # `device: null` in the body unassigns the device; an absent key leaves it alone.
+    changes: dict[str, Any] = patch.model_dump(exclude_unset=True)
+    return await ctx.registry.patch_room(room_id, changes)
+
+
+@router.delete("/rooms/{room_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_room(ctx: Ctx, room_id: str) -> Response:
+    await ctx.registry.delete_room(room_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,43 @@
+"""Public room data: what a mother's phone reads. No login."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from mamaroom.contract import RoomStateName
+from server.context import Ctx
+from server.services.rooms import PublicRoom
+
+router = APIRouter(prefix="/api", tags=["rooms"])
+
+
+@router.get("/rooms", response_model=list[PublicRoom])
+async def list_rooms(
+    ctx: Ctx,
+    building: Annotated[str | None, Query(description="Building name (Chinese or English)")] = None,
+    floor: Annotated[int | None, Query(ge=-10, le=200)] = None,
+    state: RoomStateName | None = None,
+) -> list[PublicRoom]:
+    return ctx.rooms.query(building=building, floor=floor, state=state)
+
+
+@router.get("/rooms/{room_id}", response_model=PublicRoom,
+            responses={404: {"description": "No such room"}})
+async def get_room(ctx: Ctx, room_id: str) -> PublicRoom:
+    return ctx.rooms.get(room_id)
+
+
+@router.get("/stream", response_class=EventSourceResponse)
+async def stream(ctx: Ctx) -> AsyncIterator[ServerSentEvent]:
+    """Server-Sent Events: first `snapshot` (every room), then `room` on every change."""
+    with ctx.rooms.subscribe() as queue:
+        yield ServerSentEvent(event="snapshot", data=ctx.rooms.query(), retry=3000)
+        while True:
+            room = await queue.get()
+            if room is None:
+                return  # too slow: end the stream; the browser reconnects and resyncs
+            yield ServerSentEvent(event="room", data=room)

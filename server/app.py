@@ -1,0 +1,89 @@
+"""Builds the FastAPI app: services started in the lifespan, thin routers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from mamaroom.config import PROJECT_ROOT, Settings
+from mamaroom.logs import get_logger
+from mamaroom.storage.sqlite import SqliteStore
+from server.api import admin, health, rooms
+from server.context import ServerContext
+from server.db import ServerDb
+from server.errors import ServerError
+from server.mqtt_link import ServerMqtt
+from server.services.registry import RegistryService
+from server.services.rooms import LiveRooms
+
+log = get_logger(__name__)
+DASHBOARD = PROJECT_ROOT / "dashboard"
+#: Opening hours change what `open_now` says; re-evaluate this often.
+REFRESH_S = 30
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = ServerDb(settings.server_db_path)
+        store = SqliteStore(settings.store_path)
+        await db.open()
+        await store.open()
+        registry = RegistryService(db, settings.rooms_csv)
+        current = await registry.load()
+        live = LiveRooms(ZoneInfo(settings.timezone), queue_size=settings.server.stream_queue)
+        await live.set_registry(current)
+        mqtt = ServerMqtt(settings.mqtt, f"mamaroom-server-{uuid.uuid4().hex[:8]}", live, current)
+        registry.on_change(live.set_registry)
+        registry.on_change(mqtt.publish_registry)
+        app.state.ctx = ServerContext(settings, db, store, registry, live, mqtt)
+
+        async def refresh() -> None:
+            while True:
+                await asyncio.sleep(REFRESH_S)
+                live.refresh()
+
+        tasks = [asyncio.create_task(mqtt.run()), asyncio.create_task(refresh())]
+        log.info("server started", rooms=len(current.rooms), broker=settings.mqtt.url)
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await store.close()
+            await db.close()
+            log.info("server stopped")
+
+    app = FastAPI(
+        title="mamaroom",
+        summary="Live occupancy of the park's nursing rooms (母婴室)",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(ServerError)
+    async def server_error(_: Request, exc: ServerError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
+
+    app.include_router(rooms.router)
+    app.include_router(admin.router)
+    app.include_router(health.router)
+    _mount_pages(app, DASHBOARD)
+    return app
+
+
+def _mount_pages(app: FastAPI, root: Path) -> None:
+    app.mount("/static", StaticFiles(directory=root / "static"), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(root / "index.html", headers={"Cache-Control": "no-cache"})

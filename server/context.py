@@ -1,0 +1,33 @@
+"""What the API routes share: settings, databases and services of one server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from mamaroom.config import Settings
+from mamaroom.storage.sqlite import SqliteStore
+from server.db import ServerDb
+from server.mqtt_link import ServerMqtt
+from server.services.registry import RegistryService
+from server.services.rooms import LiveRooms
+
+
+@dataclass
+class ServerContext:
+    settings: Settings
+    db: ServerDb
+    store: SqliteStore
+    registry: RegistryService
+    rooms: LiveRooms
+    mqtt: ServerMqtt
+
+
+def _context(request: Request) -> ServerContext:
+    ctx: ServerContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[ServerContext, Depends(_context)]

@@ -1,0 +1,87 @@
+"""The server's MQTT connection: follows the retained room states, publishes
+the registry (retained). Reconnects by itself, with backoff and jitter."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import aiomqtt
+
+from mamaroom.config import MqttSettings
+from mamaroom.contract import (
+    REGISTRY_TOPIC,
+    ROOM_STATE_SUBSCRIPTION,
+    Registry,
+    RoomState,
+    dumps,
+    parse_room_state_topic,
+)
+from mamaroom.logs import get_logger
+from server.services.rooms import LiveRooms
+
+log = get_logger(__name__)
+
+
+class ServerMqtt:
+    def __init__(self, settings: MqttSettings, client_id: str, rooms: LiveRooms,
+                 registry: Registry) -> None:
+        self._settings = settings
+        self._client_id = client_id
+        self._rooms = rooms
+        self._registry = registry
+        self._client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+
+    async def publish_registry(self, registry: Registry) -> None:
+        """Publish now if connected; it is re-published on every (re)connect anyway."""
+        self._registry = registry
+        if self._client is not None and self.connected.is_set():
+            try:
+                await self._client.publish(REGISTRY_TOPIC, dumps(registry), qos=1, retain=True)
+            except aiomqtt.MqttError as exc:
+                log.warning("registry publish failed; will re-publish on reconnect",
+                            error=str(exc))
+
+    async def run(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self._settings.host, self._settings.port, identifier=self._client_id,
+                    username=self._settings.username, password=self._settings.password,
+                    keepalive=self._settings.keepalive_s, clean_session=True,
+                    tls_params=aiomqtt.TLSParameters() if self._settings.tls else None,
+                ) as client:
+                    self._client = client
+                    await client.subscribe(ROOM_STATE_SUBSCRIPTION, qos=1)
+                    await client.publish(REGISTRY_TOPIC, dumps(self._registry), qos=1,
+                                         retain=True)
+                    self.connected.set()
+                    delay = 1.0
+                    log.info("mqtt connected", url=self._settings.url)
+                    async for message in client.messages:
+                        self._on_message(str(message.topic), bytes(message.payload))
+            except aiomqtt.MqttError as exc:
+                if self.connected.is_set():
+                    log.warning("mqtt connection lost; reconnecting", error=str(exc))
+                else:
+                    log.warning("mqtt broker unreachable; retrying", url=self._settings.url,
+                                error=str(exc), retry_in_s=round(delay, 1))
+            finally:
+                self.connected.clear()
+                self._client = None
+            await asyncio.sleep(delay * random.uniform(0.7, 1.3))
+            delay = min(delay * 2, 30.0)
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        try:
+            room = parse_room_state_topic(topic)
+            state = RoomState.model_validate_json(payload) if payload else None
+        except ValueError as exc:
+            log.warning("ignoring a bad room state", topic=topic, error=str(exc)[:200])
+            return
+        if state is not None and state.room != room:
+            log.warning("ignoring a room state filed under another room", topic=topic)
+            return
+        self._rooms.set_state(room, state)

@@ -1,0 +1,96 @@
+"""The room registry: loaded from the server's database (seeded from the rooms
+CSV on first start), edited through the admin API, published to gateways."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from mamaroom.contract import Registry, RegistryRoom
+from mamaroom.logs import get_logger
+from mamaroom.registry import read_rooms_csv
+from server.db import ServerDb
+from server.errors import Conflict, Invalid, NotFound
+
+log = get_logger(__name__)
+
+Listener = Callable[[Registry], Awaitable[None]]
+
+
+class RegistryService:
+    def __init__(self, db: ServerDb, rooms_csv: Path) -> None:
+        self._db = db
+        self._rooms_csv = rooms_csv
+        self._lock = asyncio.Lock()
+        self._listeners: list[Listener] = []
+        self._current: Registry | None = None
+
+    @property
+    def current(self) -> Registry:
+        if self._current is None:
+            raise RuntimeError("registry not loaded")
+        return self._current
+
+    def on_change(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    async def load(self) -> Registry:
+        """Load the registry; on first start, seed it from the rooms CSV
+        (RoomsCsvError, with every bad line, if the file is not usable)."""
+        registry = await self._db.registry()
+        if registry is None:
+            rooms = read_rooms_csv(self._rooms_csv)
+            registry = await self._db.replace_rooms(rooms)
+            log.info("registry seeded from CSV", csv=str(self._rooms_csv), rooms=len(rooms))
+        else:
+            log.info("registry loaded", version=registry.version, rooms=len(registry.rooms))
+        self._current = registry
+        return registry
+
+    def room(self, room_id: str) -> RegistryRoom:
+        for room in self.current.rooms:
+            if room.id == room_id:
+                return room
+        raise NotFound(f"no room {room_id!r}")
+
+    async def put_room(self, room: RegistryRoom) -> RegistryRoom:
+        """Create or replace one room."""
+        async with self._lock:
+            others = [r for r in self.current.rooms if r.id != room.id]
+            self._check_device(room, others)
+            await self._save([*others, room])
+        return room
+
+    async def patch_room(self, room_id: str, changes: dict[str, Any]) -> RegistryRoom:
+        async with self._lock:
+            old = self.room(room_id)
+            try:
+                room = RegistryRoom.model_validate({**old.model_dump(), **changes, "id": room_id})
+            except ValidationError as exc:
+                raise Invalid(str(exc.errors(include_url=False))) from None
+            others = [r for r in self.current.rooms if r.id != room_id]
+            self._check_device(room, others)
+            await self._save([*others, room])
+        return room
+
+    async def delete_room(self, room_id: str) -> None:
+        async with self._lock:
+            self.room(room_id)
+            await self._save([r for r in self.current.rooms if r.id != room_id])
+
+    @staticmethod
+    def _check_device(room: RegistryRoom, others: list[RegistryRoom]) -> None:
+        if room.device:
+            for other in others:
+                if other.device == room.device:
+                    raise Conflict(f"device {room.device!r} is already in room {other.id!r}")
+
+    async def _save(self, rooms: list[RegistryRoom]) -> None:
+        self._current = await self._db.replace_rooms(rooms)
+        log.info("registry changed", version=self._current.version, rooms=len(rooms))
+        for listener in self._listeners:
+            await listener(self._current)

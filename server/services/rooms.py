@@ -1,0 +1,154 @@
+"""Live rooms: the registry joined with the gateway's retained room states,
+as the public sees them, and the fan-out of every change to stream clients."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, time
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel
+
+from mamaroom.contract import Registry, RegistryRoom, RoomState, RoomStateName
+from mamaroom.logs import get_logger
+from server.errors import NotFound
+
+log = get_logger(__name__)
+
+
+class PublicRoom(BaseModel):
+    """One room as a mother's phone sees it. Never reveals an emergency call."""
+
+    id: str
+    name: str
+    name_en: str
+    building: str
+    building_en: str
+    floor: int
+    device: str | None
+    state: RoomStateName
+    #: When the room entered `state` (ISO 8601), None if never heard from.
+    since: datetime | None
+    access: str
+    company: str
+    hours: str
+    amenities: list[str]
+    in_service: bool
+    #: Inside its opening hours now (site time zone).
+    open_now: bool
+    #: Free, in service and open: a mother can walk in.
+    available: bool
+
+
+def is_open(hours: str, now: datetime) -> bool:
+    """`HH:MM-HH:MM` in site time (empty = always open; `24:00` = midnight)."""
+    if not hours:
+        return True
+    start_s, end_s = hours.split("-")
+    start = time.fromisoformat(start_s)
+    t = now.time()
+    if end_s == "24:00":
+        return t >= start
+    end = time.fromisoformat(end_s)
+    return start <= t < end if start <= end else (t >= start or t < end)
+
+
+class LiveRooms:
+    def __init__(self, tz: ZoneInfo, *, queue_size: int = 1000) -> None:
+        self._tz = tz
+        self._queue_size = queue_size
+        self._registry: dict[str, RegistryRoom] = {}
+        self._states: dict[str, RoomState] = {}
+        self._rooms: dict[str, PublicRoom] = {}
+        self._subscribers: set[asyncio.Queue[PublicRoom | None]] = set()
+
+    # --- inputs -----------------------------------------------------------
+
+    async def set_registry(self, registry: Registry) -> None:
+        self._registry = {r.id: r for r in registry.rooms}
+        for gone in set(self._rooms) - set(self._registry):
+            del self._rooms[gone]
+        self._recompute(list(self._registry))
+
+    def set_state(self, room: str, state: RoomState | None) -> None:
+        if state is None:
+            self._states.pop(room, None)
+        else:
+            self._states[room] = state
+        if room in self._registry:
+            self._recompute([room])
+
+    def refresh(self) -> None:
+        """Re-evaluate time-dependent fields (opening hours)."""
+        self._recompute(list(self._registry))
+
+    def _recompute(self, room_ids: list[str]) -> None:
+        now = datetime.now(self._tz)
+        for room_id in room_ids:
+            new = self._public(self._registry[room_id], now)
+            if self._rooms.get(room_id) != new:
+                self._rooms[room_id] = new
+                self._publish(new)
+
+    def _public(self, reg: RegistryRoom, now: datetime) -> PublicRoom:
+        live = self._states.get(reg.id)
+        # A state reported for another device (just moved) is not this room's truth.
+        if live is not None and live.device != reg.device:
+            live = None
+        state = live.state if live else RoomStateName.OFFLINE
+        open_now = is_open(reg.hours, now)
+        return PublicRoom(
+            id=reg.id, name=reg.name, name_en=reg.name_en, building=reg.building,
+            building_en=reg.building_en, floor=reg.floor, device=reg.device, state=state,
+            since=live.since if live else None, access=reg.access, company=reg.company,
+            hours=reg.hours, amenities=reg.amenities, in_service=reg.in_service,
+            open_now=open_now,
+            available=state is RoomStateName.FREE and reg.in_service and open_now,
+        )
+
+    # --- reads ----------------------------------------------------------------
+
+    def query(self, *, building: str | None = None, floor: int | None = None,
+             state: RoomStateName | None = None) -> list[PublicRoom]:
+        rooms = sorted(self._rooms.values(), key=lambda r: (r.building, r.floor, r.id))
+        return [
+            r for r in rooms
+            if (building is None or building in (r.building, r.building_en))
+            and (floor is None or r.floor == floor)
+            and (state is None or r.state is state)
+        ]
+
+    def get(self, room_id: str) -> PublicRoom:
+        try:
+            return self._rooms[room_id]
+        except KeyError:
+            raise NotFound(f"no room {room_id!r}") from None
+
+    # --- fan-out --------------------------------------------------------------
+
+    @contextmanager
+    def subscribe(self) -> Iterator[asyncio.Queue[PublicRoom | None]]:
+        """A queue of changed rooms; None means this subscriber fell too far
+        behind and must reconnect (its stream ends; EventSource reconnects)."""
+        queue: asyncio.Queue[PublicRoom | None] = asyncio.Queue(self._queue_size)
+        self._subscribers.add(queue)
+        try:
+            yield queue
+        finally:
+            self._subscribers.discard(queue)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def _publish(self, room: PublicRoom) -> None:
+        for queue in list(self._subscribers):
+            try:
+                queue.put_nowait(room)
+            except asyncio.QueueFull:
+                self._subscribers.discard(queue)
+                queue.get_nowait()  # make room for the end-of-stream marker
+                queue.put_nowait(None)
+                log.warning("stream client too slow; disconnecting it")

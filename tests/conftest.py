@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import Device, Mosquitto, Services, write_rooms_csv
+
+ROOMS = [("T1-0101", "dev-a"), ("T1-0201", "dev-b"), ("T1-0301", None)]
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    mosquitto = Mosquitto(tmp_path / "mosquitto").start()
+    yield mosquitto
+    mosquitto.stop()
+
+
+@pytest.fixture
+def rooms_csv(tmp_path: Path) -> Path:
+    return write_rooms_csv(tmp_path / "rooms.csv", ROOMS)
+
+
+@pytest.fixture
+def services(broker: Mosquitto, tmp_path: Path, rooms_csv: Path) -> Iterator[Services]:
+    svc = Services(broker, tmp_path, rooms_csv).start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def device_factory(broker: Mosquitto) -> Iterator[type[Device]]:
+    made: list[Device] = []
+
+    def make(device: str, boot: int = 1) -> Device:
+        d = Device(broker.port, device, boot=boot)
+        made.append(d)
+        return d
+
+    yield make  # type: ignore[misc]
+    for d in made:
+        d.close()

@@ -1,0 +1,294 @@
+"""Real parts for tests: Mosquitto, mamaroom processes and device stand-ins,
+each on free ports in a temp dir; polling helpers instead of sleeps."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from mamaroom.contract import Kind, device_topic
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05,
+             what: str = "condition", detail: Callable[[], str] | None = None) -> T:
+    """Poll `check` until it returns something truthy; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (httpx.HTTPError, OSError, KeyError, ValueError) as exc:
+            last_error = exc
+        time.sleep(interval)
+    extra = f"\nlast error: {last_error!r}" if last_error else ""
+    extra += f"\n{detail()}" if detail else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{extra}")
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
+                                          if os.path.exists("/usr/sbin/mosquitto") else None)
+    if not found:
+        raise RuntimeError("mosquitto is not installed: run `make test` (it installs it)")
+    return found
+
+
+class Mosquitto:
+    """A private Mosquitto on a free port; `restart()` keeps the port."""
+
+    def __init__(self, workdir: Path, *, persistence: bool = False) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.persistence = persistence
+        self.proc: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            # Started as root, mosquitto would drop to user `mosquitto`, which
+            # cannot write the persistence file or log in a private temp dir.
+            f"user {getpass.getuser()}\n"
+            "allow_anonymous true\n"
+            f"persistence {'true' if persistence else 'false'}\n"
+            f"persistence_location {workdir}/\n"
+            # The gateway acks only after storing: let enough wait in flight,
+            # and never silently drop a queued message in a test.
+            "max_inflight_messages 100\n"
+            "max_queued_messages 100000\n"
+            f"log_dest file {workdir}/mosquitto.log\n"
+            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+        )
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> Mosquitto:
+        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._answers, timeout=15, what=f"mosquitto on port {self.port}")
+        return self
+
+    def _answers(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"mosquitto exited: {self.log_tail()}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=15)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_tail(self, lines: int = 30) -> str:
+        log = self.workdir / "mosquitto.log"
+        return "\n".join(log.read_text().splitlines()[-lines:]) if log.exists() else ""
+
+
+class Proc:
+    """A `mamaroom` subcommand in its own process, its output kept in a file."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], workdir: Path) -> None:
+        self.name = name
+        self.args = args
+        self.env = env
+        self.log_path = workdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "mamaroom", *self.args],
+                                     env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     cwd=ROOT)
+        log.close()
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return f"--- {self.name} log ---\n" + "\n".join(self.log().splitlines()[-lines:])
+
+
+def write_rooms_csv(path: Path, rooms: list[tuple[str, str | None]]) -> Path:
+    """A small rooms CSV: (room id, device id or None) per room."""
+    lines = ["room_id,name,name_en,building,building_en,floor,device"]
+    for i, (room, device) in enumerate(rooms):
+        lines.append(f"{room},测试楼{i + 1}层母婴室,Test Bldg {i + 1}F,测试楼,Test Bldg,"
+                     f"{i + 1},{device or ''}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+class Device:
+    """A test stand-in for a room node: its own MQTT connection with the
+    contract's retained birth and last will, and a strictly increasing seq."""
+
+    def __init__(self, broker_port: int, device: str, *, boot: int = 1) -> None:
+        self.device = device
+        self.boot = boot
+        self.seq = 0
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=device,
+                                  clean_session=False, protocol=paho.MQTTv311)
+        self.client.will_set(device_topic(device, Kind.STATUS), b"offline", qos=1, retain=True)
+        # Like a real node: the retained birth goes out on every (re)connect.
+        self.client.on_connect = lambda c, *_: c.publish(
+            device_topic(device, Kind.STATUS), b"online", qos=1, retain=True)
+        self.client.connect("127.0.0.1", broker_port, keepalive=30)
+        self.client.loop_start()
+        wait_for(self.client.is_connected, timeout=15, what=f"{device} connected")
+
+    def envelope(self, **fields: Any) -> dict[str, Any]:
+        self.seq += 1
+        return {"v": 1, "boot": self.boot, "seq": self.seq, "ts": int(time.time() * 1000),
+                **fields}
+
+    def occupancy(self, occupied: bool, **extra: Any) -> dict[str, Any]:
+        msg = self.envelope(occupied=occupied, source="door", **extra)
+        self.publish(Kind.OCCUPANCY, msg)
+        return msg
+
+    def telemetry(self) -> dict[str, Any]:
+        msg = self.envelope(uptime_s=10, rssi=-60, heap_free=80000, fw="test")
+        self.publish(Kind.TELEMETRY, msg)
+        return msg
+
+    def publish(self, kind: Kind, body: dict[str, Any]) -> None:
+        self.publish_raw(device_topic(self.device, kind), json.dumps(body).encode())
+
+    def publish_raw(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        # After a broker restart paho reconnects by itself; wait for it.
+        wait_for(self.client.is_connected, timeout=30, what=f"{self.device} connected")
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(timeout=10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Services:
+    """Gateway and server of one test, against one broker, in one data dir."""
+
+    def __init__(self, broker: Mosquitto, workdir: Path, rooms_csv: Path,
+                 **env: str) -> None:
+        self.broker = broker
+        self.workdir = workdir
+        self.http_port = free_port()
+        self.metrics_port = free_port()
+        self.env = {
+            **os.environ,
+            "MAMAROOM_MQTT__URL": broker.url,
+            "MAMAROOM_HTTP__PORT": str(self.http_port),
+            "MAMAROOM_GATEWAY__METRICS_PORT": str(self.metrics_port),
+            "MAMAROOM_DATA_DIR": str(workdir / "data"),
+            "MAMAROOM_ROOMS_CSV": str(rooms_csv),
+            "MAMAROOM_SERVER__ADMIN_TOKEN": "test-admin-token",
+            "MAMAROOM_LOG__LEVEL": "debug",
+            **env,
+        }
+        self.server = Proc("server", ["server"], self.env, workdir)
+        self.gateway = Proc("gateway", ["gateway"], self.env, workdir)
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}", timeout=10)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def logs(self) -> str:
+        return "\n".join([self.server.log_tail(), self.gateway.log_tail(),
+                          "--- mosquitto ---", self.broker.log_tail()])
+
+    def start_server(self) -> None:
+        self.server.start()
+        wait_for(lambda: self.http.get("/readyz").status_code == 200, timeout=60,
+                 what="server ready", detail=self.logs)
+
+    def start_gateway(self) -> None:
+        self.gateway.start()
+        wait_for(lambda: "registry applied" in self.gateway.log(), timeout=60,
+                 what="gateway applied the registry", detail=self.logs)
+
+    def start(self) -> Services:
+        self.start_server()
+        self.start_gateway()
+        return self
+
+    def stop(self) -> None:
+        self.gateway.stop()
+        self.server.stop()
+        self.http.close()
+
+    def room(self, room_id: str) -> dict[str, Any]:
+        r = self.http.get(f"/api/rooms/{room_id}")
+        r.raise_for_status()
+        return dict(r.json())
+
+    def wait_room_state(self, room_id: str, state: str, timeout: float = 30) -> dict[str, Any]:
+        return wait_for(lambda: (r := self.room(room_id))["state"] == state and r,
+                        timeout=timeout, what=f"room {room_id} {state}", detail=self.logs)
+
+    def metrics(self) -> dict[str, float]:
+        """The gateway's Prometheus samples, `name{labels}` → value."""
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self.http.request(method, path, headers={"Authorization":
+                                                        "Bearer test-admin-token"}, **kwargs)

@@ -1,0 +1,79 @@
+"""One config model: TOML file, environment overrides, one clear line on error."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mamaroom.config import ConfigError, load_settings
+
+
+def test_defaults_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert settings.mqtt.url == "mqtt://127.0.0.1:1883"
+    assert (settings.http.host, settings.http.port) == ("127.0.0.1", 8000)
+    assert settings.timezone == "Asia/Shanghai"
+    assert settings.gateway.supervision_s == 150
+    cfg = tmp_path / "site.toml"
+    cfg.write_text('timezone = "Asia/Urumqi"\n[http]\nport = 8100\n[mqtt]\n'
+                   'url = "mqtts://broker.park.example:8884"\n')
+    monkeypatch.setenv("MAMAROOM_CONFIG", str(cfg))
+    monkeypatch.setenv("MAMAROOM_HTTP__PORT", "8200")  # environment beats the file
+    settings = load_settings()
+    assert settings.http.port == 8200
+    assert settings.timezone == "Asia/Urumqi"
+    assert (settings.mqtt.host, settings.mqtt.port, settings.mqtt.tls) == (
+        "broker.park.example", 8884, True)
+
+
+@pytest.mark.parametrize("env, key", [
+    ({"MAMAROOM_HTTP__PORT": "eighty"}, "http.port"),
+    ({"MAMAROOM_HTTP__PORT": "70000"}, "http.port"),
+    ({"MAMAROOM_MQTT__URL": "http://broker"}, "mqtt.url"),
+    ({"MAMAROOM_TIMEZONE": "Mars/Olympus"}, "timezone"),
+    ({"MAMAROOM_GATEWAY__SUPERVISION_S": "-5"}, "gateway.supervision_s"),
+    ({"MAMAROOM_LOG__LEVEL": "chatty"}, "log.level"),
+])
+def test_bad_config_names_the_key(env: dict[str, str], key: str,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert str(err.value).startswith(f"config error: {key} ")
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_key_and_broken_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "site.toml"
+    cfg.write_text("[http]\nprot = 8000\n")
+    monkeypatch.setenv("MAMAROOM_CONFIG", str(cfg))
+    with pytest.raises(ConfigError, match=r"http\.prot"):
+        load_settings()
+    cfg.write_text("[http\n")
+    with pytest.raises(ConfigError, match="MAMAROOM_CONFIG"):
+        load_settings()
+    monkeypatch.setenv("MAMAROOM_CONFIG", str(tmp_path / "missing.toml"))
+    with pytest.raises(ConfigError, match="no such file"):
+        load_settings()
+
+
+def test_a_service_refuses_to_start_with_one_clear_line() -> None:
+    env = {**os.environ, "MAMAROOM_HTTP__PORT": "eighty"}
+    out = subprocess.run([sys.executable, "-m", "mamaroom", "server"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "http.port" in lines[0] and "MAMAROOM_HTTP__PORT" in lines[0]
+
+
+def test_every_command_has_help() -> None:
+    for cmd in ([], ["demo"], ["gateway"], ["server"], ["simulate"], ["rooms", "check"]):
+        out = subprocess.run([sys.executable, "-m", "mamaroom", *cmd, "--help"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "Usage" in out.stdout and len(out.stdout) > 200

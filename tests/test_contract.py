@@ -1,0 +1,141 @@
+"""The contract's topic and payload rules, on valid, invalid and edge cases."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway.decode import DeviceMessage, StatusUpdate, decode
+from mamaroom.contract import (
+    MAX_PAYLOAD_BYTES,
+    Call,
+    ContractError,
+    Kind,
+    Occupancy,
+    RejectReason,
+    Telemetry,
+    device_topic,
+    parse_device_topic,
+    parse_payload,
+    parse_room_state_topic,
+    parse_status,
+    room_state_topic,
+)
+
+
+def _payload(**fields: object) -> bytes:
+    return json.dumps({"v": 1, "boot": 7, "seq": 42, "ts": 1732400000000, **fields}).encode()
+
+
+def test_the_contracts_own_examples_are_valid() -> None:
+    occ = parse_payload(Kind.OCCUPANCY, b'{"v":1,"boot":7,"seq":42,"ts":1732400000000,'
+                        b'"occupied":true,"source":"door","radar":"still","still_s":310}')
+    assert isinstance(occ, Occupancy) and occ.occupied and occ.still_s == 310
+    call = parse_payload(Kind.CALL, b'{"v":1,"boot":7,"seq":43,"ts":null,"action":"press",'
+                         b'"call_id":"b3f1-7-43"}')
+    assert isinstance(call, Call) and call.ts is None and call.call_id == "b3f1-7-43"
+    tel = parse_payload(Kind.TELEMETRY, b'{"v":1,"boot":7,"seq":44,"ts":1,"uptime_s":3600,'
+                        b'"rssi":-61,"heap_free":81234,"fw":"1.0.0","temp_c":31}')
+    assert isinstance(tel, Telemetry) and tel.rssi == -61
+    assert tel.model_extra == {"temp_c": 31}  # more telemetry fields are kept
+
+
+def test_unknown_fields_are_ignored_not_fatal() -> None:
+    occ = parse_payload(Kind.OCCUPANCY, _payload(occupied=False, source="fused", shiny=1))
+    assert isinstance(occ, Occupancy) and not occ.occupied
+
+
+@pytest.mark.parametrize("fields, reason", [
+    ({"occupied": "true", "source": "door"}, "occupied"),  # string is not a bool
+    ({"occupied": 1, "source": "door"}, "occupied"),  # nor is 1
+    ({"occupied": True, "source": "window"}, "source"),
+    ({"occupied": True}, "source"),
+    ({"occupied": True, "source": "door", "radar": "sleeping"}, "radar"),
+    ({"occupied": True, "source": "door", "still_s": -1}, "still_s"),
+])
+def test_wrong_types_and_values_are_refused(fields: dict[str, object], reason: str) -> None:
+    with pytest.raises(ContractError) as err:
+        parse_payload(Kind.OCCUPANCY, _payload(**fields))
+    assert err.value.reason is RejectReason.INVALID_PAYLOAD
+    assert reason in err.value.detail
+
+
+@pytest.mark.parametrize("envelope", [
+    {"v": 2, "boot": 1, "seq": 1, "ts": None},
+    {"boot": 1, "seq": 1, "ts": None},
+    {"v": 1, "boot": -1, "seq": 1, "ts": None},
+    {"v": 1, "boot": 1, "seq": 1.5, "ts": None},
+    {"v": 1, "boot": 1, "seq": 2**63, "ts": None},  # would overflow a 64-bit store
+    {"v": 1, "boot": 1, "seq": 1},  # ts must be present, null when unsynced
+    {"v": 1, "boot": 1, "seq": 1, "ts": "2024-01-01"},
+    {"v": True, "boot": 1, "seq": 1, "ts": None},
+])
+def test_the_envelope_is_strict(envelope: dict[str, object]) -> None:
+    body = json.dumps({**envelope, "occupied": True, "source": "door"}).encode()
+    with pytest.raises(ContractError) as err:
+        parse_payload(Kind.OCCUPANCY, body)
+    assert err.value.reason is RejectReason.INVALID_PAYLOAD
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (b"", RejectReason.NOT_JSON),
+    (b"{", RejectReason.NOT_JSON),
+    (b"\xc3\x28", RejectReason.NOT_JSON),  # not UTF-8
+    (b"null", RejectReason.INVALID_PAYLOAD),
+    (b'"text"', RejectReason.INVALID_PAYLOAD),
+    (b"[]", RejectReason.INVALID_PAYLOAD),
+    (b"{" + b" " * MAX_PAYLOAD_BYTES + b"}", RejectReason.OVERSIZE),
+])
+def test_not_json_and_oversize(payload: bytes, reason: RejectReason) -> None:
+    with pytest.raises(ContractError) as err:
+        parse_payload(Kind.OCCUPANCY, payload)
+    assert err.value.reason is reason
+
+
+def test_exactly_4_kib_is_accepted() -> None:
+    body = _payload(occupied=True, source="door", pad="")
+    padded = body[:-1] + b" " * (MAX_PAYLOAD_BYTES - len(body)) + b"}"
+    assert len(padded) == MAX_PAYLOAD_BYTES
+    assert isinstance(parse_payload(Kind.OCCUPANCY, padded), Occupancy)
+
+
+def test_topics_round_trip() -> None:
+    assert device_topic("n-sp1-0101", Kind.OCCUPANCY) == "mr/v1/dev/n-sp1-0101/occupancy"
+    assert parse_device_topic("mr/v1/dev/n-sp1-0101/call") == ("n-sp1-0101", Kind.CALL)
+    assert room_state_topic("SP1-0101") == "mr/v1/room/SP1-0101/state"
+    assert parse_room_state_topic("mr/v1/room/SP1-0101/state") == "SP1-0101"
+    with pytest.raises(ValueError):
+        device_topic("Bad/Id", Kind.STATUS)
+    with pytest.raises(ValueError):
+        room_state_topic("a+b")
+
+
+@pytest.mark.parametrize("topic", [
+    "mr/v1/dev/dev-a", "mr/v1/dev/dev-a/occupancy/x", "mr/v2/dev/dev-a/occupancy",
+    "mr/v1/dev/DEV-A/occupancy", "mr/v1/dev//occupancy", "mr/v1/dev/" + "a" * 33 + "/call",
+    "mr/v1/dev/dev-a/lamp", "mr/v1/room/x/state", "other/tree",
+])
+def test_topics_outside_the_tree_are_refused(topic: str) -> None:
+    with pytest.raises(ContractError) as err:
+        parse_device_topic(topic)
+    assert err.value.reason is RejectReason.BAD_TOPIC
+
+
+def test_status_is_plain_text() -> None:
+    assert parse_status(b"online") == "online"
+    assert parse_status(b"offline\n") == "offline"
+    with pytest.raises(ContractError):
+        parse_status(b'{"status":"online"}')
+
+
+def test_decode_routes_each_kind() -> None:
+    status = decode("mr/v1/dev/dev-a/status", b"offline", retained=True)
+    assert status == StatusUpdate("dev-a", "offline", retained=True)
+    msg = decode("mr/v1/dev/dev-a/occupancy", _payload(occupied=True, source="door"), False)
+    assert isinstance(msg, DeviceMessage) and msg.kind is Kind.OCCUPANCY
+    # The server's commands to a node are overheard, not refused.
+    assert decode("mr/v1/dev/dev-a/cmd", b'{"cmd":"call_ack"}', False) is None
+    with pytest.raises(ContractError) as err:
+        decode("mr/v1/dev/dev-a/status", b"x" * (MAX_PAYLOAD_BYTES + 1), False)
+    assert err.value.reason is RejectReason.OVERSIZE

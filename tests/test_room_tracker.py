@@ -1,0 +1,91 @@
+"""Room-state derivation with an exact clock: stale data is never `free`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from gateway.rooms import RoomTracker
+from mamaroom.contract import Occupancy, Registry, RegistryRoom, RoomStateName, Telemetry
+from mamaroom.storage.sqlite import DeviceRow, RoomStateRow
+
+T0 = 1_800_000_000_000  # ms
+
+
+def registry(*pairs: tuple[str, str | None], version: int = 1) -> Registry:
+    return Registry(version=version, updated_at=datetime.now(UTC), rooms=[
+        RegistryRoom(id=room, name=room, name_en=room, building="B", floor=1, device=dev)
+        for room, dev in pairs])
+
+
+def occ(occupied: bool, seq: int, boot: int = 1, ts: int | None = None) -> Occupancy:
+    return Occupancy(v=1, boot=boot, seq=seq, ts=ts, occupied=occupied, source="door")
+
+
+def tracker() -> RoomTracker:
+    t = RoomTracker(supervision_s=150)
+    t.set_registry(registry(("R1", "d1"), ("R2", "d2"), ("R3", None)), T0)
+    return t
+
+
+def test_unknown_is_offline_with_a_reason() -> None:
+    t = tracker()
+    assert {s.room: s.reason for s in t.all_states()} == {
+        "R1": "no_data", "R2": "no_data", "R3": "no_device"}
+    # Online but no occupancy reported yet: still not free.
+    t.on_status("d1", "online", live=True, now_ms=T0)
+    assert t.derive("R1", T0).reason == "no_data"
+
+
+def test_occupancy_then_silence_then_a_sign_of_life() -> None:
+    t = tracker()
+    [s] = t.on_message("d1", occ(False, 1), T0, T0)
+    assert s.state is RoomStateName.FREE and s.since == datetime.fromtimestamp(T0 / 1000, UTC)
+    assert t.tick(T0 + 150_000) == []  # exactly at the window: still fresh
+    [s] = t.tick(T0 + 150_001)
+    assert s.state is RoomStateName.OFFLINE and s.reason == "silent"
+    tel = Telemetry(v=1, boot=1, seq=2, ts=None, rssi=-60)
+    [s] = t.on_message("d1", tel, T0 + 200_000, T0 + 200_000)
+    assert s.state is RoomStateName.FREE  # last known occupancy, freshly confirmed
+
+
+def test_last_will_wins_until_the_next_birth() -> None:
+    t = tracker()
+    t.on_message("d1", occ(True, 1), T0, T0)
+    [s] = t.on_status("d1", "offline", live=False, now_ms=T0 + 1000)
+    assert s.state is RoomStateName.OFFLINE and s.reason == "device_offline"
+    assert t.on_message("d1", occ(True, 2), T0 + 2000, T0 + 2000) == []  # still offline
+    [s] = t.on_status("d1", "online", live=True, now_ms=T0 + 3000)
+    assert s.state is RoomStateName.OCCUPIED
+
+
+def test_an_older_message_does_not_roll_state_back() -> None:
+    t = tracker()
+    t.on_message("d1", occ(True, 5), T0, T0)
+    assert t.on_message("d1", occ(False, 4), T0 + 1, T0 + 1) == []
+    assert t.derive("R1", T0 + 2).state is RoomStateName.OCCUPIED
+    # After a reboot seq restarts: a new boot is always newer.
+    [s] = t.on_message("d1", occ(False, 1, boot=2), T0 + 3, T0 + 3)
+    assert s.state is RoomStateName.FREE
+
+
+def test_moving_a_device_moves_its_state() -> None:
+    t = tracker()
+    t.on_message("d1", occ(True, 1), T0, T0)
+    changed, removed = t.set_registry(registry(("R1", None), ("R3", "d1"), version=2), T0 + 10)
+    assert removed == ["R2"]
+    states = {s.room: (s.state, s.reason) for s in changed}
+    assert states == {"R1": (RoomStateName.OFFLINE, "no_device"),
+                      "R3": (RoomStateName.OCCUPIED, None)}
+
+
+def test_restore_keeps_since_across_a_restart() -> None:
+    t = RoomTracker(supervision_s=150)
+    since = T0 - 600_000
+    t.restore([DeviceRow("d1", "R1", T0 - 1000, "online", T0 - 5000, 1, 9, 1, True, since,
+                         None, None, None, None, None)],
+              [RoomStateRow("R1", "occupied", since, "d1", None)])
+    changed, _ = t.set_registry(registry(("R1", "d1")), T0)
+    assert changed == []  # nothing changed, nothing re-announced
+    state = t.state_of("R1")
+    assert state is not None and state.state is RoomStateName.OCCUPIED
+    assert state.since == datetime.fromtimestamp(since / 1000, UTC)
