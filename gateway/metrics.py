@@ -35,4 +35,5 @@ class GatewayMetrics:
         for reason in RejectReason:
             self.rejected.labels(reason.value)
         for kind in Kind:
-            self.received.labels(kind.value)
+            if kind is not Kind.CMD:  # commands go to devices, not to the gateway
+                self.received.labels(kind.value)

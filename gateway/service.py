@@ -99,10 +99,6 @@ class Gateway:
 
     async def _follow_registry(self) -> None:
         assert self._registry_link is not None
-        waited = asyncio.get_running_loop().call_later(
-            10, lambda: None if self.registry_ready.is_set() else log.warning(
-                "still waiting for the room registry; is the server running?",
-                topic=REGISTRY_TOPIC))
         while True:
             item = await self._registry_link.messages.get()
             if not item.payload:
@@ -122,7 +118,6 @@ class Gateway:
             await self._publish_states(changed)
             log.info("registry applied", version=registry.version, rooms=len(registry.rooms),
                      changed=len(changed), removed=len(removed))
-            waited.cancel()
             self.registry_ready.set()
 
     # --- ingest ---------------------------------------------------------------
@@ -131,7 +126,12 @@ class Gateway:
         assert self._ingest is not None
         # Until the registry is known, a device cannot be mapped to a room;
         # messages wait unacknowledged at the broker rather than being refused.
-        await self.registry_ready.wait()
+        while not self.registry_ready.is_set():
+            try:
+                await asyncio.wait_for(self.registry_ready.wait(), timeout=15)
+            except TimeoutError:
+                log.warning("still waiting for the room registry; is the server running?",
+                            topic=REGISTRY_TOPIC)
         queue = self._ingest.messages
         while True:
             batch = [await queue.get()]

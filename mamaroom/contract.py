@@ -11,7 +11,7 @@ import json
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
@@ -286,6 +286,3 @@ class Registry(BaseModel):
 def dumps(model: BaseModel) -> bytes:
     return model.model_dump_json().encode()
 
-
-def loads_json(payload: bytes) -> Any:
-    return json.loads(payload.decode("utf-8"))

@@ -36,7 +36,6 @@ async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
         return 1
 
     env = dict(os.environ)
-    env["MAMAROOM_DATA_DIR"] = str(settings.data_dir)
     if not settings.server.admin_token:
         # The demo's own admin token, printed below; never a fixed default.
         env["MAMAROOM_SERVER__ADMIN_TOKEN"] = secrets.token_urlsafe(16)

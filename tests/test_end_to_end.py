@@ -3,14 +3,17 @@ all real processes on a private broker."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from mamaroom.contract import Kind, device_topic
+from mamaroom.storage.sqlite import SqliteStore
 from tests.support import Device, Mosquitto, Services, wait_for
 
 
@@ -109,8 +112,13 @@ def test_bad_input_is_counted_and_the_next_valid_message_works(services: Service
     dev.occupancy(True)
     services.wait_room_state("T1-0101", "occupied")
     assert services.gateway.log().count("message rejected") == len(junk)
-    unknown = services.metrics()
-    assert unknown['mamaroom_gateway_stored_total{kind="occupancy"}'] == 1
+    assert services.metrics()['mamaroom_gateway_stored_total{kind="occupancy"}'] == 1
+    services.gateway.stop()
+    [event] = stored_occupancy(services.workdir / "data")
+    assert (event["device"], event["room"], event["occupied"]) == ("dev-a", "T1-0101", 1)
+    # The unknown node is remembered as a candidate to adopt.
+    [ghost] = read_store(services.workdir / "data", SqliteStore.unknown_devices)
+    assert ghost["device"] == "ghost-node" and ghost["messages"] == 1
 
 
 def test_a_replayed_message_is_ignored(services: Services, device_factory: Any) -> None:
@@ -145,6 +153,24 @@ def test_device_dropped_without_disconnect_goes_offline_by_last_will(services: S
     room = services.wait_room_state("T1-0101", "offline")
     state = wait_for(lambda: _retained_state(services, "T1-0101"), what="retained state")
     assert state["reason"] == "device_offline"
+
+
+def stored_occupancy(data_dir: Path) -> list[dict[str, Any]]:
+    return read_store(data_dir, SqliteStore.occupancy_events)
+
+
+def read_store(data_dir: Path, query: Any) -> Any:
+    """Run one query on a test's embedded store (after its gateway stopped)."""
+
+    async def read() -> Any:
+        store = SqliteStore(data_dir / "store.sqlite")
+        await store.open()
+        try:
+            return await query(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
 
 
 def _retained_state(services: Services, room: str) -> dict[str, Any] | None:
@@ -251,3 +277,7 @@ def test_gateway_and_broker_restarts_lose_no_valid_message(
             d.close()
         svc.stop()
         broker.stop()
+    # Every message stored exactly once, whatever was redelivered.
+    events = stored_occupancy(tmp_path / "data")
+    assert sorted((e["device"], e["seq"]) for e in events) == sorted(
+        [("dev-a", seq) for seq in range(1, 24)] + [("dev-b", 1)])
