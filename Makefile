@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(BIN)/mamaroom demo
 
 test: $(STAMP)
-	@scripts/ensure-system-packages.sh mosquitto
+	@scripts/ensure-system-packages.sh mosquitto influxdb
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
@@ -37,7 +37,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	@scripts/ensure-system-packages.sh mosquitto
+	@scripts/ensure-system-packages.sh mosquitto influxdb
 	$(BIN)/python -m bench
 
 clean:

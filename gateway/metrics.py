@@ -2,38 +2,80 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mamaroom.contract import Kind, RejectReason
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+_SIZE_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
 class GatewayMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.received = Counter(
-            "mamaroom_gateway_received", "Messages received from devices, by kind",
-            ["kind"], registry=self.registry)
-        self.stored = Counter(
-            "mamaroom_gateway_stored", "New messages written to storage, by kind",
-            ["kind"], registry=self.registry)
-        self.rejected = Counter(
-            "mamaroom_gateway_rejected", "Messages refused, by reason",
-            ["reason"], registry=self.registry)
-        self.duplicates = Counter(
-            "mamaroom_gateway_duplicates", "Repeated (device, boot, seq) ignored",
-            registry=self.registry)
-        self.room_states = Counter(
-            "mamaroom_gateway_room_state_published", "Room state changes published",
-            registry=self.registry)
-        self.storage_errors = Counter(
-            "mamaroom_gateway_storage_errors", "Failed storage writes (retried)",
-            registry=self.registry)
-        self.pending = Gauge(
-            "mamaroom_gateway_pending", "Messages received, not yet handled and acknowledged",
-            registry=self.registry)
+        r = self.registry = CollectorRegistry()
+        self.received = Counter("mamaroom_gateway_received",
+                                "Messages received from devices, by kind", ["kind"], registry=r)
+        self.stored = Counter("mamaroom_gateway_stored",
+                              "New messages stored (or spooled), by kind", ["kind"], registry=r)
+        self.rejected = Counter("mamaroom_gateway_rejected", "Messages refused, by reason",
+                                ["reason"], registry=r)
+        self.duplicates = Counter("mamaroom_gateway_duplicates",
+                                  "Repeated (device, boot, seq) not stored again", registry=r)
+        self.redelivered = Counter("mamaroom_gateway_redelivered",
+                                   "Messages the broker re-sent (DUP flag set)", registry=r)
+        self.room_states = Counter("mamaroom_gateway_room_state_published",
+                                   "Room state changes published", registry=r)
+        self.storage_errors = Counter("mamaroom_gateway_storage_errors",
+                                      "Failed storage calls (retried)", registry=r)
+        self.ready = Gauge("mamaroom_gateway_ready",
+                           "1 when connected to the broker with the registry loaded", registry=r)
+        self.pending = Gauge("mamaroom_gateway_pending",
+                             "Messages received, not yet handled and acknowledged", registry=r)
+        self.write_seconds = Histogram("mamaroom_gateway_write_seconds",
+                                       "Time to store (or spool) one batch",
+                                       buckets=_LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("mamaroom_gateway_batch_size",
+                                    "Messages per storage batch", buckets=_SIZE_BUCKETS,
+                                    registry=r)
+        self.spool_depth = Gauge("mamaroom_gateway_spool_depth",
+                                 "Points spooled, not yet accepted by InfluxDB", registry=r)
+        self.spool_age = Gauge("mamaroom_gateway_spool_age_seconds",
+                               "Age of the oldest spooled point", registry=r)
+        self.refused = Gauge("mamaroom_gateway_influx_refused",
+                             "Points InfluxDB refused as malformed (kept aside)", registry=r)
+        self.influx_errors = Counter("mamaroom_gateway_influx_errors",
+                                     "Failed InfluxDB writes (retried)", registry=r)
+        self.influx_write_seconds = Histogram("mamaroom_gateway_influx_write_seconds",
+                                              "Time of one InfluxDB write request",
+                                              buckets=_LATENCY_BUCKETS, registry=r)
+        self.influx_batch_size = Histogram("mamaroom_gateway_influx_batch_size",
+                                           "Points per InfluxDB write request",
+                                           buckets=_SIZE_BUCKETS, registry=r)
         # Every series exists from the start, so a dashboard shows 0, not "no data".
         for reason in RejectReason:
             self.rejected.labels(reason.value)
         for kind in Kind:
             if kind is not Kind.CMD:  # commands go to devices, not to the gateway
                 self.received.labels(kind.value)
+                self.stored.labels(kind.value)
+
+    def summary(self) -> dict[str, Any]:
+        """The headline figures, published for the server's /metrics."""
+
+        def total(counter: Counter) -> float:
+            return sum(s.value for m in counter.collect() for s in m.samples
+                       if s.name.endswith("_total"))
+
+        return {
+            "received": total(self.received),
+            "stored": total(self.stored),
+            "rejected": {s.labels["reason"]: s.value for m in self.rejected.collect()
+                         for s in m.samples if s.name.endswith("_total")},
+            "duplicates": total(self.duplicates),
+            "redelivered": total(self.redelivered),
+            "pending": self.pending._value.get(),
+            "spool_depth": self.spool_depth._value.get(),
+            "spool_age_s": self.spool_age._value.get(),
+        }

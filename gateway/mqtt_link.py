@@ -34,6 +34,8 @@ class Inbox:
     mid: int
     qos: int
     connection: int
+    #: The broker's DUP flag: a redelivery of a message it sent before.
+    dup: bool = False
 
 
 class MqttLink:
@@ -47,12 +49,20 @@ class MqttLink:
         manual_ack: bool = True,
         will: tuple[str, bytes] | None = None,
         on_connected: Callable[[], None] | None = None,
+        birth: tuple[str, bytes] | None = None,
+        max_pending: int = 0,
     ) -> None:
         self._settings = settings
         self._subscriptions = subscriptions
         self._on_connected = on_connected
         self._loop = asyncio.get_running_loop()
-        self.messages: asyncio.Queue[Inbox] = asyncio.Queue()
+        self._birth = birth
+        #: Bounded: when full, paho's network thread waits, so the gateway stops
+        #: reading from the socket and the broker keeps the backlog.
+        self.messages: asyncio.Queue[Inbox] = asyncio.Queue(max_pending)
+        # Each counter has one writer thread (paho's, the event loop's), so no lock.
+        self._delivered = 0
+        self._handled = 0
         self.connected = asyncio.Event()
         self._connection = 0  # bumped on every CONNACK
         self._client_id = client_id
@@ -88,6 +98,8 @@ class MqttLink:
         self._connection += 1
         for topic, qos in self._subscriptions:
             client.subscribe(topic, qos)
+        if self._birth:
+            client.publish(self._birth[0], self._birth[1], qos=1, retain=True)
         self._loop.call_soon_threadsafe(self._connected_now)
 
     def _connected_now(self) -> None:
@@ -109,8 +121,17 @@ class MqttLink:
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
         item = Inbox(msg.topic, bytes(msg.payload), bool(msg.retain), msg.mid, msg.qos,
-                     self._connection)
-        self._loop.call_soon_threadsafe(self.messages.put_nowait, item)
+                     self._connection, bool(msg.dup))
+        if self._manual_ack and msg.qos > 0:
+            self._delivered += 1
+        put = asyncio.run_coroutine_threadsafe(self.messages.put(item), self._loop)
+        while not self._stopping:
+            try:
+                put.result(timeout=1)  # back-pressure: wait for room in the queue
+                return
+            except TimeoutError:
+                continue
+        put.cancel()
 
     # event loop side -------------------------------------------------------------
 
@@ -127,8 +148,15 @@ class MqttLink:
     def ack(self, item: Inbox) -> None:
         """Tell the broker this message is handled. A message from an earlier
         connection is not acked: the broker has already re-sent it on this one."""
-        if self._manual_ack and item.qos > 0 and item.connection == self._connection:
-            self._client.ack(item.mid, item.qos)
+        if self._manual_ack and item.qos > 0:
+            self._handled += 1
+            if item.connection == self._connection:
+                self._client.ack(item.mid, item.qos)
+
+    @property
+    def unacked(self) -> int:
+        """Messages the broker delivered that are not yet handled and acknowledged."""
+        return self._delivered - self._handled
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         self._client.publish(topic, payload, qos=qos, retain=retain)

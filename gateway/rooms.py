@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from mamaroom.contract import Envelope, Occupancy, Registry, RoomState, RoomStateName
+from mamaroom.contract import (
+    Envelope,
+    Occupancy,
+    Registry,
+    RegistryRoom,
+    RoomState,
+    RoomStateName,
+)
 from mamaroom.storage.sqlite import DeviceRow, RoomStateRow
 
 
@@ -22,6 +29,8 @@ class DeviceView:
     occupied: bool | None = None
     boot: int | None = None
     seq: int | None = None
+    #: Time of the last applied message, to order messages across boots.
+    time_ms: int | None = None
 
 
 def _dt(ms: int | None) -> datetime | None:
@@ -39,6 +48,7 @@ class RoomTracker:
     def __init__(self, supervision_s: float) -> None:
         self.supervision_ms = int(supervision_s * 1000)
         self.registry: Registry | None = None
+        self.rooms: dict[str, RegistryRoom] = {}
         self.device_room: dict[str, str] = {}
         self.room_device: dict[str, str | None] = {}
         self.devices: dict[str, DeviceView] = {}
@@ -52,7 +62,7 @@ class RoomTracker:
         for d in devices:
             self.devices[d.device] = DeviceView(
                 status=d.status, last_seen_ms=d.last_seen_ms, occupied=d.occupied,
-                boot=d.boot, seq=d.seq,
+                boot=d.boot, seq=d.seq, time_ms=d.occupied_ms,
             )
         for r in rooms:
             self.published[r.room] = (
@@ -62,6 +72,7 @@ class RoomTracker:
     def set_registry(self, registry: Registry, now_ms: int) -> tuple[list[RoomState], list[str]]:
         """Apply a new registry: (room states that changed, rooms that no longer exist)."""
         self.registry = registry
+        self.rooms = {r.id: r for r in registry.rooms}
         self.room_device = {r.id: r.device for r in registry.rooms}
         self.device_room = registry.device_rooms()
         removed = [room for room in self.published if room not in self.room_device]
@@ -72,6 +83,9 @@ class RoomTracker:
     def room_of(self, device: str) -> str | None:
         return self.device_room.get(device)
 
+    def room_info(self, room: str) -> RegistryRoom | None:
+        return self.rooms.get(room)
+
     def on_status(self, device: str, status: str, live: bool, now_ms: int) -> list[RoomState]:
         view = self.devices.setdefault(device, DeviceView())
         view.status = status
@@ -80,12 +94,17 @@ class RoomTracker:
         return self._refresh_device(device, now_ms)
 
     def on_message(self, device: str, msg: Envelope, time_ms: int, now_ms: int) -> list[RoomState]:
-        """A new (already deduplicated) message from a device."""
+        """A message from a device. Order is by (boot, seq), never by arrival:
+        with several gateways, or a redelivery, an older message can come later.
+        Across boots (a boot id need not grow) the message time decides."""
         view = self.devices.setdefault(device, DeviceView())
         view.last_seen_ms = max(view.last_seen_ms or 0, now_ms)
-        newer = view.boot != msg.boot or view.seq is None or msg.seq > view.seq
+        if view.boot == msg.boot and view.seq is not None:
+            newer = msg.seq > view.seq
+        else:
+            newer = view.time_ms is None or time_ms >= view.time_ms
         if newer:
-            view.boot, view.seq = msg.boot, msg.seq
+            view.boot, view.seq, view.time_ms = msg.boot, msg.seq, time_ms
             if isinstance(msg, Occupancy):
                 view.occupied = msg.occupied
         return self._refresh_device(device, now_ms, event_ms=time_ms if newer else None)

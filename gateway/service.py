@@ -3,8 +3,13 @@
 A pipeline: source (MQTT, manual ack) → decode/validate → enrich (device to
 room, from the registry) → store (deduplicated on (device, boot, seq)) →
 derive room state → publish retained → acknowledge to the broker. A message
-is acknowledged only after it is durably handled, so a crash anywhere before
-that makes the broker deliver it again.
+is acknowledged only after it is durably handled (written, or spooled), so a
+crash anywhere before that makes the broker deliver it again.
+
+Several gateways may share the ingest (`gateway.share_group`): each takes its
+share of device messages through a shared subscription for storage, and also
+follows every device message on a second, non-shared connection for room
+state, so every gateway derives the same state from the whole stream.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -25,6 +31,7 @@ from gateway.mqtt_link import Inbox, MqttLink
 from gateway.rooms import RoomTracker
 from mamaroom.config import Settings
 from mamaroom.contract import (
+    PREFIX,
     REGISTRY_TOPIC,
     ContractError,
     Registry,
@@ -34,17 +41,25 @@ from mamaroom.contract import (
     room_state_topic,
 )
 from mamaroom.logs import get_logger
-from mamaroom.storage import Record, StorageError
+from mamaroom.storage import Record, StorageError, Store
+from mamaroom.storage.influx import InfluxStore
 from mamaroom.storage.sqlite import SqliteStore
 
 log = get_logger(__name__)
 T = TypeVar("T")
 
-DEVICE_TREE = "mr/v1/dev/#"
+DEVICE_TREE = f"{PREFIX}/dev/#"
+DEVICE_STATUS = f"{PREFIX}/dev/+/status"
+STATS_EVERY_S = 10.0
+HOUSEKEEPING_EVERY_S = 3600.0
 
 
 def wall_ms() -> int:
     return int(time.time() * 1000)
+
+
+def gateway_topic(client_id: str, what: str) -> str:
+    return f"{PREFIX}/gateway/{client_id}/{what}"
 
 
 class Gateway:
@@ -52,55 +67,97 @@ class Gateway:
         self.settings = settings
         self.clock = clock
         self.metrics = GatewayMetrics()
-        self.store = SqliteStore(settings.store_path)
+        # Device health, room states, unknown devices: always the embedded store.
+        self.state_store = SqliteStore(settings.store_path)
+        self.series: Store
+        self.influx: InfluxStore | None = None
+        if settings.storage.backend == "influxdb":
+            self.influx = InfluxStore(
+                settings.storage.influxdb, settings.spool_path,
+                gateway=settings.gateway.client_id,
+                telemetry_retention_days=settings.storage.telemetry_retention_days,
+                on_batch=self._influx_batch, on_error=self.metrics.influx_errors.inc)
+            self.series = self.influx
+        else:
+            self.series = self.state_store
         self.tracker = RoomTracker(settings.gateway.supervision_s)
         self.registry_ready = asyncio.Event()
         self._registry_version = -1
+        self._links: list[MqttLink] = []
         self._ingest: MqttLink | None = None
-        self._registry_link: MqttLink | None = None
+
+    # --- lifecycle -------------------------------------------------------------
 
     async def run(self) -> None:
         cfg = self.settings.gateway
-        await self.store.open()
-        self.tracker.restore(await self.store.devices(), await self.store.room_states())
+        await self.state_store.open()
+        if self.influx:
+            await self.influx.open()
+        self.tracker.restore(await self.state_store.devices(),
+                             await self.state_store.room_states())
         metrics_server = None
         if cfg.metrics_port:
             metrics_server, _ = start_http_server(
                 cfg.metrics_port, cfg.metrics_host, registry=self.metrics.registry)
             log.info("metrics served", url=f"http://{cfg.metrics_host}:{cfg.metrics_port}/metrics")
+        mqtt = self.settings.mqtt
         # The registry has its own connection: device messages held unacknowledged
         # on the ingest connection fill the broker's in-flight window, and must
         # not stand in front of the registry the gateway waits for.
-        self._registry_link = MqttLink(
-            self.settings.mqtt, client_id=f"{cfg.client_id}-registry",
-            subscriptions=[(REGISTRY_TOPIC, 1)], clean_session=True, manual_ack=False)
+        registry_link = MqttLink(mqtt, client_id=f"{cfg.client_id}-registry",
+                                 subscriptions=[(REGISTRY_TOPIC, 1)], clean_session=True,
+                                 manual_ack=False)
+        if cfg.share_group:
+            ingest_subs = [(f"$share/{cfg.share_group}/{DEVICE_TREE}", 1),
+                           # Retained messages never reach shared subscriptions.
+                           (DEVICE_STATUS, 1)]
+        else:
+            ingest_subs = [(DEVICE_TREE, 1)]
         self._ingest = MqttLink(
-            self.settings.mqtt, client_id=cfg.client_id,
-            subscriptions=[(DEVICE_TREE, 1)], clean_session=False, manual_ack=True,
-            on_connected=self._republish_all)
-        self._registry_link.start()
-        self._ingest.start()
-        log.info("gateway started", broker=self.settings.mqtt.url,
-                 store=str(self.settings.store_path), client_id=cfg.client_id)
+            mqtt, client_id=cfg.client_id, subscriptions=ingest_subs, clean_session=False,
+            manual_ack=True, max_pending=cfg.max_pending, on_connected=self._republish_all,
+            will=(gateway_topic(cfg.client_id, "status"), b"offline"),
+            birth=(gateway_topic(cfg.client_id, "status"), b"online"))
+        self._links = [registry_link, self._ingest]
+        ingest = self._ingest
+        self.metrics.pending.set_function(lambda: ingest.unacked)
+        state_link = None
+        if cfg.share_group:
+            state_link = MqttLink(mqtt, client_id=f"{cfg.client_id}-state",
+                                  subscriptions=[(DEVICE_TREE, 1)], clean_session=True,
+                                  manual_ack=False, max_pending=cfg.max_pending)
+            self._links.append(state_link)
+        for link in self._links:
+            link.start()
+        log.info("gateway started", broker=mqtt.url, backend=self.settings.storage.backend,
+                 client_id=cfg.client_id, share_group=cfg.share_group or None)
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._follow_registry())
-                tasks.create_task(self._consume())
+                tasks.create_task(self._follow_registry(registry_link))
+                tasks.create_task(self._consume(self._ingest))
                 tasks.create_task(self._supervise())
+                tasks.create_task(self._report())
+                tasks.create_task(self._track_ready())
+                tasks.create_task(self._housekeeping())
+                if state_link:
+                    tasks.create_task(self._follow_state(state_link))
+                if self.influx:
+                    tasks.create_task(self.influx.run_drainer())
         finally:
-            await self._registry_link.stop()
-            await self._ingest.stop()
-            await self.store.close()
+            for link in self._links:
+                await link.stop()
+            if self.influx:
+                await self.influx.close()
+            await self.state_store.close()
             if metrics_server is not None:
                 metrics_server.shutdown()
             log.info("gateway stopped")
 
     # --- registry -------------------------------------------------------------
 
-    async def _follow_registry(self) -> None:
-        assert self._registry_link is not None
+    async def _follow_registry(self, link: MqttLink) -> None:
         while True:
-            item = await self._registry_link.messages.get()
+            item = await link.messages.get()
             if not item.payload:
                 continue
             try:
@@ -114,16 +171,14 @@ class Gateway:
             changed, removed = self.tracker.set_registry(registry, self.clock())
             for room in removed:
                 self._publish_raw(room_state_topic(room), b"")
-            await self.store.forget_room_states(removed)
+            await self._store_retrying(functools.partial(
+                self.state_store.forget_room_states, removed))
             await self._publish_states(changed)
             log.info("registry applied", version=registry.version, rooms=len(registry.rooms),
                      changed=len(changed), removed=len(removed))
             self.registry_ready.set()
 
-    # --- ingest ---------------------------------------------------------------
-
-    async def _consume(self) -> None:
-        assert self._ingest is not None
+    async def _wait_for_registry(self) -> None:
         # Until the registry is known, a device cannot be mapped to a room;
         # messages wait unacknowledged at the broker rather than being refused.
         while not self.registry_ready.is_set():
@@ -132,20 +187,25 @@ class Gateway:
             except TimeoutError:
                 log.warning("still waiting for the room registry; is the server running?",
                             topic=REGISTRY_TOPIC)
-        queue = self._ingest.messages
+
+    # --- ingest ---------------------------------------------------------------
+
+    async def _consume(self, link: MqttLink) -> None:
+        await self._wait_for_registry()
+        queue = link.messages
         while True:
             batch = [await queue.get()]
             while len(batch) < self.settings.gateway.batch_size and not queue.empty():
                 batch.append(queue.get_nowait())
-            self.metrics.pending.set(len(batch) + queue.qsize())
-            await self._handle_batch(batch)
+            await self._handle_batch(link, batch)
 
-    async def _handle_batch(self, batch: list[Inbox]) -> None:
-        assert self._ingest is not None
+    async def _handle_batch(self, link: MqttLink, batch: list[Inbox]) -> None:
         now = self.clock()
         records: list[Record] = []
         changed: list[RoomState] = []
         for item in batch:
+            if item.dup:
+                self.metrics.redelivered.inc()
             try:
                 inbound = decode(item.topic, item.payload, item.retained)
             except ContractError as exc:
@@ -157,31 +217,36 @@ class Gateway:
             if room is None:
                 self._reject(item, RejectReason.UNKNOWN_DEVICE, "not in the registry")
                 await self._store_retrying(functools.partial(
-                    self.store.note_unknown_device, inbound.device, item.topic, now))
+                    self.state_store.note_unknown_device, inbound.device, item.topic, now))
                 continue
             if isinstance(inbound, StatusUpdate):
                 self.metrics.received.labels("status").inc()
                 live = not inbound.retained
                 await self._store_retrying(functools.partial(
-                    self.store.note_status, inbound.device, room, inbound.status, now, live))
+                    self.state_store.note_status, inbound.device, room, inbound.status, now,
+                    live))
                 changed += self.tracker.on_status(inbound.device, inbound.status, live, now)
             elif isinstance(inbound, DeviceMessage):
                 self.metrics.received.labels(inbound.kind.value).inc()
-                records.append(Record(inbound.device, room, inbound.kind, inbound.message, now))
+                reg = self.tracker.room_info(room)
+                records.append(Record(inbound.device, room, inbound.kind, inbound.message, now,
+                                      building=reg.building if reg else None,
+                                      floor=reg.floor if reg else None))
         if records:
-            fresh = await self._store_retrying(lambda: self.store.write(records))
-            for rec, is_new in zip(records, fresh, strict=True):
-                if is_new:
-                    self.metrics.stored.labels(rec.kind.value).inc()
-                    changed += self.tracker.on_message(rec.device, rec.message, rec.time_ms, now)
-                else:
-                    self.metrics.duplicates.inc()
-                    log.debug("duplicate ignored", device=rec.device, boot=rec.message.boot,
-                              seq=rec.message.seq)
+            started = time.perf_counter()
+            fresh = await self._store_retrying(functools.partial(self.series.write, records))
+            self.metrics.write_seconds.observe(time.perf_counter() - started)
+            self.metrics.batch_size.observe(len(records))
+            new = [rec for rec, is_new in zip(records, fresh, strict=True) if is_new]
+            self.metrics.duplicates.inc(len(records) - len(new))
+            if new:
+                await self._store_retrying(functools.partial(self.state_store.note_messages, new))
+            for rec in new:
+                self.metrics.stored.labels(rec.kind.value).inc()
+                changed += self.tracker.on_message(rec.device, rec.message, rec.time_ms, now)
         await self._publish_states(changed)
         for item in batch:
-            self._ingest.ack(item)
-        self.metrics.pending.set(self._ingest.messages.qsize())
+            link.ack(item)
 
     def _reject(self, item: Inbox, reason: RejectReason, detail: str) -> None:
         self.metrics.rejected.labels(reason.value).inc()
@@ -201,11 +266,33 @@ class Gateway:
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 30)
 
+    async def _follow_state(self, link: MqttLink) -> None:
+        """Shared mode: every device message (not just this gateway's share)
+        feeds room state; storage and rejects are the ingest path's job."""
+        await self._wait_for_registry()
+        while True:
+            item = await link.messages.get()
+            now = self.clock()
+            try:
+                inbound = decode(item.topic, item.payload, item.retained)
+            except ContractError:
+                continue
+            if inbound is None or self.tracker.room_of(inbound.device) is None:
+                continue
+            if isinstance(inbound, StatusUpdate):
+                changed = self.tracker.on_status(inbound.device, inbound.status,
+                                                 not inbound.retained, now)
+            else:
+                msg = inbound.message
+                changed = self.tracker.on_message(
+                    inbound.device, msg, msg.ts if msg.ts is not None else now, now)
+            await self._publish_states(changed)
+
     # --- room states -------------------------------------------------------------
 
     async def _supervise(self) -> None:
         period = min(5.0, self.settings.gateway.supervision_s / 10)
-        await self.registry_ready.wait()
+        await self._wait_for_registry()
         while True:
             await asyncio.sleep(period)
             await self._publish_states(self.tracker.tick(self.clock()))
@@ -214,8 +301,8 @@ class Gateway:
         if not states:
             return
         latest = {s.room: s for s in states}  # a batch may change a room twice
-        await self._store_retrying(
-            lambda: self.store.save_room_states(self.tracker.rows(list(latest.values()))))
+        await self._store_retrying(functools.partial(
+            self.state_store.save_room_states, self.tracker.rows(list(latest.values()))))
         for state in latest.values():
             self._publish_raw(room_state_topic(state.room), dumps(state))
             self.metrics.room_states.inc()
@@ -233,6 +320,52 @@ class Gateway:
             return
         for state in self.tracker.all_states():
             self._publish_raw(room_state_topic(state.room), dumps(state))
+
+    # --- observability and housekeeping -------------------------------------------
+
+    def _influx_batch(self, size: int, seconds: float) -> None:
+        self.metrics.influx_batch_size.observe(size)
+        self.metrics.influx_write_seconds.observe(seconds)
+
+    async def _track_ready(self) -> None:
+        assert self._ingest is not None
+        while True:
+            ready = self._ingest.connected.is_set() and self.registry_ready.is_set()
+            self.metrics.ready.set(1 if ready else 0)
+            await asyncio.sleep(0.5)
+
+    async def _report(self) -> None:
+        """Spool gauges, and a retained summary for the server's /metrics."""
+        topic = gateway_topic(self.settings.gateway.client_id, "stats")
+        while True:
+            if self.influx:
+                with contextlib.suppress(StorageError):
+                    stats = await self.influx.stats()
+                    self.metrics.spool_depth.set(stats.depth)
+                    self.metrics.spool_age.set(stats.oldest_age_s)
+                    self.metrics.refused.set(stats.refused)
+            if self._ingest is not None and self._ingest.connected.is_set():
+                self._ingest.publish(topic, json.dumps(self.metrics.summary()).encode(),
+                                     qos=0, retain=True)
+            await asyncio.sleep(STATS_EVERY_S)
+
+    async def _housekeeping(self) -> None:
+        """Retention of raw telemetry, and the dedupe ledger's window."""
+        storage = self.settings.storage
+        while True:
+            now = self.clock()
+            try:
+                if self.influx:
+                    forgotten = await self.influx.spool.forget_before(
+                        now - storage.dedupe_window_days * 86_400_000)
+                    log.info("dedupe ledger pruned", entries=forgotten)
+                else:
+                    pruned = await self.state_store.prune_telemetry(
+                        now - storage.telemetry_retention_days * 86_400_000)
+                    log.info("telemetry retention applied", rows_deleted=pruned)
+            except StorageError as exc:
+                log.error("housekeeping failed; will retry", error=str(exc))
+            await asyncio.sleep(HOUSEKEEPING_EVERY_S)
 
 
 async def run_gateway(settings: Settings) -> None:

@@ -73,9 +73,51 @@ class HttpSettings(_Section):
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
 
 
+class InfluxSettings(_Section):
+    """InfluxDB through the API every generation serves: `/write` (line protocol)
+    and `/query` (InfluxQL); native on 1.x and 3.x, v1 compatibility on 2.x."""
+
+    url: str = "http://127.0.0.1:8086"
+    #: 1.x database; on 2.x the database name mapped to a bucket (DBRP mapping).
+    database: Annotated[str, Field(min_length=1)] = "mamaroom"
+    #: Retention policy for occupancy and calls (kept). Empty = the database default.
+    events_rp: str = ""
+    #: Retention policy for raw telemetry (30 days).
+    telemetry_rp: str = "telemetry_30d"
+    #: On 1.x: create the database and retention policies at start-up.
+    create: bool = True
+    #: 2.x / 3.x: API token (sent as `Authorization: Token ...`).
+    token: str | None = None
+    #: 1.x with auth enabled.
+    username: str | None = None
+    password: str | None = None
+    #: Points per write request, and the longest a point waits for a fuller batch.
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+
+class StorageSettings(_Section):
+    #: `sqlite` (embedded, zero setup) or `influxdb` (with a disk spool in data_dir).
+    backend: Literal["sqlite", "influxdb"] = "sqlite"
+    #: Raw telemetry is deleted after this many days; occupancy and calls are kept.
+    telemetry_retention_days: Annotated[int, Field(ge=1)] = 30
+    #: How long the (device, boot, seq) ledger remembers messages for the
+    #: InfluxDB backend; redeliveries come within minutes, this allows days.
+    dedupe_window_days: Annotated[int, Field(ge=1)] = 7
+    influxdb: InfluxSettings = InfluxSettings()
+
+
 class GatewaySettings(_Section):
     #: Fixed client id: the broker keeps this gateway's session and queue by it.
+    #: Every gateway process needs its own.
     client_id: Annotated[str, Field(min_length=1, max_length=64)] = "mamaroom-gateway"
+    #: Shared-subscription group (`$share/<group>/...`) for running several gateways;
+    #: empty = not shared (the embedded demo broker has no shared subscriptions).
+    share_group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]*$", max_length=64)] = ""
+    #: Messages received but not yet stored and acknowledged; beyond this the
+    #: gateway stops reading and the broker holds the backlog.
+    max_pending: Annotated[int, Field(ge=10, le=100_000)] = 2000
     #: A room whose node sent nothing for this long is offline (contract: 150 s).
     supervision_s: Annotated[float, Field(gt=0)] = 150.0
     #: Most messages written to storage in one transaction.
@@ -112,6 +154,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     server: ServerSettings = ServerSettings()
     log: LogSettings = LogSettings()
+    storage: StorageSettings = StorageSettings()
     #: Where the embedded databases live (created if missing).
     data_dir: Path = Path("var")
     #: Seeds the registry on first start; the server's database is the truth after that.
@@ -147,6 +190,12 @@ class Settings(BaseSettings):
     def store_path(self) -> Path:
         """The embedded time-series store shared by gateway (writes) and server (reads)."""
         return self.data_dir / "store.sqlite"
+
+    @property
+    def spool_path(self) -> Path:
+        """The InfluxDB backend's spool and dedupe ledger (shared by the gateways
+        of one machine, so a message redelivered to another is still known)."""
+        return self.data_dir / "influx-spool.sqlite"
 
     @property
     def server_db_path(self) -> Path:

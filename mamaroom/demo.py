@@ -40,25 +40,33 @@ async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
         # The demo's own admin token, printed below; never a fixed default.
         env["MAMAROOM_SERVER__ADMIN_TOKEN"] = secrets.token_urlsafe(16)
     quiet = {**env, "MAMAROOM_LOG__LEVEL": "warning"}
-    commands = [
-        ("server", ["server"], env),
-        ("gateway", ["gateway"], env),
-        ("simulate", ["simulate", "--rooms", str(rooms), "--speed", str(speed)], quiet),
-    ]
+    services = [("server", ["server"], env), ("gateway", ["gateway"], env)]
+    simulator = ("simulate", ["simulate", "--rooms", str(rooms), "--speed", str(speed)], quiet)
     procs: list[tuple[str, asyncio.subprocess.Process]] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     code = 0
+    async def start(name: str, args: list[str], child_env: dict[str, str]) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mamaroom", *args, env=child_env)
+        procs.append((name, proc))
+        console.print(f"[green]✓[/green] started {name} (pid {proc.pid})")
+
+    url = f"http://{settings.http.host}:{settings.http.port}"
+    gw = settings.gateway
+    # The rooms start once the gateway listens, so their first words are not lost.
+    checks = [f"{url}/readyz"]
+    if gw.metrics_port:
+        checks.append(f"http://{gw.metrics_host}:{gw.metrics_port}/metrics")
     try:
-        for name, args, child_env in commands:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "mamaroom", *args, env=child_env)
-            procs.append((name, proc))
-            console.print(f"[green]✓[/green] started {name} (pid {proc.pid})")
-        url = f"http://{settings.http.host}:{settings.http.port}"
-        if not await _wait_ready(url, procs, stop):
+        for service in services:
+            await start(*service)
+        ready = await _wait_ready(checks, procs, stop)
+        if ready:
+            await start(*simulator)
+        if not ready:
             code = 1
         else:
             console.print(Panel.fit(
@@ -94,8 +102,18 @@ async def _first_exit(procs: list[tuple[str, asyncio.subprocess.Process]]) -> tu
     return waits[first], first.result()
 
 
-async def _wait_ready(url: str, procs: list[tuple[str, asyncio.subprocess.Process]],
+async def _is_ready(client: httpx.AsyncClient, url: str) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        r = await client.get(url)
+        if url.endswith("/metrics"):
+            return "mamaroom_gateway_ready 1.0" in r.text
+        return r.status_code == 200
+    return False
+
+
+async def _wait_ready(urls: list[str], procs: list[tuple[str, asyncio.subprocess.Process]],
                       stop: asyncio.Event, timeout_s: float = 90) -> bool:
+    """Poll server readiness and the gateway's `ready` gauge until both say yes."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     async with httpx.AsyncClient(timeout=2) as client:
         while asyncio.get_running_loop().time() < deadline and not stop.is_set():
@@ -103,12 +121,11 @@ async def _wait_ready(url: str, procs: list[tuple[str, asyncio.subprocess.Proces
                 if proc.returncode is not None:
                     console.print(f"[red]{name} exited with code {proc.returncode}[/red]")
                     return False
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(f"{url}/readyz")).status_code == 200:
-                    return True
+            if all([await _is_ready(client, u) for u in urls]):
+                return True
             await asyncio.sleep(0.5)
     if not stop.is_set():
-        console.print(f"[red]the server did not become ready at {url} in {timeout_s:.0f} s[/red]")
+        console.print(f"[red]not ready in {timeout_s:.0f} s: {', '.join(urls)}[/red]")
     return False
 
 

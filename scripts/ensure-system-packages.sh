@@ -2,7 +2,7 @@
 # Install the Debian packages the tests need, when missing.
 # Usage: ensure-system-packages.sh mosquitto [influxdb ...]
 set -euo pipefail
-declare -A binary=([mosquitto]=mosquitto)
+declare -A binary=([mosquitto]=mosquitto [influxdb]=influxd)
 missing=()
 for pkg in "$@"; do
   bin=${binary[$pkg]:-$pkg}

@@ -78,7 +78,7 @@ class Mosquitto:
             f"persistence_location {workdir}/\n"
             # The gateway acks only after storing: let enough wait in flight,
             # and never silently drop a queued message in a test.
-            "max_inflight_messages 100\n"
+            "max_inflight_messages 1000\n"
             "max_queued_messages 100000\n"
             f"log_dest file {workdir}/mosquitto.log\n"
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
@@ -116,6 +116,81 @@ class Mosquitto:
     def log_tail(self, lines: int = 30) -> str:
         log = self.workdir / "mosquitto.log"
         return "\n".join(log.read_text().splitlines()[-lines:]) if log.exists() else ""
+
+
+def influxd_binary() -> str:
+    found = shutil.which("influxd") or ("/usr/bin/influxd"
+                                        if os.path.exists("/usr/bin/influxd") else None)
+    if not found:
+        raise RuntimeError("influxd is not installed: run `make test` (it installs Debian's "
+                           "influxdb)")
+    return found
+
+
+class InfluxDB:
+    """A private InfluxDB 1.x (Debian's influxd) on free ports, data in a temp dir."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.rpc_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.conf = workdir / "influxdb.conf"
+        self.conf.write_text(
+            "reporting-disabled = true\n"
+            f'bind-address = "127.0.0.1:{self.rpc_port}"\n'
+            f'[meta]\n  dir = "{workdir}/meta"\n'
+            f'[data]\n  dir = "{workdir}/data"\n  wal-dir = "{workdir}/wal"\n'
+            "  query-log-enabled = false\n"
+            f'[http]\n  enabled = true\n  bind-address = "127.0.0.1:{self.port}"\n'
+            "  log-enabled = false\n"
+            "[monitor]\n  store-enabled = false\n"
+            "[continuous_queries]\n  enabled = false\n"
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> InfluxDB:
+        log = (self.workdir / "influxd.log").open("ab")
+        self.proc = subprocess.Popen([influxd_binary(), "-config", str(self.conf)],
+                                     stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_for(self._answers, timeout=60, what=f"influxd on port {self.port}")
+        return self
+
+    def _answers(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"influxd exited: {self.log_tail()}")
+        try:
+            return httpx.get(f"{self.url}/ping", timeout=1).status_code == 204
+        except httpx.HTTPError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+    def query(self, q: str, db: str = "mamaroom") -> list[dict[str, Any]]:
+        r = httpx.get(f"{self.url}/query", params={"db": db, "q": q, "epoch": "ns"}, timeout=10)
+        r.raise_for_status()
+        result = r.json()["results"][0]
+        if "error" in result:
+            raise ValueError(result["error"])
+        return list(result.get("series", []))
+
+    def count(self, measurement: str, field: str) -> int:
+        series = self.query(f'SELECT count("{field}") FROM "{measurement}"')
+        return int(series[0]["values"][0][1]) if series else 0
+
+    def log_tail(self, lines: int = 30) -> str:
+        log = self.workdir / "influxd.log"
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) \
+            if log.exists() else ""
 
 
 class Proc:
@@ -222,11 +297,15 @@ class Services:
     """Gateway and server of one test, against one broker, in one data dir."""
 
     def __init__(self, broker: Mosquitto, workdir: Path, rooms_csv: Path,
-                 **env: str) -> None:
+                 influx: InfluxDB | None = None, **env: str) -> None:
         self.broker = broker
         self.workdir = workdir
         self.http_port = free_port()
         self.metrics_port = free_port()
+        if influx is not None:
+            env = {"MAMAROOM_STORAGE__BACKEND": "influxdb",
+                   "MAMAROOM_STORAGE__INFLUXDB__URL": influx.url,
+                   "MAMAROOM_STORAGE__INFLUXDB__FLUSH_INTERVAL_S": "0.2", **env}
         self.env = {
             **os.environ,
             "MAMAROOM_MQTT__URL": broker.url,
@@ -279,9 +358,14 @@ class Services:
         return wait_for(lambda: (r := self.room(room_id))["state"] == state and r,
                         timeout=timeout, what=f"room {room_id} {state}", detail=self.logs)
 
-    def metrics(self) -> dict[str, float]:
-        """The gateway's Prometheus samples, `name{labels}` → value."""
-        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+    def new_gateway(self, name: str, **env: str) -> Proc:
+        """Another gateway process on the same broker and data dir."""
+        return Proc(name, ["gateway"], {**self.env, **env}, self.workdir)
+
+    def metrics(self, port: int | None = None) -> dict[str, float]:
+        """A gateway's Prometheus samples, `name{labels}` → value."""
+        url = f"http://127.0.0.1:{port or self.metrics_port}/metrics"
+        text = httpx.get(url, timeout=5).text
         out = {}
         for line in text.splitlines():
             if line and not line.startswith("#"):

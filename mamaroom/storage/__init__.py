@@ -27,6 +27,8 @@ class Record:
     message: Envelope
     #: Gateway clock at first arrival, ms since the epoch.
     received_ms: int
+    building: str | None = None
+    floor: int | None = None
 
     @property
     def time_ms(self) -> int:
@@ -35,6 +37,9 @@ class Record:
 
 
 class Store(Protocol):
+    """Where device messages are kept (time series). Implementations:
+    `sqlite.SqliteStore` (embedded default) and `influx.InfluxStore`."""
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -43,5 +48,6 @@ class Store(Protocol):
         """Raise StorageError when the store cannot be used."""
 
     async def write(self, records: list[Record]) -> list[bool]:
-        """Durably store records in one batch; True where new, False where a duplicate."""
+        """Durably handle records in one batch: stored, or spooled to disk.
+        True where new, False where `(device, boot, seq)` was already handled."""
         ...

@@ -90,6 +90,20 @@ class SqliteStore(SqliteDatabase):
     async def write(self, records: list[Record]) -> list[bool]:
         return await self._run(lambda db: _write(db, records))
 
+    async def note_messages(self, records: list[Record]) -> None:
+        """Update the device-health records from new messages (any backend)."""
+        await self._run(lambda db: _note_messages(db, records))
+
+    async def prune_telemetry(self, before_ms: int) -> int:
+        """Retention: delete raw telemetry older than `before_ms`; rows deleted."""
+
+        def run(db: sqlite3.Connection) -> int:
+            with db:
+                return db.execute("DELETE FROM telemetry WHERE time_ms < ?",
+                                  (before_ms,)).rowcount
+
+        return await self._run(run)
+
     async def note_status(self, device: str, room: str | None, status: str, at_ms: int,
                           live: bool) -> None:
         """A device's status (birth or last will); a live one is also a sign of life."""
@@ -200,8 +214,8 @@ def _write(db: sqlite3.Connection, records: list[Record]) -> list[bool]:
     with db:  # one transaction for the batch: all stored, or none
         for rec in records:
             msg = rec.message
-            key = (rec.device, msg.boot, msg.seq)
-            common = (*key, rec.room, rec.time_ms, msg.ts, rec.received_ms)
+            common = (rec.device, msg.boot, msg.seq, rec.room, rec.time_ms, msg.ts,
+                      rec.received_ms)
             if isinstance(msg, Occupancy):
                 cur = db.execute(
                     "INSERT OR IGNORE INTO occupancy VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -222,15 +236,23 @@ def _write(db: sqlite3.Connection, records: list[Record]) -> list[bool]:
                 )
             else:
                 raise StorageError(f"cannot store {type(msg).__name__}")
-            is_new = cur.rowcount == 1
-            fresh.append(is_new)
-            if not is_new:
-                continue
+            fresh.append(cur.rowcount == 1)
+    return fresh
+
+
+def _note_messages(db: sqlite3.Connection, records: list[Record]) -> None:
+    with db:
+        for rec in records:
+            msg = rec.message
             _ensure_device(db, rec.device, rec.room)
             db.execute(
+                # Every expression sees the row as it was (SQLite UPDATE semantics).
                 "UPDATE devices SET room=?, last_seen_ms=MAX(COALESCE(last_seen_ms,0), ?),"
-                " boots=boots + (boot IS NOT ? ), boot=?, seq=? WHERE device=?",
-                (rec.room, rec.received_ms, msg.boot, msg.boot, msg.seq, rec.device),
+                " boots=boots + (boot IS NOT ?),"
+                " seq=CASE WHEN boot IS ? THEN MAX(COALESCE(seq, 0), ?) ELSE ? END, boot=?"
+                " WHERE device=?",
+                (rec.room, rec.received_ms, msg.boot, msg.boot, msg.seq, msg.seq, msg.boot,
+                 rec.device),
             )
             if isinstance(msg, Occupancy):
                 db.execute(
@@ -244,4 +266,3 @@ def _write(db: sqlite3.Connection, records: list[Record]) -> list[bool]:
                     " reset_reason=COALESCE(?, reset_reason) WHERE device=?",
                     (msg.uptime_s, msg.rssi, msg.heap_free, msg.fw, msg.reset_reason, rec.device),
                 )
-    return fresh

@@ -1,0 +1,314 @@
+"""InfluxDB backend: spool first, then InfluxDB.
+
+A batch is "durably handled" once it is in the spool (SQLite, in the data
+dir) together with its `(device, boot, seq)` ledger entries, in one
+transaction. A drainer sends the spool to InfluxDB in timestamp order, in
+batches by size and interval, retrying with backoff and jitter while the
+database is away; nothing waits only in memory. A row leaves the spool only
+after InfluxDB accepted it; if the gateway dies in between, the row is sent
+again and InfluxDB overwrites the identical point (see line_protocol).
+
+We speak `/write` and `/query` over httpx rather than using influxdb-client:
+that library speaks only the 2.x API (no InfluxQL, not 1.x) and keeps its
+write batches in memory, which is exactly what must not happen here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mamaroom.config import InfluxSettings
+from mamaroom.contract import Telemetry
+from mamaroom.logs import get_logger
+from mamaroom.storage import Record, StorageError
+from mamaroom.storage.line_protocol import point_time_ns, to_line
+from mamaroom.storage.sqlite_base import SqliteDatabase
+
+log = get_logger(__name__)
+
+SPOOL_SCHEMA = """
+-- Every message handled, by (device, boot, seq): the durable dedupe.
+CREATE TABLE IF NOT EXISTS ledger (
+    device TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL,
+    time_ms INTEGER NOT NULL, seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (device, boot, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ledger_seen ON ledger (seen_ms);
+-- Points not yet accepted by InfluxDB. Each gateway drains its own rows.
+CREATE TABLE IF NOT EXISTS spool (
+    id INTEGER PRIMARY KEY, gateway TEXT NOT NULL, time_ns INTEGER NOT NULL,
+    rp TEXT NOT NULL, line TEXT NOT NULL, spooled_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS spool_order ON spool (gateway, time_ns);
+-- Points InfluxDB refused as malformed: kept for an operator, never dropped.
+CREATE TABLE IF NOT EXISTS refused (
+    id INTEGER PRIMARY KEY, rp TEXT NOT NULL, line TEXT NOT NULL, error TEXT NOT NULL,
+    refused_ms INTEGER NOT NULL
+);
+"""
+
+
+class InfluxError(StorageError):
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class SpoolStats:
+    depth: int
+    oldest_age_s: float
+    refused: int
+
+
+class InfluxClient:
+    """The v1 HTTP API: `/write`, `/query`, `/ping`. Auth: a token (2.x/3.x)
+    or username/password (1.x with auth on)."""
+
+    def __init__(self, settings: InfluxSettings) -> None:
+        self.settings = settings
+        headers = {"Authorization": f"Token {settings.token}"} if settings.token else {}
+        auth = ((settings.username, settings.password or "")
+                if settings.username and not settings.token else None)
+        self._http = httpx.AsyncClient(base_url=settings.url.rstrip("/"), headers=headers,
+                                       auth=auth, timeout=settings.timeout_s)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def ping(self) -> None:
+        try:
+            r = await self._http.get("/ping")
+        except httpx.HTTPError as exc:
+            raise InfluxError(f"InfluxDB unreachable at {self.settings.url}: {exc!r}") from None
+        if r.status_code != 204:
+            raise InfluxError(f"InfluxDB /ping answered {r.status_code}", status=r.status_code)
+
+    async def write(self, rp: str, lines: list[str]) -> None:
+        params = {"db": self.settings.database, "precision": "ns"}
+        if rp:
+            params["rp"] = rp
+        try:
+            r = await self._http.post("/write", params=params, content="\n".join(lines))
+        except httpx.HTTPError as exc:
+            raise InfluxError(f"InfluxDB unreachable at {self.settings.url}: {exc!r}") from None
+        if r.status_code != 204:
+            raise InfluxError(f"InfluxDB /write answered {r.status_code}: {r.text[:300]}",
+                              status=r.status_code)
+
+    async def query(self, q: str, *, method: str = "GET") -> list[dict[str, Any]]:
+        """InfluxQL; returns the `series` of the first statement (empty if none)."""
+        params = {"db": self.settings.database, "q": q, "epoch": "ns"}
+        try:
+            if method == "POST":
+                r = await self._http.post("/query", params=params)
+            else:
+                r = await self._http.get("/query", params=params)
+        except httpx.HTTPError as exc:
+            raise InfluxError(f"InfluxDB unreachable at {self.settings.url}: {exc!r}") from None
+        if r.status_code != 200:
+            raise InfluxError(f"InfluxDB /query answered {r.status_code}: {r.text[:300]}",
+                              status=r.status_code)
+        result = r.json()["results"][0]
+        if "error" in result:
+            raise InfluxError(f"InfluxQL error: {result['error']}")
+        series: list[dict[str, Any]] = result.get("series", [])
+        return series
+
+    async def ensure_schema(self, telemetry_retention_days: int) -> None:
+        """1.x: the database and its retention policies. On 2.x/3.x the
+        operator creates buckets instead (docs/storage.md); set `create = false`."""
+        s = self.settings
+        await self.query(f'CREATE DATABASE "{s.database}"', method="POST")
+        if s.telemetry_rp:
+            q = (f'CREATE RETENTION POLICY "{s.telemetry_rp}" ON "{s.database}" '
+                 f"DURATION {telemetry_retention_days}d REPLICATION 1")
+            try:
+                await self.query(q, method="POST")
+            except InfluxError as exc:
+                if "already exists" not in str(exc):
+                    raise
+                await self.query(q.replace("CREATE", "ALTER", 1), method="POST")
+
+
+class InfluxSpool(SqliteDatabase):
+    schema = SPOOL_SCHEMA
+
+    async def add(self, gateway: str, records: list[Record], rps: list[str],
+                  lines: list[str], now_ms: int) -> list[bool]:
+        def run(db: sqlite3.Connection) -> list[bool]:
+            fresh = []
+            with db:
+                for rec, rp, line in zip(records, rps, lines, strict=True):
+                    cur = db.execute(
+                        "INSERT OR IGNORE INTO ledger VALUES (?, ?, ?, ?, ?)",
+                        (rec.device, rec.message.boot, rec.message.seq, rec.time_ms, now_ms))
+                    is_new = cur.rowcount == 1
+                    if is_new:
+                        db.execute("INSERT INTO spool (gateway, time_ns, rp, line, spooled_ms)"
+                                   " VALUES (?, ?, ?, ?, ?)",
+                                   (gateway, point_time_ns(rec), rp, line, now_ms))
+                    fresh.append(is_new)
+            return fresh
+
+        return await self._run(run)
+
+    async def oldest(self, gateway: str, limit: int) -> list[tuple[int, str, str]]:
+        return await self._run(lambda db: db.execute(
+            "SELECT id, rp, line FROM spool WHERE gateway=? ORDER BY time_ns, id LIMIT ?",
+            (gateway, limit)).fetchall())
+
+    async def remove(self, ids: list[int]) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                db.executemany("DELETE FROM spool WHERE id=?", [(i,) for i in ids])
+
+        await self._run(run)
+
+    async def refuse(self, rows: list[tuple[int, str, str]], error: str, now_ms: int) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                db.executemany("INSERT INTO refused (rp, line, error, refused_ms)"
+                               " VALUES (?, ?, ?, ?)",
+                               [(rp, line, error[:500], now_ms) for _, rp, line in rows])
+                db.executemany("DELETE FROM spool WHERE id=?", [(i,) for i, _, _ in rows])
+
+        await self._run(run)
+
+    async def stats(self, gateway: str, now_ms: int) -> SpoolStats:
+        def run(db: sqlite3.Connection) -> SpoolStats:
+            depth, oldest = db.execute(
+                "SELECT COUNT(*), MIN(spooled_ms) FROM spool WHERE gateway=?",
+                (gateway,)).fetchone()
+            refused = db.execute("SELECT COUNT(*) FROM refused").fetchone()[0]
+            age = (now_ms - oldest) / 1000 if oldest is not None else 0.0
+            return SpoolStats(depth, max(age, 0.0), refused)
+
+        return await self._run(run)
+
+    async def forget_before(self, seen_before_ms: int) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            with db:
+                return db.execute("DELETE FROM ledger WHERE seen_ms < ?",
+                                  (seen_before_ms,)).rowcount
+
+        return await self._run(run)
+
+
+BatchHook = Callable[[int, float], None]
+
+
+class InfluxStore:
+    """The `Store` for InfluxDB. `run_drainer()` must run while the store is open."""
+
+    def __init__(self, settings: InfluxSettings, spool_path: Path, *, gateway: str,
+                 telemetry_retention_days: int = 30,
+                 on_batch: BatchHook | None = None,
+                 on_error: Callable[[], None] | None = None) -> None:
+        self.settings = settings
+        self.gateway = gateway
+        self.spool = InfluxSpool(spool_path)
+        self.client = InfluxClient(settings)
+        self._retention_days = telemetry_retention_days
+        self._on_batch = on_batch
+        self._on_error = on_error
+        self._wake = asyncio.Event()
+        self._schema_ready = not settings.create
+        self.reachable = False
+
+    async def open(self) -> None:
+        await self.spool.open()
+
+    async def close(self) -> None:
+        await self.client.close()
+        await self.spool.close()
+
+    async def ping(self) -> None:
+        await self.spool.ping()  # durable even while InfluxDB is away
+
+    async def write(self, records: list[Record]) -> list[bool]:
+        rps = [self.settings.telemetry_rp if isinstance(r.message, Telemetry)
+               else self.settings.events_rp for r in records]
+        lines = [to_line(r) for r in records]
+        fresh = await self.spool.add(self.gateway, records, rps, lines, int(time.time() * 1000))
+        if any(fresh):
+            self._wake.set()
+        return fresh
+
+    async def stats(self) -> SpoolStats:
+        return await self.spool.stats(self.gateway, int(time.time() * 1000))
+
+    async def run_drainer(self) -> None:
+        """Send the spool to InfluxDB, oldest first, for as long as the store is open."""
+        delay = 0.5
+        while True:
+            try:
+                if not self._schema_ready:
+                    await self.client.ensure_schema(self._retention_days)
+                    self._schema_ready = True
+                sent = await self._drain_once()
+                if not self.reachable:
+                    log.info("InfluxDB reachable", url=self.settings.url)
+                self.reachable = True
+                delay = 0.5
+                if sent < self.settings.batch_size:
+                    # A partial batch: wait for more, but never longer than the interval.
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), self.settings.flush_interval_s)
+                    except TimeoutError:
+                        pass
+            except InfluxError as exc:
+                if self._on_error:
+                    self._on_error()
+                if self.reachable or delay == 0.5:
+                    log.error("InfluxDB write failed; points stay in the spool",
+                              error=str(exc), retry_in_s=round(delay, 1))
+                self.reachable = False
+                await asyncio.sleep(delay * random.uniform(0.7, 1.3))
+                delay = min(delay * 2, 30.0)
+
+    async def _drain_once(self) -> int:
+        rows = await self.spool.oldest(self.gateway, self.settings.batch_size)
+        if not rows:
+            return 0
+        # One request per retention policy, in order of first appearance.
+        by_rp: dict[str, list[tuple[int, str, str]]] = {}
+        for row in rows:
+            by_rp.setdefault(row[1], []).append(row)
+        for rp, group in by_rp.items():
+            started = time.perf_counter()
+            try:
+                await self.client.write(rp, [line for _, _, line in group])
+            except InfluxError as exc:
+                if exc.status == 400:
+                    await self._isolate_refused(rp, group, str(exc))
+                    continue
+                raise
+            await self.spool.remove([i for i, _, _ in group])
+            if self._on_batch:
+                self._on_batch(len(group), time.perf_counter() - started)
+        return len(rows)
+
+    async def _isolate_refused(self, rp: str, group: list[tuple[int, str, str]],
+                               error: str) -> None:
+        """A 400 means some line is malformed: send one by one, keep the refused aside."""
+        for row in group:
+            try:
+                await self.client.write(rp, [row[2]])
+                await self.spool.remove([row[0]])
+            except InfluxError as exc:
+                if exc.status != 400:
+                    raise
+                log.error("InfluxDB refused a point; kept in the spool's `refused` table",
+                          error=str(exc)[:300])
+                await self.spool.refuse([row], str(exc), int(time.time() * 1000))
