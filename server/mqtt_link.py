@@ -4,12 +4,15 @@ the registry (retained). Reconnects by itself, with backoff and jitter."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+from typing import Any
 
 import aiomqtt
 
 from mamaroom.config import MqttSettings
 from mamaroom.contract import (
+    PREFIX,
     REGISTRY_TOPIC,
     ROOM_STATE_SUBSCRIPTION,
     Registry,
@@ -21,6 +24,8 @@ from mamaroom.logs import get_logger
 from server.services.rooms import LiveRooms
 
 log = get_logger(__name__)
+GATEWAY_PREFIX = f"{PREFIX}/gateway/"
+GATEWAY_SUBSCRIPTION = f"{PREFIX}/gateway/+/+"
 
 
 class ServerMqtt:
@@ -32,6 +37,8 @@ class ServerMqtt:
         self._registry = registry
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
+        #: Each gateway's retained summary and status, for /metrics.
+        self.gateways: dict[str, dict[str, Any]] = {}
 
     async def publish_registry(self, registry: Registry) -> None:
         """Publish now if connected; it is re-published on every (re)connect anyway."""
@@ -55,6 +62,7 @@ class ServerMqtt:
                 ) as client:
                     self._client = client
                     await client.subscribe(ROOM_STATE_SUBSCRIPTION, qos=1)
+                    await client.subscribe(GATEWAY_SUBSCRIPTION, qos=0)
                     await client.publish(REGISTRY_TOPIC, dumps(self._registry), qos=1,
                                          retain=True)
                     self.connected.set()
@@ -75,6 +83,9 @@ class ServerMqtt:
             delay = min(delay * 2, 30.0)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic.startswith(GATEWAY_PREFIX):
+            self._on_gateway(topic, payload)
+            return
         try:
             room = parse_room_state_topic(topic)
             state = RoomState.model_validate_json(payload) if payload else None
@@ -85,3 +96,19 @@ class ServerMqtt:
             log.warning("ignoring a room state filed under another room", topic=topic)
             return
         self._rooms.set_state(room, state)
+
+    def _on_gateway(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")
+        if len(parts) != 5 or parts[4] not in ("stats", "status"):
+            return
+        entry = self.gateways.setdefault(parts[3], {})
+        if parts[4] == "status":
+            entry["up"] = payload == b"online"
+            return
+        try:
+            stats = json.loads(payload)
+        except ValueError:
+            log.warning("ignoring bad gateway stats", topic=topic)
+            return
+        if isinstance(stats, dict):
+            entry["stats"] = stats

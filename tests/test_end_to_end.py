@@ -113,6 +113,12 @@ def test_bad_input_is_counted_and_the_next_valid_message_works(services: Service
     services.wait_room_state("T1-0101", "occupied")
     assert services.gateway.log().count("message rejected") == len(junk)
     assert services.metrics()['mamaroom_gateway_stored_total{kind="occupancy"}'] == 1
+    # The server's /metrics summarises each gateway from its retained stats.
+    summary = 'mamaroom_gateway_rejected{gateway="mamaroom-gateway",reason="not_json"} 2.0'
+    wait_for(lambda: summary in services.http.get("/metrics").text, timeout=30,
+             what="gateway summary in the server's /metrics")
+    assert 'mamaroom_gateway_up{gateway="mamaroom-gateway"} 1.0' in \
+        services.http.get("/metrics").text
     services.gateway.stop()
     [event] = stored_occupancy(services.workdir / "data")
     assert (event["device"], event["room"], event["occupied"]) == ("dev-a", "T1-0101", 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -33,6 +35,33 @@ async def readyz(ctx: Ctx) -> JSONResponse:
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
+_GATEWAY_FIGURES = {
+    "received": "Messages received", "stored": "New messages stored",
+    "duplicates": "Duplicates not stored again", "redelivered": "Broker re-sends (DUP)",
+    "pending": "Delivered, not yet acknowledged", "spool_depth": "Points spooled for InfluxDB",
+    "spool_age_s": "Age of the oldest spooled point, seconds",
+}
+
+
+def _gateway_summary(reg: CollectorRegistry, gateways: dict[str, dict[str, Any]]) -> None:
+    """Each gateway's own summary (retained on mr/v1/gateway/{id}/stats)."""
+    up = Gauge("mamaroom_gateway_up", "1 while the gateway's MQTT session is alive",
+               ["gateway"], registry=reg)
+    figures = {key: Gauge(f"mamaroom_gateway_{key}", help_, ["gateway"], registry=reg)
+               for key, help_ in _GATEWAY_FIGURES.items()}
+    rejected = Gauge("mamaroom_gateway_rejected", "Messages refused, by reason",
+                     ["gateway", "reason"], registry=reg)
+    for name, entry in gateways.items():
+        up.labels(name).set(1 if entry.get("up") else 0)
+        stats = entry.get("stats", {})
+        for key, gauge in figures.items():
+            if isinstance(stats.get(key), int | float):
+                gauge.labels(name).set(stats[key])
+        for reason, count in (stats.get("rejected") or {}).items():
+            if isinstance(count, int | float):
+                rejected.labels(name, str(reason)).set(count)
+
+
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(ctx: Ctx) -> PlainTextResponse:
     """Prometheus text format."""
@@ -46,5 +75,6 @@ async def metrics(ctx: Ctx) -> PlainTextResponse:
         1 if ctx.mqtt.connected.is_set() else 0)
     Gauge("mamaroom_registry_version", "Room registry version", registry=reg).set(
         ctx.registry.current.version)
+    _gateway_summary(reg, ctx.mqtt.gateways)
     return PlainTextResponse(generate_latest(reg).decode(),
                              media_type="text/plain; version=0.0.4; charset=utf-8")
