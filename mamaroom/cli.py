@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mamaroom.config import ConfigError, Settings, load_settings
+from mamaroom.contract import RegistryRoom
 from mamaroom.logs import setup_logging
 from mamaroom.registry import RoomsCsvError, read_rooms_csv
 
@@ -30,8 +31,11 @@ app = typer.Typer(
 )
 rooms_app = typer.Typer(help="Check and inspect the rooms CSV.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+history_app = typer.Typer(help="Generate realistic history for trends and benchmarks.",
+                          no_args_is_help=True)
 app.add_typer(rooms_app, name="rooms")
 app.add_typer(config_app, name="config")
+app.add_typer(history_app, name="history")
 err = Console(stderr=True)
 
 
@@ -144,9 +148,9 @@ def demo(
     raise typer.Exit(asyncio.run(run_demo(settings, rooms=rooms, speed=speed)))
 
 
-def _check_csv(path: Path) -> list[object]:
+def _check_csv(path: Path) -> list[RegistryRoom]:
     try:
-        return list(read_rooms_csv(path))
+        return read_rooms_csv(path)
     except RoomsCsvError as exc:
         err.print(f"[red]{exc}[/red]", highlight=False)
         raise typer.Exit(2) from None
@@ -159,7 +163,7 @@ def rooms_check(
 ) -> None:
     """Check a rooms CSV: every bad row by line number, duplicates refused."""
     path = csv or _settings("rooms").rooms_csv
-    rooms = read_rooms_csv(path) if _check_csv(path) else []
+    rooms = _check_csv(path)
     table = Table(title=f"{path}: {len(rooms)} rooms, all rows valid")
     for col in ("building", "rooms", "floors", "with device", "in service"):
         table.add_column(col)
@@ -169,6 +173,44 @@ def rooms_check(
         table.add_row(building, str(count), str(len({r.floor for r in rs})),
                       str(sum(1 for r in rs if r.device)), str(sum(1 for r in rs if r.in_service)))
     Console().print(table)
+
+
+@history_app.command("generate")
+def history_generate(
+    days: Annotated[int, typer.Option(min=1, max=3660, help="How many days of history")] = 365,
+    rooms: Annotated[int, typer.Option(min=1, help="Rooms (the first N of rooms_csv)")] = 190,
+    backend: Annotated[str, typer.Option(
+        help="sqlite or influxdb [default: storage.backend]")] = "",
+    end: Annotated[str, typer.Option(
+        help="Day after the last generated day, YYYY-MM-DD [default: today]")] = "",
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed adds nothing twice")] = 1,
+    telemetry_every: Annotated[int, typer.Option(
+        min=1, max=1440, help="Minutes between telemetry points (60 s live; sparser here "
+        "keeps a year within what SQLite holds comfortably)")] = 30,
+) -> None:
+    """Write a realistic past of occupancy (workday/hour patterns, lunch-time
+    peaks, 15-40 min sessions, quiet public holidays), device outages and
+    telemetry, with a progress bar. Deduplicated like live data."""
+    import datetime as dt
+
+    from mamaroom.history import generate
+
+    settings = _settings("history")
+    chosen = backend or settings.storage.backend
+    if chosen not in ("sqlite", "influxdb"):
+        err.print(f"[red]--backend must be sqlite or influxdb, got {chosen!r}[/red]")
+        raise typer.Exit(2)
+    try:
+        end_day = dt.date.fromisoformat(end) if end else dt.date.today()
+    except ValueError:
+        err.print(f"[red]--end must be YYYY-MM-DD, got {end!r}[/red]")
+        raise typer.Exit(2) from None
+    room_list = _check_csv(settings.rooms_csv)[:rooms]
+    counts = asyncio.run(generate(settings, room_list, days=days, end=end_day,
+                                  backend=chosen, seed=seed,
+                                  telemetry_every_min=telemetry_every))
+    Console().print(f"wrote {counts['occupancy']} occupancy events and {counts['telemetry']} "
+                    f"telemetry points ({counts['duplicates']} already there) to {chosen}")
 
 
 @config_app.command("show")

@@ -183,8 +183,9 @@ class InfluxDB:
             raise ValueError(result["error"])
         return list(result.get("series", []))
 
-    def count(self, measurement: str, field: str) -> int:
-        series = self.query(f'SELECT count("{field}") FROM "{measurement}"')
+    def count(self, measurement: str, field: str, rp: str = "") -> int:
+        source = f'"{rp}"."{measurement}"' if rp else f'"{measurement}"'
+        series = self.query(f'SELECT count("{field}") FROM {source}')
         return int(series[0]["values"][0][1]) if series else 0
 
     def log_tail(self, lines: int = 30) -> str:

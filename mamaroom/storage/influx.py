@@ -290,10 +290,16 @@ class InfluxStore:
             try:
                 await self.client.write(rp, [line for _, _, line in group])
             except InfluxError as exc:
-                if exc.status == 400:
+                if exc.status == 400 and "beyond retention policy" in str(exc):
+                    # The rest was written; these are older than the retention
+                    # policy keeps, which is what the operator asked for.
+                    log.warning("InfluxDB dropped points older than its retention policy",
+                                rp=rp or "(default)", error=str(exc)[:200])
+                elif exc.status == 400:
                     await self._isolate_refused(rp, group, str(exc))
                     continue
-                raise
+                else:
+                    raise
             await self.spool.remove([i for i, _, _ in group])
             if self._on_batch:
                 self._on_batch(len(group), time.perf_counter() - started)
@@ -309,6 +315,9 @@ class InfluxStore:
             except InfluxError as exc:
                 if exc.status != 400:
                     raise
+                if "beyond retention policy" in str(exc):
+                    await self.spool.remove([row[0]])
+                    continue
                 log.error("InfluxDB refused a point; kept in the spool's `refused` table",
                           error=str(exc)[:300])
                 await self.spool.refuse([row], str(exc), int(time.time() * 1000))

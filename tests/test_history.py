@@ -1,0 +1,74 @@
+"""The history generator: realistic shape, idempotent, the same on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import defaultdict
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from mamaroom.config import PROJECT_ROOT, load_settings
+from mamaroom.history import generate, is_workday
+from mamaroom.registry import read_rooms_csv
+from tests.support import InfluxDB
+
+ROOMS = read_rooms_csv(PROJECT_ROOT / "site" / "rooms.csv")[:20]
+END = date(2026, 10, 12)  # covers 2026's National Day week and its make-up workdays
+RECENT = date.today() + timedelta(days=1)
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+def run(tmp_path: Path, backend: str = "sqlite", end: date = END, **env: object) -> dict[str, int]:
+    settings = load_settings(data_dir=tmp_path / "data", **env)
+    return asyncio.run(generate(settings, ROOMS, days=21, end=end, backend=backend, seed=7,
+                                telemetry_every_min=60, show_progress=False))
+
+
+def test_history_has_the_shape_of_working_life(tmp_path: Path) -> None:
+    counts = run(tmp_path)
+    assert counts["occupancy"] > 500
+    assert counts["telemetry"] == 0  # older than the 30-day telemetry retention
+    db = sqlite3.connect(tmp_path / "data" / "store.sqlite")
+    rows = db.execute("SELECT device, time_ms, occupied FROM occupancy "
+                      "ORDER BY device, time_ms").fetchall()
+    sessions: dict[date, int] = defaultdict(int)
+    by_device: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for device, t, occupied in rows:
+        by_device[device].append((t, occupied))
+    for events in by_device.values():
+        # Strictly alternating in / out: sessions never overlap in one room.
+        assert [o for _, o in events] == [1, 0] * (len(events) // 2)
+        for (start, _), (stop, _) in zip(events[::2], events[1::2], strict=True):
+            assert 8 * 60_000 <= stop - start <= 60 * 60_000
+            sessions[datetime.fromtimestamp(start / 1000, TZ).date()] += 1
+    work = [n for d, n in sessions.items() if is_workday(d)]
+    off = [n for d, n in sessions.items() if not is_workday(d)]
+    assert not is_workday(date(2026, 10, 1)) and off  # the holiday is in the window
+    assert sum(off) / len(off) < 0.3 * sum(work) / len(work)
+    hours = defaultdict(int)
+    for device_events in by_device.values():
+        for t, occupied in device_events:
+            if occupied:
+                hours[datetime.fromtimestamp(t / 1000, TZ).hour] += 1
+    assert hours[12] > hours[8] and hours[12] > 4 * hours.get(19, 0)  # lunch-time peak
+    # Running it again with the same seed adds nothing.
+    again = run(tmp_path)
+    assert again["occupancy"] == 0 and again["duplicates"] == counts["occupancy"] + counts[
+        "telemetry"]
+
+
+def test_the_same_history_lands_in_influxdb(tmp_path: Path) -> None:
+    influx = InfluxDB(tmp_path / "influxdb").start()
+    try:
+        sqlite_counts = run(tmp_path / "a", end=RECENT)
+        assert sqlite_counts["telemetry"] > 20 * 20 * 20  # recent: within retention
+        influx_counts = run(tmp_path / "b", "influxdb", end=RECENT,
+                            storage={"influxdb": {"url": influx.url}})
+        assert influx_counts == sqlite_counts
+        assert influx.count("occupancy", "occupied") == sqlite_counts["occupancy"]
+        assert influx.count("telemetry", "rssi", rp="telemetry_30d") == \
+            sqlite_counts["telemetry"]
+    finally:
+        influx.stop()
