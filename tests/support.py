@@ -24,6 +24,7 @@ from mamaroom.contract import Kind, device_topic
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_MOSQUITTO_CONF = ROOT / "deploy" / "mosquitto" / "mamaroom.conf"
 
 
 def free_port() -> int:
@@ -68,21 +69,23 @@ class Mosquitto:
         self.proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
+        # The shipped config (queue and in-flight sizing, autosave), with only
+        # the listener, paths and persistence templated for the test.
+        templated = ("listener", "persistence", "allow_anonymous")
+        shipped = [line for line in SHIPPED_MOSQUITTO_CONF.read_text().splitlines()
+                   if not line.startswith(templated)]
+        self.conf.write_text("\n".join([
+            *shipped,
+            f"listener {self.port} 127.0.0.1",
             # Started as root, mosquitto would drop to user `mosquitto`, which
             # cannot write the persistence file or log in a private temp dir.
-            f"user {getpass.getuser()}\n"
-            "allow_anonymous true\n"
-            f"persistence {'true' if persistence else 'false'}\n"
-            f"persistence_location {workdir}/\n"
-            # The gateway acks only after storing: let enough wait in flight,
-            # and never silently drop a queued message in a test.
-            "max_inflight_messages 1000\n"
-            "max_queued_messages 100000\n"
-            f"log_dest file {workdir}/mosquitto.log\n"
-            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-        )
+            f"user {getpass.getuser()}",
+            "allow_anonymous true",
+            f"persistence {'true' if persistence else 'false'}",
+            f"persistence_location {workdir}/",
+            f"log_dest file {workdir}/mosquitto.log",
+            "log_type error", "log_type warning", "log_type notice", "log_type information",
+        ]) + "\n")
 
     @property
     def url(self) -> str:
