@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,9 +59,15 @@ class MqttLink:
         self._on_connected = on_connected
         self._loop = asyncio.get_running_loop()
         self._birth = birth
-        #: Bounded: when full, paho's network thread waits, so the gateway stops
-        #: reading from the socket and the broker keeps the backlog.
-        self.messages: asyncio.Queue[Inbox] = asyncio.Queue(max_pending)
+        # The hand-over from paho's thread: a deque under a condition, bounded by
+        # max_pending. When full, paho's thread waits, so the gateway stops
+        # reading from the socket and the broker keeps the backlog. The event
+        # loop is woken once per burst, not once per message.
+        self._inbox: deque[Inbox] = deque()
+        self._max_pending = max_pending or 10_000
+        self._lock = threading.Condition()
+        self._wake_scheduled = False
+        self._arrived = asyncio.Event()
         # Each counter has one writer thread (paho's, the event loop's), so no lock.
         self._delivered = 0
         self._handled = 0
@@ -124,16 +132,36 @@ class MqttLink:
                      self._connection, bool(msg.dup))
         if self._manual_ack and msg.qos > 0:
             self._delivered += 1
-        put = asyncio.run_coroutine_threadsafe(self.messages.put(item), self._loop)
-        while not self._stopping:
-            try:
-                put.result(timeout=1)  # back-pressure: wait for room in the queue
-                return
-            except TimeoutError:
-                continue
-        put.cancel()
+        with self._lock:
+            while len(self._inbox) >= self._max_pending and not self._stopping:
+                self._lock.wait(1)  # back-pressure
+            self._inbox.append(item)
+            if not self._wake_scheduled:
+                self._wake_scheduled = True
+                self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._wake_scheduled = False
+        self._arrived.set()
 
     # event loop side -------------------------------------------------------------
+
+    async def next_batch(self, max_items: int) -> list[Inbox]:
+        """Wait for messages; return up to `max_items` of them, oldest first."""
+        while True:
+            with self._lock:
+                if self._inbox:
+                    n = min(max_items, len(self._inbox))
+                    batch = [self._inbox.popleft() for _ in range(n)]
+                    self._lock.notify_all()
+                    return batch
+                self._arrived.clear()
+            await self._arrived.wait()
+
+    @property
+    def queued(self) -> int:
+        return len(self._inbox)
 
     def start(self) -> None:
         self._client.connect_async(self._settings.host, self._settings.port,
@@ -142,6 +170,8 @@ class MqttLink:
 
     async def stop(self) -> None:
         self._stopping = True
+        with self._lock:
+            self._lock.notify_all()
         self._client.disconnect()
         await asyncio.to_thread(self._client.loop_stop)
 

@@ -20,12 +20,14 @@ import functools
 import json
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from prometheus_client import start_http_server
 
-from gateway.decode import DeviceMessage, StatusUpdate, decode
+from gateway.decode import StatusUpdate, decode
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt_link import Inbox, MqttLink
 from gateway.rooms import RoomTracker
@@ -52,6 +54,17 @@ DEVICE_TREE = f"{PREFIX}/dev/#"
 DEVICE_STATUS = f"{PREFIX}/dev/+/status"
 STATS_EVERY_S = 10.0
 HOUSEKEEPING_EVERY_S = 3600.0
+
+
+@dataclass
+class Decoded:
+    """One batch after validation, waiting to be committed and acknowledged."""
+
+    items: list[Inbox]
+    now: int
+    records: list[Record] = field(default_factory=list)
+    statuses: list[tuple[StatusUpdate, str]] = field(default_factory=list)
+    unknown: list[tuple[str, str]] = field(default_factory=list)
 
 
 def wall_ms() -> int:
@@ -157,7 +170,8 @@ class Gateway:
 
     async def _follow_registry(self, link: MqttLink) -> None:
         while True:
-            item = await link.messages.get()
+            # Only the newest registry matters.
+            item = (await link.next_batch(1000))[-1]
             if not item.payload:
                 continue
             try:
@@ -191,18 +205,28 @@ class Gateway:
     # --- ingest ---------------------------------------------------------------
 
     async def _consume(self, link: MqttLink) -> None:
+        """Two stages with a bounded queue between them: decoding batch N+1
+        overlaps with writing batch N (SQLite and HTTP release the GIL)."""
         await self._wait_for_registry()
-        queue = link.messages
-        while True:
-            batch = [await queue.get()]
-            while len(batch) < self.settings.gateway.batch_size and not queue.empty():
-                batch.append(queue.get_nowait())
-            await self._handle_batch(link, batch)
+        decoded: asyncio.Queue[Decoded] = asyncio.Queue(maxsize=2)
 
-    async def _handle_batch(self, link: MqttLink, batch: list[Inbox]) -> None:
-        now = self.clock()
-        records: list[Record] = []
-        changed: list[RoomState] = []
+        async def decode_stage() -> None:
+            while True:
+                batch = await link.next_batch(self.settings.gateway.batch_size)
+                await decoded.put(self._decode_batch(batch))
+
+        async def commit_stage() -> None:
+            while True:
+                await self._commit_batch(link, await decoded.get())
+
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(decode_stage())
+            tasks.create_task(commit_stage())
+
+    def _decode_batch(self, batch: list[Inbox]) -> Decoded:
+        """Validate and enrich; count and log rejects. No I/O."""
+        out = Decoded(batch, self.clock())
+        kinds: Counter[str] = Counter()
         for item in batch:
             if item.dup:
                 self.metrics.redelivered.inc()
@@ -216,22 +240,33 @@ class Gateway:
             room = self.tracker.room_of(inbound.device)
             if room is None:
                 self._reject(item, RejectReason.UNKNOWN_DEVICE, "not in the registry")
-                await self._store_retrying(functools.partial(
-                    self.state_store.note_unknown_device, inbound.device, item.topic, now))
-                continue
-            if isinstance(inbound, StatusUpdate):
-                self.metrics.received.labels("status").inc()
-                live = not inbound.retained
-                await self._store_retrying(functools.partial(
-                    self.state_store.note_status, inbound.device, room, inbound.status, now,
-                    live))
-                changed += self.tracker.on_status(inbound.device, inbound.status, live, now)
-            elif isinstance(inbound, DeviceMessage):
-                self.metrics.received.labels(inbound.kind.value).inc()
+                out.unknown.append((inbound.device, item.topic))
+            elif isinstance(inbound, StatusUpdate):
+                kinds["status"] += 1
+                out.statuses.append((inbound, room))
+            else:
+                kinds[inbound.kind.value] += 1
                 reg = self.tracker.room_info(room)
-                records.append(Record(inbound.device, room, inbound.kind, inbound.message, now,
-                                      building=reg.building if reg else None,
-                                      floor=reg.floor if reg else None))
+                out.records.append(Record(
+                    inbound.device, room, inbound.kind, inbound.message, out.now,
+                    building=reg.building if reg else None, floor=reg.floor if reg else None))
+        for kind, n in kinds.items():
+            self.metrics.received.labels(kind).inc(n)
+        return out
+
+    async def _commit_batch(self, link: MqttLink, batch: Decoded) -> None:
+        """Store, derive room state, publish, then acknowledge: in that order."""
+        now = batch.now
+        changed: list[RoomState] = []
+        for device, topic in batch.unknown:
+            await self._store_retrying(functools.partial(
+                self.state_store.note_unknown_device, device, topic, now))
+        for status, room in batch.statuses:
+            live = not status.retained
+            await self._store_retrying(functools.partial(
+                self.state_store.note_status, status.device, room, status.status, now, live))
+            changed += self.tracker.on_status(status.device, status.status, live, now)
+        records = batch.records
         if records:
             started = time.perf_counter()
             fresh = await self._store_retrying(functools.partial(self.series.write, records))
@@ -241,11 +276,12 @@ class Gateway:
             self.metrics.duplicates.inc(len(records) - len(new))
             if new:
                 await self._store_retrying(functools.partial(self.state_store.note_messages, new))
+            for kind, n in Counter(rec.kind.value for rec in new).items():
+                self.metrics.stored.labels(kind).inc(n)
             for rec in new:
-                self.metrics.stored.labels(rec.kind.value).inc()
                 changed += self.tracker.on_message(rec.device, rec.message, rec.time_ms, now)
         await self._publish_states(changed)
-        for item in batch:
+        for item in batch.items:
             link.ack(item)
 
     def _reject(self, item: Inbox, reason: RejectReason, detail: str) -> None:
@@ -271,21 +307,22 @@ class Gateway:
         feeds room state; storage and rejects are the ingest path's job."""
         await self._wait_for_registry()
         while True:
-            item = await link.messages.get()
-            now = self.clock()
-            try:
-                inbound = decode(item.topic, item.payload, item.retained)
-            except ContractError:
-                continue
-            if inbound is None or self.tracker.room_of(inbound.device) is None:
-                continue
-            if isinstance(inbound, StatusUpdate):
-                changed = self.tracker.on_status(inbound.device, inbound.status,
-                                                 not inbound.retained, now)
-            else:
-                msg = inbound.message
-                changed = self.tracker.on_message(
-                    inbound.device, msg, msg.ts if msg.ts is not None else now, now)
+            changed: list[RoomState] = []
+            for item in await link.next_batch(self.settings.gateway.batch_size):
+                now = self.clock()
+                try:
+                    inbound = decode(item.topic, item.payload, item.retained)
+                except ContractError:
+                    continue
+                if inbound is None or self.tracker.room_of(inbound.device) is None:
+                    continue
+                if isinstance(inbound, StatusUpdate):
+                    changed += self.tracker.on_status(inbound.device, inbound.status,
+                                                      not inbound.retained, now)
+                else:
+                    msg = inbound.message
+                    changed += self.tracker.on_message(
+                        inbound.device, msg, msg.ts if msg.ts is not None else now, now)
             await self._publish_states(changed)
 
     # --- room states -------------------------------------------------------------

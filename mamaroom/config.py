@@ -121,7 +121,7 @@ class GatewaySettings(_Section):
     #: A room whose node sent nothing for this long is offline (contract: 150 s).
     supervision_s: Annotated[float, Field(gt=0)] = 150.0
     #: Most messages written to storage in one transaction.
-    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 1000
     #: Prometheus metrics of the gateway; 0 turns the endpoint off.
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9108
     metrics_host: str = "127.0.0.1"

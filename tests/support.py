@@ -340,8 +340,8 @@ class Services:
 
     def start_gateway(self) -> None:
         self.gateway.start()
-        wait_for(lambda: "registry applied" in self.gateway.log(), timeout=60,
-                 what="gateway applied the registry", detail=self.logs)
+        wait_for(lambda: self.metrics()["mamaroom_gateway_ready"] == 1, timeout=60,
+                 what="gateway connected with the registry loaded", detail=self.logs)
 
     def start(self) -> Services:
         self.start_server()

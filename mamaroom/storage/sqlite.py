@@ -209,60 +209,92 @@ def _ensure_device(db: sqlite3.Connection, device: str, room: str | None) -> Non
     )
 
 
+_INSERTS: dict[type, str] = {
+    Occupancy: "INTO occupancy VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+    Telemetry: "INTO telemetry VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+    Call: "INTO calls VALUES (?,?,?,?,?,?,?,?,?,?)",
+}
+
+
+def _row(rec: Record) -> tuple[Any, ...]:
+    msg = rec.message
+    common = (rec.device, msg.boot, msg.seq, rec.room, rec.time_ms, msg.ts, rec.received_ms)
+    if isinstance(msg, Occupancy):
+        return (*common, msg.occupied, msg.source, msg.radar, msg.still_s)
+    if isinstance(msg, Telemetry):
+        extra = msg.model_extra or {}
+        return (*common, msg.uptime_s, msg.rssi, msg.heap_free, msg.fw,
+                json.dumps(extra, ensure_ascii=False) if extra else None)
+    if isinstance(msg, Call):
+        # The raw call events; alerts are the server's (emergency-calls issue).
+        return (*common, msg.action, msg.call_id, msg.status)
+    raise StorageError(f"cannot store {type(msg).__name__}")
+
+
 def _write(db: sqlite3.Connection, records: list[Record]) -> list[bool]:
-    fresh: list[bool] = []
-    with db:  # one transaction for the batch: all stored, or none
-        for rec in records:
-            msg = rec.message
-            common = (rec.device, msg.boot, msg.seq, rec.room, rec.time_ms, msg.ts,
-                      rec.received_ms)
-            if isinstance(msg, Occupancy):
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO occupancy VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (*common, msg.occupied, msg.source, msg.radar, msg.still_s),
-                )
-            elif isinstance(msg, Telemetry):
-                extra = msg.model_extra or {}
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO telemetry VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (*common, msg.uptime_s, msg.rssi, msg.heap_free, msg.fw,
-                     json.dumps(extra, ensure_ascii=False) if extra else None),
-                )
-            elif isinstance(msg, Call):
-                # The raw call events; alerts are the server's (emergency-calls issue).
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (*common, msg.action, msg.call_id, msg.status),
-                )
-            else:
-                raise StorageError(f"cannot store {type(msg).__name__}")
-            fresh.append(cur.rowcount == 1)
+    """One transaction for the batch. Fast path: one executemany per table,
+    all rows new (the usual case). If any row was already there, roll that
+    table back and insert row by row to learn which were duplicates."""
+    groups: dict[type, list[int]] = {}
+    for i, rec in enumerate(records):
+        groups.setdefault(type(rec.message), []).append(i)
+    fresh = [True] * len(records)
+    with db:
+        db.execute("BEGIN")  # so the savepoints nest: one commit for the whole batch
+        for model, indexes in groups.items():
+            sql = _INSERTS.get(model)
+            if sql is None:
+                raise StorageError(f"cannot store {model.__name__}")
+            rows = [_row(records[i]) for i in indexes]
+            db.execute("SAVEPOINT batch")
+            before = db.total_changes
+            db.executemany("INSERT OR IGNORE " + sql, rows)
+            if db.total_changes - before == len(rows):
+                db.execute("RELEASE batch")
+                continue
+            db.execute("ROLLBACK TO batch")
+            db.execute("RELEASE batch")
+            for i, row in zip(indexes, rows, strict=True):
+                fresh[i] = db.execute("INSERT OR IGNORE " + sql, row).rowcount == 1
     return fresh
 
 
 def _note_messages(db: sqlite3.Connection, records: list[Record]) -> None:
+    """Device health from a batch: one update per device, with its latest values."""
+    latest: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        msg = rec.message
+        d = latest.setdefault(rec.device, {"room": rec.room, "seen": 0, "boots": set()})
+        d["room"] = rec.room
+        d["seen"] = max(d["seen"], rec.received_ms)
+        d["boots"].add(msg.boot)
+        key = d.get("key")
+        if key is None or msg.boot != key[0] or msg.seq > key[1]:
+            d["key"] = (msg.boot, msg.seq)
+        if isinstance(msg, Occupancy):
+            d["occupied"], d["occupied_ms"] = msg.occupied, rec.time_ms
+        elif isinstance(msg, Telemetry):
+            d["telemetry"] = msg
     with db:
-        for rec in records:
-            msg = rec.message
-            _ensure_device(db, rec.device, rec.room)
+        for device, d in latest.items():
+            _ensure_device(db, device, d["room"])
+            boot, seq = d["key"]
+            # Every expression sees the row as it was (SQLite UPDATE semantics).
             db.execute(
-                # Every expression sees the row as it was (SQLite UPDATE semantics).
                 "UPDATE devices SET room=?, last_seen_ms=MAX(COALESCE(last_seen_ms,0), ?),"
-                " boots=boots + (boot IS NOT ?),"
+                " boots=boots + (boot IS NOT ?) + ?,"
                 " seq=CASE WHEN boot IS ? THEN MAX(COALESCE(seq, 0), ?) ELSE ? END, boot=?"
                 " WHERE device=?",
-                (rec.room, rec.received_ms, msg.boot, msg.boot, msg.seq, msg.seq, msg.boot,
-                 rec.device),
+                (d["room"], d["seen"], boot, len(d["boots"]) - 1, boot, seq, seq, boot, device),
             )
-            if isinstance(msg, Occupancy):
-                db.execute(
-                    "UPDATE devices SET occupied=?, occupied_ms=? WHERE device=?",
-                    (msg.occupied, rec.time_ms, rec.device),
-                )
-            elif isinstance(msg, Telemetry):
+            if "occupied" in d:
+                db.execute("UPDATE devices SET occupied=?, occupied_ms=? WHERE device=?",
+                           (d["occupied"], d["occupied_ms"], device))
+            tel: Telemetry | None = d.get("telemetry")
+            if tel is not None:
                 db.execute(
                     "UPDATE devices SET uptime_s=COALESCE(?, uptime_s), rssi=COALESCE(?, rssi),"
                     " heap_free=COALESCE(?, heap_free), fw=COALESCE(?, fw),"
                     " reset_reason=COALESCE(?, reset_reason) WHERE device=?",
-                    (msg.uptime_s, msg.rssi, msg.heap_free, msg.fw, msg.reset_reason, rec.device),
+                    (tel.uptime_s, tel.rssi, tel.heap_free, tel.fw, tel.reset_reason, device),
                 )
