@@ -274,7 +274,7 @@ class Gateway:
             self.metrics.batch_size.observe(len(records))
             new = [rec for rec, is_new in zip(records, fresh, strict=True) if is_new]
             self.metrics.duplicates.inc(len(records) - len(new))
-            if new:
+            if new and self.influx:  # the SQLite store did this in its own write
                 await self._store_retrying(functools.partial(self.state_store.note_messages, new))
             for kind, n in Counter(rec.kind.value for rec in new).items():
                 self.metrics.stored.labels(kind).inc(n)

@@ -88,11 +88,18 @@ class SqliteStore(SqliteDatabase):
     # --- writes (gateway) -------------------------------------------------
 
     async def write(self, records: list[Record]) -> list[bool]:
+        """Store new records and update device health, in one transaction."""
         return await self._run(lambda db: _write(db, records))
 
     async def note_messages(self, records: list[Record]) -> None:
-        """Update the device-health records from new messages (any backend)."""
-        await self._run(lambda db: _note_messages(db, records))
+        """Update the device-health records from new messages stored elsewhere
+        (InfluxDB); `write` does this itself, in the same transaction."""
+
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                _note_messages(db, records)
+
+        await self._run(run)
 
     async def prune_telemetry(self, before_ms: int) -> int:
         """Retention: delete raw telemetry older than `before_ms`; rows deleted."""
@@ -256,45 +263,47 @@ def _write(db: sqlite3.Connection, records: list[Record]) -> list[bool]:
             db.execute("RELEASE batch")
             for i, row in zip(indexes, rows, strict=True):
                 fresh[i] = db.execute("INSERT OR IGNORE " + sql, row).rowcount == 1
+        _note_messages(db, [rec for rec, is_new in zip(records, fresh, strict=True) if is_new])
     return fresh
 
 
+_DEVICE_UPSERT = """
+INSERT INTO devices (device, room, last_seen_ms, boot, seq, boots, occupied, occupied_ms,
+                     uptime_s, rssi, heap_free, fw, reset_reason)
+VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (device) DO UPDATE SET
+    room = excluded.room,
+    last_seen_ms = MAX(COALESCE(last_seen_ms, 0), excluded.last_seen_ms),
+    boots = boots + (boot IS NOT excluded.boot),
+    seq = CASE WHEN boot IS excluded.boot THEN MAX(COALESCE(seq, 0), excluded.seq)
+               ELSE excluded.seq END,
+    boot = excluded.boot,
+    occupied = COALESCE(excluded.occupied, occupied),
+    occupied_ms = COALESCE(excluded.occupied_ms, occupied_ms),
+    uptime_s = COALESCE(excluded.uptime_s, uptime_s),
+    rssi = COALESCE(excluded.rssi, rssi),
+    heap_free = COALESCE(excluded.heap_free, heap_free),
+    fw = COALESCE(excluded.fw, fw),
+    reset_reason = COALESCE(excluded.reset_reason, reset_reason)
+"""
+
+
 def _note_messages(db: sqlite3.Connection, records: list[Record]) -> None:
-    """Device health from a batch: one update per device, with its latest values."""
-    latest: dict[str, dict[str, Any]] = {}
+    """Device health from a batch: one upsert per device with its latest values
+    (every expression in the UPDATE sees the row as it was)."""
+    latest: dict[str, list[Any]] = {}
     for rec in records:
         msg = rec.message
-        d = latest.setdefault(rec.device, {"room": rec.room, "seen": 0, "boots": set()})
-        d["room"] = rec.room
-        d["seen"] = max(d["seen"], rec.received_ms)
-        d["boots"].add(msg.boot)
-        key = d.get("key")
-        if key is None or msg.boot != key[0] or msg.seq > key[1]:
-            d["key"] = (msg.boot, msg.seq)
+        row = latest.get(rec.device)
+        if row is None:
+            row = latest[rec.device] = [rec.device, rec.room, 0, msg.boot, msg.seq,
+                                        None, None, None, None, None, None, None]
+        row[1] = rec.room
+        row[2] = max(row[2], rec.received_ms)
+        if msg.boot != row[3] or msg.seq > row[4]:
+            row[3], row[4] = msg.boot, msg.seq
         if isinstance(msg, Occupancy):
-            d["occupied"], d["occupied_ms"] = msg.occupied, rec.time_ms
+            row[5], row[6] = msg.occupied, rec.time_ms
         elif isinstance(msg, Telemetry):
-            d["telemetry"] = msg
-    with db:
-        for device, d in latest.items():
-            _ensure_device(db, device, d["room"])
-            boot, seq = d["key"]
-            # Every expression sees the row as it was (SQLite UPDATE semantics).
-            db.execute(
-                "UPDATE devices SET room=?, last_seen_ms=MAX(COALESCE(last_seen_ms,0), ?),"
-                " boots=boots + (boot IS NOT ?) + ?,"
-                " seq=CASE WHEN boot IS ? THEN MAX(COALESCE(seq, 0), ?) ELSE ? END, boot=?"
-                " WHERE device=?",
-                (d["room"], d["seen"], boot, len(d["boots"]) - 1, boot, seq, seq, boot, device),
-            )
-            if "occupied" in d:
-                db.execute("UPDATE devices SET occupied=?, occupied_ms=? WHERE device=?",
-                           (d["occupied"], d["occupied_ms"], device))
-            tel: Telemetry | None = d.get("telemetry")
-            if tel is not None:
-                db.execute(
-                    "UPDATE devices SET uptime_s=COALESCE(?, uptime_s), rssi=COALESCE(?, rssi),"
-                    " heap_free=COALESCE(?, heap_free), fw=COALESCE(?, fw),"
-                    " reset_reason=COALESCE(?, reset_reason) WHERE device=?",
-                    (tel.uptime_s, tel.rssi, tel.heap_free, tel.fw, tel.reset_reason, device),
-                )
+            row[7:12] = [msg.uptime_s, msg.rssi, msg.heap_free, msg.fw, msg.reset_reason]
+    db.executemany(_DEVICE_UPSERT, list(latest.values()))
