@@ -43,8 +43,9 @@ from mamaroom.contract import (
     room_state_topic,
 )
 from mamaroom.logs import get_logger
-from mamaroom.storage import Record, StorageError, Store
+from mamaroom.storage import Record, StorageError, Store, refresh_rollups
 from mamaroom.storage.influx import InfluxStore
+from mamaroom.storage.rollups import HOUR_MS
 from mamaroom.storage.sqlite import SqliteStore
 
 log = get_logger(__name__)
@@ -54,6 +55,8 @@ DEVICE_TREE = f"{PREFIX}/dev/#"
 DEVICE_STATUS = f"{PREFIX}/dev/+/status"
 STATS_EVERY_S = 10.0
 HOUSEKEEPING_EVERY_S = 3600.0
+ROLLUP_EVERY_S = 600.0
+ROLLUP_LOOKBACK_H = 24
 
 
 @dataclass
@@ -152,6 +155,7 @@ class Gateway:
                 tasks.create_task(self._report())
                 tasks.create_task(self._track_ready())
                 tasks.create_task(self._housekeeping())
+                tasks.create_task(self._rollups())
                 if state_link:
                     tasks.create_task(self._follow_state(state_link))
                 if self.influx:
@@ -385,6 +389,18 @@ class Gateway:
                 self._ingest.publish(topic, json.dumps(self.metrics.summary()).encode(),
                                      qos=0, retain=True)
             await asyncio.sleep(STATS_EVERY_S)
+
+    async def _rollups(self) -> None:
+        """Keep the last day's hourly rollups fresh (late or spooled data included)."""
+        store = self.influx or self.state_store
+        while True:
+            await asyncio.sleep(ROLLUP_EVERY_S)
+            end = self.clock() // HOUR_MS * HOUR_MS
+            try:
+                rows = await refresh_rollups(store, end - ROLLUP_LOOKBACK_H * HOUR_MS, end)
+                log.debug("rollups refreshed", rows=rows)
+            except StorageError as exc:
+                log.warning("rollups not refreshed; will retry", error=str(exc))
 
     async def _housekeeping(self) -> None:
         """Retention of raw telemetry, and the dedupe ledger's window."""

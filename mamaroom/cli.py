@@ -209,8 +209,9 @@ def history_generate(
     counts = asyncio.run(generate(settings, room_list, days=days, end=end_day,
                                   backend=chosen, seed=seed,
                                   telemetry_every_min=telemetry_every))
-    Console().print(f"wrote {counts['occupancy']} occupancy events and {counts['telemetry']} "
-                    f"telemetry points ({counts['duplicates']} already there) to {chosen}")
+    Console().print(f"wrote {counts['occupancy']} occupancy events, {counts['telemetry']} "
+                    f"telemetry points ({counts['duplicates']} already there) and "
+                    f"{counts['rollups']} hourly rollups to {chosen}")
 
 
 @config_app.command("show")

@@ -25,8 +25,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mamaroom.config import Settings
 from mamaroom.contract import Kind, Occupancy, RegistryRoom, Telemetry
 from mamaroom.logs import get_logger
-from mamaroom.storage import Record, Store
+from mamaroom.storage import Record, RollupStore, Store, refresh_rollups
 from mamaroom.storage.influx import InfluxStore
+from mamaroom.storage.rollups import HOUR_MS
 from mamaroom.storage.sqlite import SqliteStore
 
 log = get_logger(__name__)
@@ -129,14 +130,15 @@ async def generate(settings: Settings, rooms: list[RegistryRoom], *, days: int, 
     """Write `days` of history ending the day before `end`; counts by kind."""
     tz = ZoneInfo(settings.timezone)
     store: Store
+    rollup_store: RollupStore
     influx: InfluxStore | None = None
     if backend == "influxdb":
         influx = InfluxStore(settings.storage.influxdb, settings.spool_path,
                              gateway="history",
                              telemetry_retention_days=settings.storage.telemetry_retention_days)
-        store = influx
+        store = rollup_store = influx
     else:
-        store = SqliteStore(settings.store_path)
+        store = rollup_store = SqliteStore(settings.store_path)
     await store.open()
     drainer = asyncio.create_task(influx.run_drainer()) if influx else None
     rng = random.Random(seed)
@@ -146,7 +148,7 @@ async def generate(settings: Settings, rooms: list[RegistryRoom], *, days: int, 
                          uptime_start_ms=int(datetime.combine(first_day, time(0), tz)
                                              .timestamp() * 1000))
              for r in rooms if r.device]
-    counts = {"occupancy": 0, "telemetry": 0, "duplicates": 0}
+    counts = {"occupancy": 0, "telemetry": 0, "duplicates": 0, "rollups": 0}
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeRemainingColumn(), disable=not show_progress)
     try:
@@ -169,6 +171,11 @@ async def generate(settings: Settings, rooms: list[RegistryRoom], *, days: int, 
                 while (depth := (await influx.stats()).depth) > 0:
                     progress.update(drain, description=f"spool to InfluxDB: {depth} left")
                     await asyncio.sleep(0.5)
+            progress.add_task("hourly rollups", total=None)
+            start_ms = int(datetime.combine(first_day, time(0), tz).timestamp() * 1000)
+            end_ms = int(datetime.combine(end, time(0), tz).timestamp() * 1000)
+            counts["rollups"] = await refresh_rollups(
+                rollup_store, start_ms // HOUR_MS * HOUR_MS, end_ms // HOUR_MS * HOUR_MS)
     finally:
         if drainer:
             drainer.cancel()

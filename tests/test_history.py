@@ -9,6 +9,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from mamaroom.config import PROJECT_ROOT, load_settings
 from mamaroom.history import generate, is_workday
 from mamaroom.registry import read_rooms_csv
@@ -57,6 +59,12 @@ def test_history_has_the_shape_of_working_life(tmp_path: Path) -> None:
     again = run(tmp_path)
     assert again["occupancy"] == 0 and again["duplicates"] == counts["occupancy"] + counts[
         "telemetry"]
+    # Rollups: every room, every hour; a day's occupied time matches the sessions.
+    assert counts["rollups"] == 20 * 21 * 24
+    total = db.execute("SELECT SUM(occupied_s), SUM(sessions) FROM occupancy_hourly").fetchone()
+    sessions_total = sum(sessions.values())
+    assert total[1] == sessions_total
+    assert 8 * 60 * sessions_total <= total[0] <= 60 * 60 * sessions_total
 
 
 def test_the_same_history_lands_in_influxdb(tmp_path: Path) -> None:
@@ -70,5 +78,12 @@ def test_the_same_history_lands_in_influxdb(tmp_path: Path) -> None:
         assert influx.count("occupancy", "occupied") == sqlite_counts["occupancy"]
         assert influx.count("telemetry", "rssi", rp="telemetry_30d") == \
             sqlite_counts["telemetry"]
+        # The rollups are the same numbers on both backends.
+        series = influx.query('SELECT sum("occupied_s"), sum("sessions") FROM occupancy_hourly')
+        db = sqlite3.connect(tmp_path / "a" / "data" / "store.sqlite")
+        expected = db.execute("SELECT SUM(occupied_s), SUM(sessions) FROM occupancy_hourly")
+        occupied_s, sessions = expected.fetchone()
+        assert series[0]["values"][0][1] == pytest.approx(occupied_s)
+        assert series[0]["values"][0][2] == sessions
     finally:
         influx.stop()

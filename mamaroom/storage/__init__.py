@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mamaroom.contract import Envelope, Kind
+from mamaroom.storage.rollups import HourRollup, OccupancyEvent, hourly_occupancy
 
 
 class StorageError(Exception):
@@ -34,6 +35,25 @@ class Record:
     def time_ms(self) -> int:
         """Device time when it has a synced clock, else the first arrival time."""
         return self.message.ts if self.message.ts is not None else self.received_ms
+
+
+class RollupStore(Protocol):
+    """Hourly rollups (see rollups.py): read the events, write the rollups."""
+
+    async def occupancy_window(self, start_ms: int, end_ms: int
+                               ) -> tuple[list[OccupancyEvent], dict[str, bool]]: ...
+
+    async def write_rollups(self, rows: list[HourRollup]) -> None: ...
+
+    async def rollups(self, start_ms: int, end_ms: int) -> list[HourRollup]: ...
+
+
+async def refresh_rollups(store: RollupStore, start_ms: int, end_ms: int) -> int:
+    """Recompute the hourly rollups of [start, end) (hour boundaries); rows written."""
+    events, before = await store.occupancy_window(start_ms, end_ms)
+    rows = hourly_occupancy(events, start_ms, end_ms, before)
+    await store.write_rollups(rows)
+    return len(rows)
 
 
 class Store(Protocol):

@@ -31,6 +31,7 @@ from mamaroom.contract import Telemetry
 from mamaroom.logs import get_logger
 from mamaroom.storage import Record, StorageError
 from mamaroom.storage.line_protocol import point_time_ns, to_line
+from mamaroom.storage.rollups import HourRollup, OccupancyEvent
 from mamaroom.storage.sqlite_base import SqliteDatabase
 
 log = get_logger(__name__)
@@ -246,6 +247,45 @@ class InfluxStore:
 
     async def stats(self) -> SpoolStats:
         return await self.spool.stats(self.gateway, int(time.time() * 1000))
+
+    def _measurement(self, name: str) -> str:
+        rp = self.settings.events_rp
+        return f'"{rp}"."{name}"' if rp else f'"{name}"'
+
+    async def occupancy_window(self, start_ms: int, end_ms: int
+                               ) -> tuple[list[OccupancyEvent], dict[str, bool]]:
+        """Occupancy events in [start, end) and each room's state just before."""
+        src = self._measurement("occupancy")
+        events = []
+        for s in await self.client.query(
+                f'SELECT "occupied" FROM {src} WHERE time >= {start_ms}ms AND '
+                f'time < {end_ms}ms GROUP BY "room"'):
+            room = s["tags"]["room"]
+            events += [OccupancyEvent(room, t // 1_000_000, bool(o)) for t, o in s["values"]]
+        before = {}
+        for s in await self.client.query(
+                f'SELECT last("occupied") FROM {src} WHERE time < {start_ms}ms GROUP BY "room"'):
+            before[s["tags"]["room"]] = bool(s["values"][0][1])
+        return events, before
+
+    async def write_rollups(self, rows: list[HourRollup]) -> None:
+        """Straight to InfluxDB (no spool): rollups are recomputed from events
+        if a write fails. Same room and hour = same point, so reruns overwrite."""
+        lines = [f"occupancy_hourly,room={r.room} occupied_s={float(r.occupied_s)!r},"
+                 f"sessions={r.sessions}i {r.hour_ms * 1_000_000}" for r in rows]
+        for i in range(0, len(lines), self.settings.batch_size):
+            await self.client.write(self.settings.events_rp,
+                                    lines[i:i + self.settings.batch_size])
+
+    async def rollups(self, start_ms: int, end_ms: int) -> list[HourRollup]:
+        out = []
+        for s in await self.client.query(
+                f'SELECT "occupied_s", "sessions" FROM {self._measurement("occupancy_hourly")} '
+                f'WHERE time >= {start_ms}ms AND time < {end_ms}ms GROUP BY "room"'):
+            room = s["tags"]["room"]
+            out += [HourRollup(room, t // 1_000_000, float(o), int(n))
+                    for t, o, n in s["values"]]
+        return sorted(out, key=lambda r: (r.room, r.hour_ms))
 
     async def run_drainer(self) -> None:
         """Send the spool to InfluxDB, oldest first, for as long as the store is open."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from mamaroom.contract import Call, Occupancy, Telemetry
 from mamaroom.storage import Record, StorageError
+from mamaroom.storage.rollups import HourRollup, OccupancyEvent
 from mamaroom.storage.sqlite_base import SqliteDatabase
 
 SCHEMA = """
@@ -46,6 +47,11 @@ CREATE TABLE IF NOT EXISTS unknown_devices (
     device TEXT PRIMARY KEY, first_seen_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL,
     messages INTEGER NOT NULL, last_topic TEXT
 );
+-- Hourly rollups computed by mamaroom (mamaroom/storage/rollups.py).
+CREATE TABLE IF NOT EXISTS occupancy_hourly (
+    room TEXT NOT NULL, hour_ms INTEGER NOT NULL, occupied_s REAL NOT NULL,
+    sessions INTEGER NOT NULL, PRIMARY KEY (room, hour_ms)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS room_states (
     room TEXT PRIMARY KEY, state TEXT NOT NULL, since_ms INTEGER, device TEXT, reason TEXT
 );
@@ -100,6 +106,39 @@ class SqliteStore(SqliteDatabase):
                 _note_messages(db, records)
 
         await self._run(run)
+
+    async def occupancy_window(self, start_ms: int, end_ms: int
+                               ) -> tuple[list[OccupancyEvent], dict[str, bool]]:
+        """Occupancy events in [start, end) and each room's state just before."""
+
+        def run(db: sqlite3.Connection) -> tuple[list[OccupancyEvent], dict[str, bool]]:
+            events = [OccupancyEvent(r, t, bool(o)) for r, t, o in db.execute(
+                "SELECT room, time_ms, occupied FROM occupancy WHERE room IS NOT NULL"
+                " AND time_ms >= ? AND time_ms < ? ORDER BY time_ms", (start_ms, end_ms))]
+            # SQLite returns the other columns of the row holding MAX().
+            before = {r: bool(o) for r, o, _ in db.execute(
+                "SELECT room, occupied, MAX(time_ms) FROM occupancy WHERE room IS NOT NULL"
+                " AND time_ms < ? GROUP BY room", (start_ms,))}
+            return events, before
+
+        return await self._run(run)
+
+    async def write_rollups(self, rows: list[HourRollup]) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                db.executemany("INSERT OR REPLACE INTO occupancy_hourly VALUES (?, ?, ?, ?)",
+                               [(r.room, r.hour_ms, r.occupied_s, r.sessions) for r in rows])
+
+        await self._run(run)
+
+    async def rollups(self, start_ms: int, end_ms: int) -> list[HourRollup]:
+        def run(db: sqlite3.Connection) -> list[HourRollup]:
+            return [HourRollup(*row) for row in db.execute(
+                "SELECT room, hour_ms, occupied_s, sessions FROM occupancy_hourly"
+                " WHERE hour_ms >= ? AND hour_ms < ? ORDER BY room, hour_ms",
+                (start_ms, end_ms))]
+
+        return await self._run(run)
 
     async def prune_telemetry(self, before_ms: int) -> int:
         """Retention: delete raw telemetry older than `before_ms`; rows deleted."""

@@ -1,0 +1,67 @@
+"""Hourly occupancy rollups that mamaroom computes and writes itself.
+
+Long ranges (a year of trends) read these instead of raw events: continuous
+queries do not exist on InfluxDB 2.x's compatibility API or on 3.x, and the
+embedded store has none. Pure functions here; each backend stores the rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True, slots=True)
+class OccupancyEvent:
+    room: str
+    time_ms: int
+    occupied: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HourRollup:
+    room: str
+    hour_ms: int
+    #: Seconds the room was occupied within the hour.
+    occupied_s: float
+    #: Sessions that started within the hour (a free → occupied change).
+    sessions: int
+
+
+def hourly_occupancy(events: Iterable[OccupancyEvent], start_ms: int, end_ms: int,
+                     before: dict[str, bool]) -> list[HourRollup]:
+    """Rollups for whole hours in [start_ms, end_ms) (both on hour boundaries).
+
+    `events` are the occupancy events in the range; `before` is each room's
+    state at `start_ms` (its last event earlier). Repeated reports of the same
+    state (the 5-minute refresh) neither end nor start a session.
+    """
+    if start_ms % HOUR_MS or end_ms % HOUR_MS:
+        raise ValueError("rollup ranges start and end on the hour")
+    by_room: dict[str, list[OccupancyEvent]] = {}
+    for e in events:
+        by_room.setdefault(e.room, []).append(e)
+    rows: list[HourRollup] = []
+    for room in sorted(set(by_room) | set(before)):
+        evs = sorted(by_room.get(room, []), key=lambda e: e.time_ms)
+        state = before.get(room, False)
+        i = 0
+        for hour in range(start_ms, end_ms, HOUR_MS):
+            hour_end = hour + HOUR_MS
+            occupied_ms = 0
+            sessions = 0
+            cursor = hour
+            while i < len(evs) and evs[i].time_ms < hour_end:
+                e = evs[i]
+                if state:
+                    occupied_ms += e.time_ms - cursor
+                if e.occupied and not state:
+                    sessions += 1
+                state, cursor = e.occupied, e.time_ms
+                i += 1
+            if state:
+                occupied_ms += hour_end - cursor
+            rows.append(HourRollup(room, hour, occupied_ms / 1000, sessions))
+    return rows
