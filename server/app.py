@@ -16,11 +16,14 @@ from fastapi.staticfiles import StaticFiles
 from mamaroom.config import PROJECT_ROOT, Settings
 from mamaroom.logs import get_logger
 from mamaroom.storage.sqlite import SqliteStore
+from server.alerts_db import AlertsDb
 from server.api import admin, health, rooms
+from server.api import alerts as alerts_api
 from server.context import ServerContext
 from server.db import ServerDb
 from server.errors import ServerError
 from server.mqtt_link import ServerMqtt
+from server.services.alerts import AlertService
 from server.services.registry import RegistryService
 from server.services.rooms import LiveRooms
 
@@ -39,12 +42,19 @@ def create_app(settings: Settings) -> FastAPI:
         await store.open()
         registry = RegistryService(db, settings.rooms_csv)
         current = await registry.load()
+        alerts_db = AlertsDb(settings.server_db_path)
+        await alerts_db.open()
+        alerts = AlertService(alerts_db)
+        await alerts.load()
         live = LiveRooms(ZoneInfo(settings.timezone), queue_size=settings.server.stream_queue)
+        live.set_open_calls(alerts.open_rooms)
+        alerts.on_change(lambda _alert: live.set_open_calls(alerts.open_rooms))
         await live.set_registry(current)
-        mqtt = ServerMqtt(settings.mqtt, f"mamaroom-server-{uuid.uuid4().hex[:8]}", live, current)
+        mqtt = ServerMqtt(settings.mqtt, f"mamaroom-server-{uuid.uuid4().hex[:8]}", live, current,
+                          alerts)
         registry.on_change(live.set_registry)
         registry.on_change(mqtt.publish_registry)
-        app.state.ctx = ServerContext(settings, db, store, registry, live, mqtt)
+        app.state.ctx = ServerContext(settings, db, store, registry, live, mqtt, alerts)
 
         async def refresh() -> None:
             while True:
@@ -60,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await store.close()
+            await alerts_db.close()
             await db.close()
             log.info("server stopped")
 
@@ -76,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(rooms.router)
     app.include_router(admin.router)
+    app.include_router(alerts_api.router)
     app.include_router(health.router)
     _mount_pages(app, DASHBOARD)
     return app

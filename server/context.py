@@ -11,6 +11,7 @@ from mamaroom.config import Settings
 from mamaroom.storage.sqlite import SqliteStore
 from server.db import ServerDb
 from server.mqtt_link import ServerMqtt
+from server.services.alerts import AlertService
 from server.services.registry import RegistryService
 from server.services.rooms import LiveRooms
 
@@ -23,6 +24,7 @@ class ServerContext:
     registry: RegistryService
     rooms: LiveRooms
     mqtt: ServerMqtt
+    alerts: AlertService
 
 
 def _context(request: Request) -> ServerContext:

@@ -15,26 +15,41 @@ from mamaroom.contract import (
     PREFIX,
     REGISTRY_TOPIC,
     ROOM_STATE_SUBSCRIPTION,
+    Call,
+    CallAck,
+    ContractError,
+    Kind,
     Registry,
     RoomState,
+    device_topic,
     dumps,
+    parse_device_topic,
+    parse_payload,
     parse_room_state_topic,
+    parse_status,
 )
 from mamaroom.logs import get_logger
+from server.services.alerts import AlertService
 from server.services.rooms import LiveRooms
 
 log = get_logger(__name__)
 GATEWAY_PREFIX = f"{PREFIX}/gateway/"
 GATEWAY_SUBSCRIPTION = f"{PREFIX}/gateway/+/+"
+DEVICE_PREFIX = f"{PREFIX}/dev/"
+CALL_SUBSCRIPTION = f"{PREFIX}/dev/+/call"
+STATUS_SUBSCRIPTION = f"{PREFIX}/dev/+/status"
 
 
 class ServerMqtt:
     def __init__(self, settings: MqttSettings, client_id: str, rooms: LiveRooms,
-                 registry: Registry) -> None:
+                 registry: Registry, alerts: AlertService) -> None:
         self._settings = settings
         self._client_id = client_id
         self._rooms = rooms
         self._registry = registry
+        self._device_rooms = registry.device_rooms()
+        self._alerts = alerts
+        alerts.connect(self.send_call_ack)
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
         #: Each gateway's retained summary and status, for /metrics.
@@ -43,6 +58,7 @@ class ServerMqtt:
     async def publish_registry(self, registry: Registry) -> None:
         """Publish now if connected; it is re-published on every (re)connect anyway."""
         self._registry = registry
+        self._device_rooms = registry.device_rooms()
         if self._client is not None and self.connected.is_set():
             try:
                 await self._client.publish(REGISTRY_TOPIC, dumps(registry), qos=1, retain=True)
@@ -63,13 +79,19 @@ class ServerMqtt:
                     self._client = client
                     await client.subscribe(ROOM_STATE_SUBSCRIPTION, qos=1)
                     await client.subscribe(GATEWAY_SUBSCRIPTION, qos=0)
+                    await client.subscribe(CALL_SUBSCRIPTION, qos=1)
+                    await client.subscribe(STATUS_SUBSCRIPTION, qos=1)
                     await client.publish(REGISTRY_TOPIC, dumps(self._registry), qos=1,
                                          retain=True)
                     self.connected.set()
                     delay = 1.0
                     log.info("mqtt connected", url=self._settings.url)
                     async for message in client.messages:
-                        self._on_message(str(message.topic), bytes(message.payload))
+                        topic, payload = str(message.topic), bytes(message.payload)
+                        if topic.startswith(DEVICE_PREFIX):
+                            await self._on_device(topic, payload)
+                        else:
+                            self._on_message(topic, payload)
             except aiomqtt.MqttError as exc:
                 if self.connected.is_set():
                     log.warning("mqtt connection lost; reconnecting", error=str(exc))
@@ -81,6 +103,36 @@ class ServerMqtt:
                 self._client = None
             await asyncio.sleep(delay * random.uniform(0.7, 1.3))
             delay = min(delay * 2, 30.0)
+
+    async def send_call_ack(self, device: str, ack: CallAck) -> None:
+        """A call's status to its node (QoS 1, persistent session at the node)."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            log.warning("broker away: call status not sent now; re-sent when the node or "
+                        "the server reconnects", device=device, call_id=ack.call_id)
+            return
+        try:
+            await client.publish(device_topic(device, Kind.CMD), dumps(ack), qos=1)
+        except aiomqtt.MqttError as exc:
+            log.warning("call status not sent", device=device, error=str(exc))
+
+    async def _on_device(self, topic: str, payload: bytes) -> None:
+        """Calls and node statuses (the gateway stores them; the server acts on them)."""
+        try:
+            device, kind = parse_device_topic(topic)
+            room = self._device_rooms.get(device)
+            if room is None:
+                return  # the gateway counts unknown devices
+            if kind is Kind.STATUS:
+                if parse_status(payload) == "online":
+                    await self._alerts.on_device_online(device)
+            elif kind is Kind.CALL:
+                call = parse_payload(Kind.CALL, payload)
+                assert isinstance(call, Call)
+                await self._alerts.on_call(device, room, call)
+        except ContractError as exc:
+            log.debug("ignoring a bad device message (the gateway counts it)", topic=topic,
+                      reason=exc.reason.value)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if topic.startswith(GATEWAY_PREFIX):

@@ -261,9 +261,16 @@ class Device:
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=device,
                                   clean_session=False, protocol=paho.MQTTv311)
         self.client.will_set(device_topic(device, Kind.STATUS), b"offline", qos=1, retain=True)
-        # Like a real node: the retained birth goes out on every (re)connect.
-        self.client.on_connect = lambda c, *_: c.publish(
-            device_topic(device, Kind.STATUS), b"online", qos=1, retain=True)
+        #: Commands received on the node's `cmd` topic (decoded JSON), in order.
+        self.commands: list[dict[str, Any]] = []
+
+        def on_connect(c: paho.Client, *_: object) -> None:
+            # Like a real node: re-subscribe, then the retained birth, on every (re)connect.
+            c.subscribe(device_topic(device, Kind.CMD), qos=1)
+            c.publish(device_topic(device, Kind.STATUS), b"online", qos=1, retain=True)
+
+        self.client.on_connect = on_connect
+        self.client.on_message = lambda _c, _u, m: self.commands.append(json.loads(m.payload))
         self.client.connect("127.0.0.1", broker_port, keepalive=30)
         self.client.loop_start()
         wait_for(self.client.is_connected, timeout=15, what=f"{device} connected")
@@ -277,6 +284,16 @@ class Device:
         msg = self.envelope(occupied=occupied, source="door", **extra)
         self.publish(Kind.OCCUPANCY, msg)
         return msg
+
+    def call(self, action: str, call_id: str, **extra: Any) -> dict[str, Any]:
+        msg = self.envelope(action=action, call_id=call_id, **extra)
+        self.publish(Kind.CALL, msg)
+        return msg
+
+    def statuses(self, call_id: str) -> list[str]:
+        """The call statuses the server sent this node, in order."""
+        return [c["status"] for c in self.commands
+                if c.get("cmd") == "call_ack" and c.get("call_id") == call_id]
 
     def telemetry(self) -> dict[str, Any]:
         msg = self.envelope(uptime_s=10, rssi=-60, heap_free=80000, fw="test")

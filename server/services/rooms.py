@@ -63,6 +63,7 @@ class LiveRooms:
         self._states: dict[str, RoomState] = {}
         self._rooms: dict[str, PublicRoom] = {}
         self._subscribers: set[asyncio.Queue[PublicRoom | None]] = set()
+        self._open_calls: set[str] = set()
 
     # --- inputs -----------------------------------------------------------
 
@@ -79,6 +80,12 @@ class LiveRooms:
             self._states[room] = state
         if room in self._registry:
             self._recompute([room])
+
+    def set_open_calls(self, rooms: set[str]) -> None:
+        """Rooms with an open emergency call: public data shows them `occupied`."""
+        changed = rooms ^ self._open_calls
+        self._open_calls = set(rooms)
+        self._recompute([r for r in changed if r in self._registry])
 
     def refresh(self) -> None:
         """Re-evaluate time-dependent fields (opening hours)."""
@@ -98,6 +105,8 @@ class LiveRooms:
         if live is not None and live.device != reg.device:
             live = None
         state = live.state if live else RoomStateName.OFFLINE
+        if reg.id in self._open_calls:
+            state = RoomStateName.OCCUPIED  # a call is for staff to see, not the public
         open_now = is_open(reg.hours, now)
         return PublicRoom(
             id=reg.id, name=reg.name, name_en=reg.name_en, building=reg.building,

@@ -1,0 +1,155 @@
+"""Alerts and their timelines, in the server's database (survives restarts)."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from mamaroom.storage.sqlite_base import SqliteDatabase
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL, priority TEXT NOT NULL,
+    room TEXT, device TEXT,
+    call_id TEXT UNIQUE,            -- calls only; retransmits find the same alert
+    status TEXT NOT NULL,
+    raised_at_ms INTEGER NOT NULL,
+    acknowledged_at_ms INTEGER, acknowledged_by TEXT,
+    arrived_at_ms INTEGER,
+    resolved_at_ms INTEGER, resolved_by TEXT,
+    escalation_level INTEGER NOT NULL DEFAULT 0,
+    test INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS alerts_open ON alerts (status, device);
+CREATE TABLE IF NOT EXISTS alert_events (
+    id INTEGER PRIMARY KEY, alert_id INTEGER NOT NULL REFERENCES alerts(id),
+    at_ms INTEGER NOT NULL, what TEXT NOT NULL, who TEXT, channel TEXT, detail TEXT
+);
+CREATE INDEX IF NOT EXISTS alert_events_alert ON alert_events (alert_id, at_ms);
+"""
+
+ALERT_COLUMNS = ("id", "kind", "priority", "room", "device", "call_id", "status",
+                 "raised_at_ms", "acknowledged_at_ms", "acknowledged_by", "arrived_at_ms",
+                 "resolved_at_ms", "resolved_by", "escalation_level", "test")
+#: How far along a call is; a step is only ever taken forwards.
+ORDER = {"open": 0, "acknowledged": 1, "arrived": 2, "resolved": 3, "cancelled": 3}
+
+
+def _alert(row: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip(ALERT_COLUMNS, row, strict=True))
+
+
+class AlertsDb(SqliteDatabase):
+    schema = SCHEMA
+
+    async def raise_call(self, *, room: str, device: str, call_id: str, at_ms: int,
+                         channel: str, test: bool) -> tuple[dict[str, Any], bool]:
+        """The alert for `call_id`, created if new; (alert, created). Committed
+        before it returns: only then may the node be told `received`."""
+
+        def run(db: sqlite3.Connection) -> tuple[dict[str, Any], bool]:
+            with db:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO alerts (kind, priority, room, device, call_id,"
+                    " status, raised_at_ms, test) VALUES ('call', 'high', ?, ?, ?, 'open', ?, ?)",
+                    (room, device, call_id, at_ms, test))
+                created = cur.rowcount == 1
+                row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts"
+                                 " WHERE call_id=?", (call_id,)).fetchone()
+                if created:
+                    db.execute("INSERT INTO alert_events (alert_id, at_ms, what, who, channel)"
+                               " VALUES (?, ?, 'raised', ?, ?)", (row[0], at_ms, device, channel))
+            return _alert(row), created
+
+        return await self._run(run)
+
+    async def advance(self, alert_id: int, status: str, *, at_ms: int, who: str | None,
+                      channel: str) -> tuple[dict[str, Any], bool]:
+        """Move an alert forwards to `status`; (alert, changed). Going back is a no-op."""
+
+        def run(db: sqlite3.Connection) -> tuple[dict[str, Any], bool]:
+            with db:
+                row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE id=?",
+                                 (alert_id,)).fetchone()
+                if row is None:
+                    raise KeyError(alert_id)
+                alert = _alert(row)
+                if ORDER[status] <= ORDER[alert["status"]]:
+                    return alert, False
+                sets: dict[str, Any] = {"status": status}
+                if status == "acknowledged":
+                    sets |= {"acknowledged_at_ms": at_ms, "acknowledged_by": who}
+                elif status == "arrived":
+                    sets["arrived_at_ms"] = at_ms
+                    if alert["acknowledged_at_ms"] is None:  # staff came straight in
+                        sets |= {"acknowledged_at_ms": at_ms, "acknowledged_by": who}
+                elif status in ("resolved", "cancelled"):
+                    sets |= {"resolved_at_ms": at_ms, "resolved_by": who}
+                db.execute(f"UPDATE alerts SET {', '.join(f'{k}=?' for k in sets)} WHERE id=?",
+                           (*sets.values(), alert_id))
+                db.execute("INSERT INTO alert_events (alert_id, at_ms, what, who, channel)"
+                           " VALUES (?, ?, ?, ?, ?)", (alert_id, at_ms, status, who, channel))
+                alert.update(sets)
+            return alert, True
+
+        return await self._run(run)
+
+    async def note(self, alert_id: int, what: str, *, at_ms: int, who: str | None,
+                   channel: str, detail: str | None = None) -> None:
+        """A timeline entry that does not change the status (e.g. `shown`)."""
+
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("INSERT INTO alert_events (alert_id, at_ms, what, who, channel,"
+                           " detail) VALUES (?, ?, ?, ?, ?, ?)",
+                           (alert_id, at_ms, what, who, channel, detail))
+
+        await self._run(run)
+
+    async def by_call(self, call_id: str) -> dict[str, Any] | None:
+        def run(db: sqlite3.Connection) -> dict[str, Any] | None:
+            row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE call_id=?",
+                             (call_id,)).fetchone()
+            return _alert(row) if row else None
+
+        return await self._run(run)
+
+    async def get(self, alert_id: int) -> dict[str, Any] | None:
+        def run(db: sqlite3.Connection) -> dict[str, Any] | None:
+            row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE id=?",
+                             (alert_id,)).fetchone()
+            if row is None:
+                return None
+            alert = _alert(row)
+            alert["timeline"] = [
+                dict(zip(("at_ms", "what", "who", "channel", "detail"), e, strict=True))
+                for e in db.execute("SELECT at_ms, what, who, channel, detail FROM alert_events"
+                                    " WHERE alert_id=? ORDER BY at_ms, id", (alert_id,))]
+            return alert
+
+        return await self._run(run)
+
+    async def query(self, *, status: str | None = None, kind: str | None = None,
+                    device: str | None = None, open_only: bool = False,
+                    limit: int = 500) -> list[dict[str, Any]]:
+        def run(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            where, args = [], []
+            if status:
+                where.append("status=?")
+                args.append(status)
+            if kind:
+                where.append("kind=?")
+                args.append(kind)
+            if device:
+                where.append("device=?")
+                args.append(device)
+            if open_only:
+                where.append("status NOT IN ('resolved', 'cancelled')")
+            sql = f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY raised_at_ms DESC LIMIT ?"
+            return [_alert(r) for r in db.execute(sql, (*args, limit))]
+
+        return await self._run(run)

@@ -1,0 +1,47 @@
+"""Alerts for staff: list, one with its timeline, acknowledge, resolve.
+
+Guarded by the admin token until staff accounts and roles arrive (the
+emergency-calls issue's accounts item); never public.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends
+
+from server.api.admin import require_admin
+from server.context import Ctx
+
+router = APIRouter(prefix="/api/alerts", tags=["alerts"], dependencies=[Depends(require_admin)])
+
+Status = Literal["open", "acknowledged", "arrived", "resolved", "cancelled"]
+
+
+def _with_response_times(alert: dict[str, Any]) -> dict[str, Any]:
+    raised = alert["raised_at_ms"]
+    alert["response_s"] = {
+        step: (alert[f"{step}_at_ms"] - raised) / 1000 if alert[f"{step}_at_ms"] else None
+        for step in ("acknowledged", "arrived", "resolved")}
+    return alert
+
+
+@router.get("")
+async def list_alerts(ctx: Ctx, status: Status | None = None,
+                      kind: str | None = None) -> list[dict[str, Any]]:
+    return [_with_response_times(a) for a in await ctx.alerts.query(status=status, kind=kind)]
+
+
+@router.get("/{alert_id}", responses={404: {"description": "No such alert"}})
+async def get_alert(ctx: Ctx, alert_id: int) -> dict[str, Any]:
+    return _with_response_times(await ctx.alerts.get(alert_id))
+
+
+@router.post("/{alert_id}/ack", responses={404: {"description": "No such alert"}})
+async def acknowledge(ctx: Ctx, alert_id: int) -> dict[str, Any]:
+    return _with_response_times(await ctx.alerts.acknowledge(alert_id, who="admin"))
+
+
+@router.post("/{alert_id}/resolve", responses={404: {"description": "No such alert"}})
+async def resolve(ctx: Ctx, alert_id: int) -> dict[str, Any]:
+    return _with_response_times(await ctx.alerts.resolve(alert_id, who="admin"))

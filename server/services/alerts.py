@@ -1,0 +1,138 @@
+"""Emergency calls as alerts: raised on the first `press` of a call_id,
+committed before the node hears `received`, moved forwards by staff (console
+ack, staff key `presence`, `reset` or console resolve), every step in the
+timeline. A call is never lost: if the commit fails, the node is told
+nothing and re-sends its press every 3 s until it is."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mamaroom.contract import Call, CallAck
+from mamaroom.logs import get_logger
+from mamaroom.storage import StorageError
+from server.alerts_db import AlertsDb
+from server.errors import NotFound
+
+log = get_logger(__name__)
+
+#: What the node's lamp shows for each alert status.
+NODE_STATUS = {"open": "received", "acknowledged": "acknowledged", "arrived": "arrived",
+               "resolved": "resolved", "cancelled": "resolved"}
+
+SendAck = Callable[[str, CallAck], Awaitable[None]]
+Listener = Callable[[dict[str, Any]], None]
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class AlertService:
+    def __init__(self, db: AlertsDb, *, clock: Callable[[], int] = wall_ms) -> None:
+        self._db = db
+        self._clock = clock
+        self._send: SendAck | None = None
+        self._listeners: list[Listener] = []
+        #: Open call alerts by id → room.
+        self._open: dict[int, str] = {}
+
+    def connect(self, send: SendAck) -> None:
+        self._send = send
+
+    def on_change(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    @property
+    def open_rooms(self) -> set[str]:
+        """Rooms with an open call: shown as `occupied` to the public, never as a call."""
+        return set(self._open.values())
+
+    async def load(self) -> None:
+        self._open = {a["id"]: a["room"]
+                      for a in await self._db.query(open_only=True, kind="call") if a["room"]}
+
+    # --- from the node ----------------------------------------------------------
+
+    async def on_call(self, device: str, room: str, call: Call) -> None:
+        now = self._clock()
+        if call.action == "press":
+            try:
+                alert, created = await self._db.raise_call(
+                    room=room, device=device, call_id=call.call_id, at_ms=now, channel="button",
+                    test=False)
+            except StorageError as exc:
+                # Nothing committed, nothing acknowledged: the node re-sends in 3 s.
+                log.error("call not committed; waiting for the node's re-send",
+                          call_id=call.call_id, room=room, error=str(exc))
+                return
+            if created:
+                log.warning("EMERGENCY CALL", room=room, device=device, call_id=call.call_id,
+                            alert=alert["id"])
+                self._changed(alert)
+            await self._tell(alert)
+            return
+        known = await self._db.by_call(call.call_id)
+        if known is None:
+            log.warning("call event for an unknown call", device=device, call_id=call.call_id,
+                        action=call.action)
+            return
+        if call.action == "shown":
+            await self._db.note(known["id"], "shown", at_ms=now, who=device, channel="lamp",
+                                detail=call.status)
+            return
+        status = "arrived" if call.action == "presence" else "resolved"
+        await self._advance(known["id"], status, who="staff key", channel="staff key")
+
+    async def on_device_online(self, device: str) -> None:
+        """A node is back: re-send the status of each of its open calls."""
+        for alert in await self._db.query(device=device, kind="call", open_only=True):
+            await self._tell(alert)
+
+    # --- from staff -------------------------------------------------------------
+
+    async def acknowledge(self, alert_id: int, who: str) -> dict[str, Any]:
+        return await self._advance(alert_id, "acknowledged", who=who, channel="console")
+
+    async def resolve(self, alert_id: int, who: str) -> dict[str, Any]:
+        return await self._advance(alert_id, "resolved", who=who, channel="console")
+
+    async def get(self, alert_id: int) -> dict[str, Any]:
+        alert = await self._db.get(alert_id)
+        if alert is None:
+            raise NotFound(f"no alert {alert_id}")
+        return alert
+
+    async def query(self, *, status: str | None, kind: str | None) -> list[dict[str, Any]]:
+        return await self._db.query(status=status, kind=kind)
+
+    # --- internals ---------------------------------------------------------------
+
+    async def _advance(self, alert_id: int, status: str, *, who: str,
+                       channel: str) -> dict[str, Any]:
+        try:
+            alert, changed = await self._db.advance(alert_id, status, at_ms=self._clock(),
+                                                    who=who, channel=channel)
+        except KeyError:
+            raise NotFound(f"no alert {alert_id}") from None
+        if changed:
+            log.info("alert " + status, alert=alert_id, room=alert["room"], by=who)
+            self._changed(alert)
+        await self._tell(alert)
+        return alert
+
+    async def _tell(self, alert: dict[str, Any]) -> None:
+        if alert["kind"] != "call" or self._send is None:
+            return
+        await self._send(alert["device"], CallAck(call_id=alert["call_id"],
+                                                  status=NODE_STATUS[alert["status"]]))
+
+    def _changed(self, alert: dict[str, Any]) -> None:
+        if alert["status"] in ("resolved", "cancelled"):
+            self._open.pop(alert["id"], None)
+        elif alert["room"]:
+            self._open[alert["id"]] = alert["room"]
+        for listener in self._listeners:
+            listener(alert)

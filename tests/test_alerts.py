@@ -1,0 +1,91 @@
+"""Emergency calls end to end: a call is committed before the node hears
+`received`, follows staff through to `resolved`, and is never lost."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from typing import Any
+
+from tests.support import Device, Services, wait_for
+
+
+def alerts(svc: Services, **params: str) -> list[dict[str, Any]]:
+    r = svc.admin("GET", "/api/alerts", params=params)
+    r.raise_for_status()
+    return list(r.json())
+
+
+def test_a_call_from_press_to_reset(services: Services, device_factory: Any) -> None:
+    dev: Device = device_factory("dev-a")
+    dev.occupancy(False)
+    services.wait_room_state("T1-0101", "free")
+    for _ in range(3):  # the node re-publishes its press until `received`
+        dev.call("press", "a-1-1")
+    wait_for(lambda: "received" in dev.statuses("a-1-1"), what="call_ack received")
+    [alert] = alerts(services)
+    assert (alert["room"], alert["status"], alert["call_id"]) == ("T1-0101", "open", "a-1-1")
+    # The public sees an occupied room, never an emergency.
+    public = services.wait_room_state("T1-0101", "occupied")
+    assert "call" not in str(public) and "alert" not in str(public)
+    assert services.http.get("/api/alerts").status_code == 401  # staff only
+
+    r = services.admin("POST", f"/api/alerts/{alert['id']}/ack")
+    assert r.status_code == 200 and r.json()["status"] == "acknowledged"
+    wait_for(lambda: "acknowledged" in dev.statuses("a-1-1"), what="acknowledged at the node")
+    dev.call("shown", "a-1-1", status="acknowledged")
+    dev.call("presence", "a-1-1")
+    wait_for(lambda: "arrived" in dev.statuses("a-1-1"), what="arrived at the node")
+    dev.call("reset", "a-1-1")
+    wait_for(lambda: "resolved" in dev.statuses("a-1-1"), what="resolved at the node")
+    services.wait_room_state("T1-0101", "free")
+
+    full = services.admin("GET", f"/api/alerts/{alert['id']}").json()
+    steps = [e["what"] for e in full["timeline"]]
+    assert steps == ["raised", "acknowledged", "shown", "arrived", "resolved"]
+    assert full["timeline"][2]["detail"] == "acknowledged"
+    assert all(v is not None and v >= 0 for v in full["response_s"].values())
+    assert services.admin("GET", "/api/alerts/999").status_code == 404
+
+
+def test_server_killed_before_the_commit_loses_nothing(services: Services,
+                                                       device_factory: Any) -> None:
+    dev: Device = device_factory("dev-b")
+    db_path = services.workdir / "data" / "server.sqlite"
+    lock = sqlite3.connect(db_path, isolation_level=None, timeout=30)
+    lock.execute("BEGIN EXCLUSIVE")  # the server cannot commit the alert
+    stop = threading.Event()
+
+    def node_repeats_press() -> None:  # as the firmware does: every 3 s until received
+        while not stop.is_set() and "received" not in dev.statuses("b-1-1"):
+            dev.call("press", "b-1-1")
+            stop.wait(3)
+
+    repeater = threading.Thread(target=node_repeats_press, daemon=True)
+    try:
+        repeater.start()
+        wait_for(lambda: "call not committed" in services.server.log()
+                 or "database is locked" in services.server.log(), timeout=60,
+                 what="the server failing to commit", detail=services.logs)
+        assert dev.statuses("b-1-1") == []  # never `received` before the commit
+        services.server.kill()
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    services.start_server()
+    wait_for(lambda: "received" in dev.statuses("b-1-1"), timeout=60,
+             what="received after the restart", detail=services.logs)
+    stop.set()
+    repeater.join(10)
+    found = [a for a in alerts(services) if a["call_id"] == "b-1-1"]
+    assert len(found) == 1 and found[0]["room"] == "T1-0201"
+
+
+def test_a_node_back_online_hears_its_open_calls_again(services: Services,
+                                                       device_factory: Any) -> None:
+    dev: Device = device_factory("dev-a")
+    dev.call("press", "a-2-1")
+    wait_for(lambda: "received" in dev.statuses("a-2-1"), what="received")
+    dev.close()  # the node drops off and comes back (a reboot)
+    again: Device = device_factory("dev-a", boot=2)
+    wait_for(lambda: "received" in again.statuses("a-2-1"), what="status re-sent on online")
