@@ -114,9 +114,14 @@ def simulate(
     keepalive: Annotated[int, typer.Option(
         min=2, max=3600, help="MQTT keepalive of each node, seconds")] = 30,
     seed: Annotated[int | None, typer.Option(help="Random seed, for a repeatable run")] = None,
+    call_every: Annotated[float, typer.Option(
+        min=0, help="Mean hours between emergency calls per room, simulated time "
+        "(0 = no calls)")] = 0.0,
 ) -> None:
     """Simulate N room nodes: one MQTT connection each, with its own last will,
-    boot counter and seq; door-lock sessions of realistic length; telemetry every 60 s.
+    boot counter and seq; door-lock sessions of realistic length; telemetry every 60 s;
+    with --call-every, emergency calls re-published every 3 s until `received`,
+    each status shown back, and staff who come and reset the call.
 
     The demo's population and the benchmarks' load; not the firmware.
     """
@@ -128,7 +133,8 @@ def simulate(
     except (RoomsCsvError, ValueError) as exc:
         err.print(f"[red]{exc}[/red]", highlight=False)
         raise typer.Exit(2) from None
-    _run(run_population(settings, devices, speed=speed, keepalive_s=keepalive, seed=seed))
+    _run(run_population(settings, devices, speed=speed, keepalive_s=keepalive, seed=seed,
+                        call_every_h=call_every))
 
 
 @app.command()

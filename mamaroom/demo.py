@@ -41,7 +41,10 @@ async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
         env["MAMAROOM_SERVER__ADMIN_TOKEN"] = secrets.token_urlsafe(16)
     quiet = {**env, "MAMAROOM_LOG__LEVEL": "warning"}
     services = [("server", ["server"], env), ("gateway", ["gateway"], env)]
-    simulator = ("simulate", ["simulate", "--rooms", str(rooms), "--speed", str(speed)], quiet)
+    # About six calls an hour across the park: enough to watch, not a flood.
+    call_every_h = rooms * speed / 6
+    simulator = ("simulate", ["simulate", "--rooms", str(rooms), "--speed", str(speed),
+                              "--call-every", f"{call_every_h:.0f}"], quiet)
     procs: list[tuple[str, asyncio.subprocess.Process]] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

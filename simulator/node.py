@@ -27,6 +27,7 @@ from mamaroom.logs import get_logger
 log = get_logger(__name__)
 
 OCCUPANCY_REFRESH_S = 300
+PRESS_REPEAT_S = 3.0
 TELEMETRY_S = 60
 FW_VERSION = "sim-1.0.0"
 
@@ -39,10 +40,19 @@ def _hour_weight(hour: int) -> float:
 
 
 @dataclass
+class CallState:
+    id: str
+    #: The last status the server sent; None until `received`.
+    status: str | None = None
+
+
+@dataclass
 class Behaviour:
     """Timing of a room's use; `speed` > 1 compresses sessions and gaps (demo)."""
 
     speed: float = 1.0
+    #: Mean hours between emergency calls per room (0 = never), in simulated time.
+    call_every_h: float = 0.0
     tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
     rng: random.Random = field(default_factory=random.Random)
 
@@ -72,6 +82,9 @@ class SimNode:
         self.connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self.published = 0
+        #: The open emergency call, kept across reconnects (firmware keeps it in flash).
+        self.call: CallState | None = None
+        self._background: set[asyncio.Future[None]] = set()
 
     def _envelope(self) -> dict[str, Any]:
         self.seq += 1
@@ -125,6 +138,8 @@ class SimNode:
                         tasks.create_task(self._every(OCCUPANCY_REFRESH_S, self.send_occupancy))
                         tasks.create_task(self._every(TELEMETRY_S, self.send_telemetry))
                         tasks.create_task(self._commands(client))
+                        tasks.create_task(self._calls())
+                        tasks.create_task(self._press_until_received())
             except* aiomqtt.MqttError as group:
                 log.debug("simulated node disconnected", device=self.device,
                           error=str(group.exceptions[0]))
@@ -153,5 +168,49 @@ class SimNode:
 
     async def _commands(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            log.info("command received", device=self.device,
-                     payload=bytes(message.payload)[:200].decode("utf-8", "replace"))
+            try:
+                cmd = json.loads(bytes(message.payload))
+            except ValueError:
+                log.warning("malformed command ignored", device=self.device)
+                continue
+            if isinstance(cmd, dict) and cmd.get("cmd") == "call_ack":
+                await self._call_status(str(cmd.get("call_id")), str(cmd.get("status")))
+
+    # --- emergency calls -----------------------------------------------------------
+
+    async def _calls(self) -> None:
+        """Now and then a mother presses the button (rate: `call_every_h` per room)."""
+        while self.behaviour.call_every_h > 0:
+            await asyncio.sleep(self.behaviour.rng.expovariate(
+                1 / (self.behaviour.call_every_h * 3600 / self.behaviour.speed)))
+            if self.call is None:
+                self.call = CallState(f"{self.device}-{self.boot}-{self.seq + 1}")
+                log.info("simulated emergency call", device=self.device, call_id=self.call.id)
+
+    async def _press_until_received(self) -> None:
+        """The contract's end-to-end acknowledgement: re-publish `press` every 3 s
+        (same call_id, new seq) until `received` or later arrives."""
+        while True:
+            call = self.call
+            if call is not None and call.status is None:
+                await self._send(Kind.CALL, {"action": "press", "call_id": call.id})
+            await asyncio.sleep(PRESS_REPEAT_S)
+
+    async def _call_status(self, call_id: str, status: str) -> None:
+        call = self.call
+        if call is None or call.id != call_id or status == call.status:
+            return
+        call.status = status
+        await self._send(Kind.CALL, {"action": "shown", "call_id": call_id, "status": status})
+        if status == "acknowledged":  # staff walk over, then reset the call in the room
+            walk = self.behaviour.rng.uniform(60, 240) / self.behaviour.speed
+            asyncio.get_running_loop().call_later(walk, self._spawn, "presence", call_id)
+            stay = walk + self.behaviour.rng.uniform(120, 600) / self.behaviour.speed
+            asyncio.get_running_loop().call_later(stay, self._spawn, "reset", call_id)
+        elif status == "resolved":
+            self.call = None
+
+    def _spawn(self, action: str, call_id: str) -> None:
+        task = asyncio.ensure_future(self._send(Kind.CALL, {"action": action, "call_id": call_id}))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

@@ -89,3 +89,27 @@ def test_a_node_back_online_hears_its_open_calls_again(services: Services,
     dev.close()  # the node drops off and comes back (a reboot)
     again: Device = device_factory("dev-a", boot=2)
     wait_for(lambda: "received" in again.statuses("a-2-1"), what="status re-sent on online")
+
+
+def test_the_simulator_calls_like_a_node(services: Services) -> None:
+    from tests.support import Proc
+
+    sim = Proc("simulate", ["simulate", "--rooms", "1", "--speed", "3600", "--seed", "3",
+                            "--call-every", "0.5"], services.env, services.workdir).start()
+    try:
+        opened = wait_for(lambda: (a := alerts(services)) and a[0], timeout=60,
+                          what="a simulated call", detail=sim.log_tail)
+        services.admin("POST", f"/api/alerts/{opened['id']}/ack").raise_for_status()
+        # The simulated staff walk over (presence) and reset the call in the room.
+        done = wait_for(lambda: (a := services.admin("GET", f"/api/alerts/{opened['id']}")
+                                 .json())["status"] == "resolved" and a,
+                        timeout=60, what="call resolved by the staff key",
+                        detail=sim.log_tail)
+        steps = [e["what"] for e in done["timeline"] if e["what"] != "shown"]
+        assert steps == ["raised", "acknowledged", "arrived", "resolved"]
+        # The node showed every status on its lamp and said so.
+        wait_for(lambda: [e["detail"] for e in services.admin(
+            "GET", f"/api/alerts/{opened['id']}").json()["timeline"] if e["what"] == "shown"]
+            == ["received", "acknowledged", "arrived", "resolved"], what="every status shown")
+    finally:
+        sim.stop()
