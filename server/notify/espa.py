@@ -1,0 +1,194 @@
+"""Paging over ESPA 4.4.4 on a serial line (RS-232/RS-485), per the contract.
+
+mamaroom is the control station (address `1` by default) of a point-to-point
+link to the site's paging system (address `2`). To send a page:
+
+1. EOT, then `1` ENQ `2` ENQ (own address, then select the paging system);
+   wait for ACK; no ACK in 2 s: retry; after 3 tries the link is down;
+2. the block `SOH 1 STX 1 US <pager> RS 2 US <text> ETX BCC`, BCC being the
+   XOR of every byte after SOH up to and including ETX;
+3. on ACK send EOT; on NAK or 2 s of silence resend the block (3 tries).
+
+The serial port is blocking I/O, so one worker thread owns it and sends
+queued pages one at a time; callers never wait on the line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import serial
+
+from mamaroom.logs import get_logger
+
+log = get_logger(__name__)
+
+SOH, STX, ETX, EOT, ENQ, ACK, NAK = b"\x01", b"\x02", b"\x03", b"\x04", b"\x05", b"\x06", b"\x15"
+US, RS = b"\x1f", b"\x1e"
+MAX_TEXT = 128
+
+
+class EspaError(Exception):
+    """The paging system did not take the page (link down, or refused)."""
+
+
+@dataclass(frozen=True)
+class EspaSettings:
+    port: str
+    baud: int = 9600
+    bytesize: int = 8
+    parity: str = "N"
+    stopbits: float = 1
+    own_address: str = "1"
+    pager_system_address: str = "2"
+    timeout_s: float = 2.0
+    tries: int = 3
+
+
+def bcc(data: bytes) -> int:
+    """XOR of every byte (the caller passes the bytes after SOH up to and including ETX)."""
+    value = 0
+    for b in data:
+        value ^= b
+    return value
+
+
+def to_7bit(text: str) -> str:
+    """Classic ESPA text is 7-bit ASCII: drop accents, replace what is left."""
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    cleaned = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in plain)
+    return cleaned[:MAX_TEXT]
+
+
+def page_block(pager: str, text: str) -> bytes:
+    """`SOH 1 STX 1 US <pager> RS 2 US <text> ETX BCC` (header 1 = call to pager)."""
+    if not pager.isascii() or not pager.isdigit():
+        raise ValueError(f"pager number must be digits, got {pager!r}")
+    body = b"1" + STX + b"1" + US + pager.encode() + RS + b"2" + US + to_7bit(text).encode() + ETX
+    return SOH + body + bytes([bcc(body)])
+
+
+@dataclass(frozen=True)
+class Page:
+    pager: str
+    text: str
+    done: Callable[[bool, str], None] | None = None
+
+
+class EspaLink:
+    """One serial link, one worker thread; `send()` queues a page and returns."""
+
+    def __init__(self, settings: EspaSettings,
+                 on_link_change: Callable[[bool, str], None] | None = None) -> None:
+        self.settings = settings
+        self._on_link_change = on_link_change
+        self._pages: queue.Queue[Page | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._port: serial.Serial | None = None
+        self.up: bool | None = None  # unknown until the first page
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="espa", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._pages.put(None)
+        if self._thread:
+            self._thread.join(timeout=10)
+        if self._port is not None:
+            self._port.close()
+
+    def send(self, pager: str, text: str,
+             done: Callable[[bool, str], None] | None = None) -> None:
+        self._pages.put(Page(pager, text, done))
+
+    async def page(self, pager: str, text: str) -> None:
+        """Queue a page and wait for the outcome (raises EspaError)."""
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[tuple[bool, str]] = loop.create_future()
+
+        def settle(ok: bool, detail: str) -> None:
+            if not result.done():
+                result.set_result((ok, detail))
+
+        def done(ok: bool, detail: str) -> None:  # called on the worker thread
+            loop.call_soon_threadsafe(settle, ok, detail)
+
+        self.send(pager, text, done)
+        ok, detail = await result
+        if not ok:
+            raise EspaError(detail)
+
+    # --- the worker thread ----------------------------------------------------------
+
+    def _open(self) -> serial.Serial:
+        if self._port is None or not self._port.is_open:
+            s = self.settings
+            self._port = serial.Serial(s.port, baudrate=s.baud, bytesize=s.bytesize,
+                                       parity=s.parity, stopbits=s.stopbits,
+                                       timeout=0.1, write_timeout=s.timeout_s)
+        return self._port
+
+    def _run(self) -> None:
+        while (page := self._pages.get()) is not None:
+            try:
+                self._transmit(page)
+                self._link(True, "page delivered")
+                if page.done:
+                    page.done(True, "delivered")
+            except (EspaError, serial.SerialException, OSError) as exc:
+                log.error("ESPA page failed", pager=page.pager, error=str(exc),
+                          port=self.settings.port)
+                self._link(False, str(exc))
+                if isinstance(exc, serial.SerialException | OSError) and self._port is not None:
+                    self._port.close()  # reopen on the next page
+                if page.done:
+                    page.done(False, str(exc))
+
+    def _link(self, up: bool, detail: str) -> None:
+        if up != self.up:
+            self.up = up
+            log.log(20 if up else 40, "ESPA link " + ("up" if up else "down"),
+                    port=self.settings.port, detail=detail)
+            if self._on_link_change:
+                self._on_link_change(up, detail)
+
+    def _transmit(self, page: Page) -> None:
+        port = self._open()
+        s = self.settings
+        port.reset_input_buffer()
+        selection = EOT + s.own_address.encode() + ENQ + s.pager_system_address.encode() + ENQ
+        for attempt in range(1, s.tries + 1):
+            port.write(selection)
+            reply = self._read_reply(port)
+            if reply == ACK:
+                break
+            log.warning("ESPA selection not acknowledged", attempt=attempt, reply=reply.hex())
+        else:
+            raise EspaError(f"paging system did not answer the selection {s.tries} times")
+        block = page_block(page.pager, page.text)
+        for attempt in range(1, s.tries + 1):
+            port.write(block)
+            reply = self._read_reply(port)
+            if reply == ACK:
+                port.write(EOT)  # hand the line back
+                return
+            log.warning("ESPA block not acknowledged; resending", attempt=attempt,
+                        reply=reply.hex() or "silence")
+        port.write(EOT)
+        raise EspaError(f"paging system refused or ignored the block {s.tries} times")
+
+    def _read_reply(self, port: serial.Serial) -> bytes:
+        """The next ACK or NAK within the timeout; b"" on silence."""
+        deadline = time.monotonic() + self.settings.timeout_s
+        while time.monotonic() < deadline:
+            b = port.read(1)
+            if b in (ACK, NAK):
+                return bytes(b)
+        return b""
