@@ -135,6 +135,27 @@ class ServerSettings(_Section):
     stream_queue: Annotated[int, Field(ge=10, le=100_000)] = 1000
 
 
+class EspaSettingsModel(_Section):
+    """ESPA 4.4.4 paging over a serial line (contract: Paging over serial)."""
+
+    #: Serial device, e.g. /dev/ttyUSB0; empty = no ESPA paging.
+    port: str = ""
+    baud: Annotated[int, Field(ge=300, le=115_200)] = 9600
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    own_address: Annotated[str, Field(pattern=r"^[0-9]{1,2}$")] = "1"
+    pager_system_address: Annotated[str, Field(pattern=r"^[0-9]{1,2}$")] = "2"
+    timeout_s: Annotated[float, Field(gt=0, le=30)] = 2.0
+    tries: Annotated[int, Field(ge=1, le=10)] = 3
+    #: Pager numbers paged for every new call (the first escalation tier).
+    pagers: list[Annotated[str, Field(pattern=r"^[0-9]{1,16}$")]] = Field(default_factory=list)
+
+
+class PagingSettings(_Section):
+    espa: EspaSettingsModel = EspaSettingsModel()
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     #: `console` for people, `json` for log collectors.
@@ -155,6 +176,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     log: LogSettings = LogSettings()
     storage: StorageSettings = StorageSettings()
+    paging: PagingSettings = PagingSettings()
     #: Where the embedded databases live (created if missing).
     data_dir: Path = Path("var")
     #: Seeds the registry on first start; the server's database is the truth after that.

@@ -64,6 +64,27 @@ class AlertsDb(SqliteDatabase):
 
         return await self._run(run)
 
+    async def raise_once(self, kind: str, *, priority: str, at_ms: int, detail: str,
+                         channel: str) -> tuple[dict[str, Any], bool]:
+        """An alert of `kind` with no room (e.g. `paging_link`), unless one is open."""
+
+        def run(db: sqlite3.Connection) -> tuple[dict[str, Any], bool]:
+            with db:
+                row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE kind=?"
+                                 " AND status NOT IN ('resolved', 'cancelled')",
+                                 (kind,)).fetchone()
+                if row is not None:
+                    return _alert(row), False
+                cur = db.execute("INSERT INTO alerts (kind, priority, status, raised_at_ms)"
+                                 " VALUES (?, ?, 'open', ?)", (kind, priority, at_ms))
+                db.execute("INSERT INTO alert_events (alert_id, at_ms, what, channel, detail)"
+                           " VALUES (?, ?, 'raised', ?, ?)", (cur.lastrowid, at_ms, channel, detail))
+                row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE id=?",
+                                 (cur.lastrowid,)).fetchone()
+            return _alert(row), True
+
+        return await self._run(run)
+
     async def advance(self, alert_id: int, status: str, *, at_ms: int, who: str | None,
                       channel: str) -> tuple[dict[str, Any], bool]:
         """Move an alert forwards to `status`; (alert, changed). Going back is a no-op."""

@@ -23,6 +23,7 @@ from server.context import ServerContext
 from server.db import ServerDb
 from server.errors import ServerError
 from server.mqtt_link import ServerMqtt
+from server.notify.wiring import start_espa
 from server.services.alerts import AlertService
 from server.services.registry import RegistryService
 from server.services.rooms import LiveRooms
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
                           alerts)
         registry.on_change(live.set_registry)
         registry.on_change(mqtt.publish_registry)
+        espa = start_espa(settings.paging.espa, alerts, registry.find)
         app.state.ctx = ServerContext(settings, db, store, registry, live, mqtt, alerts)
 
         async def refresh() -> None:
@@ -69,6 +71,8 @@ def create_app(settings: Settings) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if espa is not None:
+                await asyncio.to_thread(espa.stop)
             await store.close()
             await alerts_db.close()
             await db.close()

@@ -9,11 +9,13 @@ import select
 import threading
 import tty
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from server.notify.espa import EspaError, EspaLink, EspaSettings, page_block
-from tests.support import wait_for
+from tests.support import Device, Services, wait_for
 
 # SOH 1 STX 1 US 100 RS 2 US "CALL SP1-0101 1F" ETX BCC, BCC = 0x76 (XOR of all
 # bytes after SOH through ETX, worked out by hand for this exact text).
@@ -27,9 +29,9 @@ class PagingSystem(threading.Thread):
     """The site's paging system on the other end of the line."""
 
     def __init__(self, fd: int, *, naks: int = 0, silent: bool = False,
-                 check_bcc: bool = True) -> None:
+                 block: bytes = BLOCK) -> None:
         super().__init__(daemon=True)
-        self.fd, self.naks, self.silent, self.check_bcc = fd, naks, silent, check_bcc
+        self.fd, self.naks, self.silent, self.expected = fd, naks, silent, block
         self.received = bytearray()
         self.blocks: list[bytes] = []
         self.stop = threading.Event()
@@ -55,8 +57,7 @@ class PagingSystem(threading.Thread):
                 block = bytes(buf[:end])
                 del buf[:end]
                 self.blocks.append(block)
-                bcc_ok = (not self.check_bcc) or block == BLOCK
-                if self.naks > 0 or not bcc_ok:
+                if self.naks > 0 or block != self.expected:  # e.g. a wrong BCC
                     self.naks -= 1
                     os.write(self.fd, NAK)
                 else:
@@ -157,3 +158,39 @@ def test_silence_marks_the_link_down(line: tuple[int, str]) -> None:
         peer.stop.set()
         peer.join(5)
         link.stop()
+
+
+# The same block for room T1-0101 of the test site; BCC 0x3B worked out by hand.
+CALL_BLOCK = (b"\x01" b"1" b"\x02" b"1" b"\x1f" b"100" b"\x1e" b"2" b"\x1f"
+              b"CALL Test Bldg 1F (T1-0101)" b"\x03" b"\x3b")
+
+
+def test_a_call_pages_over_espa_and_a_dead_link_raises_its_own_alert(
+        line: tuple[int, str], broker: Any, tmp_path: Path, rooms_csv: Path) -> None:
+    master, name = line
+    svc = Services(broker, tmp_path, rooms_csv, MAMAROOM_PAGING__ESPA__PORT=name,
+                   MAMAROOM_PAGING__ESPA__PAGERS='["100"]',
+                   MAMAROOM_PAGING__ESPA__TIMEOUT_S="0.5").start()
+    peer = PagingSystem(master, block=CALL_BLOCK)
+    peer.start()
+    dev = Device(broker.port, "dev-a")
+    try:
+        dev.call("press", "espa-1")
+        wait_for(lambda: bytes(peer.received) == SELECT + CALL_BLOCK + EOT, timeout=30,
+                 what="the page on the serial line", detail=lambda: bytes(peer.received).hex())
+        [alert] = svc.admin("GET", "/api/alerts").json()
+        wait_for(lambda: any(e["what"] == "paged" and e["channel"] == "espa"
+                             for e in svc.admin("GET", f"/api/alerts/{alert['id']}")
+                             .json()["timeline"]), what="'paged' in the timeline")
+        # The paging system goes silent: the next call still reaches its node
+        # at once, and the link raises its own alert.
+        peer.silent = True
+        dev.call("press", "espa-2")
+        wait_for(lambda: "received" in dev.statuses("espa-2"), what="received despite ESPA")
+        wait_for(lambda: svc.admin("GET", "/api/alerts", params={"kind": "paging_link"}).json(),
+                 timeout=30, what="a paging_link alert", detail=svc.logs)
+    finally:
+        dev.close()
+        peer.stop.set()
+        peer.join(5)
+        svc.stop()

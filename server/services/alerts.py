@@ -23,6 +23,8 @@ NODE_STATUS = {"open": "received", "acknowledged": "acknowledged", "arrived": "a
                "resolved": "resolved", "cancelled": "resolved"}
 
 SendAck = Callable[[str, CallAck], Awaitable[None]]
+#: A paging channel: queue a page for this alert and return at once.
+Pager = Callable[[dict[str, Any]], None]
 Listener = Callable[[dict[str, Any]], None]
 
 
@@ -36,11 +38,34 @@ class AlertService:
         self._clock = clock
         self._send: SendAck | None = None
         self._listeners: list[Listener] = []
+        self._pagers: list[Pager] = []
         #: Open call alerts by id → room.
         self._open: dict[int, str] = {}
 
     def connect(self, send: SendAck) -> None:
         self._send = send
+
+    def add_pager(self, pager: Pager) -> None:
+        """A paging channel, told of every new call; it must never block."""
+        self._pagers.append(pager)
+
+    async def channel_down(self, channel: str, detail: str) -> None:
+        """A paging channel is down: its own `paging_link` alert (one while open)."""
+        alert, created = await self._db.raise_once(
+            "paging_link", priority="high", at_ms=self._clock(), detail=f"{channel}: {detail}",
+            channel=channel)
+        if created:
+            log.error("paging link down", channel=channel, detail=detail, alert=alert["id"])
+            self._changed(alert)
+
+    async def channel_up(self, channel: str) -> None:
+        for alert in await self._db.query(kind="paging_link", open_only=True):
+            await self._advance(alert["id"], "resolved", who=channel, channel=channel)
+
+    async def note_paged(self, alert_id: int, channel: str, target: str, ok: bool,
+                         detail: str) -> None:
+        await self._db.note(alert_id, "paged" if ok else "page failed", at_ms=self._clock(),
+                            who=target, channel=channel, detail=detail)
 
     def on_change(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -72,7 +97,10 @@ class AlertService:
                 log.warning("EMERGENCY CALL", room=room, device=device, call_id=call.call_id,
                             alert=alert["id"])
                 self._changed(alert)
-            await self._tell(alert)
+            await self._tell(alert)  # the node first: its lamp says help is coming
+            if created:
+                for pager in self._pagers:
+                    pager(alert)
             return
         known = await self._db.by_call(call.call_id)
         if known is None:

@@ -51,6 +51,9 @@ class RegistryService:
         self._current = registry
         return registry
 
+    def find(self, room_id: str) -> RegistryRoom | None:
+        return next((r for r in self.current.rooms if r.id == room_id), None)
+
     def room(self, room_id: str) -> RegistryRoom:
         for room in self.current.rooms:
             if room.id == room_id:
