@@ -156,6 +156,15 @@ class PagingSettings(_Section):
     espa: EspaSettingsModel = EspaSettingsModel()
 
 
+class AlertSettings(_Section):
+    #: A node offline this long, in its room's opening hours, raises device_offline.
+    device_offline_after_s: Annotated[float, Field(gt=0)] = 300.0
+    #: When at least this share of a building's nodes (and at least
+    #: building_outage_min of them) are down, raise one alert for the building.
+    building_outage_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    building_outage_min: Annotated[int, Field(ge=2)] = 3
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     #: `console` for people, `json` for log collectors.
@@ -177,6 +186,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     storage: StorageSettings = StorageSettings()
     paging: PagingSettings = PagingSettings()
+    alerts: AlertSettings = AlertSettings()
     #: Where the embedded databases live (created if missing).
     data_dir: Path = Path("var")
     #: Seeds the registry on first start; the server's database is the truth after that.

@@ -19,7 +19,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     arrived_at_ms INTEGER,
     resolved_at_ms INTEGER, resolved_by TEXT,
     escalation_level INTEGER NOT NULL DEFAULT 0,
-    test INTEGER NOT NULL DEFAULT 0
+    test INTEGER NOT NULL DEFAULT 0,
+    subject TEXT                    -- what a non-call alert is about: a device, building, channel
 );
 CREATE INDEX IF NOT EXISTS alerts_open ON alerts (status, device);
 CREATE TABLE IF NOT EXISTS alert_events (
@@ -31,7 +32,7 @@ CREATE INDEX IF NOT EXISTS alert_events_alert ON alert_events (alert_id, at_ms);
 
 ALERT_COLUMNS = ("id", "kind", "priority", "room", "device", "call_id", "status",
                  "raised_at_ms", "acknowledged_at_ms", "acknowledged_by", "arrived_at_ms",
-                 "resolved_at_ms", "resolved_by", "escalation_level", "test")
+                 "resolved_at_ms", "resolved_by", "escalation_level", "test", "subject")
 #: How far along a call is; a step is only ever taken forwards.
 ORDER = {"open": 0, "acknowledged": 1, "arrived": 2, "resolved": 3, "cancelled": 3}
 
@@ -64,21 +65,25 @@ class AlertsDb(SqliteDatabase):
 
         return await self._run(run)
 
-    async def raise_once(self, kind: str, *, priority: str, at_ms: int, detail: str,
-                         channel: str) -> tuple[dict[str, Any], bool]:
-        """An alert of `kind` with no room (e.g. `paging_link`), unless one is open."""
+    async def raise_once(self, kind: str, subject: str, *, priority: str, at_ms: int,
+                         detail: str, channel: str, room: str | None = None,
+                         device: str | None = None) -> tuple[dict[str, Any], bool]:
+        """An alert of `kind` about `subject` (a channel, device, building),
+        unless one is already open; (alert, created)."""
 
         def run(db: sqlite3.Connection) -> tuple[dict[str, Any], bool]:
             with db:
                 row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE kind=?"
-                                 " AND status NOT IN ('resolved', 'cancelled')",
-                                 (kind,)).fetchone()
+                                 " AND subject=? AND status NOT IN ('resolved', 'cancelled')",
+                                 (kind, subject)).fetchone()
                 if row is not None:
                     return _alert(row), False
-                cur = db.execute("INSERT INTO alerts (kind, priority, status, raised_at_ms)"
-                                 " VALUES (?, ?, 'open', ?)", (kind, priority, at_ms))
+                cur = db.execute("INSERT INTO alerts (kind, priority, status, raised_at_ms,"
+                                 " subject, room, device) VALUES (?, ?, 'open', ?, ?, ?, ?)",
+                                 (kind, priority, at_ms, subject, room, device))
                 db.execute("INSERT INTO alert_events (alert_id, at_ms, what, channel, detail)"
-                           " VALUES (?, ?, 'raised', ?, ?)", (cur.lastrowid, at_ms, channel, detail))
+                           " VALUES (?, ?, 'raised', ?, ?)",
+                           (cur.lastrowid, at_ms, channel, detail))
                 row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE id=?",
                                  (cur.lastrowid,)).fetchone()
             return _alert(row), True

@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from mamaroom.config import PROJECT_ROOT, Settings
 from mamaroom.logs import get_logger
+from mamaroom.storage import StorageError
 from mamaroom.storage.sqlite import SqliteStore
 from server.alerts_db import AlertsDb
 from server.api import admin, health, rooms
@@ -25,6 +26,7 @@ from server.errors import ServerError
 from server.mqtt_link import ServerMqtt
 from server.notify.wiring import start_espa
 from server.services.alerts import AlertService
+from server.services.outages import OutageWatch
 from server.services.registry import RegistryService
 from server.services.rooms import LiveRooms
 
@@ -58,10 +60,16 @@ def create_app(settings: Settings) -> FastAPI:
         espa = start_espa(settings.paging.espa, alerts, registry.find)
         app.state.ctx = ServerContext(settings, db, store, registry, live, mqtt, alerts)
 
+        outages = OutageWatch(live, alerts, settings.alerts)
+
         async def refresh() -> None:
             while True:
-                await asyncio.sleep(REFRESH_S)
+                await asyncio.sleep(min(REFRESH_S, settings.alerts.device_offline_after_s / 4))
                 live.refresh()
+                try:
+                    await outages.check()
+                except StorageError as exc:
+                    log.error("device-outage check failed; will retry", error=str(exc))
 
         tasks = [asyncio.create_task(mqtt.run()), asyncio.create_task(refresh())]
         log.info("server started", rooms=len(current.rooms), broker=settings.mqtt.url)

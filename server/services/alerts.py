@@ -52,15 +52,34 @@ class AlertService:
     async def channel_down(self, channel: str, detail: str) -> None:
         """A paging channel is down: its own `paging_link` alert (one while open)."""
         alert, created = await self._db.raise_once(
-            "paging_link", priority="high", at_ms=self._clock(), detail=f"{channel}: {detail}",
-            channel=channel)
+            "paging_link", channel, priority="high", at_ms=self._clock(),
+            detail=f"{channel}: {detail}", channel=channel)
         if created:
             log.error("paging link down", channel=channel, detail=detail, alert=alert["id"])
             self._changed(alert)
 
     async def channel_up(self, channel: str) -> None:
-        for alert in await self._db.query(kind="paging_link", open_only=True):
-            await self._advance(alert["id"], "resolved", who=channel, channel=channel)
+        await self.clear("paging_link", {channel}, who=channel)
+
+    async def raise_once(self, kind: str, subject: str, *, priority: str, detail: str,
+                         room: str | None = None, device: str | None = None) -> None:
+        """A system alert (device_offline, paging_link...) unless one is open for `subject`."""
+        alert, created = await self._db.raise_once(
+            kind, subject, priority=priority, at_ms=self._clock(), detail=detail,
+            channel="mamaroom", room=room, device=device)
+        if created:
+            log.warning(kind.replace("_", " "), subject=subject, detail=detail,
+                        alert=alert["id"])
+            self._changed(alert)
+
+    async def clear(self, kind: str, subjects: set[str], *, who: str = "mamaroom") -> None:
+        """Resolve the open alerts of `kind` about these subjects (the cause is gone)."""
+        for alert in await self._db.query(kind=kind, open_only=True):
+            if alert["subject"] in subjects:
+                await self._advance(alert["id"], "resolved", who=who, channel="mamaroom")
+
+    async def open_subjects(self, kind: str) -> set[str]:
+        return {a["subject"] for a in await self._db.query(kind=kind, open_only=True)}
 
     async def note_paged(self, alert_id: int, channel: str, target: str, ok: bool,
                          detail: str) -> None:
@@ -160,7 +179,7 @@ class AlertService:
     def _changed(self, alert: dict[str, Any]) -> None:
         if alert["status"] in ("resolved", "cancelled"):
             self._open.pop(alert["id"], None)
-        elif alert["room"]:
+        elif alert["room"] and alert["kind"] == "call":
             self._open[alert["id"]] = alert["room"]
         for listener in self._listeners:
             listener(alert)
