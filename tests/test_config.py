@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from mamaroom.config import ConfigError, load_settings
+from mamaroom.config import PROJECT_ROOT, ConfigError, Settings, load_settings
 
 
 def test_defaults_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,3 +78,25 @@ def test_every_command_has_help() -> None:
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         assert "Usage" in out.stdout and len(out.stdout) > 200
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, field in model.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            out += _keys(type(default), f"{prefix}{name}.")
+        else:
+            out.append(prefix + name)
+    return out
+
+
+def test_the_docs_and_the_example_name_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = _keys(Settings)
+    assert len(keys) > 40
+    doc = (PROJECT_ROOT / "docs" / "configuration.md").read_text()
+    assert [k for k in keys if f"`{k}`" not in doc] == []
+    example = PROJECT_ROOT / "site" / "mamaroom.example.toml"
+    monkeypatch.setenv("MAMAROOM_CONFIG", str(example))
+    assert load_settings().model_dump() == Settings().model_dump() | {
+        "rooms_csv": Path("site/rooms.csv")}

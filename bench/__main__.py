@@ -1,0 +1,35 @@
+"""`make bench`: every benchmark in bench/, results written to bench/RESULTS.md.
+
+Each figure is printed beside a baseline measured in the same run on the same
+machine (shared machines are noisy; ratios travel better than absolutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+from pathlib import Path
+
+from bench import ingest, sse_latency
+
+RESULTS = Path(__file__).parent / "RESULTS.md"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller runs (a smoke test of the benchmarks themselves)")
+    args = parser.parse_args()
+    sections = [
+        sse_latency.main(["--changes", "200" if args.quick else "1000"]),
+        ingest.main(["--messages", "20000", "--steady-rooms", "1000", "--steady-s", "10"]
+                    if args.quick else []),
+    ]
+    stamp = datetime.datetime.now().astimezone().isoformat(timespec="minutes")
+    RESULTS.write_text(f"# Benchmark results\n\nRun {stamp} with `make bench`.\n\n"
+                       + "\n".join(sections))
+    print(f"\nwritten to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
