@@ -31,11 +31,13 @@ app = typer.Typer(
 )
 rooms_app = typer.Typer(help="Check and inspect the rooms CSV.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+user_app = typer.Typer(help="Staff accounts (staff, manager, admin).", no_args_is_help=True)
 history_app = typer.Typer(help="Generate realistic history for trends and benchmarks.",
                           no_args_is_help=True)
 app.add_typer(rooms_app, name="rooms")
 app.add_typer(config_app, name="config")
 app.add_typer(history_app, name="history")
+app.add_typer(user_app, name="user")
 err = Console(stderr=True)
 
 
@@ -220,15 +222,80 @@ def history_generate(
                     f"{counts['rollups']} hourly rollups to {chosen}")
 
 
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="Login name (letters, digits, . _ -)")],
+    role: Annotated[str, typer.Option(help="staff, manager or admin")] = "staff",
+    password_stdin: Annotated[bool, typer.Option(
+        "--password-stdin", help="Read the password from standard input (for scripts)")] = False,
+) -> None:
+    """Create an account, or set a new role and password for an existing one
+    (which logs it out everywhere). The password is stored as an argon2id hash."""
+    import re
+    import sys
+
+    from server.services.accounts import NAME_PATTERN, RANK, AccountError, AccountsDb
+
+    settings = _settings("user")
+    if not re.fullmatch(NAME_PATTERN, name):
+        err.print(f"[red]bad name {name!r}: 2-64 letters, digits, '.', '_' or '-'[/red]")
+        raise typer.Exit(2)
+    if role not in RANK:
+        err.print(f"[red]--role must be staff, manager or admin, got {role!r}[/red]")
+        raise typer.Exit(2)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+
+    async def add() -> None:
+        db = AccountsDb(settings.server_db_path)
+        await db.open()
+        try:
+            await db.add_user(name, role, password)  # type: ignore[arg-type]
+        finally:
+            await db.close()
+
+    try:
+        asyncio.run(add())
+    except AccountError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    Console().print(f"account {name} ({role}) ready")
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """The accounts and their roles."""
+    from server.services.accounts import AccountsDb
+
+    settings = _settings("user")
+
+    async def users() -> list[tuple[str, str, bool]]:
+        db = AccountsDb(settings.server_db_path)
+        await db.open()
+        try:
+            return await db.users()
+        finally:
+            await db.close()
+
+    table = Table()
+    for col in ("name", "role", "disabled"):
+        table.add_column(col)
+    for name, role, disabled in asyncio.run(users()):
+        table.add_row(name, role, "yes" if disabled else "")
+    Console().print(table)
+
+
 @config_app.command("show")
 def config_show() -> None:
     """Print the effective configuration (file + environment + defaults) as JSON."""
     settings = _settings("config")
     data = json.loads(settings.model_dump_json())
-    for section in ("mqtt", "server"):
-        for key in ("password", "admin_token"):
-            if data[section].get(key):
-                data[section][key] = "***"
+    for section in (data["mqtt"], data["storage"]["influxdb"]):
+        for key in ("password", "token"):
+            if section.get(key):
+                section[key] = "***"
     Console().print_json(data=data)
 
 

@@ -128,8 +128,6 @@ class GatewaySettings(_Section):
 
 
 class ServerSettings(_Section):
-    #: Bearer token for the admin API until staff accounts exist; unset = admin API off.
-    admin_token: str | None = None
     #: Room changes buffered per stream client; one further behind is disconnected
     #: (its browser reconnects and gets a fresh snapshot).
     stream_queue: Annotated[int, Field(ge=10, le=100_000)] = 1000

@@ -36,9 +36,17 @@ async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
         return 1
 
     env = dict(os.environ)
-    if not settings.server.admin_token:
-        # The demo's own admin token, printed below; never a fixed default.
-        env["MAMAROOM_SERVER__ADMIN_TOKEN"] = secrets.token_urlsafe(16)
+    # The demo's own admin account with a fresh random password, printed
+    # below; there is never a fixed default password.
+    password = secrets.token_urlsafe(12)
+    add = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mamaroom", "user", "add", "admin", "--role", "admin",
+        "--password-stdin", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+        env=env)
+    await add.communicate((password + "\n").encode())
+    if add.returncode != 0:
+        console.print("[red]could not create the demo's admin account[/red]")
+        return 1
     quiet = {**env, "MAMAROOM_LOG__LEVEL": "warning"}
     services = [("server", ["server"], env), ("gateway", ["gateway"], env)]
     # About six calls an hour across the park: enough to watch, not a flood.
@@ -76,7 +84,7 @@ async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
                 f"[bold]mamaroom is running[/bold]: {rooms} simulated rooms at {speed:g}× speed\n\n"
                 f"  rooms page   {url}/\n  API          {url}/api/rooms\n"
                 f"  live stream  {url}/api/stream\n  API docs     {url}/docs\n"
-                f"  admin token  {env['MAMAROOM_SERVER__ADMIN_TOKEN']}\n\n"
+                f"  staff login  admin / {password}  (POST {url}/api/auth/token)\n\n"
                 "Press Ctrl-C to stop.", border_style="green"))
             exited = asyncio.create_task(_first_exit(procs))
             stopped = asyncio.create_task(stop.wait())

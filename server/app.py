@@ -18,13 +18,15 @@ from mamaroom.logs import get_logger
 from mamaroom.storage import StorageError
 from mamaroom.storage.sqlite import SqliteStore
 from server.alerts_db import AlertsDb
-from server.api import admin, health, rooms
+from server.api import admin, auth, health, rooms
 from server.api import alerts as alerts_api
 from server.context import ServerContext
 from server.db import ServerDb
 from server.errors import ServerError
 from server.mqtt_link import ServerMqtt
 from server.notify.wiring import start_espa
+from server.security import security_headers
+from server.services.accounts import AccountsDb, LoginLimiter
 from server.services.alerts import AlertService
 from server.services.outages import OutageWatch
 from server.services.registry import RegistryService
@@ -58,7 +60,10 @@ def create_app(settings: Settings) -> FastAPI:
         registry.on_change(live.set_registry)
         registry.on_change(mqtt.publish_registry)
         espa = start_espa(settings.paging.espa, alerts, registry.find)
-        app.state.ctx = ServerContext(settings, db, store, registry, live, mqtt, alerts)
+        accounts = AccountsDb(settings.server_db_path)
+        await accounts.open()
+        app.state.ctx = ServerContext(settings, db, store, registry, live, mqtt, alerts,
+                                      accounts, LoginLimiter())
 
         outages = OutageWatch(live, alerts, settings.alerts)
 
@@ -83,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
                 await asyncio.to_thread(espa.stop)
             await store.close()
             await alerts_db.close()
+            await accounts.close()
             await db.close()
             log.info("server stopped")
 
@@ -97,7 +103,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def server_error(_: Request, exc: ServerError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
 
+    app.middleware("http")(security_headers)
     app.include_router(rooms.router)
+    app.include_router(auth.router)
     app.include_router(admin.router)
     app.include_router(alerts_api.router)
     app.include_router(health.router)

@@ -11,6 +11,7 @@ from mamaroom.config import Settings
 from mamaroom.storage.sqlite import SqliteStore
 from server.db import ServerDb
 from server.mqtt_link import ServerMqtt
+from server.services.accounts import AccountsDb, LoginLimiter
 from server.services.alerts import AlertService
 from server.services.registry import RegistryService
 from server.services.rooms import LiveRooms
@@ -25,6 +26,8 @@ class ServerContext:
     rooms: LiveRooms
     mqtt: ServerMqtt
     alerts: AlertService
+    accounts: AccountsDb
+    login_limiter: LoginLimiter
 
 
 def _context(request: Request) -> ServerContext:

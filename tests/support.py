@@ -334,7 +334,6 @@ class Services:
             "MAMAROOM_GATEWAY__METRICS_PORT": str(self.metrics_port),
             "MAMAROOM_DATA_DIR": str(workdir / "data"),
             "MAMAROOM_ROOMS_CSV": str(rooms_csv),
-            "MAMAROOM_SERVER__ADMIN_TOKEN": "test-admin-token",
             "MAMAROOM_LOG__LEVEL": "debug",
             **env,
         }
@@ -350,10 +349,17 @@ class Services:
         return "\n".join([self.server.log_tail(), self.gateway.log_tail(),
                           "--- mosquitto ---", self.broker.log_tail()])
 
+    ADMIN_PASSWORD = "test-admin-password"
+
     def start_server(self) -> None:
+        # An admin account, made the way an operator makes one.
+        subprocess.run([sys.executable, "-m", "mamaroom", "user", "add", "admin", "--role",
+                        "admin", "--password-stdin"], input=self.ADMIN_PASSWORD + "\n",
+                       text=True, env=self.env, cwd=ROOT, check=True, capture_output=True)
         self.server.start()
         wait_for(lambda: self.http.get("/readyz").status_code == 200, timeout=60,
                  what="server ready", detail=self.logs)
+        self._token: str | None = None
 
     def start_gateway(self) -> None:
         self.gateway.start()
@@ -394,6 +400,14 @@ class Services:
                 out[key] = float(value)
         return out
 
+    def login(self, name: str, password: str) -> str:
+        r = self.http.post("/api/auth/token", data={"username": name, "password": password})
+        r.raise_for_status()
+        return str(r.json()["access_token"])
+
     def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request as the admin account (logged in once per server start)."""
+        if getattr(self, "_token", None) is None:
+            self._token = self.login("admin", self.ADMIN_PASSWORD)
         return self.http.request(method, path, headers={"Authorization":
-                                                        "Bearer test-admin-token"}, **kwargs)
+                                                        f"Bearer {self._token}"}, **kwargs)

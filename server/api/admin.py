@@ -1,37 +1,17 @@
-"""Admin: edit the room registry. Every change is published to the gateways.
-
-Until staff accounts arrive (emergency-calls issue) the admin API is guarded
-by one bearer token, `server.admin_token`; without it the admin API is off.
-"""
+"""Admin: edit the room registry. Every change is published to the gateways."""
 
 from __future__ import annotations
 
-import secrets
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Response, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from mamaroom.contract import DeviceId, Registry, RegistryRoom
 from server.context import Ctx
+from server.security import require
 
-_bearer = HTTPBearer(auto_error=False)
-
-
-def require_admin(
-    ctx: Ctx, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
-    token = ctx.settings.server.admin_token
-    if not token:
-        raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            "admin API is off: set server.admin_token to enable it")
-    if creds is None or not secrets.compare_digest(creds.credentials.encode(), token.encode()):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "admin token required",
-                            headers={"WWW-Authenticate": "Bearer"})
-
-
-router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[Depends(require("admin"))])
 
 
 class RoomPatch(BaseModel):

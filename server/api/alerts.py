@@ -1,8 +1,4 @@
-"""Alerts for staff: list, one with its timeline, acknowledge, resolve.
-
-Guarded by the admin token until staff accounts and roles arrive (the
-emergency-calls issue's accounts item); never public.
-"""
+"""Alerts for staff: list, one with its timeline, acknowledge, resolve."""
 
 from __future__ import annotations
 
@@ -10,10 +6,10 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
 
-from server.api.admin import require_admin
 from server.context import Ctx
+from server.security import StaffUser, require
 
-router = APIRouter(prefix="/api/alerts", tags=["alerts"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/api/alerts", tags=["alerts"], dependencies=[Depends(require("staff"))])
 
 Status = Literal["open", "acknowledged", "arrived", "resolved", "cancelled"]
 
@@ -38,10 +34,10 @@ async def get_alert(ctx: Ctx, alert_id: int) -> dict[str, Any]:
 
 
 @router.post("/{alert_id}/ack", responses={404: {"description": "No such alert"}})
-async def acknowledge(ctx: Ctx, alert_id: int) -> dict[str, Any]:
-    return _with_response_times(await ctx.alerts.acknowledge(alert_id, who="admin"))
+async def acknowledge(ctx: Ctx, alert_id: int, user: StaffUser) -> dict[str, Any]:
+    return _with_response_times(await ctx.alerts.acknowledge(alert_id, who=user.name))
 
 
 @router.post("/{alert_id}/resolve", responses={404: {"description": "No such alert"}})
-async def resolve(ctx: Ctx, alert_id: int) -> dict[str, Any]:
-    return _with_response_times(await ctx.alerts.resolve(alert_id, who="admin"))
+async def resolve(ctx: Ctx, alert_id: int, user: StaffUser) -> dict[str, Any]:
+    return _with_response_times(await ctx.alerts.resolve(alert_id, who=user.name))
