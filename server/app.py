@@ -18,7 +18,7 @@ from mamaroom.logs import get_logger
 from mamaroom.storage import StorageError
 from mamaroom.storage.sqlite import SqliteStore
 from server.alerts_db import AlertsDb
-from server.api import admin, auth, health, rooms
+from server.api import admin, auth, devices, health, rooms
 from server.api import alerts as alerts_api
 from server.context import ServerContext
 from server.db import ServerDb
@@ -106,6 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.middleware("http")(security_headers)
     app.include_router(rooms.router)
     app.include_router(auth.router)
+    app.include_router(devices.router)
     app.include_router(admin.router)
     app.include_router(alerts_api.router)
     app.include_router(health.router)

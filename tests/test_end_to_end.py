@@ -125,6 +125,10 @@ def test_bad_input_is_counted_and_the_next_valid_message_works(services: Service
     # The unknown node is remembered as a candidate to adopt.
     [ghost] = read_store(services.workdir / "data", SqliteStore.unknown_devices)
     assert ghost["device"] == "ghost-node" and ghost["messages"] == 1
+    health = services.admin("GET", "/api/devices").json()
+    assert [u["device"] for u in health["unknown"]] == ["ghost-node"]
+    [dev_a] = [d for d in health["devices"] if d["device"] == "dev-a"]
+    assert dev_a["room"] == "T1-0101" and dev_a["last_seen"] is not None
 
 
 def test_a_replayed_message_is_ignored(services: Services, device_factory: Any) -> None:

@@ -1,0 +1,58 @@
+"""Device health for staff: every node's last word, and devices to adopt."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel
+
+from server.context import Ctx
+from server.security import require
+
+router = APIRouter(prefix="/api", tags=["devices"], dependencies=[Depends(require("staff"))])
+
+
+class DeviceHealth(BaseModel):
+    device: str
+    room: str | None
+    status: str | None
+    last_seen: datetime | None
+    rssi: int | None
+    heap_free: int | None
+    fw: str | None
+    uptime_s: int | None
+    reboots: int
+    reset_reason: str | None
+
+
+class UnknownDevice(BaseModel):
+    """Seen on the broker but not in the registry: assign it to a room to adopt it."""
+
+    device: str
+    first_seen: datetime
+    last_seen: datetime
+    messages: int
+
+
+class Devices(BaseModel):
+    devices: list[DeviceHealth]
+    unknown: list[UnknownDevice]
+
+
+def _dt(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+@router.get("/devices", response_model=Devices)
+async def devices(ctx: Ctx) -> Devices:
+    rows = await ctx.store.devices()
+    unknown = await ctx.store.unknown_devices()
+    return Devices(
+        devices=[DeviceHealth(
+            device=d.device, room=d.room, status=d.status, last_seen=_dt(d.last_seen_ms),
+            rssi=d.rssi, heap_free=d.heap_free, fw=d.fw, uptime_s=d.uptime_s,
+            reboots=max(d.boots - 1, 0), reset_reason=d.reset_reason) for d in rows],
+        unknown=[UnknownDevice(device=u["device"], first_seen=_dt(u["first_seen_ms"]),
+                               last_seen=_dt(u["last_seen_ms"]), messages=u["messages"])
+                 for u in unknown])
