@@ -66,6 +66,13 @@ def sse_changes(svc: Services, devices: list[Device], n: int) -> tuple[list[floa
     stop = threading.Event()
 
     def listen() -> None:
+        try:
+            read_stream()
+        except httpx.HTTPError:
+            if not stop.is_set():  # the server going away at the end is expected
+                raise
+
+    def read_stream() -> None:
         with httpx.stream("GET", f"{svc.base_url}/api/stream", timeout=None) as resp:
             kind = None
             for line in resp.iter_lines():
