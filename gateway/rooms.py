@@ -9,8 +9,8 @@ window, or no occupancy is known yet. Stale data is never shown as free.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
+from mamaroom.clock import from_ms
 from mamaroom.contract import (
     Envelope,
     Occupancy,
@@ -31,10 +31,6 @@ class DeviceView:
     seq: int | None = None
     #: Time of the last applied message, to order messages across boots.
     time_ms: int | None = None
-
-
-def _dt(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 @dataclass(frozen=True)
@@ -138,8 +134,8 @@ class RoomTracker:
         derived, since_ms = entry
         view = self.devices.get(derived.device) if derived.device else None
         return RoomState(
-            room=room, state=derived.state, since=_dt(since_ms), device=derived.device,
-            reason=derived.reason, last_seen=_dt(view.last_seen_ms if view else None),
+            room=room, state=derived.state, since=from_ms(since_ms), device=derived.device,
+            reason=derived.reason, last_seen=from_ms(view.last_seen_ms if view else None),
         )
 
     def all_states(self) -> list[RoomState]:

@@ -31,6 +31,7 @@ from gateway.decode import StatusUpdate, decode
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt_link import Inbox, MqttLink
 from gateway.rooms import RoomTracker
+from mamaroom.clock import wall_ms
 from mamaroom.config import Settings
 from mamaroom.contract import (
     PREFIX,
@@ -68,10 +69,6 @@ class Decoded:
     records: list[Record] = field(default_factory=list)
     statuses: list[tuple[StatusUpdate, str]] = field(default_factory=list)
     unknown: list[tuple[str, str]] = field(default_factory=list)
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def gateway_topic(client_id: str, what: str) -> str:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
+from mamaroom.clock import from_ms
 from server.context import Ctx
 from server.security import require
 
@@ -40,19 +41,15 @@ class Devices(BaseModel):
     unknown: list[UnknownDevice]
 
 
-def _dt(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
-
-
 @router.get("/devices", response_model=Devices)
 async def devices(ctx: Ctx) -> Devices:
     rows = await ctx.store.devices()
     unknown = await ctx.store.unknown_devices()
     return Devices(
         devices=[DeviceHealth(
-            device=d.device, room=d.room, status=d.status, last_seen=_dt(d.last_seen_ms),
+            device=d.device, room=d.room, status=d.status, last_seen=from_ms(d.last_seen_ms),
             rssi=d.rssi, heap_free=d.heap_free, fw=d.fw, uptime_s=d.uptime_s,
             reboots=max(d.boots - 1, 0), reset_reason=d.reset_reason) for d in rows],
-        unknown=[UnknownDevice(device=u["device"], first_seen=_dt(u["first_seen_ms"]),
-                               last_seen=_dt(u["last_seen_ms"]), messages=u["messages"])
+        unknown=[UnknownDevice(device=u["device"], first_seen=from_ms(u["first_seen_ms"]),
+                               last_seen=from_ms(u["last_seen_ms"]), messages=u["messages"])
                  for u in unknown])

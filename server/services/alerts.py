@@ -6,10 +6,10 @@ nothing and re-sends its press every 3 s until it is."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from mamaroom.clock import wall_ms
 from mamaroom.contract import Call, CallAck
 from mamaroom.logs import get_logger
 from mamaroom.storage import StorageError
@@ -26,10 +26,6 @@ SendAck = Callable[[str, CallAck], Awaitable[None]]
 #: A paging channel: queue a page for this alert and return at once.
 Pager = Callable[[dict[str, Any]], None]
 Listener = Callable[[dict[str, Any]], None]
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class AlertService:
