@@ -146,8 +146,6 @@ class EspaSettingsModel(_Section):
     pager_system_address: Annotated[str, Field(pattern=r"^[0-9]{1,2}$")] = "2"
     timeout_s: Annotated[float, Field(gt=0, le=30)] = 2.0
     tries: Annotated[int, Field(ge=1, le=10)] = 3
-    #: Pager numbers paged for every new call (the first escalation tier).
-    pagers: list[Annotated[str, Field(pattern=r"^[0-9]{1,16}$")]] = Field(default_factory=list)
 
 
 class PagingSettings(_Section):
@@ -161,6 +159,44 @@ class AlertSettings(_Section):
     #: building_outage_min of them) are down, raise one alert for the building.
     building_outage_share: Annotated[float, Field(gt=0, le=1)] = 0.5
     building_outage_min: Annotated[int, Field(ge=2)] = 3
+
+
+PagerNumber = Annotated[str, Field(pattern=r"^[0-9]{1,16}$")]
+_HOURS = r"^$|^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$"
+
+
+class EscalationTier(_Section):
+    """Who is paged, from how long after the call, until someone acknowledges it."""
+
+    #: Seconds after the call when this tier starts.
+    after_s: Annotated[float, Field(ge=0)] = 0
+    #: Pager numbers of this tier (security desk, facility manager, ...).
+    pagers: list[PagerNumber] = Field(default_factory=list)
+    #: Also page whoever is on duty (roster) for the room's building.
+    on_duty: bool = False
+    #: Page this tier again every so many seconds until acknowledged; 0 = once.
+    repeat_s: Annotated[float, Field(ge=0)] = 0
+    #: Only for rooms in these buildings (Chinese or English name); empty = all.
+    buildings: list[str] = Field(default_factory=list)
+
+
+class DutyShift(_Section):
+    """One person on the duty roster."""
+
+    name: Annotated[str, Field(min_length=1)]
+    pager: PagerNumber
+    #: Buildings this person covers; empty = all.
+    buildings: list[str] = Field(default_factory=list)
+    #: Their shift, `HH:MM-HH:MM` in site time (may cross midnight); empty = always.
+    hours: Annotated[str, Field(pattern=_HOURS)] = ""
+
+
+class EscalationSettings(_Section):
+    tiers: list[EscalationTier] = Field(default_factory=lambda: [
+        EscalationTier(after_s=0, on_duty=True, repeat_s=60)])
+    roster: list[DutyShift] = Field(default_factory=list)
+    #: How often escalation timers are checked.
+    tick_s: Annotated[float, Field(gt=0, le=10)] = 1.0
 
 
 class LogSettings(_Section):
@@ -185,6 +221,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     paging: PagingSettings = PagingSettings()
     alerts: AlertSettings = AlertSettings()
+    escalation: EscalationSettings = EscalationSettings()
     #: Where the embedded databases live (created if missing).
     data_dir: Path = Path("var")
     #: Seeds the registry on first start; the server's database is the truth after that.

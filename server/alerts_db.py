@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     arrived_at_ms INTEGER,
     resolved_at_ms INTEGER, resolved_by TEXT,
     escalation_level INTEGER NOT NULL DEFAULT 0,
+    next_page_ms INTEGER,           -- persisted escalation timer: survives a restart
     test INTEGER NOT NULL DEFAULT 0,
     subject TEXT                    -- what a non-call alert is about: a device, building, channel
 );
@@ -32,7 +33,8 @@ CREATE INDEX IF NOT EXISTS alert_events_alert ON alert_events (alert_id, at_ms);
 
 ALERT_COLUMNS = ("id", "kind", "priority", "room", "device", "call_id", "status",
                  "raised_at_ms", "acknowledged_at_ms", "acknowledged_by", "arrived_at_ms",
-                 "resolved_at_ms", "resolved_by", "escalation_level", "test", "subject")
+                 "resolved_at_ms", "resolved_by", "escalation_level", "next_page_ms", "test",
+                 "subject")
 #: How far along a call is; a step is only ever taken forwards.
 ORDER = {"open": 0, "acknowledged": 1, "arrived": 2, "resolved": 3, "cancelled": 3}
 
@@ -130,6 +132,21 @@ class AlertsDb(SqliteDatabase):
                 db.execute("INSERT INTO alert_events (alert_id, at_ms, what, who, channel,"
                            " detail) VALUES (?, ?, ?, ?, ?, ?)",
                            (alert_id, at_ms, what, who, channel, detail))
+
+        await self._run(run)
+
+    async def set_escalation(self, alert_id: int, level: int, next_page_ms: int | None,
+                             at_ms: int, detail: str) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                old = db.execute("SELECT escalation_level FROM alerts WHERE id=?",
+                                 (alert_id,)).fetchone()
+                db.execute("UPDATE alerts SET escalation_level=?, next_page_ms=? WHERE id=?",
+                           (level, next_page_ms, alert_id))
+                if old and old[0] != level:
+                    db.execute("INSERT INTO alert_events (alert_id, at_ms, what, channel, detail)"
+                               " VALUES (?, ?, 'escalated', 'escalation', ?)",
+                               (alert_id, at_ms, detail))
 
         await self._run(run)
 

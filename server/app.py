@@ -24,10 +24,11 @@ from server.context import ServerContext
 from server.db import ServerDb
 from server.errors import ServerError
 from server.mqtt_link import ServerMqtt
-from server.notify.wiring import start_espa
+from server.notify.wiring import call_text, page_recorder, start_espa
 from server.security import security_headers
 from server.services.accounts import AccountsDb, LoginLimiter
 from server.services.alerts import AlertService
+from server.services.escalation import Escalator
 from server.services.outages import OutageWatch
 from server.services.registry import RegistryService
 from server.services.rooms import LiveRooms
@@ -59,7 +60,12 @@ def create_app(settings: Settings) -> FastAPI:
                           alerts)
         registry.on_change(live.set_registry)
         registry.on_change(mqtt.publish_registry)
-        espa = start_espa(settings.paging.espa, alerts, registry.find)
+        escalator = Escalator(alerts_db, settings.escalation, ZoneInfo(settings.timezone),
+                              registry.find, call_text, on_paged=page_recorder(alerts))
+        alerts.on_change(lambda a: escalator.wake() if a["kind"] == "call" else None)
+        espa = start_espa(settings.paging.espa, alerts)
+        if espa is not None:
+            escalator.channels.append(espa)
         accounts = AccountsDb(settings.server_db_path)
         await accounts.open()
         app.state.ctx = ServerContext(settings, db, store, registry, live, mqtt, alerts,
@@ -76,7 +82,8 @@ def create_app(settings: Settings) -> FastAPI:
                 except StorageError as exc:
                     log.error("device-outage check failed; will retry", error=str(exc))
 
-        tasks = [asyncio.create_task(mqtt.run()), asyncio.create_task(refresh())]
+        tasks = [asyncio.create_task(mqtt.run()), asyncio.create_task(refresh()),
+                 asyncio.create_task(escalator.run())]
         log.info("server started", rooms=len(current.rooms), broker=settings.mqtt.url)
         try:
             yield

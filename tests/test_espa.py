@@ -169,7 +169,7 @@ def test_a_call_pages_over_espa_and_a_dead_link_raises_its_own_alert(
         line: tuple[int, str], broker: Any, tmp_path: Path, rooms_csv: Path) -> None:
     master, name = line
     svc = Services(broker, tmp_path, rooms_csv, MAMAROOM_PAGING__ESPA__PORT=name,
-                   MAMAROOM_PAGING__ESPA__PAGERS='["100"]',
+                   MAMAROOM_ESCALATION__TIERS='[{"after_s": 0, "pagers": ["100"]}]',
                    MAMAROOM_PAGING__ESPA__TIMEOUT_S="0.5").start()
     peer = PagingSystem(master, block=CALL_BLOCK)
     peer.start()

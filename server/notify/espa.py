@@ -84,6 +84,8 @@ class Page:
 class EspaLink:
     """One serial link, one worker thread; `send()` queues a page and returns."""
 
+    name = "espa"
+
     def __init__(self, settings: EspaSettings,
                  on_link_change: Callable[[bool, str], None] | None = None) -> None:
         self.settings = settings

@@ -19,8 +19,9 @@ def call_text(alert: dict[str, Any], room: RegistryRoom | None) -> str:
     return f"{test}CALL {where}"
 
 
-def start_espa(cfg: EspaSettingsModel, alerts: AlertService,
-               room_of: Callable[[str], RegistryRoom | None]) -> EspaLink | None:
+def start_espa(cfg: EspaSettingsModel, alerts: AlertService) -> EspaLink | None:
+    """The ESPA link, if configured; its going down or up raises or clears a
+    `paging_link` alert."""
     if not cfg.port:
         return None
     loop = asyncio.get_running_loop()
@@ -35,14 +36,15 @@ def start_espa(cfg: EspaSettingsModel, alerts: AlertService,
         pager_system_address=cfg.pager_system_address, timeout_s=cfg.timeout_s,
         tries=cfg.tries), on_link_change=on_link)
     link.start()
-
-    def page(alert: dict[str, Any]) -> None:
-        text = call_text(alert, room_of(alert["room"]) if alert["room"] else None)
-        for pager in cfg.pagers:
-            def done(ok: bool, detail: str, pager: str = pager) -> None:
-                asyncio.run_coroutine_threadsafe(
-                    alerts.note_paged(alert["id"], "espa", pager, ok, detail), loop)
-            link.send(pager, text, done)
-
-    alerts.add_pager(page)
     return link
+
+
+def page_recorder(alerts: AlertService) -> Callable[[int, str, str, bool, str], None]:
+    """Each page's outcome into the alert's timeline (callable from any thread)."""
+    loop = asyncio.get_running_loop()
+
+    def record(alert_id: int, channel: str, target: str, ok: bool, detail: str) -> None:
+        asyncio.run_coroutine_threadsafe(
+            alerts.note_paged(alert_id, channel, target, ok, detail), loop)
+
+    return record

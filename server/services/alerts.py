@@ -23,8 +23,6 @@ NODE_STATUS = {"open": "received", "acknowledged": "acknowledged", "arrived": "a
                "resolved": "resolved", "cancelled": "resolved"}
 
 SendAck = Callable[[str, CallAck], Awaitable[None]]
-#: A paging channel: queue a page for this alert and return at once.
-Pager = Callable[[dict[str, Any]], None]
 Listener = Callable[[dict[str, Any]], None]
 
 
@@ -34,16 +32,11 @@ class AlertService:
         self._clock = clock
         self._send: SendAck | None = None
         self._listeners: list[Listener] = []
-        self._pagers: list[Pager] = []
         #: Open call alerts by id → room.
         self._open: dict[int, str] = {}
 
     def connect(self, send: SendAck) -> None:
         self._send = send
-
-    def add_pager(self, pager: Pager) -> None:
-        """A paging channel, told of every new call; it must never block."""
-        self._pagers.append(pager)
 
     async def channel_down(self, channel: str, detail: str) -> None:
         """A paging channel is down: its own `paging_link` alert (one while open)."""
@@ -112,10 +105,7 @@ class AlertService:
                 log.warning("EMERGENCY CALL", room=room, device=device, call_id=call.call_id,
                             alert=alert["id"])
                 self._changed(alert)
-            await self._tell(alert)  # the node first: its lamp says help is coming
-            if created:
-                for pager in self._pagers:
-                    pager(alert)
+            await self._tell(alert)  # escalation pages staff on its next tick
             return
         known = await self._db.by_call(call.call_id)
         if known is None:

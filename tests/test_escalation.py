@@ -1,0 +1,105 @@
+"""Escalation on an injected clock: tiers in order, repeats until acknowledged,
+a duty roster by building and shift, and a restart that carries on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from mamaroom.config import DutyShift, EscalationSettings, EscalationTier
+from mamaroom.contract import RegistryRoom
+from server.alerts_db import AlertsDb
+from server.notify.wiring import call_text
+from server.services.escalation import Escalator
+
+# 2026-11-24 10:00 in Shanghai: inside the day shift below.
+T0 = int(datetime(2026, 11, 24, 2, 0, tzinfo=UTC).timestamp() * 1000)
+ROOM = RegistryRoom(id="SP1-0301", name="软件园1号楼3层母婴室", name_en="SP1 3F",
+                    building="软件园1号楼", building_en="Software Park Bldg 1", floor=3,
+                    device="n-sp1-0301")
+SETTINGS = EscalationSettings(
+    tiers=[EscalationTier(after_s=0, on_duty=True, repeat_s=30),
+           EscalationTier(after_s=60, pagers=["200", "900"]),
+           EscalationTier(after_s=180, pagers=["800"])],
+    roster=[DutyShift(name="Wang", pager="101", buildings=["软件园1号楼"], hours="08:00-20:00"),
+            DutyShift(name="Li", pager="102", buildings=["软件园1号楼"], hours="20:00-08:00"),
+            DutyShift(name="Zhou", pager="103", buildings=["腾飞园区A座"])])
+
+
+class Recorder:
+    """Stands in for the pager hardware; ESPA itself is tested on a real pty."""
+
+    name = "record"
+
+    def __init__(self, clock: Callable[[], int]) -> None:
+        self.clock = clock
+        self.pages: list[tuple[int, str]] = []
+
+    def send(self, target: str, text: str,
+             done: Callable[[bool, str], None] | None = None) -> None:
+        assert text == "CALL SP1 3F (SP1-0301)"  # 7-bit: the English name, never Chinese
+        self.pages.append(((self.clock() - T0) // 1000, target))
+        if done:
+            done(True, "ok")
+
+
+def test_tiers_repeats_roster_and_a_restart(tmp_path: Path) -> None:
+    now = [T0]
+    clock = lambda: now[0]  # noqa: E731
+    recorder = Recorder(clock)
+
+    def escalator(db: AlertsDb) -> Escalator:
+        e = Escalator(db, SETTINGS, ZoneInfo("Asia/Shanghai"), lambda _r: ROOM, call_text,
+                      clock=clock)
+        e.channels.append(recorder)
+        return e
+
+    async def run() -> tuple[list[tuple[int, str]], dict[str, object]]:
+        db = AlertsDb(tmp_path / "server.sqlite")
+        await db.open()
+        alert, _ = await db.raise_call(room=ROOM.id, device="n-sp1-0301", call_id="c-1",
+                                       at_ms=T0, channel="button", test=False)
+        esc = escalator(db)
+        for t in range(0, 91):  # one tick a second, 0..90 s
+            now[0] = T0 + t * 1000
+            await esc.tick()
+        # The server restarts at 90 s: a new escalator over the same database.
+        await db.close()
+        db = AlertsDb(tmp_path / "server.sqlite")
+        await db.open()
+        esc = escalator(db)
+        for t in range(91, 200):
+            now[0] = T0 + t * 1000
+            await esc.tick()
+            if t == 185:  # acknowledged: paging stops
+                await db.advance(alert["id"], "acknowledged", at_ms=now[0], who="wang",
+                                 channel="console")
+        final = await db.get(alert["id"])
+        await db.close()
+        assert final is not None
+        return recorder.pages, final
+
+    pages, final = asyncio.run(run())
+    assert pages == [
+        (0, "101"),                          # tier 1: only the day shift of this building
+        (30, "101"),                         # repeated every 30 s
+        (60, "101"), (60, "200"), (60, "900"),  # tier 2 starts; tier 1 repeats
+        (90, "101"),                         # just before the restart
+        (120, "101"), (150, "101"),          # after the restart: same rhythm, no re-page burst
+        (180, "101"), (180, "800"),          # tier 3
+    ]
+    assert final["escalation_level"] == 3 and final["status"] == "acknowledged"
+    steps = [e["what"] for e in final["timeline"]]  # type: ignore[attr-defined]
+    assert steps.count("escalated") == 3
+
+
+def test_the_night_shift_and_other_buildings(tmp_path: Path) -> None:
+    night = int(datetime(2026, 11, 24, 14, 0, tzinfo=UTC).timestamp() * 1000)  # 22:00 local
+    esc = Escalator(AlertsDb(tmp_path / "x.sqlite"), SETTINGS, ZoneInfo("Asia/Shanghai"),
+                    lambda _r: ROOM, call_text, clock=lambda: night)
+    assert esc.targets(SETTINGS.tiers[0], ROOM, night) == ["102"]
+    other = ROOM.model_copy(update={"building": "腾飞园区A座", "building_en": "Tengfei A"})
+    assert esc.targets(SETTINGS.tiers[0], other, night) == ["103"]
