@@ -29,6 +29,7 @@ from server.security import security_headers
 from server.services.accounts import AccountsDb, LoginLimiter
 from server.services.alerts import AlertService
 from server.services.escalation import Escalator
+from server.services.fanout import Fanout
 from server.services.outages import OutageWatch
 from server.services.registry import RegistryService
 from server.services.rooms import LiveRooms
@@ -52,7 +53,9 @@ def create_app(settings: Settings) -> FastAPI:
         await alerts_db.open()
         alerts = AlertService(alerts_db)
         await alerts.load()
-        live = LiveRooms(ZoneInfo(settings.timezone), queue_size=settings.server.stream_queue)
+        fanout = Fanout(settings.server.stream_queue)
+        alerts.on_change(lambda a: fanout.publish("alert", a, staff_only=True))
+        live = LiveRooms(ZoneInfo(settings.timezone), fanout)
         live.set_open_calls(alerts.open_rooms)
         alerts.on_change(lambda _alert: live.set_open_calls(alerts.open_rooms))
         await live.set_registry(current)
@@ -69,7 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
         accounts = AccountsDb(settings.server_db_path)
         await accounts.open()
         app.state.ctx = ServerContext(settings, db, store, registry, live, mqtt, alerts,
-                                      accounts, LoginLimiter())
+                                      accounts, LoginLimiter(), fanout)
 
         outages = OutageWatch(live, alerts, settings.alerts)
 

@@ -13,6 +13,7 @@ from server.db import ServerDb
 from server.mqtt_link import ServerMqtt
 from server.services.accounts import AccountsDb, LoginLimiter
 from server.services.alerts import AlertService
+from server.services.fanout import Fanout
 from server.services.registry import RegistryService
 from server.services.rooms import LiveRooms
 
@@ -28,6 +29,7 @@ class ServerContext:
     alerts: AlertService
     accounts: AccountsDb
     login_limiter: LoginLimiter
+    fanout: Fanout
 
 
 def _context(request: Request) -> ServerContext:

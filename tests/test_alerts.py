@@ -41,9 +41,10 @@ def test_a_call_from_press_to_reset(services: Services, device_factory: Any) -> 
     services.wait_room_state("T1-0101", "free")
 
     full = services.admin("GET", f"/api/alerts/{alert['id']}").json()
-    steps = [e["what"] for e in full["timeline"]]
+    steps = [e["what"] for e in full["timeline"] if e["what"] != "escalated"]
     assert steps == ["raised", "acknowledged", "shown", "arrived", "resolved"]
-    assert full["timeline"][2]["detail"] == "acknowledged"
+    assert [e["detail"] for e in full["timeline"] if e["what"] == "shown"] == ["acknowledged"]
+    assert full["escalation_level"] == 1  # the first tier started at once
     assert all(v is not None and v >= 0 for v in full["response_s"].values())
     assert services.admin("GET", "/api/alerts/999").status_code == 404
 
@@ -105,7 +106,7 @@ def test_the_simulator_calls_like_a_node(services: Services) -> None:
                                  .json())["status"] == "resolved" and a,
                         timeout=60, what="call resolved by the staff key",
                         detail=sim.log_tail)
-        steps = [e["what"] for e in done["timeline"] if e["what"] != "shown"]
+        steps = [e["what"] for e in done["timeline"] if e["what"] not in ("shown", "escalated")]
         assert steps == ["raised", "acknowledged", "arrived", "resolved"]
         # The node showed every status on its lamp and said so.
         wait_for(lambda: [e["detail"] for e in services.admin(
@@ -113,3 +114,43 @@ def test_the_simulator_calls_like_a_node(services: Services) -> None:
             == ["received", "acknowledged", "arrived", "resolved"], what="every status shown")
     finally:
         sim.stop()
+
+
+def test_the_staff_stream_carries_alerts_and_the_public_one_does_not(
+        services: Services, device_factory: Any) -> None:
+    import json
+
+    import httpx
+
+    token = services.login("admin", Services.ADMIN_PASSWORD)
+    seen: dict[str, list[tuple[str, Any]]] = {"staff": [], "public": []}
+    ready = {k: threading.Event() for k in seen}
+
+    def listen(who: str, headers: dict[str, str]) -> None:
+        with httpx.stream("GET", f"{services.base_url}/api/stream", headers=headers,
+                          timeout=30) as resp:
+            event = None
+            for line in resp.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    seen[who].append((str(event), json.loads(line[6:])))
+                    if event == "snapshot":
+                        ready[who].set()
+                    if event == "room" and json.loads(line[6:])["id"] == "T1-0101":
+                        return
+
+    threads = [threading.Thread(target=listen, args=("staff", {
+        "Authorization": f"Bearer {token}"}), daemon=True),
+        threading.Thread(target=listen, args=("public", {}), daemon=True)]
+    for t in threads:
+        t.start()
+    assert all(e.wait(15) for e in ready.values())
+    dev: Device = device_factory("dev-a")
+    dev.call("press", "s-1")
+    for t in threads:
+        t.join(30)
+    staff_alerts = [d for e, d in seen["staff"] if e == "alert"]
+    assert staff_alerts and staff_alerts[0]["call_id"] == "s-1"
+    assert [e for e, _ in seen["public"]] == ["snapshot", "room"]  # never an alert
+    assert "s-1" not in json.dumps(seen["public"])

@@ -70,7 +70,7 @@ async def metrics(ctx: Ctx) -> PlainTextResponse:
     for state in RoomStateName:
         rooms.labels(state.value).set(len(ctx.rooms.query(state=state)))
     Gauge("mamaroom_stream_clients", "Open SSE connections", registry=reg).set(
-        ctx.rooms.subscriber_count)
+        ctx.fanout.client_count)
     Gauge("mamaroom_broker_connected", "1 when the server's MQTT link is up", registry=reg).set(
         1 if ctx.mqtt.connected.is_set() else 0)
     Gauge("mamaroom_registry_version", "Room registry version", registry=reg).set(

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from mamaroom.contract import RoomStateName
 from server.context import Ctx
+from server.security import oauth2
 from server.services.rooms import PublicRoom
 
 router = APIRouter(prefix="/api", tags=["rooms"])
@@ -32,12 +33,20 @@ async def get_room(ctx: Ctx, room_id: str) -> PublicRoom:
 
 
 @router.get("/stream", response_class=EventSourceResponse)
-async def stream(ctx: Ctx) -> AsyncIterator[ServerSentEvent]:
-    """Server-Sent Events: first `snapshot` (every room), then `room` on every change."""
-    with ctx.rooms.subscribe() as queue:
+async def stream(ctx: Ctx, token: Annotated[str | None, Depends(oauth2)]) -> AsyncIterator[
+        ServerSentEvent]:
+    """Server-Sent Events: first `snapshot` (every room), then `room` on every
+    change. A staff connection (bearer token) also gets `event: alert`, first
+    one for each open alert, then one on every change."""
+    user = await ctx.accounts.user_for_token(token) if token else None
+    staff = user is not None and user.has("staff")
+    with ctx.fanout.subscribe(staff=staff) as queue:
         yield ServerSentEvent(event="snapshot", data=ctx.rooms.query(), retry=3000)
+        if staff:
+            for alert in await ctx.alerts.query(status=None, kind=None, open_only=True):
+                yield ServerSentEvent(event="alert", data=alert)
         while True:
-            room = await queue.get()
-            if room is None:
+            item = await queue.get()
+            if item is None:
                 return  # too slow: end the stream; the browser reconnects and resyncs
-            yield ServerSentEvent(event="room", data=room)
+            yield ServerSentEvent(event=item[0], data=item[1])

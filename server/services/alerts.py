@@ -138,8 +138,9 @@ class AlertService:
             raise NotFound(f"no alert {alert_id}")
         return alert
 
-    async def query(self, *, status: str | None, kind: str | None) -> list[dict[str, Any]]:
-        return await self._db.query(status=status, kind=kind)
+    async def query(self, *, status: str | None, kind: str | None,
+                    open_only: bool = False) -> list[dict[str, Any]]:
+        return await self._db.query(status=status, kind=kind, open_only=open_only)
 
     # --- internals ---------------------------------------------------------------
 

@@ -3,9 +3,6 @@ as the public sees them, and the fan-out of every change to stream clients."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
@@ -14,6 +11,7 @@ from pydantic import BaseModel
 from mamaroom.contract import Registry, RegistryRoom, RoomState, RoomStateName
 from mamaroom.logs import get_logger
 from server.errors import NotFound
+from server.services.fanout import Fanout
 
 log = get_logger(__name__)
 
@@ -56,13 +54,12 @@ def is_open(hours: str, now: datetime) -> bool:
 
 
 class LiveRooms:
-    def __init__(self, tz: ZoneInfo, *, queue_size: int = 1000) -> None:
+    def __init__(self, tz: ZoneInfo, fanout: Fanout) -> None:
         self._tz = tz
-        self._queue_size = queue_size
+        self._fanout = fanout
         self._registry: dict[str, RegistryRoom] = {}
         self._states: dict[str, RoomState] = {}
         self._rooms: dict[str, PublicRoom] = {}
-        self._subscribers: set[asyncio.Queue[PublicRoom | None]] = set()
         self._open_calls: set[str] = set()
 
     # --- inputs -----------------------------------------------------------
@@ -97,7 +94,7 @@ class LiveRooms:
             new = self._public(self._registry[room_id], now)
             if self._rooms.get(room_id) != new:
                 self._rooms[room_id] = new
-                self._publish(new)
+                self._fanout.publish("room", new)
 
     def _public(self, reg: RegistryRoom, now: datetime) -> PublicRoom:
         live = self._states.get(reg.id)
@@ -134,30 +131,3 @@ class LiveRooms:
             return self._rooms[room_id]
         except KeyError:
             raise NotFound(f"no room {room_id!r}") from None
-
-    # --- fan-out --------------------------------------------------------------
-
-    @contextmanager
-    def subscribe(self) -> Iterator[asyncio.Queue[PublicRoom | None]]:
-        """A queue of changed rooms; None means this subscriber fell too far
-        behind and must reconnect (its stream ends; EventSource reconnects)."""
-        queue: asyncio.Queue[PublicRoom | None] = asyncio.Queue(self._queue_size)
-        self._subscribers.add(queue)
-        try:
-            yield queue
-        finally:
-            self._subscribers.discard(queue)
-
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subscribers)
-
-    def _publish(self, room: PublicRoom) -> None:
-        for queue in list(self._subscribers):
-            try:
-                queue.put_nowait(room)
-            except asyncio.QueueFull:
-                self._subscribers.discard(queue)
-                queue.get_nowait()  # make room for the end-of-stream marker
-                queue.put_nowait(None)
-                log.warning("stream client too slow; disconnecting it")
