@@ -159,6 +159,11 @@ class AlertSettings(_Section):
     #: building_outage_min of them) are down, raise one alert for the building.
     building_outage_share: Annotated[float, Field(gt=0, le=1)] = 0.5
     building_outage_min: Annotated[int, Field(ge=2)] = 3
+    #: Welfare check: a room occupied with the radar reporting continuous
+    #: stillness for this long raises a gentle `welfare` alert (staff knock).
+    welfare_after_s: Annotated[float, Field(gt=0)] = 3600.0
+    #: The welfare check's off switch (some sites prefer none).
+    welfare_enabled: bool = True
 
 
 PagerNumber = Annotated[str, Field(pattern=r"^[0-9]{1,16}$")]

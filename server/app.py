@@ -33,6 +33,7 @@ from server.services.fanout import Fanout
 from server.services.outages import OutageWatch
 from server.services.registry import RegistryService
 from server.services.rooms import LiveRooms
+from server.services.welfare import WelfareCheck
 
 log = get_logger(__name__)
 DASHBOARD = PROJECT_ROOT / "dashboard"
@@ -59,8 +60,10 @@ def create_app(settings: Settings) -> FastAPI:
         live.set_open_calls(alerts.open_rooms)
         alerts.on_change(lambda _alert: live.set_open_calls(alerts.open_rooms))
         await live.set_registry(current)
+        welfare = (WelfareCheck(alerts, settings.alerts.welfare_after_s)
+                   if settings.alerts.welfare_enabled else None)
         mqtt = ServerMqtt(settings.mqtt, f"mamaroom-server-{uuid.uuid4().hex[:8]}", live, current,
-                          alerts)
+                          alerts, welfare)
         registry.on_change(live.set_registry)
         registry.on_change(mqtt.publish_registry)
         escalator = Escalator(alerts_db, settings.escalation, ZoneInfo(settings.timezone),

@@ -19,6 +19,7 @@ from mamaroom.contract import (
     CallAck,
     ContractError,
     Kind,
+    Occupancy,
     Registry,
     RoomState,
     device_topic,
@@ -31,24 +32,28 @@ from mamaroom.contract import (
 from mamaroom.logs import get_logger
 from server.services.alerts import AlertService
 from server.services.rooms import LiveRooms
+from server.services.welfare import WelfareCheck
 
 log = get_logger(__name__)
 GATEWAY_PREFIX = f"{PREFIX}/gateway/"
 GATEWAY_SUBSCRIPTION = f"{PREFIX}/gateway/+/+"
 DEVICE_PREFIX = f"{PREFIX}/dev/"
 CALL_SUBSCRIPTION = f"{PREFIX}/dev/+/call"
+OCCUPANCY_SUBSCRIPTION = f"{PREFIX}/dev/+/occupancy"
 STATUS_SUBSCRIPTION = f"{PREFIX}/dev/+/status"
 
 
 class ServerMqtt:
     def __init__(self, settings: MqttSettings, client_id: str, rooms: LiveRooms,
-                 registry: Registry, alerts: AlertService) -> None:
+                 registry: Registry, alerts: AlertService,
+                 welfare: WelfareCheck | None = None) -> None:
         self._settings = settings
         self._client_id = client_id
         self._rooms = rooms
         self._registry = registry
         self._device_rooms = registry.device_rooms()
         self._alerts = alerts
+        self._welfare = welfare
         alerts.connect(self.send_call_ack)
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
@@ -81,6 +86,8 @@ class ServerMqtt:
                     await client.subscribe(GATEWAY_SUBSCRIPTION, qos=0)
                     await client.subscribe(CALL_SUBSCRIPTION, qos=1)
                     await client.subscribe(STATUS_SUBSCRIPTION, qos=1)
+                    if self._welfare is not None:
+                        await client.subscribe(OCCUPANCY_SUBSCRIPTION, qos=1)
                     await client.publish(REGISTRY_TOPIC, dumps(self._registry), qos=1,
                                          retain=True)
                     self.connected.set()
@@ -130,6 +137,10 @@ class ServerMqtt:
                 call = parse_payload(Kind.CALL, payload)
                 assert isinstance(call, Call)
                 await self._alerts.on_call(device, room, call)
+            elif kind is Kind.OCCUPANCY and self._welfare is not None:
+                occupancy = parse_payload(Kind.OCCUPANCY, payload)
+                assert isinstance(occupancy, Occupancy)
+                await self._welfare.on_occupancy(device, room, occupancy)
         except ContractError as exc:
             log.debug("ignoring a bad device message (the gateway counts it)", topic=topic,
                       reason=exc.reason.value)

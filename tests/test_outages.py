@@ -13,6 +13,7 @@ from mamaroom.contract import Registry, RegistryRoom, RoomState, RoomStateName
 from server.alerts_db import AlertsDb
 from server.services.alerts import AlertService
 from server.services.outages import OutageWatch
+from server.services.fanout import Fanout
 from server.services.rooms import LiveRooms
 from tests.support import Proc, Services, wait_for
 
@@ -38,7 +39,7 @@ def test_one_node_then_a_whole_building(tmp_path: Path) -> None:
         db = AlertsDb(tmp_path / "server.sqlite")
         await db.open()
         alerts = AlertService(db)
-        live = LiveRooms(ZoneInfo("Asia/Shanghai"))
+        live = LiveRooms(ZoneInfo("Asia/Shanghai"), Fanout())
         await live.set_registry(registry())
         watch = OutageWatch(live, alerts, AlertSettings(device_offline_after_s=300))
         set_rooms(live, {"B-1"}, T0)
@@ -79,4 +80,23 @@ def test_a_dead_node_raises_device_offline_in_the_running_server(
                  what="the alert cleared when the node came back", detail=svc.logs)
     finally:
         sim.stop()
+        svc.stop()
+
+
+def test_the_welfare_check_raises_gently_and_clears(broker: Any, tmp_path: Path,
+                                                   rooms_csv: Path, device_factory: Any) -> None:
+    svc = Services(broker, tmp_path, rooms_csv, MAMAROOM_ALERTS__WELFARE_AFTER_S="600").start()
+    try:
+        dev = device_factory("dev-a")
+        dev.occupancy(True, radar="still", still_s=300)  # 5 min still: nothing yet
+        dev.occupancy(True, radar="still", still_s=610)  # over 10 min: knock
+        [alert] = wait_for(lambda: svc.admin("GET", "/api/alerts",
+                                             params={"kind": "welfare"}).json(),
+                           what="welfare alert", detail=svc.logs)
+        assert (alert["room"], alert["priority"], alert["status"]) == ("T1-0101", "low", "open")
+        dev.occupancy(True, radar="moving", still_s=0)  # she moves: all is well
+        wait_for(lambda: svc.admin("GET", f"/api/alerts/{alert['id']}").json()["status"]
+                 == "resolved", what="welfare alert cleared")
+        assert svc.room("T1-0101")["state"] == "occupied"  # never shown to the public
+    finally:
         svc.stop()
