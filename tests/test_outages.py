@@ -12,8 +12,8 @@ from mamaroom.config import AlertSettings
 from mamaroom.contract import Registry, RegistryRoom, RoomState, RoomStateName
 from server.alerts_db import AlertsDb
 from server.services.alerts import AlertService
-from server.services.outages import OutageWatch
 from server.services.fanout import Fanout
+from server.services.outages import OutageWatch
 from server.services.rooms import LiveRooms
 from tests.support import Proc, Services, wait_for
 
