@@ -148,8 +148,16 @@ class EspaSettingsModel(_Section):
     tries: Annotated[int, Field(ge=1, le=10)] = 3
 
 
+class ImSettings(_Section):
+    """Instant messages through apprise: a name → an apprise URL, e.g.
+    `wecom://...` (企业微信), `dingtalk://...` (钉钉), `mailtos://...`."""
+
+    destinations: dict[str, str] = Field(default_factory=dict)
+
+
 class PagingSettings(_Section):
     espa: EspaSettingsModel = EspaSettingsModel()
+    im: ImSettings = ImSettings()
 
 
 class AlertSettings(_Section):
@@ -175,8 +183,10 @@ class EscalationTier(_Section):
 
     #: Seconds after the call when this tier starts.
     after_s: Annotated[float, Field(ge=0)] = 0
-    #: Pager numbers of this tier (security desk, facility manager, ...).
+    #: Pager numbers of this tier (security desk, facility manager, ...), over ESPA.
     pagers: list[PagerNumber] = Field(default_factory=list)
+    #: IM destinations of this tier (names from paging.im.destinations).
+    im: list[str] = Field(default_factory=list)
     #: Also page whoever is on duty (roster) for the room's building.
     on_duty: bool = False
     #: Page this tier again every so many seconds until acknowledged; 0 = once.

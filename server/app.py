@@ -24,6 +24,7 @@ from server.context import ServerContext
 from server.db import ServerDb
 from server.errors import ServerError
 from server.mqtt_link import ServerMqtt
+from server.notify.im import ImChannel
 from server.notify.wiring import call_text, page_recorder, start_espa
 from server.security import security_headers
 from server.services.accounts import AccountsDb, LoginLimiter
@@ -72,6 +73,10 @@ def create_app(settings: Settings) -> FastAPI:
         espa = start_espa(settings.paging.espa, alerts)
         if espa is not None:
             escalator.channels.append(espa)
+        im = ImChannel(settings.paging.im.destinations) if settings.paging.im.destinations \
+            else None
+        if im is not None:
+            escalator.channels.append(im)
         accounts = AccountsDb(settings.server_db_path)
         await accounts.open()
         app.state.ctx = ServerContext(settings, db, store, registry, live, mqtt, alerts,
@@ -99,6 +104,8 @@ def create_app(settings: Settings) -> FastAPI:
             await asyncio.gather(*tasks, return_exceptions=True)
             if espa is not None:
                 await asyncio.to_thread(espa.stop)
+            if im is not None:
+                await asyncio.to_thread(im.stop)
             await store.close()
             await alerts_db.close()
             await accounts.close()

@@ -32,7 +32,7 @@ SETTINGS = EscalationSettings(
 class Recorder:
     """Stands in for the pager hardware; ESPA itself is tested on a real pty."""
 
-    name = "record"
+    name = "espa"
 
     def __init__(self, clock: Callable[[], int]) -> None:
         self.clock = clock
@@ -100,6 +100,6 @@ def test_the_night_shift_and_other_buildings(tmp_path: Path) -> None:
     night = int(datetime(2026, 11, 24, 14, 0, tzinfo=UTC).timestamp() * 1000)  # 22:00 local
     esc = Escalator(AlertsDb(tmp_path / "x.sqlite"), SETTINGS, ZoneInfo("Asia/Shanghai"),
                     lambda _r: ROOM, call_text, clock=lambda: night)
-    assert esc.targets(SETTINGS.tiers[0], ROOM, night) == ["102"]
+    assert esc.targets(SETTINGS.tiers[0], ROOM, night) == [("espa", "102")]
     other = ROOM.model_copy(update={"building": "腾飞园区A座", "building_en": "Tengfei A"})
-    assert esc.targets(SETTINGS.tiers[0], other, night) == ["103"]
+    assert esc.targets(SETTINGS.tiers[0], other, night) == [("espa", "103")]

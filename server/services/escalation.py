@@ -77,7 +77,13 @@ class Escalator:
         return not tier.buildings or (room is not None and (
             room.building in tier.buildings or room.building_en in tier.buildings))
 
-    def targets(self, tier: EscalationTier, room: RegistryRoom | None, now_ms: int) -> list[str]:
+    def targets(self, tier: EscalationTier, room: RegistryRoom | None,
+                now_ms: int) -> list[tuple[str, str]]:
+        """(channel, target) pairs: ESPA pager numbers and IM destinations."""
+        return ([("espa", p) for p in self.pagers(tier, room, now_ms)]
+                + [("im", name) for name in tier.im])
+
+    def pagers(self, tier: EscalationTier, room: RegistryRoom | None, now_ms: int) -> list[str]:
         pagers = list(tier.pagers)
         if tier.on_duty:
             local = datetime.fromtimestamp(now_ms / 1000, self._tz)
@@ -108,8 +114,8 @@ class Escalator:
         to_page = started[previous:] if level > previous and not due_repeat else [
             t for i, t in enumerate(started) if i >= previous or t.repeat_s > 0]
         for tier in to_page:
-            for target in self.targets(tier, room, now):
-                self._page(alert["id"], target, text)
+            for channel, target in self.targets(tier, room, now):
+                self._page(alert["id"], channel, target, text)
         next_times = [alert["raised_at_ms"] + int(t.after_s * 1000) for t in tiers
                       if t.after_s > elapsed_s]  # the next tier's start
         next_times += [now + int(t.repeat_s * 1000) for t in started if t.repeat_s > 0]
@@ -119,11 +125,15 @@ class Escalator:
         if level > previous:
             log.warning("call escalated", alert=alert["id"], room=alert["room"], tier=level)
 
-    def _page(self, alert_id: int, target: str, text: str) -> None:
-        if not self.channels:
-            log.warning("no paging channel configured", alert=alert_id, target=target)
-        for channel in self.channels:
-            def done(ok: bool, detail: str, channel: str = channel.name) -> None:
-                if self._on_paged:
-                    self._on_paged(alert_id, channel, target, ok, detail)
-            channel.send(target, text, done)
+    def _page(self, alert_id: int, channel_name: str, target: str, text: str) -> None:
+        channel = next((c for c in self.channels if c.name == channel_name), None)
+        if channel is None:
+            log.warning("page not sent: channel not configured", alert=alert_id,
+                        channel=channel_name, target=target)
+            return
+
+        def done(ok: bool, detail: str) -> None:
+            if self._on_paged:
+                self._on_paged(alert_id, channel_name, target, ok, detail)
+
+        channel.send(target, text, done)

@@ -1,0 +1,58 @@
+"""Instant-message paging through apprise: WeCom (企业微信), DingTalk (钉钉),
+e-mail and SMS gateways, one URL per destination (apprise's URL syntax). In
+mainland China push through Google's services does not arrive; WeCom and
+DingTalk do.
+
+apprise is blocking, so pages go out on a small thread pool: a slow or dead
+IM service never delays the other channels, and each destination's result
+comes back through `done`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import apprise
+
+from mamaroom.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class ImChannel:
+    name = "im"
+
+    def __init__(self, destinations: dict[str, str], *, workers: int = 4) -> None:
+        """`destinations`: a name (used in escalation tiers) → an apprise URL."""
+        self._urls = dict(destinations)
+        for name, url in self._urls.items():
+            if apprise.Apprise.instantiate(url) is None:
+                raise ValueError(f"paging.im.destinations.{name}: apprise cannot use {url!r}")
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="im")
+
+    def send(self, target: str, text: str,
+             done: Callable[[bool, str], None] | None = None) -> None:
+        url = self._urls.get(target)
+        if url is None:
+            log.error("unknown IM destination", target=target)
+            if done:
+                done(False, f"no IM destination named {target!r}")
+            return
+        self._pool.submit(self._deliver, target, url, text, done)
+
+    def _deliver(self, target: str, url: str, text: str,
+                 done: Callable[[bool, str], None] | None) -> None:
+        sender = apprise.Apprise()
+        sender.add(url)
+        try:
+            ok = bool(sender.notify(title="mamaroom", body=text))
+        except Exception as exc:  # an apprise plugin failing must not kill the worker
+            ok, text = False, f"{type(exc).__name__}: {exc}"
+        if not ok:
+            log.error("IM page failed", target=target)
+        if done:
+            done(ok, "delivered" if ok else "not delivered")
+
+    def stop(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=False)
