@@ -10,7 +10,7 @@ import argparse
 import datetime
 from pathlib import Path
 
-from bench import ingest, sse_latency
+from bench import call_latency, ingest, sse_latency
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
 
@@ -22,6 +22,7 @@ def main() -> None:
     args = parser.parse_args()
     sections = [
         sse_latency.main(["--changes", "200" if args.quick else "1000"]),
+        call_latency.main(["--calls", "100" if args.quick else "1000"]),
         ingest.main(["--messages", "20000", "--steady-rooms", "1000", "--steady-s", "10"]
                     if args.quick else []),
     ]

@@ -22,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from mamaroom.config import MqttSettings
 from mamaroom.logs import get_logger
+from mamaroom.mqtt_socket import no_delay
 
 log = get_logger(__name__)
 
@@ -104,6 +105,7 @@ class MqttLink:
             log.warning("mqtt connect refused", reason=str(rc), url=self._settings.url)
             return
         self._connection += 1
+        no_delay(client.socket())
         for topic, qos in self._subscriptions:
             client.subscribe(topic, qos)
         if self._birth:

@@ -30,6 +30,7 @@ from mamaroom.contract import (
     parse_status,
 )
 from mamaroom.logs import get_logger
+from mamaroom.mqtt_socket import NO_DELAY
 from server.services.alerts import AlertService
 from server.services.rooms import LiveRooms
 from server.services.welfare import WelfareCheck
@@ -80,6 +81,7 @@ class ServerMqtt:
                     username=self._settings.username, password=self._settings.password,
                     keepalive=self._settings.keepalive_s, clean_session=True,
                     tls_params=aiomqtt.TLSParameters() if self._settings.tls else None,
+                    socket_options=[NO_DELAY],
                 ) as client:
                     self._client = client
                     await client.subscribe(ROOM_STATE_SUBSCRIPTION, qos=1)

@@ -23,6 +23,7 @@ import aiomqtt
 from mamaroom.config import MqttSettings
 from mamaroom.contract import Kind, device_topic
 from mamaroom.logs import get_logger
+from mamaroom.mqtt_socket import NO_DELAY
 
 log = get_logger(__name__)
 
@@ -126,6 +127,7 @@ class SimNode:
                     self.mqtt.host, self.mqtt.port, identifier=self.device,
                     username=self.mqtt.username, password=self.mqtt.password,
                     keepalive=self.keepalive_s, clean_session=False, will=will,
+                    socket_options=[NO_DELAY],
                 ) as client:
                     self._client = client
                     await client.subscribe(device_topic(self.device, Kind.CMD), qos=1)

@@ -21,6 +21,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from mamaroom.contract import Kind, device_topic
+from mamaroom.mqtt_socket import no_delay
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -265,6 +266,7 @@ class Device:
         self.commands: list[dict[str, Any]] = []
 
         def on_connect(c: paho.Client, *_: object) -> None:
+            no_delay(c.socket())  # as the firmware does
             # Like a real node: re-subscribe, then the retained birth, on every (re)connect.
             c.subscribe(device_topic(device, Kind.CMD), qos=1)
             c.publish(device_topic(device, Kind.STATUS), b"online", qos=1, retain=True)
