@@ -146,6 +146,11 @@ class EspaSettingsModel(_Section):
     pager_system_address: Annotated[str, Field(pattern=r"^[0-9]{1,2}$")] = "2"
     timeout_s: Annotated[float, Field(gt=0, le=30)] = 2.0
     tries: Annotated[int, Field(ge=1, le=10)] = 3
+    #: `control` (mamaroom selects the paging system) or `passive` (the paging
+    #: system is the control station and polls mamaroom).
+    mode: Literal["control", "passive"] = "control"
+    #: Passive mode: no poll for this long means the link is down.
+    poll_silence_s: Annotated[float, Field(gt=0)] = 30.0
 
 
 class ImSettings(_Section):

@@ -7,6 +7,7 @@ import asyncio
 import os
 import select
 import threading
+import time
 import tty
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,3 +195,45 @@ def test_a_call_pages_over_espa_and_a_dead_link_raises_its_own_alert(
         peer.stop.set()
         peer.join(5)
         svc.stop()
+
+
+def read_exactly(fd: int, n: int, timeout: float = 10) -> bytes:
+    out = b""
+    deadline = time.monotonic() + timeout
+    while len(out) < n and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.05)
+        if ready:
+            out += os.read(fd, n - len(out))
+    return out
+
+
+def test_passive_mode_answers_the_paging_systems_polls(line: tuple[int, str]) -> None:
+    master, name = line
+    changes: list[bool] = []
+    link = EspaLink(EspaSettings(port=name, mode="passive", poll_silence_s=1.0),
+                    on_link_change=lambda up, _: changes.append(up))
+    link.start()
+    outcome: list[bool] = []
+    try:
+        def idle_poll() -> bool:  # the paging system polls address 1 (again and again)
+            os.write(master, b"\x04" b"1\x05")
+            return read_exactly(master, 1, timeout=0.5) == b"\x04"  # idle: EOT
+
+        wait_for(idle_poll, what="EOT to an idle poll")
+        link.send("100", "CALL SP1-0101 1F", lambda ok, _: outcome.append(ok))
+
+        def poll() -> bool:  # as the paging system does, until mamaroom has news
+            os.write(master, b"\x04" b"1\x05")
+            return read_exactly(master, 1) == b"2"
+
+        wait_for(poll, what="mamaroom selecting the paging system")
+        assert read_exactly(master, 1) == b"\x05"
+        os.write(master, ACK)
+        assert read_exactly(master, len(BLOCK)) == BLOCK
+        os.write(master, ACK)
+        assert read_exactly(master, 1) == b"\x04"
+        wait_for(lambda: outcome == [True], what="page delivered")
+        # The paging system stops polling: the link is reported down.
+        wait_for(lambda: changes == [True, False], timeout=10, what="link down on silence")
+    finally:
+        link.stop()

@@ -49,6 +49,11 @@ class EspaSettings:
     pager_system_address: str = "2"
     timeout_s: float = 2.0
     tries: int = 3
+    #: `control`: mamaroom is the control station and selects the paging system.
+    #: `passive`: the paging system polls (EOT, `1` ENQ) and mamaroom answers.
+    mode: str = "control"
+    #: Passive mode: no poll for this long means the link is down.
+    poll_silence_s: float = 30.0
 
 
 def bcc(data: bytes) -> int:
@@ -138,6 +143,9 @@ class EspaLink:
         return self._port
 
     def _run(self) -> None:
+        if self.settings.mode == "passive":
+            self._run_passive()
+            return
         while (page := self._pages.get()) is not None:
             try:
                 self._transmit(page)
@@ -174,6 +182,11 @@ class EspaLink:
             log.warning("ESPA selection not acknowledged", attempt=attempt, reply=reply.hex())
         else:
             raise EspaError(f"paging system did not answer the selection {s.tries} times")
+        self._send_block(port, page)
+
+    def _send_block(self, port: serial.Serial, page: Page) -> None:
+        """The block, resent on NAK or silence, then EOT to release the line."""
+        s = self.settings
         block = page_block(page.pager, page.text)
         for attempt in range(1, s.tries + 1):
             port.write(block)
@@ -185,6 +198,57 @@ class EspaLink:
                         reply=reply.hex() or "silence")
         port.write(EOT)
         raise EspaError(f"paging system refused or ignored the block {s.tries} times")
+
+    # --- passive mode: the paging system is the control station ------------------
+
+    def _run_passive(self) -> None:
+        """Answer the paging system's polls: EOT when idle; when a page waits,
+        select the paging system (`2` ENQ), and on its ACK send the block."""
+        s = self.settings
+        poll = EOT + s.own_address.encode() + ENQ
+        buf = bytearray()
+        pending: Page | None = None
+        last_poll = time.monotonic()
+        while True:
+            if pending is None:
+                try:
+                    pending = self._pages.get_nowait()
+                except queue.Empty:
+                    pass
+                else:
+                    if pending is None:
+                        return  # stop()
+            try:
+                port = self._open()
+                buf += port.read(64)
+            except (serial.SerialException, OSError) as exc:
+                self._link(False, str(exc))
+                time.sleep(s.timeout_s)
+                continue
+            at = buf.find(poll)
+            if at < 0:
+                del buf[:-len(poll)]  # keep a possible partial poll
+                if time.monotonic() - last_poll > s.poll_silence_s:
+                    self._link(False, f"no poll from the paging system in {s.poll_silence_s:g} s")
+                continue
+            del buf[:at + len(poll)]
+            last_poll = time.monotonic()
+            self._link(True, "polled")
+            if pending is None:
+                port.write(EOT)  # nothing to send
+                continue
+            port.write(s.pager_system_address.encode() + ENQ)
+            if self._read_reply(port) != ACK:
+                continue  # try again at the next poll
+            try:
+                self._send_block(port, pending)
+                if pending.done:
+                    pending.done(True, "delivered")
+            except EspaError as exc:
+                log.error("ESPA page failed", pager=pending.pager, error=str(exc))
+                if pending.done:
+                    pending.done(False, str(exc))
+            pending = None
 
     def _read_reply(self, port: serial.Serial) -> bytes:
         """The next ACK or NAK within the timeout; b"" on silence."""

@@ -34,7 +34,8 @@ def start_espa(cfg: EspaSettingsModel, alerts: AlertService) -> EspaLink | None:
         port=cfg.port, baud=cfg.baud, bytesize=cfg.bytesize, parity=cfg.parity,
         stopbits=cfg.stopbits, own_address=cfg.own_address,
         pager_system_address=cfg.pager_system_address, timeout_s=cfg.timeout_s,
-        tries=cfg.tries), on_link_change=on_link)
+        tries=cfg.tries, mode=cfg.mode, poll_silence_s=cfg.poll_silence_s),
+        on_link_change=on_link)
     link.start()
     return link
 
