@@ -147,8 +147,8 @@ def main(argv: list[str] | None = None) -> str:
     console.print(f"machine: {machine()}")
     return "\n".join([
         "## Emergency call latency", "",
-        f"Machine: {machine()}. {args.calls} calls from one node while {args.rooms} "
-        "simulated rooms run; the ESPA peer on a pty acknowledges at once.", "",
+        f"Machine: {machine()}. {args.calls} calls from one node while {args.rooms - 1} "
+        "simulated rooms run beside it; the ESPA peer on a pty acknowledges at once.", "",
         "| path | p50 ms | p99 ms | p99 ratio to baseline |", "|---|---|---|---|",
         *[f"| {n} | {p['p50'] * 1000:.2f} | {p['p99'] * 1000:.2f} | {p['p99'] / b['p99']:.0f} |"
           for n, p in rows], ""])

@@ -268,7 +268,8 @@ def main(argv: list[str] | None = None) -> str:
         table.add_column(col)
     for r in results:
         table.add_row(r.name, str(r.messages), f"{r.seconds:.1f}", f"{r.rate:,.0f}",
-                      f"{r.rate / base:.0%}", f"{r.peak_rss_mb:.0f}")
+                      f"{r.rate / base:.0%}",
+                      "n/a" if r is results[0] else f"{r.peak_rss_mb:.0f}")
     console.print(table)
     console.print(f"steady state, {args.steady_rooms} rooms at the real rate ({rate:.0f} msg/s): "
                   f"gateway CPU {cpu:.0f} % of one core, RSS {rss:.0f} MB")
@@ -276,7 +277,8 @@ def main(argv: list[str] | None = None) -> str:
     lines = ["## Ingest throughput", "", f"Machine: {machine()}. {args.messages} messages "
              f"from {args.rooms} devices queued at the broker, then drained.", "",
              "| consumer | msg/s | vs bare subscriber | peak RSS MB |", "|---|---|---|---|"]
-    lines += [f"| {r.name} | {r.rate:,.0f} | {r.rate / base:.0%} | {r.peak_rss_mb:.0f} |"
+    lines += [f"| {r.name} | {r.rate:,.0f} | {r.rate / base:.0%} | "
+              f"{'n/a (in-process)' if r is results[0] else f'{r.peak_rss_mb:.0f}'} |"
               for r in results]
     lines += ["", f"Steady state, {args.steady_rooms} rooms at the real rate ({rate:.0f} msg/s "
               f"for {args.steady_s:.0f} s): gateway CPU {cpu:.0f} % of one core, RSS {rss:.0f} MB.",
