@@ -29,6 +29,11 @@ CREATE TABLE IF NOT EXISTS alert_events (
     at_ms INTEGER NOT NULL, what TEXT NOT NULL, who TEXT, channel TEXT, detail TEXT
 );
 CREATE INDEX IF NOT EXISTS alert_events_alert ON alert_events (alert_id, at_ms);
+-- Rooms being commissioned: their calls page only the tester, marked as tests.
+CREATE TABLE IF NOT EXISTS test_mode (
+    room TEXT PRIMARY KEY, tester_pager TEXT NOT NULL, until_ms INTEGER NOT NULL,
+    started_by TEXT
+);
 """
 
 ALERT_COLUMNS = ("id", "kind", "priority", "room", "device", "call_id", "status",
@@ -134,6 +139,25 @@ class AlertsDb(SqliteDatabase):
                            (alert_id, at_ms, what, who, channel, detail))
 
         await self._run(run)
+
+    async def set_test_mode(self, room: str, tester_pager: str | None, until_ms: int,
+                            who: str) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                if tester_pager is None:
+                    db.execute("DELETE FROM test_mode WHERE room=?", (room,))
+                else:
+                    db.execute("INSERT OR REPLACE INTO test_mode VALUES (?, ?, ?, ?)",
+                               (room, tester_pager, until_ms, who))
+
+        await self._run(run)
+
+    async def test_mode(self, room: str, now_ms: int) -> str | None:
+        """The tester's pager if the room is in test mode now, else None."""
+        row = await self._run(lambda db: db.execute(
+            "SELECT tester_pager FROM test_mode WHERE room=? AND until_ms > ?",
+            (room, now_ms)).fetchone())
+        return str(row[0]) if row else None
 
     async def set_escalation(self, alert_id: int, level: int, next_page_ms: int | None,
                              at_ms: int, detail: str) -> None:

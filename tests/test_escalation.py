@@ -40,7 +40,8 @@ class Recorder:
 
     def send(self, target: str, text: str,
              done: Callable[[bool, str], None] | None = None) -> None:
-        assert text == "CALL SP1 3F (SP1-0301)"  # 7-bit: the English name, never Chinese
+        # 7-bit: the English name, never Chinese; a commissioning call says so.
+        assert text in ("CALL SP1 3F (SP1-0301)", "TEST CALL SP1 3F (SP1-0301)")
         self.pages.append(((self.clock() - T0) // 1000, target))
         if done:
             done(True, "ok")
@@ -103,3 +104,31 @@ def test_the_night_shift_and_other_buildings(tmp_path: Path) -> None:
     assert esc.targets(SETTINGS.tiers[0], ROOM, night) == [("espa", "102")]
     other = ROOM.model_copy(update={"building": "腾飞园区A座", "building_en": "Tengfei A"})
     assert esc.targets(SETTINGS.tiers[0], other, night) == [("espa", "103")]
+
+
+def test_a_room_in_test_mode_pages_only_the_tester(tmp_path: Path) -> None:
+    now = [T0]
+    recorder = Recorder(lambda: now[0])
+
+    async def run() -> tuple[list[tuple[int, str]], dict[str, object]]:
+        db = AlertsDb(tmp_path / "server.sqlite")
+        await db.open()
+        await db.set_test_mode(ROOM.id, "555", T0 + 3_600_000, who="installer")
+        assert await db.test_mode(ROOM.id, T0) == "555"
+        alert, _ = await db.raise_call(room=ROOM.id, device="n-sp1-0301", call_id="t-1",
+                                       at_ms=T0, channel="button", test=True)
+        esc = Escalator(db, SETTINGS, ZoneInfo("Asia/Shanghai"), lambda _r: ROOM, call_text,
+                        clock=lambda: now[0])
+        esc.channels.append(recorder)
+        for t in range(0, 200, 10):
+            now[0] = T0 + t * 1000
+            await esc.tick()
+        final = await db.get(alert["id"])
+        assert await db.test_mode(ROOM.id, T0 + 3_600_001) is None  # it ends by itself
+        await db.close()
+        assert final is not None
+        return recorder.pages, final
+
+    pages, final = asyncio.run(run())
+    assert pages == [(0, "555")]  # the tester, once; no tiers, no duty staff
+    assert final["test"] == 1

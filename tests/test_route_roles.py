@@ -27,6 +27,7 @@ TABLE: dict[tuple[str, str], str | None] = {
     ("PUT", "/api/admin/rooms/{room_id}"): "admin",
     ("PATCH", "/api/admin/rooms/{room_id}"): "admin",
     ("DELETE", "/api/admin/rooms/{room_id}"): "admin",
+    ("PUT", "/api/admin/rooms/{room_id}/test-mode"): "admin",
     ("GET", "/healthz"): None,
     ("GET", "/readyz"): None,
     ("GET", "/metrics"): None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mamaroom.contract import DeviceId, Registry, RegistryRoom
 from server.context import Ctx
 from server.security import require
+from server.services.accounts import User
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[Depends(require("admin"))])
 
@@ -55,4 +56,22 @@ async def patch_room(ctx: Ctx, room_id: str, patch: RoomPatch) -> RegistryRoom:
 @router.delete("/rooms/{room_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_room(ctx: Ctx, room_id: str) -> Response:
     await ctx.registry.delete_room(room_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+class TestMode(BaseModel):
+    """Commissioning a room: its calls page only the tester, marked TEST."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tester_pager: str | None = Field(pattern=r"^[0-9]{1,16}$",
+                                     description="The tester's pager; null ends test mode")
+    minutes: float = Field(60, gt=0, le=24 * 60)
+
+
+@router.put("/rooms/{room_id}/test-mode", status_code=status.HTTP_204_NO_CONTENT)
+async def test_mode(ctx: Ctx, room_id: str, body: TestMode,
+                    user: Annotated[User, Depends(require("admin"))]) -> Response:
+    ctx.registry.room(room_id)  # 404 for an unknown room
+    await ctx.alerts.set_test_mode(room_id, body.tester_pager, body.minutes, user.name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -93,9 +93,10 @@ class AlertService:
         now = self._clock()
         if call.action == "press":
             try:
+                test = await self._db.test_mode(room, now) is not None
                 alert, created = await self._db.raise_call(
                     room=room, device=device, call_id=call.call_id, at_ms=now, channel="button",
-                    test=False)
+                    test=test)
             except StorageError as exc:
                 # Nothing committed, nothing acknowledged: the node re-sends in 3 s.
                 log.error("call not committed; waiting for the node's re-send",
@@ -131,6 +132,17 @@ class AlertService:
 
     async def resolve(self, alert_id: int, who: str) -> dict[str, Any]:
         return await self._advance(alert_id, "resolved", who=who, channel="console")
+
+    async def set_test_mode(self, room: str, tester_pager: str | None, minutes: float,
+                            who: str) -> None:
+        """Commissioning: the room's calls page only `tester_pager`, marked TEST."""
+        await self._db.set_test_mode(room, tester_pager, self._clock() + int(minutes * 60_000),
+                                     who)
+        log.info("test mode " + ("on" if tester_pager else "off"), room=room, by=who,
+                 tester=tester_pager)
+
+    async def tester_of(self, room: str) -> str | None:
+        return await self._db.test_mode(room, self._clock())
 
     async def get(self, alert_id: int) -> dict[str, Any]:
         alert = await self._db.get(alert_id)

@@ -102,6 +102,14 @@ class Escalator:
     async def _escalate(self, alert: dict[str, Any], now: int) -> None:
         room = self._room_of(alert["room"]) if alert["room"] else None
         tiers = [t for t in self._settings.tiers if self._applies(t, room)]
+        if alert["test"]:
+            # Commissioning: only the tester is paged, once, and it says TEST.
+            tester = await self._db.test_mode(alert["room"], now) if alert["room"] else None
+            if alert["escalation_level"] == 0:
+                if tester:
+                    self._page(alert["id"], "espa", tester, self._text_of(alert, room))
+                await self._db.set_escalation(alert["id"], 1, None, now, "test: tester only")
+            return
         elapsed_s = (now - alert["raised_at_ms"]) / 1000
         started = [t for t in tiers if t.after_s <= elapsed_s]
         level = len(started)
