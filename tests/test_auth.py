@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
-from tests.support import ROOT, Services
+from tests.support import ROOT, Services, wait_for
 
 
 def add_user(svc: Services, name: str, role: str,
@@ -55,3 +56,29 @@ def test_security_headers(services: Services) -> None:
     page = services.http.get("/")
     assert page.status_code == 200 and "frame-ancestors 'none'" in page.headers[
         "content-security-policy"]
+
+
+def test_admin_manages_accounts_and_adopts_a_device(services: Services,
+                                                    device_factory: Any) -> None:
+    r = services.admin("PUT", "/api/admin/users/chen", json={"role": "manager",
+                                                             "password": "a fine password"})
+    assert r.status_code == 204
+    token = services.login("chen", "a fine password")
+    me = {"Authorization": f"Bearer {token}"}
+    assert services.http.get("/api/auth/me", headers=me).json()["role"] == "manager"
+    assert {u["name"] for u in services.admin("GET", "/api/admin/users").json()} >= {
+        "admin", "chen"}
+    assert services.admin("DELETE", "/api/admin/users/chen").status_code == 204
+    assert services.http.get("/api/auth/me", headers=me).status_code == 401  # logged out
+    assert services.admin("DELETE", "/api/admin/users/admin").status_code == 409
+
+    # A node the registry does not know is refused, remembered, then adopted.
+    ghost = device_factory("ghost-7")
+    ghost.occupancy(True)
+    wait_for(lambda: [u["device"] for u in services.admin("GET", "/api/devices")
+                      .json()["unknown"]] == ["ghost-7"], what="an unknown device")
+    r = services.admin("POST", "/api/admin/devices/ghost-7/adopt", json={"room": "T1-0301"})
+    assert r.status_code == 200 and r.json()["device"] == "ghost-7"
+    ghost.occupancy(False)
+    services.wait_room_state("T1-0301", "free")
+    assert services.admin("GET", "/api/devices").json()["unknown"] == []

@@ -178,6 +178,15 @@ class SqliteStore(SqliteDatabase):
 
         await self._run(run)
 
+    async def forget_unknown_device(self, device: str) -> None:
+        """The device was adopted into the registry."""
+
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("DELETE FROM unknown_devices WHERE device=?", (device,))
+
+        await self._run(run)
+
     async def save_room_states(self, rows: list[RoomStateRow]) -> None:
         def run(db: sqlite3.Connection) -> None:
             with db:

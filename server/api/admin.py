@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from mamaroom.contract import DeviceId, Registry, RegistryRoom
+from mamaroom.contract import DEVICE_ID_PATTERN, DeviceId, Registry, RegistryRoom
 from server.context import Ctx
 from server.security import require
-from server.services.accounts import User
+from server.services.accounts import NAME_PATTERN, Role, User
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[Depends(require("admin"))])
 
@@ -75,3 +75,54 @@ async def test_mode(ctx: Ctx, room_id: str, body: TestMode,
     ctx.registry.room(room_id)  # 404 for an unknown room
     await ctx.alerts.set_test_mode(room_id, body.tester_pager, body.minutes, user.name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+class UserIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+    password: str = Field(min_length=10, max_length=200)
+
+
+class UserOut(BaseModel):
+    name: str
+    role: str
+    disabled: bool
+
+
+@router.get("/users", response_model=list[UserOut])
+async def list_users(ctx: Ctx) -> list[UserOut]:
+    return [UserOut(name=n, role=r, disabled=d) for n, r, d in await ctx.accounts.users()]
+
+
+@router.put("/users/{name}", status_code=status.HTTP_204_NO_CONTENT)
+async def put_user(ctx: Ctx, name: Annotated[str, Path(pattern=NAME_PATTERN)],
+                   body: UserIn) -> Response:
+    """Create an account, or set its role and password (its sessions end)."""
+    await ctx.accounts.add_user(name, body.role, body.password)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.delete("/users/{name}", status_code=status.HTTP_204_NO_CONTENT)
+async def disable_user(ctx: Ctx, name: str,
+                       user: Annotated[User, Depends(require("admin"))]) -> Response:
+    if name == user.name:
+        raise HTTPException(status.HTTP_409_CONFLICT, "you cannot disable your own account")
+    if not await ctx.accounts.disable(name):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no account {name!r}")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+class Adopt(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    room: str
+
+
+@router.post("/devices/{device}/adopt", response_model=RegistryRoom)
+async def adopt_device(ctx: Ctx, device: Annotated[str, Path(pattern=DEVICE_ID_PATTERN)],
+                       body: Adopt) -> RegistryRoom:
+    """Give a device seen on the broker (GET /api/devices: unknown) a room."""
+    room = await ctx.registry.patch_room(body.room, {"device": device})
+    await ctx.store.forget_unknown_device(device)
+    return room

@@ -70,6 +70,17 @@ class AccountsDb(SqliteDatabase):
 
         await self._run(run)
 
+    async def disable(self, name: str) -> bool:
+        """Disable an account and end its sessions; False if there is none."""
+
+        def run(db: sqlite3.Connection) -> bool:
+            with db:
+                cur = db.execute("UPDATE users SET disabled=1 WHERE name=?", (name,))
+                db.execute("DELETE FROM tokens WHERE user=?", (name,))
+                return cur.rowcount == 1
+
+        return await self._run(run)
+
     async def users(self) -> list[tuple[str, str, bool]]:
         return await self._run(lambda db: [
             (n, r, bool(d)) for n, r, d in db.execute(
