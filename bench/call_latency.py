@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import queue
 import select
@@ -21,7 +20,6 @@ import time
 import tty
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -30,7 +28,7 @@ from bench.ingest import machine
 from bench.sse_latency import broker_baseline, percentiles
 from mamaroom.config import PROJECT_ROOT
 from mamaroom.registry import read_rooms_csv
-from tests.support import Device, Mosquitto, Proc, Services, wait_for
+from tests.support import Device, Mosquitto, Proc, Services, sse_events, wait_for
 
 console = Console()
 
@@ -92,18 +90,12 @@ def main(argv: list[str] | None = None) -> str:
             alert_times: queue.Queue[tuple[float, str]] = queue.Queue()
 
             def staff_stream() -> None:
-                with httpx.stream("GET", f"{svc.base_url}/api/stream", timeout=None,
-                                  headers={"Authorization": f"Bearer {token}"}) as resp:
-                    event = None
-                    for line in resp.iter_lines():
-                        if stop.is_set():
-                            return
-                        if line.startswith("event: "):
-                            event = line[7:]
-                        elif line.startswith("data: ") and event == "alert":
-                            a = json.loads(line[6:])
-                            if a["status"] == "open":
-                                alert_times.put((time.perf_counter(), a["call_id"]))
+                for event, a in sse_events(f"{svc.base_url}/api/stream", timeout=None,
+                                           headers={"Authorization": f"Bearer {token}"}):
+                    if stop.is_set():
+                        return
+                    if event == "alert" and a["status"] == "open":
+                        alert_times.put((time.perf_counter(), a["call_id"]))
 
             threading.Thread(target=staff_stream, daemon=True).start()
             time.sleep(1)  # the stream is open (a benchmark, not a test)

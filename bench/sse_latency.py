@@ -10,7 +10,6 @@ at a time. Baseline, same run, same broker: raw MQTT publish → subscribe.
 from __future__ import annotations
 
 import argparse
-import json
 import queue
 import statistics
 import tempfile
@@ -26,7 +25,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from bench.ingest import machine
-from tests.support import Device, Mosquitto, Services, write_rooms_csv
+from tests.support import Device, Mosquitto, Services, sse_events, write_rooms_csv
 
 console = Console()
 ROOMS = 10
@@ -73,19 +72,13 @@ def sse_changes(svc: Services, devices: list[Device], n: int) -> tuple[list[floa
                 raise
 
     def read_stream() -> None:
-        with httpx.stream("GET", f"{svc.base_url}/api/stream", timeout=None) as resp:
-            kind = None
-            for line in resp.iter_lines():
-                if stop.is_set():
-                    return
-                if line.startswith("event: "):
-                    kind = line[7:]
-                elif line.startswith("data: "):
-                    if kind == "snapshot":
-                        ready.set()
-                    elif kind == "room":
-                        room = json.loads(line[6:])
-                        events.put((time.perf_counter(), room["id"], room["state"]))
+        for kind, data in sse_events(f"{svc.base_url}/api/stream", timeout=None):
+            if stop.is_set():
+                return
+            if kind == "snapshot":
+                ready.set()
+            elif kind == "room":
+                events.put((time.perf_counter(), data["id"], data["state"]))
 
     threading.Thread(target=listen, daemon=True).start()
     ready.wait(30)

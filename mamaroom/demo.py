@@ -83,7 +83,7 @@ async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
             console.print(Panel.fit(
                 f"[bold]mamaroom is running[/bold]: {rooms} simulated rooms at {speed:g}× speed\n\n"
                 f"  rooms page   {url}/\n  API          {url}/api/rooms\n"
-                f"  live stream  {url}/api/stream\n  API docs     {url}/docs\n"
+                f"  live stream  {url}/api/stream\n  API schema   {url}/openapi.json\n"
                 f"  staff login  admin / {password}  (POST {url}/api/auth/token)\n\n"
                 "Press Ctrl-C to stop.", border_style="green"))
             exited = asyncio.create_task(_first_exit(procs))

@@ -117,6 +117,10 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Live occupancy of the park's nursing rooms (母婴室)",
         version="0.1.0",
         lifespan=lifespan,
+        # FastAPI's /docs and /redoc load their scripts from a CDN, which the
+        # park's intranet may not reach; the schema itself is served.
+        docs_url=None,
+        redoc_url=None,
     )
 
     @app.exception_handler(ServerError)

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -249,6 +249,18 @@ def write_rooms_csv(path: Path, rooms: list[tuple[str, str | None]]) -> Path:
                      f"{i + 1},{device or ''}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def sse_events(url: str, headers: dict[str, str] | None = None,
+               timeout: float | None = 30) -> Iterator[tuple[str, Any]]:
+    """(event, decoded data) from a Server-Sent Events stream, as they come."""
+    with httpx.stream("GET", url, headers=headers or {}, timeout=timeout) as resp:
+        event = "message"
+        for line in resp.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                yield event, json.loads(line[6:])
 
 
 class Device:

@@ -7,7 +7,7 @@ import sqlite3
 import threading
 from typing import Any
 
-from tests.support import Device, Services, wait_for
+from tests.support import Device, Services, sse_events, wait_for
 
 
 def alerts(svc: Services, **params: str) -> list[dict[str, Any]]:
@@ -120,25 +120,17 @@ def test_the_staff_stream_carries_alerts_and_the_public_one_does_not(
         services: Services, device_factory: Any) -> None:
     import json
 
-    import httpx
-
     token = services.login("admin", Services.ADMIN_PASSWORD)
     seen: dict[str, list[tuple[str, Any]]] = {"staff": [], "public": []}
     ready = {k: threading.Event() for k in seen}
 
     def listen(who: str, headers: dict[str, str]) -> None:
-        with httpx.stream("GET", f"{services.base_url}/api/stream", headers=headers,
-                          timeout=30) as resp:
-            event = None
-            for line in resp.iter_lines():
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: "):
-                    seen[who].append((str(event), json.loads(line[6:])))
-                    if event == "snapshot":
-                        ready[who].set()
-                    if event == "room" and json.loads(line[6:])["id"] == "T1-0101":
-                        return
+        for event, data in sse_events(f"{services.base_url}/api/stream", headers):
+            seen[who].append((event, data))
+            if event == "snapshot":
+                ready[who].set()
+            if event == "room" and data["id"] == "T1-0101":
+                return
 
     threads = [threading.Thread(target=listen, args=("staff", {
         "Authorization": f"Bearer {token}"}), daemon=True),

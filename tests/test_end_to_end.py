@@ -10,11 +10,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from mamaroom.contract import Kind, device_topic
 from mamaroom.storage.sqlite import SqliteStore
-from tests.support import Device, Mosquitto, Services, wait_for
+from tests.support import Device, Mosquitto, Services, sse_events, wait_for
 
 
 def test_door_lock_reaches_the_room_list(services: Services, device_factory: Any) -> None:
@@ -49,19 +47,13 @@ def test_mosquitto_pub_door_event_shows_in_api_and_stream(services: Services,
     got_snapshot = threading.Event()
 
     def listen() -> None:
-        with httpx.stream("GET", f"{services.base_url}/api/stream", timeout=30) as resp:
-            event = None
-            for line in resp.iter_lines():
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: "):
-                    if event == "snapshot":
-                        got_snapshot.set()
-                    elif event == "room":
-                        room = json.loads(line[6:])
-                        events.append(room)
-                        if room["id"] == "T1-0201" and room["state"] == "occupied":
-                            return
+        for event, data in sse_events(f"{services.base_url}/api/stream"):
+            if event == "snapshot":
+                got_snapshot.set()
+            elif event == "room":
+                events.append(data)
+                if data["id"] == "T1-0201" and data["state"] == "occupied":
+                    return
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
