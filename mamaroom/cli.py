@@ -201,7 +201,8 @@ def history_generate(
     telemetry, with a progress bar. Deduplicated like live data."""
     import datetime as dt
 
-    from mamaroom.history import generate
+    from mamaroom.history import HistoricCall, generate
+    from server.history import store_past_calls
 
     settings = _settings("history")
     chosen = backend or settings.storage.backend
@@ -214,12 +215,15 @@ def history_generate(
         err.print(f"[red]--end must be YYYY-MM-DD, got {end!r}[/red]")
         raise typer.Exit(2) from None
     room_list = _check_csv(settings.rooms_csv)[:rooms]
+    calls: list[HistoricCall] = []
     counts = asyncio.run(generate(settings, room_list, days=days, end=end_day,
                                   backend=chosen, seed=seed,
-                                  telemetry_every_min=telemetry_every))
+                                  telemetry_every_min=telemetry_every, calls=calls))
+    counts["alerts"] = asyncio.run(store_past_calls(settings, calls))
     Console().print(f"wrote {counts['occupancy']} occupancy events, {counts['telemetry']} "
-                    f"telemetry points ({counts['duplicates']} already there) and "
-                    f"{counts['rollups']} hourly rollups to {chosen}")
+                    f"telemetry points, {counts['call']} call events "
+                    f"({counts['duplicates']} already there) and {counts['rollups']} hourly "
+                    f"rollups to {chosen}, and {counts['alerts']} past calls as alerts")
 
 
 @user_app.command("add")

@@ -23,7 +23,7 @@ import chinese_calendar
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from mamaroom.config import Settings
-from mamaroom.contract import Kind, Occupancy, RegistryRoom, Telemetry
+from mamaroom.contract import Call, Kind, Occupancy, RegistryRoom, Telemetry
 from mamaroom.logs import get_logger
 from mamaroom.storage import Record, RollupStore, Store, refresh_rollups
 from mamaroom.storage.influx import InfluxStore
@@ -38,6 +38,30 @@ WORKDAY_RATE = {7: 0.05, 8: 0.25, 9: 0.45, 10: 0.7, 11: 0.6, 12: 0.8, 13: 0.6, 1
 #: Weekends and public holidays: the park is nearly empty.
 OFF_DAY_FACTOR = 0.06
 OUTAGES_PER_ROOM_YEAR = 3.0
+#: Emergency calls are rare: about one in this many sessions.
+SESSIONS_PER_CALL = 400
+
+
+@dataclass(frozen=True)
+class HistoricCall:
+    """A past emergency call with its response times (ms since the epoch)."""
+
+    room: str
+    device: str
+    call_id: str
+    raised_ms: int
+    acknowledged_ms: int
+    arrived_ms: int
+    resolved_ms: int
+
+
+def _response_times(rng: random.Random, raised: int) -> tuple[int, int, int]:
+    """Staff acknowledge in about 40 s, walk over in about 2.5 min, and stay
+    about 7 min; long tails, as in real nurse-call logs."""
+    ack = raised + int(min(max(rng.lognormvariate(math.log(40), 0.6), 5), 600) * 1000)
+    arrive = ack + int(min(max(rng.lognormvariate(math.log(150), 0.4), 30), 900) * 1000)
+    resolve = arrive + int(min(max(rng.lognormvariate(math.log(420), 0.5), 60), 3600) * 1000)
+    return ack, arrive, resolve
 
 
 def is_workday(day: date) -> bool:
@@ -60,6 +84,7 @@ class NodeHistory:
     uptime_start_ms: int = 0
     busy_until_ms: int = 0
     outages: list[tuple[int, int]] = field(default_factory=list)
+    calls: list[HistoricCall] = field(default_factory=list)
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -95,9 +120,21 @@ def _records_for_day(node: NodeHistory, day: date, tz: ZoneInfo,
             if begin < node.busy_until_ms or node.down(begin):
                 continue  # the room is taken: she goes elsewhere
             end = begin + int(_session_minutes(rng) * 60_000)
+            if node.down(end):
+                continue  # keep the record simple: no session outlives its node
             node.busy_until_ms = end
             events.append((begin, Kind.OCCUPANCY, {"occupied": True, "radar": "still"}))
             events.append((end, Kind.OCCUPANCY, {"occupied": False, "radar": "none"}))
+            raised = begin + rng.randrange(max(1, end - begin))
+            ack, arrive, resolve = _response_times(rng, raised)
+            if rng.random() < 1 / SESSIONS_PER_CALL and not any(
+                    node.down(t) for t in (raised, arrive, resolve)):
+                call_id = f"{room.device}-h{raised}"
+                node.calls.append(HistoricCall(room.id, room.device, call_id, raised, ack,
+                                               arrive, resolve))
+                events.append((raised, Kind.CALL, {"action": "press", "call_id": call_id}))
+                events.append((arrive, Kind.CALL, {"action": "presence", "call_id": call_id}))
+                events.append((resolve, Kind.CALL, {"action": "reset", "call_id": call_id}))
     step = telemetry_every_min * 60_000
     first_tel = day_ms + rng.randrange(step)
     if day >= telemetry_from:  # older raw telemetry would fall to retention anyway
@@ -112,9 +149,11 @@ def _records_for_day(node: NodeHistory, day: date, tz: ZoneInfo,
         if was_down:  # it came back: a new boot
             node.boot, node.seq, node.uptime_start_ms, was_down = node.boot + 1, 0, t_ms, False
         env = {"v": 1, "boot": node.boot, "seq": node.next_seq(), "ts": t_ms}
-        msg: Occupancy | Telemetry
+        msg: Occupancy | Telemetry | Call
         if kind is Kind.OCCUPANCY:
             msg = Occupancy(source="door", still_s=0, **env, **body)  # type: ignore[arg-type]
+        elif kind is Kind.CALL:
+            msg = Call(**env, **body)  # type: ignore[arg-type]
         else:
             msg = Telemetry(uptime_s=max(0, (t_ms - node.uptime_start_ms) // 1000),
                             rssi=rng.randint(-80, -50), heap_free=rng.randint(80_000, 95_000),
@@ -126,8 +165,11 @@ def _records_for_day(node: NodeHistory, day: date, tz: ZoneInfo,
 
 async def generate(settings: Settings, rooms: list[RegistryRoom], *, days: int, end: date,
                    backend: str, seed: int, telemetry_every_min: int,
-                   batch: int = 5000, show_progress: bool = True) -> dict[str, int]:
-    """Write `days` of history ending the day before `end`; counts by kind."""
+                   batch: int = 5000, show_progress: bool = True,
+                   calls: list[HistoricCall] | None = None) -> dict[str, int]:
+    """Write `days` of history ending the day before `end`; counts by kind.
+    The emergency calls made are appended to `calls` (the server stores them
+    as alerts: see the CLI)."""
     tz = ZoneInfo(settings.timezone)
     store: Store
     rollup_store: RollupStore
@@ -148,7 +190,7 @@ async def generate(settings: Settings, rooms: list[RegistryRoom], *, days: int, 
                          uptime_start_ms=int(datetime.combine(first_day, time(0), tz)
                                              .timestamp() * 1000))
              for r in rooms if r.device]
-    counts = {"occupancy": 0, "telemetry": 0, "duplicates": 0, "rollups": 0}
+    counts = {"occupancy": 0, "telemetry": 0, "call": 0, "duplicates": 0, "rollups": 0}
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeRemainingColumn(), disable=not show_progress)
     try:
@@ -181,5 +223,7 @@ async def generate(settings: Settings, rooms: list[RegistryRoom], *, days: int, 
             drainer.cancel()
             await asyncio.gather(drainer, return_exceptions=True)
         await store.close()
+    if calls is not None:
+        calls.extend(c for node in nodes for c in node.calls)
     log.info("history written", backend=backend, days=days, rooms=len(nodes), **counts)
     return counts

@@ -140,6 +140,31 @@ class AlertsDb(SqliteDatabase):
 
         await self._run(run)
 
+    async def add_past_call(self, *, room: str, device: str, call_id: str, raised_ms: int,
+                            acknowledged_ms: int, arrived_ms: int, resolved_ms: int) -> bool:
+        """A resolved call from the history generator; False if already there."""
+
+        def run(db: sqlite3.Connection) -> bool:
+            with db:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO alerts (kind, priority, room, device, call_id, status,"
+                    " raised_at_ms, acknowledged_at_ms, acknowledged_by, arrived_at_ms,"
+                    " resolved_at_ms, resolved_by, escalation_level) VALUES ('call', 'high', ?, ?,"
+                    " ?, 'resolved', ?, ?, 'history', ?, ?, 'staff key', 1)",
+                    (room, device, call_id, raised_ms, acknowledged_ms, arrived_ms, resolved_ms))
+                if cur.rowcount != 1:
+                    return False
+                steps = [(raised_ms, "raised", device, "button"),
+                         (acknowledged_ms, "acknowledged", "history", "console"),
+                         (arrived_ms, "arrived", "staff key", "staff key"),
+                         (resolved_ms, "resolved", "staff key", "staff key")]
+                db.executemany("INSERT INTO alert_events (alert_id, at_ms, what, who, channel)"
+                               " VALUES (?, ?, ?, ?, ?)",
+                               [(cur.lastrowid, *step) for step in steps])
+                return True
+
+        return await self._run(run)
+
     async def set_test_mode(self, room: str, tester_pager: str | None, until_ms: int,
                             who: str) -> None:
         def run(db: sqlite3.Connection) -> None:

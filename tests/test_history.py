@@ -57,8 +57,8 @@ def test_history_has_the_shape_of_working_life(tmp_path: Path) -> None:
     assert hours[12] > hours[8] and hours[12] > 4 * hours.get(19, 0)  # lunch-time peak
     # Running it again with the same seed adds nothing.
     again = run(tmp_path)
-    assert again["occupancy"] == 0 and again["duplicates"] == counts["occupancy"] + counts[
-        "telemetry"]
+    assert again["occupancy"] == 0 and again["duplicates"] == (
+        counts["occupancy"] + counts["telemetry"] + counts["call"])
     # Rollups: every room, every hour; a day's occupied time matches the sessions.
     assert counts["rollups"] == 20 * 21 * 24
     total = db.execute("SELECT SUM(occupied_s), SUM(sessions) FROM occupancy_hourly").fetchone()
@@ -87,3 +87,26 @@ def test_the_same_history_lands_in_influxdb(tmp_path: Path) -> None:
         assert series[0]["values"][0][2] == sessions
     finally:
         influx.stop()
+
+
+def test_the_cli_adds_past_calls_with_response_times(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MAMAROOM_DATA_DIR": str(tmp_path / "data")}
+    out = subprocess.run([sys.executable, "-m", "mamaroom", "history", "generate", "--days",
+                          "90", "--rooms", "30", "--end", "2026-10-01", "--seed", "5"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    db = sqlite3.connect(tmp_path / "data" / "server.sqlite")
+    rows = db.execute("SELECT raised_at_ms, acknowledged_at_ms, arrived_at_ms, resolved_at_ms,"
+                      " status FROM alerts WHERE kind='call'").fetchall()
+    assert len(rows) >= 3 and all(r[4] == "resolved" for r in rows)
+    for raised, ack, arrived, resolved, _ in rows:
+        assert raised < ack <= arrived <= resolved
+        assert 5_000 <= ack - raised <= 600_000  # acknowledged within 5 s .. 10 min
+    store = sqlite3.connect(tmp_path / "data" / "store.sqlite")
+    presses = store.execute("SELECT COUNT(*) FROM calls WHERE action='press'").fetchone()[0]
+    assert presses == len(rows)  # every alert has its raw call events, and no more
+    assert f"{len(rows)} past calls as alerts" in out.stdout.replace("\n", " ")
