@@ -25,7 +25,7 @@ from server.db import ServerDb
 from server.errors import ServerError
 from server.mqtt_link import ServerMqtt
 from server.notify.im import ImChannel
-from server.notify.wiring import call_text, page_recorder, start_espa
+from server.notify.wiring import call_text, link_watcher, page_recorder, start_espa
 from server.security import security_headers
 from server.services.accounts import AccountsDb, LoginLimiter
 from server.services.alerts import AlertService
@@ -73,8 +73,9 @@ def create_app(settings: Settings) -> FastAPI:
         espa = start_espa(settings.paging.espa, alerts)
         if espa is not None:
             escalator.channels.append(espa)
-        im = ImChannel(settings.paging.im.destinations) if settings.paging.im.destinations \
-            else None
+        im = (ImChannel(settings.paging.im.destinations,
+                        on_link_change=link_watcher(alerts, "im"))
+              if settings.paging.im.destinations else None)
         if im is not None:
             escalator.channels.append(im)
         accounts = AccountsDb(settings.server_db_path)

@@ -46,3 +46,23 @@ def test_a_call_reaches_an_im_destination(broker: Mosquitto, tmp_path: Path,
         dev.close()
         svc.stop()
         hook.shutdown()
+
+
+def test_a_dead_im_service_raises_paging_link_and_blocks_nothing(
+        broker: Mosquitto, tmp_path: Path, rooms_csv: Path) -> None:
+    dead = free_port()  # nothing listens here
+    svc = Services(broker, tmp_path, rooms_csv,
+                   MAMAROOM_PAGING__IM__DESTINATIONS=json.dumps(
+                       {"desk": f"json://127.0.0.1:{dead}/hook"}),
+                   MAMAROOM_ESCALATION__TIERS='[{"after_s": 0, "im": ["desk"]}]').start()
+    dev = Device(broker.port, "dev-a")
+    try:
+        dev.call("press", "im-dead")
+        wait_for(lambda: "received" in dev.statuses("im-dead"), what="the node still hears")
+        [link] = wait_for(lambda: svc.admin("GET", "/api/alerts",
+                                            params={"kind": "paging_link"}).json(),
+                          timeout=60, what="a paging_link alert", detail=svc.logs)
+        assert link["subject"] == "im"
+    finally:
+        dev.close()
+        svc.stop()

@@ -23,9 +23,13 @@ log = get_logger(__name__)
 class ImChannel:
     name = "im"
 
-    def __init__(self, destinations: dict[str, str], *, workers: int = 4) -> None:
-        """`destinations`: a name (used in escalation tiers) → an apprise URL."""
+    def __init__(self, destinations: dict[str, str], *, workers: int = 4,
+                 on_link_change: Callable[[bool, str], None] | None = None) -> None:
+        """`destinations`: a name (used in escalation tiers) → an apprise URL.
+        `on_link_change(up, detail)` is told when delivery starts failing or works again."""
         self._urls = dict(destinations)
+        self._on_link_change = on_link_change
+        self.up: bool | None = None
         for name, url in self._urls.items():
             if apprise.Apprise.instantiate(url) is None:
                 raise ValueError(f"paging.im.destinations.{name}: apprise cannot use {url!r}")
@@ -51,6 +55,10 @@ class ImChannel:
             ok, text = False, f"{type(exc).__name__}: {exc}"
         if not ok:
             log.error("IM page failed", target=target)
+        if ok != self.up:
+            self.up = ok
+            if self._on_link_change:
+                self._on_link_change(ok, "delivered" if ok else f"could not deliver to {target}")
         if done:
             done(ok, "delivered" if ok else "not delivered")
 

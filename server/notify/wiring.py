@@ -24,20 +24,25 @@ def start_espa(cfg: EspaSettingsModel, alerts: AlertService) -> EspaLink | None:
     `paging_link` alert."""
     if not cfg.port:
         return None
-    loop = asyncio.get_running_loop()
-
-    def on_link(up: bool, detail: str) -> None:  # the link's worker thread
-        coro = alerts.channel_up("espa") if up else alerts.channel_down("espa", detail)
-        asyncio.run_coroutine_threadsafe(coro, loop)
-
     link = EspaLink(EspaSettings(
         port=cfg.port, baud=cfg.baud, bytesize=cfg.bytesize, parity=cfg.parity,
         stopbits=cfg.stopbits, own_address=cfg.own_address,
         pager_system_address=cfg.pager_system_address, timeout_s=cfg.timeout_s,
         tries=cfg.tries, mode=cfg.mode, poll_silence_s=cfg.poll_silence_s),
-        on_link_change=on_link)
+        on_link_change=link_watcher(alerts, "espa"))
     link.start()
     return link
+
+
+def link_watcher(alerts: AlertService, channel: str) -> Callable[[bool, str], None]:
+    """A channel going down raises its own paging_link alert; back up clears it."""
+    loop = asyncio.get_running_loop()
+
+    def on_link(up: bool, detail: str) -> None:  # the channel's worker thread
+        coro = alerts.channel_up(channel) if up else alerts.channel_down(channel, detail)
+        asyncio.run_coroutine_threadsafe(coro, loop)
+
+    return on_link
 
 
 def page_recorder(alerts: AlertService) -> Callable[[int, str, str, bool, str], None]:
