@@ -1,7 +1,10 @@
-"""Who is asking: bearer tokens to users, roles on routes, security headers."""
+"""Who is asking: bearer tokens (API clients) or a session cookie with a CSRF
+token (the pages) to users; roles on routes; security headers."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -12,10 +15,34 @@ from server.context import Ctx
 from server.services.accounts import Role, User
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
+SESSION_COOKIE = "mamaroom_session"
+CSRF_COOKIE = "mamaroom_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
-async def current_user(ctx: Ctx, token: Annotated[str | None, Depends(oauth2)]) -> User:
-    user = await ctx.accounts.user_for_token(token) if token else None
+def csrf_for(session_token: str) -> str:
+    """The session's CSRF token, derived from it (nothing more to store)."""
+    return hashlib.sha256(b"csrf:" + session_token.encode()).hexdigest()[:32]
+
+
+async def optional_user(ctx: Ctx, request: Request,
+                        token: Annotated[str | None, Depends(oauth2)]) -> User | None:
+    """The caller, from a bearer token or a session cookie; None if anonymous.
+    A cookie alone never authorises a change: unsafe methods must also carry
+    the session's CSRF token in X-CSRF-Token (a forged form cannot)."""
+    if token:
+        return await ctx.accounts.user_for_token(token)
+    session = request.cookies.get(SESSION_COOKIE)
+    if not session:
+        return None
+    if request.method not in SAFE_METHODS and not hmac.compare_digest(
+            request.headers.get(CSRF_HEADER, ""), csrf_for(session)):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "CSRF token missing or wrong")
+    return await ctx.accounts.user_for_token(session)
+
+
+async def current_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
     if user is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "login required",
                             headers={"WWW-Authenticate": "Bearer"})

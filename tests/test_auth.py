@@ -82,3 +82,32 @@ def test_admin_manages_accounts_and_adopts_a_device(services: Services,
     ghost.occupancy(False)
     services.wait_room_state("T1-0301", "free")
     assert services.admin("GET", "/api/devices").json()["unknown"] == []
+
+
+def test_browser_session_with_csrf(services: Services) -> None:
+    import httpx
+
+    browser = httpx.Client(base_url=services.base_url, timeout=10)
+    r = browser.post("/api/auth/session",
+                     data={"username": "admin", "password": Services.ADMIN_PASSWORD})
+    assert r.status_code == 200
+    csrf = r.json()["csrf_token"]
+    cookie = r.headers.get_list("set-cookie")
+    assert any("mamaroom_session=" in c and "HttpOnly" in c and "SameSite=strict" in c
+               for c in cookie)
+    assert browser.get("/api/alerts").status_code == 200  # reading needs no CSRF token
+    # A change with the cookie alone (what a forged cross-site form sends) is refused.
+    r = browser.post("/api/alerts/999/ack")
+    assert r.status_code == 403 and r.json() == {"detail": "CSRF token missing or wrong"}
+    r = browser.post("/api/alerts/999/ack", headers={"X-CSRF-Token": "0" * 32})
+    assert r.status_code == 403
+    r = browser.post("/api/alerts/999/ack", headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 404  # past authentication: the alert does not exist
+    r = browser.post("/api/auth/logout", headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 204
+    assert browser.get("/api/alerts").status_code == 401  # the session is over
+    # Bearer tokens end the same way.
+    token = services.login("admin", Services.ADMIN_PASSWORD)
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert services.http.post("/api/auth/logout", headers=bearer).status_code == 204
+    assert services.http.get("/api/auth/me", headers=bearer).status_code == 401

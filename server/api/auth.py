@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
 from mamaroom.logs import get_logger
 from server.context import Ctx
-from server.security import current_user
+from server.security import CSRF_COOKIE, SESSION_COOKIE, csrf_for, current_user, oauth2
 from server.services.accounts import TOKEN_TTL_S, User
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -34,6 +34,17 @@ class Me(BaseModel):
                         429: {"description": "Too many failed logins"}})
 async def login(ctx: Ctx, request: Request,
                 form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Token:
+    user = await _check_login(ctx, request, form)
+    return Token(access_token=await ctx.accounts.issue_token(user), role=user.role)
+
+
+class Session(BaseModel):
+    role: str
+    #: Send it back as the X-CSRF-Token header on every POST/PUT/PATCH/DELETE.
+    csrf_token: str
+
+
+async def _check_login(ctx: Ctx, request: Request, form: OAuth2PasswordRequestForm) -> User:
     keys = (f"user:{form.username}", f"addr:{request.client.host if request.client else '?'}")
     if ctx.login_limiter.blocked(*keys):
         log.warning("login refused: too many failures", user=form.username)
@@ -47,7 +58,37 @@ async def login(ctx: Ctx, request: Request,
                             headers={"WWW-Authenticate": "Bearer"})
     ctx.login_limiter.succeeded(*keys)
     log.info("login", user=user.name, role=user.role)
-    return Token(access_token=await ctx.accounts.issue_token(user), role=user.role)
+    return user
+
+
+@router.post("/session", response_model=Session,
+             responses={401: {"description": "Wrong name or password"},
+                        429: {"description": "Too many failed logins"}})
+async def open_session(ctx: Ctx, request: Request, response: Response,
+                       form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Session:
+    """Login for the pages: an HttpOnly session cookie, plus a CSRF token."""
+    user = await _check_login(ctx, request, form)
+    token = await ctx.accounts.issue_token(user)
+    secure = request.url.scheme == "https"
+    response.set_cookie(SESSION_COOKIE, token, max_age=TOKEN_TTL_S, httponly=True,
+                        samesite="strict", secure=secure, path="/")
+    response.set_cookie(CSRF_COOKIE, csrf_for(token), max_age=TOKEN_TTL_S, httponly=False,
+                        samesite="strict", secure=secure, path="/")
+    return Session(role=user.role, csrf_token=csrf_for(token))
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(ctx: Ctx, request: Request,
+                 token: Annotated[str | None, Depends(oauth2)],
+                 _: Annotated[User, Depends(current_user)]) -> Response:
+    """End this session (cookie) or token."""
+    ended = token or request.cookies.get(SESSION_COOKIE)
+    if ended:
+        await ctx.accounts.revoke(ended)
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(CSRF_COOKIE, path="/")
+    return response
 
 
 @router.get("/me", response_model=Me)

@@ -10,7 +10,8 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from mamaroom.contract import RoomStateName
 from server.context import Ctx
-from server.security import oauth2
+from server.security import optional_user
+from server.services.accounts import User
 from server.services.rooms import PublicRoom
 
 router = APIRouter(prefix="/api", tags=["rooms"])
@@ -33,12 +34,12 @@ async def get_room(ctx: Ctx, room_id: str) -> PublicRoom:
 
 
 @router.get("/stream", response_class=EventSourceResponse)
-async def stream(ctx: Ctx, token: Annotated[str | None, Depends(oauth2)]) -> AsyncIterator[
-        ServerSentEvent]:
+async def stream(ctx: Ctx, user: Annotated[User | None, Depends(optional_user)]
+                 ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: first `snapshot` (every room), then `room` on every
-    change. A staff connection (bearer token) also gets `event: alert`, first
+    change. A staff connection (bearer token or session cookie) also gets
+    `event: alert`, first
     one for each open alert, then one on every change."""
-    user = await ctx.accounts.user_for_token(token) if token else None
     staff = user is not None and user.has("staff")
     with ctx.fanout.subscribe(staff=staff) as queue:
         yield ServerSentEvent(event="snapshot", data=ctx.rooms.query(), retry=3000)

@@ -112,6 +112,13 @@ class AccountsDb(SqliteDatabase):
         await self._run(run)
         return token
 
+    async def revoke(self, token: str) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("DELETE FROM tokens WHERE token_sha256=?", (_digest(token),))
+
+        await self._run(run)
+
     async def user_for_token(self, token: str) -> User | None:
         row = await self._run(lambda db: db.execute(
             "SELECT u.name, u.role FROM tokens t JOIN users u ON u.name = t.user"
