@@ -12,7 +12,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY,
     kind TEXT NOT NULL, priority TEXT NOT NULL,
     room TEXT, device TEXT,
-    call_id TEXT UNIQUE,            -- calls only; retransmits find the same alert
+    call_id TEXT,                   -- calls only; retransmits find the same open alert
     status TEXT NOT NULL,
     raised_at_ms INTEGER NOT NULL,
     acknowledged_at_ms INTEGER, acknowledged_by TEXT,
@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     subject TEXT                    -- what a non-call alert is about: a device, building, channel
 );
 CREATE INDEX IF NOT EXISTS alerts_open ON alerts (status, device);
+CREATE INDEX IF NOT EXISTS alerts_call ON alerts (device, call_id);
 CREATE TABLE IF NOT EXISTS alert_events (
     id INTEGER PRIMARY KEY, alert_id INTEGER NOT NULL REFERENCES alerts(id),
     at_ms INTEGER NOT NULL, what TEXT NOT NULL, who TEXT, channel TEXT, detail TEXT
@@ -53,18 +54,26 @@ class AlertsDb(SqliteDatabase):
 
     async def raise_call(self, *, room: str, device: str, call_id: str, at_ms: int,
                          channel: str, test: bool) -> tuple[dict[str, Any], bool]:
-        """The alert for `call_id`, created if new; (alert, created). Committed
+        """The open alert for this device's `call_id`, created if there is none;
+        (alert, created). A press for a call already resolved raises a new
+        alert: a node may reuse an id (its boot counter reset), and paging
+        twice is safer than telling a new emergency it is over. Committed
         before it returns: only then may the node be told `received`."""
 
         def run(db: sqlite3.Connection) -> tuple[dict[str, Any], bool]:
             with db:
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO alerts (kind, priority, room, device, call_id,"
-                    " status, raised_at_ms, test) VALUES ('call', 'high', ?, ?, ?, 'open', ?, ?)",
-                    (room, device, call_id, at_ms, test))
-                created = cur.rowcount == 1
-                row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts"
-                                 " WHERE call_id=?", (call_id,)).fetchone()
+                row = db.execute(
+                    f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE device=? AND call_id=?"
+                    " AND status NOT IN ('resolved', 'cancelled') ORDER BY id DESC LIMIT 1",
+                    (device, call_id)).fetchone()
+                created = row is None
+                if created:
+                    cur = db.execute(
+                        "INSERT INTO alerts (kind, priority, room, device, call_id, status,"
+                        " raised_at_ms, test) VALUES ('call', 'high', ?, ?, ?, 'open', ?, ?)",
+                        (room, device, call_id, at_ms, test))
+                    row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE id=?",
+                                     (cur.lastrowid,)).fetchone()
                 if created:
                     db.execute("INSERT INTO alert_events (alert_id, at_ms, what, who, channel)"
                                " VALUES (?, ?, 'raised', ?, ?)", (row[0], at_ms, device, channel))
@@ -146,8 +155,11 @@ class AlertsDb(SqliteDatabase):
 
         def run(db: sqlite3.Connection) -> bool:
             with db:
+                if db.execute("SELECT 1 FROM alerts WHERE device=? AND call_id=?",
+                              (device, call_id)).fetchone():
+                    return False
                 cur = db.execute(
-                    "INSERT OR IGNORE INTO alerts (kind, priority, room, device, call_id, status,"
+                    "INSERT INTO alerts (kind, priority, room, device, call_id, status,"
                     " raised_at_ms, acknowledged_at_ms, acknowledged_by, arrived_at_ms,"
                     " resolved_at_ms, resolved_by, escalation_level) VALUES ('call', 'high', ?, ?,"
                     " ?, 'resolved', ?, ?, 'history', ?, ?, 'staff key', 1)",
@@ -199,10 +211,13 @@ class AlertsDb(SqliteDatabase):
 
         await self._run(run)
 
-    async def by_call(self, call_id: str) -> dict[str, Any] | None:
+    async def by_call(self, device: str, call_id: str) -> dict[str, Any] | None:
+        """The latest alert of this device's call."""
+
         def run(db: sqlite3.Connection) -> dict[str, Any] | None:
-            row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE call_id=?",
-                             (call_id,)).fetchone()
+            row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE device=?"
+                             " AND call_id=? ORDER BY id DESC LIMIT 1",
+                             (device, call_id)).fetchone()
             return _alert(row) if row else None
 
         return await self._run(run)

@@ -146,3 +146,18 @@ def test_the_staff_stream_carries_alerts_and_the_public_one_does_not(
     assert staff_alerts and staff_alerts[0]["call_id"] == "s-1"
     assert [e for e, _ in seen["public"]] == ["snapshot", "room"]  # never an alert
     assert "s-1" not in json.dumps(seen["public"])
+
+
+def test_a_reused_call_id_after_resolution_is_a_new_emergency(services: Services,
+                                                              device_factory: Any) -> None:
+    dev: Device = device_factory("dev-a")
+    dev.call("press", "a-1-5")
+    wait_for(lambda: "received" in dev.statuses("a-1-5"), what="first call received")
+    dev.call("reset", "a-1-5")
+    wait_for(lambda: "resolved" in dev.statuses("a-1-5"), what="first call resolved")
+    dev.commands.clear()
+    dev.call("press", "a-1-5")  # the boot counter was reset: the same id again
+    wait_for(lambda: "received" in dev.statuses("a-1-5"), what="the new call received")
+    assert "resolved" not in dev.statuses("a-1-5")
+    calls = [a for a in alerts(services) if a["call_id"] == "a-1-5"]
+    assert sorted(a["status"] for a in calls) == ["open", "resolved"]

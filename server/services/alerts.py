@@ -108,7 +108,7 @@ class AlertService:
                 self._changed(alert)
             await self._tell(alert)  # escalation pages staff on its next tick
             return
-        known = await self._db.by_call(call.call_id)
+        known = await self._db.by_call(device, call.call_id)
         if known is None:
             log.warning("call event for an unknown call", device=device, call_id=call.call_id,
                         action=call.action)
