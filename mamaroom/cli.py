@@ -41,11 +41,17 @@ app.add_typer(user_app, name="user")
 err = Console(stderr=True)
 
 
+def _error(text: str) -> None:
+    """An error for people, printed as-is: with markup on, rich would take
+    text such as `[a-z0-9-]` in a pattern for a style and drop it."""
+    err.print(text, style="red", markup=False, highlight=False, soft_wrap=True)
+
+
 def _settings(process: str, **overrides: object) -> Settings:
     try:
         settings = load_settings(**overrides)
     except ConfigError as exc:
-        err.print(f"[red]{exc}[/red]", highlight=False, soft_wrap=True)
+        _error(str(exc))
         raise typer.Exit(2) from None
     setup_logging(settings.log, process)
     return settings
@@ -133,7 +139,7 @@ def simulate(
     try:
         devices = pick_devices(settings, rooms)
     except (RoomsCsvError, ValueError) as exc:
-        err.print(f"[red]{exc}[/red]", highlight=False)
+        _error(str(exc))
         raise typer.Exit(2) from None
     _run(run_population(settings, devices, speed=speed, keepalive_s=keepalive, seed=seed,
                         call_every_h=call_every))
@@ -160,7 +166,7 @@ def _check_csv(path: Path) -> list[RegistryRoom]:
     try:
         return read_rooms_csv(path)
     except RoomsCsvError as exc:
-        err.print(f"[red]{exc}[/red]", highlight=False)
+        _error(str(exc))
         raise typer.Exit(2) from None
 
 
@@ -207,12 +213,12 @@ def history_generate(
     settings = _settings("history")
     chosen = backend or settings.storage.backend
     if chosen not in ("sqlite", "influxdb"):
-        err.print(f"[red]--backend must be sqlite or influxdb, got {chosen!r}[/red]")
+        _error(f"--backend must be sqlite or influxdb, got {chosen!r}")
         raise typer.Exit(2)
     try:
         end_day = dt.date.fromisoformat(end) if end else dt.date.today()
     except ValueError:
-        err.print(f"[red]--end must be YYYY-MM-DD, got {end!r}[/red]")
+        _error(f"--end must be YYYY-MM-DD, got {end!r}")
         raise typer.Exit(2) from None
     room_list = _check_csv(settings.rooms_csv)[:rooms]
     calls: list[HistoricCall] = []
@@ -242,10 +248,10 @@ def user_add(
 
     settings = _settings("user")
     if not re.fullmatch(NAME_PATTERN, name):
-        err.print(f"[red]bad name {name!r}: 2-64 letters, digits, '.', '_' or '-'[/red]")
+        _error(f"bad name {name!r}: 2-64 letters, digits, '.', '_' or '-'")
         raise typer.Exit(2)
     if role not in RANK:
-        err.print(f"[red]--role must be staff, manager or admin, got {role!r}[/red]")
+        _error(f"--role must be staff, manager or admin, got {role!r}")
         raise typer.Exit(2)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -263,7 +269,7 @@ def user_add(
     try:
         asyncio.run(add())
     except AccountError as exc:
-        err.print(f"[red]{exc}[/red]")
+        _error(str(exc))
         raise typer.Exit(2) from None
     Console().print(f"account {name} ({role}) ready")
 
@@ -300,6 +306,11 @@ def config_show() -> None:
         for key in ("password", "token"):
             if section.get(key):
                 section[key] = "***"
+    # Apprise URLs carry their service's keys (WeCom/DingTalk tokens, SMTP
+    # passwords): show the service, not the secret.
+    dests = data["paging"]["im"]["destinations"]
+    for name, url in dests.items():
+        dests[name] = url.split("://", 1)[0] + "://***" if "://" in url else "***"
     Console().print_json(data=data)
 
 

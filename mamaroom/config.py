@@ -22,6 +22,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from mamaroom.contract import Hours
+
 CONFIG_ENV = "MAMAROOM_CONFIG"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -180,7 +182,6 @@ class AlertSettings(_Section):
 
 
 PagerNumber = Annotated[str, Field(pattern=r"^[0-9]{1,16}$")]
-_HOURS = r"^$|^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$"
 
 
 class EscalationTier(_Section):
@@ -208,7 +209,7 @@ class DutyShift(_Section):
     #: Buildings this person covers; empty = all.
     buildings: list[str] = Field(default_factory=list)
     #: Their shift, `HH:MM-HH:MM` in site time (may cross midnight); empty = always.
-    hours: Annotated[str, Field(pattern=_HOURS)] = ""
+    hours: Hours = ""
 
 
 class EscalationSettings(_Section):

@@ -12,7 +12,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+)
 
 PREFIX = "mr/v1"
 REGISTRY_TOPIC = f"{PREFIX}/registry"
@@ -29,6 +37,23 @@ _ROOM_ID = re.compile(ROOM_ID_PATTERN)
 
 DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
 RoomId = Annotated[str, Field(pattern=ROOM_ID_PATTERN)]
+#: Opening hours or a shift, `HH:MM-HH:MM` in site time (may cross midnight;
+#: `24:00` only as an end), or empty for always. Strict, because the live room
+#: list evaluates it every 30 s: a bad value must be refused where it enters.
+HOURS_PATTERN = r"^$|^([01]\d|2[0-3]):[0-5]\d-(([01]\d|2[0-3]):[0-5]\d|24:00)$"
+_HOURS_RE = re.compile(HOURS_PATTERN)
+
+
+def check_hours(value: str) -> str:
+    """The value if it is valid opening hours, else ValueError saying why."""
+    if not _HOURS_RE.match(value):
+        raise ValueError(f"hours must look like 08:00-20:00 (24:00 only as an end), got {value!r}")
+    if value and value[:5] == value[6:]:
+        raise ValueError(f"hours start and end at the same time: {value!r}")
+    return value
+
+
+Hours = Annotated[str, Field(max_length=11), AfterValidator(check_hours)]
 # SQLite and most stores hold signed 64-bit integers; larger is junk, not data.
 _Int64 = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
 
@@ -262,7 +287,7 @@ class RegistryRoom(BaseModel):
     access: Literal["public", "company"] = "public"
     company: Annotated[str, Field(max_length=100)] = ""
     #: Opening hours `HH:MM-HH:MM`, or empty for always open.
-    hours: Annotated[str, Field(max_length=40)] = ""
+    hours: Hours = ""
     amenities: list[str] = Field(default_factory=list)
     in_service: bool = True
 

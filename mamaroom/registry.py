@@ -14,13 +14,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from mamaroom.contract import RegistryRoom
+from mamaroom.contract import RegistryRoom, check_hours
 
 REQUIRED_COLUMNS = ("room_id", "name", "name_en", "building", "floor")
 OPTIONAL_COLUMNS = (
     "building_en", "device", "access", "company", "hours", "amenities", "in_service",
 )
-_HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")
 _TRUE = {"", "1", "yes", "y", "true", "是", "在用"}
 _FALSE = {"0", "no", "n", "false", "否", "停用"}
 
@@ -110,9 +109,7 @@ def _room_from_cells(cells: dict[str, str]) -> RegistryRoom:
         floor = int(floor_text)
     except ValueError:
         raise ValueError(f"floor must be a whole number, got {floor_text!r}") from None
-    hours = cells.get("hours", "")
-    if hours and not _HOURS.match(hours):
-        raise ValueError(f"hours must look like 08:00-20:00, got {hours!r}")
+    hours = check_hours(cells.get("hours", ""))
     in_service_text = cells.get("in_service", "").lower()
     if in_service_text not in _TRUE | _FALSE:
         raise ValueError(f"in_service must be yes or no, got {cells['in_service']!r}")

@@ -28,8 +28,8 @@ from server.notify.im import ImChannel
 from server.notify.wiring import call_text, link_watcher, page_recorder, start_espa
 from server.security import security_headers
 from server.services.accounts import AccountsDb, LoginLimiter
-from server.services.alerts import AlertService
-from server.services.escalation import Escalator
+from server.services.alerts import AlertService, present
+from server.services.escalation import Escalator, paging_gaps
 from server.services.fanout import Fanout
 from server.services.outages import OutageWatch
 from server.services.registry import RegistryService
@@ -56,7 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
         alerts = AlertService(alerts_db)
         await alerts.load()
         fanout = Fanout(settings.server.stream_queue)
-        alerts.on_change(lambda a: fanout.publish("alert", a, staff_only=True))
+        alerts.on_change(lambda a: fanout.publish("alert", present(a), staff_only=True))
         live = LiveRooms(ZoneInfo(settings.timezone), fanout)
         live.set_open_calls(alerts.open_rooms)
         alerts.on_change(lambda _alert: live.set_open_calls(alerts.open_rooms))
@@ -70,6 +70,8 @@ def create_app(settings: Settings) -> FastAPI:
         escalator = Escalator(alerts_db, settings.escalation, ZoneInfo(settings.timezone),
                               registry.find, call_text, on_paged=page_recorder(alerts))
         alerts.on_change(lambda a: escalator.wake() if a["kind"] == "call" else None)
+        for gap in paging_gaps(settings.escalation, settings.paging):
+            log.warning("paging configuration", problem=gap)
         espa = start_espa(settings.paging.espa, alerts)
         if espa is not None:
             escalator.channels.append(espa)
@@ -88,11 +90,15 @@ def create_app(settings: Settings) -> FastAPI:
         async def refresh() -> None:
             while True:
                 await asyncio.sleep(min(REFRESH_S, settings.alerts.device_offline_after_s / 4))
-                live.refresh()
+                # One failed round must never end the task: opening hours and
+                # outage alerts would silently stop for good.
                 try:
+                    live.refresh()
                     await outages.check()
                 except StorageError as exc:
                     log.error("device-outage check failed; will retry", error=str(exc))
+                except Exception:
+                    log.exception("room refresh failed; will retry")
 
         tasks = [asyncio.create_task(mqtt.run()), asyncio.create_task(refresh()),
                  asyncio.create_task(escalator.run())]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from datetime import datetime
 from typing import Any
 
 from tests.support import Device, Services, sse_events, wait_for
@@ -46,6 +47,12 @@ def test_a_call_from_press_to_reset(services: Services, device_factory: Any) -> 
     assert [e["detail"] for e in full["timeline"] if e["what"] == "shown"] == ["acknowledged"]
     assert full["escalation_level"] == 1  # the first tier started at once
     assert all(v is not None and v >= 0 for v in full["response_s"].values())
+    # The contract's field names, ISO 8601 (UTC), beside the stored ms.
+    for step in ("raised", "acknowledged", "arrived", "resolved"):
+        iso = full[f"{step}_at"]
+        assert iso.endswith("Z")
+        assert datetime.fromisoformat(iso).timestamp() * 1000 == full[f"{step}_at_ms"]
+    assert all(e["at"].endswith("Z") for e in full["timeline"])
     assert services.admin("GET", "/api/alerts/999").status_code == 404
 
 

@@ -28,6 +28,10 @@ def test_roles_are_enforced(services: Services) -> None:
     assert r.status_code == 403 and r.json() == {"detail": "needs the admin role"}
     assert services.admin("PATCH", "/api/admin/rooms/T1-0101",
                           json={"in_service": False}).status_code == 200
+    # Opening hours the live room list could not read are refused, not stored.
+    r = services.admin("PATCH", "/api/admin/rooms/T1-0101", json={"hours": "08:00-24:30"})
+    assert r.status_code == 422 and "hours" in r.text
+    assert services.http.get("/api/rooms/T1-0101").status_code == 200
     # Anonymous: rooms and the public stream only.
     assert services.http.get("/api/rooms").status_code == 200
     for path in ("/api/alerts", "/api/admin/registry", "/api/auth/me"):

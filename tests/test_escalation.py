@@ -9,11 +9,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from mamaroom.config import DutyShift, EscalationSettings, EscalationTier
+from mamaroom.config import (
+    DutyShift,
+    EscalationSettings,
+    EscalationTier,
+    EspaSettingsModel,
+    ImSettings,
+    PagingSettings,
+)
 from mamaroom.contract import RegistryRoom
 from server.alerts_db import AlertsDb
 from server.notify.wiring import call_text
-from server.services.escalation import Escalator
+from server.services.escalation import Escalator, paging_gaps
 
 # 2026-11-24 10:00 in Shanghai: inside the day shift below.
 T0 = int(datetime(2026, 11, 24, 2, 0, tzinfo=UTC).timestamp() * 1000)
@@ -132,3 +139,21 @@ def test_a_room_in_test_mode_pages_only_the_tester(tmp_path: Path) -> None:
     pages, final = asyncio.run(run())
     assert pages == [(0, "555")]  # the tester, once; no tiers, no duty staff
     assert final["test"] == 1
+
+
+def test_a_configuration_that_pages_nobody_is_reported() -> None:
+    # The defaults: tier 1 pages the duty roster, which is empty.
+    gaps = paging_gaps(EscalationSettings(), PagingSettings())
+    assert gaps[0].startswith("no escalation tier can page anyone")
+    assert any("duty roster, which is empty" in g for g in gaps)
+    # Pagers without a serial port, an IM name that is not configured.
+    gaps = paging_gaps(EscalationSettings(tiers=[EscalationTier(pagers=["200"], im=["wecom"])]),
+                       PagingSettings())
+    assert gaps[0].startswith("no escalation tier can page anyone")
+    assert any("paging.espa.port is empty" in g for g in gaps)
+    assert any("wecom are not in paging.im.destinations" in g for g in gaps)
+    # Reachable: ESPA with the roster, or one known IM destination.
+    espa = PagingSettings(espa=EspaSettingsModel(port="/dev/ttyUSB0"))
+    assert paging_gaps(SETTINGS, espa) == []
+    im = PagingSettings(im=ImSettings(destinations={"wecom": "wecom://key"}))
+    assert paging_gaps(EscalationSettings(tiers=[EscalationTier(im=["wecom"])]), im) == []

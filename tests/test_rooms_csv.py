@@ -71,3 +71,19 @@ def test_rooms_check_command(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "mamaroom", "rooms", "check"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "190 rooms" in out.stdout
+
+
+@pytest.mark.parametrize("hours", ["08:00-24:30", "24:00-08:00", "08:00-08:00", "8:00-20:00"])
+def test_opening_hours_are_checked_strictly(hours: str) -> None:
+    # The live room list evaluates hours every 30 s: a value it cannot read
+    # must be refused where it enters (the CSV here, the admin API too).
+    with pytest.raises(RoomsCsvError) as err:
+        parse_rooms_csv((HEADER + f"A-1,一号,One,楼,1,d-1,{hours},\n").encode())
+    assert [p.line for p in err.value.problems] == [2]
+    assert "hours" in str(err.value)
+
+
+def test_hours_may_cross_midnight_or_end_at_24() -> None:
+    rooms = parse_rooms_csv((HEADER + "A-1,一号,One,楼,1,d-1,22:00-06:00,\n"
+                             + "A-2,二号,Two,楼,1,d-2,07:30-24:00,\n").encode())
+    assert [r.hours for r in rooms] == ["22:00-06:00", "07:30-24:00"]

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from mamaroom.contract import DEVICE_ID_PATTERN, DeviceId, Registry, RegistryRoom
+from mamaroom.contract import DEVICE_ID_PATTERN, DeviceId, Hours, Registry, RegistryRoom
 from server.context import Ctx
 from server.security import require
 from server.services.accounts import NAME_PATTERN, Role, User
@@ -28,7 +28,7 @@ class RoomPatch(BaseModel):
     device: DeviceId | None = None
     access: str | None = None
     company: str | None = None
-    hours: str | None = None
+    hours: Hours | None = None
     amenities: list[str] | None = None
     in_service: bool | None = None
 

@@ -8,36 +8,29 @@ from fastapi import APIRouter, Depends
 
 from server.context import Ctx
 from server.security import StaffUser, require
+from server.services.alerts import present
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"], dependencies=[Depends(require("staff"))])
 
 Status = Literal["open", "acknowledged", "arrived", "resolved", "cancelled"]
 
 
-def _with_response_times(alert: dict[str, Any]) -> dict[str, Any]:
-    raised = alert["raised_at_ms"]
-    alert["response_s"] = {
-        step: (alert[f"{step}_at_ms"] - raised) / 1000 if alert[f"{step}_at_ms"] else None
-        for step in ("acknowledged", "arrived", "resolved")}
-    return alert
-
-
 @router.get("")
 async def list_alerts(ctx: Ctx, status: Status | None = None,
                       kind: str | None = None) -> list[dict[str, Any]]:
-    return [_with_response_times(a) for a in await ctx.alerts.query(status=status, kind=kind)]
+    return [present(a) for a in await ctx.alerts.query(status=status, kind=kind)]
 
 
 @router.get("/{alert_id}", responses={404: {"description": "No such alert"}})
 async def get_alert(ctx: Ctx, alert_id: int) -> dict[str, Any]:
-    return _with_response_times(await ctx.alerts.get(alert_id))
+    return present(await ctx.alerts.get(alert_id))
 
 
 @router.post("/{alert_id}/ack", responses={404: {"description": "No such alert"}})
 async def acknowledge(ctx: Ctx, alert_id: int, user: StaffUser) -> dict[str, Any]:
-    return _with_response_times(await ctx.alerts.acknowledge(alert_id, who=user.name))
+    return present(await ctx.alerts.acknowledge(alert_id, who=user.name))
 
 
 @router.post("/{alert_id}/resolve", responses={404: {"description": "No such alert"}})
 async def resolve(ctx: Ctx, alert_id: int, user: StaffUser) -> dict[str, Any]:
-    return _with_response_times(await ctx.alerts.resolve(alert_id, who=user.name))
+    return present(await ctx.alerts.resolve(alert_id, who=user.name))

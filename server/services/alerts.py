@@ -7,6 +7,7 @@ nothing and re-sends its press every 3 s until it is."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from mamaroom.clock import wall_ms
@@ -21,6 +22,27 @@ log = get_logger(__name__)
 #: What the node's lamp shows for each alert status.
 NODE_STATUS = {"open": "received", "acknowledged": "acknowledged", "arrived": "arrived",
                "resolved": "resolved", "cancelled": "resolved"}
+
+def present(alert: dict[str, Any]) -> dict[str, Any]:
+    """An alert as the API and the staff stream show it: the contract's ISO
+    8601 times (`raised_at`, ...) beside the stored `*_at_ms` integers, and
+    the response times in seconds (raised → acknowledged, arrived, resolved)."""
+    out = dict(alert)
+    raised = alert["raised_at_ms"]
+    for step in ("raised", "acknowledged", "arrived", "resolved"):
+        out[f"{step}_at"] = _iso(alert.get(f"{step}_at_ms"))
+    out["response_s"] = {
+        step: (alert[f"{step}_at_ms"] - raised) / 1000 if alert.get(f"{step}_at_ms") else None
+        for step in ("acknowledged", "arrived", "resolved")}
+    if "timeline" in alert:
+        out["timeline"] = [{**e, "at": _iso(e["at_ms"])} for e in alert["timeline"]]
+    return out
+
+
+def _iso(ms: int | None) -> str | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
 
 SendAck = Callable[[str, CallAck], Awaitable[None]]
 Listener = Callable[[dict[str, Any]], None]

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from mamaroom.clock import wall_ms
-from mamaroom.config import EscalationSettings, EscalationTier
+from mamaroom.config import EscalationSettings, EscalationTier, PagingSettings
 from mamaroom.contract import RegistryRoom
 from mamaroom.logs import get_logger
 from mamaroom.storage import StorageError
@@ -27,6 +27,35 @@ from server.alerts_db import AlertsDb
 from server.services.rooms import is_open
 
 log = get_logger(__name__)
+
+
+def paging_gaps(escalation: EscalationSettings, paging: PagingSettings) -> list[str]:
+    """Why a call could reach nobody with this configuration (one line each);
+    empty when at least one tier has a target a configured channel can reach.
+    The server warns at start-up: silence must never look like calm."""
+    gaps: list[str] = []
+    espa = bool(paging.espa.port)
+    reachable = False
+    for i, tier in enumerate(escalation.tiers, start=1):
+        unknown = [name for name in tier.im if name not in paging.im.destinations]
+        if unknown:
+            gaps.append(f"escalation tier {i}: IM destination(s) {', '.join(unknown)} "
+                        "are not in paging.im.destinations")
+        if tier.pagers and not espa:
+            gaps.append(f"escalation tier {i} has pager numbers but paging.espa.port is empty")
+        if tier.on_duty and not escalation.roster:
+            gaps.append(f"escalation tier {i} pages the duty roster, which is empty")
+        if tier.on_duty and escalation.roster and not espa:
+            gaps.append(f"escalation tier {i} pages the duty roster over ESPA, "
+                        "but paging.espa.port is empty")
+        if (espa and (tier.pagers or (tier.on_duty and escalation.roster))) \
+                or any(name in paging.im.destinations for name in tier.im):
+            reachable = True
+    if not reachable:
+        gaps.insert(0, "no escalation tier can page anyone: emergency calls reach only the "
+                       "staff console and stream (set escalation.tiers, escalation.roster, "
+                       "paging.espa.port or paging.im.destinations)")
+    return gaps
 
 
 class PageChannel(Protocol):
