@@ -291,11 +291,30 @@ class Settings(BaseSettings):
         return self.data_dir / "server.sqlite"
 
 
+def _check_env_names() -> None:
+    """A misspelt MAMAROOM_* variable is an error, not silently ignored
+    (pydantic-settings skips names that match no field)."""
+    for name in os.environ:
+        if not name.upper().startswith("MAMAROOM_") or name.upper() == CONFIG_ENV:
+            continue
+        model: type[BaseModel] | None = Settings
+        for part in name[len("MAMAROOM_"):].lower().split("__"):
+            if model is None:  # inside a mapping (e.g. paging.im.destinations)
+                break
+            field = model.model_fields.get(part)
+            if field is None:
+                raise ConfigError(f"config error: {name}: no such setting "
+                                  "(see docs/configuration.md)")
+            ann = field.annotation
+            model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read and validate the configuration, or raise ConfigError with one clear line."""
     path = os.environ.get(CONFIG_ENV)
     if path and not Path(path).is_file():
         raise ConfigError(f"config error: {CONFIG_ENV}={path}: no such file")
+    _check_env_names()
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

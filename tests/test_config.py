@@ -117,3 +117,16 @@ def test_config_show_hides_secrets_and_errors_keep_their_brackets(tmp_path: Path
     bad = subprocess.run([sys.executable, "-m", "mamaroom", "config", "show"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "[broker]" in bad.stderr, bad.stderr
+
+
+@pytest.mark.parametrize("name", ["MAMAROOM_TIMEZON", "MAMAROOM_HTTP__PROT", "MAMAROOM_NOPE__X"])
+def test_a_misspelt_environment_variable_is_an_error(name: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(name, "1")
+    with pytest.raises(ConfigError, match=f"{name}: no such setting"):
+        load_settings()
+
+
+def test_mapping_keys_in_the_environment_are_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAMAROOM_PAGING__IM__DESTINATIONS__WECOM", "wecom://key")
+    assert load_settings().paging.im.destinations == {"wecom": "wecom://key"}
