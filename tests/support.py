@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -29,9 +30,18 @@ SHIPPED_MOSQUITTO_CONF = ROOT / "deploy" / "mosquitto" / "mamaroom.conf"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now, below the kernel's ephemeral range (32768+ on Linux):
+    a port from bind(0) is one the kernel also hands to outgoing connections,
+    so on a busy machine a client socket could take it before our server
+    binds it. Random, so parallel test runs rarely try the same one."""
+    while True:
+        port = random.randint(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def wait_for(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05,
