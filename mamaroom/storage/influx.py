@@ -19,7 +19,7 @@ import asyncio
 import random
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,9 @@ import httpx
 from mamaroom.config import InfluxSettings
 from mamaroom.contract import Telemetry
 from mamaroom.logs import get_logger
-from mamaroom.storage import Record, StorageError
+from mamaroom.storage import DeviceSlots, HourTotal, Record, RoomTotal, StorageError
 from mamaroom.storage.line_protocol import point_time_ns, to_line
-from mamaroom.storage.rollups import HourRollup, OccupancyEvent
+from mamaroom.storage.rollups import HourRollup, OccupancyEvent, SessionRollup
 from mamaroom.storage.sqlite_base import SqliteDatabase
 
 log = get_logger(__name__)
@@ -286,6 +286,76 @@ class InfluxStore:
             out += [HourRollup(room, t // 1_000_000, float(o), int(n))
                     for t, o, n in s["values"]]
         return sorted(out, key=lambda r: (r.room, r.hour_ms))
+
+    async def write_session_rollups(self, start_ms: int, end_ms: int,
+                                    rows: list[SessionRollup]) -> None:
+        """Delete the hours' points, then write: a length that changed (late
+        data) must not leave its old point behind. Straight to InfluxDB, as
+        write_rollups. (DELETE is InfluxQL of 1.x; see docs/storage.md.)"""
+        await self.client.query(f'DELETE FROM "session_lengths" WHERE time >= {start_ms}ms'
+                                f" AND time < {end_ms}ms", method="POST")
+        lines = [f"session_lengths,minutes={r.minutes},room={r.room} count={r.count}i"
+                 f" {r.hour_ms * 1_000_000}" for r in rows]
+        for i in range(0, len(lines), self.settings.batch_size):
+            await self.client.write(self.settings.events_rp,
+                                    lines[i:i + self.settings.batch_size])
+
+    # --- trends (aggregates computed by InfluxDB; see TrendsStore) ----------
+
+    @staticmethod
+    def _where(start_ms: int, end_ms: int, rooms: Sequence[str] | None) -> str:
+        where = f"WHERE time >= {start_ms}ms AND time < {end_ms}ms"
+        if rooms is not None:
+            quoted = [r.replace("\\", "\\\\").replace("'", "\\'") for r in rooms]
+            where += (" AND (" + " OR ".join(f"\"room\" = '{r}'" for r in quoted) + ")"
+                      if rooms else " AND false")
+        return where
+
+    async def rollup_hour_totals(self, start_ms: int, end_ms: int,
+                                 rooms: Sequence[str] | None = None) -> list[HourTotal]:
+        if rooms is not None and not rooms:
+            return []
+        series = await self.client.query(
+            f'SELECT sum("occupied_s"), sum("sessions") FROM '
+            f'{self._measurement("occupancy_hourly")} {self._where(start_ms, end_ms, rooms)}'
+            " GROUP BY time(1h) fill(none)")
+        return [(t // 1_000_000, float(o), int(n))
+                for s in series for t, o, n in s["values"]]
+
+    async def rollup_room_totals(self, start_ms: int, end_ms: int,
+                                 rooms: Sequence[str] | None = None) -> list[RoomTotal]:
+        if rooms is not None and not rooms:
+            return []
+        series = await self.client.query(
+            f'SELECT sum("occupied_s"), sum("sessions") FROM '
+            f'{self._measurement("occupancy_hourly")} {self._where(start_ms, end_ms, rooms)}'
+            ' GROUP BY "room"')
+        return sorted((s["tags"]["room"], float(v[1]), int(v[2]))
+                      for s in series for v in s["values"])
+
+    async def session_length_counts(self, start_ms: int, end_ms: int,
+                                    rooms: Sequence[str] | None = None) -> dict[int, int]:
+        if rooms is not None and not rooms:
+            return {}
+        series = await self.client.query(
+            f'SELECT sum("count") FROM {self._measurement("session_lengths")} '
+            f'{self._where(start_ms, end_ms, rooms)} GROUP BY "minutes"')
+        return {int(s["tags"]["minutes"]): int(v[1]) for s in series for v in s["values"]}
+
+    async def telemetry_slots(self, start_ms: int, end_ms: int,
+                              slot_ms: int) -> list[DeviceSlots]:
+        rp = self.settings.telemetry_rp
+        src = f'"{rp}"."telemetry"' if rp else '"telemetry"'
+        where = f"WHERE time >= {start_ms}ms AND time < {end_ms}ms"
+        # The inner query keeps one row per non-empty slot; the outer counts them.
+        slots = await self.client.query(
+            f'SELECT count("n") FROM (SELECT count("seq") AS "n" FROM {src} {where}'
+            f' GROUP BY time({slot_ms}ms), "device" fill(none)) {where} GROUP BY "device"')
+        boots = await self.client.query(
+            f'SELECT count(distinct("boot")) FROM {src} {where} GROUP BY "device"')
+        n_boots = {s["tags"]["device"]: int(s["values"][0][1]) for s in boots}
+        return sorted((s["tags"]["device"], int(s["values"][0][1]),
+                       n_boots.get(s["tags"]["device"], 0)) for s in slots)
 
     async def run_drainer(self) -> None:
         """Send the spool to InfluxDB, oldest first, for as long as the store is open."""

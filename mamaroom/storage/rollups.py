@@ -65,3 +65,56 @@ def hourly_occupancy(events: Iterable[OccupancyEvent], start_ms: int, end_ms: in
                 occupied_ms += hour_end - cursor
             rows.append(HourRollup(room, hour, occupied_ms / 1000, sessions))
     return rows
+
+
+#: Sessions of this many minutes or more are counted as this long.
+MAX_SESSION_MIN = 600
+MINUTE_MS = 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRollup:
+    """How many completed sessions started in the hour lasted `minutes` whole
+    minutes (rounded down, at most MAX_SESSION_MIN)."""
+
+    room: str
+    hour_ms: int
+    minutes: int
+    count: int
+
+
+def session_lengths(events: Iterable[OccupancyEvent], start_ms: int, end_ms: int,
+                    before: dict[str, bool], horizon_ms: int) -> list[SessionRollup]:
+    """Sessions that started in [start_ms, end_ms) and ended before `horizon_ms`,
+    by start hour and length. `events` cover [start_ms, horizon_ms) (the
+    events after `end_ms` are only read to find the ends). A session still
+    going on at the horizon is left out (a later refresh counts it), unless
+    it has already lasted MAX_SESSION_MIN; one going on at the window start
+    began earlier and belongs to an earlier window."""
+    if start_ms % HOUR_MS or end_ms % HOUR_MS:
+        raise ValueError("rollup ranges start and end on the hour")
+    by_room: dict[str, list[OccupancyEvent]] = {}
+    for e in events:
+        if start_ms <= e.time_ms < horizon_ms:
+            by_room.setdefault(e.room, []).append(e)
+    counts: dict[tuple[str, int, int], int] = {}
+    for room, evs in by_room.items():
+        evs.sort(key=lambda e: e.time_ms)
+        state = before.get(room, False)
+        began: int | None = None
+        for e in evs:
+            if e.occupied and not state and e.time_ms < end_ms:
+                began = e.time_ms
+            elif not e.occupied and state and began is not None:
+                _count(counts, room, began, e.time_ms - began)
+                began = None
+            state = e.occupied
+        if began is not None and horizon_ms - began >= MAX_SESSION_MIN * MINUTE_MS:
+            _count(counts, room, began, horizon_ms - began)
+    return [SessionRollup(room, hour, minutes, n)
+            for (room, hour, minutes), n in sorted(counts.items())]
+
+
+def _count(counts: dict[tuple[str, int, int], int], room: str, began: int, length_ms: int) -> None:
+    key = (room, began // HOUR_MS * HOUR_MS, min(length_ms // MINUTE_MS, MAX_SESSION_MIN))
+    counts[key] = counts.get(key, 0) + 1
