@@ -180,6 +180,11 @@ async def test_rooms_ranked_and_flagged(service: TrendsService) -> None:
     assert data["median"] == round(1800 / 86400 / 2, 6)
     assert (r1["flag"], r2["flag"]) == ("over", "under")
     assert r1["name"] == "一号母婴室"
+    # Over several days: whole UTC days from the daily rollups, the edges hourly.
+    week = await service.rooms_ranked(service.range(MONDAY - timedelta(days=3),
+                                                    MONDAY + timedelta(days=2)))
+    assert (week["rooms"][0]["occupied_h"], week["rooms"][0]["sessions"]) == (0.5, 1)
+    assert week["rooms"][0]["utilisation"] == round(1800 / (6 * 86400), 6)
 
 
 async def test_sessions_per_day_and_lengths(service: TrendsService) -> None:

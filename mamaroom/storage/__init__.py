@@ -14,11 +14,14 @@ from typing import Protocol
 
 from mamaroom.contract import Envelope, Kind
 from mamaroom.storage.rollups import (
+    DAY_MS,
     MAX_SESSION_MIN,
     MINUTE_MS,
+    CoarseRollups,
     HourRollup,
     OccupancyEvent,
     SessionRollup,
+    coarse_rollups,
     hourly_occupancy,
     session_lengths,
 )
@@ -61,6 +64,12 @@ class RollupStore(Protocol):
                                     rows: list[SessionRollup]) -> None:
         """Replace the session-length rollups of the hours in [start, end)."""
 
+    async def session_rollups(self, start_ms: int, end_ms: int) -> list[SessionRollup]: ...
+
+    async def write_coarse_rollups(self, day_start_ms: int, day_end_ms: int,
+                                   rows: CoarseRollups) -> None:
+        """Replace the coarse rollups (rollups.py) of the UTC days [start, end)."""
+
 
 async def refresh_rollups(store: RollupStore, start_ms: int, end_ms: int) -> int:
     """Recompute the hourly rollups of [start, end) (hour boundaries), and the
@@ -70,8 +79,17 @@ async def refresh_rollups(store: RollupStore, start_ms: int, end_ms: int) -> int
     events, before = await store.occupancy_window(start_ms, horizon)
     rows = hourly_occupancy([e for e in events if e.time_ms < end_ms], start_ms, end_ms, before)
     await store.write_rollups(rows)
-    await store.write_session_rollups(
-        start_ms, end_ms, session_lengths(events, start_ms, end_ms, before, horizon))
+    lengths = session_lengths(events, start_ms, end_ms, before, horizon)
+    await store.write_session_rollups(start_ms, end_ms, lengths)
+    # The coarse rows of every UTC day the window touches; the parts of those
+    # days outside the window are read back.
+    day_start, day_end = start_ms // DAY_MS * DAY_MS, -(-end_ms // DAY_MS) * DAY_MS
+    hourly = [*await store.rollups(day_start, start_ms), *rows,
+              *await store.rollups(end_ms, day_end)]
+    sessions = [*await store.session_rollups(day_start, start_ms), *lengths,
+                *await store.session_rollups(end_ms, day_end)]
+    await store.write_coarse_rollups(day_start, day_end,
+                                     coarse_rollups(hourly, sessions, day_start, day_end))
     return len(rows)
 
 
@@ -100,6 +118,20 @@ class TrendsStore(RollupStore, Protocol):
     async def session_length_counts(self, start_ms: int, end_ms: int,
                                     rooms: Sequence[str] | None = None) -> dict[int, int]:
         """Sessions started in [start, end) by length in whole minutes."""
+        ...
+
+    async def site_hour_totals(self, start_ms: int, end_ms: int) -> list[HourTotal]:
+        """Per hour in [start, end), summed over every room (coarse rollups)."""
+        ...
+
+    async def daily_room_totals(self, day_start_ms: int, day_end_ms: int,
+                                rooms: Sequence[str] | None = None) -> list[RoomTotal]:
+        """Per room, over the UTC days in [start, end) (coarse rollups)."""
+        ...
+
+    async def site_session_length_counts(self, day_start_ms: int,
+                                         day_end_ms: int) -> dict[int, int]:
+        """Sessions started in the UTC days [start, end), all rooms, by minutes."""
         ...
 
     async def telemetry_slots(self, start_ms: int, end_ms: int,

@@ -118,3 +118,77 @@ def session_lengths(events: Iterable[OccupancyEvent], start_ms: int, end_ms: int
 def _count(counts: dict[tuple[str, int, int], int], room: str, began: int, length_ms: int) -> None:
     key = (room, began // HOUR_MS * HOUR_MS, min(length_ms // MINUTE_MS, MAX_SESSION_MIN))
     counts[key] = counts.get(key, 0) + 1
+
+
+# --- coarse levels: what a year of trends reads ---------------------------
+#
+# A year of per-room hourly rows is 1.7 million points; InfluxDB 1.x takes
+# seconds only to count them. The trends read these instead: per hour summed
+# over every room, per room and UTC day, and session lengths per UTC day
+# summed over every room (a range's partial days come from the hourly rows).
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class SiteHourRollup:
+    """One hour summed over every room that has rollups."""
+
+    hour_ms: int
+    occupied_s: float
+    sessions: int
+
+
+@dataclass(frozen=True, slots=True)
+class DayRollup:
+    """One room and UTC day [day_ms, day_ms + 1 day)."""
+
+    room: str
+    day_ms: int
+    occupied_s: float
+    sessions: int
+
+
+@dataclass(frozen=True, slots=True)
+class SiteSessionDay:
+    """Sessions started in the UTC day, lasting `minutes`, over every room."""
+
+    day_ms: int
+    minutes: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class CoarseRollups:
+    site_hours: list[SiteHourRollup]
+    days: list[DayRollup]
+    site_sessions: list[SiteSessionDay]
+
+
+def coarse_rollups(hourly: Iterable[HourRollup], sessions: Iterable[SessionRollup],
+                   day_start_ms: int, day_end_ms: int) -> CoarseRollups:
+    """The coarse rows of the UTC days [day_start, day_end), from every hourly
+    and session row of those days. Sums run in (room, hour) order, so every
+    backend gets the same floats."""
+    if day_start_ms % DAY_MS or day_end_ms % DAY_MS:
+        raise ValueError("coarse rollups cover whole UTC days")
+    site: dict[int, list[float]] = {}
+    days: dict[tuple[str, int], list[float]] = {}
+    for r in sorted(hourly, key=lambda r: (r.room, r.hour_ms)):
+        if not day_start_ms <= r.hour_ms < day_end_ms:
+            continue
+        s = site.setdefault(r.hour_ms, [0.0, 0])
+        s[0] += r.occupied_s
+        s[1] += r.sessions
+        d = days.setdefault((r.room, r.hour_ms // DAY_MS * DAY_MS), [0.0, 0])
+        d[0] += r.occupied_s
+        d[1] += r.sessions
+    lengths: dict[tuple[int, int], int] = {}
+    for x in sessions:
+        if day_start_ms <= x.hour_ms < day_end_ms:
+            key = (x.hour_ms // DAY_MS * DAY_MS, x.minutes)
+            lengths[key] = lengths.get(key, 0) + x.count
+    return CoarseRollups(
+        [SiteHourRollup(h, o, int(n)) for h, (o, n) in sorted(site.items())],
+        [DayRollup(room, day, o, int(n)) for (room, day), (o, n) in sorted(days.items())],
+        [SiteSessionDay(day, m, n) for (day, m), n in sorted(lengths.items())])

@@ -25,10 +25,9 @@ from mamaroom.config import Settings, TrendsSettings
 from mamaroom.contract import RegistryRoom
 from mamaroom.history import is_workday
 from mamaroom.storage import HourTotal, TrendsStore, refresh_rollups
-from mamaroom.storage.rollups import HOUR_MS, MAX_SESSION_MIN
+from mamaroom.storage.rollups import DAY_MS, HOUR_MS, MAX_SESSION_MIN
 from server.alerts_db import AlertsDb
 
-DAY_MS = 86_400_000
 MAX_DAYS = 3660
 #: The last day of rollups: the trends service recomputes them itself when a
 #: range reaches into it, at most this often.
@@ -71,6 +70,15 @@ class Range:
 
     def days(self) -> list[date]:
         return [self.first + timedelta(days=i) for i in range((self.last - self.first).days + 1)]
+
+    def split(self) -> tuple[tuple[int, int] | None, list[tuple[int, int]]]:
+        """The whole UTC days inside the range (read from the daily rollups),
+        and the hours before and after them (read from the hourly ones)."""
+        d0 = -(-self.start_ms // DAY_MS) * DAY_MS
+        d1 = self.end_ms // DAY_MS * DAY_MS
+        if d0 >= d1:
+            return None, [(self.start_ms, self.end_ms)] if self.end_ms > self.start_ms else []
+        return (d0, d1), [(a, b) for a, b in ((self.start_ms, d0), (d1, self.end_ms)) if b > a]
 
 
 def local_ms(day: date, tz: ZoneInfo) -> int:
@@ -335,26 +343,49 @@ class TrendsService:
             await refresh_rollups(self.store, now_hour - FRESH_MS, now_hour)
             self._refreshed_at = _time.monotonic()
 
+    async def _hour_totals(self, rng: Range, building: str | None) -> list[HourTotal]:
+        """Without a building: the site rollup (every room with data, summed
+        when the rollups were made); with one: that building's rooms' rows."""
+        if building is None:
+            return await self.store.site_hour_totals(rng.start_ms, rng.end_ms)
+        return await self.store.rollup_hour_totals(rng.start_ms, rng.end_ms,
+                                                   [r.id for r in self.rooms(building)])
+
     async def heatmap(self, rng: Range, building: str | None = None,
                       days: DayFilter = "all") -> dict[str, Any]:
         await self._fresh(rng)
-        rooms = self.rooms(building)
-        totals = await self.store.rollup_hour_totals(rng.start_ms, rng.end_ms,
-                                                     [r.id for r in rooms])
-        return heatmap(totals, rng, len(rooms), days)
+        totals = await self._hour_totals(rng, building)
+        return heatmap(totals, rng, len(self.rooms(building)), days)
 
     async def rooms_ranked(self, rng: Range, building: str | None = None) -> dict[str, Any]:
         await self._fresh(rng)
         rooms = self.rooms(building)
-        totals = await self.store.rollup_room_totals(rng.start_ms, rng.end_ms,
-                                                     [r.id for r in rooms])
+        ids = [r.id for r in rooms]
+        whole, edges = rng.split()
+        parts = [await self.store.daily_room_totals(*whole, ids)] if whole else []
+        parts += [await self.store.rollup_room_totals(a, b, ids) for a, b in edges]
+        merged: dict[str, tuple[float, int]] = {}
+        for part in parts:
+            for room, occupied_s, n in part:
+                o, m = merged.get(room, (0.0, 0))
+                merged[room] = (_ms3(o + _ms3(occupied_s)), m + n)
+        totals = [(room, o, n) for room, (o, n) in sorted(merged.items())]
         return rank_rooms(totals, rooms, rng, self.settings.trends)
 
     async def sessions(self, rng: Range, building: str | None = None) -> dict[str, Any]:
         await self._fresh(rng)
-        ids = [r.id for r in self.rooms(building)]
-        totals = await self.store.rollup_hour_totals(rng.start_ms, rng.end_ms, ids)
-        lengths = await self.store.session_length_counts(rng.start_ms, rng.end_ms, ids)
+        totals = await self._hour_totals(rng, building)
+        lengths: dict[int, int] = {}
+        if building is None:
+            whole, edges = rng.split()
+            parts = [await self.store.site_session_length_counts(*whole)] if whole else []
+            parts += [await self.store.session_length_counts(a, b) for a, b in edges]
+        else:
+            ids = [r.id for r in self.rooms(building)]
+            parts = [await self.store.session_length_counts(rng.start_ms, rng.end_ms, ids)]
+        for part in parts:
+            for minutes, n in part.items():
+                lengths[minutes] = lengths.get(minutes, 0) + n
         return sessions(totals, lengths, rng)
 
     async def calls(self, rng: Range, building: str | None = None) -> dict[str, Any]:
