@@ -181,6 +181,21 @@ class AlertSettings(_Section):
     welfare_enabled: bool = True
 
 
+class TrendsSettings(_Section):
+    """The managers' trends (docs/trends.md)."""
+
+    #: Target for a call's raised → acknowledged time.
+    call_ack_target_s: Annotated[float, Field(gt=0)] = 60.0
+    #: Target for a call's raised → staff in the room time.
+    call_arrive_target_s: Annotated[float, Field(gt=0)] = 300.0
+    #: A room is over-used at this many times the median utilisation, or more.
+    overused_factor: Annotated[float, Field(gt=1)] = 1.5
+    #: A room is under-used at this share of the median utilisation, or less.
+    underused_factor: Annotated[float, Field(ge=0, lt=1)] = 0.5
+    #: Uptime: a node is online in a slot of this length holding its telemetry.
+    uptime_slot_s: Annotated[int, Field(ge=60, le=3600)] = 300
+
+
 PagerNumber = Annotated[str, Field(pattern=r"^[0-9]{1,16}$")]
 
 
@@ -243,6 +258,7 @@ class Settings(BaseSettings):
     paging: PagingSettings = PagingSettings()
     alerts: AlertSettings = AlertSettings()
     escalation: EscalationSettings = EscalationSettings()
+    trends: TrendsSettings = TrendsSettings()
     #: Where the embedded databases live (created if missing).
     data_dir: Path = Path("var")
     #: Seeds the registry on first start; the server's database is the truth after that.

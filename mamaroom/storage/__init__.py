@@ -7,11 +7,24 @@ never forgets what was already stored.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from mamaroom.contract import Envelope, Kind
-from mamaroom.storage.rollups import HourRollup, OccupancyEvent, hourly_occupancy
+from mamaroom.storage.rollups import (
+    DAY_MS,
+    MAX_SESSION_MIN,
+    MINUTE_MS,
+    CoarseRollups,
+    HourRollup,
+    OccupancyEvent,
+    SessionRollup,
+    coarse_rollups,
+    hourly_occupancy,
+    session_lengths,
+)
 
 
 class StorageError(Exception):
@@ -47,13 +60,85 @@ class RollupStore(Protocol):
 
     async def rollups(self, start_ms: int, end_ms: int) -> list[HourRollup]: ...
 
+    async def write_session_rollups(self, start_ms: int, end_ms: int,
+                                    rows: list[SessionRollup]) -> None:
+        """Replace the session-length rollups of the hours in [start, end)."""
+
+    async def session_rollups(self, start_ms: int, end_ms: int) -> list[SessionRollup]: ...
+
+    async def write_coarse_rollups(self, day_start_ms: int, day_end_ms: int,
+                                   rows: CoarseRollups) -> None:
+        """Replace the coarse rollups (rollups.py) of the UTC days [start, end)."""
+
 
 async def refresh_rollups(store: RollupStore, start_ms: int, end_ms: int) -> int:
-    """Recompute the hourly rollups of [start, end) (hour boundaries); rows written."""
-    events, before = await store.occupancy_window(start_ms, end_ms)
-    rows = hourly_occupancy(events, start_ms, end_ms, before)
+    """Recompute the hourly rollups of [start, end) (hour boundaries), and the
+    session lengths of the sessions that started then; hourly rows written."""
+    # Sessions that start in the window may end after it: read on to find their ends.
+    horizon = max(end_ms, min(end_ms + MAX_SESSION_MIN * MINUTE_MS, int(time.time() * 1000)))
+    events, before = await store.occupancy_window(start_ms, horizon)
+    rows = hourly_occupancy([e for e in events if e.time_ms < end_ms], start_ms, end_ms, before)
     await store.write_rollups(rows)
+    lengths = session_lengths(events, start_ms, end_ms, before, horizon)
+    await store.write_session_rollups(start_ms, end_ms, lengths)
+    # The coarse rows of every UTC day the window touches; the parts of those
+    # days outside the window are read back.
+    day_start, day_end = start_ms // DAY_MS * DAY_MS, -(-end_ms // DAY_MS) * DAY_MS
+    hourly = [*await store.rollups(day_start, start_ms), *rows,
+              *await store.rollups(end_ms, day_end)]
+    sessions = [*await store.session_rollups(day_start, start_ms), *lengths,
+                *await store.session_rollups(end_ms, day_end)]
+    await store.write_coarse_rollups(day_start, day_end,
+                                     coarse_rollups(hourly, sessions, day_start, day_end))
     return len(rows)
+
+
+#: (hour_ms, occupied_s, sessions), summed over rooms.
+HourTotal = tuple[int, float, int]
+#: (room, occupied_s, sessions), summed over hours.
+RoomTotal = tuple[str, float, int]
+#: (device, slots with telemetry, distinct boots).
+DeviceSlots = tuple[str, int, int]
+
+
+class TrendsStore(RollupStore, Protocol):
+    """Aggregates for the trends service, computed inside the backend so a
+    year of rollups never crosses the wire row by row. `rooms` None = all."""
+
+    async def rollup_hour_totals(self, start_ms: int, end_ms: int,
+                                 rooms: Sequence[str] | None = None) -> list[HourTotal]:
+        """Per hour in [start, end) that has rollups, in hour order."""
+        ...
+
+    async def rollup_room_totals(self, start_ms: int, end_ms: int,
+                                 rooms: Sequence[str] | None = None) -> list[RoomTotal]:
+        """Per room that has rollups in [start, end), in room order."""
+        ...
+
+    async def session_length_counts(self, start_ms: int, end_ms: int,
+                                    rooms: Sequence[str] | None = None) -> dict[int, int]:
+        """Sessions started in [start, end) by length in whole minutes."""
+        ...
+
+    async def site_hour_totals(self, start_ms: int, end_ms: int) -> list[HourTotal]:
+        """Per hour in [start, end), summed over every room (coarse rollups)."""
+        ...
+
+    async def daily_room_totals(self, day_start_ms: int, day_end_ms: int,
+                                rooms: Sequence[str] | None = None) -> list[RoomTotal]:
+        """Per room, over the UTC days in [start, end) (coarse rollups)."""
+        ...
+
+    async def site_session_length_counts(self, day_start_ms: int,
+                                         day_end_ms: int) -> dict[int, int]:
+        """Sessions started in the UTC days [start, end), all rooms, by minutes."""
+        ...
+
+    async def telemetry_slots(self, start_ms: int, end_ms: int,
+                              slot_ms: int) -> list[DeviceSlots]:
+        """Per device: epoch-aligned slots of `slot_ms` in [start, end) holding at
+        least one telemetry point, and the distinct boots seen; device order."""
+        ...
 
 
 class Store(Protocol):

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,9 @@ import httpx
 from mamaroom.config import InfluxSettings
 from mamaroom.contract import Telemetry
 from mamaroom.logs import get_logger
-from mamaroom.storage import Record, StorageError
+from mamaroom.storage import DeviceSlots, HourTotal, Record, RoomTotal, StorageError
 from mamaroom.storage.line_protocol import point_time_ns, to_line
-from mamaroom.storage.rollups import HourRollup, OccupancyEvent
+from mamaroom.storage.rollups import CoarseRollups, HourRollup, OccupancyEvent, SessionRollup
 from mamaroom.storage.sqlite_base import SqliteDatabase
 
 log = get_logger(__name__)
@@ -225,6 +226,7 @@ class InfluxStore:
         self._wake = asyncio.Event()
         self._schema_ready = not settings.create
         self.reachable = False
+        self._delete_warned = False
 
     async def open(self) -> None:
         await self.spool.open()
@@ -286,6 +288,145 @@ class InfluxStore:
             out += [HourRollup(room, t // 1_000_000, float(o), int(n))
                     for t, o, n in s["values"]]
         return sorted(out, key=lambda r: (r.room, r.hour_ms))
+
+    async def write_session_rollups(self, start_ms: int, end_ms: int,
+                                    rows: list[SessionRollup]) -> None:
+        """Delete the hours' points, then write: a length that changed (late
+        data) must not leave its old point behind. Straight to InfluxDB, as
+        write_rollups. (DELETE is InfluxQL of 1.x; see docs/storage.md.)"""
+        await self._delete("session_lengths", start_ms, end_ms)
+        lines = [f"session_lengths,minutes={r.minutes},room={r.room} count={r.count}i"
+                 f" {r.hour_ms * 1_000_000}" for r in rows]
+        for i in range(0, len(lines), self.settings.batch_size):
+            await self.client.write(self.settings.events_rp,
+                                    lines[i:i + self.settings.batch_size])
+
+    async def _delete(self, measurement: str, start_ms: int, end_ms: int) -> None:
+        try:
+            await self.client.query(f'DELETE FROM "{measurement}" WHERE time >= {start_ms}ms'
+                                    f" AND time < {end_ms}ms", method="POST")
+        except InfluxError as exc:
+            if exc.status is None and "unreachable" in str(exc):
+                raise
+            if not self._delete_warned:  # 2.x's v1 API and 3.x refuse InfluxQL DELETE
+                log.warning("InfluxDB refused DELETE; rollups are overwritten, not replaced",
+                            error=str(exc)[:200])
+                self._delete_warned = True
+
+    async def _write_lines(self, lines: list[str]) -> None:
+        for i in range(0, len(lines), self.settings.batch_size):
+            await self.client.write(self.settings.events_rp,
+                                    lines[i:i + self.settings.batch_size])
+
+    async def session_rollups(self, start_ms: int, end_ms: int) -> list[SessionRollup]:
+        out = [SessionRollup(s["tags"]["room"], t // 1_000_000, int(s["tags"]["minutes"]),
+                             int(n))
+               for s in await self.client.query(
+                   f'SELECT "count" FROM {self._measurement("session_lengths")} WHERE time >= '
+                   f'{start_ms}ms AND time < {end_ms}ms GROUP BY "room", "minutes"')
+               for t, n in s["values"]]
+        return sorted(out, key=lambda r: (r.room, r.hour_ms, r.minutes))
+
+    async def write_coarse_rollups(self, day_start_ms: int, day_end_ms: int,
+                                   rows: CoarseRollups) -> None:
+        for name in ("occupancy_site_hourly", "occupancy_daily", "session_lengths_daily"):
+            await self._delete(name, day_start_ms, day_end_ms)
+        await self._write_lines(
+            [f"occupancy_site_hourly occupied_s={float(r.occupied_s)!r},sessions={r.sessions}i"
+             f" {r.hour_ms * 1_000_000}" for r in rows.site_hours]
+            + [f"occupancy_daily,room={r.room} occupied_s={float(r.occupied_s)!r},"
+               f"sessions={r.sessions}i {r.day_ms * 1_000_000}" for r in rows.days]
+            + [f"session_lengths_daily,minutes={r.minutes} count={r.count}i"
+               f" {r.day_ms * 1_000_000}" for r in rows.site_sessions])
+
+    # --- trends (aggregates computed by InfluxDB; see TrendsStore) ----------
+
+    async def site_hour_totals(self, start_ms: int, end_ms: int) -> list[HourTotal]:
+        series = await self.client.query(
+            f'SELECT "occupied_s", "sessions" FROM {self._measurement("occupancy_site_hourly")}'
+            f" WHERE time >= {start_ms}ms AND time < {end_ms}ms")
+        return [(t // 1_000_000, float(o), int(n)) for s in series for t, o, n in s["values"]]
+
+    async def daily_room_totals(self, day_start_ms: int, day_end_ms: int,
+                                rooms: Sequence[str] | None = None) -> list[RoomTotal]:
+        if rooms is not None and not rooms:
+            return []
+        where = await self._where("occupancy_daily", day_start_ms, day_end_ms, rooms)
+        series = await self.client.query(
+            f'SELECT sum("occupied_s"), sum("sessions") FROM '
+            f'{self._measurement("occupancy_daily")} {where} GROUP BY "room"')
+        return sorted((s["tags"]["room"], float(v[1]), int(v[2]))
+                      for s in series for v in s["values"])
+
+    async def site_session_length_counts(self, day_start_ms: int,
+                                         day_end_ms: int) -> dict[int, int]:
+        series = await self.client.query(
+            f'SELECT sum("count") FROM {self._measurement("session_lengths_daily")} WHERE time'
+            f' >= {day_start_ms}ms AND time < {day_end_ms}ms GROUP BY "minutes"')
+        return {int(s["tags"]["minutes"]): int(v[1]) for s in series for v in s["values"]}
+
+    async def _where(self, measurement: str, start_ms: int, end_ms: int,
+                     rooms: Sequence[str] | None) -> str:
+        """The time range, and the rooms as a tag regex (InfluxDB selects series
+        by regex through its index; a chain of 190 ORs is evaluated point by
+        point and takes seconds). No filter when the measurement holds no
+        other rooms, the usual case."""
+        where = f"WHERE time >= {start_ms}ms AND time < {end_ms}ms"
+        if rooms is None:
+            return where
+        present = {v[1] for s in await self.client.query(
+            f'SHOW TAG VALUES FROM "{measurement}" WITH KEY = "room"')
+            for v in s["values"]}
+        if present <= set(rooms):
+            return where
+        alternatives = "|".join(re.escape(r).replace("/", "\\/") for r in sorted(rooms))
+        return where + f' AND "room" =~ /^({alternatives})$/'
+
+    async def rollup_hour_totals(self, start_ms: int, end_ms: int,
+                                 rooms: Sequence[str] | None = None) -> list[HourTotal]:
+        if rooms is not None and not rooms:
+            return []
+        where = await self._where("occupancy_hourly", start_ms, end_ms, rooms)
+        series = await self.client.query(
+            f'SELECT sum("occupied_s"), sum("sessions") FROM '
+            f'{self._measurement("occupancy_hourly")} {where} GROUP BY time(1h) fill(none)')
+        return [(t // 1_000_000, float(o), int(n))
+                for s in series for t, o, n in s["values"]]
+
+    async def rollup_room_totals(self, start_ms: int, end_ms: int,
+                                 rooms: Sequence[str] | None = None) -> list[RoomTotal]:
+        if rooms is not None and not rooms:
+            return []
+        where = await self._where("occupancy_hourly", start_ms, end_ms, rooms)
+        series = await self.client.query(
+            f'SELECT sum("occupied_s"), sum("sessions") FROM '
+            f'{self._measurement("occupancy_hourly")} {where} GROUP BY "room"')
+        return sorted((s["tags"]["room"], float(v[1]), int(v[2]))
+                      for s in series for v in s["values"])
+
+    async def session_length_counts(self, start_ms: int, end_ms: int,
+                                    rooms: Sequence[str] | None = None) -> dict[int, int]:
+        if rooms is not None and not rooms:
+            return {}
+        series = await self.client.query(
+            f'SELECT sum("count") FROM {self._measurement("session_lengths")} '
+            f'{await self._where("session_lengths", start_ms, end_ms, rooms)} GROUP BY "minutes"')
+        return {int(s["tags"]["minutes"]): int(v[1]) for s in series for v in s["values"]}
+
+    async def telemetry_slots(self, start_ms: int, end_ms: int,
+                              slot_ms: int) -> list[DeviceSlots]:
+        rp = self.settings.telemetry_rp
+        src = f'"{rp}"."telemetry"' if rp else '"telemetry"'
+        where = f"WHERE time >= {start_ms}ms AND time < {end_ms}ms"
+        # The inner query keeps one row per non-empty slot; the outer counts them.
+        slots = await self.client.query(
+            f'SELECT count("n") FROM (SELECT count("seq") AS "n" FROM {src} {where}'
+            f' GROUP BY time({slot_ms}ms), "device" fill(none)) {where} GROUP BY "device"')
+        boots = await self.client.query(
+            f'SELECT count(distinct("boot")) FROM {src} {where} GROUP BY "device"')
+        n_boots = {s["tags"]["device"]: int(s["values"][0][1]) for s in boots}
+        return sorted((s["tags"]["device"], int(s["values"][0][1]),
+                       n_boots.get(s["tags"]["device"], 0)) for s in slots)
 
     async def run_drainer(self) -> None:
         """Send the spool to InfluxDB, oldest first, for as long as the store is open."""

@@ -65,3 +65,130 @@ def hourly_occupancy(events: Iterable[OccupancyEvent], start_ms: int, end_ms: in
                 occupied_ms += hour_end - cursor
             rows.append(HourRollup(room, hour, occupied_ms / 1000, sessions))
     return rows
+
+
+#: Sessions of this many minutes or more are counted as this long.
+MAX_SESSION_MIN = 600
+MINUTE_MS = 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRollup:
+    """How many completed sessions started in the hour lasted `minutes` whole
+    minutes (rounded down, at most MAX_SESSION_MIN)."""
+
+    room: str
+    hour_ms: int
+    minutes: int
+    count: int
+
+
+def session_lengths(events: Iterable[OccupancyEvent], start_ms: int, end_ms: int,
+                    before: dict[str, bool], horizon_ms: int) -> list[SessionRollup]:
+    """Sessions that started in [start_ms, end_ms) and ended before `horizon_ms`,
+    by start hour and length. `events` cover [start_ms, horizon_ms) (the
+    events after `end_ms` are only read to find the ends). A session still
+    going on at the horizon is left out (a later refresh counts it), unless
+    it has already lasted MAX_SESSION_MIN; one going on at the window start
+    began earlier and belongs to an earlier window."""
+    if start_ms % HOUR_MS or end_ms % HOUR_MS:
+        raise ValueError("rollup ranges start and end on the hour")
+    by_room: dict[str, list[OccupancyEvent]] = {}
+    for e in events:
+        if start_ms <= e.time_ms < horizon_ms:
+            by_room.setdefault(e.room, []).append(e)
+    counts: dict[tuple[str, int, int], int] = {}
+    for room, evs in by_room.items():
+        evs.sort(key=lambda e: e.time_ms)
+        state = before.get(room, False)
+        began: int | None = None
+        for e in evs:
+            if e.occupied and not state and e.time_ms < end_ms:
+                began = e.time_ms
+            elif not e.occupied and state and began is not None:
+                _count(counts, room, began, e.time_ms - began)
+                began = None
+            state = e.occupied
+        if began is not None and horizon_ms - began >= MAX_SESSION_MIN * MINUTE_MS:
+            _count(counts, room, began, horizon_ms - began)
+    return [SessionRollup(room, hour, minutes, n)
+            for (room, hour, minutes), n in sorted(counts.items())]
+
+
+def _count(counts: dict[tuple[str, int, int], int], room: str, began: int, length_ms: int) -> None:
+    key = (room, began // HOUR_MS * HOUR_MS, min(length_ms // MINUTE_MS, MAX_SESSION_MIN))
+    counts[key] = counts.get(key, 0) + 1
+
+
+# --- coarse levels: what a year of trends reads ---------------------------
+#
+# A year of per-room hourly rows is 1.7 million points; InfluxDB 1.x takes
+# seconds only to count them. The trends read these instead: per hour summed
+# over every room, per room and UTC day, and session lengths per UTC day
+# summed over every room (a range's partial days come from the hourly rows).
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class SiteHourRollup:
+    """One hour summed over every room that has rollups."""
+
+    hour_ms: int
+    occupied_s: float
+    sessions: int
+
+
+@dataclass(frozen=True, slots=True)
+class DayRollup:
+    """One room and UTC day [day_ms, day_ms + 1 day)."""
+
+    room: str
+    day_ms: int
+    occupied_s: float
+    sessions: int
+
+
+@dataclass(frozen=True, slots=True)
+class SiteSessionDay:
+    """Sessions started in the UTC day, lasting `minutes`, over every room."""
+
+    day_ms: int
+    minutes: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class CoarseRollups:
+    site_hours: list[SiteHourRollup]
+    days: list[DayRollup]
+    site_sessions: list[SiteSessionDay]
+
+
+def coarse_rollups(hourly: Iterable[HourRollup], sessions: Iterable[SessionRollup],
+                   day_start_ms: int, day_end_ms: int) -> CoarseRollups:
+    """The coarse rows of the UTC days [day_start, day_end), from every hourly
+    and session row of those days. Sums run in (room, hour) order, so every
+    backend gets the same floats."""
+    if day_start_ms % DAY_MS or day_end_ms % DAY_MS:
+        raise ValueError("coarse rollups cover whole UTC days")
+    site: dict[int, list[float]] = {}
+    days: dict[tuple[str, int], list[float]] = {}
+    for r in sorted(hourly, key=lambda r: (r.room, r.hour_ms)):
+        if not day_start_ms <= r.hour_ms < day_end_ms:
+            continue
+        s = site.setdefault(r.hour_ms, [0.0, 0])
+        s[0] += r.occupied_s
+        s[1] += r.sessions
+        d = days.setdefault((r.room, r.hour_ms // DAY_MS * DAY_MS), [0.0, 0])
+        d[0] += r.occupied_s
+        d[1] += r.sessions
+    lengths: dict[tuple[int, int], int] = {}
+    for x in sessions:
+        if day_start_ms <= x.hour_ms < day_end_ms:
+            key = (x.hour_ms // DAY_MS * DAY_MS, x.minutes)
+            lengths[key] = lengths.get(key, 0) + x.count
+    return CoarseRollups(
+        [SiteHourRollup(h, o, int(n)) for h, (o, n) in sorted(site.items())],
+        [DayRollup(room, day, o, int(n)) for (room, day), (o, n) in sorted(days.items())],
+        [SiteSessionDay(day, m, n) for (day, m), n in sorted(lengths.items())])

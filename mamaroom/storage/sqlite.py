@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mamaroom.contract import Call, Occupancy, Telemetry
-from mamaroom.storage import Record, StorageError
-from mamaroom.storage.rollups import HourRollup, OccupancyEvent
+from mamaroom.storage import DeviceSlots, HourTotal, Record, RoomTotal, StorageError
+from mamaroom.storage.rollups import CoarseRollups, HourRollup, OccupancyEvent, SessionRollup
 from mamaroom.storage.sqlite_base import SqliteDatabase
 
 SCHEMA = """
@@ -51,6 +52,26 @@ CREATE TABLE IF NOT EXISTS unknown_devices (
 CREATE TABLE IF NOT EXISTS occupancy_hourly (
     room TEXT NOT NULL, hour_ms INTEGER NOT NULL, occupied_s REAL NOT NULL,
     sessions INTEGER NOT NULL, PRIMARY KEY (room, hour_ms)
+) WITHOUT ROWID;
+-- Completed sessions by start hour and length in whole minutes (rollups.py).
+CREATE TABLE IF NOT EXISTS session_lengths (
+    room TEXT NOT NULL, hour_ms INTEGER NOT NULL, minutes INTEGER NOT NULL,
+    count INTEGER NOT NULL, PRIMARY KEY (room, hour_ms, minutes)
+) WITHOUT ROWID;
+-- Coarse rollups for long ranges (rollups.py); the indexes serve time ranges
+-- over every room.
+CREATE INDEX IF NOT EXISTS occupancy_hourly_hour ON occupancy_hourly (hour_ms);
+CREATE INDEX IF NOT EXISTS session_lengths_hour ON session_lengths (hour_ms);
+CREATE TABLE IF NOT EXISTS occupancy_site_hourly (
+    hour_ms INTEGER PRIMARY KEY, occupied_s REAL NOT NULL, sessions INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS occupancy_daily (
+    room TEXT NOT NULL, day_ms INTEGER NOT NULL, occupied_s REAL NOT NULL,
+    sessions INTEGER NOT NULL, PRIMARY KEY (day_ms, room)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS session_lengths_daily (
+    day_ms INTEGER NOT NULL, minutes INTEGER NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (day_ms, minutes)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS room_states (
     room TEXT PRIMARY KEY, state TEXT NOT NULL, since_ms INTEGER, device TEXT, reason TEXT
@@ -139,6 +160,90 @@ class SqliteStore(SqliteDatabase):
                 (start_ms, end_ms))]
 
         return await self._run(run)
+
+    async def write_session_rollups(self, start_ms: int, end_ms: int,
+                                    rows: list[SessionRollup]) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("DELETE FROM session_lengths WHERE hour_ms >= ? AND hour_ms < ?",
+                           (start_ms, end_ms))
+                db.executemany("INSERT INTO session_lengths VALUES (?, ?, ?, ?)",
+                               [(r.room, r.hour_ms, r.minutes, r.count) for r in rows])
+
+        await self._run(run)
+
+    async def session_rollups(self, start_ms: int, end_ms: int) -> list[SessionRollup]:
+        return await self._run(lambda db: [SessionRollup(*row) for row in db.execute(
+            "SELECT room, hour_ms, minutes, count FROM session_lengths"
+            " WHERE hour_ms >= ? AND hour_ms < ? ORDER BY room, hour_ms, minutes",
+            (start_ms, end_ms))])
+
+    async def write_coarse_rollups(self, day_start_ms: int, day_end_ms: int,
+                                   rows: CoarseRollups) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            span = (day_start_ms, day_end_ms)
+            with db:
+                db.execute("DELETE FROM occupancy_site_hourly WHERE hour_ms >= ? AND hour_ms < ?",
+                           span)
+                db.execute("DELETE FROM occupancy_daily WHERE day_ms >= ? AND day_ms < ?", span)
+                db.execute("DELETE FROM session_lengths_daily WHERE day_ms >= ? AND day_ms < ?",
+                           span)
+                db.executemany("INSERT INTO occupancy_site_hourly VALUES (?, ?, ?)",
+                               [(r.hour_ms, r.occupied_s, r.sessions) for r in rows.site_hours])
+                db.executemany("INSERT INTO occupancy_daily VALUES (?, ?, ?, ?)",
+                               [(r.room, r.day_ms, r.occupied_s, r.sessions) for r in rows.days])
+                db.executemany("INSERT INTO session_lengths_daily VALUES (?, ?, ?)",
+                               [(r.day_ms, r.minutes, r.count) for r in rows.site_sessions])
+
+        await self._run(run)
+
+    # --- trends (aggregates; see TrendsStore) ------------------------------
+
+    async def site_hour_totals(self, start_ms: int, end_ms: int) -> list[HourTotal]:
+        return await self._run(lambda db: [(int(h), float(o), int(n)) for h, o, n in db.execute(
+            "SELECT hour_ms, occupied_s, sessions FROM occupancy_site_hourly"
+            " WHERE hour_ms >= ? AND hour_ms < ? ORDER BY hour_ms", (start_ms, end_ms))])
+
+    async def daily_room_totals(self, day_start_ms: int, day_end_ms: int,
+                                rooms: Sequence[str] | None = None) -> list[RoomTotal]:
+        where, args = _range(day_start_ms, day_end_ms, rooms)
+        where = where.replace("hour_ms", "day_ms")
+        return await self._run(lambda db: [(str(r), float(o), int(n)) for r, o, n in db.execute(
+            f"SELECT room, SUM(occupied_s), SUM(sessions) FROM occupancy_daily {where}"
+            " GROUP BY room ORDER BY room", args)])
+
+    async def site_session_length_counts(self, day_start_ms: int,
+                                         day_end_ms: int) -> dict[int, int]:
+        return await self._run(lambda db: {int(m): int(n) for m, n in db.execute(
+            "SELECT minutes, SUM(count) FROM session_lengths_daily WHERE day_ms >= ?"
+            " AND day_ms < ? GROUP BY minutes", (day_start_ms, day_end_ms))})
+
+    async def rollup_hour_totals(self, start_ms: int, end_ms: int,
+                                 rooms: Sequence[str] | None = None) -> list[HourTotal]:
+        where, args = _range(start_ms, end_ms, rooms)
+        return await self._run(lambda db: [(int(h), float(o), int(n)) for h, o, n in db.execute(
+            f"SELECT hour_ms, SUM(occupied_s), SUM(sessions) FROM occupancy_hourly {where}"
+            " GROUP BY hour_ms ORDER BY hour_ms", args)])
+
+    async def rollup_room_totals(self, start_ms: int, end_ms: int,
+                                 rooms: Sequence[str] | None = None) -> list[RoomTotal]:
+        where, args = _range(start_ms, end_ms, rooms)
+        return await self._run(lambda db: [(str(r), float(o), int(n)) for r, o, n in db.execute(
+            f"SELECT room, SUM(occupied_s), SUM(sessions) FROM occupancy_hourly {where}"
+            " GROUP BY room ORDER BY room", args)])
+
+    async def session_length_counts(self, start_ms: int, end_ms: int,
+                                    rooms: Sequence[str] | None = None) -> dict[int, int]:
+        where, args = _range(start_ms, end_ms, rooms)
+        return await self._run(lambda db: {int(m): int(n) for m, n in db.execute(
+            f"SELECT minutes, SUM(count) FROM session_lengths {where} GROUP BY minutes", args)})
+
+    async def telemetry_slots(self, start_ms: int, end_ms: int,
+                              slot_ms: int) -> list[DeviceSlots]:
+        return await self._run(lambda db: [(str(d), int(s), int(b)) for d, s, b in db.execute(
+            "SELECT device, COUNT(DISTINCT time_ms / ?), COUNT(DISTINCT boot) FROM telemetry"
+            " WHERE time_ms >= ? AND time_ms < ? GROUP BY device ORDER BY device",
+            (slot_ms, start_ms, end_ms))])
 
     async def prune_telemetry(self, before_ms: int) -> int:
         """Retention: delete raw telemetry older than `before_ms`; rows deleted."""
@@ -255,6 +360,17 @@ class SqliteStore(SqliteDatabase):
         if table not in ("occupancy", "telemetry", "calls", "devices", "unknown_devices"):
             raise ValueError(table)
         return await self._run(lambda db: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def _range(start_ms: int, end_ms: int,
+           rooms: Sequence[str] | None) -> tuple[str, tuple[Any, ...]]:
+    """The WHERE clause of a rollup table's hour range, optionally some rooms."""
+    where = "WHERE hour_ms >= ? AND hour_ms < ?"
+    args: tuple[Any, ...] = (start_ms, end_ms)
+    if rooms is not None:
+        where += f" AND room IN ({', '.join('?' * len(rooms))})" if rooms else " AND 0"
+        args += tuple(rooms)
+    return where, args
 
 
 def _ensure_device(db: sqlite3.Connection, device: str, room: str | None) -> None:

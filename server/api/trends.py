@@ -1,0 +1,136 @@
+"""The managers' trends (docs/trends.md): JSON for the charts, CSV for Excel."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import Response
+
+from mamaroom.storage import TrendsStore
+from mamaroom.storage.influx import InfluxStore
+from server.context import Ctx
+from server.security import require
+from server.services.trends import CallsDb, Range, RangeError, TrendsService, csv_rows
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    service: TrendsService | None = getattr(app.state, "trends", None)
+    if service is not None:
+        await service.calls_db.close()
+        if isinstance(service.store, InfluxStore):
+            await service.store.client.close()
+        app.state.trends = None
+
+
+router = APIRouter(prefix="/api/trends", tags=["trends"], lifespan=_lifespan,
+                   dependencies=[Depends(require("manager"))])
+_lock = asyncio.Lock()
+
+
+async def _service(ctx: Ctx, request: Request) -> TrendsService:
+    """One service per app, made on first use: the store is the configured
+    time-series backend (the embedded store is already open in the context)."""
+    app = request.app
+    service: TrendsService | None = getattr(app.state, "trends", None)
+    if service is not None:
+        return service
+    async with _lock:
+        service = getattr(app.state, "trends", None)
+        if service is None:
+            settings = ctx.settings
+            store: TrendsStore = ctx.store
+            if settings.storage.backend == "influxdb":
+                # Reads and rollups only: the spool stays the gateway's (never opened).
+                store = InfluxStore(settings.storage.influxdb, settings.spool_path,
+                                    gateway="server-trends")
+            calls = CallsDb(settings.server_db_path)
+            await calls.open()
+            registry = ctx.registry
+            service = TrendsService(settings, store, calls, lambda: registry.current.rooms)
+            app.state.trends = service
+    return service
+
+
+Service = Annotated[TrendsService, Depends(_service)]
+Format = Literal["json", "csv"]
+
+
+def _range(service: Service, first: Annotated[date | None, Query(alias="from")] = None,
+           last: Annotated[date | None, Query(alias="to")] = None) -> Range:
+    try:
+        return service.range(first, last)
+    except RangeError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+
+
+DateRange = Annotated[Range, Depends(_range)]
+Building = Annotated[str | None, Query(description="only rooms of this building")]
+
+
+def _csv(name: str, rng: Range, rows: list[list[Any]]) -> Response:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    # The BOM makes Excel read UTF-8 (Chinese names) instead of the locale's code page.
+    return Response(
+        ("\ufeff" + out.getvalue()).encode("utf-8"), media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="trends-{name}-'
+                                        f'{rng.first.isoformat()}_{rng.last.isoformat()}.csv"'})
+
+
+async def _answer(name: str, rng: Range, fmt: Format,
+                  compute: Callable[[], Awaitable[dict[str, Any]]],
+                  table: str = "days") -> dict[str, Any] | Response:
+    data = await compute()
+    if fmt == "csv":
+        suffix = f"{name}-{table}" if name == "sessions" and table != "days" else name
+        return _csv(suffix, rng, csv_rows(name, data, table))
+    return data
+
+
+@router.get("/heatmap", response_model=None)
+async def heatmap(service: Service, rng: DateRange, building: Building = None,
+                  days: Literal["all", "workdays", "offdays"] = "all",
+                  format: Format = "json") -> dict[str, Any] | Response:
+    """Utilisation by weekday × hour, with China's holidays and make-up workdays."""
+    return await _answer("heatmap", rng, format,
+                         lambda: service.heatmap(rng, building, days))
+
+
+@router.get("/rooms", response_model=None)
+async def rooms(service: Service, rng: DateRange, building: Building = None,
+                format: Format = "json") -> dict[str, Any] | Response:
+    """Rooms ranked by utilisation, over- and under-used flagged."""
+    return await _answer("rooms", rng, format, lambda: service.rooms_ranked(rng, building))
+
+
+@router.get("/sessions", response_model=None)
+async def sessions(service: Service, rng: DateRange, building: Building = None,
+                   format: Format = "json",
+                   table: Literal["days", "lengths"] = "days") -> dict[str, Any] | Response:
+    """Sessions per day and the session-length distribution."""
+    return await _answer("sessions", rng, format, lambda: service.sessions(rng, building),
+                         table)
+
+
+@router.get("/calls", response_model=None)
+async def calls(service: Service, rng: DateRange, building: Building = None,
+                format: Format = "json") -> dict[str, Any] | Response:
+    """Call response times by month against the targets."""
+    return await _answer("calls", rng, format, lambda: service.calls(rng, building))
+
+
+@router.get("/uptime", response_model=None)
+async def uptime(service: Service, rng: DateRange, building: Building = None,
+                 format: Format = "json") -> dict[str, Any] | Response:
+    """Device uptime per node and room."""
+    return await _answer("uptime", rng, format, lambda: service.uptime(rng, building))

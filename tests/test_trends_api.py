@@ -1,0 +1,71 @@
+"""The trends API on a running server: who may see it, JSON and CSV (with a
+BOM, so Excel shows the Chinese names)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+from datetime import date, timedelta
+
+from tests.support import ROOT, Services
+
+ROUTES = ["heatmap", "rooms", "sessions", "calls", "uptime"]
+PASSWORD = "a long password"
+
+
+def add_user(services: Services, name: str, role: str) -> str:
+    subprocess.run([sys.executable, "-m", "mamaroom", "user", "add", name, "--role", role,
+                    "--password-stdin"], input=PASSWORD + "\n", text=True, env=services.env,
+                   cwd=ROOT, check=True, capture_output=True)
+    return services.login(name, PASSWORD)
+
+
+def test_roles_json_and_csv(services: Services) -> None:
+    staff = {"Authorization": f"Bearer {add_user(services, 'nurse', 'staff')}"}
+    manager = {"Authorization": f"Bearer {add_user(services, 'boss', 'manager')}"}
+    for route in ROUTES:
+        assert services.http.get(f"/api/trends/{route}").status_code == 401
+        assert services.http.get(f"/api/trends/{route}", headers=staff).status_code == 403
+        r = services.http.get(f"/api/trends/{route}?format=csv", headers=staff)
+        assert r.status_code == 403  # the CSV twin is no way around the role
+    # A few days of history for the test's rooms, through the same write path.
+    subprocess.run([sys.executable, "-m", "mamaroom", "history", "generate", "--days", "5",
+                    "--rooms", "3"], env=services.env, cwd=services.workdir, check=True,
+                   capture_output=True)
+    today = date.today()
+    params = {"from": (today - timedelta(days=5)).isoformat(),
+              "to": (today - timedelta(days=1)).isoformat()}
+    r = services.http.get("/api/trends/rooms", params=params, headers=manager)
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert data["from"] == params["from"] and data["timezone"] == "Asia/Shanghai"
+    assert [room["name"] for room in data["rooms"]] != []
+    assert {room["name"] for room in data["rooms"]} <= {"测试楼1层母婴室", "测试楼2层母婴室"}
+    assert sum(room["sessions"] for room in data["rooms"]) > 0
+    for route in ROUTES:
+        r = services.http.get(f"/api/trends/{route}", params=params, headers=manager)
+        assert r.status_code == 200, (route, r.text)
+        r = services.http.get(f"/api/trends/{route}", params={**params, "format": "csv"},
+                              headers=manager)
+        assert r.status_code == 200, (route, r.text)
+        assert r.content.startswith(b"\xef\xbb\xbf"), route  # the BOM
+        assert r.headers["content-type"] == "text/csv; charset=utf-8"
+        assert r.headers["content-disposition"] == (
+            f'attachment; filename="trends-{route}-{params["from"]}_{params["to"]}.csv"')
+    r = services.http.get("/api/trends/rooms", params={**params, "format": "csv"},
+                          headers=manager)
+    rows = list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))
+    assert rows[0] == ["rank", "id", "name", "name_en", "building", "floor", "utilisation",
+                       "occupied_h", "sessions", "flag"]
+    assert "测试楼1层母婴室" in [row[2] for row in rows[1:]]
+    r = services.http.get("/api/trends/sessions", params={**params, "format": "csv",
+                                                          "table": "lengths"}, headers=manager)
+    assert r.content.decode("utf-8-sig").splitlines()[0] == "from_min,to_min,sessions"
+    # The admin may, too; a range backwards is refused with a reason.
+    admin = {"Authorization": f"Bearer {services.login('admin', Services.ADMIN_PASSWORD)}"}
+    assert services.http.get("/api/trends/heatmap", headers=admin).status_code == 200
+    r = services.http.get("/api/trends/heatmap", headers=manager,
+                          params={"from": params["to"], "to": params["from"]})
+    assert r.status_code == 422 and "after" in r.json()["detail"]
