@@ -42,3 +42,12 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+# Fault injection (issue 7): kill -9 of broker, gateway, server and InfluxDB
+# under the load of 100 nodes and 1,000 calls (tests/chaos). Prerequisite-only
+# `chaos` rule, so other chaos suites can hang theirs on it too.
+.PHONY: chaos chaos-faults
+chaos: chaos-faults
+chaos-faults: $(STAMP)
+	@scripts/ensure-system-packages.sh mosquitto influxdb
+	$(BIN)/python -m pytest -m chaos tests/chaos -s -v

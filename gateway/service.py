@@ -191,7 +191,12 @@ class Gateway:
             await self._publish_states(changed)
             log.info("registry applied", version=registry.version, rooms=len(registry.rooms),
                      changed=len(changed), removed=len(removed))
+            first = not self.registry_ready.is_set()
             self.registry_ready.set()
+            if first:
+                # The connect came before the registry, so nothing was re-asserted
+                # then; a broker restored from an old autosave holds stale states.
+                self._republish_all()
 
     async def _wait_for_registry(self) -> None:
         # Until the registry is known, a device cannot be mapped to a room;

@@ -33,6 +33,8 @@ from mamaroom.logs import get_logger
 from mamaroom.storage import DeviceSlots, HourTotal, Record, RoomTotal, StorageError
 from mamaroom.storage.line_protocol import point_time_ns, to_line
 from mamaroom.storage.rollups import CoarseRollups, HourRollup, OccupancyEvent, SessionRollup
+from mamaroom.storage.seq_audit import SCHEMA as AUDIT_SCHEMA
+from mamaroom.storage.seq_audit import SeqGap, note_seqs, read_gaps
 from mamaroom.storage.sqlite_base import SqliteDatabase
 
 log = get_logger(__name__)
@@ -143,7 +145,7 @@ class InfluxClient:
 
 
 class InfluxSpool(SqliteDatabase):
-    schema = SPOOL_SCHEMA
+    schema = SPOOL_SCHEMA + AUDIT_SCHEMA
 
     async def add(self, gateway: str, records: list[Record], rps: list[str],
                   lines: list[str], now_ms: int) -> list[bool]:
@@ -160,6 +162,10 @@ class InfluxSpool(SqliteDatabase):
                                    " VALUES (?, ?, ?, ?, ?)",
                                    (gateway, point_time_ns(rec), rp, line, now_ms))
                     fresh.append(is_new)
+                # The loss audit, in the ledger's transaction: counted once, when kept.
+                note_seqs(db, ((r.device, r.message.boot, r.message.seq)
+                               for r, is_new in zip(records, fresh, strict=True) if is_new),
+                          now_ms)
             return fresh
 
         return await self._run(run)
@@ -196,6 +202,10 @@ class InfluxSpool(SqliteDatabase):
             return SpoolStats(depth, max(age, 0.0), refused)
 
         return await self._run(run)
+
+    async def seq_gaps(self) -> list[SeqGap]:
+        """The loss audit: per device and boot, messages missing by seq (seq_audit.py)."""
+        return await self._run(read_gaps)
 
     async def forget_before(self, seen_before_ms: int) -> int:
         def run(db: sqlite3.Connection) -> int:
@@ -246,6 +256,10 @@ class InfluxStore:
         if any(fresh):
             self._wake.set()
         return fresh
+
+    async def seq_gaps(self) -> list[SeqGap]:
+        """The loss audit, kept with the dedupe ledger (seq_audit.py)."""
+        return await self.spool.seq_gaps()
 
     async def stats(self) -> SpoolStats:
         return await self.spool.stats(self.gateway, int(time.time() * 1000))

@@ -11,6 +11,8 @@ from typing import Any
 from mamaroom.contract import Call, Occupancy, Telemetry
 from mamaroom.storage import DeviceSlots, HourTotal, Record, RoomTotal, StorageError
 from mamaroom.storage.rollups import CoarseRollups, HourRollup, OccupancyEvent, SessionRollup
+from mamaroom.storage.seq_audit import SCHEMA as AUDIT_SCHEMA
+from mamaroom.storage.seq_audit import SeqGap, note_seqs, read_gaps
 from mamaroom.storage.sqlite_base import SqliteDatabase
 
 SCHEMA = """
@@ -110,7 +112,7 @@ class RoomStateRow:
 class SqliteStore(SqliteDatabase):
     """The embedded time-series store (the default backend)."""
 
-    schema = SCHEMA
+    schema = SCHEMA + AUDIT_SCHEMA
 
     # --- writes (gateway) -------------------------------------------------
 
@@ -356,6 +358,10 @@ class SqliteStore(SqliteDatabase):
 
         return await self._run(run)
 
+    async def seq_gaps(self) -> list[SeqGap]:
+        """The loss audit: per device and boot, messages missing by seq (seq_audit.py)."""
+        return await self._run(read_gaps)
+
     async def count(self, table: str) -> int:
         if table not in ("occupancy", "telemetry", "calls", "devices", "unknown_devices"):
             raise ValueError(table)
@@ -427,7 +433,10 @@ def _write(db: sqlite3.Connection, records: list[Record]) -> list[bool]:
             db.execute("RELEASE batch")
             for i, row in zip(indexes, rows, strict=True):
                 fresh[i] = db.execute("INSERT OR IGNORE " + sql, row).rowcount == 1
-        _note_messages(db, [rec for rec, is_new in zip(records, fresh, strict=True) if is_new])
+        new = [rec for rec, is_new in zip(records, fresh, strict=True) if is_new]
+        _note_messages(db, new)
+        note_seqs(db, ((r.device, r.message.boot, r.message.seq) for r in new),
+                  max((r.received_ms for r in records), default=0))
     return fresh
 
 

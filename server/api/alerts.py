@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
 from server.context import Ctx
 from server.security import StaffUser, require
@@ -17,8 +17,11 @@ Status = Literal["open", "acknowledged", "arrived", "resolved", "cancelled"]
 
 @router.get("")
 async def list_alerts(ctx: Ctx, status: Status | None = None,
-                      kind: str | None = None) -> list[dict[str, Any]]:
-    return [present(a) for a in await ctx.alerts.query(status=status, kind=kind)]
+                      kind: str | None = None,
+                      limit: int = Query(500, ge=1, le=10_000,
+                                         description="newest first, at most this many"),
+                      ) -> list[dict[str, Any]]:
+    return [present(a) for a in await ctx.alerts.query(status=status, kind=kind, limit=limit)]
 
 
 @router.get("/{alert_id}", responses={404: {"description": "No such alert"}})

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
 from mamaroom.clock import from_ms
-from server.context import Ctx
+from mamaroom.storage.seq_audit import SeqGap, lost_by_device, read_gaps_file
+from server.context import Ctx, ServerContext
 from server.security import require
 
 router = APIRouter(prefix="/api", tags=["devices"], dependencies=[Depends(require("staff"))])
@@ -25,6 +26,8 @@ class DeviceHealth(BaseModel):
     uptime_s: int | None
     reboots: int
     reset_reason: str | None
+    #: Messages that never reached storage, counted from gaps in `seq` (all boots).
+    lost_messages: int = 0
 
 
 class UnknownDevice(BaseModel):
@@ -41,15 +44,26 @@ class Devices(BaseModel):
     unknown: list[UnknownDevice]
 
 
+async def loss_audit(ctx: ServerContext) -> list[SeqGap]:
+    """The gateway's loss audit, where every device message meets: the
+    embedded store, or the InfluxDB spool's dedupe ledger."""
+    settings = ctx.settings
+    path = (settings.spool_path if settings.storage.backend == "influxdb"
+            else settings.store_path)
+    return await read_gaps_file(path)
+
+
 @router.get("/devices", response_model=Devices)
 async def devices(ctx: Ctx) -> Devices:
     rows = await ctx.store.devices()
+    lost = lost_by_device(await loss_audit(ctx))
     unknown = await ctx.store.unknown_devices()
     return Devices(
         devices=[DeviceHealth(
             device=d.device, room=d.room, status=d.status, last_seen=from_ms(d.last_seen_ms),
             rssi=d.rssi, heap_free=d.heap_free, fw=d.fw, uptime_s=d.uptime_s,
-            reboots=max(d.boots - 1, 0), reset_reason=d.reset_reason) for d in rows],
+            reboots=max(d.boots - 1, 0), reset_reason=d.reset_reason,
+            lost_messages=lost.get(d.device, 0)) for d in rows],
         unknown=[UnknownDevice(device=u["device"], first_seen=from_ms(u["first_seen_ms"]),
                                last_seen=from_ms(u["last_seen_ms"]), messages=u["messages"])
                  for u in unknown])

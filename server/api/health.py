@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from mamaroom.contract import RoomStateName
 from mamaroom.storage import StorageError
+from server.api.devices import loss_audit
 from server.context import Ctx
 
 router = APIRouter(tags=["operations"])
@@ -76,5 +77,11 @@ async def metrics(ctx: Ctx) -> PlainTextResponse:
     Gauge("mamaroom_registry_version", "Room registry version", registry=reg).set(
         ctx.registry.current.version)
     _gateway_summary(reg, ctx.mqtt.gateways)
+    try:
+        lost = sum(g.lost for g in await loss_audit(ctx))
+    except Exception:  # an unreadable audit must not take /metrics down
+        lost = -1
+    Gauge("mamaroom_messages_lost", "Device messages missing from storage, counted from "
+          "seq gaps (-1: audit unreadable)", registry=reg).set(lost)
     return PlainTextResponse(generate_latest(reg).decode(),
                              media_type="text/plain; version=0.0.4; charset=utf-8")

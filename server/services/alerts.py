@@ -173,8 +173,9 @@ class AlertService:
         return alert
 
     async def query(self, *, status: str | None, kind: str | None,
-                    open_only: bool = False) -> list[dict[str, Any]]:
-        return await self._db.query(status=status, kind=kind, open_only=open_only)
+                    open_only: bool = False, limit: int = 500) -> list[dict[str, Any]]:
+        return await self._db.query(status=status, kind=kind, open_only=open_only,
+                                    limit=limit)
 
     # --- internals ---------------------------------------------------------------
 

@@ -1,0 +1,86 @@
+"""The loss audit counts messages missing from storage by their seq gaps,
+in the same transaction as the store, duplicates never counted twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mamaroom.config import InfluxSettings
+from mamaroom.contract import Kind, Occupancy, Telemetry
+from mamaroom.storage import Record
+from mamaroom.storage.influx import InfluxStore
+from mamaroom.storage.seq_audit import lost_by_device, read_gaps_file
+from mamaroom.storage.sqlite import SqliteStore
+from tests.support import Services, wait_for
+
+
+def rec(device: str, boot: int, seq: int) -> Record:
+    msg = (Occupancy(v=1, boot=boot, seq=seq, ts=1_700_000_000_000 + seq, occupied=seq % 2 == 0,
+                     source="door") if seq % 3 else
+           Telemetry(v=1, boot=boot, seq=seq, ts=None, rssi=-60))
+    kind = Kind.OCCUPANCY if isinstance(msg, Occupancy) else Kind.TELEMETRY
+    return Record(device, "R1", kind, msg, 1_700_000_000_000 + seq)
+
+
+async def check(store: SqliteStore | InfluxStore, path: Path) -> None:
+    # dev-a boot 1: 1..10 with 4, 5 and 8 missing; sent out of order and twice.
+    seqs = [1, 2, 3, 6, 7, 9, 10]
+    await store.write([rec("dev-a", 1, s) for s in seqs[:4]])
+    await store.write([rec("dev-a", 1, s) for s in reversed(seqs)])  # duplicates and the rest
+    # dev-a boot 2 has nothing missing; dev-b's first message comes late.
+    await store.write([rec("dev-a", 2, s) for s in range(1, 6)] + [rec("dev-b", 7, 3)])
+    await store.write([rec("dev-b", 7, 1)])
+    gaps = await store.seq_gaps()
+    assert [(g.device, g.boot, g.first_seq, g.last_seq, g.stored, g.lost) for g in gaps] == [
+        ("dev-a", 1, 1, 10, 7, 3), ("dev-a", 2, 1, 5, 5, 0), ("dev-b", 7, 1, 3, 2, 1)]
+    # The late message closes its gap.
+    await store.write([rec("dev-b", 7, 2)])
+    assert lost_by_device(await store.seq_gaps()) == {"dev-a": 3, "dev-b": 0}
+    # Another process (the server) reads the same figures from the file.
+    assert lost_by_device(await read_gaps_file(path)) == {"dev-a": 3, "dev-b": 0}
+
+
+async def test_the_embedded_store_counts_seq_gaps(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.sqlite")
+    await store.open()
+    try:
+        await check(store, store.path)
+    finally:
+        await store.close()
+
+
+async def test_the_influxdb_spool_counts_seq_gaps_with_its_ledger(tmp_path: Path) -> None:
+    # No InfluxDB needed: the audit is kept in the spool, beside the dedupe ledger.
+    store = InfluxStore(InfluxSettings(url="http://127.0.0.1:9"), tmp_path / "spool.sqlite",
+                        gateway="gw")
+    await store.open()
+    try:
+        await check(store, tmp_path / "spool.sqlite")
+    finally:
+        await store.close()
+
+
+async def test_no_audit_yet_reads_as_nothing_lost(tmp_path: Path) -> None:
+    assert await read_gaps_file(tmp_path / "missing.sqlite") == []
+
+
+def test_lost_messages_show_in_device_health_and_metrics(services: Services,
+                                                         device_factory: Any) -> None:
+    dev = device_factory("dev-a")
+    dev.occupancy(True)
+    dev.seq += 3  # three messages that never reach the broker
+    dev.telemetry()
+    dev.occupancy(False)
+    services.wait_room_state("T1-0101", "free")
+
+    def lost() -> tuple[int, float]:
+        health = services.admin("GET", "/api/devices").json()["devices"]
+        [dev_a] = [d for d in health if d["device"] == "dev-a"]
+        metrics = services.http.get("/metrics").text
+        [total] = [float(line.split()[-1]) for line in metrics.splitlines()
+                   if line.startswith("mamaroom_messages_lost ")]
+        return dev_a["lost_messages"], total
+
+    assert wait_for(lambda: lost() == (3, 3.0) and lost(), what="3 lost messages counted",
+                    detail=lambda: str(lost()))
