@@ -111,6 +111,24 @@ def server(
 
 
 @app.command()
+def watchdog() -> None:
+    """Run the dead-man's switch: page the security desk (watchdog.pagers over
+    ESPA, watchdog.im over IM) when a gateway's heartbeat, the server's
+    /healthz or the broker stops, and again when it is back.
+
+    Independent of the server: run it beside it, better on another machine.
+    """
+    from mamaroom.watchdog import run_watchdog
+
+    settings = _settings("watchdog")
+    try:
+        _run(run_watchdog(settings))
+    except ValueError as exc:  # a watchdog.im name without a destination
+        err.print(f"[red]config error: {exc}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
 def simulate(
     rooms: Annotated[int, typer.Option(
         min=1, help="How many rooms to simulate (the first N of rooms_csv)")] = 190,
