@@ -312,6 +312,42 @@ def user_list() -> None:
     Console().print(table)
 
 
+@app.command("backup")
+def backup_command(
+    dest: Annotated[Path, typer.Argument(help="Folder to put the backup in (a new "
+                                              "mamaroom-YYYYmmdd-HHMMSS folder inside)")],
+) -> None:
+    """Back up the embedded databases of data_dir (registry, alerts, accounts,
+    stored messages) while the services run: SQLite's online backup, each copy
+    integrity-checked. Prints the new folder."""
+    from mamaroom.backup import BackupError, backup
+
+    settings = _settings("backup")
+    try:
+        folder = backup(settings.data_dir, dest)
+    except (BackupError, OSError) as exc:
+        err.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    print(folder)
+
+
+@app.command("restore")
+def restore_command(
+    source: Annotated[Path, typer.Argument(help="A folder made by `mamaroom backup`")],
+) -> None:
+    """Restore a backup into data_dir. Stop the gateway and the server first.
+    The current files are kept in data_dir/before-restore-<time>/."""
+    from mamaroom.backup import BackupError, restore
+
+    settings = _settings("restore")
+    try:
+        names = restore(source, settings.data_dir)
+    except (BackupError, OSError) as exc:
+        err.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    Console().print(f"restored {', '.join(names)} into {settings.data_dir}")
+
+
 @config_app.command("show")
 def config_show() -> None:
     """Print the effective configuration (file + environment + defaults) as JSON."""
