@@ -82,7 +82,7 @@ class Fuzz:
             f"mr/v1/dev/{device}/{self.text(self.r.randrange(1, 12))}",
             f"mr/v1/dev/{device}/call/{self.text(3)}",
             f"mr/v1/dev/{self.text(self.r.randrange(1, 40))}X/occupancy",
-            f"mr/v1/dev/{'a' * 33}/call", f"mr/v1/dev/Dev-A/call",
+            f"mr/v1/dev/{'a' * 33}/call", "mr/v1/dev/Dev-A/call",
             f"mr/v1/dev/{device}/CALL", f"mr/v1/dev//{device}/call"])
         return topic, json.dumps(self.body("occupancy")).encode(), RejectReason.BAD_TOPIC
 
