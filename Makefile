@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench install clean help
+.PHONY: demo test lint bench chaos install clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -12,6 +12,7 @@ help:
 	@echo "make test    install what the tests need and run them"
 	@echo "make lint    ruff + mypy"
 	@echo "make bench   run the benchmarks in bench/"
+	@echo "make chaos   fault injection and bad input at scale (100,000 fuzzed messages)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mamaroom needs Python >= 3.11; set PYTHON=python3.11 or newer")'
@@ -39,6 +40,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	@scripts/ensure-system-packages.sh mosquitto influxdb
 	$(BIN)/python -m bench
+
+# Long runs kept out of `make test`: the fuzz test at 100,000 messages
+# (`make test` runs it at 10,000).
+chaos: $(STAMP)
+	@scripts/ensure-system-packages.sh mosquitto influxdb
+	MAMAROOM_FUZZ_MESSAGES=100000 $(BIN)/python -m pytest -q -s tests/test_fuzz_gateway.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mamaroom.cli_broker import device_add_command
 from mamaroom.config import ConfigError, Settings, load_settings
 from mamaroom.contract import RegistryRoom
 from mamaroom.logs import setup_logging
@@ -38,6 +39,8 @@ app.add_typer(rooms_app, name="rooms")
 app.add_typer(config_app, name="config")
 app.add_typer(history_app, name="history")
 app.add_typer(user_app, name="user")
+# Temporary name: the lead moves it under `mamaroom device` when merging.
+app.command("device-add")(device_add_command)
 err = Console(stderr=True)
 
 
@@ -111,6 +114,24 @@ def server(
                             timeout_graceful_shutdown=3)
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run()
+
+
+@app.command()
+def watchdog() -> None:
+    """Run the dead-man's switch: page the security desk (watchdog.pagers over
+    ESPA, watchdog.im over IM) when a gateway's heartbeat, the server's
+    /healthz or the broker stops, and again when it is back.
+
+    Independent of the server: run it beside it, better on another machine.
+    """
+    from mamaroom.watchdog import run_watchdog
+
+    settings = _settings("watchdog")
+    try:
+        _run(run_watchdog(settings))
+    except ValueError as exc:  # a watchdog.im name without a destination
+        err.print(f"[red]config error: {exc}[/red]", highlight=False)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -295,6 +316,42 @@ def user_list() -> None:
     for name, role, disabled in asyncio.run(users()):
         table.add_row(name, role, "yes" if disabled else "")
     Console().print(table)
+
+
+@app.command("backup")
+def backup_command(
+    dest: Annotated[Path, typer.Argument(help="Folder to put the backup in (a new "
+                                              "mamaroom-YYYYmmdd-HHMMSS folder inside)")],
+) -> None:
+    """Back up the embedded databases of data_dir (registry, alerts, accounts,
+    stored messages) while the services run: SQLite's online backup, each copy
+    integrity-checked. Prints the new folder."""
+    from mamaroom.backup import BackupError, backup
+
+    settings = _settings("backup")
+    try:
+        folder = backup(settings.data_dir, dest)
+    except (BackupError, OSError) as exc:
+        err.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    print(folder)
+
+
+@app.command("restore")
+def restore_command(
+    source: Annotated[Path, typer.Argument(help="A folder made by `mamaroom backup`")],
+) -> None:
+    """Restore a backup into data_dir. Stop the gateway and the server first.
+    The current files are kept in data_dir/before-restore-<time>/."""
+    from mamaroom.backup import BackupError, restore
+
+    settings = _settings("restore")
+    try:
+        names = restore(source, settings.data_dir)
+    except (BackupError, OSError) as exc:
+        err.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    Console().print(f"restored {', '.join(names)} into {settings.data_dir}")
 
 
 @config_app.command("show")

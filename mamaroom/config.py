@@ -235,6 +235,36 @@ class EscalationSettings(_Section):
     tick_s: Annotated[float, Field(gt=0, le=10)] = 1.0
 
 
+class WatchdogSettings(_Section):
+    """The dead-man's switch (`mamaroom watchdog`): pages the security desk
+    when a gateway's heartbeat, the server or the broker stops."""
+
+    #: How often the server and the broker are checked.
+    check_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    #: Client ids of the gateways that must be alive; empty = [gateway.client_id].
+    gateways: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list)
+    #: A gateway publishes its stats every 10 s; this long without them, it is down.
+    gateway_silence_s: Annotated[float, Field(gt=10)] = 60.0
+    #: The server's base URL; empty = http://http.host:http.port.
+    server_url: str = ""
+    #: The server's /healthz failing this long: it is down.
+    server_silence_s: Annotated[float, Field(gt=0)] = 30.0
+    #: No round trip through the broker this long: it is down.
+    broker_silence_s: Annotated[float, Field(gt=0)] = 30.0
+    #: Pager numbers of the security desk, over ESPA (needs `espa_port`).
+    pagers: list[PagerNumber] = Field(default_factory=list)
+    #: IM destinations (names from paging.im.destinations) of the security desk.
+    im: list[str] = Field(default_factory=list)
+    #: The watchdog's own serial line to the paging system (the server holds
+    #: paging.espa.port); line settings as paging.espa. Empty = no ESPA.
+    espa_port: str = ""
+    #: Page again every so long while something is still down; 0 = once.
+    repeat_s: Annotated[float, Field(ge=0)] = 600.0
+    #: Its MQTT client id (and mr/v1/watchdog/{client_id}/ping).
+    client_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "mamaroom-watchdog"
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     #: `console` for people, `json` for log collectors.
@@ -259,6 +289,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     escalation: EscalationSettings = EscalationSettings()
     trends: TrendsSettings = TrendsSettings()
+    watchdog: WatchdogSettings = WatchdogSettings()
     #: Where the embedded databases live (created if missing).
     data_dir: Path = Path("var")
     #: Seeds the registry on first start; the server's database is the truth after that.

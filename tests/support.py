@@ -82,7 +82,11 @@ class Mosquitto:
         self.conf = workdir / "mosquitto.conf"
         # The shipped config (queue and in-flight sizing, autosave), with only
         # the listener, paths and persistence templated for the test.
-        templated = ("listener", "persistence", "allow_anonymous")
+        templated = ("listener", "persistence", "allow_anonymous",
+                     # The production listeners' auth and TLS: tests/security/ keep them.
+                     "per_listener_settings", "password_file", "acl_file",
+                     "use_username_as_clientid", "cafile", "certfile", "keyfile",
+                     "tls_version")
         shipped = [line for line in SHIPPED_MOSQUITTO_CONF.read_text().splitlines()
                    if not line.startswith(templated)]
         self.conf.write_text("\n".join([
