@@ -10,14 +10,11 @@ import sys
 from log import log
 
 
-def main(path="config.json"):
-    """The node's main coroutine: its tasks spawned, the supervisor's watchdog loop."""
-    # The biggest modules first, while the heap is emptiest (the order was
-    # found by measuring the unix port in a 64 KB heap).
-    import mqtt_session  # noqa: F401
-    from board import module
-
-    board_class = module().Board
+def main(path="config.json", trial=None):
+    """The node's main coroutine: its tasks spawned, the supervisor's watchdog
+    loop. `trial`: the OTA slot on trial (loader.py), watched by trial.py."""
+    # config.py first, while the heap is emptiest; it is needed once, and
+    # forgotten before the rest is loaded.
     import config
 
     error = None
@@ -27,8 +24,12 @@ def main(path="config.json"):
         error = str(e)
         log("ERROR", error)
         cfg = config.fallback(path)
-    del sys.modules["config"]  # needed once: give its memory back
+    del config, sys.modules["config"]
     gc.collect()
+    import mqtt_session  # noqa: F401
+    from board import module
+
+    board_class = module().Board
     import calls  # noqa: F401
     import mqtt  # noqa: F401
     import node
@@ -47,6 +48,12 @@ def main(path="config.json"):
         sup.spawn(name, fn, board)
     if n.mqtt:
         sup.spawn("mqtt", n.mqtt.__class__.run, n.mqtt)
+    if trial:  # not supervised: it ends once the update is confirmed
+        import asyncio
+
+        import trial as t
+
+        sup.trial = asyncio.create_task(t.watch(trial))
     del sys.modules["app"]
     gc.collect()
     return sup.watchdog()
@@ -98,6 +105,7 @@ def _node(board, cfg, error, client):
     n.test_until = n.identify_until = None  # ticks, while test mode / identify last
     n.ota_note = None  # the latest OTA outcome, for telemetry
     n.ota_busy = False
+    n.ota_task = None  # the update under way (commands.py, ota.py)
     n.occ = None  # (occupied, source) last fused
     n.due = {"occupancy": None, "telemetry": None, "ntp": None}  # ticks when due; None: now
     n.wake = True  # the publisher has something to do

@@ -55,7 +55,7 @@ def on_msg(node, payload):
         node.identify_until = ticks_add(now, cmd.get("seconds", 10) * 1000)
     elif name == "ota" and not node.ota_busy:
         node.ota_busy = True
-        asyncio.create_task(_ota(node, cmd))
+        node.ota_task = asyncio.create_task(_ota(node, cmd))
     else:
         log("WARN", "cmd ignored: %s" % name)
 

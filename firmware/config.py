@@ -116,9 +116,9 @@ def load(path="config.json"):
         with open(path) as f:
             raw = json.load(f)
     except OSError:
-        raise ConfigError("config.json: not found (copy config.example.json)")
+        raise ConfigError("config.json: not found (copy config.example.json)") from None
     except ValueError as e:
-        raise ConfigError("config.json: not valid JSON (%s)" % e)
+        raise ConfigError("config.json: not valid JSON (%s)" % e) from None
     return validate(raw)
 
 

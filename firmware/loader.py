@@ -55,8 +55,10 @@ def reset(reason, slot, fw=None):
     module().reset()
 
 
-def start():
-    """The node's main coroutine, from the firmware chosen."""
+def choose():
+    """Put the firmware chosen on sys.path; its slot if it is on trial, else
+    None. main.py then forgets this module (the heap is small) and starts
+    app.main(trial); an update restarted too often on trial is rolled back."""
     fw = read(PTR) or {}
     slot = fw.get("slot") or ""
     trial = fw.get("state") == "trial"
@@ -67,19 +69,7 @@ def start():
             reset("restarted %d times on trial" % MAX_TRIAL_BOOTS, slot, fw)
     if slot:
         sys.path.insert(0, slot)
-    try:
-        import app
-
-        node = app.main()
-        if trial:
-            import asyncio
-
-            import trial as t
-
-            asyncio.create_task(t.watch(slot))
-        return node
-    except Exception as e:
-        crashed(e)
+    return slot if trial else None
 
 
 def crashed(e):

@@ -18,7 +18,8 @@ class Supervisor:
         self.feed = feed  # the watchdog's feed function
         self.period_ms = period_ms
         self.restarts = 0
-        self.tasks = {}  # name -> [task, function, its argument, silence ms, ticks of the last beat]
+        # name -> [task, function, its argument, silence ms, ticks of the last beat]
+        self.tasks = {}
         self._faults = []
         self._stalled = None  # ticks of the latest stall
         asyncio.get_event_loop().set_exception_handler(self._failed)

@@ -129,7 +129,8 @@ class Board:
                 srv.close()
 
     def command(self, line):
-        w = line.split() + ["", ""]
+        w = line.split()
+        w += ("", "")  # w[1], w[2] exist
         if line == "press":
             self.button, self.release, self.pressed = True, False, ticks_ms()
         elif line == "release":
