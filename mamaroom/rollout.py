@@ -3,10 +3,11 @@
 For each node: its retained `status` must say online; the `ota` command goes
 to its `cmd` topic (QoS 1); then its telemetry tells the outcome. A node
 that refuses says why at once (`ota` field); one that takes the update
-restarts, and its first telemetry after the restart (uptime shorter than
-the time since the command) reports the firmware it runs: the new version
-(updated and confirmed: a node confirms an update when it gets online,
-before it sends telemetry) or the old one (rolled back by the node itself).
+restarts: its birth `online` comes again live (not the retained copy), and
+its first telemetry after that (uptime shorter than the time since the
+command) reports the firmware it runs: the new version (updated and
+confirmed: a node confirms an update when it gets online, before it sends
+telemetry) or the old one (rolled back by the node itself).
 The rollout stops at the first node that does not end on the new version:
 190 rooms are not all bricked by one bad release.
 """
@@ -198,6 +199,7 @@ async def update_one(client: aiomqtt.Client, target: Target, cmd: OtaCommand,
             return Outcome.OFFLINE, f"status {status or 'never seen'}: not updated"
         await client.publish(device_topic(dev, Kind.CMD), cmd.model_dump_json().encode(), qos=1)
         sent = time.monotonic()
+        reborn = False  # connected again since the command
         progress(target, "command sent; downloading and verifying")
         try:
             async with asyncio.timeout(timeout_s):
@@ -206,6 +208,8 @@ async def update_one(client: aiomqtt.Client, target: Target, cmd: OtaCommand,
                     if topic == status_topic:
                         with contextlib.suppress(ValueError):
                             state = parse_status(bytes(message.payload))
+                            # A live birth, not the retained copy: a new connection.
+                            reborn |= state == "online" and not message.retain
                             progress(target, "restarting" if state == "offline" else
                                      "back online; waiting for its telemetry")
                         continue
@@ -215,7 +219,7 @@ async def update_one(client: aiomqtt.Client, target: Target, cmd: OtaCommand,
                         t = json.loads(message.payload)
                     except ValueError:
                         continue
-                    verdict = judge(t, cmd.version, time.monotonic() - sent)
+                    verdict = judge(t, cmd.version, time.monotonic() - sent, reborn)
                     if verdict is not None:
                         return verdict
         except TimeoutError:
@@ -226,10 +230,12 @@ async def update_one(client: aiomqtt.Client, target: Target, cmd: OtaCommand,
         await client.unsubscribe(telemetry_topic)
 
 
-def judge(t: dict[str, object], version: str, since_s: float) -> tuple[Outcome, str] | None:
-    """What one telemetry message says about the update; None: nothing yet."""
+def judge(t: dict[str, object], version: str, since_s: float,
+          reborn: bool) -> tuple[Outcome, str] | None:
+    """What one telemetry message says about the update (`since_s` after the
+    command; `reborn`: the node connected again since); None: nothing yet."""
     fw, note, uptime = t.get("fw"), t.get("ota"), t.get("uptime_s")
-    restarted = isinstance(uptime, int) and uptime <= since_s + 1
+    restarted = reborn and isinstance(uptime, int) and uptime <= since_s + 1
     if restarted:
         if fw == version:
             return Outcome.UPDATED, f"running {version} (reset: {t.get('reset_reason')})"
