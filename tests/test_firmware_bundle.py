@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,86 @@ def test_the_server_offers_bundles_to_nodes_without_login(
         assert svc.http.get("/api/firmware").status_code == 401  # the list is for staff
     finally:
         svc.stop()
+
+
+class PtyBoard:
+    """The MicroPython unix port's REPL on a pseudo-terminal, the way a board's
+    REPL is on its USB serial port: mpremote opens `port`, a pty of its own,
+    bridged byte for byte to the interpreter's (socat's job, in a thread).
+    The interpreter's working folder is the board's flash."""
+
+    def __init__(self, flash: Path) -> None:
+        import pty
+        import tty
+
+        self.ours, theirs = pty.openpty()
+        self.board, board_tty = pty.openpty()
+        tty.setraw(board_tty)  # as a UART: no line discipline between the two
+        self.port = os.ttyname(theirs)
+        self._keep = theirs  # the port stays open for mpremote to open
+        self.proc = subprocess.Popen([micropython()], stdin=board_tty, stdout=board_tty,
+                                     stderr=board_tty, cwd=flash, start_new_session=True)
+        os.close(board_tty)
+        banner = b""
+        while b">>> " not in banner:  # the board is up, at its prompt
+            banner += os.read(self.board, 1024)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._bridge, daemon=True)
+        self.thread.start()
+
+    def _bridge(self) -> None:
+        while not self.stopped.is_set():
+            ready, _, _ = select.select([self.ours, self.board], [], [], 0.1)
+            for fd in ready:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    return
+                os.write(self.board if fd == self.ours else self.ours, data)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+        self.proc.kill()
+        self.proc.wait()
+        for fd in (self.ours, self.board, self._keep):
+            os.close(fd)
+
+
+def test_provision_copies_the_firmware_onto_a_board_over_serial(tmp_path: Path) -> None:
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    # An older firmware's leftovers: a source module that would shadow app.mpy,
+    # an OTA pointer that would start a slot instead of what is copied now.
+    (flash / "app.py").write_text("print('old firmware')\n")
+    (flash / "var").mkdir()
+    (flash / "var" / "fw.json").write_text('{"slot": "ota/a", "state": "ok"}')
+    (flash / "var" / "boot.json").write_text('{"boot": 41}')
+    # Loopback only: the example's broker and NTP server are site addresses.
+    template = {**json.loads((fb.FIRMWARE_DIR / "config.example.json").read_text()),
+                "broker": "mqtt://127.0.0.1:9", "ntp": ""}
+    (tmp_path / "site.json").write_text(json.dumps(template))
+    board = PtyBoard(flash)
+    try:
+        out = mamaroom("device", "provision", "--device", "n-pty-0101", "--port", board.port,
+                       "--config", str(tmp_path / "site.json"))
+    finally:
+        board.close()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "n-pty-0101 provisioned" in out.stdout, out.stdout
+    assert "app.py" in out.stdout and "var/fw.json" in out.stdout  # said what it removed
+    for f in fb.board_files():
+        assert (flash / f.path).read_bytes() == f.data, f.path
+    assert json.loads((flash / "config.json").read_text())["device"] == "n-pty-0101"
+    assert not (flash / "app.py").exists() and not (flash / "var" / "fw.json").exists()
+    assert json.loads((flash / "var" / "boot.json").read_text()) == {"boot": 41}  # kept
+    # What was copied boots: the node starts as n-pty-0101, on its 42nd boot.
+    node = subprocess.Popen([micropython(), "-X", "heapsize=256K", "main.py"], cwd=flash,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert node.stdout is not None
+        first = node.stdout.readline()
+        assert "node n-pty-0101 fw 1.0.0 boot 42" in first, first
+    finally:
+        node.kill()
+        node.wait()
