@@ -1,9 +1,9 @@
-# Builds the node at boot, in the order that fits a small heap (on the unix
-# port every module is compiled from source at import, and the compiler
-# needs room): config.json validated first (config.py is then forgotten),
-# then the node's modules, the board, the MQTT client, the node and its
-# tasks. Only main() is called from outside (loader.py), and this module is
-# forgotten too once the node runs: boot-only code costs the heap nothing.
+# Builds the node at boot, in the order that fits a small heap: the modules
+# the node runs on first (long-lived, packed together at the bottom of the
+# heap), then config.json validated (config.py is forgotten right after: its
+# room is where the node's objects go), the board, the MQTT client, the node
+# and its tasks. Only main() is called from outside (main.py), and this
+# module is forgotten too once the node runs: boot-only code costs nothing.
 import gc
 import sys
 
@@ -13,8 +13,16 @@ from log import log
 def main(path="config.json", trial=None):
     """The node's main coroutine: its tasks spawned, the supervisor's watchdog
     loop. `trial`: the OTA slot on trial (loader.py), watched by trial.py."""
-    # config.py first, while the heap is emptiest; it is needed once, and
-    # forgotten before the rest is loaded.
+    import calls  # noqa: F401
+    import commands  # noqa: F401
+    import mqtt  # noqa: F401
+    import node
+    import report
+    import supervisor  # noqa: F401
+    from board import module
+
+    board_class = module().Board
+    gc.collect()
     import config
 
     error = None
@@ -26,16 +34,6 @@ def main(path="config.json", trial=None):
         cfg = config.fallback(path)
     del config, sys.modules["config"]
     gc.collect()
-    import mqtt_session  # noqa: F401
-    from board import module
-
-    board_class = module().Board
-    import calls  # noqa: F401
-    import mqtt  # noqa: F401
-    import node
-    import report
-    import supervisor  # noqa: F401
-
     board = board_class(cfg)
     n = _node(board, cfg, error, None if error else _client(cfg))
     for k in ("pins", "filters", "wifi", "broker", "password", "ca"):

@@ -5,6 +5,7 @@
 #   press | release | staff | door locked | door unlocked
 #   radar <none|moving|still|both> <cm>
 #   lamp? -> lamp <off|fast|slow|steady>     buzzer? -> buzzer <on|off>
+#   led? -> led <config|wifi|broker|online|identify> (the status LED's pattern)
 #   heap? -> heap <alloc> <free> (after a collection)
 #   fault <task> -> the task raises once (the supervisor must start it again)
 #
@@ -41,7 +42,8 @@ class Board:
         self.uart = self  # the radar's UART: read() below
         self.node = None
         self.door = self.button = self.release = False
-        self.pressed = self.staff = 0  # ticks of the press; 0: not pressed
+        self.pressed = 0  # ticks of the button's press
+        self.staff_at = self.staff_n = 0  # staff key: ticks of the press under way, presses due
         self.target = ("none", 0)
         self.rx = b""
         self.outs = [False, False, False]  # call lamp, buzzer, status LED
@@ -52,9 +54,12 @@ class Board:
         now = ticks_ms()
         if self.release and ticks_diff(now, self.pressed) >= HOLD_MS:
             self.button = self.release = False
-        if self.staff and ticks_diff(now, self.staff) >= HOLD_MS:
-            self.staff = 0
-        return self.door, self.button, self.staff != 0
+        # Each `staff` is a press then a release, HOLD_MS each: two in a row are two presses.
+        if self.staff_at and ticks_diff(now, self.staff_at) >= 2 * HOLD_MS:
+            self.staff_n -= 1
+            self.staff_at = (now or 1) if self.staff_n else 0
+        return self.door, self.button, self.staff_at != 0 and ticks_diff(
+            now, self.staff_at) < HOLD_MS
 
     def out(self, i, on):
         self.outs[i] = on  # 0 the call lamp (corridor lamp and ring), 1 the buzzer, 2 the LED
@@ -100,7 +105,7 @@ class Board:
                         frame = bytes((random.getrandbits(8), 0xF4, 0xF3)) + frame
                 if frame:
                     cut = 1 + random.getrandbits(5) % len(frame)
-                    self.rx = self.rx[-1024:] + frame[:cut]  # overrun if nobody reads
+                    self.rx = self.rx[-256:] + frame[:cut]  # overrun if nobody reads
                     frame = frame[cut:]
                 if srv is None:
                     continue
@@ -136,7 +141,9 @@ class Board:
         elif line == "release":
             self.release = True
         elif line == "staff":
-            self.staff = ticks_ms() or 1
+            self.staff_n += 1
+            if not self.staff_at:
+                self.staff_at = ticks_ms() or 1
         elif w[0] == "door" and w[1] in ("locked", "unlocked"):
             self.door = w[1] == "locked"
         elif w[0] == "radar" and w[1] in ENERGY and w[2].isdigit():
@@ -145,6 +152,8 @@ class Board:
             return "lamp " + self.node.lamp.name
         elif line == "buzzer?":
             return "buzzer " + ("on" if self.outs[1] else "off")
+        elif line == "led?":
+            return "led " + str(self.node.led.name)
         elif line == "heap?":
             gc.collect()
             return "heap %d %d" % (gc.mem_alloc(), gc.mem_free())
