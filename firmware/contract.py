@@ -1,10 +1,11 @@
 # The contract (docs/protocol.md) mirrored for MicroPython; a CPython test
-# checks it agrees with mamaroom/contract.py.
+# (tests/firmware/test_logic.py) checks it agrees with mamaroom/contract.py.
 
 PREFIX = "mr/v1"
 KINDS = ("status", "occupancy", "call", "telemetry", "cmd")
 CALL_ACK_STATUSES = ("received", "acknowledged", "arrived", "resolved")
 PRESS_REPEAT_MS = 3000
+MAX_PAYLOAD = 4096
 
 
 def device_topic(device, kind):
@@ -14,40 +15,56 @@ def device_topic(device, kind):
 
 
 def envelope(boot, seq, ts):
+    """The fields every message carries; the builders below add theirs to it."""
     return {"v": 1, "boot": boot, "seq": seq, "ts": ts}
 
 
-def occupancy(boot, seq, ts, occupied, source, radar=None, still_s=None):
-    msg = envelope(boot, seq, ts)
-    msg["occupied"] = occupied
-    msg["source"] = source
+def occupancy(env, occupied, source, radar=None, still_s=None):
+    env["occupied"] = occupied
+    env["source"] = source
     if radar is not None:
-        msg["radar"] = radar
+        env["radar"] = radar
     if still_s is not None:
-        msg["still_s"] = still_s
-    return msg
+        env["still_s"] = still_s
+    return env
 
 
-def call(boot, seq, ts, action, call_id, status=None):
-    msg = envelope(boot, seq, ts)
-    msg["action"] = action
-    msg["call_id"] = call_id
+def call(env, action, call_id, status=None, test=False):
+    env["action"] = action
+    env["call_id"] = call_id
     if status is not None:
-        msg["status"] = status
-    return msg
+        env["status"] = status
+    if test:
+        env["test"] = True  # commissioning: an extra field, ignored by whoever does not know it
+    return env
 
 
 def parse_cmd(payload):
-    """A command dict, or None for anything malformed (ignored with a log line)."""
+    """A command dict, or None for anything malformed (ignored with a log line).
+    An unknown command is returned as is: the node logs and ignores it. (An
+    `ota` command is checked by ota.py, loaded only when one comes.)"""
     import json
 
+    if len(payload) > MAX_PAYLOAD:
+        return None
     try:
         cmd = json.loads(payload)
-    except ValueError:
+    except (ValueError, UnicodeError):
         return None
     if not isinstance(cmd, dict) or not isinstance(cmd.get("cmd"), str):
         return None
-    if cmd["cmd"] == "call_ack" and (cmd.get("status") not in CALL_ACK_STATUSES
-                                     or not isinstance(cmd.get("call_id"), str)):
-        return None
+    name = cmd["cmd"]
+    if name == "call_ack":
+        cid = cmd.get("call_id")
+        if cmd.get("status") not in CALL_ACK_STATUSES or not isinstance(cid, str) \
+                or not 1 <= len(cid) <= 64:
+            return None
+    elif name == "test_mode":
+        m = cmd.get("minutes", 60)
+        if not isinstance(cmd.get("on"), bool) or type(m) not in (int, float) or not 0 < m <= 1440:
+            return None
+    elif name == "identify":
+        s = cmd.get("seconds", 10)
+        if type(s) is not int or not 0 < s <= 600:
+            return None
     return cmd

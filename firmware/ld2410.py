@@ -3,36 +3,30 @@
 #
 # Frame: F4 F3 F2 F1 | len (2, LE) | type, AA, state, move_cm (2), move_energy,
 #        still_cm (2), still_energy, detect_cm (2), [engineering data], 55 00 | F8 F7 F6 F5
+#
+# A reading is a tuple (memory is scarce on the board):
+#   (state, move_cm, move_energy, still_cm, still_energy, detect_cm)
+#
+# Radar (below) makes the readings safe to act on: "none" when frames stop
+# coming (unplugged, dead), `stuck` when a still target has not moved for
+# radar_stuck_s (a ghost the radar keeps reporting), and how long a still
+# presence has lasted (still_s, for the welfare check).
+from time import ticks_diff
 
 HEADER = b"\xf4\xf3\xf2\xf1"
 FOOTER = b"\xf8\xf7\xf6\xf5"
 MAX_LEN = 64  # a longer length field is garbage, not a frame
 STATES = ("none", "moving", "still", "both")
-
-
-class Reading:
-    __slots__ = ("state", "move_cm", "move_energy", "still_cm", "still_energy", "detect_cm")
-
-    def __init__(self, state, move_cm, move_energy, still_cm, still_energy, detect_cm):
-        self.state = state
-        self.move_cm = move_cm
-        self.move_energy = move_energy
-        self.still_cm = still_cm
-        self.still_energy = still_energy
-        self.detect_cm = detect_cm
-
-    def __repr__(self):
-        return "Reading(%s, move=%dcm/%d, still=%dcm/%d)" % (
-            self.state, self.move_cm, self.move_energy, self.still_cm, self.still_energy)
+STATE, MOVE_CM, MOVE_ENERGY, STILL_CM, STILL_ENERGY, DETECT_CM = 0, 1, 2, 3, 4, 5
 
 
 def encode(state, move_cm=0, move_energy=0, still_cm=0, still_energy=0, detect_cm=0):
-    """A basic-mode data frame (what the radar sends; the unix board uses it)."""
-    body = bytes([0x02, 0xAA, STATES.index(state),
+    """A basic-mode data frame, as the radar sends it (the unix board uses it)."""
+    body = bytes((0x02, 0xAA, STATES.index(state),
                   move_cm & 0xFF, move_cm >> 8, move_energy,
                   still_cm & 0xFF, still_cm >> 8, still_energy,
-                  detect_cm & 0xFF, detect_cm >> 8, 0x55, 0x00])
-    return HEADER + bytes([len(body) & 0xFF, len(body) >> 8]) + body + FOOTER
+                  detect_cm & 0xFF, detect_cm >> 8, 0x55, 0x00))
+    return HEADER + bytes((len(body), 0)) + body + FOOTER
 
 
 class Parser:
@@ -40,52 +34,80 @@ class Parser:
     frames and corrupt frames are skipped by resynchronising on the header."""
 
     def __init__(self):
-        self._buf = bytearray()
+        self._buf = b""
         self.frames = 0
         self.dropped = 0  # bytes thrown away while resynchronising
 
     def feed(self, data):
-        self._buf.extend(data)
+        buf = self._buf + data
         out = []
         while True:
-            start = self._buf.find(HEADER)
+            start = buf.find(HEADER)
             if start < 0:
-                keep = 3  # a header may be split across reads
-                if len(self._buf) > keep:
-                    self.dropped += len(self._buf) - keep
-                    self._buf = self._buf[-keep:]
-                return out
+                if len(buf) > 3:  # keep what may be the start of a split header
+                    self.dropped += len(buf) - 3
+                    buf = buf[-3:]
+                break
             if start:
                 self.dropped += start
-                self._buf = self._buf[start:]
-            if len(self._buf) < 6:
-                return out
-            length = self._buf[4] | (self._buf[5] << 8)
-            if length < 13 or length > MAX_LEN:
-                self._skip()
+                buf = buf[start:]
+            if len(buf) < 6:
+                break
+            n = buf[4] | buf[5] << 8
+            end = 6 + n
+            if 13 <= n <= MAX_LEN and len(buf) < end + 4:
+                break  # wait for the rest of the frame
+            b = buf[6:end]
+            if n < 13 or n > MAX_LEN or buf[end:end + 4] != FOOTER or b[1] != 0xAA \
+                    or b[-2] != 0x55 or b[-1] != 0 or b[2] > 3:
+                self.dropped += 1  # corrupt: look for the next header after this one
+                buf = buf[1:]
                 continue
-            total = 6 + length + 4
-            if len(self._buf) < total:
-                return out  # wait for the rest of the frame
-            frame = bytes(self._buf[:total])
-            reading = self._decode(frame, length)
-            if reading is None:
-                self._skip()
-                continue
-            self._buf = self._buf[total:]
+            buf = buf[end + 4:]
             self.frames += 1
-            out.append(reading)
+            out.append((STATES[b[2]], b[3] | b[4] << 8, b[5], b[6] | b[7] << 8, b[8],
+                        b[9] | b[10] << 8))
+        self._buf = buf
+        return out
 
-    def _skip(self):
-        self.dropped += 1
-        self._buf = self._buf[1:]
 
-    @staticmethod
-    def _decode(frame, length):
-        body = frame[6:6 + length]
-        if frame[6 + length:] != FOOTER or body[1] != 0xAA:
-            return None
-        if body[-2] != 0x55 or body[-1] != 0x00 or body[2] > 3:
-            return None
-        return Reading(STATES[body[2]], body[3] | (body[4] << 8), body[5],
-                       body[6] | (body[7] << 8), body[8], body[9] | (body[10] << 8))
+GAP_MS = 5000  # a target that vanishes for less than this keeps its still_s
+
+
+class Radar:
+    def __init__(self, timeout_ms=5000, stuck_ms=14400000):
+        self.parser = Parser()
+        self.timeout_ms = timeout_ms
+        self.stuck_ms = stuck_ms
+        self.last = None  # the latest reading (a tuple, above)
+        self._seen = 0  # ticks of the latest frame
+        self._still = None  # ticks since when the target is still, None if not
+        self._gone = None  # ticks since when no target is seen
+
+    def feed(self, data, now):
+        for r in self.parser.feed(data):
+            self.last = r
+            self._seen = now
+            state = r[0]
+            if state == "still":
+                if self._still is None:
+                    self._still = now
+                self._gone = None
+            elif state == "none":
+                if self._gone is None:
+                    self._gone = now
+            else:  # moving (or moving and still): she moved
+                self._still = now if state == "both" else None
+                self._gone = None
+        if self._gone is not None and ticks_diff(now, self._gone) >= GAP_MS:
+            self._still = None
+
+    def status(self, now):
+        """(state, still_s, stale, stuck). The state is "none" when the radar
+        is stale (no frames). `stuck`: still for longer than stuck_ms; the
+        fusion then ignores the radar (the door lock still counts)."""
+        stale = self.last is None or ticks_diff(now, self._seen) > self.timeout_ms
+        s = self._still
+        held = 0 if s is None else ticks_diff(now, s)
+        state = "none" if stale else self.last[0]
+        return state, held // 1000 if state == "still" else 0, stale, held > self.stuck_ms

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mamaroom.cli_broker import device_add_command
+from mamaroom.cli_device import device_app
 from mamaroom.config import ConfigError, Settings, load_settings
 from mamaroom.contract import RegistryRoom
 from mamaroom.logs import setup_logging
@@ -39,8 +40,9 @@ app.add_typer(rooms_app, name="rooms")
 app.add_typer(config_app, name="config")
 app.add_typer(history_app, name="history")
 app.add_typer(user_app, name="user")
-# Temporary name: the lead moves it under `mamaroom device` when merging.
-app.command("device-add")(device_add_command)
+# `device add` (broker account) beside `device bundle/ota/provision`.
+device_app.command("add")(device_add_command)
+app.add_typer(device_app, name="device")
 err = Console(stderr=True)
 
 

@@ -1,4 +1,4 @@
-"""`mamaroom device-add`: a room node's broker account (mamaroom/broker_accounts.py)."""
+"""`mamaroom device add`: a room node's broker account (mamaroom/broker_accounts.py)."""
 
 from __future__ import annotations
 
@@ -70,5 +70,5 @@ def device_add_command(
     err.print(f"device {device}{where}: broker account ready in {passwd_file}"
               + ("" if reload_command else "; reload the broker to use it"), highlight=False)
     err.print("config.json for the node (keep it secret, it holds the password):")
-    # The snippet alone on stdout, so `mamaroom device-add ... > config.json` works.
+    # The snippet alone on stdout, so `mamaroom device add ... > config.json` works.
     print(node_config_json(account, broker_host or socket.getfqdn(), broker_port))

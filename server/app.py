@@ -21,6 +21,7 @@ from server.alerts_db import AlertsDb
 from server.api import admin, auth, devices, health, rooms
 from server.api import alerts as alerts_api
 from server.api import trends as trends_api
+from server.api import firmware as firmware_api
 from server.context import ServerContext
 from server.db import ServerDb
 from server.errors import ServerError
@@ -143,6 +144,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(alerts_api.router)
     app.include_router(health.router)
     app.include_router(trends_api.router)
+    app.include_router(firmware_api.router)
     _mount_pages(app, DASHBOARD)
     return app
 

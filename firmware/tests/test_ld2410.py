@@ -1,12 +1,23 @@
-from ld2410 import HEADER, Parser, encode
+from ld2410 import (
+    DETECT_CM,
+    HEADER,
+    MOVE_CM,
+    MOVE_ENERGY,
+    STATE,
+    STILL_CM,
+    STILL_ENERGY,
+    Parser,
+    Radar,
+    encode,
+)
 
 
 def test_one_frame():
     frame = encode("still", still_cm=120, still_energy=60, detect_cm=130)
     assert len(frame) == 23
     [r] = Parser().feed(frame)
-    assert r.state == "still" and r.still_cm == 120 and r.still_energy == 60
-    assert r.detect_cm == 130
+    assert r[STATE] == "still" and r[STILL_CM] == 120 and r[STILL_ENERGY] == 60
+    assert r[DETECT_CM] == 130
 
 
 def test_hand_written_frame():
@@ -14,7 +25,15 @@ def test_hand_written_frame():
     frame = bytes([0xF4, 0xF3, 0xF2, 0xF1, 0x0D, 0x00, 0x02, 0xAA, 0x01, 0x23, 0x01, 0x40,
                    0x00, 0x00, 0x00, 0x23, 0x01, 0x55, 0x00, 0xF8, 0xF7, 0xF6, 0xF5])
     [r] = Parser().feed(frame)
-    assert r.state == "moving" and r.move_cm == 0x123 and r.move_energy == 0x40
+    assert r[STATE] == "moving" and r[MOVE_CM] == 0x123 and r[MOVE_ENERGY] == 0x40
+
+
+def test_engineering_mode_frame_is_read():
+    # Engineering mode (type 0x01): 13 basic bytes then per-gate energies; still 55 00 at the end.
+    body = bytes((0x01, 0xAA, 0x02, 0, 0, 0, 90, 0, 45, 90, 0)) + bytes(20) + b"\x55\x00"
+    frame = HEADER + bytes((len(body), 0)) + body + b"\xf8\xf7\xf6\xf5"
+    [r] = Parser().feed(frame)
+    assert r[STATE] == "still" and r[STILL_CM] == 90
 
 
 def test_garbage_and_split_frames():
@@ -29,10 +48,10 @@ def test_garbage_and_split_frames():
         got += p.feed(stream[i:i + size])
         i += size
         size = size % 7 + 1
-    assert [r.state for r in got] == ["moving", "none"]
+    assert [r[STATE] for r in got] == ["moving", "none"]
     assert p.dropped > 0
     got = p.feed(HEADER[2:] + encode("both")[4:])  # the split header completes a frame
-    assert [r.state for r in got] == ["both"]
+    assert [r[STATE] for r in got] == ["both"]
 
 
 def test_corrupt_frames_are_skipped():
@@ -43,7 +62,7 @@ def test_corrupt_frames_are_skipped():
     bad_state = good[:8] + b"\x07" + good[9:]
     p = Parser()
     got = p.feed(bad_footer + bad_head + bad_length + bad_state + good)
-    assert [r.state for r in got] == ["still"] and p.frames == 1
+    assert [r[STATE] for r in got] == ["still"] and p.frames == 1
 
 
 def test_random_noise_never_crashes():
@@ -52,4 +71,22 @@ def test_random_noise_never_crashes():
     for _ in range(2000):
         seed = (seed * 1103515245 + 12345) & 0x7FFFFFFF
         p.feed(bytes([seed & 0xFF, (seed >> 8) & 0xFF, 0xF4, (seed >> 16) & 0xFF]))
-    assert p.feed(encode("none"))[-1].state == "none"
+    assert p.feed(encode("none"))[-1][STATE] == "none"
+    assert len(p._buf) < 100  # noise is never hoarded
+
+
+def test_still_seconds_stale_radar_and_stuck_target():
+    r = Radar(timeout_ms=5000, stuck_ms=60000)
+    r.feed(encode("still", still_cm=100, still_energy=50), 0)
+    assert r.status(0) == ("still", 0, False, False)
+    for t in range(100, 30001, 100):
+        r.feed(encode("still", still_cm=100, still_energy=50), t)
+    assert r.status(30000) == ("still", 30, False, False)
+    r.feed(encode("moving", move_cm=80, move_energy=70), 30100)  # she moved
+    assert r.status(30100)[:2] == ("moving", 0)
+    for t in range(30200, 100001, 100):
+        r.feed(encode("still", still_cm=100, still_energy=50), t)
+    state, still_s, stale, stuck = r.status(100000)
+    assert not stale
+    assert state == "still" and still_s == 69 and stuck  # a ghost: the fusion ignores it
+    assert r.status(106000)[0] == "none" and r.status(106000)[2]  # no frames for 6 s: stale

@@ -1,4 +1,4 @@
-"""The whole chain on the production broker: `mamaroom device-add` makes a
+"""The whole chain on the production broker: `mamaroom device add` makes a
 node's account and puts it in a room; the node connects over TLS with what
 it printed; server and gateway log in with their own accounts over TLS; an
 emergency call goes through and its call_ack comes back."""
@@ -20,7 +20,7 @@ def device_add(svc: Services, broker: ProductionBroker,
     assert broker.proc is not None
     env = {**svc.env, "MAMAROOM_ADMIN_PASSWORD": svc.ADMIN_PASSWORD}
     return subprocess.run(
-        [sys.executable, "-m", "mamaroom", "device-add", *args,
+        [sys.executable, "-m", "mamaroom", "device", "add", *args,
          "--passwd-file", str(broker.devices_passwd), "--server", svc.base_url,
          "--reload-command", f"kill -HUP {broker.proc.pid}",
          "--broker-host", "127.0.0.1", "--broker-port", str(broker.device_port)],

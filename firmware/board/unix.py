@@ -1,0 +1,164 @@
+# The node on the MicroPython unix port: the same logic as on the ESP32,
+# with the room's switches, lamps and radar simulated and driven over a
+# line-based TCP control port on 127.0.0.1:<sim_port> (docs/firmware.md):
+#
+#   press | release | staff | door locked | door unlocked
+#   radar <none|moving|still|both> <cm>
+#   lamp? -> lamp <off|fast|slow|steady>     buzzer? -> buzzer <on|off>
+#   led? -> led <config|wifi|broker|online|identify> (the status LED's pattern)
+#   heap? -> heap <alloc> <free> (after a collection)
+#   fault <task> -> the task raises once (the supervisor must start it again)
+#
+# Every command is answered with one line ("ok" or "error: ..."). The
+# simulated LD2410 sends a real data frame every 100 ms for the target it was
+# told about, cut at random points (now and then after some line noise),
+# into the UART that node.radar reads, as on the board.
+import asyncio
+import gc
+import random
+import socket
+import sys
+from time import ticks_diff, ticks_ms
+
+from ld2410 import encode
+
+HOLD_MS = 120  # a finger on a button: longer than the debounce
+ENERGY = {"none": (0, 0), "moving": (70, 0), "still": (0, 55), "both": (60, 50)}
+
+
+def reset():
+    """The unix port's reset: the process ends with 75; what runs it (the
+    tests, a shell loop) starts it again, as the chip would restart."""
+    print("board: reset")
+    sys.exit(75)
+
+
+class Board:
+    name = "unix"
+    reset_cause = "power_on"
+
+    def __init__(self, cfg):
+        self.port = cfg.get("sim_port") or 0
+        self.uart = self  # the radar's UART: read() below
+        self.node = None
+        self.door = self.button = self.release = False
+        self.pressed = 0  # ticks of the button's press
+        self.staff_at = self.staff_n = 0  # staff key: ticks of the press under way, presses due
+        self.target = ("none", 0)
+        self.rx = b""
+        self.outs = [False, False, False]  # call lamp, buzzer, status LED
+        self.feeds = 0
+
+    def inputs(self):
+        """(door locked, button pressed, staff key pressed)."""
+        now = ticks_ms()
+        if self.release and ticks_diff(now, self.pressed) >= HOLD_MS:
+            self.button = self.release = False
+        # Each `staff` is a press then a release, HOLD_MS each: two in a row are two presses.
+        if self.staff_at and ticks_diff(now, self.staff_at) >= 2 * HOLD_MS:
+            self.staff_n -= 1
+            self.staff_at = (now or 1) if self.staff_n else 0
+        return self.door, self.button, self.staff_at != 0 and ticks_diff(
+            now, self.staff_at) < HOLD_MS
+
+    def out(self, i, on):
+        self.outs[i] = on  # 0 the call lamp (corridor lamp and ring), 1 the buzzer, 2 the LED
+
+    def feed(self):
+        self.feeds += 1  # no hardware watchdog on the unix port: counted
+
+    def link(self):
+        return True, -55  # (Wi-Fi up, RSSI dBm)
+
+    def tasks(self, node):
+        """The board's own tasks: (name, coroutine function of the board)."""
+        self.node = node
+        return [("sim", Board.sim)]
+
+    def read(self, n):
+        """The radar's UART: what has come, or None."""
+        out = self.rx[:n]
+        self.rx = self.rx[n:]
+        return out or None
+
+    async def sim(self):
+        """The radar and the control port (one connection at a time), every 10 ms."""
+        srv = conn = None
+        if self.port:
+            srv = socket.socket()
+            srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            srv.bind(socket.getaddrinfo("127.0.0.1", self.port)[0][-1])
+            srv.listen(4)
+            srv.setblocking(False)
+        got = frame = b""
+        sent = ticks_ms()
+        try:
+            while True:
+                await asyncio.sleep_ms(10)
+                now = ticks_ms()
+                if not frame and ticks_diff(now, sent) >= 100:
+                    sent = now
+                    state, cm = self.target
+                    move, still = ENERGY[state]
+                    frame = encode(state, cm if move else 0, move, cm if still else 0, still, cm)
+                    if random.getrandbits(4) == 0:  # line noise before it
+                        frame = bytes((random.getrandbits(8), 0xF4, 0xF3)) + frame
+                if frame:
+                    cut = 1 + random.getrandbits(5) % len(frame)
+                    self.rx = self.rx[-256:] + frame[:cut]  # overrun if nobody reads
+                    frame = frame[cut:]
+                if srv is None:
+                    continue
+                try:
+                    if conn is None:
+                        conn = srv.accept()[0]
+                        conn.setblocking(False)
+                        got = b""
+                    data = conn.recv(128)
+                except OSError:
+                    continue
+                if data == b"":
+                    conn.close()
+                    conn = None
+                    continue
+                got += data
+                while b"\n" in got:
+                    line, got = got.split(b"\n", 1)
+                    conn.setblocking(True)
+                    conn.send(self.command(line.decode().strip()).encode() + b"\n")
+                    conn.setblocking(False)
+        finally:
+            if conn:
+                conn.close()
+            if srv:
+                srv.close()
+
+    def command(self, line):
+        w = line.split()
+        w += ("", "")  # w[1], w[2] exist
+        if line == "press":
+            self.button, self.release, self.pressed = True, False, ticks_ms()
+        elif line == "release":
+            self.release = True
+        elif line == "staff":
+            self.staff_n += 1
+            if not self.staff_at:
+                self.staff_at = ticks_ms() or 1
+        elif w[0] == "door" and w[1] in ("locked", "unlocked"):
+            self.door = w[1] == "locked"
+        elif w[0] == "radar" and w[1] in ENERGY and w[2].isdigit():
+            self.target = (w[1], min(int(w[2]), 600))
+        elif line == "lamp?":
+            return "lamp " + self.node.lamp.name
+        elif line == "buzzer?":
+            return "buzzer " + ("on" if self.outs[1] else "off")
+        elif line == "led?":
+            return "led " + str(self.node.led.name)
+        elif line == "heap?":
+            gc.collect()
+            return "heap %d %d" % (gc.mem_alloc(), gc.mem_free())
+        elif w[0] == "fault":
+            return "ok" if self.node.sup.inject(w[1]) else "error: no task " + w[1]
+        else:
+            return "error: unknown command " + line
+        return "ok"

@@ -1,0 +1,73 @@
+# What the server says to the node on its `cmd` topic, and what happens when
+# the connection is (again) up. A malformed command is ignored with a log
+# line; one the node does not know, too.
+#   call_ack   {"call_id", "status"}: the lamp shows it; reported with `shown`
+#   test_mode  {"on", "minutes"}: commissioning; presses go out marked `test`
+#   identify   {"seconds"}: the status LED blinks fast, to find the node
+#   ota        {"url", "sha256", "version"}: an update (ota.py)
+import asyncio
+from time import ticks_add, ticks_ms
+
+from contract import parse_cmd
+from log import exc, log
+from node import show
+from store import load, save
+from version import VERSION
+
+
+def attach(node, client):
+    client.on_msg = lambda topic, payload: on_msg(node, payload)
+    client.on_up = lambda: on_up(node)
+
+
+def on_up(node):
+    """Connected (again): the state now, a pending press at once, an update confirmed."""
+    node.due["occupancy"] = node.due["telemetry"] = None
+    node.calls.pressed_at = None
+    node.wake = True
+    fw = load("fw")
+    if fw and fw.get("state") == "trial":
+        fw["state"] = "ok"
+        save("fw", fw)
+        log("INFO", "ota: %s online: confirmed" % VERSION)
+        node.ota_note = "updated to " + VERSION
+
+
+def on_msg(node, payload):
+    cmd = parse_cmd(payload)
+    if cmd is None:
+        log("WARN", "cmd ignored: malformed (%d bytes)" % len(payload))
+        return
+    name = cmd["cmd"]
+    now = ticks_ms()
+    if name == "call_ack":
+        status = node.calls.ack(cmd["call_id"], cmd["status"])
+        if status:
+            log("INFO", "call %s: %s" % (cmd["call_id"], status))
+            show(node)
+            node.wake = True
+    elif name == "test_mode":
+        node.test_until = ticks_add(now, int(cmd.get("minutes", 60) * 60000)) \
+            if cmd["on"] else None
+        log("INFO", "test mode %s" % cmd["on"])
+        node.due["telemetry"] = None
+    elif name == "identify":
+        node.identify_until = ticks_add(now, cmd.get("seconds", 10) * 1000)
+    elif name == "ota" and not node.ota_busy:
+        node.ota_busy = True
+        node.ota_task = asyncio.create_task(_ota(node, cmd))
+    else:
+        log("WARN", "cmd ignored: %s" % name)
+
+
+async def _ota(node, cmd):
+    try:
+        import ota
+
+        await ota.update(node, cmd)
+    except Exception as e:
+        exc("ota: refused", e)
+        node.ota_note = "refused %s: %s" % (cmd.get("version"), e)
+        node.due["telemetry"] = None
+    finally:
+        node.ota_busy = False

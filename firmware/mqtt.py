@@ -1,0 +1,316 @@
+# A small asyncio MQTT 3.1.1 client for the node (docs/firmware.md says why
+# not one from PyPI). Persistent session, retained birth and last will,
+# keepalive, QoS 1 with PUBACK tracking and DUP retransmission after a
+# reconnect, re-subscription on every connect, exponential backoff with
+# jitter, optional TLS. Every packet is built whole and written at once on a
+# TCP_NODELAY socket: no Nagle stall between header and payload.
+# No hardware imports: the same code runs on the ESP32 and the unix port.
+import asyncio
+import random
+import socket
+from asyncio import core
+from time import ticks_diff, ticks_ms
+
+from log import exc, log
+
+CONNECT_MS = 10000  # TCP, TLS and CONNACK within this, or try again
+NODELAY = (6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY, on: raw numbers, as not every port names them
+# A command is a few hundred bytes; a bigger message is read away, never held
+# (the contract's 4 KiB would not fit the heap of a busy node in one piece).
+MAX_PAYLOAD = 1024
+
+
+class MQTTError(Exception):
+    pass
+
+
+def encode_str(s):
+    if isinstance(s, str):
+        s = s.encode()
+    return bytes((len(s) >> 8, len(s) & 0xFF)) + s
+
+
+def packet(kind, body):
+    """A whole packet: fixed header, remaining length, body."""
+    head = bytearray((kind,))
+    n = len(body)
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        head.append(b | 0x80 if n else b)
+        if not n:
+            return head + body
+
+
+# One connection: CONNECT with the will, the subscriptions again, the
+# unacknowledged QoS 1 publishes again (DUP), the retained birth; then the
+# broker's packets as they come (PUBACK, SUBACK, PINGRESP; a PUBLISH is
+# handled, then acknowledged).
+async def session(c):
+    """One connection of client `c`, until it fails; Client.run watches it
+    (connect timeout, keepalive) and cancels it when it hangs."""
+    try:
+        if c.addr is None:
+            # A blocking DNS look-up on the board: better an IP address in config.json.
+            c.addr = socket.getaddrinfo(c.host, c.port, 0, socket.SOCK_STREAM)[0]
+        ai = c.addr
+        sock = socket.socket(ai[0], ai[1], ai[2])
+        try:
+            try:
+                sock.setsockopt(*NODELAY)
+            except (OSError, TypeError):
+                pass
+            sock.setblocking(False)
+            try:
+                sock.connect(ai[-1])
+            except OSError as e:
+                if e.errno not in (115, 119):  # EINPROGRESS (Linux, lwIP)
+                    raise
+            if c.ssl:
+                sock = c.ssl.wrap_socket(sock, server_hostname=c.host,
+                                         do_handshake_on_connect=False)
+                sock.setblocking(False)
+            c.sock = sock
+            c.buf = b""
+            await _connect(c)
+            await _read_packets(c)
+        finally:
+            c.up = False
+            c.sock = None
+            sock.close()
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:  # broker away, refused, reset: Client.run tries again
+        exc("mqtt: %s:%d" % (c.host, c.port), e)
+
+
+async def _connect(c):
+    """CONNECT (clean session off, will, keepalive, user, password) and its
+    CONNACK; the subscriptions; what is in flight again (DUP); the birth."""
+    flags = 0
+    tail = encode_str(c.client_id)
+    if c.will:
+        topic, msg, qos, retain = c.will
+        flags = 4 | qos << 3 | retain << 5
+        tail += encode_str(topic) + encode_str(msg)
+    if c.user:
+        flags |= 0x80
+        tail += encode_str(c.user)
+        if c.password:
+            flags |= 0x40
+            tail += encode_str(c.password)
+    await c.send(packet(0x10, b"\x00\x04MQTT\x04" + bytes(
+        (flags, c.keepalive >> 8, c.keepalive & 0xFF)) + tail))
+    ack = await c.read(4)
+    if ack[0] != 0x20 or ack[3]:
+        raise MQTTError("refused: CONNACK %d" % ack[3])
+    c.t_up = c.rx = ticks_ms()
+    for topic in c.subs:  # always: the broker may have lost the session
+        pid = c.next_pid()
+        await c.send(packet(0x82, bytes((pid >> 8, pid & 0xFF)) + encode_str(topic) + b"\x01"))
+    for pid in sorted(c.inflight, key=lambda p: c.inflight[p][0]):
+        pkt = c.inflight[pid][1]
+        pkt[0] |= 8  # DUP: a retransmission
+        await c.send(pkt)
+    if c.birth:
+        await c.put(c.birth[0], c.birth[1], 1, True)
+    c.up = True
+    c.connects += 1
+    log("INFO", "mqtt: online at %s:%d (session %s)" % (
+        c.host, c.port, "resumed" if ack[2] & 1 else "new"))
+    if c.on_up:
+        c.on_up()
+
+
+async def _read_packets(c):
+    while True:
+        head = (await c.read(1))[0]
+        n = shift = 0
+        while True:
+            b = (await c.read(1))[0]
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+            if shift > 21:
+                raise MQTTError("bad packet length")
+        c.rx = ticks_ms()
+        kind = head & 0xF0
+        if kind != 0x30:
+            body = await c.read(n) if n else b""
+            if kind == 0x40:  # PUBACK
+                c.inflight.pop(body[0] << 8 | body[1], None)
+            elif kind == 0x90 and body[-1:] == b"\x80":
+                log("ERROR", "mqtt: subscription refused (ACL?)")
+            continue
+        # PUBLISH: topic, packet id (QoS 1), payload
+        b = await c.read(2)
+        topic = await c.read(b[0] << 8 | b[1])
+        n -= 2 + len(topic)
+        pid = 0
+        if head & 6:
+            b = await c.read(2)
+            pid = b[0] << 8 | b[1]
+            n -= 2
+        if n > MAX_PAYLOAD:
+            # Never hold an oversize message in the heap: read it away in pieces.
+            while n > 0:
+                n -= len(await c.read(min(n, 256)))
+            log("WARN", "mqtt: oversize message dropped")
+        else:
+            payload = await c.read(n) if n > 0 else b""
+            try:
+                if c.on_msg:
+                    c.on_msg(topic, payload)
+            except Exception as e:  # a bad message never takes the connection down
+                exc("mqtt: message handler", e)
+        if head & 6:  # QoS 1: acknowledged after it was handled
+            await c.send(bytes((0x40, 2, pid >> 8, pid & 0xFF)))
+
+
+def _io(sock, write=False):
+    """`await _io(sock)`: until the socket can be read (or written). This is
+    what asyncio's own streams do; using it directly spares their memory."""
+    q = core._io_queue
+    yield q.queue_write(sock) if write else q.queue_read(sock)
+
+
+class Client:
+    """`run()` keeps the connection up for ever; `publish()` raises MQTTError
+    while it is down (the caller decides what to keep for later)."""
+
+    def __init__(self, client_id, host, port, user=None, password=None, keepalive=30,
+                 will=None, birth=None, subs=(), on_msg=None, on_up=None, ssl=None,
+                 cap_ms=30000, max_inflight=6):
+        self.client_id = client_id
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.keepalive = keepalive
+        self.will = will  # (topic, payload, qos, retain)
+        self.birth = birth  # (topic, payload): published QoS 1, retained, on every connect
+        self.subs = subs
+        self.on_msg = on_msg  # function(topic, payload): QoS 1 is acknowledged after it returns
+        self.on_up = on_up
+        self.ssl = ssl
+        self.cap_ms = cap_ms
+        self.max_inflight = max_inflight
+        self.up = False
+        self.connects = 0
+        self.inflight = {}  # pid -> [order, packet]: QoS 1 publishes not yet acknowledged
+        self.addr = None
+        self.sock = None
+        self.buf = b""
+        self._rb = bytearray(128)
+        self.t_up = self.tx = self.rx = 0
+        self._pid = self._order = 0
+        self._busy = False
+
+    def next_pid(self):
+        while True:
+            self._pid = self._pid % 65535 + 1
+            if self._pid not in self.inflight:
+                return self._pid
+
+    async def publish(self, topic, payload, qos=1, retain=False):
+        """Write the PUBLISH; a QoS 1 one stays in flight (and is sent again,
+        DUP, after a reconnect) until its PUBACK. Returns its packet id."""
+        while self.up and len(self.inflight) >= self.max_inflight:
+            await asyncio.sleep_ms(5)
+        if not self.up:
+            raise MQTTError("offline")
+        return await self.put(topic, payload, qos, retain)
+
+    async def put(self, topic, payload, qos, retain):
+        if isinstance(payload, str):
+            payload = payload.encode()
+        pid = self.next_pid() if qos else 0
+        pkt = packet(0x30 | qos << 1 | retain, encode_str(topic) + (
+            bytes((pid >> 8, pid & 0xFF)) if qos else b"") + payload)
+        if qos:
+            self._order += 1
+            self.inflight[pid] = [self._order, pkt]
+        await self.send(pkt)
+        return pid
+
+    async def send(self, pkt):
+        while self._busy:  # another task is half-way through a packet
+            await asyncio.sleep_ms(2)
+        sock = self.sock
+        if sock is None:
+            raise MQTTError("offline")
+        self._busy = True
+        try:
+            # One write, the whole packet in one TCP segment; more only when
+            # the socket's buffer is full.
+            while pkt:
+                n = sock.write(pkt)
+                if n is None:
+                    await _io(sock, True)
+                else:
+                    pkt = pkt[n:]
+        finally:
+            self._busy = False
+        self.tx = ticks_ms()
+
+    async def read(self, n):
+        """n bytes from the broker (EOFError when it closed the connection)."""
+        buf = self.buf
+        rb = self._rb
+        while len(buf) < n:
+            await _io(self.sock)
+            # Into one buffer kept for the purpose: a fresh 512-byte one per
+            # read is what fragments a small heap.
+            k = self.sock.readinto(rb)
+            if k is None:
+                continue
+            if not k:
+                raise EOFError("closed by the broker")
+            buf += rb[:k]
+        self.buf = buf[n:]
+        return buf[:n]
+
+    async def run(self):
+        """Connect, and again after every failure, for ever. Watches the
+        connection meanwhile: CONNECT_MS to come up, then keepalive (a
+        PINGREQ when quiet for half the period; no answer to it within
+        another half and 2 s means the broker is gone)."""
+        failures = 0
+        half = self.keepalive * 500
+        while True:
+            self.t_up = 0
+            t0 = ticks_ms()
+            task = asyncio.create_task(session(self))
+            ping = 0
+            while not task.done():
+                await asyncio.sleep_ms(250)
+                now = ticks_ms()
+                why = None
+                if not self.t_up:
+                    if ticks_diff(now, t0) > CONNECT_MS:
+                        why = "no answer from the broker"
+                elif ping and ticks_diff(self.rx, ping) >= 0:
+                    ping = 0
+                elif ping:
+                    if ticks_diff(now, ping) > half + 2000:
+                        why = "no answer to PINGREQ"
+                elif ticks_diff(now, self.tx) >= half or ticks_diff(now, self.rx) >= half:
+                    ping = now
+                    try:
+                        await self.send(b"\xc0\x00")
+                    except Exception:
+                        pass
+                if why:
+                    log("WARN", "mqtt: %s; connecting again" % why)
+                    task.cancel()
+                    break
+            self.up = False
+            if self.t_up and ticks_diff(ticks_ms(), self.t_up) > 10000:
+                failures = 0  # it was up a while: start the backoff afresh
+            if failures >= 3:
+                self.addr = None  # look the name up again
+            delay = min(self.cap_ms, 1000 << min(failures, 6))
+            failures += 1
+            # Jitter: 190 nodes must not all come back in the same second.
+            await asyncio.sleep_ms(delay // 2 + random.getrandbits(16) % (delay // 2 + 1))

@@ -1,0 +1,152 @@
+# What the node tells the server, over MQTT: call events (a `press` every 3 s
+# until received; presence, reset and shown in order), occupancy (on change
+# and every occupancy_s), telemetry (every telemetry_s), with `seq` strictly
+# increasing within a boot and `ts` from NTP (null until synced). The clock
+# is kept here too, one non-blocking step at a time.
+import asyncio
+import gc
+import json
+import socket
+from time import ticks_add, ticks_diff, ticks_ms
+
+from contract import call, envelope, occupancy
+from log import exc, log
+from mqtt import MQTTError
+from node import up
+from version import VERSION
+
+
+def _envelope(node):
+    node.seq += 1
+    e = node.epoch
+    return envelope(node.boot, node.seq, None if e is None else e[0] + ticks_diff(ticks_ms(), e[1]))
+
+
+async def publisher(node):
+    """Woken by node.wake: an event (press, staff key, cmd) or the panel every 100 ms."""
+    c = node.calls
+    due = node.due  # kind -> ticks when due; None: now
+    topics = node.topics
+    mqtt = node.mqtt
+    while True:
+        while not node.wake:
+            await asyncio.sleep_ms(5)
+        node.wake = False
+        now = ticks_ms()
+        state, still_s, stale, stuck = node.radar.status(now)
+        occ = node.fusion.update(node.door.value, "none" if stuck else state, now)
+        if occ != node.occ:
+            log("INFO", "occupied %s (%s)" % occ)
+            node.occ = occ
+            due["occupancy"] = None
+        if node.error:  # config.json is wrong: no network, and say so now and then
+            if due["telemetry"] is None or ticks_diff(now, due["telemetry"]) >= 0:
+                due["telemetry"] = ticks_add(now, 60000)
+                log("ERROR", node.error)
+            continue
+        if node.cfg["ntp"]:
+            _ntp(node, now)
+        if not up(node):
+            continue
+        try:
+            msgs = []
+            if c.press_due(now):
+                c.pressed_at = now
+                msgs.append(("call", call(_envelope(node), "press", c.id, test=c.test)))
+            for kind, every in (("occupancy", "occupancy_s"), ("telemetry", "telemetry_s")):
+                if due[kind] is None or ticks_diff(now, due[kind]) >= 0:
+                    due[kind] = ticks_add(now, node.cfg[every] * 1000)
+                    msg = _envelope(node)
+                    if kind == "occupancy":
+                        occupancy(msg, occ[0], occ[1], state, still_s)
+                    else:
+                        msg.update(health(node, now, state, stale, stuck))
+                    msgs.append((kind, msg))
+            for kind, msg in msgs:
+                await mqtt.publish(topics[kind], json.dumps(msg))
+            item = c.next_out()
+            while item:
+                await mqtt.publish(topics["call"], json.dumps(call(_envelope(node), *item)))
+                c.sent()
+                item = c.next_out()
+        except MQTTError:
+            due["occupancy"] = due["telemetry"] = None  # again once back; the press too
+            c.pressed_at = None
+
+
+def health(node, now, state, stale, stuck):
+    node.uptime_ms += ticks_diff(now, node.ticks)  # ticks wrap after days: add them up
+    node.ticks = now
+    gc.collect()
+    last = node.radar.last or (0, 0, None, 0, None)
+    p = node.radar.parser
+    t = node.test_until
+    return {"uptime_s": node.uptime_ms // 1000, "rssi": node.board.link()[1],
+            "heap_free": gc.mem_free(), "fw": VERSION, "reset_reason": node.reset_reason,
+            "radar": state, "radar_move_energy": last[2], "radar_still_energy": last[4],
+            "radar_dropped": p.dropped, "radar_stale": stale, "radar_stuck": stuck,
+            "restarts": node.sup.restarts, "mqtt_connects": node.mqtt.connects,
+            "ntp": node.epoch is not None, "test_mode": t is not None and ticks_diff(t, now) > 0,
+            "ota": node.ota_note}
+
+
+# NTP: wall-clock time from the site's own server (SNTP over UDP, RFC 4330), in
+# steps that never wait: _ntp() asks, then looks for the answer every 100 ms.
+NTP_DELTA = 2208988800  # 1900-01-01 to 1970-01-01, in seconds
+
+
+def ntp_parse(data):
+    """ms since the Unix epoch from a server's answer, or None if it is not one."""
+    if len(data) < 48 or data[0] & 7 != 4 or data[1] == 0:  # not a server, or kiss-o'-death
+        return None
+    secs = int.from_bytes(data[40:44], "big")
+    if secs == 0:
+        return None
+    return (secs - NTP_DELTA) * 1000 + (int.from_bytes(data[44:48], "big") * 1000 >> 32)
+
+
+def ntp_request(host, port=123):
+    """A UDP socket with the question sent (DNS look-up: blocking on the board)."""
+    addr = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0][-1]
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    q = bytearray(48)
+    q[0] = 0x23  # leap 0, version 4, mode 3 (client)
+    try:
+        s.sendto(q, addr)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def ntp_answer(s):
+    """Epoch ms if the answer is there, else None."""
+    try:
+        return ntp_parse(s.recv(64))
+    except OSError:  # nothing yet (or the port is closed)
+        return None
+
+
+def _ntp(node, now):
+    """One step of keeping the clock: ask, or look for the answer."""
+    cfg = node.cfg
+    due = node.due
+    q = node.ntp  # (socket, ticks sent) while an exchange is under way
+    if q:
+        ms = ntp_answer(q[0])
+        if ms is None and ticks_diff(now, q[1]) < 2000:
+            return
+        q[0].close()
+        node.ntp = None
+        if ms is not None:
+            if node.epoch is None:
+                log("INFO", "ntp: clock set from " + cfg["ntp"])
+            node.epoch = (ms + ticks_diff(now, q[1]) // 2, now)
+        due["ntp"] = ticks_add(now, cfg["ntp_every_s"] * 1000 if node.epoch else 30000)
+    elif due["ntp"] is None or ticks_diff(now, due["ntp"]) >= 0:
+        due["ntp"] = ticks_add(now, 30000)
+        try:
+            node.ntp = (ntp_request(cfg["ntp"], cfg["ntp_port"]), now)
+        except OSError as e:
+            exc("ntp: " + cfg["ntp"], e)

@@ -1,0 +1,73 @@
+# Keeps the node's tasks alive: a task that raises is logged and started
+# again, never a silent dead node. Tasks that must never stall (the panel:
+# buttons and lamps) report in with beat(); one that stops reporting is
+# cancelled and started again, and the hardware watchdog is not fed until
+# it has kept going for RECOVER_MS. So a task that cannot be revived, or an
+# event loop blocked for good, lets the watchdog restart the board; the open
+# call survives that (calls.py saves it).
+import asyncio
+from time import ticks_diff, ticks_ms
+
+from log import exc, log
+
+RECOVER_MS = 10000
+
+
+class Supervisor:
+    def __init__(self, feed, period_ms=500):
+        self.feed = feed  # the watchdog's feed function
+        self.period_ms = period_ms
+        self.restarts = 0
+        # name -> [task, function, its argument, silence ms, ticks of the last beat]
+        self.tasks = {}
+        self._faults = []
+        self._stalled = None  # ticks of the latest stall
+        asyncio.get_event_loop().set_exception_handler(self._failed)
+
+    def spawn(self, name, fn, arg, silence_ms=0):
+        """Run the coroutine `fn(arg)` for ever; with silence_ms, it must
+        beat() at least that often."""
+        self.tasks[name] = [asyncio.create_task(fn(arg)), fn, arg, silence_ms, ticks_ms()]
+
+    def beat(self, name):
+        self.tasks[name][4] = ticks_ms()
+        if name in self._faults:
+            self._faults.remove(name)
+            raise RuntimeError("injected fault")  # the unix board's `fault <task>`
+
+    def inject(self, name):
+        """The task's next beat() raises (tests: it must come back)."""
+        if name in self.tasks:
+            self._faults.append(name)
+            return True
+        return False
+
+    def _failed(self, loop, context):
+        e = context.get("exception")
+        for name, entry in self.tasks.items():
+            if entry[0] is context.get("future"):
+                exc("task %s failed; starting it again" % name, e)
+                return
+        exc("task failed", e)
+
+    async def watchdog(self):
+        while True:
+            now = ticks_ms()
+            for name, entry in self.tasks.items():
+                task = entry[0]
+                if task.done():  # its exception, if any, was logged by _failed
+                    log("WARN", "task %s ended; starting it again" % name)
+                elif entry[3] and ticks_diff(now, entry[4]) > entry[3]:
+                    log("ERROR", "task %s stalled; starting it again" % name)
+                    task.cancel()
+                    self._stalled = now
+                else:
+                    continue
+                self.restarts += 1
+                entry[0] = asyncio.create_task(entry[1](entry[2]))
+                entry[4] = now
+            # Fed again only once a revived task has kept going a while: one
+            # that keeps stalling lets the watchdog restart the board.
+            if self._stalled is None or ticks_diff(now, self._stalled) > RECOVER_MS:
+                self.feed()
+            await asyncio.sleep_ms(self.period_ms)

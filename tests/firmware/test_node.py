@@ -1,0 +1,282 @@
+"""Whole nodes: the firmware on the real MicroPython unix port (64 KB heap,
+precompiled with mpy-cross) against a real Mosquitto, its room driven over
+the unix board's control port, a stand-in server checking every message
+with the contract's parsers."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from mamaroom.contract import Kind, device_topic
+from tests.firmware.nodes import Node, Server, now_ms, seqs_increase
+from tests.support import Mosquitto, free_port, wait_for
+
+NodeFactory = Callable[..., Node]
+
+
+def calls(server: Server, device: str, action: str, call_id: str | None = None) -> list[Any]:
+    return [m for m in server.of(device, "call")
+            if m["action"] == action and (call_id is None or m["call_id"] == call_id)]
+
+
+def retained_status(port: int, device: str) -> str:
+    """What a newcomer reads on the node's status topic (it must be retained)."""
+    got: list[bytes] = []
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"look-{free_port()}")
+    c.on_connect = lambda c, *_: c.subscribe(device_topic(device, Kind.STATUS), qos=1)
+    c.on_message = lambda _c, _u, m: got.append(m.payload) if m.retain else None
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        return wait_for(lambda: got and got[-1].decode(), timeout=15, what="retained status")
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+def test_boot_online_retained_telemetry_and_last_will(
+        node_factory: NodeFactory, server: Server, broker: Mosquitto) -> None:
+    node = node_factory(keepalive_s=5)
+    dev = node.device
+    server.wait(dev, "status", lambda s: s == "online", what="birth online")
+    assert retained_status(broker.port, dev) == "online"
+    tele = server.wait(dev, "telemetry", what="first telemetry", timeout=30)
+    for key in ("uptime_s", "rssi", "heap_free", "fw", "reset_reason", "radar",
+                "radar_move_energy", "radar_still_energy"):
+        assert key in tele, key
+    assert tele["ts"] is None  # no NTP server configured: no clock, and it says so
+    assert tele["heap_free"] > 0 and tele["fw"] == "1.0.0"
+    assert node.logged("mqtt: online at")
+    assert node.ctl("led?") == "led online"
+    # Gone without a word (a power cut): the broker's last will says so.
+    assert node.proc is not None
+    node.proc.kill()
+    server.wait(dev, "status", lambda s: s == "offline", timeout=30, what="last will")
+    assert retained_status(broker.port, dev) == "offline"
+    assert server.rejected == []
+
+
+def test_door_and_radar_occupancy_still_s_grows(node_factory: NodeFactory,
+                                                server: Server) -> None:
+    node = node_factory(occupancy_s=2)
+    dev = node.device
+    server.wait(dev, "occupancy", lambda m: m["occupied"] is False, what="free at boot")
+    assert node.ctl("door locked") == "ok"
+    m = server.wait(dev, "occupancy", lambda m: m["occupied"] and m["source"] == "door",
+                    what="door locked → occupied")
+    assert m["radar"] == "none"
+    assert node.ctl("door unlocked") == "ok"
+    assert node.ctl("radar still 120") == "ok"
+    # The radar's bytes go through the UART reader: a still mother, behind an unlocked door.
+    first = server.wait(dev, "occupancy",
+                        lambda m: m["source"] == "radar" and m["radar"] == "still",
+                        what="radar still → occupied")
+    assert first["occupied"] is True
+    later = server.wait(dev, "occupancy",
+                        lambda m: m["radar"] == "still" and m["still_s"] >= first["still_s"] + 3,
+                        what="still_s growing", timeout=40)
+    assert later["occupied"] is True
+    assert node.ctl("radar moving 200") == "ok"
+    server.wait(dev, "occupancy", lambda m: m["radar"] == "moving" and m["still_s"] == 0,
+                what="she moved: still_s back to 0")
+    assert node.ctl("radar none 0") == "ok"
+    server.wait(dev, "occupancy", lambda m: m["occupied"] is False and m["seq"] > later["seq"],
+                what="radar none → free after delayed_off")
+    assert node.ctl("radar sideways 5") .startswith("error")
+    occ = server.of(dev, "occupancy")
+    assert seqs_increase(occ) and server.rejected == []
+
+
+def press_and_wait(node: Node, server: Server) -> str:
+    """Press the button; the new call's id once the server has its `press`."""
+    known = {m["call_id"] for m in calls(server, node.device, "press")}
+    node.press()
+    wait_for(lambda: node.lamp() == "fast", timeout=10, what="lamp fast blink")
+    assert node.buzzer()
+    first = server.wait(node.device, "call",
+                        lambda m: m["action"] == "press" and m["call_id"] not in known,
+                        what="call press")
+    return str(first["call_id"])
+
+
+def test_call_ack_statuses_on_the_lamp_and_shown(node_factory: NodeFactory,
+                                                  server: Server) -> None:
+    node = node_factory()
+    dev = node.device
+    server.wait(dev, "status", lambda s: s == "online")
+    call_id = press_and_wait(node, server)
+    # No ack yet: `press` again every 3 s, same call_id, a new seq.
+    wait_for(lambda: len(calls(server, dev, "press", call_id)) >= 2, timeout=20,
+             what="press repeated")
+    presses = calls(server, dev, "press", call_id)
+    assert presses[1]["seq"] > presses[0]["seq"]
+    node.press()  # the mother presses again: still the same call
+    for status, lamp, buzzer in (("received", "slow", True), ("acknowledged", "steady", True),
+                                 ("arrived", "steady", False), ("resolved", "off", False)):
+        server.call_ack(dev, call_id, status)
+        wait_for(lambda lamp=lamp: node.lamp() == lamp, timeout=10, what=f"lamp {lamp}")
+        assert node.buzzer() is buzzer, status
+        server.wait(dev, "call", lambda m, s=status: m["action"] == "shown"
+                    and m["status"] == s and m["call_id"] == call_id, what=f"shown {status}")
+    msgs = server.of(dev, "call")
+    assert {m["call_id"] for m in msgs} == {call_id}
+    first_shown = next(i for i, m in enumerate(msgs) if m["action"] == "shown")
+    assert all(m["action"] != "press" for m in msgs[first_shown:])  # repeats stopped
+    assert seqs_increase(msgs) and server.rejected == []
+    # A new press after the call is over is a new call.
+    assert press_and_wait(node, server) != call_id
+
+
+def test_staff_key_presence_then_reset(node_factory: NodeFactory, server: Server) -> None:
+    node = node_factory()
+    dev = node.device
+    call_id = press_and_wait(node, server)
+    server.call_ack(dev, call_id, "received")
+    wait_for(lambda: node.lamp() == "slow", timeout=10, what="lamp slow")
+    assert node.ctl("staff") == "ok"
+    server.wait(dev, "call", lambda m: m["action"] == "presence" and m["call_id"] == call_id,
+                what="presence")
+    assert not node.buzzer() and node.lamp() == "steady"
+    assert node.ctl("staff") == "ok"
+    wait_for(lambda: calls(server, dev, "reset", call_id), timeout=10, what="reset",
+             detail=node.log_tail)
+    wait_for(lambda: node.lamp() == "off", timeout=10, what="lamp off after reset")
+    assert server.rejected == []
+
+
+def test_broker_restart_mid_call(node_factory: NodeFactory, server: Server,
+                                 broker: Mosquitto) -> None:
+    node = node_factory()
+    dev = node.device
+    call_id = press_and_wait(node, server)
+    broker.stop()
+    wait_for(lambda: node.logged("mqtt: 127.0.0.1"), timeout=60, what="node sees the broker gone",
+             detail=node.log_tail)
+    # The room does not depend on the broker: the lamp and buzzer go on.
+    assert node.lamp() == "fast" and node.buzzer()
+    before = len(calls(server, dev, "press", call_id))
+    broker.start()
+    wait_for(lambda: len(calls(server, dev, "press", call_id)) > before, timeout=90,
+             what="the call re-published after the broker came back", detail=node.log_tail)
+    for status, lamp in (("received", "slow"), ("acknowledged", "steady"),
+                         ("resolved", "off")):
+        server.call_ack(dev, call_id, status)
+        wait_for(lambda lamp=lamp: node.lamp() == lamp, timeout=30, what=f"lamp {lamp}",
+                 detail=node.log_tail)
+        server.wait(dev, "call", lambda m, s=status: m["action"] == "shown" and m["status"] == s,
+                    what=f"shown {status}")
+    assert len(node.logged("mqtt: online at")) >= 2
+    assert server.rejected == []
+
+
+def test_junk_on_cmd_is_ignored(node_factory: NodeFactory, server: Server) -> None:
+    node = node_factory()
+    dev = node.device
+    server.wait(dev, "status", lambda s: s == "online")
+    junk = [b"", b"not json", b"[1, 2]", b'{"cmd": 5}', b"\xff\xfe\x00",
+            b'{"cmd": "call_ack", "call_id": "x", "status": "eaten"}',
+            b'{"cmd": "identify", "seconds": "ten"}', b'{"cmd": "self_destruct"}',
+            json.dumps({"cmd": "call_ack", "pad": "x" * 3000}).encode()]
+    for payload in junk:
+        server.cmd(dev, payload)
+    wait_for(lambda: len(node.logged("cmd ignored")) >= len(junk) - 1, timeout=20,
+             what="a log line per junk command", detail=node.log_tail)
+    # Still a working node: a call goes out and its ack is shown.
+    call_id = press_and_wait(node, server)
+    server.call_ack(dev, call_id, "received")
+    wait_for(lambda: node.lamp() == "slow", timeout=10, what="lamp slow")
+    assert node.alive() and not node.logged("Traceback")
+    assert server.rejected == []
+
+
+def test_a_failing_task_is_restarted(node_factory: NodeFactory, server: Server) -> None:
+    node = node_factory()
+    dev = node.device
+    server.wait(dev, "status", lambda s: s == "online")
+    for task in ("panel", "radar"):
+        assert node.ctl(f"fault {task}") == "ok"
+        wait_for(lambda task=task: node.logged(f"task {task} ended; starting it again"),
+                 timeout=20, what=f"{task} restarted", detail=node.log_tail)
+    assert node.ctl("fault nosuchtask").startswith("error")
+    assert node.logged("injected fault")  # the exception was logged, not swallowed
+    # The restarted panel still reads the button and drives the lamp.
+    press_and_wait(node, server)
+    assert node.ctl("radar still 100") == "ok"
+    server.wait(dev, "telemetry", what="telemetry")
+    assert node.alive()
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"broker": "http://10.0.0.1"}, "broker: must start with mqtt:// or mqtts://"),
+    ({"device": "Room 1/A"}, "is not a device id"),
+    ({"filters": {"door_ms": "fast"}}, "filters.door_ms: must be a whole number"),
+])
+def test_a_bad_config_is_reported_and_the_room_still_works(
+        node_factory: NodeFactory, bad: dict[str, Any], words: str) -> None:
+    node = node_factory(**bad)
+    wait_for(lambda: node.logged(words), timeout=15, what="a clear log line",
+             detail=node.log_tail)
+    assert node.logged("ERROR config.json:")
+    assert node.ctl("led?") == "led config"  # three blinks on the status LED
+    node.press()
+    wait_for(lambda: node.lamp() == "fast", timeout=10, what="lamp without a network")
+    assert node.buzzer() and node.alive()
+
+
+class SNTP:
+    """A tiny SNTP server (RFC 4330) on a free UDP port: the site's own clock."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.sock.settimeout(0.2)
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while self.running:
+            try:
+                data, addr = self.sock.recvfrom(64)
+            except (TimeoutError, OSError):
+                continue
+            ms = now_ms()
+            secs, frac = divmod(ms, 1000)
+            answer = bytearray(48)
+            answer[0] = 0x24  # version 4, mode 4 (server)
+            answer[1] = 2  # stratum
+            answer[24:32] = data[40:48]  # the client's transmit time, echoed
+            answer[40:44] = (secs + 2208988800).to_bytes(4, "big")
+            answer[44:48] = (frac * 2**32 // 1000).to_bytes(4, "big")
+            self.sock.sendto(bytes(answer), addr)
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def sntp() -> Iterator[SNTP]:
+    s = SNTP()
+    yield s
+    s.close()
+
+
+def test_time_from_the_sites_ntp_server(node_factory: NodeFactory, server: Server,
+                                        sntp: SNTP) -> None:
+    node = node_factory(ntp="127.0.0.1", ntp_port=sntp.port, occupancy_s=1)
+    dev = node.device
+    wait_for(lambda: node.logged("ntp: clock set"), timeout=30, what="clock set",
+             detail=node.log_tail)
+    m = server.wait(dev, "occupancy", lambda m: m["ts"] is not None, what="a stamped message")
+    assert abs(m["ts"] - now_ms()) < 10_000
