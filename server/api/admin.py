@@ -31,6 +31,7 @@ class RoomPatch(BaseModel):
     hours: str | None = None
     amenities: list[str] | None = None
     in_service: bool | None = None
+    cleaning: bool | None = None
 
 
 @router.get("/registry", response_model=Registry)
