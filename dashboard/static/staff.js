@@ -68,7 +68,9 @@
     document.title = needsAlarm() ? `🔴 ${T("call")} · ${T("pageTitle")}` : T("pageTitle");
   }
   function renderGate() {
-    document.getElementById("gate").hidden = MR.sound.unlocked || !MR.sound.supported;
+    const hide = MR.sound.unlocked || !MR.sound.supported;
+    document.getElementById("gate").hidden = hide;
+    document.body.classList.toggle("gated", !hide);
   }
 
   // --- alerts -----------------------------------------------------------------------
