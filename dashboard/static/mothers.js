@@ -182,13 +182,14 @@
     const s = status(r);
     document.title = `${rname(r)} · ${T(s)}`;
     box.className = `card room-detail ${s}`;
-    box.replaceChildren(
+    box.replaceChildren(...[
       el("p", { class: "where-line", text: `${bname(r)} · ${T("floorN", r.floor)}` }),
       el("h1", { class: "room-title", text: rname(r) }),
       el("p", { class: `big-state ${s}`, "data-state": s, text: T(s) }),
       s === "offline" ? el("p", { class: "muted", text: T("offlineNote") }) : null,
       el("p", { text: notes(r, true) }),
-      r.amenities.length ? el("div", { class: "chips", "aria-label": T("amenities") }, ...amenities(r).map((a) => el("span", { class: "chip", text: a }))) : null);
+      r.amenities.length ? el("div", { class: "chips", "aria-label": T("amenities") }, ...amenities(r).map((a) => el("span", { class: "chip", text: a }))) : null,
+    ].filter(Boolean));
   }
   function roomItem(r) {
     const s = status(r);

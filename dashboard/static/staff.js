@@ -17,7 +17,7 @@
       noAlerts: "目前没有待处理的警报。", live: "● 实时", reconnect: "连接中断，正在重连…",
       call: "紧急呼叫", welfare: "关怀提醒", device_offline: "设备离线", building_offline: "楼宇设备离线", paging_link: "寻呼链路故障",
       open: "待接警", acknowledged: "已接警", arrived: "已到场", resolved: "已解除", cancelled: "已取消",
-      ack: "接警", resolve: "解除", floorN: (n) => `${n}层`, since: "已过", level: (n) => n ? `已升级第 ${n} 级` : "首次通知",
+      ack: "接警", resolve: "解除", floorN: (n) => `${n}层`, since: "已过", level: (n) => n ? `已通知第 ${n} 级` : "尚未通知",
       by: (w) => `接警人：${w}`, timeline: "处理记录", test: "测试",
       raised: "发起", escalated: "升级", paged: "已寻呼", "page failed": "寻呼失败", shown: "呼叫器显示",
       pushOn: "在这部手机上接收推送通知", pushDone: "已开启：新的紧急呼叫会推送到这部手机。", pushNo: "这个浏览器不支持推送通知（页面打开时仍会响铃）。",
@@ -32,7 +32,7 @@
       noAlerts: "No alerts to handle.", live: "● Live", reconnect: "Connection lost, reconnecting…",
       call: "Emergency call", welfare: "Welfare check", device_offline: "Device offline", building_offline: "Building offline", paging_link: "Paging link down",
       open: "Open", acknowledged: "Acknowledged", arrived: "Staff in room", resolved: "Resolved", cancelled: "Cancelled",
-      ack: "Acknowledge", resolve: "Resolve", floorN: (n) => `${n}F`, since: "for", level: (n) => n ? `escalated to level ${n}` : "first page",
+      ack: "Acknowledge", resolve: "Resolve", floorN: (n) => `${n}F`, since: "for", level: (n) => n ? `paged: tier ${n}` : "not paged yet",
       by: (w) => `taken by ${w}`, timeline: "Timeline", test: "TEST",
       raised: "raised", escalated: "escalated", paged: "paged", "page failed": "page failed", shown: "shown on the button",
       pushOn: "Get push notifications on this phone", pushDone: "On: new emergency calls are pushed to this phone.", pushNo: "This browser has no push notifications (the open page still rings).",
@@ -77,8 +77,13 @@
   function roomLine(a) {
     const r = rooms.get(a.room);
     if (!r) return a.room || a.subject || "";
+    return MR.lang === "zh" ? r.name : r.name_en;
+  }
+  function placeLine(a) {
+    const r = rooms.get(a.room);
+    if (!r) return "";
     const b = MR.lang === "zh" ? r.building : (r.building_en || r.building);
-    return `${MR.lang === "zh" ? r.name : r.name_en} · ${b} ${T("floorN", r.floor)}`;
+    return `${b} · ${T("floorN", r.floor)} · ${r.id}`;
   }
   async function act(a, what, button) {
     button.disabled = true;
@@ -123,6 +128,7 @@
         el("span", { class: "alert-kind", text: (a.test ? `[${T("test")}] ` : "") + T(a.kind) }),
         el("span", { class: "alert-status", text: T(a.status) })),
       el("div", { class: "alert-room", text: roomLine(a) }),
+      el("div", { class: "alert-place", text: placeLine(a) }),
       el("div", { class: "alert-meta" },
         el("span", {}, T("since") + " ", since),
         el("span", { text: `${T("raised")} ${MR.clock(a.raised_at_ms)}` }),

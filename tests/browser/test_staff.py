@@ -41,7 +41,7 @@ def test_a_call_rings_until_one_tap_acknowledges_it(
     expect(card).to_be_visible(timeout=LIVE_TIMEOUT)
     expect(card).to_contain_text("紧急呼叫")
     expect(card).to_contain_text("测试楼1层母婴室")
-    expect(card).to_contain_text("1层")
+    expect(card).to_contain_text("测试楼 · 1层")
     wait_for(lambda: "received" in node.statuses("c-1-1"), what="call_ack received")
 
     plays_at_call = page.evaluate("window.__alarmPlays")
