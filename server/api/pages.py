@@ -16,6 +16,7 @@ from mamaroom.config import PROJECT_ROOT, Settings
 from mamaroom.contract import ROOM_ID_PATTERN
 from mamaroom.logs import get_logger
 from server.context import ServerContext
+from server.services.roster import Roster, RosterDb
 from server.services.site import SiteService, read_site_file
 from server.services.waits import WaitPredictor
 from server.services.webpush import PushDb, WebPush
@@ -89,9 +90,26 @@ def public_url(settings: Settings) -> str:
     return f"http://{host}:{settings.http.port}"
 
 
-async def start(app: FastAPI, ctx: ServerContext) -> tuple[list[asyncio.Task[None]], PushDb]:
-    """The pages' services, on app.state; the tasks to cancel and the db to close."""
+class PagesDb:
+    """The pages' tables in the server's database (push subscriptions, roster)."""
+
+    def __init__(self, push: PushDb, roster: RosterDb) -> None:
+        self.push = push
+        self.roster = roster
+
+    async def close(self) -> None:
+        await self.push.close()
+        await self.roster.close()
+
+
+async def start(app: FastAPI, ctx: ServerContext) -> tuple[list[asyncio.Task[None]], PagesDb]:
+    """The pages' services, on app.state; the tasks to cancel and the dbs to close."""
     settings = ctx.settings
+    roster_db = RosterDb(settings.server_db_path)
+    await roster_db.open()
+    roster = Roster(roster_db, settings.escalation)
+    await roster.load()
+    app.state.roster = roster
     app.state.site = SiteService(read_site_file(settings.pages.site_file),
                                  settings.pages.near_minutes)
     app.state.waits = WaitPredictor(ctx.store, settings.pages.wait_history_days)
@@ -108,4 +126,4 @@ async def start(app: FastAPI, ctx: ServerContext) -> tuple[list[asyncio.Task[Non
     if push.enabled:
         tasks.append(asyncio.create_task(push.run(ctx.fanout)))
         log.info("web push on")
-    return tasks, db
+    return tasks, PagesDb(db, roster_db)
