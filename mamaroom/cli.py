@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mamaroom.cli_pages import qr, webpush_app
 from mamaroom.config import ConfigError, Settings, load_settings
 from mamaroom.contract import RegistryRoom
 from mamaroom.logs import setup_logging
@@ -38,6 +39,8 @@ app.add_typer(rooms_app, name="rooms")
 app.add_typer(config_app, name="config")
 app.add_typer(history_app, name="history")
 app.add_typer(user_app, name="user")
+app.add_typer(webpush_app, name="webpush")
+app.command("qr")(qr)
 err = Console(stderr=True)
 
 
