@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench chaos install clean help
+.PHONY: demo test lint bench chaos install clean help vendor
 .DEFAULT_GOAL := help
 
 help:
@@ -24,11 +24,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# The pages' JS libraries from npm (dashboard/package-lock.json) into dashboard/vendor/.
+VENDOR := dashboard/vendor/.built
+$(VENDOR): dashboard/package.json dashboard/package-lock.json | $(STAMP)
+	scripts/build-dashboard.sh $(VENV)
+
+vendor: $(VENDOR)
+
+demo: $(STAMP) $(VENDOR)
 	$(BIN)/mamaroom demo
 
-test: $(STAMP)
-	@scripts/ensure-system-packages.sh mosquitto influxdb
+test: $(STAMP) $(VENDOR)
+	@scripts/ensure-system-packages.sh mosquitto influxdb chromium fonts-noto-cjk
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from mamaroom.cli_broker import device_add_command
 from mamaroom.cli_device import device_app
+from mamaroom.cli_pages import qr, webpush_app
 from mamaroom.config import ConfigError, Settings, load_settings
 from mamaroom.contract import RegistryRoom
 from mamaroom.logs import setup_logging
@@ -43,6 +44,8 @@ app.add_typer(user_app, name="user")
 # `device add` (broker account) beside `device bundle/ota/provision`.
 device_app.command("add")(device_add_command)
 app.add_typer(device_app, name="device")
+app.add_typer(webpush_app, name="webpush")
+app.command("qr")(qr)
 err = Console(stderr=True)
 
 

@@ -265,6 +265,25 @@ class WatchdogSettings(_Section):
     client_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "mamaroom-watchdog"
 
 
+class PagesSettings(_Section):
+    """The pages: mothers' room list, staff console, QR codes, Web Push."""
+
+    #: Buildings' positions and walking times (site/site.toml); missing = no walking times.
+    site_file: Path = PROJECT_ROOT / "site" / "site.toml"
+    #: The address phones use to reach the pages (QR codes, push links);
+    #: empty = http://http.host:http.port.
+    public_url: str = ""
+    #: A room this many walking minutes away or less counts as "near me".
+    near_minutes: Annotated[float, Field(gt=0, le=60)] = 5.0
+    #: Predicted waits learn session lengths from this many past days.
+    wait_history_days: Annotated[int, Field(ge=1, le=365)] = 28
+    #: Web Push (VAPID) keys from `mamaroom webpush keys`; none = no Web Push.
+    vapid_public_key: str | None = None
+    vapid_private_key: str | None = None
+    #: Who runs this server, for push services (`mailto:` or `https:`).
+    vapid_subject: str = "mailto:mamaroom@localhost"
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     #: `console` for people, `json` for log collectors.
@@ -290,6 +309,7 @@ class Settings(BaseSettings):
     escalation: EscalationSettings = EscalationSettings()
     trends: TrendsSettings = TrendsSettings()
     watchdog: WatchdogSettings = WatchdogSettings()
+    pages: PagesSettings = PagesSettings()
     #: Where the embedded databases live (created if missing).
     data_dir: Path = Path("var")
     #: Seeds the registry on first start; the server's database is the truth after that.

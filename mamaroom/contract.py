@@ -290,6 +290,8 @@ class RegistryRoom(BaseModel):
     hours: Hours = ""
     amenities: list[str] = Field(default_factory=list)
     in_service: bool = True
+    #: Being cleaned right now (set by staff; the room is not offered meanwhile).
+    cleaning: bool = False
 
 
 class Registry(BaseModel):

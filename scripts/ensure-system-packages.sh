@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests need, when missing.
-# Usage: ensure-system-packages.sh mosquitto [influxdb ...]
+# Usage: ensure-system-packages.sh mosquitto [influxdb chromium fonts-noto-cjk ...]
 set -euo pipefail
-declare -A binary=([mosquitto]=mosquitto [influxdb]=influxd)
+declare -A binary=([mosquitto]=mosquitto [influxdb]=influxd [chromium]=chromium)
+# Packages with no program of their own (fonts): checked with dpkg instead.
+declare -A no_binary=([fonts-noto-cjk]=1)
 missing=()
 for pkg in "$@"; do
+  if [ -n "${no_binary[$pkg]:-}" ]; then
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    continue
+  fi
   bin=${binary[$pkg]:-$pkg}
   if ! command -v "$bin" >/dev/null && [ ! -x "/usr/sbin/$bin" ]; then
     missing+=("$pkg")

@@ -10,7 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from mamaroom.config import PROJECT_ROOT, Settings
@@ -18,10 +18,10 @@ from mamaroom.logs import get_logger
 from mamaroom.storage import StorageError
 from mamaroom.storage.sqlite import SqliteStore
 from server.alerts_db import AlertsDb
-from server.api import admin, auth, devices, health, rooms
+from server.api import admin, auth, devices, health, pages, public, rooms
 from server.api import alerts as alerts_api
-from server.api import trends as trends_api
 from server.api import firmware as firmware_api
+from server.api import trends as trends_api
 from server.context import ServerContext
 from server.db import ServerDb
 from server.errors import ServerError
@@ -104,6 +104,8 @@ def create_app(settings: Settings) -> FastAPI:
 
         tasks = [asyncio.create_task(mqtt.run()), asyncio.create_task(refresh()),
                  asyncio.create_task(escalator.run())]
+        page_tasks, push_db = await pages.start(app, app.state.ctx)
+        tasks += page_tasks
         log.info("server started", rooms=len(current.rooms), broker=settings.mqtt.url)
         try:
             yield
@@ -116,6 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
             if im is not None:
                 await asyncio.to_thread(im.stop)
             await store.close()
+            await push_db.close()
             await alerts_db.close()
             await accounts.close()
             await db.close()
@@ -145,13 +148,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(trends_api.router)
     app.include_router(firmware_api.router)
+    app.include_router(public.router)
     _mount_pages(app, DASHBOARD)
+    pages.mount(app)
     return app
 
 
 def _mount_pages(app: FastAPI, root: Path) -> None:
     app.mount("/static", StaticFiles(directory=root / "static"), name="static")
-
-    @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(root / "index.html", headers={"Cache-Control": "no-cache"})

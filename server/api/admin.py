@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from mamaroom.config import DutyShift
 from mamaroom.contract import DEVICE_ID_PATTERN, DeviceId, Hours, Registry, RegistryRoom
+from mamaroom.registry import RoomsCsvError, parse_rooms_csv, write_rooms_csv
 from server.context import Ctx
 from server.security import require
 from server.services.accounts import NAME_PATTERN, Role, User
@@ -31,6 +33,7 @@ class RoomPatch(BaseModel):
     hours: Hours | None = None
     amenities: list[str] | None = None
     in_service: bool | None = None
+    cleaning: bool | None = None
 
 
 @router.get("/registry", response_model=Registry)
@@ -126,3 +129,82 @@ async def adopt_device(ctx: Ctx, device: Annotated[str, Path(pattern=DEVICE_ID_P
     room = await ctx.registry.patch_room(body.room, {"device": device})
     await ctx.store.forget_unknown_device(device)
     return room
+
+
+# --- for the admin page: the rooms CSV, moving a device, the duty roster ------------
+
+
+class CsvImport(BaseModel):
+    rooms: int
+    applied: bool
+    #: Rooms in the registry that the file does not have (deleted when applied).
+    removed: list[str]
+
+
+@router.get("/rooms.csv", response_class=Response,
+            responses={200: {"content": {"text/csv": {}}}})
+async def export_rooms_csv(ctx: Ctx) -> Response:
+    """The registry as a rooms CSV (UTF-8 with BOM, so Excel shows Chinese)."""
+    body = "\ufeff" + write_rooms_csv(ctx.registry.current.rooms)
+    return Response(body.encode(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": 'attachment; filename="rooms.csv"'})
+
+
+@router.post("/rooms/import", response_model=CsvImport,
+             responses={422: {"description": "The file's problems, each with its line"}})
+async def import_rooms_csv(ctx: Ctx, request: Request, apply: bool = False) -> CsvImport:
+    """Check a rooms CSV (the body, as sent by a spreadsheet); with `apply=true`
+    it replaces the whole registry in one new version."""
+    data = await request.body()
+    if len(data) > 2_000_000:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "the file is larger than 2 MB")
+    try:
+        rooms = parse_rooms_csv(data, source="upload")
+    except RoomsCsvError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            [str(p) for p in exc.problems]) from None
+    # What staff set by hand is not in the file: keep it for rooms that stay.
+    cleaning = {r.id for r in ctx.registry.current.rooms if r.cleaning}
+    rooms = [r.model_copy(update={"cleaning": r.id in cleaning}) for r in rooms]
+    removed = sorted({r.id for r in ctx.registry.current.rooms} - {r.id for r in rooms})
+    if apply:
+        await ctx.registry.replace_rooms(rooms)
+    return CsvImport(rooms=len(rooms), applied=apply, removed=removed)
+
+
+@router.post("/devices/{device}/move", response_model=RegistryRoom)
+async def move_device(ctx: Ctx, device: Annotated[str, Path(pattern=DEVICE_ID_PATTERN)],
+                      body: Adopt) -> RegistryRoom:
+    """Move a device to another room in one registry version (its old room has none)."""
+    target = ctx.registry.room(body.room)
+    rooms = [r.model_copy(update={"device": None}) if r.device == device else r
+             for r in ctx.registry.current.rooms if r.id != target.id]
+    moved = target.model_copy(update={"device": device})
+    await ctx.registry.replace_rooms([*rooms, moved])
+    await ctx.store.forget_unknown_device(device)
+    return moved
+
+
+class RosterOut(BaseModel):
+    #: `config` (escalation.roster from the file) or `admin` (saved here).
+    source: str
+    shifts: list[DutyShift]
+
+
+def _roster(request: Request) -> Any:
+    return request.app.state.roster
+
+
+@router.get("/roster", response_model=RosterOut)
+async def get_roster(request: Request) -> RosterOut:
+    roster = _roster(request)
+    return RosterOut(source=roster.source, shifts=roster.shifts)
+
+
+@router.put("/roster", response_model=RosterOut)
+async def put_roster(request: Request, shifts: Annotated[list[DutyShift], Body()],
+                     user: Annotated[User, Depends(require("admin"))]) -> RosterOut:
+    """Replace the duty roster; kept in the server's database from now on."""
+    roster = _roster(request)
+    await roster.replace(shifts, user.name)
+    return RosterOut(source=roster.source, shifts=roster.shifts)

@@ -80,6 +80,13 @@ class RegistryService:
             await self._save([*others, room])
         return room
 
+    async def replace_rooms(self, rooms: list[RegistryRoom]) -> None:
+        """Replace the whole room list at once (a rooms CSV import): one new version."""
+        async with self._lock:
+            for i, room in enumerate(rooms):
+                self._check_device(room, rooms[:i])
+            await self._save(rooms)
+
     async def delete_room(self, room_id: str) -> None:
         async with self._lock:
             self.room(room_id)

@@ -34,6 +34,8 @@ class PublicRoom(BaseModel):
     hours: str
     amenities: list[str]
     in_service: bool
+    #: Being cleaned right now: not offered to mothers meanwhile.
+    cleaning: bool = False
     #: Inside its opening hours now (site time zone).
     open_now: bool
     #: Free, in service and open: a mother can walk in.
@@ -110,8 +112,9 @@ class LiveRooms:
             building_en=reg.building_en, floor=reg.floor, device=reg.device, state=state,
             since=live.since if live else None, access=reg.access, company=reg.company,
             hours=reg.hours, amenities=reg.amenities, in_service=reg.in_service,
-            open_now=open_now,
-            available=state is RoomStateName.FREE and reg.in_service and open_now,
+            cleaning=reg.cleaning, open_now=open_now,
+            available=(state is RoomStateName.FREE and reg.in_service and open_now
+                       and not reg.cleaning),
         )
 
     # --- reads ----------------------------------------------------------------

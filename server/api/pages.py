@@ -1,0 +1,129 @@
+"""The pages: HTML routes, their static files and vendor libraries, and the
+services behind the pages' public endpoints (site layout, waits, Web Push)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from mamaroom.config import PROJECT_ROOT, Settings
+from mamaroom.contract import ROOM_ID_PATTERN
+from mamaroom.logs import get_logger
+from server.context import ServerContext
+from server.services.roster import Roster, RosterDb
+from server.services.site import SiteService, read_site_file
+from server.services.waits import WaitPredictor
+from server.services.webpush import PushDb, WebPush
+
+log = get_logger(__name__)
+DASHBOARD = PROJECT_ROOT / "dashboard"
+#: Pages change with every deploy; the browser must ask again each time.
+NO_CACHE = {"Cache-Control": "no-cache"}
+
+router = APIRouter(include_in_schema=False)
+
+
+def _page(name: str) -> FileResponse:
+    return FileResponse(DASHBOARD / name, headers=NO_CACHE, media_type="text/html")
+
+
+@router.get("/")
+async def mothers() -> FileResponse:
+    return _page("index.html")
+
+
+@router.get("/r/{room_id}")
+async def room_page(room_id: Annotated[str, PathParam(pattern=ROOM_ID_PATTERN)]
+                    ) -> FileResponse:
+    # One page for every room: it reads its id from the address.
+    return _page("room.html")
+
+
+@router.get("/staff")
+async def staff() -> FileResponse:
+    return _page("staff.html")
+
+
+@router.get("/trends")
+async def trends() -> FileResponse:
+    return _page("trends.html")
+
+
+@router.get("/admin")
+async def admin() -> FileResponse:
+    return _page("admin.html")
+
+
+@router.get("/sw.js")
+async def service_worker() -> FileResponse:
+    # Served from the root so its scope covers every page.
+    return FileResponse(DASHBOARD / "sw.js", media_type="text/javascript",
+                        headers={**NO_CACHE, "Service-Worker-Allowed": "/"})
+
+
+@router.get("/manifest.webmanifest")
+async def manifest() -> FileResponse:
+    return FileResponse(DASHBOARD / "manifest.webmanifest",
+                        media_type="application/manifest+json", headers=NO_CACHE)
+
+
+def mount(app: FastAPI, root: Path = DASHBOARD) -> None:
+    """Page routes, /static (ours) and /vendor (from npm: `make vendor`)."""
+    app.include_router(router)
+    vendor = root / "vendor"
+    if not (vendor / ".built").exists():
+        log.warning("dashboard/vendor is missing: run `make vendor` (charts, a11y checks)")
+        vendor.mkdir(exist_ok=True)
+    app.mount("/vendor", StaticFiles(directory=vendor), name="vendor")
+
+
+def public_url(settings: Settings) -> str:
+    if settings.pages.public_url:
+        return settings.pages.public_url.rstrip("/")
+    host = settings.http.host if settings.http.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    return f"http://{host}:{settings.http.port}"
+
+
+class PagesDb:
+    """The pages' tables in the server's database (push subscriptions, roster)."""
+
+    def __init__(self, push: PushDb, roster: RosterDb) -> None:
+        self.push = push
+        self.roster = roster
+
+    async def close(self) -> None:
+        await self.push.close()
+        await self.roster.close()
+
+
+async def start(app: FastAPI, ctx: ServerContext) -> tuple[list[asyncio.Task[None]], PagesDb]:
+    """The pages' services, on app.state; the tasks to cancel and the dbs to close."""
+    settings = ctx.settings
+    roster_db = RosterDb(settings.server_db_path)
+    await roster_db.open()
+    roster = Roster(roster_db, settings.escalation)
+    await roster.load()
+    app.state.roster = roster
+    app.state.site = SiteService(read_site_file(settings.pages.site_file),
+                                 settings.pages.near_minutes)
+    app.state.waits = WaitPredictor(ctx.store, settings.pages.wait_history_days)
+    db = PushDb(settings.server_db_path)
+    await db.open()
+
+    def room_name(room_id: str) -> str:
+        room = ctx.registry.find(room_id)
+        return room.name if room else room_id
+
+    push = WebPush(db, settings.pages, public_url(settings), room_name)
+    app.state.push = push
+    tasks = []
+    if push.enabled:
+        tasks.append(asyncio.create_task(push.run(ctx.fanout)))
+        log.info("web push on")
+    return tasks, PagesDb(db, roster_db)

@@ -1,0 +1,85 @@
+"""The admin page in real Chromium: room flags, CSV import, adopting and moving
+devices, accounts and the duty roster, each checked through the API after."""
+
+from __future__ import annotations
+
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import axe_violations, screenshot
+from tests.browser.test_staff import login
+from tests.support import Device, Services, wait_for
+
+LIVE_TIMEOUT = 30_000
+CSV = ("room_id,name,name_en,building,building_en,floor,device\n"
+       "T1-0101,测试楼1层母婴室,Test Bldg 1F,测试楼,Test Bldg,1,dev-a\n"
+       "T1-0201,测试楼2层母婴室,Test Bldg 2F,测试楼,Test Bldg,2,dev-b\n"
+       "T1-0301,测试楼3层母婴室,Test Bldg 3F,测试楼,Test Bldg,3,\n"
+       "T1-0401,测试楼4层母婴室,Test Bldg 4F,测试楼,Test Bldg,4,\n")
+
+
+def room(services: Services, room_id: str) -> dict[str, object]:
+    rooms = services.admin("GET", "/api/admin/registry").json()["rooms"]
+    return next(r for r in rooms if r["id"] == room_id)
+
+
+def test_admin_page(services: Services, device_factory: type[Device], page: Page) -> None:
+    page.goto(services.base_url + "/admin")
+    login(page, services)
+
+    # Being cleaned: one tap; the public room is no longer offered.
+    page.get_by_label("清洁中 T1-0101").check()
+    wait_for(lambda: room(services, "T1-0101")["cleaning"], what="cleaning saved")
+    public = services.room("T1-0101")
+    assert public["cleaning"] is True and public["available"] is False
+    assert axe_violations(page) == []
+    screenshot(page, "admin")
+
+    # Import a rooms CSV: checked first, then applied.
+    page.set_input_files("#csv-file", files=[{"name": "rooms.csv", "mimeType": "text/csv",
+                                              "buffer": ("\ufeff" + CSV).encode()}])
+    expect(page.locator("#panel-rooms")).to_contain_text("文件有效：4 间", timeout=LIVE_TIMEOUT)
+    page.click("#csv-apply")
+    wait_for(lambda: room(services, "T1-0401"), what="imported room")
+    expect(page.locator("#admin-rooms [data-room='T1-0401']")).to_be_visible()  # re-drawn
+    assert room(services, "T1-0101")["cleaning"] is True  # kept across the import
+    page.set_input_files("#csv-file", files=[{"name": "bad.csv", "mimeType": "text/csv",
+                                              "buffer": b"room_id,name\nX,y\n"}])
+    expect(page.locator("#panel-rooms")).to_contain_text("missing column", timeout=LIVE_TIMEOUT)
+
+    # Adopt a device seen on the broker, then move another one.
+    stranger = device_factory("dev-new")
+    stranger.occupancy(False)
+    wait_for(lambda: services.admin("GET", "/api/devices").json()["unknown"], what="unknown")
+    page.click("#tab-devices")
+    form = page.locator("form[data-device='dev-new']")
+    form.locator("select").select_option("T1-0301")
+    form.locator("button").click()
+    wait_for(lambda: room(services, "T1-0301")["device"] == "dev-new", what="adopted")
+    page.select_option("select[name=device]", "dev-a")
+    page.locator("form:has(select[name=device]) select[name=room]").select_option("T1-0401")
+    page.locator("form:has(select[name=device]) button[type=submit]").click()
+    wait_for(lambda: room(services, "T1-0401")["device"] == "dev-a", what="moved")
+    assert room(services, "T1-0101")["device"] is None
+
+    # An account.
+    page.click("#tab-users")
+    page.get_by_label("用户名").fill("nurse-wang")
+    page.get_by_label("角色").select_option("staff")
+    page.get_by_label("密码（至少 10 位）").fill("a long password")
+    page.get_by_role("button", name="创建或修改").click()
+    expect(page.locator("#panel-users table")).to_contain_text("nurse-wang", timeout=LIVE_TIMEOUT)
+    assert services.login("nurse-wang", "a long password")
+
+    # The duty roster: saved here, it wins over the config file.
+    page.click("#tab-roster")
+    page.get_by_role("button", name="添加一行").click()
+    shift = page.locator("fieldset.shift").last
+    shift.get_by_label("姓名").fill("王丽")
+    shift.get_by_label("寻呼号").fill("101")
+    shift.get_by_label("负责楼宇（用；分隔，空为全部）").fill("测试楼")
+    page.get_by_role("button", name="保存值班表").click()
+    wait_for(lambda: services.admin("GET", "/api/admin/roster").json()["source"] == "admin",
+             what="roster saved")
+    roster = services.admin("GET", "/api/admin/roster").json()["shifts"]
+    assert roster == [{"name": "王丽", "pager": "101", "buildings": ["测试楼"], "hours": ""}]
+    assert axe_violations(page) == []

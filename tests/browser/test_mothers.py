@@ -1,0 +1,74 @@
+"""The mothers' pages in real Chromium, live over real Mosquitto, gateway and server."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import axe_violations
+from tests.support import Device, Services
+
+LIVE_TIMEOUT = 30_000  # ms; the machine is shared and slow, never a timing assert
+
+
+def test_the_list_changes_live_when_a_room_is_taken(
+        services: Services, device_factory: type[Device], page: Page) -> None:
+    a, b = device_factory("dev-a"), device_factory("dev-b")
+    a.occupancy(False)
+    b.occupancy(True)
+    services.wait_room_state("T1-0101", "free")
+    services.wait_room_state("T1-0201", "occupied")
+
+    page.goto(services.base_url + "/")
+    page.select_option("#my-building", "测试楼")
+    page.select_option("#my-floor", "2")
+    free_room = page.locator("#rooms [data-room='T1-0101']")
+    expect(free_room).to_have_attribute("data-state", "free", timeout=LIVE_TIMEOUT)
+    expect(free_room).to_contain_text("空闲")
+    # No device: never shown as free, greyed with "status unknown".
+    unknown = page.locator("#rooms [data-room='T1-0301']")
+    expect(unknown).to_have_attribute("data-state", "offline")
+    expect(unknown).to_contain_text("状态未知")
+    expect(unknown).to_have_class(re.compile(r"\boffline\b"))
+    expect(page.locator("#nearest-list [data-room='T1-0101']")).to_be_visible()
+    page.evaluate("window.__marker = 'same page'")
+
+    a.occupancy(True)  # over MQTT → gateway → server → SSE → the page
+    expect(free_room).to_have_attribute("data-state", "occupied", timeout=LIVE_TIMEOUT)
+    expect(free_room).to_contain_text("使用中")
+    assert page.evaluate("window.__marker") == "same page"  # live, not reloaded
+    expect(page.locator("#wait")).to_contain_text("都在使用中")
+
+    # "Tell me when a room near me is free", with no account.
+    page.click("#remind")
+    expect(page.locator("#remind")).to_have_attribute("aria-pressed", "true")
+    b.occupancy(False)
+    page.wait_for_function("window.__reminders === 1", timeout=LIVE_TIMEOUT)
+    expect(page.locator("#remind-state")).to_contain_text("有空位了")
+    page.evaluate("window.scrollTo(0, 0)")
+
+    assert axe_violations(page) == []
+    # The remembered place survives a reload; English on request.
+    page.reload()
+    expect(page.locator("#my-building")).to_have_value("测试楼")
+    page.click("#lang")
+    expect(page.locator("#remind")).to_contain_text("Tell me")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+
+
+def test_a_room_page_from_its_door_qr_code(
+        services: Services, device_factory: type[Device], page: Page) -> None:
+    a = device_factory("dev-a")
+    a.occupancy(False)
+    services.wait_room_state("T1-0101", "free")
+    page.goto(services.base_url + "/r/T1-0101")
+    state = page.locator(".big-state")
+    expect(state).to_have_text("空闲", timeout=LIVE_TIMEOUT)
+    a.occupancy(True)
+    expect(state).to_have_text("使用中", timeout=LIVE_TIMEOUT)
+    # The door's room tells the list where the mother is.
+    assert page.evaluate("JSON.parse(localStorage.getItem('mamaroom.where')).building") == "测试楼"
+    assert axe_violations(page) == []
+    page.goto(services.base_url + "/r/NO-SUCH")
+    expect(page.locator("#room")).to_contain_text("没有找到", timeout=LIVE_TIMEOUT)

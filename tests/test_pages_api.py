@@ -1,0 +1,96 @@
+"""The pages' public endpoints (site layout, predicted wait), the door QR
+sheet, against a running server; the wait model on known numbers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from mamaroom.storage.rollups import OccupancyEvent
+from server.services.waits import WaitPredictor, session_lengths
+from tests.support import ROOT, Device, Services
+
+
+def test_site_lists_buildings_floors_and_walking_minutes(services: Services) -> None:
+    site = services.http.get("/api/site").json()
+    assert site["buildings"] == [{"name": "测试楼", "name_en": "Test Bldg", "floors": [1, 2, 3],
+                                  "rooms": 3}]
+    assert site["floor_minutes"] == 0.5 and site["near_minutes"] == 5
+
+
+def test_predicted_wait_from_stored_history(services: Services,
+                                            device_factory: type[Device]) -> None:
+    subprocess.run([sys.executable, "-m", "mamaroom", "history", "generate", "--days", "14",
+                    "--rooms", "3"], env=services.env, cwd=ROOT, check=True,
+                   capture_output=True, timeout=300)
+    a, b = device_factory("dev-a"), device_factory("dev-b")
+    a.occupancy(True)
+    b.occupancy(False)
+    services.wait_room_state("T1-0101", "occupied")
+    services.wait_room_state("T1-0201", "free")
+    near = services.http.get("/api/wait", params={"building": "测试楼", "floor": 1}).json()
+    # T1-0301 has no node: offline rooms are left out, never predicted.
+    assert near["rooms"] == ["T1-0101", "T1-0201"] and near["available"] == ["T1-0201"]
+    assert near["wait_minutes"] == 0
+
+    b.occupancy(True)
+    services.wait_room_state("T1-0201", "occupied")
+    w = services.http.get("/api/wait", params={"rooms": "T1-0101,T1-0201"}).json()
+    assert w["available"] == [] and w["sessions"] > 20
+    # Generated sessions last 15-40 min; two rooms just taken: one frees within that.
+    assert 3 <= w["wait_minutes"] <= 40, w
+    assert w["wait_minutes"] <= w["within_minutes"] <= 60, w
+    assert services.http.get("/api/wait").status_code == 422
+
+
+async def test_the_wait_model_on_known_sessions() -> None:
+    # Room A: ten past sessions of 10, 20, ..., 100 minutes.
+    events = []
+    t = 0
+    for minutes in range(10, 110, 10):
+        events += [OccupancyEvent("A", t, True), OccupancyEvent("A", t + minutes * 60_000, False)]
+        t += 200 * 60_000
+    assert session_lengths([(e.room, e.time_ms, e.occupied) for e in events], {})["A"] == [
+        m * 60.0 for m in range(10, 110, 10)]
+
+    class Store:
+        async def occupancy_window(self, start_ms: int, end_ms: int
+                                   ) -> tuple[list[OccupancyEvent], dict[str, bool]]:
+            return events * 2, {}  # twenty sessions: enough to use the room's own
+
+        async def write_rollups(self, rows: object) -> None: ...
+
+        async def rollups(self, start_ms: int, end_ms: int) -> list[object]:
+            return []
+
+    from datetime import UTC, datetime, timedelta
+
+    from mamaroom.contract import RoomStateName
+    from server.services.rooms import PublicRoom
+
+    now = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    room = PublicRoom(id="A", name="A", name_en="A", building="B", building_en="B", floor=1,
+                      device="d", state=RoomStateName.OCCUPIED, since=now - timedelta(minutes=45),
+                      access="public", company="", hours="", amenities=[], in_service=True,
+                      open_now=True, available=False)
+    # In use 45 min: of the sessions longer than that (50..100), half (50, 60,
+    # 70) are over 25 min later, and all but the 100-minute ones 45 min later.
+    predictor = WaitPredictor(Store(), 28, clock=lambda: now.timestamp())  # type: ignore[arg-type]
+    w = await predictor.estimate([room], now)
+    assert w.wait_minutes == 25 and w.within_minutes == 45 and w.sessions == 20
+
+
+def test_qr_sheet_one_code_per_door(rooms_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "qr"
+    env = {"MAMAROOM_ROOMS_CSV": str(rooms_csv), "MAMAROOM_DATA_DIR": str(tmp_path / "data"),
+           "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-m", "mamaroom", "qr", "--out", str(out),
+                        "--base-url", "https://mamaroom.park.example/"], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    sheet = (out / "index.html").read_text(encoding="utf-8")
+    for room in ("T1-0101", "T1-0201", "T1-0301"):
+        assert f"https://mamaroom.park.example/r/{room}" in sheet
+        assert (out / "svg" / f"{room}.svg").read_text().startswith("<?xml")
+    assert sheet.count('class="door"') == 3 and "测试楼1层母婴室" in sheet
