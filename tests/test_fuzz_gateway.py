@@ -1,6 +1,6 @@
 """Fuzzed MQTT traffic at a running gateway through a real broker.
 
-MAMAROOM_FUZZ_MESSAGES messages (10,000 in `make test`, 100,000 in
+FUZZ_MESSAGES messages (10,000 in `make test`, 100,000 in
 `make chaos`) of every kind of wrong: bad topics under mr/v1/dev/, raw bytes,
 near-miss JSON, oversize payloads, unknown devices, junk statuses, with
 valid occupancy and telemetry messages interleaved. Afterwards the gateway
@@ -33,7 +33,7 @@ from gateway.decode import decode
 from mamaroom.contract import MAX_PAYLOAD_BYTES, ContractError, RejectReason
 from tests.support import Services, wait_for
 
-N = int(os.environ.get("MAMAROOM_FUZZ_MESSAGES", "10000"))
+N = int(os.environ.get("FUZZ_MESSAGES", "10000"))
 KNOWN = ("dev-a", "dev-b")  # tests/conftest.py ROOMS
 VALID_BOOT = 777_777  # the interleaved valid messages; fuzz never makes this boot valid
 MAYBE = "maybe"  # a mutation that may or may not still be valid
