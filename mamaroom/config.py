@@ -25,6 +25,10 @@ from pydantic_settings import (
 from mamaroom.contract import Hours
 
 CONFIG_ENV = "MAMAROOM_CONFIG"
+#: MAMAROOM_* variables that are not settings: the config file's name, and
+#: those a command or the tests read for themselves.
+NOT_SETTINGS = frozenset({CONFIG_ENV, "MAMAROOM_ADMIN_PASSWORD", "MAMAROOM_BROKER_PASSWD_FILE",
+                          "MAMAROOM_CHROMIUM"})
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -362,7 +366,7 @@ def _check_env_names() -> None:
     """A misspelt MAMAROOM_* variable is an error, not silently ignored
     (pydantic-settings skips names that match no field)."""
     for name in os.environ:
-        if not name.upper().startswith("MAMAROOM_") or name.upper() == CONFIG_ENV:
+        if not name.upper().startswith("MAMAROOM_") or name.upper() in NOT_SETTINGS:
             continue
         model: type[BaseModel] | None = Settings
         for part in name[len("MAMAROOM_"):].lower().split("__"):
