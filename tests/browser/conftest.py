@@ -21,7 +21,10 @@ SCREENSHOTS = ROOT / "docs" / "screenshots"
 AXE = ROOT / "dashboard" / "vendor" / "axe.min.js"
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: sync Playwright runs an event loop on the main
+# thread while it is open, and every later test that calls asyncio.run()
+# would fail ("cannot be called from a running event loop").
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
