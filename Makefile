@@ -42,10 +42,12 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 # Long runs kept out of `make test`: the fuzz test at 100,000 messages
-# (`make test` runs it at 10,000).
+# (`make test` runs it at 10,000), schemathesis at 300 examples per
+# operation (`make test`: 25).
 chaos: $(STAMP)
 	@scripts/ensure-system-packages.sh mosquitto influxdb
 	MAMAROOM_FUZZ_MESSAGES=100000 $(BIN)/python -m pytest -q -s tests/test_fuzz_gateway.py
+	MAMAROOM_API_FUZZ_EXAMPLES=300 $(BIN)/python -m pytest -q tests/test_fuzz_api.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
