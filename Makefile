@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(BIN)/mamaroom demo
 
 test: $(STAMP)
-	@scripts/ensure-system-packages.sh mosquitto influxdb
+	@scripts/ensure-system-packages.sh mosquitto influxdb openssl
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
@@ -45,7 +45,7 @@ bench: $(STAMP)
 # (`make test` runs it at 10,000), schemathesis at 300 examples per
 # operation (`make test`: 25).
 chaos: $(STAMP)
-	@scripts/ensure-system-packages.sh mosquitto influxdb
+	@scripts/ensure-system-packages.sh mosquitto influxdb openssl
 	MAMAROOM_FUZZ_MESSAGES=100000 $(BIN)/python -m pytest -q -s tests/test_fuzz_gateway.py
 	MAMAROOM_API_FUZZ_EXAMPLES=300 $(BIN)/python -m pytest -q tests/test_fuzz_api.py
 
