@@ -40,11 +40,26 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: Values that are placeholders or well-known defaults, never a site's secret:
+#: a process given one refuses to start (an empty `KEY=` line in an env file too).
+NOT_SECRETS = frozenset({"", "...", "changeme", "change-me", "change_me", "password",
+                         "secret", "admin", "mamaroom", "mosquitto", "influxdb", "test"})
+
+
+def _real_secret(value: str | None) -> str | None:
+    if value is not None and value.strip().lower() in NOT_SECRETS:
+        raise ValueError("a placeholder, not a secret: set the real one "
+                         "(deploy/README.md), or leave the key out")
+    return value
+
+
 class MqttSettings(_Section):
     url: str = "mqtt://127.0.0.1:1883"
     username: str | None = None
     password: str | None = None
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+
+    _check_password = field_validator("password")(_real_secret)
 
     @field_validator("url")
     @classmethod
@@ -101,6 +116,8 @@ class InfluxSettings(_Section):
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
     flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+    _check_secrets = field_validator("token", "password")(_real_secret)
 
 
 class StorageSettings(_Section):

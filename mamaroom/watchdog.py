@@ -5,7 +5,9 @@ channel code: it pages the security desk (ESPA and IM) when
 
 - a gateway stops: its last will (`mr/v1/gateway/{id}/status` = `offline`)
   arrives, or its heartbeat (the stats it publishes every 10 s) stops;
-- the server stops answering `/healthz`;
+- the server stops answering, or answers that it is not ready (`/readyz`:
+  no broker link or no storage, so calls are not handled) while the broker
+  works;
 - the broker stops answering: a message the watchdog publishes to itself
   does not come back (a hung broker keeps TCP open; only a round trip tells);
 
@@ -35,6 +37,9 @@ log = get_logger(__name__)
 GATEWAY_SUBSCRIPTION = f"{PREFIX}/gateway/+/+"
 BROKER = "broker"
 SERVER = "server"
+#: After the broker is back (and at start), how long a server that is alive
+#: but not ready is given to reconnect (its back-off reaches ~40 s).
+RECONNECT_GRACE_S = 60.0
 
 
 def gateway_check(client_id: str) -> str:
@@ -76,12 +81,13 @@ class Watchdog:
         self._repeat_s = cfg.repeat_s
         self._lock = threading.Lock()  # events come from paho's thread too
         now = clock()
+        self._broker_back_at = now
         gateways = cfg.gateways or [settings.gateway.client_id]
         self.checks: dict[str, Check] = {
             BROKER: Check(BROKER, cfg.broker_silence_s,
                           "MQTT broker not answering: no call can arrive", now),
             SERVER: Check(SERVER, cfg.server_silence_s,
-                          "server not answering: calls are not paged", now),
+                          "server not answering or not ready: calls are not paged", now),
         }
         for gw in gateways:
             name = gateway_check(gw)
@@ -102,6 +108,7 @@ class Watchdog:
             if check.down:
                 check.down = False
                 if name == BROKER:
+                    self._broker_back_at = now
                     # Gateway heartbeats could not arrive while the broker was
                     # away: give each a full silence period from now.
                     for other in self._gateways():
@@ -109,6 +116,18 @@ class Watchdog:
                             other.last_ok = now
                 self._page(f"MAMAROOM RESTORED: {name}")
                 log.info("watchdog: restored", check=name)
+
+    def server_answered(self, *, ready: bool, live: bool) -> None:
+        """The server's /readyz (`ready`) and /healthz (`live`). Ready is a
+        sign of life. Live but not ready (no broker link, storage failing)
+        counts only while the broker is down or just back: then the server
+        cannot be ready, and that page has gone out already. Otherwise a
+        server that runs but cannot take calls is paged like a dead one."""
+        with self._lock:
+            broker_down = self.checks[BROKER].down
+            recovering = self._clock() - self._broker_back_at < RECONNECT_GRACE_S
+        if ready or (live and (broker_down or recovering)):
+            self.alive(SERVER)
 
     def dead(self, name: str, reason: str) -> None:
         """`name` said it is gone (a gateway's last will)."""
@@ -260,7 +279,7 @@ async def run_watchdog(settings: Settings) -> None:
     watchdog = Watchdog(settings, send=pager.send)
     probe = BrokerProbe(settings, watchdog)
     server_url = (cfg.server_url or f"http://{settings.http.host}:{settings.http.port}")
-    server_url = server_url.rstrip("/") + "/healthz"
+    server_url = server_url.rstrip("/")
     probe.start()
     log.info("watchdog started", broker=settings.mqtt.url, server=server_url,
              checks=list(watchdog.checks), destinations=len(pager.targets))
@@ -268,9 +287,11 @@ async def run_watchdog(settings: Settings) -> None:
         async with httpx.AsyncClient(timeout=min(cfg.check_s, 5.0)) as http:
             while True:
                 probe.ping()
+                ready = live = False
                 with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(server_url)).status_code == 200:
-                        watchdog.alive(SERVER)
+                    ready = (await http.get(f"{server_url}/readyz")).status_code == 200
+                    live = ready or (await http.get(f"{server_url}/healthz")).status_code == 200
+                watchdog.server_answered(ready=ready, live=live)
                 watchdog.evaluate()
                 await asyncio.sleep(cfg.check_s)
     finally:

@@ -73,7 +73,8 @@ def test_a_service_refuses_to_start_with_one_clear_line() -> None:
 
 
 def test_every_command_has_help() -> None:
-    for cmd in ([], ["demo"], ["gateway"], ["server"], ["simulate"], ["rooms", "check"]):
+    for cmd in ([], ["demo"], ["gateway"], ["server"], ["simulate"], ["rooms", "check"],
+                ["watchdog"], ["device-add"], ["backup"], ["restore"]):
         out = subprocess.run([sys.executable, "-m", "mamaroom", *cmd, "--help"],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr

@@ -49,7 +49,7 @@ def test_the_decisions_on_a_clock() -> None:
     clock.now += 31
     wd.alive(BROKER)
     wd.evaluate()
-    assert pages == ["MAMAROOM DOWN: server not answering: calls are not paged "
+    assert pages == ["MAMAROOM DOWN: server not answering or not ready: calls are not paged "
                      "(silent for 31 s)"]
     wd.dead(gw, "its last will: offline")
     wd.dead(gw, "its last will: offline")  # told twice, paged once
@@ -73,6 +73,7 @@ def test_the_decisions_on_a_clock() -> None:
     assert [p.split(" (")[0] for p in pages] == [
         "MAMAROOM DOWN: MQTT broker not answering: no call can arrive",
         "MAMAROOM STILL DOWN: MQTT broker not answering: no call can arrive"]
+    wd.server_answered(ready=False, live=True)  # waiting to reconnect: not its fault
     wd.alive(BROKER)
     assert pages[-1] == "MAMAROOM RESTORED: broker"
     clock.now += 59  # the gateway gets a full silence period after the broker is back
@@ -81,8 +82,20 @@ def test_the_decisions_on_a_clock() -> None:
     wd.evaluate()
     assert pages[-1] == "MAMAROOM RESTORED: broker"
     clock.now += 2  # ... and no more
+    wd.server_answered(ready=True, live=True)
     wd.evaluate()
     assert pages[-1].startswith("MAMAROOM DOWN: gateway mamaroom-gateway stopped")
+    # A server that runs but is not ready (say its broker login stopped
+    # working) while the broker is fine: paged like a dead one.
+    del pages[:]
+    wd.alive(gw)
+    for _ in range(31):
+        clock.now += 1
+        wd.alive(BROKER)
+        wd.server_answered(ready=False, live=True)
+        wd.evaluate()
+    assert pages[-1] == ("MAMAROOM DOWN: server not answering or not ready: calls are not "
+                         "paged (silent for 31 s)")
 
 
 class Desk(threading.Thread):
@@ -210,7 +223,7 @@ def test_kills_and_restarts_are_paged_over_espa_and_im(
         svc.gateway.proc.send_signal(signal.SIGCONT)
         paged("MAMAROOM RESTORED: gateway mamaroom-gateway")
         svc.server.kill()
-        paged("MAMAROOM DOWN: server not answering: calls are not paged (silent for")
+        paged("MAMAROOM DOWN: server not answering or not ready: calls are not paged (silent for")
         svc.server.start()
         paged("MAMAROOM RESTORED: server")
         broker.stop(signal.SIGKILL)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 
 from server.context import Ctx
 from server.security import StaffUser, require
@@ -13,6 +13,8 @@ from server.services.alerts import present
 router = APIRouter(prefix="/api/alerts", tags=["alerts"], dependencies=[Depends(require("staff"))])
 
 Status = Literal["open", "acknowledged", "arrived", "resolved", "cancelled"]
+# SQLite's INTEGER is 64-bit: a larger id is a 422, not an OverflowError (500).
+AlertId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 @router.get("")
@@ -25,15 +27,15 @@ async def list_alerts(ctx: Ctx, status: Status | None = None,
 
 
 @router.get("/{alert_id}", responses={404: {"description": "No such alert"}})
-async def get_alert(ctx: Ctx, alert_id: int) -> dict[str, Any]:
+async def get_alert(ctx: Ctx, alert_id: AlertId) -> dict[str, Any]:
     return present(await ctx.alerts.get(alert_id))
 
 
 @router.post("/{alert_id}/ack", responses={404: {"description": "No such alert"}})
-async def acknowledge(ctx: Ctx, alert_id: int, user: StaffUser) -> dict[str, Any]:
+async def acknowledge(ctx: Ctx, alert_id: AlertId, user: StaffUser) -> dict[str, Any]:
     return present(await ctx.alerts.acknowledge(alert_id, who=user.name))
 
 
 @router.post("/{alert_id}/resolve", responses={404: {"description": "No such alert"}})
-async def resolve(ctx: Ctx, alert_id: int, user: StaffUser) -> dict[str, Any]:
+async def resolve(ctx: Ctx, alert_id: AlertId, user: StaffUser) -> dict[str, Any]:
     return present(await ctx.alerts.resolve(alert_id, who=user.name))
