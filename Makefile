@@ -69,3 +69,13 @@ chaos: chaos-faults
 chaos-faults: $(STAMP)
 	@scripts/ensure-system-packages.sh mosquitto influxdb
 	$(BIN)/python -m pytest -m chaos tests/chaos -s -v
+
+# Soak (issue 7): an accelerated day of 190 rooms with calls, about an hour;
+# the gateway's and the server's memory and open files must stay flat
+# (bench/soak_services.py, results in bench/RESULTS-soak.md). Prerequisite-only
+# `soak` rule, so the firmware nodes' soak can hang on it too.
+.PHONY: soak soak-services
+soak: soak-services
+soak-services: $(STAMP)
+	@scripts/ensure-system-packages.sh mosquitto
+	$(BIN)/python -m bench.soak_services --minutes 60

@@ -128,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="time compression of the rooms' use (24: an hour is a day)")
     p.add_argument("--call-every", type=float, default=24.0,
                    help="mean hours between calls per room, simulated time")
+    p.add_argument("--busy-hour", type=int, default=10,
+                   help="the rooms' local hour at the start (the simulator weights use by "
+                        "its clock's hour; 10 is the late-morning peak)")
     p.add_argument("--sample-s", type=float, default=15.0)
     p.add_argument("--warmup", type=float, default=0.2, help="fraction of the run")
     p.add_argument("--rss-growth", type=float, default=0.10,
@@ -139,9 +142,14 @@ def main(argv: list[str] | None = None) -> int:
         broker = Mosquitto(work / "mosquitto", persistence=True).start()
         svc = Services(broker, work, ROOT / "site" / "rooms.csv",
                        MAMAROOM_LOG__LEVEL="warning").start()
+        # The simulator's hour weights follow its own clock's hour: give it a
+        # time zone where that hour is now the busy hour (only the simulator).
+        offset = (args.busy_hour - time.gmtime().tm_hour) % 24
+        offset = offset - 24 if offset > 14 else offset
+        sim_env = {**svc.env, "MAMAROOM_TIMEZONE": f"Etc/GMT{-offset:+d}"}
         sim = Proc("simulate", ["simulate", "--rooms", str(args.rooms), "--speed",
                                 str(args.speed), "--call-every", str(args.call_every),
-                                "--seed", "7"], svc.env, work).start()
+                                "--seed", "7"], sim_env, work).start()
         series = [Series("gateway", svc.gateway.proc.pid),  # type: ignore[union-attr]
                   Series("server", svc.server.proc.pid)]  # type: ignore[union-attr]
         stop = threading.Event()
@@ -194,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         f"`python -m bench.soak_services --minutes {args.minutes:g} --rooms {args.rooms} "
         f"--speed {args.speed:g} --call-every {args.call_every:g}`.",
         f"{args.rooms} simulated rooms at {args.speed:g}× (≈ {args.minutes * args.speed / 60:.0f}"
-        " h of use), embedded SQLite storage, a staff console acknowledging every call, "
+        " h of use, at the rooms' late-morning rate from the simulator's hour weights "
+        f"for {args.busy_hour}:00 on; it does not cycle through a day's hours), "
+        "embedded SQLite storage, a staff console acknowledging every call, "
         "a phone polling `GET /api/rooms` every 2 s, one staff SSE stream. Samples every "
         f"{args.sample_s:g} s; warm-up {args.warmup:.0%} of the run.",
         "",

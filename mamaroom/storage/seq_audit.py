@@ -29,6 +29,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mamaroom.storage import StorageError
+
 SCHEMA = """
 -- Loss audit (mamaroom/storage/seq_audit.py): per device and boot, the seq
 -- range stored and how many distinct messages; the difference is lost.
@@ -103,15 +105,22 @@ def lost_by_device(gaps: Iterable[SeqGap]) -> dict[str, int]:
 
 async def read_gaps_file(path: Path) -> list[SeqGap]:
     """The audit from a database file another process writes (the server reads
-    the gateway's store or spool); read-only, empty if the file is not there."""
+    the gateway's store or spool); empty if the file is not there yet.
+    Raises StorageError when it cannot be read."""
 
     def run() -> list[SeqGap]:
         if not path.exists():
             return []
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         try:
-            return read_gaps(db)
-        finally:
-            db.close()
+            # Not `mode=ro`: a read-only connection cannot always open a WAL
+            # database; query_only keeps this one from ever writing.
+            db = sqlite3.connect(path, timeout=5)
+            try:
+                db.execute("PRAGMA query_only=1")
+                return read_gaps(db)
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise StorageError(f"{path}: loss audit unreadable: {exc}") from exc
 
     return await asyncio.to_thread(run)

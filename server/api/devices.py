@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
 from mamaroom.clock import from_ms
+from mamaroom.storage import StorageError
 from mamaroom.storage.seq_audit import SeqGap, lost_by_device, read_gaps_file
 from server.context import Ctx, ServerContext
 from server.security import require
@@ -26,8 +27,9 @@ class DeviceHealth(BaseModel):
     uptime_s: int | None
     reboots: int
     reset_reason: str | None
-    #: Messages that never reached storage, counted from gaps in `seq` (all boots).
-    lost_messages: int = 0
+    #: Messages that never reached storage, counted from gaps in `seq` (all
+    #: boots); null when the loss audit cannot be read.
+    lost_messages: int | None = 0
 
 
 class UnknownDevice(BaseModel):
@@ -56,14 +58,17 @@ async def loss_audit(ctx: ServerContext) -> list[SeqGap]:
 @router.get("/devices", response_model=Devices)
 async def devices(ctx: Ctx) -> Devices:
     rows = await ctx.store.devices()
-    lost = lost_by_device(await loss_audit(ctx))
+    try:
+        lost: dict[str, int] | None = lost_by_device(await loss_audit(ctx))
+    except StorageError:
+        lost = None  # health records are still worth showing without it
     unknown = await ctx.store.unknown_devices()
     return Devices(
         devices=[DeviceHealth(
             device=d.device, room=d.room, status=d.status, last_seen=from_ms(d.last_seen_ms),
             rssi=d.rssi, heap_free=d.heap_free, fw=d.fw, uptime_s=d.uptime_s,
             reboots=max(d.boots - 1, 0), reset_reason=d.reset_reason,
-            lost_messages=lost.get(d.device, 0)) for d in rows],
+            lost_messages=None if lost is None else lost.get(d.device, 0)) for d in rows],
         unknown=[UnknownDevice(device=u["device"], first_seen=from_ms(u["first_seen_ms"]),
                                last_seen=from_ms(u["last_seen_ms"]), messages=u["messages"])
                  for u in unknown])

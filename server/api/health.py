@@ -79,7 +79,7 @@ async def metrics(ctx: Ctx) -> PlainTextResponse:
     _gateway_summary(reg, ctx.mqtt.gateways)
     try:
         lost = sum(g.lost for g in await loss_audit(ctx))
-    except Exception:  # an unreadable audit must not take /metrics down
+    except StorageError:  # an unreadable audit must not take /metrics down
         lost = -1
     Gauge("mamaroom_messages_lost", "Device messages missing from storage, counted from "
           "seq gaps (-1: audit unreadable)", registry=reg).set(lost)

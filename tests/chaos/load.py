@@ -243,36 +243,41 @@ class Load:
         if self.started_calls >= self.args.calls and not self.open_calls:
             self.ledger.write("calls_done", calls=self.started_calls)
 
-    def _start_calls(self, n: int) -> int:
+    def _start_calls(self, n: int, cap: int) -> int:
         idle = [node for node in self.nodes if node.call is None and node.connected]
         self.rng.shuffle(idle)
-        n = min(n, len(idle), self.args.calls - self.started_calls)
+        n = max(min(n, len(idle), cap - self.started_calls), 0)
         for node in idle[:n]:
             self.started_calls += 1
             node.start_call()
         return n
 
     async def calls(self) -> None:
-        """`calls` calls spread over `duration_s`, plus bursts on SIGUSR1."""
+        """`calls` calls spread over `duration_s`, plus bursts on SIGUSR1. The
+        bursts' calls are held back from the schedule until `bursts` of them
+        came, so a late fault still finds calls to make."""
         period = self.args.duration_s / self.args.calls
         owed = 0.0
+        bursts = 0
         while self.started_calls < self.args.calls and not self.stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._burst.wait(), period)
             if self._burst.is_set():
                 self._burst.clear()
+                bursts += 1
                 # Every node may be busy with a call: wait for some to be free.
                 n = 0
                 for _ in range(100):
-                    n = self._start_calls(self.args.burst)
+                    n = self._start_calls(self.args.burst, self.args.calls)
                     if n or self.started_calls >= self.args.calls:
                         break
                     await asyncio.sleep(0.1)
                 self.ledger.write("burst", calls=n)
                 continue
+            reserve = max(self.args.bursts - bursts, 0) * self.args.burst
             # Calls owed while nodes were away are not all made at once afterwards.
             owed = min(owed + 1, 5.0)
-            owed -= self._start_calls(int(owed))
+            owed -= self._start_calls(int(owed), self.args.calls - reserve)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -313,6 +318,8 @@ def main() -> None:
     p.add_argument("--duration-s", type=float, default=240.0,
                    help="spread the calls over this long")
     p.add_argument("--burst", type=int, default=20, help="calls started by one SIGUSR1")
+    p.add_argument("--bursts", type=int, default=4,
+                   help="bursts to expect: their calls are kept out of the schedule")
     p.add_argument("--refresh-s", type=float, default=10.0,
                    help="occupancy refresh interval (the contract's is 5 min)")
     p.add_argument("--change-every-s", type=float, default=90.0,
