@@ -33,6 +33,7 @@ from mamaroom.logs import get_logger
 from mamaroom.storage import DeviceReports, HourTotal, Record, RoomTotal, StorageError
 from mamaroom.storage.line_protocol import point_time_ns, to_line
 from mamaroom.storage.rollups import (
+    DAY_MS,
     CoarseRollups,
     HourRollup,
     OccupancyEvent,
@@ -422,11 +423,17 @@ class InfluxStore:
     async def telemetry_window(self, start_ms: int, end_ms: int) -> list[TelemetryHour]:
         rp = self.settings.telemetry_rp
         src = f'"{rp}"."telemetry"' if rp else '"telemetry"'
-        series = await self.client.query(
-            f'SELECT count("seq"), min("boot"), max("boot") FROM {src} WHERE time >= '
-            f'{start_ms}ms AND time < {end_ms}ms GROUP BY time(1h), "device" fill(none)')
-        return [TelemetryHour(s["tags"]["device"], t // 1_000_000, int(n), int(lo), int(hi))
-                for s in series for t, n, lo, hi in s["values"]]
+        out: list[TelemetryHour] = []
+        # A day at a time: one GROUP BY time(1h) over a year of buckets and 190
+        # series takes InfluxDB 1.6 longer than its client timeout.
+        for day in range(start_ms, end_ms, DAY_MS):
+            series = await self.client.query(
+                f'SELECT count("seq"), min("boot"), max("boot") FROM {src} WHERE time >= '
+                f'{day}ms AND time < {min(day + DAY_MS, end_ms)}ms GROUP BY time(1h), "device"'
+                " fill(none)")
+            out += [TelemetryHour(s["tags"]["device"], t // 1_000_000, int(n), int(lo), int(hi))
+                    for s in series for t, n, lo, hi in s["values"]]
+        return sorted(out, key=lambda r: (r.device, r.hour_ms))
 
     async def write_telemetry_rollups(self, start_ms: int, end_ms: int,
                                       rows: list[TelemetryHour]) -> None:
