@@ -49,7 +49,9 @@ INTERVAL_S = 1800
 def generate(data_dir: Path, backend: str, days: int, influx: InfluxDB) -> float:
     env = {**os.environ, "MAMAROOM_DATA_DIR": str(data_dir), "MAMAROOM_LOG__LEVEL": "warning",
            "MAMAROOM_STORAGE__INFLUXDB__URL": influx.url,
-           "MAMAROOM_STORAGE__INFLUXDB__DATABASE": "bench"}
+           "MAMAROOM_STORAGE__INFLUXDB__DATABASE": "bench",
+           # The generator's one year-long rollup refresh reads every event at once.
+           "MAMAROOM_STORAGE__INFLUXDB__TIMEOUT_S": "300"}
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "mamaroom", "history", "generate", "--days",
                     str(days), "--rooms", "190", "--backend", backend], env=env,
@@ -73,7 +75,8 @@ async def measure_backend(root: Path, influx: InfluxDB, backend: str, days: int,
     today = datetime.now(TZ).date()
     settings = Settings(data_dir=root / backend, trends={"telemetry_interval_s": INTERVAL_S},
                         storage={"backend": backend,
-                                 "influxdb": {"url": influx.url, "database": "bench"}})
+                                 "influxdb": {"url": influx.url, "database": "bench",
+                                              "timeout_s": 120}})
     store: SqliteStore | InfluxStore
     if backend == "sqlite":
         store = SqliteStore(settings.store_path)

@@ -49,7 +49,9 @@ def generate(workdir: Path, backend: str, influx: InfluxDB | None) -> dict[str, 
            "MAMAROOM_LOG__LEVEL": "warning"}
     if influx is not None:
         env |= {"MAMAROOM_STORAGE__INFLUXDB__URL": influx.url,
-                "MAMAROOM_STORAGE__INFLUXDB__DATABASE": "parity"}
+                "MAMAROOM_STORAGE__INFLUXDB__DATABASE": "parity",
+                # One rollup refresh reads the whole span's events; CI machines are busy.
+                "MAMAROOM_STORAGE__INFLUXDB__TIMEOUT_S": "120"}
     subprocess.run([sys.executable, "-m", "mamaroom", "history", "generate", "--days", str(DAYS),
                     "--rooms", "190", "--backend", backend, "--telemetry-every", "15"],
                    env=env, cwd=workdir, check=True, capture_output=True, timeout=900)
@@ -86,7 +88,8 @@ async def services(generated: tuple[Path, InfluxDB]) -> AsyncIterator[dict[str, 
             settings = Settings(
                 data_dir=base / backend / "data", trends={"telemetry_interval_s": INTERVAL_S},
                 storage={"backend": backend, "telemetry_retention_days": RETENTION_DAYS,
-                         "influxdb": {"url": influx.url, "database": "parity"}})
+                         "influxdb": {"url": influx.url, "database": "parity",
+                                      "timeout_s": 120}})
             store: SqliteStore | InfluxStore
             if backend == "sqlite":
                 store = SqliteStore(settings.store_path)
