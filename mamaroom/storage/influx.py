@@ -214,6 +214,8 @@ class InfluxSpool(SqliteDatabase):
 
 
 BatchHook = Callable[[int, float], None]
+#: SHOW TAG VALUES takes InfluxDB 1.6 up to a second; rooms are added rarely.
+ROOMS_PRESENT_TTL_S = 300.0
 
 
 class InfluxStore:
@@ -234,6 +236,8 @@ class InfluxStore:
         self._schema_ready = not settings.create
         self.reachable = False
         self._delete_warned = False
+        #: The rooms each measurement holds, with when that was asked.
+        self._rooms_present: dict[str, tuple[float, set[str]]] = {}
 
     async def open(self) -> None:
         await self.spool.open()
@@ -381,10 +385,13 @@ class InfluxStore:
         where = f"WHERE time >= {start_ms}ms AND time < {end_ms}ms"
         if rooms is None:
             return where
-        present = {v[1] for s in await self.client.query(
-            f'SHOW TAG VALUES FROM "{measurement}" WITH KEY = "room"')
-            for v in s["values"]}
-        if present <= set(rooms):
+        cached = self._rooms_present.get(measurement)
+        if cached is None or time.monotonic() - cached[0] > ROOMS_PRESENT_TTL_S:
+            cached = (time.monotonic(), {v[1] for s in await self.client.query(
+                f'SHOW TAG VALUES FROM "{measurement}" WITH KEY = "room"')
+                for v in s["values"]})
+            self._rooms_present[measurement] = cached
+        if cached[1] <= set(rooms):
             return where
         alternatives = "|".join(re.escape(r).replace("/", "\\/") for r in sorted(rooms))
         return where + f' AND "room" =~ /^({alternatives})$/'

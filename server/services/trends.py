@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time as _time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
@@ -362,8 +362,10 @@ class TrendsService:
         rooms = self.rooms(building)
         ids = [r.id for r in rooms]
         whole, edges = rng.split()
-        parts = [await self.store.daily_room_totals(*whole, ids)] if whole else []
-        parts += [await self.store.rollup_room_totals(a, b, ids) for a, b in edges]
+        # Independent queries: concurrently (InfluxDB answers them in parallel).
+        parts = await asyncio.gather(
+            *([self.store.daily_room_totals(*whole, ids)] if whole else []),
+            *(self.store.rollup_room_totals(a, b, ids) for a, b in edges))
         merged: dict[str, tuple[float, int]] = {}
         for part in parts:
             for room, occupied_s, n in part:
@@ -374,15 +376,17 @@ class TrendsService:
 
     async def sessions(self, rng: Range, building: str | None = None) -> dict[str, Any]:
         await self._fresh(rng)
-        totals = await self._hour_totals(rng, building)
         lengths: dict[int, int] = {}
+        queries: list[Awaitable[dict[int, int]]]
         if building is None:
             whole, edges = rng.split()
-            parts = [await self.store.site_session_length_counts(*whole)] if whole else []
-            parts += [await self.store.session_length_counts(a, b) for a, b in edges]
+            queries = [self.store.site_session_length_counts(*whole)] if whole else []
+            queries += [self.store.session_length_counts(a, b) for a, b in edges]
         else:
             ids = [r.id for r in self.rooms(building)]
-            parts = [await self.store.session_length_counts(rng.start_ms, rng.end_ms, ids)]
+            queries = [self.store.session_length_counts(rng.start_ms, rng.end_ms, ids)]
+        totals, parts = await asyncio.gather(self._hour_totals(rng, building),
+                                             asyncio.gather(*queries))
         for part in parts:
             for minutes, n in part.items():
                 lengths[minutes] = lengths.get(minutes, 0) + n
