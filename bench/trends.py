@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> str:
         f"Machine: {machine()}. `mamaroom history generate --days {args.days} --rooms 190` "
         "into each backend, then each trend of the trends service timed over the whole "
         f"range (median of {args.repeat}; target ≤ {TARGET_MS} ms). Baseline: a plain count "
-        "of the range's hourly rollup rows on the same backend. Uptime reads the last 30 "
-        "days of telemetry (the generator's: every 30 min; live nodes report every 60 s).",
+        "of the range's hourly rollup rows on the same backend. Uptime reads the hourly "
+        "telemetry rollup of the last 30 days (raw telemetry's retention).",
         "", "| trend | SQLite ms | × baseline | InfluxDB ms | × baseline |",
         "|---|---|---|---|---|"]
     base = {b: results[b][names[0]] for b in results}
