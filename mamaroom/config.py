@@ -213,8 +213,9 @@ class TrendsSettings(_Section):
     overused_factor: Annotated[float, Field(gt=1)] = 1.5
     #: A room is under-used at this share of the median utilisation, or less.
     underused_factor: Annotated[float, Field(ge=0, lt=1)] = 0.5
-    #: Uptime: a node is online in a slot of this length holding its telemetry.
-    uptime_slot_s: Annotated[int, Field(ge=60, le=3600)] = 300
+    #: How often nodes send telemetry (the contract: every 60 s); uptime counts
+    #: each report received as this much time online.
+    telemetry_interval_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
 
 
 PagerNumber = Annotated[str, Field(pattern=r"^[0-9]{1,16}$")]

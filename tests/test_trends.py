@@ -16,7 +16,18 @@ from mamaroom.config import Settings
 from mamaroom.contract import Kind, Occupancy, RegistryRoom, Telemetry
 from mamaroom.storage import Record, TrendsStore, refresh_rollups
 from mamaroom.storage.influx import InfluxStore
-from mamaroom.storage.rollups import HOUR_MS, OccupancyEvent, SessionRollup, session_lengths
+from mamaroom.storage.rollups import (
+    DAY_MS,
+    HOUR_MS,
+    DayRollup,
+    HourRollup,
+    OccupancyEvent,
+    SessionRollup,
+    SiteHourRollup,
+    SiteSessionDay,
+    coarse_rollups,
+    session_lengths,
+)
 from mamaroom.storage.sqlite import SqliteStore
 from server.services.trends import CallsDb, RangeError, TrendsService, csv_rows, make_range
 from tests.support import InfluxDB
@@ -217,7 +228,8 @@ async def test_uptime_from_telemetry_slots(service: TrendsService) -> None:
     assert data["measured_start"] == f"{MONDAY.isoformat()}T00:00:00+08:00"
     assert data["measured_end"] == f"{(MONDAY + timedelta(days=1)).isoformat()}T00:00:00+08:00"
     by_device = {d["device"]: d for d in data["devices"]}
-    assert by_device["dev-1"]["online_s"] == 12 * 3600  # 144 slots of 300 s
+    assert by_device["dev-1"]["online_s"] == 12 * 3600  # 720 reports, one a minute
+    assert by_device["dev-1"]["reports"] == 720
     assert by_device["dev-1"]["uptime"] == 0.5
     assert by_device["dev-1"]["reboots"] == 1
     assert (by_device["dev-2"]["uptime"], by_device["dev-2"]["reboots"]) == (0.0, 0)
@@ -271,3 +283,18 @@ def test_session_lengths_by_start_hour() -> None:
     # A session that has lasted the maximum is counted as the maximum.
     long = session_lengths([ev(0, True)], H0, H0 + HOUR_MS, {}, H0 + 700 * MIN)
     assert long == [SessionRollup("R1", H0, 600, 1)]
+
+
+def test_coarse_rollups_sum_whole_utc_days() -> None:
+    day = H0 // DAY_MS * DAY_MS
+    hourly = [HourRollup("R1", day, 600.0, 1), HourRollup("R2", day, 1200.5, 2),
+              HourRollup("R1", day + HOUR_MS, 60.0, 0),
+              HourRollup("R1", day + DAY_MS, 5.0, 1)]  # the next day: outside
+    sessions = [SessionRollup("R1", day, 10, 1), SessionRollup("R2", day + HOUR_MS, 10, 2)]
+    coarse = coarse_rollups(hourly, sessions, day, day + DAY_MS)
+    assert coarse.site_hours == [SiteHourRollup(day, 1800.5, 3),
+                                 SiteHourRollup(day + HOUR_MS, 60.0, 0)]
+    assert coarse.days == [DayRollup("R1", day, 660.0, 1), DayRollup("R2", day, 1200.5, 2)]
+    assert coarse.site_sessions == [SiteSessionDay(day, 10, 3)]
+    with pytest.raises(ValueError):
+        coarse_rollups([], [], day + HOUR_MS, day + DAY_MS)

@@ -8,8 +8,9 @@ import io
 import subprocess
 import sys
 from datetime import date, timedelta
+from pathlib import Path
 
-from tests.support import ROOT, Services
+from tests.support import ROOT, InfluxDB, Mosquitto, Services
 
 ROUTES = ["heatmap", "rooms", "sessions", "calls", "uptime"]
 PASSWORD = "a long password"
@@ -69,3 +70,32 @@ def test_roles_json_and_csv(services: Services) -> None:
     r = services.http.get("/api/trends/heatmap", headers=manager,
                           params={"from": params["to"], "to": params["from"]})
     assert r.status_code == 422 and "after" in r.json()["detail"]
+
+
+def test_the_server_reads_trends_from_influxdb(broker: Mosquitto, tmp_path: Path,
+                                               rooms_csv: Path) -> None:
+    """With `storage.backend = influxdb` the API answers from InfluxDB: the
+    same numbers as the embedded store would give (the parity test), here
+    through a running server."""
+    influx = InfluxDB(tmp_path / "influxdb").start()
+    # The generator sends telemetry every 30 minutes; live nodes every minute.
+    svc = Services(broker, tmp_path, rooms_csv, influx=influx,
+                   MAMAROOM_TRENDS__TELEMETRY_INTERVAL_S="1800")
+    try:
+        svc.start()
+        manager = {"Authorization": f"Bearer {add_user(svc, 'boss', 'manager')}"}
+        subprocess.run([sys.executable, "-m", "mamaroom", "history", "generate", "--days", "5",
+                        "--rooms", "3", "--backend", "influxdb"], env=svc.env, cwd=svc.workdir,
+                       check=True, capture_output=True)
+        today = date.today()
+        params = {"from": (today - timedelta(days=5)).isoformat(),
+                  "to": (today - timedelta(days=1)).isoformat()}
+        data = svc.http.get("/api/trends/sessions", params=params, headers=manager).json()
+        assert data["lengths"]["sessions"] > 0, data
+        rooms = svc.http.get("/api/trends/rooms", params=params, headers=manager).json()
+        assert sum(r["sessions"] for r in rooms["rooms"]) >= data["lengths"]["sessions"]
+        uptime = svc.http.get("/api/trends/uptime", params=params, headers=manager).json()
+        assert uptime["uptime"] > 0.5, uptime
+    finally:
+        svc.stop()
+        influx.stop()

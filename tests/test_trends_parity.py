@@ -40,7 +40,7 @@ MAKEUP = max((d for d in cc.workdays if d < TODAY - timedelta(days=1)
               and (TODAY - d).days <= 136), default=None)
 DAYS = max(28, (TODAY - MAKEUP).days + 14) if MAKEUP else 28
 RETENTION_DAYS = 8  # telemetry only for the last week (the generator honours retention)
-SLOT_S = 1800  # the generator's telemetry is sparser than live (every 15 min here)
+INTERVAL_S = 900  # the generator's telemetry is sparser than live (every 15 min here)
 
 
 def generate(workdir: Path, backend: str, influx: InfluxDB | None) -> dict[str, str]:
@@ -49,7 +49,9 @@ def generate(workdir: Path, backend: str, influx: InfluxDB | None) -> dict[str, 
            "MAMAROOM_LOG__LEVEL": "warning"}
     if influx is not None:
         env |= {"MAMAROOM_STORAGE__INFLUXDB__URL": influx.url,
-                "MAMAROOM_STORAGE__INFLUXDB__DATABASE": "parity"}
+                "MAMAROOM_STORAGE__INFLUXDB__DATABASE": "parity",
+                # One rollup refresh reads the whole span's events; CI machines are busy.
+                "MAMAROOM_STORAGE__INFLUXDB__TIMEOUT_S": "120"}
     subprocess.run([sys.executable, "-m", "mamaroom", "history", "generate", "--days", str(DAYS),
                     "--rooms", "190", "--backend", backend, "--telemetry-every", "15"],
                    env=env, cwd=workdir, check=True, capture_output=True, timeout=900)
@@ -84,9 +86,10 @@ async def services(generated: tuple[Path, InfluxDB]) -> AsyncIterator[dict[str, 
     try:
         for backend in ("sqlite", "influxdb"):
             settings = Settings(
-                data_dir=base / backend / "data", trends={"uptime_slot_s": SLOT_S},
+                data_dir=base / backend / "data", trends={"telemetry_interval_s": INTERVAL_S},
                 storage={"backend": backend, "telemetry_retention_days": RETENTION_DAYS,
-                         "influxdb": {"url": influx.url, "database": "parity"}})
+                         "influxdb": {"url": influx.url, "database": "parity",
+                                      "timeout_s": 120}})
             store: SqliteStore | InfluxStore
             if backend == "sqlite":
                 store = SqliteStore(settings.store_path)

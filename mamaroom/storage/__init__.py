@@ -21,6 +21,7 @@ from mamaroom.storage.rollups import (
     HourRollup,
     OccupancyEvent,
     SessionRollup,
+    TelemetryHour,
     coarse_rollups,
     hourly_occupancy,
     session_lengths,
@@ -70,6 +71,14 @@ class RollupStore(Protocol):
                                    rows: CoarseRollups) -> None:
         """Replace the coarse rollups (rollups.py) of the UTC days [start, end)."""
 
+    async def telemetry_window(self, start_ms: int, end_ms: int) -> list[TelemetryHour]:
+        """Raw telemetry in [start, end) counted per device and hour."""
+        ...
+
+    async def write_telemetry_rollups(self, start_ms: int, end_ms: int,
+                                      rows: list[TelemetryHour]) -> None:
+        """Replace the telemetry rollups of the hours in [start, end)."""
+
 
 async def refresh_rollups(store: RollupStore, start_ms: int, end_ms: int) -> int:
     """Recompute the hourly rollups of [start, end) (hour boundaries), and the
@@ -90,6 +99,9 @@ async def refresh_rollups(store: RollupStore, start_ms: int, end_ms: int) -> int
                 *await store.session_rollups(end_ms, day_end)]
     await store.write_coarse_rollups(day_start, day_end,
                                      coarse_rollups(hourly, sessions, day_start, day_end))
+    # Device uptime reads these, not a month of raw telemetry (8 million points).
+    await store.write_telemetry_rollups(start_ms, end_ms,
+                                        await store.telemetry_window(start_ms, end_ms))
     return len(rows)
 
 
@@ -97,8 +109,8 @@ async def refresh_rollups(store: RollupStore, start_ms: int, end_ms: int) -> int
 HourTotal = tuple[int, float, int]
 #: (room, occupied_s, sessions), summed over hours.
 RoomTotal = tuple[str, float, int]
-#: (device, slots with telemetry, distinct boots).
-DeviceSlots = tuple[str, int, int]
+#: (device, telemetry reports, lowest boot, highest boot).
+DeviceReports = tuple[str, int, int, int]
 
 
 class TrendsStore(RollupStore, Protocol):
@@ -134,10 +146,8 @@ class TrendsStore(RollupStore, Protocol):
         """Sessions started in the UTC days [start, end), all rooms, by minutes."""
         ...
 
-    async def telemetry_slots(self, start_ms: int, end_ms: int,
-                              slot_ms: int) -> list[DeviceSlots]:
-        """Per device: epoch-aligned slots of `slot_ms` in [start, end) holding at
-        least one telemetry point, and the distinct boots seen; device order."""
+    async def telemetry_totals(self, start_ms: int, end_ms: int) -> list[DeviceReports]:
+        """Per device with telemetry rollups in [start, end), in device order."""
         ...
 
 

@@ -30,9 +30,16 @@ import httpx
 from mamaroom.config import InfluxSettings
 from mamaroom.contract import Telemetry
 from mamaroom.logs import get_logger
-from mamaroom.storage import DeviceSlots, HourTotal, Record, RoomTotal, StorageError
+from mamaroom.storage import DeviceReports, HourTotal, Record, RoomTotal, StorageError
 from mamaroom.storage.line_protocol import point_time_ns, to_line
-from mamaroom.storage.rollups import CoarseRollups, HourRollup, OccupancyEvent, SessionRollup
+from mamaroom.storage.rollups import (
+    DAY_MS,
+    CoarseRollups,
+    HourRollup,
+    OccupancyEvent,
+    SessionRollup,
+    TelemetryHour,
+)
 from mamaroom.storage.seq_audit import SCHEMA as AUDIT_SCHEMA
 from mamaroom.storage.seq_audit import SeqGap, note_seqs, read_gaps
 from mamaroom.storage.sqlite_base import SqliteDatabase
@@ -217,6 +224,8 @@ class InfluxSpool(SqliteDatabase):
 
 
 BatchHook = Callable[[int, float], None]
+#: SHOW TAG VALUES takes InfluxDB 1.6 up to a second; rooms are added rarely.
+ROOMS_PRESENT_TTL_S = 300.0
 
 
 class InfluxStore:
@@ -237,6 +246,8 @@ class InfluxStore:
         self._schema_ready = not settings.create
         self.reachable = False
         self._delete_warned = False
+        #: The rooms each measurement holds, with when that was asked.
+        self._rooms_present: dict[str, tuple[float, set[str]]] = {}
 
     async def open(self) -> None:
         await self.spool.open()
@@ -388,10 +399,13 @@ class InfluxStore:
         where = f"WHERE time >= {start_ms}ms AND time < {end_ms}ms"
         if rooms is None:
             return where
-        present = {v[1] for s in await self.client.query(
-            f'SHOW TAG VALUES FROM "{measurement}" WITH KEY = "room"')
-            for v in s["values"]}
-        if present <= set(rooms):
+        cached = self._rooms_present.get(measurement)
+        if cached is None or time.monotonic() - cached[0] > ROOMS_PRESENT_TTL_S:
+            cached = (time.monotonic(), {v[1] for s in await self.client.query(
+                f'SHOW TAG VALUES FROM "{measurement}" WITH KEY = "room"')
+                for v in s["values"]})
+            self._rooms_present[measurement] = cached
+        if cached[1] <= set(rooms):
             return where
         alternatives = "|".join(re.escape(r).replace("/", "\\/") for r in sorted(rooms))
         return where + f' AND "room" =~ /^({alternatives})$/'
@@ -427,20 +441,35 @@ class InfluxStore:
             f'{await self._where("session_lengths", start_ms, end_ms, rooms)} GROUP BY "minutes"')
         return {int(s["tags"]["minutes"]): int(v[1]) for s in series for v in s["values"]}
 
-    async def telemetry_slots(self, start_ms: int, end_ms: int,
-                              slot_ms: int) -> list[DeviceSlots]:
+    async def telemetry_window(self, start_ms: int, end_ms: int) -> list[TelemetryHour]:
         rp = self.settings.telemetry_rp
         src = f'"{rp}"."telemetry"' if rp else '"telemetry"'
-        where = f"WHERE time >= {start_ms}ms AND time < {end_ms}ms"
-        # The inner query keeps one row per non-empty slot; the outer counts them.
-        slots = await self.client.query(
-            f'SELECT count("n") FROM (SELECT count("seq") AS "n" FROM {src} {where}'
-            f' GROUP BY time({slot_ms}ms), "device" fill(none)) {where} GROUP BY "device"')
-        boots = await self.client.query(
-            f'SELECT count(distinct("boot")) FROM {src} {where} GROUP BY "device"')
-        n_boots = {s["tags"]["device"]: int(s["values"][0][1]) for s in boots}
-        return sorted((s["tags"]["device"], int(s["values"][0][1]),
-                       n_boots.get(s["tags"]["device"], 0)) for s in slots)
+        out: list[TelemetryHour] = []
+        # A day at a time: one GROUP BY time(1h) over a year of buckets and 190
+        # series takes InfluxDB 1.6 longer than its client timeout.
+        for day in range(start_ms, end_ms, DAY_MS):
+            series = await self.client.query(
+                f'SELECT count("seq"), min("boot"), max("boot") FROM {src} WHERE time >= '
+                f'{day}ms AND time < {min(day + DAY_MS, end_ms)}ms GROUP BY time(1h), "device"'
+                " fill(none)")
+            out += [TelemetryHour(s["tags"]["device"], t // 1_000_000, int(n), int(lo), int(hi))
+                    for s in series for t, n, lo, hi in s["values"]]
+        return sorted(out, key=lambda r: (r.device, r.hour_ms))
+
+    async def write_telemetry_rollups(self, start_ms: int, end_ms: int,
+                                      rows: list[TelemetryHour]) -> None:
+        await self._delete("telemetry_hourly", start_ms, end_ms)
+        await self._write_lines(
+            [f"telemetry_hourly,device={r.device} points={r.points}i,min_boot={r.min_boot}i,"
+             f"max_boot={r.max_boot}i {r.hour_ms * 1_000_000}" for r in rows])
+
+    async def telemetry_totals(self, start_ms: int, end_ms: int) -> list[DeviceReports]:
+        series = await self.client.query(
+            f'SELECT sum("points"), min("min_boot"), max("max_boot") FROM '
+            f'{self._measurement("telemetry_hourly")} WHERE time >= {start_ms}ms AND '
+            f'time < {end_ms}ms GROUP BY "device"')
+        return sorted((s["tags"]["device"], int(v[1]), int(v[2]), int(v[3]))
+                      for s in series for v in s["values"])
 
     async def run_drainer(self) -> None:
         """Send the spool to InfluxDB, oldest first, for as long as the store is open."""

@@ -192,3 +192,14 @@ def coarse_rollups(hourly: Iterable[HourRollup], sessions: Iterable[SessionRollu
         [SiteHourRollup(h, o, int(n)) for h, (o, n) in sorted(site.items())],
         [DayRollup(room, day, o, int(n)) for (room, day), (o, n) in sorted(days.items())],
         [SiteSessionDay(day, m, n) for (day, m), n in sorted(lengths.items())])
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryHour:
+    """A device's telemetry reports in one hour, and the boots they came from."""
+
+    device: str
+    hour_ms: int
+    points: int
+    min_boot: int
+    max_boot: int

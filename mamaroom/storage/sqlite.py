@@ -9,8 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from mamaroom.contract import Call, Occupancy, Telemetry
-from mamaroom.storage import DeviceSlots, HourTotal, Record, RoomTotal, StorageError
-from mamaroom.storage.rollups import CoarseRollups, HourRollup, OccupancyEvent, SessionRollup
+from mamaroom.storage import DeviceReports, HourTotal, Record, RoomTotal, StorageError
+from mamaroom.storage.rollups import (
+    CoarseRollups,
+    HourRollup,
+    OccupancyEvent,
+    SessionRollup,
+    TelemetryHour,
+)
 from mamaroom.storage.seq_audit import SCHEMA as AUDIT_SCHEMA
 from mamaroom.storage.seq_audit import SeqGap, note_seqs, read_gaps
 from mamaroom.storage.sqlite_base import SqliteDatabase
@@ -70,6 +76,11 @@ CREATE TABLE IF NOT EXISTS occupancy_site_hourly (
 CREATE TABLE IF NOT EXISTS occupancy_daily (
     room TEXT NOT NULL, day_ms INTEGER NOT NULL, occupied_s REAL NOT NULL,
     sessions INTEGER NOT NULL, PRIMARY KEY (day_ms, room)
+) WITHOUT ROWID;
+-- Telemetry reports per device and hour (kept: raw telemetry is not).
+CREATE TABLE IF NOT EXISTS telemetry_hourly (
+    device TEXT NOT NULL, hour_ms INTEGER NOT NULL, points INTEGER NOT NULL,
+    min_boot INTEGER NOT NULL, max_boot INTEGER NOT NULL, PRIMARY KEY (hour_ms, device)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS session_lengths_daily (
     day_ms INTEGER NOT NULL, minutes INTEGER NOT NULL, count INTEGER NOT NULL,
@@ -240,12 +251,34 @@ class SqliteStore(SqliteDatabase):
         return await self._run(lambda db: {int(m): int(n) for m, n in db.execute(
             f"SELECT minutes, SUM(count) FROM session_lengths {where} GROUP BY minutes", args)})
 
-    async def telemetry_slots(self, start_ms: int, end_ms: int,
-                              slot_ms: int) -> list[DeviceSlots]:
-        return await self._run(lambda db: [(str(d), int(s), int(b)) for d, s, b in db.execute(
-            "SELECT device, COUNT(DISTINCT time_ms / ?), COUNT(DISTINCT boot) FROM telemetry"
-            " WHERE time_ms >= ? AND time_ms < ? GROUP BY device ORDER BY device",
-            (slot_ms, start_ms, end_ms))])
+    async def telemetry_window(self, start_ms: int, end_ms: int) -> list[TelemetryHour]:
+        return await self._run(lambda db: [TelemetryHour(*row) for row in db.execute(
+            # Through `devices` (every device that wrote is there) so the
+            # (device, time_ms) index serves the range: no scan of a month
+            # (CROSS JOIN keeps SQLite from choosing the telemetry side first).
+            "SELECT t.device, t.time_ms / 3600000 * 3600000 AS hour, COUNT(*), MIN(t.boot),"
+            " MAX(t.boot) FROM devices d CROSS JOIN telemetry t ON t.device = d.device"
+            " AND t.time_ms >= ? AND t.time_ms < ? GROUP BY t.device, hour"
+            " ORDER BY t.device, hour", (start_ms, end_ms))])
+
+    async def write_telemetry_rollups(self, start_ms: int, end_ms: int,
+                                      rows: list[TelemetryHour]) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("DELETE FROM telemetry_hourly WHERE hour_ms >= ? AND hour_ms < ?",
+                           (start_ms, end_ms))
+                db.executemany("INSERT INTO telemetry_hourly VALUES (?, ?, ?, ?, ?)",
+                               [(r.device, r.hour_ms, r.points, r.min_boot, r.max_boot)
+                                for r in rows])
+
+        await self._run(run)
+
+    async def telemetry_totals(self, start_ms: int, end_ms: int) -> list[DeviceReports]:
+        return await self._run(lambda db: [(str(d), int(n), int(lo), int(hi))
+                                           for d, n, lo, hi in db.execute(
+            "SELECT device, SUM(points), MIN(min_boot), MAX(max_boot) FROM telemetry_hourly"
+            " WHERE hour_ms >= ? AND hour_ms < ? GROUP BY device ORDER BY device",
+            (start_ms, end_ms))])
 
     async def prune_telemetry(self, before_ms: int) -> int:
         """Retention: delete raw telemetry older than `before_ms`; rows deleted."""

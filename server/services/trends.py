@@ -1,8 +1,8 @@
 """The managers' trends (docs/trends.md): one service over the storage
 protocol, so SQLite and InfluxDB give the same numbers.
 
-The backends only sum (per hour, per room, per session length, per telemetry
-slot); everything else is done here, in pure functions, in one order. Sums of
+The backends only sum (per hour, per room, per session length, per device's
+telemetry reports); everything else is done here, in pure functions, in one order. Sums of
 occupied seconds are rounded to the millisecond as they arrive: the backends
 add floats in different orders, and the last bits must not show.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time as _time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
@@ -273,26 +273,26 @@ def call_figures(calls: Sequence[CallTimes], rng: Range, settings: TrendsSetting
             "months": [{"month": m, **figures(g)} for m, g in sorted(months.items())]}
 
 
-def uptime(slots: Sequence[tuple[str, int, int]], rooms: Sequence[RegistryRoom], rng: Range,
-           measured: tuple[int, int], slot_s: int) -> dict[str, Any]:
+def uptime(reports: Sequence[tuple[str, int, int, int]], rooms: Sequence[RegistryRoom],
+           rng: Range, measured: tuple[int, int], interval_s: float) -> dict[str, Any]:
     start, end = measured
     span_s = max(0, end - start) / 1000
-    seen = {d: (n, b) for d, n, b in slots}
+    seen = {d: (n, lo, hi) for d, n, lo, hi in reports}
     devices: list[dict[str, Any]] = []
     for room in rooms:
         if room.device is None:
             continue
-        n, boots = seen.get(room.device, (0, 0))
-        online_s = float(min(n * slot_s, span_s))
+        n, lo, hi = seen.get(room.device, (0, 0, 0))
+        online_s = round(min(n * interval_s, span_s), 3)
         devices.append({"device": room.device, "room": room.id, "name": room.name,
                         "name_en": room.name_en, "building": room.building,
-                        "floor": room.floor, "online_s": online_s,
+                        "floor": room.floor, "online_s": online_s, "reports": n,
                         "uptime": _frac(online_s / span_s) if span_s else None,
-                        "reboots": max(0, boots - 1)})
+                        "reboots": hi - lo})
     devices.sort(key=lambda d: (d["uptime"] if d["uptime"] is not None else 2.0, d["device"]))
     total = sum(d["online_s"] for d in devices)
     return {**rng.header(), "measured_start": rng.iso(start), "measured_end": rng.iso(end),
-            "slot_s": slot_s,
+            "telemetry_interval_s": interval_s,
             "uptime": _frac(total / (span_s * len(devices))) if span_s and devices else None,
             "devices": devices}
 
@@ -362,8 +362,10 @@ class TrendsService:
         rooms = self.rooms(building)
         ids = [r.id for r in rooms]
         whole, edges = rng.split()
-        parts = [await self.store.daily_room_totals(*whole, ids)] if whole else []
-        parts += [await self.store.rollup_room_totals(a, b, ids) for a, b in edges]
+        # Independent queries: concurrently (InfluxDB answers them in parallel).
+        parts = await asyncio.gather(
+            *([self.store.daily_room_totals(*whole, ids)] if whole else []),
+            *(self.store.rollup_room_totals(a, b, ids) for a, b in edges))
         merged: dict[str, tuple[float, int]] = {}
         for part in parts:
             for room, occupied_s, n in part:
@@ -374,15 +376,17 @@ class TrendsService:
 
     async def sessions(self, rng: Range, building: str | None = None) -> dict[str, Any]:
         await self._fresh(rng)
-        totals = await self._hour_totals(rng, building)
         lengths: dict[int, int] = {}
+        queries: list[Awaitable[dict[int, int]]]
         if building is None:
             whole, edges = rng.split()
-            parts = [await self.store.site_session_length_counts(*whole)] if whole else []
-            parts += [await self.store.session_length_counts(a, b) for a, b in edges]
+            queries = [self.store.site_session_length_counts(*whole)] if whole else []
+            queries += [self.store.session_length_counts(a, b) for a, b in edges]
         else:
             ids = [r.id for r in self.rooms(building)]
-            parts = [await self.store.session_length_counts(rng.start_ms, rng.end_ms, ids)]
+            queries = [self.store.session_length_counts(rng.start_ms, rng.end_ms, ids)]
+        totals, parts = await asyncio.gather(self._hour_totals(rng, building),
+                                             asyncio.gather(*queries))
         for part in parts:
             for minutes, n in part.items():
                 lengths[minutes] = lengths.get(minutes, 0) + n
@@ -396,13 +400,13 @@ class TrendsService:
         return call_figures(rows, rng, self.settings.trends)
 
     async def uptime(self, rng: Range, building: str | None = None) -> dict[str, Any]:
-        slot_ms = self.settings.trends.uptime_slot_s * 1000
+        await self._fresh(rng)
         kept_from = self._now() - self.settings.storage.telemetry_retention_days * DAY_MS
-        start = -(-max(rng.start_ms, kept_from) // slot_ms) * slot_ms  # whole slots only
-        end = max(start, rng.end_ms // slot_ms * slot_ms)
-        slots = await self.store.telemetry_slots(start, end, slot_ms) if end > start else []
-        return uptime(slots, self.rooms(building), rng, (start, end),
-                      self.settings.trends.uptime_slot_s)
+        start = -(-max(rng.start_ms, kept_from) // HOUR_MS) * HOUR_MS  # whole hours only
+        end = max(start, rng.end_ms)
+        reports = await self.store.telemetry_totals(start, end) if end > start else []
+        return uptime(reports, self.rooms(building), rng, (start, end),
+                      self.settings.trends.telemetry_interval_s)
 
 
 # --- CSV ------------------------------------------------------------------
@@ -442,7 +446,7 @@ def csv_rows(kind: str, data: dict[str, Any], table: str = "days") -> list[list[
             rows.append(row)
         return rows
     if kind == "uptime":
-        cols = ["device", "room", "name", "name_en", "building", "floor", "online_s",
-                "uptime", "reboots"]
+        cols = ["device", "room", "name", "name_en", "building", "floor", "reports",
+                "online_s", "uptime", "reboots"]
         return [cols] + [[d[c] for c in cols] for d in data["devices"]]
     raise ValueError(kind)
