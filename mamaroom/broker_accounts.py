@@ -40,12 +40,10 @@ class DeviceAccount:
 
     def node_config(self, broker_host: str, broker_port: int = 8883,
                     ca_file: str = "ca.crt") -> dict[str, Any]:
-        """What the node needs in its config.json to reach the broker."""
-        return {
-            "device_id": self.device,
-            "mqtt": {"host": broker_host, "port": broker_port, "tls": True,
-                     "ca": ca_file, "username": self.device, "password": self.password},
-        }
+        """The broker part of the node's config.json, in the firmware's own keys
+        (firmware/config.py): the node's user name is its device id."""
+        return {"device": self.device, "broker": f"mqtts://{broker_host}:{broker_port}",
+                "password": self.password, "ca": ca_file}
 
 
 def new_password() -> str:

@@ -5,14 +5,25 @@ emergency call goes through and its call_ack comes back."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 from tests.security.broker import Client, ProductionBroker
 from tests.support import ROOT, Proc, Services, wait_for, write_rooms_csv
+
+
+def load_firmware_config() -> ModuleType:
+    """firmware/config.py (plain Python that MicroPython also runs)."""
+    spec = importlib.util.spec_from_file_location("fw_config", ROOT / "firmware" / "config.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def device_add(svc: Services, broker: ProductionBroker,
@@ -48,11 +59,17 @@ def test_device_add_then_a_call_over_tls_end_to_end(tmp_path: Path) -> None:
         out = device_add(svc, broker, "dev-new", "--room", "T1-0101")
         assert out.returncode == 0, out.stderr
         config = json.loads(out.stdout)
-        assert config["device_id"] == "dev-new" and config["mqtt"]["username"] == "dev-new"
-        assert config["mqtt"]["port"] == broker.device_port and config["mqtt"]["tls"] is True
-        assert len(config["mqtt"]["password"]) >= 32
+        # The firmware's own keys (firmware/config.py), so it can go into config.json as is.
+        assert config["device"] == "dev-new" and config["ca"] == "ca.crt"
+        assert config["broker"] == f"mqtts://127.0.0.1:{broker.device_port}"
+        # Merged into the shipped example, the firmware's own validator takes it.
+        fw_config = load_firmware_config()
+        example = json.loads((ROOT / "firmware" / "config.example.json").read_text())
+        cfg = fw_config.validate({**example, **config})
+        assert (cfg["tls"], cfg["host"], cfg["port"]) == (True, "127.0.0.1", broker.device_port)
+        assert len(config["password"]) >= 32
         # The hash, never the password, is in the file.
-        assert config["mqtt"]["password"] not in broker.devices_passwd.read_text()
+        assert config["password"] not in broker.devices_passwd.read_text()
         assert "dev-new:$7$" in broker.devices_passwd.read_text()
         assert svc.room("T1-0101")["device"] == "dev-new"
         # Again without --replace: refused, the password stays.
@@ -62,7 +79,7 @@ def test_device_add_then_a_call_over_tls_end_to_end(tmp_path: Path) -> None:
         taken = device_add(svc, broker, "dev-b", "--room", "T1-0101")
         assert taken.returncode == 2 and "already" in taken.stderr, taken.stderr
 
-        node = Client(broker, "dev-new", config["mqtt"]["password"])
+        node = Client(broker, "dev-new", config["password"])
         wait_for(lambda: not node.connect().is_failure, timeout=30, what="node connected",
                  detail=broker.log_tail)  # the reload may land a moment later
         node.subscribe("mr/v1/dev/dev-new/cmd")
