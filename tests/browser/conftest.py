@@ -21,7 +21,9 @@ SCREENSHOTS = ROOT / "docs" / "screenshots"
 AXE = ROOT / "dashboard" / "vendor" / "axe.min.js"
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API must not outlive into the
+# asyncio tests that pytest runs after the browser tests.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
