@@ -304,6 +304,12 @@ class PagesSettings(_Section):
     vapid_private_key: str | None = None
     #: Who runs this server, for push services (`mailto:` or `https:`).
     vapid_subject: str = "mailto:mamaroom@localhost"
+    #: Push services a subscription may name (a host and its subdomains, over
+    #: https; `http://host` allows plain http to that host). Anything else is
+    #: refused, so nobody can make the server post to an address of their choosing.
+    push_hosts: list[str] = Field(default_factory=lambda: [
+        "fcm.googleapis.com", "push.services.mozilla.com", "push.apple.com",
+        "notify.windows.com"])
 
 
 class LogSettings(_Section):

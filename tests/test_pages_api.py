@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mamaroom.storage.rollups import OccupancyEvent
 from server.services.waits import WaitPredictor, session_lengths
-from tests.support import ROOT, Device, Services
+from tests.support import ROOT, Device, Mosquitto, Services
 
 
 def test_site_lists_buildings_floors_and_walking_minutes(services: Services) -> None:
@@ -19,12 +19,23 @@ def test_site_lists_buildings_floors_and_walking_minutes(services: Services) -> 
     assert site["floor_minutes"] == 0.5 and site["near_minutes"] == 5
 
 
-def test_predicted_wait_from_stored_history(services: Services,
+def test_predicted_wait_from_stored_history(broker: Mosquitto, tmp_path: Path, rooms_csv: Path,
                                             device_factory: type[Device]) -> None:
+    services = Services(broker, tmp_path, rooms_csv)
+    # History first: the server reads it once at start, then only what is new.
     subprocess.run([sys.executable, "-m", "mamaroom", "history", "generate", "--days", "14",
                     "--rooms", "3"], env=services.env, cwd=ROOT, check=True,
                    capture_output=True, timeout=300)
-    a, b = device_factory("dev-a"), device_factory("dev-b")
+    services.start()
+    try:
+        _check_waits(services, device_factory)
+    finally:
+        services.stop()
+
+
+def _check_waits(services: Services, device_factory: type[Device]) -> None:
+    # A boot the generated history did not use: its (boot, seq) are not duplicates.
+    a, b = device_factory("dev-a", boot=10**9), device_factory("dev-b", boot=10**9)
     a.occupancy(True)
     b.occupancy(False)
     services.wait_room_state("T1-0101", "occupied")
@@ -45,31 +56,34 @@ def test_predicted_wait_from_stored_history(services: Services,
 
 
 async def test_the_wait_model_on_known_sessions() -> None:
-    # Room A: ten past sessions of 10, 20, ..., 100 minutes.
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    # Room A: ten past sessions of 10, 20, ..., 100 minutes, in the last days.
     events = []
-    t = 0
+    t = int((now - timedelta(days=5)).timestamp() * 1000)
+    first = t
     for minutes in range(10, 110, 10):
         events += [OccupancyEvent("A", t, True), OccupancyEvent("A", t + minutes * 60_000, False)]
         t += 200 * 60_000
     assert session_lengths([(e.room, e.time_ms, e.occupied) for e in events], {})["A"] == [
         m * 60.0 for m in range(10, 110, 10)]
+    span = t - first
+    events += [OccupancyEvent(e.room, e.time_ms + span, e.occupied) for e in events]
 
     class Store:
         async def occupancy_window(self, start_ms: int, end_ms: int
                                    ) -> tuple[list[OccupancyEvent], dict[str, bool]]:
-            return events * 2, {}  # twenty sessions: enough to use the room's own
+            return [e for e in events if start_ms <= e.time_ms < end_ms], {}  # twenty sessions
 
         async def write_rollups(self, rows: object) -> None: ...
 
         async def rollups(self, start_ms: int, end_ms: int) -> list[object]:
             return []
 
-    from datetime import UTC, datetime, timedelta
-
     from mamaroom.contract import RoomStateName
     from server.services.rooms import PublicRoom
 
-    now = datetime(2026, 12, 1, 12, tzinfo=UTC)
     room = PublicRoom(id="A", name="A", name_en="A", building="B", building_en="B", floor=1,
                       device="d", state=RoomStateName.OCCUPIED, since=now - timedelta(minutes=45),
                       access="public", company="", hours="", amenities=[], in_service=True,

@@ -80,6 +80,7 @@ def vapid() -> tuple[str, str]:
 def push_services(broker: Mosquitto, tmp_path: Path, rooms_csv: Path,
                   vapid: tuple[str, str]) -> Iterator[Services]:
     svc = Services(broker, tmp_path, rooms_csv, MAMAROOM_PAGES__VAPID_PUBLIC_KEY=vapid[0],
+                   MAMAROOM_PAGES__PUSH_HOSTS='["http://127.0.0.1"]',
                    MAMAROOM_PAGES__VAPID_PRIVATE_KEY=vapid[1],
                    MAMAROOM_PAGES__PUBLIC_URL="https://mamaroom.park.example").start()
     yield svc
@@ -98,6 +99,11 @@ def test_a_mother_is_pushed_once_when_her_room_frees_up(
     r = svc.http.post("/api/push/reminder", json={"subscription": phone.subscription,
                                                   "rooms": ["T1-0101"], "lang": "zh"})
     assert r.status_code == 204, r.text
+    # The server posts only to push services it knows, never where anyone says.
+    elsewhere = Browser("https://push.example.invalid/anything").subscription
+    r = svc.http.post("/api/push/reminder", json={"subscription": elsewhere,
+                                                  "rooms": ["T1-0101"]})
+    assert r.status_code == 422 and "push service" in r.text
 
     node.occupancy(False)
     wait_for(lambda: push.received, what="a push", detail=svc.logs)

@@ -63,7 +63,7 @@
   }
   function roomForm(room) {
     const r = room || { id: "", name: "", name_en: "", building: "", building_en: "", floor: 1, access: "public", company: "", hours: "", amenities: [], in_service: true };
-    const inp = (name, value, type) => el("input", { name, value: value ?? "", type: type || "text" });
+    const inp = (name, value, type) => el("input", { name, value: value === null || value === undefined ? "" : value, type: type || "text" });
     const id = inp("id", r.id); if (room) id.readOnly = true;
     const access = el("select", { name: "access" }, el("option", { value: "public", text: T("public"), selected: r.access === "public" }),
       el("option", { value: "company", text: T("company"), selected: r.access === "company" }));

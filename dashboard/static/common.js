@@ -5,6 +5,15 @@
 "use strict";
 (function () {
   const MR = (window.MR = {});
+  // Older in-app browsers (WeChat's X5 kernel, iOS 13) lack replaceChildren.
+  [Element, DocumentFragment].forEach((C) => {
+    if (!C.prototype.replaceChildren) {
+      C.prototype.replaceChildren = function () {
+        while (this.firstChild) this.removeChild(this.firstChild);
+        this.append.apply(this, arguments);
+      };
+    }
+  });
   const LANG_KEY = "mamaroom.lang";
 
   MR.lang = (function () {
@@ -21,7 +30,8 @@
   MR.i18n = function (texts) {
     const t = function (key) {
       const args = Array.prototype.slice.call(arguments, 1);
-      const v = (texts[MR.lang] && texts[MR.lang][key]) ?? texts.zh[key] ?? key;
+      const own = texts[MR.lang] && texts[MR.lang][key];
+      const v = own !== undefined ? own : texts.zh[key] !== undefined ? texts.zh[key] : key;
       return typeof v === "function" ? v.apply(null, args) : v;
     };
     t.apply = function () {

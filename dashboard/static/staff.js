@@ -22,7 +22,7 @@
       raised: "发起", escalated: "升级", paged: "已寻呼", "page failed": "寻呼失败", shown: "呼叫器显示",
       pushOn: "在这部手机上接收推送通知", pushDone: "已开启：新的紧急呼叫会推送到这部手机。", pushNo: "这个浏览器不支持推送通知（页面打开时仍会响铃）。",
       pushOff: "服务器未配置推送（VAPID 密钥）。", logout: "退出登录", trendsLink: "使用统计", adminLink: "管理",
-      devOffline: "离线设备", devWeak: "信号弱", devHeap: "内存低", devAdopt: "待认领设备", fw: "固件版本",
+      devOffline: "离线设备", devWeak: "信号弱", devHeap: "内存低", devAdopt: "待认领设备", fw: "固件版本", fwUnknown: "尚未上报",
       device: "设备", room: "房间", lastSeen: "最后上线", rssi: "信号", heap: "可用内存", reboots: "重启",
       adoptHint: "在管理页把这些设备分配到房间。", noneBad: "全部正常", failed: "操作失败：",
     },
@@ -37,7 +37,7 @@
       raised: "raised", escalated: "escalated", paged: "paged", "page failed": "page failed", shown: "shown on the button",
       pushOn: "Get push notifications on this phone", pushDone: "On: new emergency calls are pushed to this phone.", pushNo: "This browser has no push notifications (the open page still rings).",
       pushOff: "Push is not configured on the server (VAPID keys).", logout: "Log out", trendsLink: "Trends", adminLink: "Admin",
-      devOffline: "Offline", devWeak: "Weak signal", devHeap: "Low memory", devAdopt: "To adopt", fw: "Firmware",
+      devOffline: "Offline", devWeak: "Weak signal", devHeap: "Low memory", devAdopt: "To adopt", fw: "Firmware", fwUnknown: "not reported yet",
       device: "Device", room: "Room", lastSeen: "Last seen", rssi: "RSSI", heap: "Free heap", reboots: "Reboots",
       adoptHint: "Assign these devices to rooms on the admin page.", noneBad: "all fine", failed: "Failed: ",
     },
@@ -177,7 +177,7 @@
     const weak = d.devices.filter((x) => x.rssi !== null && x.rssi < WEAK_RSSI);
     const heap = d.devices.filter((x) => x.heap_free !== null && x.heap_free < LOW_HEAP);
     const fw = new Map();
-    d.devices.forEach((x) => fw.set(x.fw || "?", (fw.get(x.fw || "?") || 0) + 1));
+    d.devices.forEach((x) => { const v = x.fw || T("fwUnknown"); fw.set(v, (fw.get(v) || 0) + 1); });
     const stat = (label, n) => el("div", { class: `stat ${n ? "bad" : ""}` }, el("b", { text: n }), el("span", { text: label }));
     const when = (iso) => iso ? MR.clock(Date.parse(iso)) : null;
     const row = (x) => [x.device, x.room, when(x.last_seen), x.rssi, x.heap_free, x.fw, x.reboots];

@@ -56,6 +56,7 @@
   window.__chartsRendered = {}; // for tests: chart id → data points drawn
   const pct = (v) => v === null || v === undefined ? "–" : `${(v * 100).toFixed(1)}%`;
   const iso = (d) => `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
+  const dash = (v) => v === null || v === undefined ? "–" : v;
   const mean = (xs) => xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
 
   function chart(id) {
@@ -135,14 +136,14 @@
         ...["workday", "weekend", "holiday", "makeup_workday"].map((k) => ({ type: "bar", name: T(k), data: [], itemStyle: { color: KIND_COLOUR[k] } }))],
     }, d.days.length, T("summaryDays", d.days.length, Math.round(mean(d.days.map((x) => x.sessions)))));
     const L = d.lengths;
-    document.getElementById("lengths-note").textContent = T("lengthsNote", L.sessions, L.p50_min ?? "–", L.p90_min ?? "–");
+    document.getElementById("lengths-note").textContent = T("lengthsNote", L.sessions, dash(L.p50_min), dash(L.p90_min));
     draw("c-lengths", {
       tooltip: { trigger: "axis" },
       grid: { left: 44, right: 8, top: 12, bottom: 40 },
       xAxis: { type: "category", name: T("minutes"), nameLocation: "middle", nameGap: 26, data: L.buckets.map((b) => b.to_min === null ? `${b.from_min}+` : `${b.from_min}–${b.to_min}`), axisLabel: { fontSize: 10 } },
       yAxis: { type: "value" },
       series: [{ type: "bar", name: T("sessions"), data: L.buckets.map((b) => b.sessions), itemStyle: { color: "#0f766e" } }],
-    }, L.buckets.length, T("summaryLengths", L.p50_min ?? "–"));
+    }, L.buckets.length, T("summaryLengths", dash(L.p50_min)));
   }
   function calls(d) {
     const months = d.months.map((m) => m.month);

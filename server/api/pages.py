@@ -122,7 +122,7 @@ async def start(app: FastAPI, ctx: ServerContext) -> tuple[list[asyncio.Task[Non
 
     push = WebPush(db, settings.pages, public_url(settings), room_name)
     app.state.push = push
-    tasks = []
+    tasks = [asyncio.create_task(app.state.waits.warm())]
     if push.enabled:
         tasks.append(asyncio.create_task(push.run(ctx.fanout)))
         log.info("web push on")

@@ -14,7 +14,7 @@ from server.security import StaffUser
 from server.services.rooms import PublicRoom
 from server.services.site import Site, SiteService
 from server.services.waits import WaitEstimate, WaitPredictor
-from server.services.webpush import MOTHER_TTL_S, Subscription, WebPush
+from server.services.webpush import MOTHER_TTL_S, Subscription, WebPush, push_host_allowed
 
 router = APIRouter(prefix="/api", tags=["pages"])
 
@@ -107,15 +107,18 @@ class Unsubscribe(BaseModel):
     endpoint: str = Field(max_length=2000)
 
 
-def _need(push: WebPush) -> None:
+def _need(push: WebPush, sub: Subscription) -> None:
     if not push.enabled:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Web Push is not configured")
+    if not push_host_allowed(sub.endpoint, push.push_hosts):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            "the endpoint is not at a known push service (pages.push_hosts)")
 
 
 @router.post("/push/reminder", status_code=status.HTTP_204_NO_CONTENT)
 async def push_reminder(ctx: Ctx, push: PushDep, body: RoomReminder) -> Response:
     """A one-time push when one of `rooms` becomes free (lapses after 2 h)."""
-    _need(push)
+    _need(push, body.subscription)
     known = {r.id for r in ctx.registry.current.rooms}
     unknown = [r for r in body.rooms if r not in known]
     if unknown:
@@ -128,7 +131,7 @@ async def push_reminder(ctx: Ctx, push: PushDep, body: RoomReminder) -> Response
 @router.post("/push/staff", status_code=status.HTTP_204_NO_CONTENT)
 async def push_staff(push: PushDep, body: StaffPush, user: StaffUser) -> Response:
     """This phone gets a push for every new emergency call."""
-    _need(push)
+    _need(push, body.subscription)
     await push.db.save(body.subscription, "staff", who=user.name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

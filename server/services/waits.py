@@ -11,6 +11,7 @@ within" is where that probability falls to one in five.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import math
 import time
@@ -21,7 +22,7 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from mamaroom.logs import get_logger
-from mamaroom.storage import RollupStore
+from mamaroom.storage import RollupStore, StorageError
 from server.services.rooms import PublicRoom
 
 log = get_logger(__name__)
@@ -68,25 +69,42 @@ class _Survival:
         return self.share_longer(elapsed + more) / now_share
 
 
+class _Sessions:
+    """Each room's finished sessions as (end ms, length s), fed events in time
+    order; a refresh reads only what arrived since the last one."""
+
+    def __init__(self, before: dict[str, bool]) -> None:
+        self.state: dict[str, bool] = dict(before)
+        self.started: dict[str, int | None] = {}
+        self.done: dict[str, list[tuple[int, float]]] = {}
+
+    def feed(self, room: str, t_ms: int, occupied: bool) -> None:
+        was = self.state.get(room, False)
+        if occupied and not was:
+            self.started[room] = t_ms
+        elif was and not occupied:
+            start = self.started.get(room)
+            if start is not None and 0 < t_ms - start <= MAX_SESSION_S * 1000:
+                self.done.setdefault(room, []).append((t_ms, (t_ms - start) / 1000))
+            self.started[room] = None
+        self.state[room] = occupied
+
+    def prune(self, before_ms: int) -> None:
+        for room, items in self.done.items():
+            self.done[room] = [x for x in items if x[0] >= before_ms]
+
+    def lengths(self) -> dict[str, list[float]]:
+        return {room: sorted(length for _, length in items)
+                for room, items in self.done.items() if items}
+
+
 def session_lengths(events: list[tuple[str, int, bool]], before: dict[str, bool]
                     ) -> dict[str, list[float]]:
     """room → lengths (s) of the sessions that both started and ended in the window."""
-    out: dict[str, list[float]] = {}
-    state = dict(before)
-    started: dict[str, int | None] = {r: None for r in before}
+    sessions = _Sessions(before)
     for room, t_ms, occupied in events:
-        was = state.get(room, False)
-        if occupied and not was:
-            started[room] = t_ms
-        elif was and not occupied:
-            start = started.get(room)
-            if start is not None and 0 < t_ms - start <= MAX_SESSION_S * 1000:
-                out.setdefault(room, []).append((t_ms - start) / 1000)
-            started[room] = None
-        state[room] = occupied
-    for lengths in out.values():
-        lengths.sort()
-    return out
+        sessions.feed(room, t_ms, occupied)
+    return sessions.lengths()
 
 
 class WaitPredictor:
@@ -98,20 +116,39 @@ class WaitPredictor:
         self._lengths: dict[str, list[float]] = {}
         self._pooled = _Survival([])
         self._loaded_at: float | None = None
+        self._sessions: _Sessions | None = None
+        self._end_ms = 0
+        self._lock = asyncio.Lock()
 
     async def _history(self) -> None:
-        now = self._clock()
-        if self._loaded_at is not None and now - self._loaded_at < CACHE_S:
-            return
-        end_ms = int(now * 1000)
-        start_ms = end_ms - self._days * 86_400_000
-        events, before = await self._store.occupancy_window(start_ms, end_ms)
-        self._lengths = session_lengths([(e.room, e.time_ms, e.occupied) for e in events],
-                                        before)
-        self._pooled = _Survival(sorted(x for ls in self._lengths.values() for x in ls))
-        self._loaded_at = now
-        log.info("wait history loaded", rooms=len(self._lengths),
-                 sessions=len(self._pooled.lengths), days=self._days)
+        """Read the history once, then only what is new, at most every CACHE_S."""
+        async with self._lock:  # one reader; concurrent requests wait for it
+            now = self._clock()
+            if self._loaded_at is not None and now - self._loaded_at < CACHE_S:
+                return
+            end_ms = int(now * 1000)
+            horizon_ms = end_ms - self._days * 86_400_000
+            if self._sessions is None:
+                events, before = await self._store.occupancy_window(horizon_ms, end_ms)
+                self._sessions = _Sessions(before)
+            else:
+                events, _ = await self._store.occupancy_window(self._end_ms, end_ms)
+            for e in events:
+                self._sessions.feed(e.room, e.time_ms, e.occupied)
+            self._sessions.prune(horizon_ms)
+            self._end_ms = end_ms
+            self._lengths = self._sessions.lengths()
+            self._pooled = _Survival(sorted(x for ls in self._lengths.values() for x in ls))
+            self._loaded_at = now
+            log.info("wait history read", rooms=len(self._lengths), events=len(events),
+                     sessions=len(self._pooled.lengths), days=self._days)
+
+    async def warm(self) -> None:
+        """Read the history in the background at start, not on a mother's first tap."""
+        try:
+            await self._history()
+        except StorageError as exc:
+            log.warning("wait history not read; will retry on demand", error=str(exc))
 
     async def estimate(self, rooms: list[PublicRoom], now: datetime | None = None
                        ) -> WaitEstimate:

@@ -18,6 +18,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from py_vapid import Vapid02
@@ -60,6 +61,18 @@ class Subscription(BaseModel):
 
     endpoint: str = Field(pattern=r"^https?://", max_length=2000)
     keys: SubscriptionKeys
+
+
+def push_host_allowed(endpoint: str, hosts: list[str]) -> bool:
+    """Is `endpoint` at one of the configured push services (or a subdomain)?"""
+    url = urlsplit(endpoint)
+    host = (url.hostname or "").lower()
+    for entry in hosts:
+        scheme, _, name = entry.rpartition("://")
+        name = name.lower()
+        if url.scheme == (scheme or "https") and (host == name or host.endswith("." + name)):
+            return True
+    return False
 
 
 def make_vapid_keys() -> tuple[str, str]:
@@ -136,6 +149,7 @@ class WebPush:
         self._subject = settings.vapid_subject
         self._public_url = public_url.rstrip("/")
         self._room_name = room_name
+        self.push_hosts = settings.push_hosts
         self._called: set[int] = set()
         #: Pushes accepted by a push service (for tests and metrics).
         self.sent = 0
@@ -147,6 +161,9 @@ class WebPush:
     async def send(self, sub: dict[str, Any], message: dict[str, Any], ttl: int) -> bool:
         """One push; False (and the subscription deleted) when the push service
         says it is gone (404/410)."""
+        if not push_host_allowed(sub["endpoint"], self.push_hosts):
+            log.warning("push endpoint not at a configured push service; not sent")
+            return False
         try:
             await asyncio.to_thread(
                 webpush, sub, json.dumps(message, ensure_ascii=False), self._private_key,
