@@ -13,12 +13,17 @@ from log import log
 def main(path="config.json", trial=None):
     """The node's main coroutine: its tasks spawned, the supervisor's watchdog
     loop. `trial`: the OTA slot on trial (loader.py), watched by trial.py."""
-    import calls  # noqa: F401
-    import commands  # noqa: F401
-    import mqtt  # noqa: F401
+    # One at a time, each followed by a collection: what an import leaves
+    # behind (its reader's buffers) is freed before the next one loads, so the
+    # next fills those holes instead of leaving them scattered through the
+    # heap (measured: the largest free block at run time went from ~1.5 KB to
+    # most of what is free).
+    for m in ("log", "contract", "store", "filters", "ld2410", "version", "supervisor", "node",
+              "mqtt", "calls", "commands", "report", "board"):
+        __import__(m)
+        gc.collect()
     import node
     import report
-    import supervisor  # noqa: F401
     from board import module
 
     board_class = module().Board
