@@ -63,7 +63,7 @@ def on_msg(node, topic, payload):
 
 async def _ota(node, cmd):
     try:
-        import ota
+        import ota  # type: ignore[import-not-found]  # the OTA module (branch fw-ota)
 
         await ota.update(node, cmd)
     except Exception as e:

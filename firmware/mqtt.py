@@ -8,10 +8,14 @@
 import asyncio
 import random
 import socket
-from asyncio import core
+from asyncio import core  # type: ignore[attr-defined]  # MicroPython's own
 from time import ticks_diff, ticks_ms
 
 from log import exc, log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
+    from typing import Any
 
 CONNECT_MS = 10000  # TCP, TLS and CONNACK within this, or try again
 NODELAY = (6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY, on: raw numbers, as not every port names them
@@ -215,7 +219,10 @@ class Client:
         self.sock = None
         self.buf = b""
         self._rb = bytearray(128)
-        self.t_up = self.tx = self.rx = 0
+        # ticks of: the connection up (0: not up), the latest packet out, in
+        self.t_up: Any = 0
+        self.tx: Any = 0
+        self.rx: Any = 0
         self._pid = self._order = 0
         self._busy = False
 
@@ -270,11 +277,14 @@ class Client:
         """n bytes from the broker (EOFError when it closed the connection)."""
         buf = self.buf
         rb = self._rb
+        sock = self.sock
+        if sock is None:
+            raise MQTTError("offline")
         while len(buf) < n:
-            await _io(self.sock)
+            await _io(sock)
             # Into one buffer kept for the purpose: a fresh 512-byte one per
             # read is what fragments a small heap.
-            k = self.sock.readinto(rb)
+            k = sock.readinto(rb)
             if k is None:
                 continue
             if not k:
@@ -294,7 +304,7 @@ class Client:
             self.t_up = 0
             t0 = ticks_ms()
             task = asyncio.create_task(session(self))
-            ping = 0
+            ping: Any = 0  # ticks of the PINGREQ awaiting its answer; 0: none
             while not task.done():
                 await asyncio.sleep_ms(250)
                 now = ticks_ms()

@@ -22,6 +22,10 @@ from time import ticks_diff, ticks_ms
 
 from ld2410 import encode
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
+    from typing import Any
+
 HOLD_MS = 120  # a finger on a button: longer than the debounce
 ENERGY = {"none": (0, 0), "moving": (70, 0), "still": (0, 55), "both": (60, 50)}
 
@@ -40,12 +44,12 @@ class Board:
     def __init__(self, cfg):
         self.port = cfg.get("sim_port") or 0
         self.uart = self  # the radar's UART: read() below
-        self.node = None
+        self.node: Any = None  # the node, once tasks() is called
         self.door = False
         # The button and the staff key: [level, ticks it was set, levels to come]. Each
         # level is held HOLD_MS at least, as a finger would: two presses sent
         # back to back are still two presses.
-        self.keys = ([False, 0, []], [False, 0, []])
+        self.keys: tuple = ([False, 0, []], [False, 0, []])
         self.target = ("none", 0)
         self.rx = b""
         self.outs = [False, False, False]  # call lamp, buzzer, status LED
