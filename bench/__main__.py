@@ -11,6 +11,7 @@ import datetime
 from pathlib import Path
 
 from bench import call_latency, ingest, sse_latency
+from bench import firmware as firmware_bench
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
 
@@ -25,6 +26,7 @@ def main() -> None:
         call_latency.main(["--calls", "100" if args.quick else "1000"]),
         ingest.main(["--messages", "20000", "--steady-rooms", "1000", "--steady-s", "10"]
                     if args.quick else []),
+        firmware_bench.main(["--publishes", "300", "--presses", "10"] if args.quick else []),
     ]
     stamp = datetime.datetime.now().astimezone().isoformat(timespec="minutes")
     RESULTS.write_text(f"# Benchmark results\n\nRun {stamp} with `make bench`.\n\n"

@@ -18,8 +18,9 @@ from version import VERSION
 
 
 def attach(node, client):
-    client.on_msg = lambda topic, payload: on_msg(node, payload)
-    client.on_up = lambda: on_up(node)
+    client.ctx = node
+    client.on_msg = on_msg
+    client.on_up = on_up
 
 
 def on_up(node):
@@ -35,7 +36,7 @@ def on_up(node):
         node.ota_note = "updated to " + VERSION
 
 
-def on_msg(node, payload):
+def on_msg(node, topic, payload):
     cmd = parse_cmd(payload)
     if cmd is None:
         log("WARN", "cmd ignored: malformed (%d bytes)" % len(payload))
