@@ -37,10 +37,15 @@ TABLE: dict[tuple[str, str], str | None] = {
     ("GET", "/healthz"): None,
     ("GET", "/readyz"): None,
     ("GET", "/metrics"): None,
+    # Nodes download bundles without credentials (docs/firmware-ota.md says why).
+    ("GET", "/api/firmware/{version}.bundle"): None,
+    ("GET", "/api/firmware/{version}.sha256"): None,
+    ("GET", "/api/firmware"): "staff",
 }
 RANK = {None: 0, "staff": 1, "manager": 2, "admin": 3}
 # Sample path values: an unknown room, so mutating routes touch nothing real.
-VALUES = {"room_id": "NOPE", "alert_id": "999999", "name": "nobody", "device": "nobody"}
+VALUES = {"room_id": "NOPE", "alert_id": "999999", "name": "nobody", "device": "nobody",
+          "version": "0.0.0-none"}
 
 
 def test_every_route_for_every_role(services: Services) -> None:
