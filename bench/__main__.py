@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench import call_latency, ingest, sse_latency
 from bench import trends as trends_bench
+from bench import firmware as firmware_bench
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
 
@@ -27,6 +28,7 @@ def main() -> None:
         ingest.main(["--messages", "20000", "--steady-rooms", "1000", "--steady-s", "10"]
                     if args.quick else []),
         trends_bench.main(["--days", "30", "--repeat", "2"] if args.quick else []),
+        firmware_bench.main(["--publishes", "300", "--presses", "10"] if args.quick else []),
     ]
     stamp = datetime.datetime.now().astimezone().isoformat(timespec="minutes")
     RESULTS.write_text(f"# Benchmark results\n\nRun {stamp} with `make bench`.\n\n"

@@ -13,12 +13,17 @@ from log import log
 def main(path="config.json", trial=None):
     """The node's main coroutine: its tasks spawned, the supervisor's watchdog
     loop. `trial`: the OTA slot on trial (loader.py), watched by trial.py."""
-    import calls  # noqa: F401
-    import commands  # noqa: F401
-    import mqtt  # noqa: F401
+    # One at a time, each followed by a collection: what an import leaves
+    # behind (its reader's buffers) is freed before the next one loads, so the
+    # next fills those holes instead of leaving them scattered through the
+    # heap (measured in 64 KB: the largest free block at rest went from
+    # ~1.5 KB to ~2.8 KB).
+    for m in ("log", "contract", "store", "filters", "ld2410", "version", "supervisor", "node",
+              "mqtt", "calls", "commands", "report", "board"):
+        __import__(m)
+        gc.collect()
     import node
     import report
-    import supervisor  # noqa: F401
     from board import module
 
     board_class = module().Board
@@ -130,11 +135,11 @@ def _client(cfg):
         import ssl
 
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.verify_mode = ssl.CERT_NONE
+        ctx.verify_mode = ssl.CERT_NONE  # type: ignore[attr-defined]  # (not in the stubs)
         if cfg["ca"]:
             with open(cfg["ca"], "rb") as f:
                 ctx.load_verify_locations(cadata=f.read())
-            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
         else:
             log("WARN", "mqtts without a CA: the broker is not verified")
     # Client id and user name are the device id: the broker's ACL pins the

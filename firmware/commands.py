@@ -6,6 +6,8 @@
 #   identify   {"seconds"}: the status LED blinks fast, to find the node
 #   ota        {"url", "sha256", "version"}: an update (ota.py)
 import asyncio
+import gc
+import sys
 from time import ticks_add, ticks_ms
 
 from contract import parse_cmd
@@ -16,8 +18,9 @@ from version import VERSION
 
 
 def attach(node, client):
-    client.on_msg = lambda topic, payload: on_msg(node, payload)
-    client.on_up = lambda: on_up(node)
+    client.ctx = node
+    client.on_msg = on_msg
+    client.on_up = on_up
 
 
 def on_up(node):
@@ -33,7 +36,7 @@ def on_up(node):
         node.ota_note = "updated to " + VERSION
 
 
-def on_msg(node, payload):
+def on_msg(node, topic, payload):
     cmd = parse_cmd(payload)
     if cmd is None:
         log("WARN", "cmd ignored: malformed (%d bytes)" % len(payload))
@@ -60,8 +63,17 @@ def on_msg(node, payload):
         log("WARN", "cmd ignored: %s" % name)
 
 
+# ota.py and its download need this much free heap; with less, loading it
+# could leave the node itself short (the qstrs it interns are never freed).
+OTA_FREE = 16384
+
+
 async def _ota(node, cmd):
     try:
+        gc.collect()
+        if gc.mem_free() < OTA_FREE:
+            raise MemoryError("%d bytes of heap free, an update needs %d" % (
+                gc.mem_free(), OTA_FREE))
         import ota
 
         await ota.update(node, cmd)
@@ -71,3 +83,4 @@ async def _ota(node, cmd):
         node.due["telemetry"] = None
     finally:
         node.ota_busy = False
+        sys.modules.pop("ota", None)  # loaded for one update: its memory back, even half-loaded

@@ -76,7 +76,7 @@ def validate(raw):
     for k in raw:
         if k not in known and k not in NUMBERS and k not in STRINGS:
             errors.append("%s: unknown key" % k)
-    cfg = {}
+    cfg: dict = {}
     for k, default in STRINGS.items():
         v = raw.get(k, default)
         if v is None:
@@ -84,12 +84,12 @@ def validate(raw):
         elif not isinstance(v, str):
             errors.append("%s: must be a string" % k)
         cfg[k] = v
-    for k, (default, low, high) in NUMBERS.items():
-        v = raw.get(k, default)
-        if type(v) is not int or not low <= v <= high:
-            errors.append("%s: must be a whole number in %d..%d, got %r" % (k, low, high, v))
-            v = default
-        cfg[k] = v
+    for k, (number, low, high) in NUMBERS.items():
+        n = raw.get(k, number)
+        if type(n) is not int or not low <= n <= high:
+            errors.append("%s: must be a whole number in %d..%d, got %r" % (k, low, high, n))
+            n = number
+        cfg[k] = n
     if isinstance(cfg["device"], str) and not is_device_id(cfg["device"]):
         errors.append("device: %r is not a device id (a-z, 0-9 and -, 1-32 characters)"
                       % cfg["device"])
@@ -126,11 +126,11 @@ def fallback(path="config.json"):
     """What a node with a broken config.json still runs on: the pin map and
     timings, so the button, lamp and buzzer keep working in the room (and,
     on the unix port, its control port)."""
-    cfg = {"pins": dict(PINS), "filters": dict(FILTERS), "wifi": {}}
-    for k, (default, _, _) in NUMBERS.items():
-        cfg[k] = default
-    for k, default in STRINGS.items():
-        cfg[k] = default or ""
+    cfg: dict = {"pins": dict(PINS), "filters": dict(FILTERS), "wifi": {}}
+    for k, (number, _, _) in NUMBERS.items():
+        cfg[k] = number
+    for k, text in STRINGS.items():
+        cfg[k] = text or ""
     try:
         with open(path) as f:
             port = json.load(f).get("sim_port")

@@ -106,8 +106,9 @@ class Radar:
         """(state, still_s, stale, stuck). The state is "none" when the radar
         is stale (no frames). `stuck`: still for longer than stuck_ms; the
         fusion then ignores the radar (the door lock still counts)."""
-        stale = self.last is None or ticks_diff(now, self._seen) > self.timeout_ms
+        last = self.last
+        stale = last is None or ticks_diff(now, self._seen) > self.timeout_ms
         s = self._still
         held = 0 if s is None else ticks_diff(now, s)
-        state = "none" if stale else self.last[0]
+        state = "none" if stale or last is None else last[0]
         return state, held // 1000 if state == "still" else 0, stale, held > self.stuck_ms

@@ -4,7 +4,7 @@ from time import ticks_ms
 
 
 def log(level, text):
-    print("%d %s %s" % (ticks_ms(), level, text))
+    print("%d %s %s" % (ticks_ms(), level, text))  # type: ignore[str-format]
 
 
 def exc(text, e):

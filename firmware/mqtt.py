@@ -8,10 +8,14 @@
 import asyncio
 import random
 import socket
-from asyncio import core
+from asyncio import core  # type: ignore[attr-defined]  # MicroPython's own
 from time import ticks_diff, ticks_ms
 
 from log import exc, log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
+    from typing import Any
 
 CONNECT_MS = 10000  # TCP, TLS and CONNACK within this, or try again
 NODELAY = (6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY, on: raw numbers, as not every port names them
@@ -30,25 +34,39 @@ def encode_str(s):
     return bytes((len(s) >> 8, len(s) & 0xFF)) + s
 
 
-def packet(kind, body):
-    """A whole packet: fixed header, remaining length, body."""
+def packet(kind, *parts):
+    """A whole packet, built in one buffer (one allocation: the heap is small
+    and a busy node's worst enemy is fragmentation): fixed header, remaining
+    length, then the parts (bytes) one after the other."""
+    n = 0
+    for p in parts:
+        n += len(p)
     head = bytearray((kind,))
-    n = len(body)
+    r = n
     while True:
-        b = n & 0x7F
-        n >>= 7
-        head.append(b | 0x80 if n else b)
-        if not n:
-            return head + body
+        b = r & 0x7F
+        r >>= 7
+        head.append(b | 0x80 if r else b)
+        if not r:
+            break
+    i = len(head)
+    pkt = bytearray(i + n)
+    pkt[:i] = head
+    for p in parts:
+        pkt[i:i + len(p)] = p
+        i += len(p)
+    return pkt
 
 
-# One connection: CONNECT with the will, the subscriptions again, the
-# unacknowledged QoS 1 publishes again (DUP), the retained birth; then the
-# broker's packets as they come (PUBACK, SUBACK, PINGRESP; a PUBLISH is
-# handled, then acknowledged).
+# One connection: CONNECT (clean session off, will, keepalive, user,
+# password) and its CONNACK; the subscriptions again; the unacknowledged
+# QoS 1 publishes again (DUP); the retained birth; then the broker's packets
+# as they come (PUBACK, SUBACK, PINGRESP; a PUBLISH is handled, then
+# acknowledged). One coroutine: on a small heap every frame counts.
 async def session(c):
     """One connection of client `c`, until it fails; Client.run watches it
     (connect timeout, keepalive) and cancels it when it hangs."""
+    sock = None
     try:
         if c.addr is None:
             # A blocking DNS look-up on the board: better an IP address in config.json.
@@ -56,116 +74,110 @@ async def session(c):
         ai = c.addr
         sock = socket.socket(ai[0], ai[1], ai[2])
         try:
-            try:
-                sock.setsockopt(*NODELAY)
-            except (OSError, TypeError):
-                pass
+            sock.setsockopt(*NODELAY)
+        except (OSError, TypeError):
+            pass
+        sock.setblocking(False)
+        try:
+            sock.connect(ai[-1])
+        except OSError as e:
+            if e.errno not in (115, 119):  # EINPROGRESS (Linux, lwIP)
+                raise
+        if c.ssl:
+            sock = c.ssl.wrap_socket(sock, server_hostname=c.host,
+                                     do_handshake_on_connect=False)
             sock.setblocking(False)
-            try:
-                sock.connect(ai[-1])
-            except OSError as e:
-                if e.errno not in (115, 119):  # EINPROGRESS (Linux, lwIP)
-                    raise
-            if c.ssl:
-                sock = c.ssl.wrap_socket(sock, server_hostname=c.host,
-                                         do_handshake_on_connect=False)
-                sock.setblocking(False)
-            c.sock = sock
-            c.buf = b""
-            await _connect(c)
-            await _read_packets(c)
-        finally:
-            c.up = False
-            c.sock = None
-            sock.close()
+        c.sock = sock
+        c.buf = b""
+        flags = 0
+        tail = encode_str(c.client_id)
+        if c.will:
+            topic, msg, qos, retain = c.will
+            flags = 4 | qos << 3 | retain << 5
+            tail += encode_str(topic) + encode_str(msg)
+        if c.user:
+            flags |= 0x80
+            tail += encode_str(c.user)
+            if c.password:
+                flags |= 0x40
+                tail += encode_str(c.password)
+        await c.send(packet(0x10, b"\x00\x04MQTT\x04", bytes(
+            (flags, c.keepalive >> 8, c.keepalive & 0xFF)), tail))
+        tail = None
+        ack = await c.read(4)
+        if ack[0] != 0x20 or ack[3]:
+            raise MQTTError("refused: CONNACK %d" % ack[3])
+        c.t_up = c.rx = ticks_ms()
+        for topic in c.subs:  # always: the broker may have lost the session
+            pid = c.next_pid()
+            await c.send(packet(0x82, bytes((pid >> 8, pid & 0xFF)), encode_str(topic), b"\x01"))
+        for pkt in sorted(c.inflight.values()):  # [order, packet]: oldest first
+            pkt = pkt[1]
+            pkt[0] |= 8  # DUP: a retransmission
+            await c.send(pkt)
+        if c.birth:
+            await c.put(c.birth[0], c.birth[1], 1, True)
+        c.up = True
+        c.connects += 1
+        log("INFO", "mqtt: online at %s:%d (session %s)" % (
+            c.host, c.port, "resumed" if ack[2] & 1 else "new"))
+        if c.on_up:
+            c.on_up(c.ctx)
+        while True:
+            b = await c.read(2)  # every packet: its type, and its length's first byte
+            head = b[0]
+            b = b[1]
+            n = shift = 0
+            while True:
+                n |= (b & 0x7F) << shift
+                shift += 7
+                if not b & 0x80:
+                    break
+                if shift > 21:
+                    raise MQTTError("bad packet length")
+                b = (await c.read(1))[0]
+            c.rx = ticks_ms()
+            kind = head & 0xF0
+            if kind != 0x30:
+                body = await c.read(n) if n else b""
+                if kind == 0x40:  # PUBACK
+                    c.inflight.pop(body[0] << 8 | body[1], None)
+                elif kind == 0x90 and body[-1:] == b"\x80":
+                    log("ERROR", "mqtt: subscription refused (ACL?)")
+                continue
+            # PUBLISH: topic, packet id (QoS 1), payload
+            b = await c.read(2)
+            topic = await c.read(b[0] << 8 | b[1])
+            n -= 2 + len(topic)
+            pid = 0
+            if head & 6:
+                b = await c.read(2)
+                pid = b[0] << 8 | b[1]
+                n -= 2
+            if n > MAX_PAYLOAD:
+                # Never hold an oversize message in the heap: read it away in pieces.
+                while n > 0:
+                    n -= len(await c.read(min(n, 256)))
+                log("WARN", "mqtt: oversize message dropped")
+            else:
+                payload = await c.read(n) if n > 0 else b""
+                try:
+                    if c.on_msg:
+                        c.on_msg(c.ctx, topic, payload)
+                except Exception as e:  # a bad message never takes the connection down
+                    exc("mqtt: message handler", e)
+                payload = None
+            if head & 6:  # QoS 1: acknowledged after it was handled
+                await c.send(bytes((0x40, 2, pid >> 8, pid & 0xFF)))
     except asyncio.CancelledError:
         raise
     except Exception as e:  # broker away, refused, reset: Client.run tries again
         exc("mqtt: %s:%d" % (c.host, c.port), e)
-
-
-async def _connect(c):
-    """CONNECT (clean session off, will, keepalive, user, password) and its
-    CONNACK; the subscriptions; what is in flight again (DUP); the birth."""
-    flags = 0
-    tail = encode_str(c.client_id)
-    if c.will:
-        topic, msg, qos, retain = c.will
-        flags = 4 | qos << 3 | retain << 5
-        tail += encode_str(topic) + encode_str(msg)
-    if c.user:
-        flags |= 0x80
-        tail += encode_str(c.user)
-        if c.password:
-            flags |= 0x40
-            tail += encode_str(c.password)
-    await c.send(packet(0x10, b"\x00\x04MQTT\x04" + bytes(
-        (flags, c.keepalive >> 8, c.keepalive & 0xFF)) + tail))
-    ack = await c.read(4)
-    if ack[0] != 0x20 or ack[3]:
-        raise MQTTError("refused: CONNACK %d" % ack[3])
-    c.t_up = c.rx = ticks_ms()
-    for topic in c.subs:  # always: the broker may have lost the session
-        pid = c.next_pid()
-        await c.send(packet(0x82, bytes((pid >> 8, pid & 0xFF)) + encode_str(topic) + b"\x01"))
-    for pid in sorted(c.inflight, key=lambda p: c.inflight[p][0]):
-        pkt = c.inflight[pid][1]
-        pkt[0] |= 8  # DUP: a retransmission
-        await c.send(pkt)
-    if c.birth:
-        await c.put(c.birth[0], c.birth[1], 1, True)
-    c.up = True
-    c.connects += 1
-    log("INFO", "mqtt: online at %s:%d (session %s)" % (
-        c.host, c.port, "resumed" if ack[2] & 1 else "new"))
-    if c.on_up:
-        c.on_up()
-
-
-async def _read_packets(c):
-    while True:
-        head = (await c.read(1))[0]
-        n = shift = 0
-        while True:
-            b = (await c.read(1))[0]
-            n |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                break
-            if shift > 21:
-                raise MQTTError("bad packet length")
-        c.rx = ticks_ms()
-        kind = head & 0xF0
-        if kind != 0x30:
-            body = await c.read(n) if n else b""
-            if kind == 0x40:  # PUBACK
-                c.inflight.pop(body[0] << 8 | body[1], None)
-            elif kind == 0x90 and body[-1:] == b"\x80":
-                log("ERROR", "mqtt: subscription refused (ACL?)")
-            continue
-        # PUBLISH: topic, packet id (QoS 1), payload
-        b = await c.read(2)
-        topic = await c.read(b[0] << 8 | b[1])
-        n -= 2 + len(topic)
-        pid = 0
-        if head & 6:
-            b = await c.read(2)
-            pid = b[0] << 8 | b[1]
-            n -= 2
-        if n > MAX_PAYLOAD:
-            # Never hold an oversize message in the heap: read it away in pieces.
-            while n > 0:
-                n -= len(await c.read(min(n, 256)))
-            log("WARN", "mqtt: oversize message dropped")
-        else:
-            payload = await c.read(n) if n > 0 else b""
-            try:
-                if c.on_msg:
-                    c.on_msg(topic, payload)
-            except Exception as e:  # a bad message never takes the connection down
-                exc("mqtt: message handler", e)
-        if head & 6:  # QoS 1: acknowledged after it was handled
-            await c.send(bytes((0x40, 2, pid >> 8, pid & 0xFF)))
+    finally:
+        c.up = False
+        c.sock = None
+        if sock:
+            sock.close()
 
 
 def _io(sock, write=False):
@@ -181,7 +193,7 @@ class Client:
 
     def __init__(self, client_id, host, port, user=None, password=None, keepalive=30,
                  will=None, birth=None, subs=(), on_msg=None, on_up=None, ssl=None,
-                 cap_ms=30000, max_inflight=6):
+                 cap_ms=30000, max_inflight=4):
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -191,8 +203,12 @@ class Client:
         self.will = will  # (topic, payload, qos, retain)
         self.birth = birth  # (topic, payload): published QoS 1, retained, on every connect
         self.subs = subs
-        self.on_msg = on_msg  # function(topic, payload): QoS 1 is acknowledged after it returns
+        # on_msg(ctx, topic, payload): a QoS 1 message is acknowledged after it
+        # returns; on_up(ctx): connected (again). ctx: what the caller wants
+        # handed back (a closure per callback would cost the heap more).
+        self.on_msg = on_msg
         self.on_up = on_up
+        self.ctx = None
         self.ssl = ssl
         self.cap_ms = cap_ms
         self.max_inflight = max_inflight
@@ -203,7 +219,10 @@ class Client:
         self.sock = None
         self.buf = b""
         self._rb = bytearray(128)
-        self.t_up = self.tx = self.rx = 0
+        # ticks of: the connection up (0: not up), the latest packet out, in
+        self.t_up: Any = 0
+        self.tx: Any = 0
+        self.rx: Any = 0
         self._pid = self._order = 0
         self._busy = False
 
@@ -226,8 +245,8 @@ class Client:
         if isinstance(payload, str):
             payload = payload.encode()
         pid = self.next_pid() if qos else 0
-        pkt = packet(0x30 | qos << 1 | retain, encode_str(topic) + (
-            bytes((pid >> 8, pid & 0xFF)) if qos else b"") + payload)
+        pkt = packet(0x30 | qos << 1 | retain, encode_str(topic),
+                     bytes((pid >> 8, pid & 0xFF)) if qos else b"", payload)
         if qos:
             self._order += 1
             self.inflight[pid] = [self._order, pkt]
@@ -258,11 +277,14 @@ class Client:
         """n bytes from the broker (EOFError when it closed the connection)."""
         buf = self.buf
         rb = self._rb
+        sock = self.sock
+        if sock is None:
+            raise MQTTError("offline")
         while len(buf) < n:
-            await _io(self.sock)
+            await _io(sock)
             # Into one buffer kept for the purpose: a fresh 512-byte one per
             # read is what fragments a small heap.
-            k = self.sock.readinto(rb)
+            k = sock.readinto(rb)
             if k is None:
                 continue
             if not k:
@@ -282,7 +304,7 @@ class Client:
             self.t_up = 0
             t0 = ticks_ms()
             task = asyncio.create_task(session(self))
-            ping = 0
+            ping: Any = 0  # ticks of the PINGREQ awaiting its answer; 0: none
             while not task.done():
                 await asyncio.sleep_ms(250)
                 now = ticks_ms()

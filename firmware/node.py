@@ -16,6 +16,16 @@ from time import ticks_diff, ticks_ms
 
 from log import log
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
+    from typing import Any
+
+    from calls import Calls
+    from filters import Delayed, Occupancy
+    from ld2410 import Radar
+    from mqtt import Client
+    from supervisor import Supervisor
+
 # Blink patterns, as (on ms, off ms, on ms, ...) repeating; () is off and
 # (1,) steady. The call lamp (the corridor lamp and the button's ring, always
 # together) shows the call; the status LED shows the node's health.
@@ -67,7 +77,41 @@ class Light:
 
 class Node:
     """The node's state (app.py sets it up); plain attributes, no methods:
-    on a small heap every function counts."""
+    on a small heap every function counts. (The annotations are for the
+    type check against the MicroPython stubs; MicroPython compiles them to
+    nothing.)"""
+
+    board: Any  # board/esp32.py or board/unix.py
+    cfg: dict  # config.json, validated (config.py)
+    error: str | None  # why config.json was refused: then the room works locally only
+    device: str
+    boot: int
+    reset_reason: str
+    seq: int
+    uptime_ms: int
+    ticks: Any  # ticks_ms() of the latest uptime update
+    epoch: tuple | None  # (epoch ms, ticks) of the latest NTP answer
+    ntp: tuple | None  # (socket, ticks) of the NTP exchange under way
+    door: Delayed
+    button: Delayed
+    staff: Delayed
+    fusion: Occupancy
+    radar: Radar
+    calls: Calls
+    lamp: Light
+    led: Light
+    buzz: bool | None
+    sup: Supervisor
+    test_until: int | None
+    identify_until: int | None
+    ota_note: str | None
+    ota_busy: bool
+    ota_task: Any
+    occ: tuple | None  # (occupied, source), the latest fused
+    due: dict  # kind -> ticks when due, None: now
+    wake: bool
+    topics: dict
+    mqtt: Client | None
 
 
 def up(n):

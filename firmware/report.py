@@ -49,10 +49,14 @@ async def publisher(node):
         if not up(node):
             continue
         try:
-            msgs = []
+            # One message at a time, built, sent and dropped: never several
+            # payloads in the heap at once.
+            sent = False
             if c.press_due(now):
                 c.pressed_at = now
-                msgs.append(("call", call(_envelope(node), "press", c.id, test=c.test)))
+                await mqtt.publish(topics["call"], json.dumps(
+                    call(_envelope(node), "press", c.id, test=c.test)))
+                sent = True
             for kind, every in (("occupancy", "occupancy_s"), ("telemetry", "telemetry_s")):
                 if due[kind] is None or ticks_diff(now, due[kind]) >= 0:
                     due[kind] = ticks_add(now, node.cfg[every] * 1000)
@@ -61,17 +65,28 @@ async def publisher(node):
                         occupancy(msg, occ[0], occ[1], state, still_s)
                     else:
                         msg.update(health(node, now, state, stale, stuck))
-                    msgs.append((kind, msg))
-            for kind, msg in msgs:
-                await mqtt.publish(topics[kind], json.dumps(msg))
+                    await mqtt.publish(topics[kind], json.dumps(msg))
+                    msg = None
+                    sent = True
             item = c.next_out()
             while item:
                 await mqtt.publish(topics["call"], json.dumps(call(_envelope(node), *item)))
                 c.sent()
+                sent = True
                 item = c.next_out()
+            if sent:
+                gc.collect()  # now, while little is live: fewer holes later
         except MQTTError:
             due["occupancy"] = due["telemetry"] = None  # again once back; the press too
             c.pressed_at = None
+        except MemoryError:
+            # The heap too fragmented for one message: collect and try again
+            # at the next wake (100 ms), keeping every timer where it was.
+            # What was not sent is sent then: the press, the call's events.
+            c.pressed_at = None
+            due["occupancy"] = None  # the state again (telemetry waits its turn)
+            gc.collect()
+            log("WARN", "publisher: out of memory; again in a moment")
 
 
 def health(node, now, state, stale, stuck):

@@ -21,6 +21,7 @@ class Supervisor:
         # name -> [task, function, its argument, silence ms, ticks of the last beat]
         self.tasks = {}
         self._faults = []
+        self.trial = None  # trial.watch() (an OTA update on trial), not supervised
         self._stalled = None  # ticks of the latest stall
         asyncio.get_event_loop().set_exception_handler(self._failed)
 

@@ -36,7 +36,7 @@ VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$")
 _VERSION_PY = re.compile(r'^VERSION\s*=\s*"([^"]+)"', re.MULTILINE)
 #: Limits of firmware/ota.py, mirrored.
 MAX_BUNDLE = 1 << 20
-MAX_MANIFEST = 4096
+MAX_MANIFEST = 500  # the node reads it, after MRFW1, into its one 512-byte buffer
 
 
 class BundleError(Exception):

@@ -15,6 +15,15 @@ from mamaroom.firmware_bundle import FirmwareFile
 MODULE_EXTS = (".py", ".mpy")
 
 
+#: A node already running the firmware has started the hardware watchdog
+#: (board/esp32.py, 8 s), which neither Ctrl-C nor a soft reset stops: it is
+#: fed from a timer while the files are copied. (Not checkable without a
+#: board; on a port without these it does nothing.)
+FEED_WATCHDOG = ("try:\n import machine\n _w = machine.WDT(timeout=8000)\n"
+                 " _t = machine.Timer(0)\n _t.init(period=1000, callback=lambda t: _w.feed())\n"
+                 "except Exception:\n pass\n")
+
+
 class ProvisionError(Exception):
     pass
 
@@ -35,6 +44,7 @@ def copy_to_board(port: str, files: list[FirmwareFile],
     try:
         # A pty is an emulator (QEMU, the unix port): it has no soft reset.
         board.enter_raw_repl(soft_reset=not board.is_pty)
+        board.exec(FEED_WATCHDOG)
         removed = _remove_stale(board, files)
         done = 0
         # main.py last: a copy cut short leaves a board that does not start a half image.

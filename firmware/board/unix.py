@@ -6,7 +6,7 @@
 #   radar <none|moving|still|both> <cm>
 #   lamp? -> lamp <off|fast|slow|steady>     buzzer? -> buzzer <on|off>
 #   led? -> led <config|wifi|broker|online|identify> (the status LED's pattern)
-#   heap? -> heap <alloc> <free> (after a collection)
+#   heap? -> heap <alloc> <free> <largest free block> (after a collection)
 #   fault <task> -> the task raises once (the supervisor must start it again)
 #
 # Every command is answered with one line ("ok" or "error: ..."). The
@@ -21,6 +21,10 @@ import sys
 from time import ticks_diff, ticks_ms
 
 from ld2410 import encode
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
+    from typing import Any
 
 HOLD_MS = 120  # a finger on a button: longer than the debounce
 ENERGY = {"none": (0, 0), "moving": (70, 0), "still": (0, 55), "both": (60, 50)}
@@ -40,10 +44,12 @@ class Board:
     def __init__(self, cfg):
         self.port = cfg.get("sim_port") or 0
         self.uart = self  # the radar's UART: read() below
-        self.node = None
-        self.door = self.button = self.release = False
-        self.pressed = 0  # ticks of the button's press
-        self.staff_at = self.staff_n = 0  # staff key: ticks of the press under way, presses due
+        self.node: Any = None  # the node, once tasks() is called
+        self.door = False
+        # The button and the staff key: [level, ticks it was set, levels to come]. Each
+        # level is held HOLD_MS at least, as a finger would: two presses sent
+        # back to back are still two presses.
+        self.keys: tuple = ([False, 0, []], [False, 0, []])
         self.target = ("none", 0)
         self.rx = b""
         self.outs = [False, False, False]  # call lamp, buzzer, status LED
@@ -52,14 +58,16 @@ class Board:
     def inputs(self):
         """(door locked, button pressed, staff key pressed)."""
         now = ticks_ms()
-        if self.release and ticks_diff(now, self.pressed) >= HOLD_MS:
-            self.button = self.release = False
-        # Each `staff` is a press then a release, HOLD_MS each: two in a row are two presses.
-        if self.staff_at and ticks_diff(now, self.staff_at) >= 2 * HOLD_MS:
-            self.staff_n -= 1
-            self.staff_at = (now or 1) if self.staff_n else 0
-        return self.door, self.button, self.staff_at != 0 and ticks_diff(
-            now, self.staff_at) < HOLD_MS
+        for k in self.keys:
+            if k[2] and ticks_diff(now, k[1]) >= HOLD_MS:
+                k[0] = k[2].pop(0)
+                k[1] = now
+        return self.door, self.keys[0][0], self.keys[1][0]
+
+    def _key(self, i, *levels):
+        q = self.keys[i][2]
+        if len(q) < 16:
+            q.extend(levels)
 
     def out(self, i, on):
         self.outs[i] = on  # 0 the call lamp (corridor lamp and ring), 1 the buzzer, 2 the LED
@@ -137,13 +145,11 @@ class Board:
         w = line.split()
         w += ("", "")  # w[1], w[2] exist
         if line == "press":
-            self.button, self.release, self.pressed = True, False, ticks_ms()
+            self._key(0, True)  # held until `release`
         elif line == "release":
-            self.release = True
+            self._key(0, False)
         elif line == "staff":
-            self.staff_n += 1
-            if not self.staff_at:
-                self.staff_at = ticks_ms() or 1
+            self._key(1, True, False)
         elif w[0] == "door" and w[1] in ("locked", "unlocked"):
             self.door = w[1] == "locked"
         elif w[0] == "radar" and w[1] in ENERGY and w[2].isdigit():
@@ -156,7 +162,16 @@ class Board:
             return "led " + str(self.node.led.name)
         elif line == "heap?":
             gc.collect()
-            return "heap %d %d" % (gc.mem_alloc(), gc.mem_free())
+            a, f = gc.mem_alloc(), gc.mem_free()
+            lo, hi = 0, f  # the largest block free: what a big message needs
+            while hi - lo > 32:
+                mid = (lo + hi) // 2
+                try:
+                    bytearray(mid)
+                    lo = mid
+                except MemoryError:
+                    hi = mid
+            return "heap %d %d %d" % (a, f, lo)
         elif w[0] == "fault":
             return "ok" if self.node.sup.inject(w[1]) else "error: no task " + w[1]
         else:

@@ -1,8 +1,8 @@
 # A tiny test runner for the real MicroPython interpreter (unix port):
-#   cd firmware && micropython -X heapsize=64K tests/run.py
-# Runs every test_* function of tests/test_*.py; exits 1 on any failure.
-# The modules a test file imported are forgotten after it: from source, the
-# whole firmware does not fit a 64 KB heap at once (docs/firmware.md).
+#   cd firmware && micropython tests/run.py
+# Runs every test_* function of tests/test_*.py (or .mpy, precompiled: pytest
+# runs them so, in a 64 KB heap); exits 1 on any failure. The modules a test
+# file imported are forgotten after it.
 import gc
 import os
 import sys
@@ -13,10 +13,10 @@ sys.path.insert(0, "tests")
 failed = 0
 passed = 0
 for name in sorted(os.listdir("tests")):
-    if not (name.startswith("test_") and name.endswith(".py")):
+    if not name.startswith("test_") or not name.endswith((".py", ".mpy")):
         continue
     before = set(sys.modules)
-    module = __import__(name[:-3])
+    module = __import__(name.rsplit(".", 1)[0])
     for attr in sorted(dir(module)):
         if not attr.startswith("test_"):
             continue

@@ -37,3 +37,7 @@ def node_factory(firmware: Path, broker: Mosquitto,
     yield make
     for n in made:
         n.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "soak: long runs, only in `make soak` (SOAK=1)")

@@ -28,27 +28,38 @@ def mpy_cross() -> str:
     return found
 
 
-def sources(root: Path = FIRMWARE) -> list[Path]:
+def sources(root: Path = FIRMWARE, tests: bool = False) -> list[Path]:
+    skip = SKIP_DIRS - {"tests"} if tests else SKIP_DIRS
     return sorted(p for p in root.rglob("*.py")
-                  if not SKIP_DIRS.intersection(p.relative_to(root).parts[:-1]))
+                  if not skip.intersection(p.relative_to(root).parts[:-1]))
 
 
-def build(dest: Path, root: Path = FIRMWARE) -> Path:
-    """dest/ with main.py as source and every other module as .mpy; returns dest."""
+# Kept as source: what the interpreter is started on.
+SCRIPTS = {Path("main.py"), Path("tests/run.py")}
+
+
+def build(dest: Path, root: Path = FIRMWARE, tests: bool = False) -> Path:
+    """dest/ with main.py as source and every other module as .mpy (with
+    `tests`, the firmware's own logic tests too, and what they read);
+    returns dest."""
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.rglob("*.mpy"):  # a module since removed must not linger
         old.unlink()
     tool = mpy_cross()
-    for src in sources(root):
+    if tests:
+        shutil.copyfile(root / "config.example.json", dest / "config.example.json")
+    for src in sources(root, tests):
         rel = src.relative_to(root)
         out = dest / rel
         out.parent.mkdir(parents=True, exist_ok=True)
-        if rel == Path("main.py"):
+        if rel in SCRIPTS:
             shutil.copyfile(src, out)
             continue
-        # -O1: asserts compiled out, as for the board. `-s` keeps tracebacks
-        # naming the source file relative to firmware/.
-        subprocess.run([tool, "-O1", "-s", str(rel), "-o", str(out.with_suffix(".mpy")),
+        # -O1: asserts compiled out, as for the board (the firmware has none;
+        # its tests are made of them, so they keep theirs). `-s` keeps
+        # tracebacks naming the source file relative to firmware/.
+        opt = "-O0" if rel.parts[0] == "tests" else "-O1"
+        subprocess.run([tool, opt, "-s", str(rel), "-o", str(out.with_suffix(".mpy")),
                         str(src)], check=True, capture_output=True, text=True)
     return dest
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ class Node:
         self.workdir = workdir
         self.firmware = firmware
         self.device = device
-        self.heap = heap
+        self.heap_size = heap
         self.sim_port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         self.config: dict[str, Any] = {
@@ -62,7 +63,7 @@ class Node:
         if config:
             self.write_config()
         self.proc = subprocess.Popen(
-            [micropython(), "-X", f"heapsize={self.heap}", str(self.firmware / "main.py")],
+            [micropython(), "-X", f"heapsize={self.heap_size}", str(self.firmware / "main.py")],
             cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             bufsize=1)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
@@ -111,10 +112,10 @@ class Node:
     def buzzer(self) -> bool:
         return self.ctl("buzzer?") == "buzzer on"
 
-    def heap(self) -> tuple[int, int]:
-        """(allocated, free) bytes after a collection."""
-        _, alloc, free = self.ctl("heap?").split()
-        return int(alloc), int(free)
+    def heap(self) -> tuple[int, int, int]:
+        """(allocated, free, largest free block) bytes after a collection."""
+        _, alloc, free, block = self.ctl("heap?").split()
+        return int(alloc), int(free), int(block)
 
     def press(self) -> None:
         """A finger on the emergency button, and off it again."""
@@ -180,15 +181,15 @@ class Server:
         return [b for d, k, b in self.seen if d == device and k == kind]
 
     def wait(self, device: str, kind: str, match: Any = None, timeout: float = 30,
-             what: str = "") -> Any:
-        """The first message of that kind (and matching `match`, a function of
-        the payload) seen from now on... or already seen if `match` is given."""
+             what: str = "", detail: Callable[[], str] | None = None) -> Any:
+        """The first message of that kind seen (matching `match`, a function
+        of the payload, if given), waiting for it if need be."""
         def check() -> Any:
             for b in self.of(device, kind):
                 if match is None or match(b):
                     return b or True
             return None
-        return wait_for(check, timeout=timeout, what=what or f"{device} {kind}")
+        return wait_for(check, timeout=timeout, what=what or f"{device} {kind}", detail=detail)
 
     def call_ack(self, device: str, call_id: str, status: str) -> None:
         self.cmd(device, {"cmd": "call_ack", "call_id": call_id, "status": status})

@@ -280,3 +280,38 @@ def test_time_from_the_sites_ntp_server(node_factory: NodeFactory, server: Serve
              detail=node.log_tail)
     m = server.wait(dev, "occupancy", lambda m: m["ts"] is not None, what="a stamped message")
     assert abs(m["ts"] - now_ms()) < 10_000
+
+
+def test_a_call_not_yet_received_survives_a_reboot(node_factory: NodeFactory,
+                                                   server: Server) -> None:
+    node = node_factory()
+    dev = node.device
+    call_id = press_and_wait(node, server)
+    assert node.proc is not None
+    node.proc.kill()  # a power cut, before the server said `received`
+    node.proc.wait()
+    before = len(calls(server, dev, "press", call_id))
+    node.start()  # same directory: same flash
+    wait_for(lambda: node.lamp() == "fast", timeout=10, what="the lamp at once after boot")
+    assert node.buzzer()
+    wait_for(lambda: len(calls(server, dev, "press", call_id)) > before, timeout=30,
+             what="the same call pressed again", detail=node.log_tail)
+    boots = {m["boot"] for m in calls(server, dev, "press", call_id)}
+    assert len(boots) == 2  # the boot counter moved on; the call_id did not
+    assert node.logged(f"call {call_id} restored")
+    server.call_ack(dev, call_id, "received")
+    wait_for(lambda: node.lamp() == "slow", timeout=10, what="lamp slow")
+
+
+def test_test_mode_and_identify(node_factory: NodeFactory, server: Server) -> None:
+    node = node_factory()
+    dev = node.device
+    server.wait(dev, "status", lambda s: s == "online")
+    server.cmd(dev, {"cmd": "identify", "seconds": 30})
+    wait_for(lambda: node.ctl("led?") == "led identify", timeout=10, what="identify blink")
+    server.cmd(dev, {"cmd": "test_mode", "on": True, "minutes": 5})
+    wait_for(lambda: server.of(dev, "telemetry") and server.of(dev, "telemetry")[-1].get(
+        "test_mode") is True, timeout=15, what="telemetry says test mode")
+    call_id = press_and_wait(node, server)
+    assert all(m.get("test") is True for m in calls(server, dev, "press", call_id))
+    assert server.rejected == []

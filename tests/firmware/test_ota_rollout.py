@@ -52,6 +52,7 @@ def site(broker: Mosquitto, tmp_path: Path) -> Iterator[tuple[Services, list[Uni
     yield svc, nodes
     for c in chips:
         c.stop()
+        c.node.remove()
     svc.stop()
 
 

@@ -1,0 +1,126 @@
+# The real board: ESP32-DevKitC-32E wired as hardware/pins.md says. The only
+# module that touches hardware (machine, network); the node's logic sees
+# the same small interface as on the unix port (board/unix.py):
+#   inputs() -> (door locked, button pressed, staff key pressed)
+#   out(i, on)   0 the call lamp (corridor lamp and the button's ring), 1 the buzzer, 2 the LED
+#   uart         the LD2410's UART2 (read(n) -> bytes or None)
+#   feed()       the hardware watchdog   link() -> (Wi-Fi up, RSSI dBm)
+#   tasks(node)  its own tasks (Wi-Fi kept up)   reset_cause, reset()
+# Cannot run here (no board): it is type-checked against micropython-esp32-stubs
+# (tests/firmware/test_types.py); docs/firmware.md lists what a board must prove.
+import asyncio
+import random
+from time import ticks_diff, ticks_ms
+
+import machine
+import network
+from log import exc, log
+
+WDT_MS = 8000  # the supervisor feeds every 0.5 s while the node is healthy
+RADAR_BAUD = 256000  # HLK-LD2410 default, 8N1
+WIFI_CAP_MS = 30000  # reconnect backoff cap, as for the broker
+# machine.reset_cause() in the words of telemetry's reset_reason.
+CAUSES = {machine.PWRON_RESET: "power_on", machine.HARD_RESET: "hard",
+          machine.WDT_RESET: "watchdog", machine.DEEPSLEEP_RESET: "deepsleep",
+          machine.SOFT_RESET: "soft"}
+
+
+def reset():
+    machine.reset()
+
+
+class Board:
+    name = "esp32"
+
+    def __init__(self, cfg):
+        p = cfg["pins"]
+        pull = machine.Pin.PULL_UP  # and 2.2 kΩ outside: contacts to 0 V, LOW = closed
+        self._door = machine.Pin(p["door"], machine.Pin.IN, pull)
+        self._button = machine.Pin(p["button"], machine.Pin.IN, pull)
+        self._staff = machine.Pin(p["staff"], machine.Pin.IN, pull)
+        # GPIO34 has no internal pull (100 kΩ to 0 V on the carrier): informational only.
+        self.radar_out = machine.Pin(p["radar_out"], machine.Pin.IN)
+        out = machine.Pin.OUT
+        # Outputs start low (off): the gate pull-downs hold them so through reset too.
+        self._lamps = (machine.Pin(p["corridor_lamp"], out, value=0),
+                       machine.Pin(p["button_lamp"], out, value=0))
+        self._buzzer = machine.Pin(p["buzzer"], out, value=0)
+        self._led = machine.Pin(p["status_led"], out, value=0)
+        self.uart = machine.UART(2, baudrate=RADAR_BAUD, bits=8, parity=None, stop=1,
+                                 tx=p["radar_tx"], rx=p["radar_rx"], rxbuf=512, timeout=0)
+        self.reset_cause = CAUSES.get(machine.reset_cause(), "unknown")
+        w = cfg.get("wifi") or {}
+        self._ssid = w.get("ssid", "")
+        self._password = w.get("password", "")
+        self.wlan = network.WLAN(network.STA_IF)
+        self.wlan.active(True)
+        try:
+            network.hostname(cfg.get("device") or "mamaroom-node")
+        except (AttributeError, OSError, ValueError):
+            pass  # an older firmware without network.hostname(): the default name
+        # Armed last: from here on the supervisor must feed it (a hung loop resets).
+        self.wdt = machine.WDT(timeout=WDT_MS)
+
+    def inputs(self):
+        # Active low, as wired (pull-ups, contacts to 0 V).
+        return not self._door.value(), not self._button.value(), not self._staff.value()
+
+    def out(self, i, on):
+        v = 1 if on else 0
+        if i == 0:
+            for pin in self._lamps:
+                pin.value(v)
+        elif i == 1:
+            self._buzzer.value(v)
+        else:
+            self._led.value(v)
+
+    def feed(self):
+        self.wdt.feed()
+
+    def link(self):
+        up = self.wlan.isconnected()
+        rssi = None
+        if up:
+            try:
+                rssi = self.wlan.status("rssi")
+            except (OSError, ValueError):
+                pass
+        return up, rssi
+
+    def tasks(self, node):
+        return [("wifi", Board.wifi)]
+
+    async def wifi(self):
+        """Keeps Wi-Fi up: connect, and again with backoff and jitter after a
+        drop. The MQTT client notices by itself (its socket fails)."""
+        failures = 0
+        while True:
+            if self.wlan.isconnected():
+                failures = 0
+                await asyncio.sleep_ms(1000)
+                continue
+            if not self._ssid:
+                log("ERROR", "wifi: no ssid in config.json")
+                await asyncio.sleep_ms(60000)
+                continue
+            log("INFO", "wifi: connecting to %s" % self._ssid)
+            try:
+                self.wlan.disconnect()
+            except OSError:
+                pass
+            try:
+                self.wlan.connect(self._ssid, self._password)
+            except OSError as e:
+                exc("wifi", e)
+            t0 = ticks_ms()
+            while not self.wlan.isconnected() and ticks_diff(ticks_ms(), t0) < 15000:
+                await asyncio.sleep_ms(250)
+            if self.wlan.isconnected():
+                log("INFO", "wifi: up, %s" % (self.wlan.ifconfig()[0],))
+                continue
+            failures += 1
+            delay = min(WIFI_CAP_MS, 1000 << min(failures, 5))
+            log("WARN", "wifi: no link (status %s); again in %d s" % (
+                self.wlan.status(), delay // 1000))
+            await asyncio.sleep_ms(delay // 2 + random.getrandbits(16) % (delay // 2 + 1))
