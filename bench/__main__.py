@@ -11,8 +11,8 @@ import datetime
 from pathlib import Path
 
 from bench import call_latency, ingest, sse_latency
-from bench import trends as trends_bench
 from bench import firmware as firmware_bench
+from bench import trends as trends_bench
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
 
