@@ -46,8 +46,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-bench: $(STAMP)
-	@scripts/ensure-system-packages.sh mosquitto influxdb
+bench: $(STAMP) $(VENDOR)
+	@scripts/ensure-system-packages.sh mosquitto influxdb wrk
 	$(BIN)/python -m bench
 
 # Long runs kept out of `make test`: the fuzz test at 100,000 messages

@@ -10,7 +10,7 @@ import argparse
 import datetime
 from pathlib import Path
 
-from bench import call_latency, ingest, sse_latency
+from bench import call_latency, ingest, rooms_api, sse_fanout, sse_latency
 from bench import firmware as firmware_bench
 from bench import trends as trends_bench
 
@@ -24,6 +24,8 @@ def main() -> None:
     args = parser.parse_args()
     sections = [
         sse_latency.main(["--changes", "200" if args.quick else "1000"]),
+        sse_fanout.main(["--clients", "500", "--changes", "3"] if args.quick else []),
+        rooms_api.main(["--seconds", "3"] if args.quick else []),
         call_latency.main(["--calls", "100" if args.quick else "1000"]),
         ingest.main(["--messages", "20000", "--steady-rooms", "1000", "--steady-s", "10"]
                     if args.quick else []),

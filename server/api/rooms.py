@@ -12,6 +12,7 @@ from mamaroom.contract import RoomStateName
 from server.context import Ctx
 from server.security import optional_user
 from server.services.accounts import User
+from server.services.alerts import present
 from server.services.rooms import PublicRoom
 
 router = APIRouter(prefix="/api", tags=["rooms"])
@@ -45,9 +46,9 @@ async def stream(ctx: Ctx, user: Annotated[User | None, Depends(optional_user)]
         yield ServerSentEvent(event="snapshot", data=ctx.rooms.query(), retry=3000)
         if staff:
             for alert in await ctx.alerts.query(status=None, kind=None, open_only=True):
-                yield ServerSentEvent(event="alert", data=alert)
+                yield ServerSentEvent(event="alert", data=present(alert))
         while True:
             item = await queue.get()
             if item is None:
                 return  # too slow: end the stream; the browser reconnects and resyncs
-            yield ServerSentEvent(event=item[0], data=item[1])
+            yield ServerSentEvent(event=item[0], raw_data=item[2])  # encoded once (fanout.py)

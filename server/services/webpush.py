@@ -208,7 +208,7 @@ class WebPush:
         while True:
             with fanout.subscribe(staff=True) as queue:
                 while (item := await queue.get()) is not None:
-                    event, data = item
+                    event, data, _ = item
                     try:
                         if event == "room":
                             await self.room_changed(data)
