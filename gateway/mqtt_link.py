@@ -24,8 +24,7 @@ import ssl
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -44,9 +43,9 @@ RECONNECT_MIN_S = 1.0
 RECONNECT_MAX_S = 30.0
 
 
-@dataclass(frozen=True, slots=True)
-class Inbox:
-    """A received message and the connection it came on (acks are per connection)."""
+class Inbox(NamedTuple):
+    """A received message and the connection it came on (acks are per connection).
+    A NamedTuple: immutable, and cheap to build once per message."""
 
     topic: str
     payload: bytes

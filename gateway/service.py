@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import random
 import time
 from collections import Counter
@@ -98,6 +99,7 @@ class Gateway:
         self._registry_version = -1
         self._links: list[MqttLink] = []
         self._ingest: MqttLink | None = None
+        self._state_topics: dict[str, str] = {}
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -341,11 +343,22 @@ class Gateway:
         latest = {s.room: s for s in states}  # a batch may change a room twice
         await self._store_retrying(functools.partial(
             self.state_store.save_room_states, self.tracker.rows(list(latest.values()))))
+        # One level check per batch: a call that is filtered out still costs
+        # structlog's processor chain, per message under load.
+        logged = log.is_enabled_for(logging.INFO)
         for state in latest.values():
-            self._publish_raw(room_state_topic(state.room), dumps(state))
-            self.metrics.room_states.inc()
-            log.info("room state", room=state.room, state=state.state.value,
-                     reason=state.reason, device=state.device)
+            self._publish_raw(self._state_topic(state.room), dumps(state))
+            if logged:
+                log.info("room state", room=state.room, state=state.state.value,
+                         reason=state.reason, device=state.device)
+        self.metrics.room_states.inc(len(latest))
+
+    def _state_topic(self, room: str) -> str:
+        """`room_state_topic`, validated once per room rather than per change."""
+        topic = self._state_topics.get(room)
+        if topic is None:
+            topic = self._state_topics[room] = room_state_topic(room)
+        return topic
 
     def _publish_raw(self, topic: str, payload: bytes) -> None:
         assert self._ingest is not None
@@ -357,7 +370,7 @@ class Gateway:
         if not self.registry_ready.is_set():
             return
         for state in self.tracker.all_states():
-            self._publish_raw(room_state_topic(state.room), dumps(state))
+            self._publish_raw(self._state_topic(state.room), dumps(state))
 
     # --- observability and housekeeping -------------------------------------------
 
