@@ -144,7 +144,8 @@ class MqttLink:
         self._fd = sock.fileno()
         self._lost.clear()
         self._reading = False
-        self._paused = len(self._inbox) >= self._max_pending
+        self._paused = self._backlog() >= self._max_pending
+        _hold(sock, self._paused)
         self._start_reading()
 
     def _on_socket_close(self, _c: paho.Client, _u: object, sock: Any) -> None:
@@ -206,7 +207,7 @@ class MqttLink:
                                  self._connection, bool(msg.dup)))
         if self._manual_ack and qos > 0:
             self._delivered += 1
-        if len(self._inbox) >= self._max_pending:
+        if self._backlog() >= self._max_pending:
             self._pause()
         self._arrived.set()
 
@@ -221,17 +222,26 @@ class MqttLink:
         if _pending(sock):  # bytes already decrypted (TLS) raise no readiness event
             self._loop.call_soon(self._readable)
 
+    def _backlog(self) -> int:
+        """Messages received and not yet acknowledged (or, on a link that
+        does not acknowledge, not yet taken): what `max_pending` bounds."""
+        return max(len(self._inbox), self._delivered - self._handled)
+
     def _pause(self) -> None:
         if self._paused:
             return
         self._paused = True
+        # paho may read many packets in one loop_read; the held socket makes
+        # it stop at this one, so the bound is exact.
+        _hold(self._sock, True)
         if self._reading:
             self._loop.remove_reader(self._fd)
         self._reading = False
 
     def _resume(self) -> None:
-        if self._paused and len(self._inbox) < self._resume_below:
+        if self._paused and self._backlog() < self._resume_below:
             self._paused = False
+            _hold(self._sock, False)
             self._start_reading()
 
     def _readable(self) -> None:
@@ -339,6 +349,8 @@ class MqttLink:
             self._handled += 1
             if item.connection == self._connection:
                 self._client.ack(item.mid, item.qos)
+            if self._paused:
+                self._resume()
 
     @property
     def unacked(self) -> int:
@@ -347,6 +359,11 @@ class MqttLink:
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         self._client.publish(topic, payload, qos=qos, retain=retain)
+
+
+def _hold(sock: Any, hold: bool) -> None:
+    if isinstance(sock, BufferedSocket):
+        sock.hold = hold
 
 
 def _unsent(sock: Any) -> int:

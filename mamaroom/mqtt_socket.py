@@ -47,8 +47,12 @@ class BufferedSocket:
         self._in = b""
         self._pos = 0
         self._out = bytearray()
+        #: Back-pressure: read nothing more (paho sees "no data yet").
+        self.hold = False
 
     def recv(self, n: int) -> bytes:
+        if self.hold:
+            raise BlockingIOError("reading paused")
         avail = len(self._in) - self._pos
         if avail <= 0:
             data: bytes = self._sock.recv(max(n, READ_SIZE))  # BlockingIOError when empty
