@@ -147,6 +147,7 @@ _SPOOL_INSERT = ("INSERT INTO spool (gateway, time_ns, rp, line, spooled_ms)"
 
 class InfluxSpool(SqliteDatabase):
     schema = SPOOL_SCHEMA
+    checkpoint_pages = 10_000  # as SqliteStore: checkpoints off most commits
 
     async def add(self, gateway: str, records: list[Record], rps: list[str],
                   lines: list[str], now_ms: int) -> list[bool]:
