@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import NamedTuple
 
 from mamaroom.contract import (
     MAX_PAYLOAD_BYTES,
     ContractError,
     DeviceStatus,
+    DeviceTopic,
     Envelope,
     Kind,
     RejectReason,
@@ -38,9 +38,20 @@ class DeviceMessage(NamedTuple):
 Inbound = StatusUpdate | DeviceMessage
 
 #: Every message of a device comes on one of a handful of topics: parse each
-#: once. Only valid topics are cached (lru_cache keeps no exceptions), and the
-#: bound keeps a flood of junk topics from growing memory.
-_device_topic = lru_cache(maxsize=65_536)(parse_device_topic)
+#: once. Only valid topics are cached (a ContractError is raised anew each
+#: time), and the bound keeps a flood of junk topics from growing memory.
+#: A plain dict: cheaper per hit than an LRU's bookkeeping.
+_TOPICS: dict[str, DeviceTopic] = {}
+_TOPICS_MAX = 65_536
+
+
+def _device_topic(topic: str) -> DeviceTopic:
+    parsed = _TOPICS.get(topic)
+    if parsed is None:
+        parsed = parse_device_topic(topic)
+        if len(_TOPICS) < _TOPICS_MAX:
+            _TOPICS[topic] = parsed
+    return parsed
 
 
 def decode(topic: str, payload: bytes, retained: bool) -> Inbound | None:
