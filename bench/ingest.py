@@ -4,7 +4,9 @@ Method: N messages are queued at the broker for a persistent session while the
 consumer is stopped, then the consumer starts and we time how long it takes
 to drain them. This measures the consumer alone, whatever the publisher's
 speed. Baseline, in the same run and on the same broker: a bare paho
-subscriber that only counts. Then a steady-state run at the real rate of
+subscriber that only counts (stock paho with its network thread: the
+target's reference), and for comparison the gateway's own MQTT link
+(threadless, buffered socket) that only counts and acks. Then a steady-state run at the real rate of
 10,000 rooms (telemetry every 60 s, an occupancy change per ~10 min, a
 refresh every 5 min): the gateway's CPU and memory.
 
@@ -14,6 +16,7 @@ refresh every 5 min): the gateway's CPU and memory.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import platform
 import tempfile
@@ -29,6 +32,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from gateway.mqtt_link import MqttLink
+from mamaroom.config import MqttSettings
 from mamaroom.contract import Kind, device_topic
 from tests.support import InfluxDB, Mosquitto, Services, wait_for, write_rooms_csv
 
@@ -41,10 +46,20 @@ class Result:
     messages: int
     seconds: float
     peak_rss_mb: float
+    #: Measured inside the bench process: no RSS of its own.
+    in_process: bool = False
+    #: CPU time (user + system, all threads) of the consumer's process per
+    #: message: steadier than msg/s on a shared machine.
+    cpu_us: float = 0.0
 
     @property
     def rate(self) -> float:
         return self.messages / self.seconds
+
+
+def cpu_s(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
 
 
 def devices(n: int) -> list[str]:
@@ -119,15 +134,57 @@ def bare_subscriber(port: int, names: list[str], count: int) -> Result:
     c = session()
     proc = psutil.Process()
     rss0 = proc.memory_info().rss
+    cpu0 = cpu_s(proc)
     started = time.perf_counter()
     c.connect("127.0.0.1", port)
     c.loop_start()
     done.wait(600)
     seconds = time.perf_counter() - started
+    cpu = cpu_s(proc) - cpu0
     c.disconnect()
     c.loop_stop()
     return Result("bare subscriber (counts only)", received, seconds,
-                  (proc.memory_info().rss - rss0) / 2**20)
+                  (proc.memory_info().rss - rss0) / 2**20, in_process=True,
+                  cpu_us=cpu / max(received, 1) * 1e6)
+
+
+def link_subscriber(port: int, names: list[str], count: int) -> Result:
+    """The gateway's MQTT link alone (no thread, buffered socket, manual ack),
+    acking each message as soon as it is taken: the ceiling of its connection."""
+    settings = MqttSettings(url=f"mqtt://127.0.0.1:{port}")
+
+    def link() -> MqttLink:
+        return MqttLink(settings, client_id="bench-link", subscriptions=[("mr/v1/dev/#", 1)],
+                        clean_session=False, manual_ack=True, max_pending=2000)
+
+    async def subscribe() -> None:
+        first = link()
+        first.start()
+        await asyncio.wait_for(first.connected.wait(), 15)
+        await asyncio.sleep(0.5)  # let the SUBACK land before leaving
+        await first.stop()
+
+    async def drain() -> tuple[int, float, float]:
+        lnk = link()
+        received = 0
+        cpu0 = cpu_s(psutil.Process())
+        started = time.perf_counter()
+        lnk.start()
+        while received < count:
+            batch = await asyncio.wait_for(lnk.next_batch(1000), 600)
+            for item in batch:
+                lnk.ack(item)
+            received += len(batch)
+        seconds = time.perf_counter() - started
+        cpu = cpu_s(psutil.Process()) - cpu0
+        await lnk.stop()
+        return received, seconds, cpu
+
+    asyncio.run(subscribe())
+    publish(port, names, count, progress="queueing for the gateway's link")
+    received, seconds, cpu = asyncio.run(drain())
+    return Result("gateway's MQTT link (counts, acks)", received, seconds, 0.0, in_process=True,
+                  cpu_us=cpu / max(received, 1) * 1e6)
 
 
 def gateway_drain(broker: Mosquitto, workdir: Path, csv: Path, names: list[str], count: int,
@@ -145,7 +202,7 @@ def gateway_drain(broker: Mosquitto, workdir: Path, csv: Path, names: list[str],
         assert svc.gateway.proc is not None
         proc = psutil.Process(svc.gateway.proc.pid)
         peak = 0.0
-        first: tuple[float, float] | None = None  # (time, handled) at the first write
+        first: tuple[float, float, float] | None = None  # (time, handled, cpu) at the first write
 
         def stored() -> bool:
             nonlocal peak, first
@@ -154,7 +211,7 @@ def gateway_drain(broker: Mosquitto, workdir: Path, csv: Path, names: list[str],
             n = sum(v for k, v in m.items() if k.startswith("mamaroom_gateway_stored_total"))
             n += m["mamaroom_gateway_duplicates_total"]
             if first is None and n > 0:
-                first = (time.perf_counter(), n)
+                first = (time.perf_counter(), n, cpu_s(proc))
             return n >= count
 
         wait_for(stored, timeout=900, interval=0.02, what="gateway drained the queue",
@@ -162,11 +219,12 @@ def gateway_drain(broker: Mosquitto, workdir: Path, csv: Path, names: list[str],
         # From the first batch written, so process start-up is not counted.
         assert first is not None
         seconds = time.perf_counter() - first[0]
+        cpu = cpu_s(proc) - first[2]
         count = int(count - first[1])
         if influx is not None:  # and the spool reached InfluxDB
             wait_for(lambda: svc.metrics()["mamaroom_gateway_spool_depth"] == 0, timeout=900)
         return Result(f"gateway → {'InfluxDB (spooled)' if influx else 'SQLite'}", count,
-                      seconds, peak)
+                      seconds, peak, cpu_us=cpu / max(count, 1) * 1e6)
     finally:
         svc.stop()
 
@@ -246,6 +304,7 @@ def main(argv: list[str] | None = None) -> str:
             console.print(f"[bold]ingest[/bold]: {args.messages} messages from {args.rooms} "
                           "devices, queued then drained")
             results.append(bare_subscriber(broker.port, names, args.messages))
+            results.append(link_subscriber(broker.port, names, args.messages))
             results.append(gateway_drain(broker, root / "sqlite", csv, names, args.messages,
                                          None))
             if influx:
@@ -264,21 +323,25 @@ def main(argv: list[str] | None = None) -> str:
 
     base = results[0].rate
     table = Table(title="Ingest throughput (same broker, same run)")
-    for col in ("consumer", "messages", "seconds", "msg/s", "vs bare", "peak RSS MB"):
+    base_cpu = results[0].cpu_us
+    for col in ("consumer", "messages", "seconds", "msg/s", "vs bare", "CPU µs/msg",
+                "bare CPU / its CPU", "peak RSS MB"):
         table.add_column(col)
     for r in results:
         table.add_row(r.name, str(r.messages), f"{r.seconds:.1f}", f"{r.rate:,.0f}",
-                      f"{r.rate / base:.0%}",
-                      "n/a" if r is results[0] else f"{r.peak_rss_mb:.0f}")
+                      f"{r.rate / base:.0%}", f"{r.cpu_us:.0f}", f"{base_cpu / r.cpu_us:.0%}",
+                      "n/a" if r.in_process else f"{r.peak_rss_mb:.0f}")
     console.print(table)
     console.print(f"steady state, {args.steady_rooms} rooms at the real rate ({rate:.0f} msg/s): "
                   f"gateway CPU {cpu:.0f} % of one core, RSS {rss:.0f} MB")
     console.print(f"machine: {machine()}")
     lines = ["## Ingest throughput", "", f"Machine: {machine()}. {args.messages} messages "
              f"from {args.rooms} devices queued at the broker, then drained.", "",
-             "| consumer | msg/s | vs bare subscriber | peak RSS MB |", "|---|---|---|---|"]
-    lines += [f"| {r.name} | {r.rate:,.0f} | {r.rate / base:.0%} | "
-              f"{'n/a (in-process)' if r is results[0] else f'{r.peak_rss_mb:.0f}'} |"
+             "| consumer | msg/s | vs bare subscriber | CPU µs/msg | bare CPU / its CPU "
+             "| peak RSS MB |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r.name} | {r.rate:,.0f} | {r.rate / base:.0%} | {r.cpu_us:.0f} | "
+              f"{base_cpu / r.cpu_us:.0%} | "
+              f"{'n/a (in-process)' if r.in_process else f'{r.peak_rss_mb:.0f}'} |"
               for r in results]
     lines += ["", f"Steady state, {args.steady_rooms} rooms at the real rate ({rate:.0f} msg/s "
               f"for {args.steady_s:.0f} s): gateway CPU {cpu:.0f} % of one core, RSS {rss:.0f} MB.",

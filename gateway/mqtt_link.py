@@ -1,35 +1,51 @@
-"""The gateway's MQTT connection: paho-mqtt with manual acknowledgement.
+"""The gateway's MQTT connection: paho-mqtt with manual acknowledgement,
+driven from the asyncio event loop.
 
 aiomqtt 2.x sends PUBACK before the application sees a message (and drops
-messages when its queue is full), so the gateway drives paho directly: paho's
-network thread hands each message to the event loop, and the gateway calls
-`ack()` only once the message is durably handled. Until then the broker keeps
-it in flight and re-sends it (DUP) after a reconnect. The broker's in-flight
-limit for this client (`max_inflight_messages`) bounds how many wait here.
+messages when its queue is full), so the gateway drives paho directly, and
+calls `ack()` only once a message is durably handled. Until then the broker
+keeps it in flight and re-sends it (DUP) after a reconnect.
+
+paho runs without its network thread: the event loop watches the socket
+(`add_reader`/`add_writer`) and calls paho's `loop_read`/`loop_write`/
+`loop_misc`, as paho documents for external loops (aiomqtt does the same).
+With one thread, paho and the gateway no longer fight over the GIL for every
+message, and nothing needs a lock. Back-pressure: when `max_pending`
+messages wait, the link stops reading the socket, so the broker holds the
+backlog; it reads again once the gateway has caught up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import ssl
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from mamaroom.config import MqttSettings
 from mamaroom.logs import get_logger
-from mamaroom.mqtt_socket import no_delay
+from mamaroom.mqtt_socket import BufferedSocket, no_delay
 
 log = get_logger(__name__)
 
+#: Packets handled per socket-readiness callback before other tasks get a turn.
+READ_BURST = 200
+#: paho's keepalive and retry housekeeping runs this often.
+MISC_EVERY_S = 1.0
+RECONNECT_MIN_S = 1.0
+RECONNECT_MAX_S = 30.0
 
-@dataclass(frozen=True, slots=True)
-class Inbox:
-    """A received message and the connection it came on (acks are per connection)."""
+
+class Inbox(NamedTuple):
+    """A received message and the connection it came on (acks are per connection).
+    A NamedTuple: immutable, and cheap to build once per message."""
 
     topic: str
     payload: bytes
@@ -39,6 +55,14 @@ class Inbox:
     connection: int
     #: The broker's DUP flag: a redelivery of a message it sent before.
     dup: bool = False
+
+
+class _Client(paho.Client):
+    """paho over a `BufferedSocket`: one system call per burst of packets
+    rather than three per packet read and one per PUBACK."""
+
+    def _create_socket(self) -> Any:  # paho's own factory (tcp, tls, proxy)
+        return BufferedSocket(super()._create_socket())
 
 
 class MqttLink:
@@ -59,24 +83,26 @@ class MqttLink:
         self._subscriptions = subscriptions
         self._on_connected = on_connected
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._birth = birth
-        # The hand-over from paho's thread: a deque under a condition, bounded by
-        # max_pending. When full, paho's thread waits, so the gateway stops
-        # reading from the socket and the broker keeps the backlog. The event
-        # loop is woken once per burst, not once per message.
         self._inbox: deque[Inbox] = deque()
         self._max_pending = max_pending or 10_000
-        self._lock = threading.Condition()
-        self._wake_scheduled = False
+        # Read again below this, so pausing and resuming do not alternate per message.
+        self._resume_below = max(1, self._max_pending * 3 // 4)
         self._arrived = asyncio.Event()
-        # Each counter has one writer thread (paho's, the event loop's), so no lock.
         self._delivered = 0
         self._handled = 0
         self.connected = asyncio.Event()
         self._connection = 0  # bumped on every CONNACK
         self._client_id = client_id
         self._stopping = False
-        self._client = paho.Client(
+        self._sock: Any = None  # the socket paho opened, while open
+        self._fd = -1  # its descriptor: asyncio's registrations are by descriptor
+        self._reading = False  # reader registered on the loop
+        self._paused = False  # back-pressure: not reading
+        self._lost = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=clean_session,
@@ -92,12 +118,61 @@ class MqttLink:
             self._client.will_set(will[0], will[1], qos=1, retain=True)
         # paho queues QoS 1 publishes while disconnected; bound that memory.
         self._client.max_queued_messages_set(10_000)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_socket_open = self._on_socket_open
+        self._client.on_socket_close = self._on_socket_close
+        self._client.on_socket_register_write = self._on_register_write
+        self._client.on_socket_unregister_write = self._on_unregister_write
 
-    # paho's network thread ----------------------------------------------------
+    # paho callbacks (on the event loop, except socket open during connect) -----
+
+    def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run `fn` on the event loop: now if we are on it, else soon.
+        paho calls the socket callbacks from the connect worker thread too."""
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _on_socket_open(self, _c: paho.Client, _u: object, sock: Any) -> None:
+        self._on_loop(self._socket_opened, sock)
+
+    def _socket_opened(self, sock: Any) -> None:
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._lost.clear()
+        self._reading = False
+        self._paused = self._backlog() >= self._max_pending
+        _hold(sock, self._paused)
+        self._start_reading()
+
+    def _on_socket_close(self, _c: paho.Client, _u: object, sock: Any) -> None:
+        self._on_loop(self._socket_closed, sock)
+
+    def _socket_closed(self, sock: Any) -> None:
+        if sock is not self._sock:
+            return
+        self._loop.remove_reader(self._fd)
+        self._loop.remove_writer(self._fd)
+        self._reading = False
+        self._sock, self._fd = None, -1
+        self._lost.set()
+
+    def _on_register_write(self, _c: paho.Client, _u: object, sock: Any) -> None:
+        self._on_loop(self._want_write, sock)
+
+    def _want_write(self, sock: Any) -> None:
+        if sock is self._sock:
+            self._loop.add_writer(self._fd, self._writable)
+
+    def _on_unregister_write(self, _c: paho.Client, _u: object, sock: Any) -> None:
+        self._on_loop(self._no_write, sock)
+
+    def _no_write(self, sock: Any) -> None:
+        if sock is self._sock and not _unsent(sock):
+            self._loop.remove_writer(self._fd)
 
     def _on_connect(self, client: paho.Client, _u: object, _f: object, rc: object,
                     _p: object = None) -> None:
@@ -110,9 +185,6 @@ class MqttLink:
             client.subscribe(topic, qos)
         if self._birth:
             client.publish(self._birth[0], self._birth[1], qos=1, retain=True)
-        self._loop.call_soon_threadsafe(self._connected_now)
-
-    def _connected_now(self) -> None:
         log.info("mqtt connected", url=self._settings.url, client_id=self._client_id,
                  connection=self._connection)
         self.connected.set()
@@ -121,7 +193,7 @@ class MqttLink:
 
     def _on_disconnect(self, _c: paho.Client, _u: object, _f: object, rc: object,
                        _p: object = None) -> None:
-        self._loop.call_soon_threadsafe(self._disconnected_now, str(rc))
+        self._on_loop(self._disconnected_now, str(rc))
 
     def _disconnected_now(self, reason: str) -> None:
         if self.connected.is_set() and not self._stopping:
@@ -130,52 +202,145 @@ class MqttLink:
         self.connected.clear()
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
-        item = Inbox(msg.topic, bytes(msg.payload), bool(msg.retain), msg.mid, msg.qos,
-                     self._connection, bool(msg.dup))
-        if self._manual_ack and msg.qos > 0:
+        qos = msg.qos
+        self._inbox.append(Inbox(msg.topic, bytes(msg.payload), bool(msg.retain), msg.mid, qos,
+                                 self._connection, bool(msg.dup)))
+        if self._manual_ack and qos > 0:
             self._delivered += 1
-        with self._lock:
-            while len(self._inbox) >= self._max_pending and not self._stopping:
-                self._lock.wait(1)  # back-pressure
-            self._inbox.append(item)
-            if not self._wake_scheduled:
-                self._wake_scheduled = True
-                self._loop.call_soon_threadsafe(self._wake)
-
-    def _wake(self) -> None:
-        with self._lock:
-            self._wake_scheduled = False
+        if self._backlog() >= self._max_pending:
+            self._pause()
         self._arrived.set()
+
+    # socket readiness -------------------------------------------------------------
+
+    def _start_reading(self) -> None:
+        sock = self._sock
+        if sock is None or self._reading or self._paused:
+            return
+        self._loop.add_reader(self._fd, self._readable)
+        self._reading = True
+        if _pending(sock):  # bytes already decrypted (TLS) raise no readiness event
+            self._loop.call_soon(self._readable)
+
+    def _backlog(self) -> int:
+        """Messages received and not yet acknowledged (or, on a link that
+        does not acknowledge, not yet taken): what `max_pending` bounds."""
+        return max(len(self._inbox), self._delivered - self._handled)
+
+    def _pause(self) -> None:
+        if self._paused:
+            return
+        self._paused = True
+        # paho may read many packets in one loop_read; the held socket makes
+        # it stop at this one, so the bound is exact.
+        _hold(self._sock, True)
+        if self._reading:
+            self._loop.remove_reader(self._fd)
+        self._reading = False
+
+    def _resume(self) -> None:
+        if self._paused and self._backlog() < self._resume_below:
+            self._paused = False
+            _hold(self._sock, False)
+            self._start_reading()
+
+    def _readable(self) -> None:
+        sock = self._sock
+        if sock is None or self._paused:
+            return
+        client = self._client
+        for _ in range(READ_BURST):
+            rc = client.loop_read()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._sock is not sock or self._paused:
+                break
+            if not _pending(sock):
+                break
+        else:
+            self._loop.call_soon(self._readable)  # more is buffered: after other tasks
+        self._flush()  # paho answers some packets while reading (CONNACK, PUBREL)
+
+    def _writable(self) -> None:
+        self._client.loop_write()
+        self._flush()
+
+    def _flush(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        if _unsent(sock) and not sock.flush():
+            self._loop.add_writer(self._fd, self._writable)  # the rest when writable
+        elif not self._client.want_write():
+            self._loop.remove_writer(self._fd)
 
     # event loop side -------------------------------------------------------------
 
     async def next_batch(self, max_items: int) -> list[Inbox]:
         """Wait for messages; return up to `max_items` of them, oldest first."""
-        while True:
-            with self._lock:
-                if self._inbox:
-                    n = min(max_items, len(self._inbox))
-                    batch = [self._inbox.popleft() for _ in range(n)]
-                    self._lock.notify_all()
-                    return batch
-                self._arrived.clear()
+        inbox = self._inbox
+        while not inbox:
+            self._arrived.clear()
             await self._arrived.wait()
+        if len(inbox) <= max_items:
+            batch = list(inbox)
+            inbox.clear()
+        else:
+            batch = [inbox.popleft() for _ in range(max_items)]
+        if self._paused:
+            self._resume()
+        return batch
 
     @property
     def queued(self) -> int:
         return len(self._inbox)
 
     def start(self) -> None:
-        self._client.connect_async(self._settings.host, self._settings.port,
-                                   keepalive=self._settings.keepalive_s)
-        self._client.loop_start()
+        self._runner = self._loop.create_task(self._run(), name=f"mqtt {self._client_id}")
+
+    async def _run(self) -> None:
+        """Connect, keep paho's housekeeping going, reconnect with backoff."""
+        delay = RECONNECT_MIN_S
+        first = True
+        while not self._stopping:
+            self._lost.clear()
+            connections = self._connection
+            try:
+                # Blocking (DNS, TCP, TLS handshake): on a worker thread.
+                if first:
+                    await asyncio.to_thread(self._client.connect, self._settings.host,
+                                            self._settings.port, self._settings.keepalive_s)
+                else:
+                    await asyncio.to_thread(self._client.reconnect)
+                first = False
+            except (OSError, ValueError) as exc:
+                log.warning("mqtt connect failed; retrying", url=self._settings.url,
+                            error=str(exc), retry_in_s=round(delay, 1))
+            else:
+                while not self._lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._lost.wait(), MISC_EVERY_S)
+                    if not self._lost.is_set():
+                        self._client.loop_misc()  # keepalive pings, ping timeouts
+                if self._connection != connections:
+                    delay = RECONNECT_MIN_S  # it was up: retry soon
+            if self._stopping:
+                break
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, RECONNECT_MAX_S)
 
     async def stop(self) -> None:
         self._stopping = True
-        with self._lock:
-            self._lock.notify_all()
-        self._client.disconnect()
-        await asyncio.to_thread(self._client.loop_stop)
+        if self._sock is not None:
+            self._client.disconnect()  # DISCONNECT is written, then paho closes the socket
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), 5)
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        sock = self._sock
+        if sock is not None:  # the broker never took the DISCONNECT
+            self._socket_closed(sock)
+            sock.close()
 
     def ack(self, item: Inbox) -> None:
         """Tell the broker this message is handled. A message from an earlier
@@ -184,6 +349,8 @@ class MqttLink:
             self._handled += 1
             if item.connection == self._connection:
                 self._client.ack(item.mid, item.qos)
+            if self._paused:
+                self._resume()
 
     @property
     def unacked(self) -> int:
@@ -192,3 +359,18 @@ class MqttLink:
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         self._client.publish(topic, payload, qos=qos, retain=retain)
+
+
+def _hold(sock: Any, hold: bool) -> None:
+    if isinstance(sock, BufferedSocket):
+        sock.hold = hold
+
+
+def _unsent(sock: Any) -> int:
+    return int(getattr(sock, "unsent", 0))
+
+
+def _pending(sock: Any) -> int:
+    """Bytes the socket object holds already read from the kernel (TLS)."""
+    pending = getattr(sock, "pending", None)
+    return int(pending()) if pending is not None else 0

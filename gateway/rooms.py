@@ -9,6 +9,7 @@ window, or no occupancy is known yet. Stale data is never shown as free.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from mamaroom.clock import from_ms
 from mamaroom.contract import (
@@ -33,8 +34,7 @@ class DeviceView:
     time_ms: int | None = None
 
 
-@dataclass(frozen=True)
-class _Derived:
+class _Derived(NamedTuple):  # built per message: a NamedTuple is cheap to build and compare
     state: RoomStateName
     device: str | None
     reason: str | None
@@ -83,7 +83,7 @@ class RoomTracker:
         return self.rooms.get(room)
 
     def on_status(self, device: str, status: str, live: bool, now_ms: int) -> list[RoomState]:
-        view = self.devices.setdefault(device, DeviceView())
+        view = self._view(device)
         view.status = status
         if live:
             view.last_seen_ms = max(view.last_seen_ms or 0, now_ms)
@@ -93,7 +93,7 @@ class RoomTracker:
         """A message from a device. Order is by (boot, seq), never by arrival:
         with several gateways, or a redelivery, an older message can come later.
         Across boots (a boot id need not grow) the message time decides."""
-        view = self.devices.setdefault(device, DeviceView())
+        view = self._view(device)
         view.last_seen_ms = max(view.last_seen_ms or 0, now_ms)
         if view.boot == msg.boot and view.seq is not None:
             newer = msg.seq > view.seq
@@ -104,6 +104,12 @@ class RoomTracker:
             if isinstance(msg, Occupancy):
                 view.occupied = msg.occupied
         return self._refresh_device(device, now_ms, event_ms=time_ms if newer else None)
+
+    def _view(self, device: str) -> DeviceView:
+        view = self.devices.get(device)
+        if view is None:  # not setdefault: that builds a DeviceView on every call
+            view = self.devices[device] = DeviceView()
+        return view
 
     def tick(self, now_ms: int) -> list[RoomState]:
         """Re-derive every room: the supervision window may have run out."""

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import random
 import time
 from collections import Counter
@@ -98,6 +99,7 @@ class Gateway:
         self._registry_version = -1
         self._links: list[MqttLink] = []
         self._ingest: MqttLink | None = None
+        self._state_topics: dict[str, str] = {}
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -232,7 +234,8 @@ class Gateway:
     def _decode_batch(self, batch: list[Inbox]) -> Decoded:
         """Validate and enrich; count and log rejects. No I/O."""
         out = Decoded(batch, self.clock())
-        kinds: Counter[str] = Counter()
+        records = out.records
+        room_of, room_info = self.tracker.room_of, self.tracker.room_info
         for item in batch:
             if item.dup:
                 self.metrics.redelivered.inc()
@@ -243,21 +246,22 @@ class Gateway:
                 continue
             if inbound is None:
                 continue
-            room = self.tracker.room_of(inbound.device)
+            room = room_of(inbound.device)
             if room is None:
                 self._reject(item, RejectReason.UNKNOWN_DEVICE, "not in the registry")
                 out.unknown.append((inbound.device, item.topic))
             elif isinstance(inbound, StatusUpdate):
-                kinds["status"] += 1
                 out.statuses.append((inbound, room))
             else:
-                kinds[inbound.kind.value] += 1
-                reg = self.tracker.room_info(room)
-                out.records.append(Record(
+                reg = room_info(room)
+                records.append(Record(
                     inbound.device, room, inbound.kind, inbound.message, out.now,
                     building=reg.building if reg else None, floor=reg.floor if reg else None))
-        for kind, n in kinds.items():
-            self.metrics.received.labels(kind).inc(n)
+        # Counted once per batch (Counter counts in C), not per message.
+        for kind, n in Counter(rec.kind for rec in records).items():
+            self.metrics.received.labels(kind.value).inc(n)
+        if out.statuses:
+            self.metrics.received.labels("status").inc(len(out.statuses))
         return out
 
     async def _commit_batch(self, link: MqttLink, batch: Decoded) -> None:
@@ -346,11 +350,22 @@ class Gateway:
         latest = {s.room: s for s in states}  # a batch may change a room twice
         await self._store_retrying(functools.partial(
             self.state_store.save_room_states, self.tracker.rows(list(latest.values()))))
+        # One level check per batch: a call that is filtered out still costs
+        # structlog's processor chain, per message under load.
+        logged = log.is_enabled_for(logging.INFO)
         for state in latest.values():
-            self._publish_raw(room_state_topic(state.room), dumps(state))
-            self.metrics.room_states.inc()
-            log.info("room state", room=state.room, state=state.state.value,
-                     reason=state.reason, device=state.device)
+            self._publish_raw(self._state_topic(state.room), dumps(state))
+            if logged:
+                log.info("room state", room=state.room, state=state.state.value,
+                         reason=state.reason, device=state.device)
+        self.metrics.room_states.inc(len(latest))
+
+    def _state_topic(self, room: str) -> str:
+        """`room_state_topic`, validated once per room rather than per change."""
+        topic = self._state_topics.get(room)
+        if topic is None:
+            topic = self._state_topics[room] = room_state_topic(room)
+        return topic
 
     def _publish_raw(self, topic: str, payload: bytes) -> None:
         assert self._ingest is not None
@@ -362,7 +377,7 @@ class Gateway:
         if not self.registry_ready.is_set():
             return
         for state in self.tracker.all_states():
-            self._publish_raw(room_state_topic(state.room), dumps(state))
+            self._publish_raw(self._state_topic(state.room), dumps(state))
 
     # --- observability and housekeeping -------------------------------------------
 

@@ -151,23 +151,41 @@ class InfluxClient:
                 await self.query(q.replace("CREATE", "ALTER", 1), method="POST")
 
 
+_SPOOL_INSERT = ("INSERT INTO spool (gateway, time_ns, rp, line, spooled_ms)"
+                 " VALUES (?, ?, ?, ?, ?)")
+
+
 class InfluxSpool(SqliteDatabase):
     schema = SPOOL_SCHEMA + AUDIT_SCHEMA
+    checkpoint_pages = 10_000  # as SqliteStore: checkpoints off most commits
 
     async def add(self, gateway: str, records: list[Record], rps: list[str],
                   lines: list[str], now_ms: int) -> list[bool]:
+        """Ledger and spool in one transaction. Fast path: all new (the usual
+        case), one executemany per table; if some were already in the ledger,
+        roll back and go row by row to learn which."""
+        keys = [(rec.device, rec.message.boot, rec.message.seq, rec.time_ms, now_ms)
+                for rec in records]
+        points = [(gateway, point_time_ns(rec), rp, line, now_ms)
+                  for rec, rp, line in zip(records, rps, lines, strict=True)]
+
         def run(db: sqlite3.Connection) -> list[bool]:
+            with db:
+                before = db.total_changes
+                db.executemany("INSERT OR IGNORE INTO ledger VALUES (?, ?, ?, ?, ?)", keys)
+                if db.total_changes - before == len(keys):
+                    db.executemany(_SPOOL_INSERT, points)
+                    # The loss audit, in the ledger's transaction: counted once, when kept.
+                    note_seqs(db, ((k[0], k[1], k[2]) for k in keys), now_ms)
+                    return [True] * len(keys)
+                db.rollback()
             fresh = []
             with db:
-                for rec, rp, line in zip(records, rps, lines, strict=True):
-                    cur = db.execute(
-                        "INSERT OR IGNORE INTO ledger VALUES (?, ?, ?, ?, ?)",
-                        (rec.device, rec.message.boot, rec.message.seq, rec.time_ms, now_ms))
-                    is_new = cur.rowcount == 1
+                for key, point in zip(keys, points, strict=True):
+                    is_new = db.execute("INSERT OR IGNORE INTO ledger VALUES (?, ?, ?, ?, ?)",
+                                        key).rowcount == 1
                     if is_new:
-                        db.execute("INSERT INTO spool (gateway, time_ns, rp, line, spooled_ms)"
-                                   " VALUES (?, ?, ?, ?, ?)",
-                                   (gateway, point_time_ns(rec), rp, line, now_ms))
+                        db.execute(_SPOOL_INSERT, point)
                     fresh.append(is_new)
                 # The loss audit, in the ledger's transaction: counted once, when kept.
                 note_seqs(db, ((r.device, r.message.boot, r.message.seq)

@@ -124,6 +124,11 @@ class SqliteStore(SqliteDatabase):
     """The embedded time-series store (the default backend)."""
 
     schema = SCHEMA + AUDIT_SCHEMA
+    # A batch of messages from many devices dirties about one page per message
+    # (rows are clustered by device); with the default 1000 pages nearly every
+    # commit of a busy gateway also checkpointed, with its fsyncs, on the path
+    # to the ack. Durability is the commit's (WAL), not the checkpoint's.
+    checkpoint_pages = 10_000
 
     # --- writes (gateway) -------------------------------------------------
 

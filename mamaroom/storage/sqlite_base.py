@@ -19,6 +19,8 @@ T = TypeVar("T")
 class SqliteDatabase:
     #: Executed on open; `CREATE ... IF NOT EXISTS` statements.
     schema = ""
+    #: WAL pages after which a commit also checkpoints (SQLite's default: 1000).
+    checkpoint_pages = 1000
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -45,6 +47,9 @@ class SqliteDatabase:
                 # NORMAL in WAL mode survives a process crash; only an OS crash
                 # can lose the last transactions.
                 db.execute("PRAGMA synchronous=NORMAL")
+                db.execute(f"PRAGMA wal_autocheckpoint={int(self.checkpoint_pages)}")
+                # Keep the WAL file no bigger than about twice that after a checkpoint.
+                db.execute(f"PRAGMA journal_size_limit={int(self.checkpoint_pages) * 8192}")
                 db.executescript(self.schema)
                 db.commit()
             except (sqlite3.Error, OSError) as exc:
