@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
     from typing import Any
 
 HOLD_MS = 120  # a finger on a button: longer than the debounce
+HOLD_READS = 8  # the panel reads the inputs every 10 ms
 ENERGY = {"none": (0, 0), "moving": (70, 0), "still": (0, 55), "both": (60, 50)}
 
 
@@ -46,10 +47,12 @@ class Board:
         self.uart = self  # the radar's UART: read() below
         self.node: Any = None  # the node, once tasks() is called
         self.door = False
-        # The button and the staff key: [level, ticks it was set, levels to come]. Each
-        # level is held HOLD_MS at least, as a finger would: two presses sent
-        # back to back are still two presses.
-        self.keys: tuple = ([False, 0, []], [False, 0, []])
+        # The button and the staff key: [level, ticks it was set, levels to come,
+        # times it was read]. Each level is held HOLD_MS at least, as a finger
+        # would (two presses sent back to back are still two presses), and is
+        # read HOLD_READS times at least: a process the OS left waiting for a
+        # while must still see every press.
+        self.keys: tuple = ([False, 0, [], 0], [False, 0, [], 0])
         self.target = ("none", 0)
         self.rx = b""
         self.outs = [False, False, False]  # call lamp, buzzer, status LED
@@ -59,9 +62,11 @@ class Board:
         """(door locked, button pressed, staff key pressed)."""
         now = ticks_ms()
         for k in self.keys:
-            if k[2] and ticks_diff(now, k[1]) >= HOLD_MS:
+            k[3] += 1
+            if k[2] and ticks_diff(now, k[1]) >= HOLD_MS and k[3] > HOLD_READS:
                 k[0] = k[2].pop(0)
                 k[1] = now
+                k[3] = 0
         return self.door, self.keys[0][0], self.keys[1][0]
 
     def _key(self, i, *levels):
