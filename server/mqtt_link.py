@@ -36,6 +36,8 @@ from server.services.rooms import LiveRooms
 from server.services.welfare import WelfareCheck
 
 log = get_logger(__name__)
+#: Longest wait for the broker's PUBACK of a call status (see send_call_ack).
+ACK_PUBLISH_TIMEOUT_S = 2.0
 GATEWAY_PREFIX = f"{PREFIX}/gateway/"
 GATEWAY_SUBSCRIPTION = f"{PREFIX}/gateway/+/+"
 DEVICE_PREFIX = f"{PREFIX}/dev/"
@@ -121,7 +123,12 @@ class ServerMqtt:
                         "the server reconnects", device=device, call_id=ack.call_id)
             return
         try:
-            await client.publish(device_topic(device, Kind.CMD), dumps(ack), qos=1)
+            # The message loop waits here, so never long: aiomqtt does not fail a
+            # publish whose connection died; it waits out its timeout (10 s), and
+            # the server heard no other call meanwhile (seen in tests/chaos). A
+            # status lost this way is sent again on the node's next press (3 s).
+            await client.publish(device_topic(device, Kind.CMD), dumps(ack), qos=1,
+                                 timeout=ACK_PUBLISH_TIMEOUT_S)
         except aiomqtt.MqttError as exc:
             log.warning("call status not sent", device=device, error=str(exc))
 
