@@ -1,5 +1,5 @@
 # Chooses which firmware runs: the factory image in the root, or an update
-# in an OTA slot (ota/a, ota/b). An update first runs on trial (trial.py):
+# in an OTA slot (ota-a, ota-b). An update first runs on trial (trial.py):
 # if it fails to start, restarts MAX_TRIAL_BOOTS times, or is not online
 # within ota_confirm_s (config.json), it is rolled back and the board
 # restarted. OTA never replaces this file, trial.py or main.py: they are
