@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import subprocess
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from fastapi.encoders import jsonable_encoder
 from rich.console import Console
 from rich.table import Table
 
@@ -69,6 +71,10 @@ async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> float:
     return statistics.median(runs) * 1000
 
 
+#: Each trend's answer over the year, per backend, for the parity check.
+ANSWERS: dict[str, dict[str, str]] = {}
+
+
 async def measure_backend(root: Path, influx: InfluxDB, backend: str, days: int,
                           repeat: int) -> dict[str, float]:
     rooms = read_rooms_csv(ROOT / "site" / "rooms.csv")
@@ -107,7 +113,11 @@ async def measure_backend(root: Path, influx: InfluxDB, backend: str, days: int,
         "uptime": lambda: svc.uptime(rng),
     }
     try:
-        return {name: await timed(fn, repeat) for name, fn in trends.items()}
+        times = {name: await timed(fn, repeat) for name, fn in trends.items()}
+        # The year's answers, as the API would serialise them: the parity check.
+        ANSWERS[backend] = {name: json.dumps(jsonable_encoder(await fn()), sort_keys=True)
+                            for name, fn in trends.items() if not name.startswith("baseline")}
+        return times
     finally:
         await calls.close()
         if isinstance(store, InfluxStore):
@@ -168,6 +178,13 @@ def main(argv: list[str] | None = None) -> str:
         gen = ", ".join(f"{b} {s:.0f} s" for b, s in took.items())
         console.print(f"generation took {gen}")
         lines += ["", f"Generating the history took {gen}."]
+    differ = [n for n in ANSWERS.get("sqlite", {})
+              if ANSWERS["sqlite"][n] != ANSWERS.get("influxdb", {}).get(n)]
+    parity = ("identical on both backends" if not differ
+              else f"DIFFERENT on the two backends: {', '.join(differ)}")
+    console.print(f"parity over {args.days} days: {parity}")
+    lines += ["", f"Parity over the {args.days} days: every trend's answer (as JSON) is {parity}."
+              if not differ else f"Parity over the {args.days} days: {parity}."]
     over = [f"{b} {n}" for b in results for n in names[1:] if results[b][n] > TARGET_MS]
     lines += ["", f"Over the {TARGET_MS} ms target: {', '.join(over) or 'none'}.", ""]
     return "\n".join(lines)
