@@ -56,6 +56,9 @@ def test_admin_page(services: Services, device_factory: type[Device], page: Page
     form.locator("select").select_option("T1-0301")
     form.locator("button").click()
     wait_for(lambda: room(services, "T1-0301").get("device") == "dev-new", what="adopted")
+    # The page redraws its device lists after the adoption; choose only after that,
+    # or the choice lands in a form about to be replaced (seen on a loaded machine).
+    expect(page.locator("form[data-device='dev-new']")).to_have_count(0, timeout=LIVE_TIMEOUT)
     page.select_option("select[name=device]", "dev-a")
     page.locator("form:has(select[name=device]) select[name=room]").select_option("T1-0401")
     page.locator("form:has(select[name=device]) button[type=submit]").click()
