@@ -32,6 +32,13 @@ def main() -> None:
         trends_bench.main(["--days", "30", "--repeat", "2"] if args.quick else []),
         firmware_bench.main(["--publishes", "300", "--presses", "10"] if args.quick else []),
     ]
+    # The long runs have their own targets and files; their latest results
+    # belong in the one report too.
+    for name, how in (("RESULTS-chaos.md", "make chaos"), ("RESULTS-soak.md", "make soak")):
+        path = RESULTS.parent / name
+        if path.exists():
+            body = path.read_text().split("\n", 1)[1] if "\n" in path.read_text() else ""
+            sections.append(f"## From the latest `{how}` ({name})\n{body}")
     stamp = datetime.datetime.now().astimezone().isoformat(timespec="minutes")
     RESULTS.write_text(f"# Benchmark results\n\nRun {stamp} with `make bench`.\n\n"
                        + "\n".join(sections))
