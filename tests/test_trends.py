@@ -263,6 +263,11 @@ def test_range_rules() -> None:
         make_range(MONDAY + timedelta(days=1), MONDAY, TZ, now)
     with pytest.raises(RangeError):
         make_range(date(2010, 1, 1), MONDAY, TZ, now)
+    # Dates at the ends of the calendar are a 422, not an overflow (found by schemathesis).
+    for first, last in ((None, date(1, 1, 1)), (date(9999, 12, 31), None),
+                        (MONDAY, date(9999, 12, 31))):
+        with pytest.raises(RangeError, match="between"):
+            make_range(first, last, TZ, now)
 
 
 H0 = at(MONDAY)

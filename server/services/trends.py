@@ -85,10 +85,17 @@ def local_ms(day: date, tz: ZoneInfo) -> int:
     return int(datetime.combine(day, time(0), tz).timestamp() * 1000)
 
 
+#: The dates a trend can be asked about: far wider than any data a site has.
+EARLIEST, LATEST = date(2000, 1, 1), date(2099, 12, 31)
+
+
 def make_range(first: date | None, last: date | None, tz: ZoneInfo, now_ms: int) -> Range:
     """Default: the last 30 days, today included."""
     today = datetime.fromtimestamp(now_ms / 1000, tz).date()
     last = last or today
+    if not EARLIEST <= last <= LATEST or (first is not None and not EARLIEST <= first <= LATEST):
+        # Also keeps date arithmetic below from overflowing (year 1 or 9999: a 500).
+        raise RangeError(f"dates must be between {EARLIEST} and {LATEST}")
     first = first or last - timedelta(days=29)
     if first > last:
         raise RangeError(f"from ({first}) is after to ({last})")
