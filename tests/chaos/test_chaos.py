@@ -46,6 +46,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tests.chaos.ledger import RECEIVED, Key, Ledger
 from tests.support import (
     ROOT,
+    SHIPPED_MOSQUITTO_CONF,
     InfluxDB,
     Mosquitto,
     Proc,
@@ -61,7 +62,9 @@ CALLS = int(os.environ.get("CHAOS_CALLS", "1000"))
 CALLS_OVER_S = float(os.environ.get("CHAOS_CALLS_OVER_S", "240"))
 REFRESH_S = 10.0
 #: Mosquitto's autosave_interval in the shipped config: what a kill -9 can lose.
-AUTOSAVE_S = 60.0
+AUTOSAVE_S = float(next(
+    line.split()[1] for line in SHIPPED_MOSQUITTO_CONF.read_text().splitlines()
+    if line.startswith("autosave_interval ")))
 RESULTS = ROOT / "bench" / "RESULTS-chaos.md"
 
 
@@ -344,7 +347,7 @@ def report(faults: list[Fault], ledger: Ledger, **figures: Any) -> None:
         f"Mosquitto {_version(['mosquitto', '-h'])}, InfluxDB {_version(['influxd', 'version'])}).",
         f"{NODES} simulated nodes, {len(ledger.calls)} calls over ~{CALLS_OVER_S:.0f} s, "
         f"occupancy refreshed every {REFRESH_S:.0f} s, gateway on InfluxDB, "
-        "Mosquitto with the shipped persistence (autosave every 60 s).",
+        f"Mosquitto with the shipped persistence (autosave every {AUTOSAVE_S:.0f} s).",
         "",
         "Each part was killed with SIGKILL while calls were in flight (pressed, the "
         "broker had them, no `received` yet) and restarted at once. Times are from the "
