@@ -126,7 +126,9 @@ class ServerMqtt:
             # The message loop waits here, so never long: aiomqtt does not fail a
             # publish whose connection died; it waits out its timeout (10 s), and
             # the server heard no other call meanwhile (seen in tests/chaos). A
-            # status lost this way is sent again on the node's next press (3 s).
+            # `received` lost this way is sent again on the node's next press
+            # (3 s); a later status when the node is back online (its retained
+            # `online` reaches the server again on every reconnect of either).
             await client.publish(device_topic(device, Kind.CMD), dumps(ack), qos=1,
                                  timeout=ACK_PUBLISH_TIMEOUT_S)
         except aiomqtt.MqttError as exc:
