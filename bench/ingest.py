@@ -172,8 +172,7 @@ def link_subscriber(port: int, names: list[str], count: int) -> Result:
         lnk.start()
         while received < count:
             batch = await asyncio.wait_for(lnk.next_batch(1000), 600)
-            for item in batch:
-                lnk.ack(item)
+            lnk.ack_all(batch)
             received += len(batch)
         seconds = time.perf_counter() - started
         cpu = cpu_s(psutil.Process()) - cpu0

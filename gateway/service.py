@@ -291,8 +291,7 @@ class Gateway:
             for rec in new:
                 changed += self.tracker.on_message(rec.device, rec.message, rec.time_ms, now)
         await self._publish_states(changed)
-        for item in batch.items:
-            link.ack(item)
+        link.ack_all(batch.items)
 
     def _reject(self, item: Inbox, reason: RejectReason, detail: str) -> None:
         self.metrics.rejected.labels(reason.value).inc()

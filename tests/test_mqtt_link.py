@@ -34,13 +34,6 @@ def test_buffered_socket_serves_small_reads_and_batches_writes() -> None:
             pass
         b.sendall(b"xy")
         wait_for(lambda: _readable(a), timeout=5)
-        sock.hold = True
-        try:
-            sock.recv(1)
-            raise AssertionError("a held socket must read nothing")
-        except BlockingIOError:
-            pass
-        sock.hold = False
         assert sock.recv(2) == b"xy"
         # Writes wait in memory until flush(): one segment for many packets.
         assert sock.send(b"\x40\x02\x00\x01") == 4
@@ -49,6 +42,47 @@ def test_buffered_socket_serves_small_reads_and_batches_writes() -> None:
         assert sock.flush() and sock.unsent == 0
         b.settimeout(5)
         assert b.recv(100) == b"\x40\x02\x00\x01\x40\x02\x00\x02"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_buffered_socket_hands_out_whole_frames_and_limits_paho_to_one() -> None:
+    """The gateway's own PUBLISH parsing sees only complete frames; paho reads
+    exactly the frame it is given; the peer's close reaches paho last."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    sock = BufferedSocket(a)
+    publish = b"\x32\x0c\x00\x03a/b\x00\x07hello"  # PUBLISH QoS 1, mid 7
+    suback = b"\x90\x03\x00\x01\x01"
+    big = b"\x30\x80\x01" + b"\x00\x01t" + b"x" * 125  # 128-byte body: 2 length bytes
+    try:
+        b.sendall(publish + suback + big[:50])
+        wait_for(lambda: sock.fill() or sock.pending() > 0, timeout=5)
+        assert sock.next_frame() == (0x32, 2, len(publish))
+        sock.consume(len(publish))
+        header, start, end = sock.next_frame() or (0, 0, 0)
+        assert header == 0x90 and end - start == 3
+        sock.limit = end  # paho may read this frame and not one byte more
+        assert sock.recv(1) == b"\x90" and sock.recv(1) == b"\x03"
+        assert sock.recv(100) == b"\x00\x01\x01"
+        try:
+            sock.recv(1)
+            raise AssertionError("paho must not read past its frame")
+        except BlockingIOError:
+            pass
+        sock.limit = -1
+        assert sock.next_frame() is None  # the big one is incomplete
+        b.sendall(big[50:])
+        wait_for(sock.fill, timeout=5)
+        # What was used up is dropped when more comes: offsets restart at 0.
+        assert sock.next_frame() == (0x30, 3, len(big))
+        sock.consume(len(big))
+        assert not sock.ended
+        b.close()
+        wait_for(sock.fill, timeout=5)
+        assert sock.ended and sock.next_frame() is None
+        assert sock.recv(1) == b""  # paho learns of the close
     finally:
         a.close()
         b.close()

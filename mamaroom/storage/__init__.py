@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from mamaroom.contract import Envelope, Kind
 from mamaroom.storage.rollups import (
@@ -32,9 +31,10 @@ class StorageError(Exception):
     """The store could not do what was asked (unreachable, corrupt, full disk)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One valid device message, enriched with its room and arrival time."""
+class Record(NamedTuple):
+    """One valid device message, enriched with its room and arrival time.
+    A NamedTuple: one is built per message, and a frozen dataclass costs
+    several times as much to build (each field through object.__setattr__)."""
 
     device: str
     room: str | None

@@ -39,12 +39,14 @@ def _field(value: object) -> str | None:
     return None  # lists, objects: not representable as a field
 
 
-def to_line(rec: Record) -> str:
-    """One point; raises StorageError for a message type without a measurement."""
-    msg = rec.message
-    measurement = MEASUREMENTS.get(type(msg))
-    if measurement is None:
-        raise StorageError(f"no measurement for {type(msg).__name__}")
+#: "measurement,tags" per (message type, device, room, building, floor): the
+#: same few hundred keys recur in every batch, and building them was the
+#: largest single cost of a message on the InfluxDB path (bench/ingest.py).
+_heads: dict[tuple[type, str, str | None, str | None, int | None], str] = {}
+_HEADS_MAX = 100_000
+
+
+def _head(measurement: str, rec: Record) -> str:
     tags = [("device", rec.device)]
     if rec.room:
         tags.append(("room", rec.room))
@@ -53,6 +55,21 @@ def to_line(rec: Record) -> str:
     if rec.floor is not None:
         tags.append(("floor", str(rec.floor)))
     tags.sort()  # InfluxDB's preferred order: sorted by key
+    return measurement + "".join(f",{k}={_tag(v)}" for k, v in tags if v)
+
+
+def to_line(rec: Record) -> str:
+    """One point; raises StorageError for a message type without a measurement."""
+    msg = rec.message
+    key = (type(msg), rec.device, rec.room, rec.building, rec.floor)
+    head = _heads.get(key)
+    if head is None:
+        measurement = MEASUREMENTS.get(type(msg))
+        if measurement is None:
+            raise StorageError(f"no measurement for {type(msg).__name__}")
+        if len(_heads) >= _HEADS_MAX:  # a registry rewritten many times over
+            _heads.clear()
+        head = _heads[key] = _head(measurement, rec)
     fields: dict[str, object] = {"boot": msg.boot, "seq": msg.seq,
                                  "received_ms": rec.received_ms,
                                  "device_clock": msg.ts is not None}
@@ -62,15 +79,14 @@ def to_line(rec: Record) -> str:
     elif isinstance(msg, Telemetry):
         fields.update(uptime_s=msg.uptime_s, rssi=msg.rssi, heap_free=msg.heap_free,
                       fw=msg.fw, reset_reason=msg.reset_reason)
-        for key, value in (msg.model_extra or {}).items():
-            if key.isidentifier() and key not in fields:
-                fields[f"x_{key}"] = value  # device extras, prefixed so they never clash
+        for key_, value in (msg.model_extra or {}).items():
+            if key_.isidentifier() and key_ not in fields:
+                fields[f"x_{key_}"] = value  # device extras, prefixed so they never clash
     elif isinstance(msg, Call):
         fields.update(action=msg.action, call_id=msg.call_id, status=msg.status)
     encoded = []
-    for key, value in fields.items():
+    for name, value in fields.items():
         text = _field(value)
         if text is not None:
-            encoded.append(f"{key}={text}")
-    tag_text = "".join(f",{k}={_tag(v)}" for k, v in tags if v)
-    return f"{measurement}{tag_text} {','.join(encoded)} {point_time_ns(rec)}"
+            encoded.append(f"{name}={text}")
+    return f"{head} {','.join(encoded)} {point_time_ns(rec)}"
