@@ -27,7 +27,8 @@ def main() -> None:
         sse_fanout.main(["--clients", "500", "--changes", "3"] if args.quick else []),
         rooms_api.main(["--seconds", "3"] if args.quick else []),
         call_latency.main(["--calls", "100" if args.quick else "1000"]),
-        ingest.main(["--messages", "20000", "--steady-rooms", "1000", "--steady-s", "10"]
+        ingest.main(["--messages", "20000", "--rounds", "1", "--steady-rooms", "1000",
+                     "--steady-s", "10"]
                     if args.quick else []),
         trends_bench.main(["--days", "30", "--repeat", "2"] if args.quick else []),
         firmware_bench.main(["--publishes", "300", "--presses", "10"] if args.quick else []),

@@ -267,6 +267,7 @@ class MqttLink:
         inbox = self._inbox
         before = len(inbox)
         auto_ack = not self._manual_ack
+        room = self._max_pending - self._backlog()  # taken down per message: exact
         while True:
             frame = sock.next_frame()
             if frame is None:
@@ -292,7 +293,8 @@ class MqttLink:
                             sock.send(PUBACK.pack(0x40, 2, mid))
                         else:
                             self._delivered += 1
-                    if self._backlog() >= self._max_pending:
+                    room -= 1
+                    if room <= 0:
                         self._pause()  # the bound is exact: not one frame more
                         break
                     continue
@@ -304,6 +306,7 @@ class MqttLink:
                 sock.limit = -1
             if self._sock is not sock or self._paused:
                 break
+            room = self._max_pending - self._backlog()
         if len(inbox) != before:
             self._arrived.set()
 

@@ -46,6 +46,7 @@ class RoomTracker:
         self.registry: Registry | None = None
         self.rooms: dict[str, RegistryRoom] = {}
         self.device_room: dict[str, str] = {}
+        self.device_place: dict[str, tuple[str, str | None, int | None]] = {}
         self.room_device: dict[str, str | None] = {}
         self.devices: dict[str, DeviceView] = {}
         #: What was last published per room: (derived, since_ms).
@@ -71,6 +72,8 @@ class RoomTracker:
         self.rooms = {r.id: r for r in registry.rooms}
         self.room_device = {r.id: r.device for r in registry.rooms}
         self.device_room = registry.device_rooms()
+        self.device_place = {device: (room, self.rooms[room].building, self.rooms[room].floor)
+                             for device, room in self.device_room.items()}
         removed = [room for room in self.published if room not in self.room_device]
         for room in removed:
             del self.published[room]
@@ -78,6 +81,10 @@ class RoomTracker:
 
     def room_of(self, device: str) -> str | None:
         return self.device_room.get(device)
+
+    def place_of(self, device: str) -> tuple[str, str | None, int | None] | None:
+        """(room, building, floor) of a device, or None if the registry lacks it."""
+        return self.device_place.get(device)
 
     def room_info(self, room: str) -> RegistryRoom | None:
         return self.rooms.get(room)

@@ -235,7 +235,7 @@ class Gateway:
         """Validate and enrich; count and log rejects. No I/O."""
         out = Decoded(batch, self.clock())
         records = out.records
-        room_of, room_info = self.tracker.room_of, self.tracker.room_info
+        place_of, now = self.tracker.place_of, out.now
         for item in batch:
             if item.dup:
                 self.metrics.redelivered.inc()
@@ -246,17 +246,16 @@ class Gateway:
                 continue
             if inbound is None:
                 continue
-            room = room_of(inbound.device)
-            if room is None:
+            place = place_of(inbound.device)
+            if place is None:
                 self._reject(item, RejectReason.UNKNOWN_DEVICE, "not in the registry")
                 out.unknown.append((inbound.device, item.topic))
             elif isinstance(inbound, StatusUpdate):
-                out.statuses.append((inbound, room))
+                out.statuses.append((inbound, place[0]))
             else:
-                reg = room_info(room)
-                records.append(Record(
-                    inbound.device, room, inbound.kind, inbound.message, out.now,
-                    building=reg.building if reg else None, floor=reg.floor if reg else None))
+                room, building, floor = place
+                records.append(Record(inbound.device, room, inbound.kind, inbound.message, now,
+                                      building, floor))
         # Counted once per batch (Counter counts in C), not per message.
         for kind, n in Counter(rec.kind for rec in records).items():
             self.metrics.received.labels(kind.value).inc(n)
