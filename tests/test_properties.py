@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import select
 import sys
@@ -38,6 +39,8 @@ from mamaroom.contract import (
     parse_payload,
     parse_status,
 )
+from mamaroom.storage import Record
+from mamaroom.storage.line_protocol import to_line
 from server.notify.espa import (
     ETX,
     MAX_TEXT,
@@ -170,6 +173,65 @@ def test_every_valid_message_reads_back_field_for_field(data: st.DataObject) -> 
     body = data.draw(VALID[kind][0])
     msg = parse_payload(kind, json.dumps(body).encode())
     assert {k: getattr(msg, k) for k in body} == body
+
+
+def plain_line(rec: Record) -> str:
+    """Line protocol the obvious way (docs/storage.md): the oracle for the
+    gateway's faster `to_line`."""
+    msg = rec.message
+    tags = sorted([("device", rec.device), ("room", rec.room or ""),
+                   ("building", rec.building or ""),
+                   ("floor", "" if rec.floor is None else str(rec.floor))])
+    fields: dict[str, Any] = {"boot": msg.boot, "seq": msg.seq,
+                              "received_ms": rec.received_ms, "device_clock": msg.ts is not None}
+    names = {Occupancy: ("occupied", "source", "radar", "still_s"),
+             Telemetry: ("uptime_s", "rssi", "heap_free", "fw", "reset_reason"),
+             Call: ("action", "call_id", "status")}[type(msg)]
+    fields.update({n: getattr(msg, n) for n in names})
+    for key, value in (msg.model_extra or {}).items():
+        if key.isidentifier() and key not in fields:
+            fields[f"x_{key}"] = value
+
+    def field(v: Any) -> str | None:
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, int):
+            return f"{v}i"
+        if isinstance(v, float):
+            return repr(v) if math.isfinite(v) else None
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return None
+
+    def tag(v: str) -> str:
+        for ch in "\\, =":
+            v = v.replace(ch, "\\" + ch)
+        return v
+
+    measurement = {Occupancy: "occupancy", Telemetry: "telemetry", Call: "call"}[type(msg)]
+    head = measurement + "".join(f",{k}={tag(v)}" for k, v in tags if v)
+    body = ",".join(f"{k}={t}" for k, v in fields.items() if (t := field(v)) is not None)
+    return f"{head} {body} {rec.time_ms * 1_000_000 + msg.seq % 1_000_000}"
+
+
+tag_texts = st.one_of(st.none(), st.text(max_size=12))
+
+
+@given(st.data(), st.text(min_size=1, max_size=12), tag_texts, tag_texts,
+       st.one_of(st.none(), st.integers(-5, 99)),
+       st.dictionaries(st.one_of(st.text(max_size=10),  # and names that could clash:
+                                 st.sampled_from(["received_ms", "device_clock", "fw"])),
+                       json_values, max_size=3))
+def test_every_message_becomes_the_line_the_schema_says(
+        data: st.DataObject, device: str, room: str | None, building: str | None,
+        floor: int | None, extras: dict[str, Any]) -> None:
+    kind = data.draw(st.sampled_from(list(VALID)))
+    body = data.draw(VALID[kind][0])
+    if kind is Kind.TELEMETRY:
+        body = {**extras, **body}
+    msg = parse_payload(kind, json.dumps(body).encode())
+    rec = Record(device, room, kind, msg, 1_700_000_000_000, building, floor)
+    assert to_line(rec) == plain_line(rec)
 
 
 @given(st.binary(max_size=20))
