@@ -28,7 +28,7 @@ from server.errors import ServerError
 from server.mqtt_link import ServerMqtt
 from server.notify.im import ImChannel
 from server.notify.wiring import call_text, link_watcher, page_recorder, start_espa
-from server.security import security_headers
+from server.security import SecurityHeaders
 from server.services.accounts import AccountsDb, LoginLimiter
 from server.services.alerts import AlertService, present
 from server.services.escalation import Escalator, paging_gaps
@@ -139,7 +139,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def server_error(_: Request, exc: ServerError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
 
-    app.middleware("http")(security_headers)
+    app.add_middleware(SecurityHeaders)
     app.include_router(rooms.router)
     app.include_router(auth.router)
     app.include_router(devices.router)
