@@ -103,7 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
                     log.exception("room refresh failed; will retry")
 
         tasks = [asyncio.create_task(mqtt.run()), asyncio.create_task(refresh()),
-                 asyncio.create_task(escalator.run())]
+                 asyncio.create_task(escalator.run()), asyncio.create_task(fanout.keepalive())]
         page_tasks, push_db = await pages.start(app, app.state.ctx)
         tasks += page_tasks
         log.info("server started", rooms=len(current.rooms), broker=settings.mqtt.url)
