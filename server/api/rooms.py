@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.sse import EventSourceResponse
+from pydantic import TypeAdapter
 from starlette.types import Receive, Scope, Send
 
 from mamaroom.contract import RoomStateName
@@ -18,6 +19,8 @@ from server.services.fanout import Event, frame
 from server.services.rooms import PublicRoom
 
 router = APIRouter(prefix="/api", tags=["rooms"])
+#: How FastAPI encodes a `response_model=list[PublicRoom]` (its dump_json path).
+ROOM_LIST = TypeAdapter(list[PublicRoom])
 #: Tells a browser's EventSource how long to wait before reconnecting (ms).
 RETRY_MS = 3000
 
@@ -28,8 +31,12 @@ async def list_rooms(
     building: Annotated[str | None, Query(description="Building name (Chinese or English)")] = None,
     floor: Annotated[int | None, Query(ge=-10, le=200)] = None,
     state: RoomStateName | None = None,
-) -> list[PublicRoom]:
-    return ctx.rooms.query(building=building, floor=floor, state=state)
+) -> Response:
+    # Encoded once per change of the rooms, not once per request. response_model
+    # still gives the schema; these are the bytes FastAPI would send for it.
+    body = ctx.rooms.encoded(("rooms", building, floor, state), lambda: ROOM_LIST.dump_json(
+        ctx.rooms.query(building=building, floor=floor, state=state), by_alias=True))
+    return Response(body, media_type="application/json")
 
 
 @router.get("/rooms/{room_id}", response_model=PublicRoom,
@@ -87,7 +94,8 @@ class RoomStream(EventSourceResponse):
         ctx = self._ctx
         with ctx.fanout.subscribe(staff=self._staff) as queue:
             # Taken at once after subscribing, so no change can fall in between.
-            snapshot = frame("snapshot", ctx.rooms.query(), retry=RETRY_MS)
+            snapshot = ctx.rooms.encoded("snapshot", lambda: frame(
+                "snapshot", ctx.rooms.query(), retry=RETRY_MS))
             gone = asyncio.create_task(self._on_disconnect(receive, queue))
             try:
                 await send({"type": "http.response.start", "status": self.status_code,
