@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> str:
         f"{args.procs} listener processes); timed from the publish to the moment the last "
         f"client has the `event: room`. {args.changes} changes; baseline: the same with one "
         "client, same run. CPU per change: of the server process, and of all listener "
-        "processes together (on the same cores; medians).", "",
+        "processes together (on the same cores; medians; the server's in 10 ms ticks).", "",
         "| clients | to the last client, median ms | worst ms | median client ms | ratio "
         "| server CPU ms | listeners CPU ms |",
         "|---|---|---|---|---|---|---|",
