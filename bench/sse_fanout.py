@@ -22,10 +22,12 @@ import tempfile
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import NamedTuple
 
+import psutil
 from rich.console import Console
 
-from bench.ingest import machine
+from bench.ingest import cpu_s, machine
 from tests.support import Device, Mosquitto, Services, write_rooms_csv
 
 console = Console()
@@ -102,15 +104,19 @@ def _listener(port: int, n: int, conn: Connection) -> None:
         await asyncio.wait_for(arrivals.all_ready.wait(), 300)
         conn.send(("ready", n))
         loop = asyncio.get_running_loop()
+        cpu0 = 0.0
         while True:
             msg = await loop.run_in_executor(None, conn.recv)
             if msg[0] == "expect":
                 arrivals.expect(msg[1].encode())
+                cpu0 = time.process_time()
             elif msg[0] == "collect":
                 marker = msg[1].encode()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(arrivals.done[marker].wait(), 15)
-                conn.send(("times", list(arrivals.times[marker])))
+                # CPU this listener spent on the change: shows whether the
+                # listeners, on the same cores as the server, are what is slow.
+                conn.send(("times", list(arrivals.times[marker]), time.process_time() - cpu0))
             elif msg[0] == "stop":
                 stop.set()
                 for t in tasks:
@@ -120,9 +126,17 @@ def _listener(port: int, n: int, conn: Connection) -> None:
     asyncio.run(run())
 
 
+class Change(NamedTuple):
+    last: float  # s from the publish until the last client had it
+    median: float  # s until the median client had it
+    reached: int  # clients that had it
+    server_cpu: float  # s of CPU the server process spent meanwhile
+    listeners_cpu: float  # s of CPU of all listener processes together
+
+
 def fan_out(svc: Services, device: Device, clients: int, changes: int,
-            procs: int) -> list[tuple[float, float, int]]:
-    """Per change: (time to the last client, median client, clients reached)."""
+            procs: int) -> list[Change]:
+    """Per change: when the clients had it, and the CPU it cost."""
     per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     pipes = []
     workers = []
@@ -140,6 +154,8 @@ def fan_out(svc: Services, device: Device, clients: int, changes: int,
             raise RuntimeError("stream clients did not connect within 300 s")
         assert p.recv()[0] == "ready"
     out = []
+    assert svc.server.proc is not None
+    server = psutil.Process(svc.server.proc.pid)
     occupied = svc.room(ROOM)["state"] == "occupied"
     try:
         for _ in range(changes):
@@ -149,17 +165,22 @@ def fan_out(svc: Services, device: Device, clients: int, changes: int,
             for p in pipes:
                 p.send(("expect", marker))
             time.sleep(0.2)  # the listeners have registered it (a benchmark, not a test)
+            cpu0 = cpu_s(server)
             t0 = time.time()
             device.occupancy(occupied)
             svc.wait_room_state(ROOM, "occupied" if occupied else "free")
             arrivals: list[float] = []
+            listeners_cpu = 0.0
             for p in pipes:
                 p.send(("collect", marker))
             for p in pipes:
-                arrivals += p.recv()[1]
+                _, times, cpu = p.recv()
+                arrivals += times
+                listeners_cpu += cpu
             lat = sorted(a - t0 for a in arrivals)
-            out.append((lat[-1] if lat else float("inf"),
-                        lat[len(lat) // 2] if lat else float("inf"), len(lat)))
+            out.append(Change(lat[-1] if lat else float("inf"),
+                              lat[len(lat) // 2] if lat else float("inf"), len(lat),
+                              cpu_s(server) - cpu0, listeners_cpu))
     finally:
         for p in pipes:
             p.send(("stop",))
@@ -198,31 +219,42 @@ def main(argv: list[str] | None = None) -> str:
                 device.close()
             svc.stop()
             broker.stop()
-    b_last = statistics.median(x[0] for x in base)
-    m_last = statistics.median(x[0] for x in many)
-    m_worst = max(x[0] for x in many)
-    m_mid = statistics.median(x[1] for x in many)
-    reached = min(x[2] for x in many)
-    console.print(f"one client: {b_last * 1000:.1f} ms; {args.clients} clients: last "
-                  f"{m_last * 1000:.0f} ms (median of {args.changes}), worst "
-                  f"{m_worst * 1000:.0f} ms, ratio ×{m_last / b_last:.0f}; fewest reached "
-                  f"{reached}/{args.clients}")
+    def ms(values: list[float]) -> float:
+        return statistics.median(values) * 1000
+
+    b_last = ms([c.last for c in base])
+    m_last = ms([c.last for c in many])
+    m_worst = max(c.last for c in many) * 1000
+    reached = min(c.reached for c in many)
+    console.print(f"one client: {b_last:.1f} ms; {args.clients} clients: last "
+                  f"{m_last:.0f} ms (median of {args.changes}), worst "
+                  f"{m_worst:.0f} ms, ratio ×{m_last / b_last:.0f}; fewest reached "
+                  f"{reached}/{args.clients}; CPU per change: server "
+                  f"{ms([c.server_cpu for c in many]):.0f} ms, listeners "
+                  f"{ms([c.listeners_cpu for c in many]):.0f} ms")
+
+    def row(name: str, changes: list[Change], ratio: str) -> str:
+        return (f"| {name} | {ms([c.last for c in changes]):.1f} | "
+                f"{max(c.last for c in changes) * 1000:.1f} | "
+                f"{ms([c.median for c in changes]):.1f} | {ratio} | "
+                f"{ms([c.server_cpu for c in changes]):.0f} | "
+                f"{ms([c.listeners_cpu for c in changes]):.0f} |")
+
     return "\n".join([
         "## SSE fan-out", "",
         f"Machine: {machine()}. One occupancy change published while {args.clients} clients "
         "hold `/api/stream` open (raw sockets in "
         f"{args.procs} listener processes); timed from the publish to the moment the last "
         f"client has the `event: room`. {args.changes} changes; baseline: the same with one "
-        "client, same run.", "",
-        "| clients | to the last client, median ms | worst ms | median client ms | ratio |",
-        "|---|---|---|---|---|",
-        f"| 1 (baseline) | {b_last * 1000:.1f} | {max(x[0] for x in base) * 1000:.1f} | "
-        f"{statistics.median(x[1] for x in base) * 1000:.1f} | 1 |",
-        f"| {args.clients} | {m_last * 1000:.0f} | {m_worst * 1000:.0f} | {m_mid * 1000:.0f} | "
-        f"{m_last / b_last:.0f} |", "",
+        "client, same run. CPU per change: of the server process, and of all listener "
+        "processes together (on the same cores; medians; the server's in 10 ms ticks).", "",
+        "| clients | to the last client, median ms | worst ms | median client ms | ratio "
+        "| server CPU ms | listeners CPU ms |",
+        "|---|---|---|---|---|---|---|",
+        row("1 (baseline)", base, "1"),
+        row(str(args.clients), many, f"{m_last / b_last:.0f}"), "",
         f"Target: ≤ 1,000 ms to the last client. Fewest clients reached in a change: "
         f"{reached} of {args.clients}.", ""])
-
 
 if __name__ == "__main__":
     print(main())

@@ -32,7 +32,9 @@ class ServerContext:
     fanout: Fanout
 
 
-def _context(request: Request) -> ServerContext:
+async def _context(request: Request) -> ServerContext:
+    # async although it awaits nothing: FastAPI runs a plain `def` dependency
+    # in its thread pool, a thread hand-off on every request that uses Ctx.
     ctx: ServerContext = request.app.state.ctx
     return ctx
 

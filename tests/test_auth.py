@@ -6,6 +6,12 @@ import subprocess
 import sys
 from typing import Any
 
+import httpx
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from server.security import SECURITY_HEADERS, SecurityHeaders
 from tests.support import ROOT, Services, wait_for
 
 
@@ -60,6 +66,22 @@ def test_security_headers(services: Services) -> None:
     page = services.http.get("/")
     assert page.status_code == 200 and "frame-ancestors 'none'" in page.headers[
         "content-security-policy"]
+
+
+async def test_security_headers_keep_what_a_route_set() -> None:
+    """The middleware adds each header only where the response has none."""
+
+    async def framed(_: object) -> PlainTextResponse:
+        return PlainTextResponse("ok", headers={"X-Frame-Options": "SAMEORIGIN"})
+
+    app = SecurityHeaders(Starlette(routes=[Route("/", framed)]))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
+        r = await c.get("/")
+    assert r.headers["x-frame-options"] == "SAMEORIGIN"
+    assert r.headers.get_list("x-frame-options") == ["SAMEORIGIN"]
+    for name, value in SECURITY_HEADERS.items():
+        if name != "X-Frame-Options":
+            assert r.headers[name] == value
 
 
 def test_admin_manages_accounts_and_adopts_a_device(services: Services,

@@ -36,6 +36,29 @@ def test_door_lock_reaches_the_room_list(services: Services, device_factory: Any
     assert 'mamaroom_rooms{state="free"} 1.0' in stored
 
 
+def test_the_room_list_follows_every_change(services: Services, device_factory: Any) -> None:
+    """GET /api/rooms is served from an encoding kept until a room changes:
+    it must never lag a change, and must be the bytes FastAPI encodes."""
+
+    def listed(**params: Any) -> dict[str, Any]:
+        return {r["id"]: r for r in services.http.get("/api/rooms", params=params).json()}
+
+    assert listed()["T1-0101"]["state"] == "offline" and listed(state="free") == {}
+    dev = device_factory("dev-a")
+    dev.occupancy(False)
+    services.wait_room_state("T1-0101", "free")
+    assert listed()["T1-0101"]["state"] == "free" and list(listed(state="free")) == ["T1-0101"]
+    assert services.admin("PATCH", "/api/admin/rooms/T1-0101",
+                          json={"in_service": False}).status_code == 200
+    wait_for(lambda: services.room("T1-0101")["in_service"] is False, what="out of service")
+    assert listed()["T1-0101"]["available"] is False and listed(floor=1)["T1-0101"][
+        "in_service"] is False
+    # The same bytes as FastAPI's own encoding of each room (GET /api/rooms/{id}).
+    body = services.http.get("/api/rooms").content
+    assert body == b"[" + b",".join(services.http.get(f"/api/rooms/{room}").content
+                                    for room in listed()) + b"]"
+
+
 def test_mosquitto_pub_door_event_shows_in_api_and_stream(services: Services,
                                                           device_factory: Any) -> None:
     """The issue's acceptance check, with the real `mosquitto_pub` client."""
