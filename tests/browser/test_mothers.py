@@ -7,7 +7,7 @@ import re
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import axe_violations
-from tests.support import Device, Services
+from tests.support import Device, Services, wait_for
 
 LIVE_TIMEOUT = 30_000  # ms; the machine is shared and slow, never a timing assert
 
@@ -44,7 +44,9 @@ def test_the_list_changes_live_when_a_room_is_taken(
     page.click("#remind")
     expect(page.locator("#remind")).to_have_attribute("aria-pressed", "true")
     b.occupancy(False)
-    page.wait_for_function("window.__reminders === 1", timeout=LIVE_TIMEOUT)
+    # Polled from here, not wait_for_function: see test_trends.py.
+    wait_for(lambda: page.evaluate("window.__reminders === 1"), timeout=LIVE_TIMEOUT / 1000,
+             interval=0.2, what="the reminder")
     expect(page.locator("#remind-state")).to_contain_text("有空位了")
     page.evaluate("window.scrollTo(0, 0)")
 

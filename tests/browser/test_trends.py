@@ -10,7 +10,7 @@ from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import axe_violations, screenshot
 from tests.browser.test_staff import login
-from tests.support import ROOT, Services
+from tests.support import ROOT, Services, wait_for
 
 CHARTS = ("c-heat", "c-rooms", "c-days", "c-lengths", "c-calls", "c-uptime")
 
@@ -22,8 +22,12 @@ def test_trends_page_draws_every_chart_with_data(services: Services, page: Page)
                    env=services.env, cwd=ROOT, check=True, capture_output=True, timeout=300)
     page.goto(services.base_url + "/trends")
     login(page, services)
-    page.wait_for_function(
-        f"{list(CHARTS)}.every(id => (window.__chartsRendered[id] || 0) > 0)", timeout=60_000)
+    # Polled from here: Playwright's wait_for_function re-evaluates its string,
+    # which the page's CSP (no 'unsafe-eval') refuses now and then
+    # (microsoft/playwright#36982); one page.evaluate at a time is allowed.
+    wait_for(lambda: page.evaluate(
+        f"{list(CHARTS)}.every(id => ((window.__chartsRendered || {{}})[id] || 0) > 0)"),
+        timeout=60, interval=0.2, what="every chart drawn")
     expect(page.locator("#status")).to_have_text("")
     assert page.locator("#c-heat canvas").count() >= 1
     links = page.locator("[data-csv] a")
