@@ -300,12 +300,13 @@ class MqttLink:
                     continue
             # Not ours (or malformed): paho reads this one frame and no further.
             sock.limit = end
+            at = sock.pos
             try:
                 self._client.loop_read()
             finally:
                 sock.limit = -1
-            if self._sock is not sock or self._paused:
-                break
+            if self._sock is not sock or self._paused or sock.pos == at:
+                break  # closed, full, or paho took nothing (never spin on it)
             room = self._max_pending - self._backlog()
         if len(inbox) != before:
             self._arrived.set()
