@@ -114,6 +114,11 @@ def server(
         settings.http.port = port
     if not settings.server_db_path.exists():
         _check_csv(settings.rooms_csv)  # fail with every bad line, before starting
+    from server.services.escalation import refuse_unpaged
+
+    if (why := refuse_unpaged(settings.escalation, settings.paging)) is not None:
+        _error(why)
+        raise typer.Exit(2)
     config = uvicorn.Config(create_app(settings), host=settings.http.host,
                             port=settings.http.port, log_config=None, access_log=False,
                             timeout_graceful_shutdown=3)

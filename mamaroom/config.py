@@ -37,7 +37,13 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf and nan are never a duration or a share: `supervision_s=inf` would
+    # mean a dead room is never offline.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+#: The longest any timer may be set to: a day. A longer supervision,
+#: escalation step or alert delay means, in practice, never.
+DAY_S = 86_400.0
 
 
 #: Values that are placeholders or well-known defaults, never a site's secret:
@@ -142,7 +148,7 @@ class GatewaySettings(_Section):
     #: gateway stops reading and the broker holds the backlog.
     max_pending: Annotated[int, Field(ge=10, le=100_000)] = 2000
     #: A room whose node sent nothing for this long is offline (contract: 150 s).
-    supervision_s: Annotated[float, Field(gt=0)] = 150.0
+    supervision_s: Annotated[float, Field(gt=0, le=3600)] = 150.0
     #: Most messages written to storage in one transaction.
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 1000
     #: Prometheus metrics of the gateway; 0 turns the endpoint off.
@@ -173,7 +179,7 @@ class EspaSettingsModel(_Section):
     #: system is the control station and polls mamaroom).
     mode: Literal["control", "passive"] = "control"
     #: Passive mode: no poll for this long means the link is down.
-    poll_silence_s: Annotated[float, Field(gt=0)] = 30.0
+    poll_silence_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
 
 class ImSettings(_Section):
@@ -186,18 +192,22 @@ class ImSettings(_Section):
 class PagingSettings(_Section):
     espa: EspaSettingsModel = EspaSettingsModel()
     im: ImSettings = ImSettings()
+    #: The server refuses to start when no escalation tier can page anyone
+    #: (calls would reach only the console). `true` starts it anyway, for a
+    #: demo or a bench: the console then shows every call as "nobody to page".
+    allow_no_target: bool = False
 
 
 class AlertSettings(_Section):
     #: A node offline this long, in its room's opening hours, raises device_offline.
-    device_offline_after_s: Annotated[float, Field(gt=0)] = 300.0
+    device_offline_after_s: Annotated[float, Field(gt=0, le=DAY_S)] = 300.0
     #: When at least this share of a building's nodes (and at least
     #: building_outage_min of them) are down, raise one alert for the building.
     building_outage_share: Annotated[float, Field(gt=0, le=1)] = 0.5
     building_outage_min: Annotated[int, Field(ge=2)] = 3
     #: Welfare check: a room occupied with the radar reporting continuous
     #: stillness for this long raises a gentle `welfare` alert (staff knock).
-    welfare_after_s: Annotated[float, Field(gt=0)] = 3600.0
+    welfare_after_s: Annotated[float, Field(gt=0, le=DAY_S)] = 3600.0
     #: The welfare check's off switch (some sites prefer none).
     welfare_enabled: bool = True
 
@@ -225,7 +235,7 @@ class EscalationTier(_Section):
     """Who is paged, from how long after the call, until someone acknowledges it."""
 
     #: Seconds after the call when this tier starts.
-    after_s: Annotated[float, Field(ge=0)] = 0
+    after_s: Annotated[float, Field(ge=0, le=DAY_S)] = 0
     #: Pager numbers of this tier (security desk, facility manager, ...), over ESPA.
     pagers: list[PagerNumber] = Field(default_factory=list)
     #: IM destinations of this tier (names from paging.im.destinations).
@@ -233,7 +243,7 @@ class EscalationTier(_Section):
     #: Also page whoever is on duty (roster) for the room's building.
     on_duty: bool = False
     #: Page this tier again every so many seconds until acknowledged; 0 = once.
-    repeat_s: Annotated[float, Field(ge=0)] = 0
+    repeat_s: Annotated[float, Field(ge=0, le=DAY_S)] = 0
     #: Only for rooms in these buildings (Chinese or English name); empty = all.
     buildings: list[str] = Field(default_factory=list)
 
@@ -250,8 +260,9 @@ class DutyShift(_Section):
 
 
 class EscalationSettings(_Section):
-    tiers: list[EscalationTier] = Field(default_factory=lambda: [
-        EscalationTier(after_s=0, on_duty=True, repeat_s=60)])
+    #: At least one tier: an empty list would page nobody, ever.
+    tiers: Annotated[list[EscalationTier], Field(min_length=1)] = Field(
+        default_factory=lambda: [EscalationTier(after_s=0, on_duty=True, repeat_s=60)])
     roster: list[DutyShift] = Field(default_factory=list)
     #: How often escalation timers are checked.
     tick_s: Annotated[float, Field(gt=0, le=10)] = 1.0
@@ -267,13 +278,13 @@ class WatchdogSettings(_Section):
     gateways: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list)
     #: A gateway publishes its stats every 10 s; this long without them, it is down.
-    gateway_silence_s: Annotated[float, Field(gt=10)] = 60.0
+    gateway_silence_s: Annotated[float, Field(gt=10, le=3600)] = 60.0
     #: The server's base URL; empty = http://http.host:http.port.
     server_url: str = ""
     #: The server's /healthz failing this long: it is down.
-    server_silence_s: Annotated[float, Field(gt=0)] = 30.0
+    server_silence_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     #: No round trip through the broker this long: it is down.
-    broker_silence_s: Annotated[float, Field(gt=0)] = 30.0
+    broker_silence_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     #: Pager numbers of the security desk, over ESPA (needs `espa_port`).
     pagers: list[PagerNumber] = Field(default_factory=list)
     #: IM destinations (names from paging.im.destinations) of the security desk.
@@ -282,7 +293,7 @@ class WatchdogSettings(_Section):
     #: paging.espa.port); line settings as paging.espa. Empty = no ESPA.
     espa_port: str = ""
     #: Page again every so long while something is still down; 0 = once.
-    repeat_s: Annotated[float, Field(ge=0)] = 600.0
+    repeat_s: Annotated[float, Field(ge=0, le=DAY_S)] = 600.0
     #: Its MQTT client id (and mr/v1/watchdog/{client_id}/ping).
     client_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "mamaroom-watchdog"
 
@@ -379,6 +390,11 @@ class Settings(BaseSettings):
         """The InfluxDB backend's spool and dedupe ledger (shared by the gateways
         of one machine, so a message redelivered to another is still known)."""
         return self.data_dir / "influx-spool.sqlite"
+
+    @property
+    def call_journal_path(self) -> Path:
+        """Calls the database refused (a full disk), until they are committed."""
+        return self.data_dir / "call-journal.bin"
 
     @property
     def server_db_path(self) -> Path:

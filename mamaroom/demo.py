@@ -47,6 +47,13 @@ async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
     if add.returncode != 0:
         console.print("[red]could not create the demo's admin account[/red]")
         return 1
+    # A demo pages nobody unless the site configured paging: the server
+    # would refuse to start without this, and the panel below says so.
+    from server.services.escalation import refuse_unpaged
+
+    unpaged = refuse_unpaged(settings.escalation, settings.paging) is not None
+    if unpaged:
+        env["MAMAROOM_PAGING__ALLOW_NO_TARGET"] = "true"
     quiet = {**env, "MAMAROOM_LOG__LEVEL": "warning"}
     services = [("server", ["server"], env), ("gateway", ["gateway"], env)]
     # About six calls an hour across the park: enough to watch, not a flood.
@@ -85,7 +92,10 @@ async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
                 f"  rooms page   {url}/\n  API          {url}/api/rooms\n"
                 f"  live stream  {url}/api/stream\n  API schema   {url}/openapi.json\n"
                 f"  staff login  admin / {password}  (POST {url}/api/auth/token)\n\n"
-                "Press Ctrl-C to stop.", border_style="green"))
+                + ("[yellow]Paging is off in this demo (paging.allow_no_target): emergency "
+                   "calls reach\nonly the staff console, marked \"nobody to page\".[/yellow]\n\n"
+                   if unpaged else "")
+                + "Press Ctrl-C to stop.", border_style="green"))
             exited = asyncio.create_task(_first_exit(procs))
             stopped = asyncio.create_task(stop.wait())
             await asyncio.wait({exited, stopped}, return_when=asyncio.FIRST_COMPLETED)

@@ -82,6 +82,7 @@ class Watchdog:
         self._lock = threading.Lock()  # events come from paho's thread too
         now = clock()
         self._broker_back_at = now
+        self.server_why = ""
         gateways = cfg.gateways or [settings.gateway.client_id]
         self.checks: dict[str, Check] = {
             BROKER: Check(BROKER, cfg.broker_silence_s,
@@ -117,7 +118,7 @@ class Watchdog:
                 self._page(f"MAMAROOM RESTORED: {name}")
                 log.info("watchdog: restored", check=name)
 
-    def server_answered(self, *, ready: bool, live: bool) -> None:
+    def server_answered(self, *, ready: bool, live: bool, why: str = "") -> None:
         """The server's /readyz (`ready`) and /healthz (`live`). Ready is a
         sign of life. Live but not ready (no broker link, storage failing)
         counts only while the broker is down or just back: then the server
@@ -126,6 +127,8 @@ class Watchdog:
         with self._lock:
             broker_down = self.checks[BROKER].down
             recovering = self._clock() - self._broker_back_at < RECONNECT_GRACE_S
+            #: What /readyz said is wrong (e.g. a full disk), for the page.
+            self.server_why = why
         if ready or (live and (broker_down or recovering)):
             self.alive(SERVER)
 
@@ -151,7 +154,9 @@ class Watchdog:
                     continue  # unknowable while the broker is down; that page went out
                 silent = now - check.last_ok
                 if silent > check.silence_s:
-                    self._down(check, f"silent for {silent:.0f} s")
+                    why = self.server_why if check.name == SERVER else ""
+                    self._down(check, f"{why}; not ready for {silent:.0f} s" if why
+                               else f"silent for {silent:.0f} s")
 
     def _gateways(self) -> list[Check]:
         return [c for c in self.checks.values() if c.name.startswith("gateway ")]
@@ -288,10 +293,16 @@ async def run_watchdog(settings: Settings) -> None:
             while True:
                 probe.ping()
                 ready = live = False
-                with contextlib.suppress(httpx.HTTPError):
-                    ready = (await http.get(f"{server_url}/readyz")).status_code == 200
+                why = ""
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    answer = await http.get(f"{server_url}/readyz")
+                    ready = answer.status_code == 200
                     live = ready or (await http.get(f"{server_url}/healthz")).status_code == 200
-                watchdog.server_answered(ready=ready, live=live)
+                    if not ready and answer.headers.get("content-type", "").startswith(
+                            "application/json"):
+                        checks = answer.json().get("checks", {})
+                        why = ", ".join(f"{k} {v}" for k, v in checks.items() if v != "ok")
+                watchdog.server_answered(ready=ready, live=live, why=why[:100])
                 watchdog.evaluate()
                 await asyncio.sleep(cfg.check_s)
     finally:

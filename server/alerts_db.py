@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import sqlite3
 from typing import Any
 
+from mamaroom.storage import StorageError
 from mamaroom.storage.sqlite_base import SqliteDatabase
 
 SCHEMA = """
@@ -21,7 +25,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     escalation_level INTEGER NOT NULL DEFAULT 0,
     next_page_ms INTEGER,           -- persisted escalation timer: survives a restart
     test INTEGER NOT NULL DEFAULT 0,
-    subject TEXT                    -- what a non-call alert is about: a device, building, channel
+    subject TEXT,                   -- what a non-call alert is about: a device, building, channel
+    paging TEXT,                    -- each page target's last outcome (JSON), see note_paged
+    nobody INTEGER NOT NULL DEFAULT 0  -- a tier started with nobody to page
 );
 CREATE INDEX IF NOT EXISTS alerts_open ON alerts (status, device);
 CREATE INDEX IF NOT EXISTS alerts_call ON alerts (device, call_id);
@@ -40,17 +46,51 @@ CREATE TABLE IF NOT EXISTS test_mode (
 ALERT_COLUMNS = ("id", "kind", "priority", "room", "device", "call_id", "status",
                  "raised_at_ms", "acknowledged_at_ms", "acknowledged_by", "arrived_at_ms",
                  "resolved_at_ms", "resolved_by", "escalation_level", "next_page_ms", "test",
-                 "subject")
+                 "subject", "paging", "nobody")
+#: Columns added after the first release: (name, declaration), added on open.
+ADDED_COLUMNS = (("paging", "TEXT"), ("nobody", "INTEGER NOT NULL DEFAULT 0"))
 #: How far along a call is; a step is only ever taken forwards.
 ORDER = {"open": 0, "acknowledged": 1, "arrived": 2, "resolved": 3, "cancelled": 3}
 
 
 def _alert(row: tuple[Any, ...]) -> dict[str, Any]:
-    return dict(zip(ALERT_COLUMNS, row, strict=True))
+    alert = dict(zip(ALERT_COLUMNS, row, strict=True))
+    alert["paging"] = json.loads(alert["paging"]) if alert["paging"] else {}
+    alert["nobody"] = bool(alert["nobody"])
+    alert["test"] = bool(alert["test"])
+    return alert
 
 
 class AlertsDb(SqliteDatabase):
     schema = SCHEMA
+
+    async def open(self) -> None:
+        await self._upgrade()
+        await super().open()
+
+    async def _upgrade(self) -> None:
+        """Databases made before a column existed get it (SQLite has no
+        ADD COLUMN IF NOT EXISTS); the schema's CREATE then finds the table."""
+
+        def run() -> None:
+            if not self.path.exists():
+                return
+            db = sqlite3.connect(self.path, timeout=10)
+            try:
+                have = {r[1] for r in db.execute("PRAGMA table_info(alerts)")}
+                if not have:
+                    return
+                with db:
+                    for name, decl in ADDED_COLUMNS:
+                        if name not in have:
+                            db.execute(f"ALTER TABLE alerts ADD COLUMN {name} {decl}")
+            finally:
+                db.close()
+
+        try:
+            await asyncio.to_thread(run)
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: {exc}") from exc
 
     async def raise_call(self, *, room: str, device: str, call_id: str, at_ms: int,
                          channel: str, test: bool) -> tuple[dict[str, Any], bool]:
@@ -146,6 +186,85 @@ class AlertsDb(SqliteDatabase):
                 db.execute("INSERT INTO alert_events (alert_id, at_ms, what, who, channel,"
                            " detail) VALUES (?, ?, ?, ?, ?, ?)",
                            (alert_id, at_ms, what, who, channel, detail))
+
+        await self._run(run)
+
+    async def note_paged(self, alert_id: int, *, channel: str, target: str, ok: bool,
+                         at_ms: int, detail: str) -> None:
+        """A page's outcome: a timeline entry, and the target's last outcome in
+        `paging` (what the console shows: "paged 101 ✓", "page to 101 failed")."""
+
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("INSERT INTO alert_events (alert_id, at_ms, what, who, channel,"
+                           " detail) VALUES (?, ?, ?, ?, ?, ?)",
+                           (alert_id, at_ms, "paged" if ok else "page failed", target, channel,
+                            detail))
+                db.execute("UPDATE alerts SET paging = json_set(coalesce(paging, '{}'),"
+                           " '$.' || json_quote(?), json(?)) WHERE id=?",
+                           (target, json.dumps({"channel": channel, "ok": ok, "at_ms": at_ms}),
+                            alert_id))
+
+        await self._run(run)
+
+    async def note_nobody(self, alert_id: int, *, at_ms: int, detail: str) -> None:
+        """A tier started with nobody it could page: flagged for the console."""
+
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("INSERT INTO alert_events (alert_id, at_ms, what, channel, detail)"
+                           " VALUES (?, ?, 'nobody to page', 'escalation', ?)",
+                           (alert_id, at_ms, detail))
+                db.execute("UPDATE alerts SET nobody=1 WHERE id=?", (alert_id,))
+
+        await self._run(run)
+
+    async def commit_journaled(self, alert: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """A call kept in the journal while the database refused writes, with
+        its status and timeline so far; (alert, created). Exactly once: a call
+        already committed (same device, call_id and raise time) is returned as it is."""
+
+        def run(db: sqlite3.Connection) -> tuple[dict[str, Any], bool]:
+            cols = ", ".join(ALERT_COLUMNS)
+            with db:
+                row = db.execute(f"SELECT {cols} FROM alerts WHERE device=? AND call_id=? AND"
+                                 " raised_at_ms=? AND kind='call'",
+                                 (alert["device"], alert["call_id"],
+                                  alert["raised_at_ms"])).fetchone()
+                if row is not None:
+                    return _alert(row), False
+                cur = db.execute(
+                    "INSERT INTO alerts (kind, priority, room, device, call_id, status,"
+                    " raised_at_ms, acknowledged_at_ms, acknowledged_by, arrived_at_ms,"
+                    " resolved_at_ms, resolved_by, escalation_level, next_page_ms, test, paging,"
+                    " nobody) VALUES ('call', 'high', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (alert["room"], alert["device"], alert["call_id"], alert["status"],
+                     alert["raised_at_ms"], alert.get("acknowledged_at_ms"),
+                     alert.get("acknowledged_by"), alert.get("arrived_at_ms"),
+                     alert.get("resolved_at_ms"), alert.get("resolved_by"),
+                     alert.get("escalation_level", 0), alert.get("next_page_ms"),
+                     bool(alert.get("test")), json.dumps(alert.get("paging") or {}),
+                     bool(alert.get("nobody"))))
+                db.executemany(
+                    "INSERT INTO alert_events (alert_id, at_ms, what, who, channel, detail)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [(cur.lastrowid, e["at_ms"], e["what"], e.get("who"), e.get("channel"),
+                      e.get("detail")) for e in alert.get("timeline", [])])
+                row = db.execute(f"SELECT {cols} FROM alerts WHERE id=?",
+                                 (cur.lastrowid,)).fetchone()
+            return _alert(row), True
+
+        return await self._run(run)
+
+    async def probe_write(self) -> None:
+        """A real write, for /readyz: SELECT 1 passes on a full disk."""
+
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("CREATE TABLE IF NOT EXISTS health_probe (one INTEGER PRIMARY KEY,"
+                           " at TEXT)")
+                db.execute("INSERT OR REPLACE INTO health_probe VALUES (1, ?)",
+                           (str(sqlite3.Binary(os.urandom(512)).hex()),))
 
         await self._run(run)
 

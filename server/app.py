@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -28,10 +30,11 @@ from server.db import ServerDb
 from server.errors import ServerError
 from server.mqtt_link import ServerMqtt
 from server.notify.im import ImChannel
-from server.notify.wiring import call_text, link_watcher, page_recorder, start_espa
+from server.notify.wiring import call_text, destination_watcher, page_recorder, start_espa
 from server.security import SecurityHeaders
 from server.services.accounts import AccountsDb, LoginLimiter
 from server.services.alerts import AlertService, present
+from server.services.call_journal import CallJournal
 from server.services.escalation import Escalator, paging_gaps
 from server.services.fanout import Fanout
 from server.services.outages import OutageWatch
@@ -56,7 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
         current = await registry.load()
         alerts_db = AlertsDb(settings.server_db_path)
         await alerts_db.open()
-        alerts = AlertService(alerts_db)
+        alerts = AlertService(alerts_db, journal=CallJournal(settings.call_journal_path))
         await alerts.load()
         fanout = Fanout(settings.server.stream_queue)
         alerts.on_change(lambda a: fanout.publish("alert", present(a), staff_only=True))
@@ -71,7 +74,9 @@ def create_app(settings: Settings) -> FastAPI:
         registry.on_change(live.set_registry)
         registry.on_change(mqtt.publish_registry)
         escalator = Escalator(alerts_db, settings.escalation, ZoneInfo(settings.timezone),
-                              registry.find, call_text, on_paged=page_recorder(alerts))
+                              registry.find, call_text, on_paged=page_recorder(alerts),
+                              open_calls=alerts.calls_to_page, on_nobody=alerts.note_nobody,
+                              set_escalation=alerts.set_escalation)
         alerts.on_change(lambda a: escalator.wake() if a["kind"] == "call" else None)
         for gap in paging_gaps(settings.escalation, settings.paging):
             log.warning("paging configuration", problem=gap)
@@ -79,7 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
         if espa is not None:
             escalator.channels.append(espa)
         im = (ImChannel(settings.paging.im.destinations,
-                        on_link_change=link_watcher(alerts, "im"))
+                        on_link_change=destination_watcher(alerts, "im"))
               if settings.paging.im.destinations else None)
         if im is not None:
             escalator.channels.append(im)
@@ -104,7 +109,8 @@ def create_app(settings: Settings) -> FastAPI:
                     log.exception("room refresh failed; will retry")
 
         tasks = [asyncio.create_task(mqtt.run()), asyncio.create_task(refresh()),
-                 asyncio.create_task(escalator.run()), asyncio.create_task(fanout.keepalive())]
+                 asyncio.create_task(escalator.run()), asyncio.create_task(fanout.keepalive()),
+                 asyncio.create_task(alerts.run()), asyncio.create_task(watch_wall_clock())]
         page_tasks, push_db = await pages.start(app, app.state.ctx)
         tasks += page_tasks
         tune_gc()
@@ -115,15 +121,19 @@ def create_app(settings: Settings) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if espa is not None:
-                await asyncio.to_thread(espa.stop)
+            # Each part is closed even if one before it fails to.
+            closers: list[Callable[[], Awaitable[None]]] = [store.close, push_db.close,
+                                                            alerts_db.close, accounts.close,
+                                                            db.close]
             if im is not None:
-                await asyncio.to_thread(im.stop)
-            await store.close()
-            await push_db.close()
-            await alerts_db.close()
-            await accounts.close()
-            await db.close()
+                closers.insert(0, functools.partial(asyncio.to_thread, im.stop))
+            if espa is not None:
+                closers.insert(0, functools.partial(asyncio.to_thread, espa.stop))
+            for close in closers:
+                try:
+                    await close()
+                except Exception:
+                    log.exception("a part failed to close")
             log.info("server stopped")
 
     app = FastAPI(
@@ -154,6 +164,20 @@ def create_app(settings: Settings) -> FastAPI:
     _mount_pages(app, DASHBOARD)
     pages.mount(app)
     return app
+
+
+async def watch_wall_clock(every_s: float = 5.0, tolerance_s: float = 2.0) -> None:
+    """Log a step of the wall clock (NTP, a wrong RTC, an operator). Timers
+    run on the monotonic clock and do not care; timestamps shown to people do."""
+    wall, mono = time.time(), time.monotonic()
+    while True:
+        await asyncio.sleep(every_s)
+        new_wall, new_mono = time.time(), time.monotonic()
+        step = (new_wall - wall) - (new_mono - mono)
+        if abs(step) > tolerance_s:
+            log.warning("wall clock stepped; timers are unaffected (monotonic), times "
+                        "stamped on alerts jump by the step", step_s=round(step, 1))
+        wall, mono = new_wall, new_mono
 
 
 def tune_gc() -> None:

@@ -363,6 +363,8 @@ class Services:
             "MAMAROOM_DATA_DIR": str(workdir / "data"),
             "MAMAROOM_ROOMS_CSV": str(rooms_csv),
             "MAMAROOM_LOG__LEVEL": "debug",
+            # Most tests page nobody; those that test paging set tiers and channels.
+            "MAMAROOM_PAGING__ALLOW_NO_TARGET": "true",
             **env,
         }
         self.server = Proc("server", ["server"], self.env, workdir)

@@ -41,6 +41,15 @@ def test_defaults_file_and_environment(tmp_path: Path, monkeypatch: pytest.Monke
     ({"MAMAROOM_TIMEZONE": "Mars/Olympus"}, "timezone"),
     ({"MAMAROOM_GATEWAY__SUPERVISION_S": "-5"}, "gateway.supervision_s"),
     ({"MAMAROOM_LOG__LEVEL": "chatty"}, "log.level"),
+    # Settings that would mean nobody is paged or nothing goes offline.
+    ({"MAMAROOM_GATEWAY__SUPERVISION_S": "inf"}, "gateway.supervision_s"),
+    ({"MAMAROOM_GATEWAY__SUPERVISION_S": "1e12"}, "gateway.supervision_s"),
+    ({"MAMAROOM_ALERTS__DEVICE_OFFLINE_AFTER_S": "nan"}, "alerts.device_offline_after_s"),
+    ({"MAMAROOM_ESCALATION__TIERS": "[]"}, "escalation.tiers"),
+    ({"MAMAROOM_ESCALATION__TIERS": '[{"after_s": 1e308, "pagers": ["1"]}]'},
+     "escalation.tiers.0.after_s"),
+    ({"MAMAROOM_ESCALATION__TIERS": '[{"repeat_s": "Infinity", "pagers": ["1"]}]'},
+     "escalation.tiers.0.repeat_s"),
 ])
 def test_bad_config_names_the_key(env: dict[str, str], key: str,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,6 +82,18 @@ def test_a_service_refuses_to_start_with_one_clear_line() -> None:
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "http.port" in lines[0] and "MAMAROOM_HTTP__PORT" in lines[0]
+
+
+def test_a_server_that_could_page_nobody_refuses_to_start(tmp_path: Path) -> None:
+    """The defaults page the duty roster, which is empty: the server says so
+    in one line and exits 2, unless paging.allow_no_target is set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAMAROOM_")}
+    env["MAMAROOM_DATA_DIR"] = str(tmp_path / "data")
+    out = subprocess.run([sys.executable, "-m", "mamaroom", "server"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    [line] = out.stderr.strip().splitlines()
+    assert "no escalation tier can page anyone" in line and "paging.allow_no_target" in line
 
 
 def _commands(group: Any, path: list[str]) -> list[list[str]]:

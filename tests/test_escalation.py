@@ -61,7 +61,7 @@ def test_tiers_repeats_roster_and_a_restart(tmp_path: Path) -> None:
 
     def escalator(db: AlertsDb) -> Escalator:
         e = Escalator(db, SETTINGS, ZoneInfo("Asia/Shanghai"), lambda _r: ROOM, call_text,
-                      clock=clock)
+                      clock=clock, monotonic=lambda: now[0] / 1000)
         e.channels.append(recorder)
         return e
 
@@ -125,7 +125,7 @@ def test_a_room_in_test_mode_pages_only_the_tester(tmp_path: Path) -> None:
         alert, _ = await db.raise_call(room=ROOM.id, device="n-sp1-0301", call_id="t-1",
                                        at_ms=T0, channel="button", test=True)
         esc = Escalator(db, SETTINGS, ZoneInfo("Asia/Shanghai"), lambda _r: ROOM, call_text,
-                        clock=lambda: now[0])
+                        clock=lambda: now[0], monotonic=lambda: now[0] / 1000)
         esc.channels.append(recorder)
         for t in range(0, 200, 10):
             now[0] = T0 + t * 1000
@@ -157,3 +157,83 @@ def test_a_configuration_that_pages_nobody_is_reported() -> None:
     assert paging_gaps(SETTINGS, espa) == []
     im = PagingSettings(im=ImSettings(destinations={"wecom": "wecom://key"}))
     assert paging_gaps(EscalationSettings(tiers=[EscalationTier(im=["wecom"])]), im) == []
+
+
+def test_a_wall_clock_step_neither_stops_nor_bunches_pages(tmp_path: Path) -> None:
+    """The server's clock is stepped back an hour, then forward two, mid-call:
+    pages keep the monotonic rhythm (measured on main before: 1 page in 3
+    minutes instead of 8, and the manager tier never reached)."""
+    wall, mono = [T0], [1000.0]
+    recorder = Recorder(lambda: T0 + int((mono[0] - 1000.0) * 1000))
+
+    async def run() -> list[tuple[int, str]]:
+        db = AlertsDb(tmp_path / "server.sqlite")
+        await db.open()
+        await db.raise_call(room=ROOM.id, device="n-sp1-0301", call_id="c-1", at_ms=T0,
+                            channel="button", test=False)
+        esc = Escalator(db, SETTINGS, ZoneInfo("Asia/Shanghai"), lambda _r: ROOM, call_text,
+                        clock=lambda: wall[0], monotonic=lambda: mono[0])
+        esc.channels.append(recorder)
+        for t in range(0, 200):
+            mono[0] = 1000.0 + t
+            step = -3_600_000 if 20 <= t < 100 else (7_200_000 if t >= 100 else 0)
+            wall[0] = T0 + t * 1000 + step
+            await esc.tick()
+        await db.close()
+        return recorder.pages
+
+    pages = asyncio.run(run())
+    assert pages == [(0, "101"), (30, "101"), (60, "101"), (60, "200"), (60, "900"),
+                     (90, "101"), (120, "101"), (150, "101"), (180, "101"), (180, "800")]
+
+
+class Refusing:
+    """An IM channel that is configured but whose destination is unknown to it."""
+
+    name = "im"
+
+    def send(self, target: str, text: str,
+             done: Callable[[bool, str], None] | None = None) -> None:
+        if done:
+            done(False, f"no IM destination named {target!r}")
+
+
+def test_nobody_to_page_and_failed_pages_are_on_the_alert(tmp_path: Path) -> None:
+    """The console must never say "paged" when nobody was: a tier with no
+    reachable target marks the alert, and a failed page is recorded per target."""
+    now = [T0]
+    settings = EscalationSettings(tiers=[EscalationTier(after_s=0, on_duty=True),
+                                         EscalationTier(after_s=60, im=["desk"])])
+
+    async def run() -> dict[str, object]:
+        db = AlertsDb(tmp_path / "server.sqlite")
+        await db.open()
+        alert, _ = await db.raise_call(room=ROOM.id, device="n-sp1-0301", call_id="c-1",
+                                       at_ms=T0, channel="button", test=False)
+        loop = asyncio.get_running_loop()
+        outcomes: list[asyncio.Future[None]] = []
+
+        def paged(alert_id: int, channel: str, target: str, ok: bool, detail: str) -> None:
+            outcomes.append(asyncio.ensure_future(db.note_paged(
+                alert_id, channel=channel, target=target, ok=ok, at_ms=now[0], detail=detail),
+                loop=loop))
+
+        esc = Escalator(db, settings, ZoneInfo("Asia/Shanghai"), lambda _r: ROOM, call_text,
+                        clock=lambda: now[0], monotonic=lambda: now[0] / 1000, on_paged=paged)
+        esc.channels.append(Refusing())
+        await esc.tick()  # tier 1: the duty roster is empty, no ESPA channel at all
+        first = await db.get(alert["id"])
+        now[0] = T0 + 61_000
+        await esc.tick()  # tier 2: the IM page fails
+        await asyncio.gather(*outcomes)
+        final = await db.get(alert["id"])
+        await db.close()
+        assert first is not None and final is not None
+        assert first["nobody"] is True and first["paging"] == {}
+        return final
+
+    final = asyncio.run(run())
+    assert final["paging"] == {"desk": {"channel": "im", "ok": False, "at_ms": T0 + 61_000}}
+    whats = [e["what"] for e in final["timeline"]]  # type: ignore[attr-defined]
+    assert whats.count("nobody to page") == 1 and whats.count("page failed") == 1
+    assert "paged" not in whats

@@ -62,7 +62,7 @@ def test_a_dead_im_service_raises_paging_link_and_blocks_nothing(
         [link] = wait_for(lambda: svc.admin("GET", "/api/alerts",
                                             params={"kind": "paging_link"}).json(),
                           timeout=60, what="a paging_link alert", detail=svc.logs)
-        assert link["subject"] == "im"
+        assert link["subject"] == "im:desk"
     finally:
         dev.close()
         svc.stop()

@@ -17,7 +17,8 @@
       noAlerts: "目前没有待处理的警报。", live: "● 实时", reconnect: "连接中断，正在重连…",
       call: "紧急呼叫", welfare: "关怀提醒", device_offline: "设备离线", building_offline: "楼宇设备离线", paging_link: "寻呼链路故障",
       open: "待接警", acknowledged: "已接警", arrived: "已到场", resolved: "已解除", cancelled: "已取消",
-      ack: "接警", resolve: "解除", floorN: (n) => `${n}层`, since: "已过", level: (n) => n ? `已通知第 ${n} 级` : "尚未通知",
+      ack: "接警", resolve: "解除", floorN: (n) => `${n}层`, since: "已过", notYet: "尚未寻呼", paging: "正在寻呼…", nobody: "⚠ 无人可寻呼", pagedOk: (t) => `已寻呼 ${t} ✓`, pageFail: (t) => `寻呼 ${t} 失败`,
+      provisional: "数据库暂不可写：呼叫已记入应急日志", "nobody to page": "无人可寻呼",
       by: (w) => `接警人：${w}`, timeline: "处理记录", test: "测试",
       raised: "发起", escalated: "升级", paged: "已寻呼", "page failed": "寻呼失败", shown: "呼叫器显示",
       pushOn: "在这部手机上接收推送通知", pushDone: "已开启：新的紧急呼叫会推送到这部手机。", pushNo: "这个浏览器不支持推送通知（页面打开时仍会响铃）。",
@@ -32,7 +33,8 @@
       noAlerts: "No alerts to handle.", live: "● Live", reconnect: "Connection lost, reconnecting…",
       call: "Emergency call", welfare: "Welfare check", device_offline: "Device offline", building_offline: "Building offline", paging_link: "Paging link down",
       open: "Open", acknowledged: "Acknowledged", arrived: "Staff in room", resolved: "Resolved", cancelled: "Cancelled",
-      ack: "Acknowledge", resolve: "Resolve", floorN: (n) => `${n}F`, since: "for", level: (n) => n ? `paged: tier ${n}` : "not paged yet",
+      ack: "Acknowledge", resolve: "Resolve", floorN: (n) => `${n}F`, since: "for", notYet: "not paged yet", paging: "paging…", nobody: "⚠ nobody to page", pagedOk: (t) => `paged ${t} ✓`, pageFail: (t) => `page to ${t} failed`,
+      provisional: "database not writable: call kept in the emergency journal", "nobody to page": "nobody to page",
       by: (w) => `taken by ${w}`, timeline: "Timeline", test: "TEST",
       raised: "raised", escalated: "escalated", paged: "paged", "page failed": "page failed", shown: "shown on the button",
       pushOn: "Get push notifications on this phone", pushDone: "On: new emergency calls are pushed to this phone.", pushNo: "This browser has no push notifications (the open page still rings).",
@@ -106,6 +108,17 @@
     list.replaceChildren(...(timelines.get(a.id) || []).map((s) =>
       el("li", { text: `${MR.clock(s.at_ms)} ${T(s.what)}${s.who ? " · " + s.who : ""}${s.channel ? " (" + s.channel + ")" : ""}` })));
   }
+  // What paging really did for this alert: one mark per target, never
+  // "paged" when nobody was (a tier with no reachable target shows red).
+  function pagingLine(a) {
+    const pages = Object.entries(a.paging || {});
+    const out = pages.map(([target, p]) => el("span", { class: p.ok ? "page-ok" : "page-failed",
+      text: p.ok ? T("pagedOk", target) : T("pageFail", target) }));
+    if (a.nobody && !pages.some(([, p]) => p.ok)) out.unshift(el("span", { class: "nobody", text: T("nobody") }));
+    if (!out.length) out.push(el("span", { text: a.escalation_level ? T("paging") : T("notYet") }));
+    if (a.provisional) out.push(el("span", { class: "provisional", text: T("provisional") }));
+    return out;
+  }
   function alertCard(a) {
     const li = el("li", { class: `card alert ${a.status} ${a.priority}`, "data-alert": a.id, "data-status": a.status });
     const since = el("span", { class: "since", "data-raised": a.raised_at_ms });
@@ -132,7 +145,7 @@
       el("div", { class: "alert-meta" },
         el("span", {}, T("since") + " ", since),
         el("span", { text: `${T("raised")} ${MR.clock(a.raised_at_ms)}` }),
-        el("span", { text: T("level", a.escalation_level) }),
+        ...pagingLine(a),
         a.acknowledged_by ? el("span", { text: T("by", a.acknowledged_by) }) : null),
       el("div", { class: "actions" }, ...buttons),
       det);
@@ -154,7 +167,14 @@
   }
   function onAlert(a) {
     const old = alerts.get(a.id);
-    if (old && old.status === a.status && old.escalation_level === a.escalation_level && old.acknowledged_by === a.acknowledged_by) return;
+    if (a.superseded_by) { // a journalled call, now committed under its real id
+      alerts.delete(a.id);
+      timelines.delete(a.id);
+      renderAlerts();
+      return;
+    }
+    if (old && old.status === a.status && old.escalation_level === a.escalation_level && old.acknowledged_by === a.acknowledged_by
+        && old.nobody === a.nobody && JSON.stringify(old.paging) === JSON.stringify(a.paging)) return;
     alerts.set(a.id, a);
     if (!ACTIVE.includes(a.status)) timelines.delete(a.id);
     renderAlerts();

@@ -14,7 +14,9 @@ router = APIRouter(prefix="/api/alerts", tags=["alerts"], dependencies=[Depends(
 
 Status = Literal["open", "acknowledged", "arrived", "resolved", "cancelled"]
 # SQLite's INTEGER is 64-bit: a larger id is a 422, not an OverflowError (500).
-AlertId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+# Negative ids are provisional alerts: calls kept in the journal while the
+# database refused writes (server/services/alerts.py).
+AlertId = Annotated[int, Path(ge=-(2**31), le=2**63 - 1)]
 
 
 @router.get("")

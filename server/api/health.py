@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 from typing import Any
 
 from fastapi import APIRouter
@@ -22,9 +24,18 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Broker or storage unreachable"}})
+#: Below this much free space on the data disk (or a tenth of a smaller
+#: disk), the server is not ready: the next commits are about to fail.
+LOW_DISK_BYTES = 64 * 1024 * 1024
+
+
+@router.get("/readyz", responses={503: {"description": "Broker or storage unreachable, "
+                                                       "the database refuses writes, or the "
+                                                       "data disk is nearly full"}})
 async def readyz(ctx: Ctx) -> JSONResponse:
-    """Ready to serve live data: broker connected and storage reachable."""
+    """Ready to take calls: broker connected, storage readable, the alerts
+    database takes a real write (a `SELECT 1` passes on a full disk), the data
+    disk has room, and no call waits in the journal for the database."""
     checks: dict[str, str] = {"broker": "ok" if ctx.mqtt.connected.is_set() else "unreachable"}
     for name, db in (("storage", ctx.store), ("database", ctx.db)):
         try:
@@ -32,6 +43,21 @@ async def readyz(ctx: Ctx) -> JSONResponse:
             checks[name] = "ok"
         except StorageError as exc:
             checks[name] = f"error: {exc}"
+    try:
+        await ctx.alerts.probe_write()
+        checks["database_write"] = "ok"
+    except StorageError as exc:
+        checks["database_write"] = f"error: {exc}"
+    try:
+        usage = await asyncio.to_thread(shutil.disk_usage, ctx.settings.data_dir)
+        free = usage.free
+        checks["disk"] = "ok" if free >= min(LOW_DISK_BYTES, usage.total // 10) else (
+            f"low: {free // (1024 * 1024)} MiB free in {ctx.settings.data_dir}")
+    except OSError as exc:
+        checks["disk"] = f"error: {exc}"
+    pending = ctx.alerts.provisional_count()
+    checks["call_journal"] = "ok" if not pending else (
+        f"{pending} call(s) not yet committed to the database")
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
@@ -76,6 +102,8 @@ async def metrics(ctx: Ctx) -> PlainTextResponse:
         1 if ctx.mqtt.connected.is_set() else 0)
     Gauge("mamaroom_registry_version", "Room registry version", registry=reg).set(
         ctx.registry.current.version)
+    Gauge("mamaroom_calls_journalled", "Calls kept in the call journal because the database "
+          "refused them, not yet committed", registry=reg).set(ctx.alerts.provisional_count())
     _gateway_summary(reg, ctx.mqtt.gateways)
     try:
         lost = sum(g.lost for g in await loss_audit(ctx))

@@ -11,6 +11,13 @@ link to the site's paging system (address `2`). To send a page:
 
 The serial port is blocking I/O, so one worker thread owns it and sends
 queued pages one at a time; callers never wait on the line.
+
+The worker never dies of a line fault: an unplugged USB adapter raises
+`termios.error` (not an OSError) from pyserial, a dead peer an I/O error.
+Every such page is reported failed through its `done` callback, the link is
+marked down (a `paging_link` alert), and while it is down the worker probes
+the line every `probe_s` so the link comes back up without waiting for the
+next call.
 """
 
 from __future__ import annotations
@@ -54,6 +61,8 @@ class EspaSettings:
     mode: str = "control"
     #: Passive mode: no poll for this long means the link is down.
     poll_silence_s: float = 30.0
+    #: While the link is down, try a selection this often to see it come back.
+    probe_s: float = 10.0
 
 
 def bcc(data: bytes) -> int:
@@ -108,8 +117,7 @@ class EspaLink:
         self._pages.put(None)
         if self._thread:
             self._thread.join(timeout=10)
-        if self._port is not None:
-            self._port.close()
+        self._close_port()
 
     def send(self, pager: str, text: str,
              done: Callable[[bool, str], None] | None = None) -> None:
@@ -143,23 +151,77 @@ class EspaLink:
         return self._port
 
     def _run(self) -> None:
-        if self.settings.mode == "passive":
-            self._run_passive()
-            return
-        while (page := self._pages.get()) is not None:
+        # A bug or an unexpected exception type must never end paging for
+        # good: the loop is restarted, and the page in hand is reported failed.
+        while True:
+            try:
+                if self.settings.mode == "passive":
+                    self._run_passive()
+                else:
+                    self._run_control()
+                return  # stop()
+            except Exception as exc:  # the worker must survive anything
+                log.exception("ESPA worker failed; restarting it", port=self.settings.port)
+                self._link(False, f"worker failed: {type(exc).__name__}: {exc}")
+                self._close_port()
+                time.sleep(min(self.settings.timeout_s, 1.0))
+
+    def _run_control(self) -> None:
+        while True:
+            try:
+                page = self._pages.get(timeout=self.settings.probe_s if self.up is False
+                                       else None)
+            except queue.Empty:
+                self._probe()
+                continue
+            if page is None:
+                return
             try:
                 self._transmit(page)
-                self._link(True, "page delivered")
-                if page.done:
-                    page.done(True, "delivered")
-            except (EspaError, serial.SerialException, OSError) as exc:
-                log.error("ESPA page failed", pager=page.pager, error=str(exc),
+            except Exception as exc:  # termios.error is no OSError
+                detail = f"{type(exc).__name__}: {exc}" if not isinstance(exc, EspaError) \
+                    else str(exc)
+                log.error("ESPA page failed", pager=page.pager, error=detail,
                           port=self.settings.port)
-                self._link(False, str(exc))
-                if isinstance(exc, serial.SerialException | OSError) and self._port is not None:
-                    self._port.close()  # reopen on the next page
-                if page.done:
-                    page.done(False, str(exc))
+                self._link(False, detail)
+                if not isinstance(exc, EspaError):
+                    self._close_port()  # reopen on the next page
+                self._settle(page, False, detail)
+                continue
+            self._link(True, "page delivered")
+            self._settle(page, True, "delivered")
+
+    def _settle(self, page: Page, ok: bool, detail: str) -> None:
+        if page.done is None:
+            return
+        try:
+            page.done(ok, detail)
+        except Exception:  # a caller's bug must not stop paging
+            log.exception("ESPA page outcome callback failed")
+
+    def _probe(self) -> None:
+        """The link is down: select the paging system (and release the line);
+        an ACK means it is back."""
+        s = self.settings
+        try:
+            port = self._open()
+            port.reset_input_buffer()
+            port.write(EOT + s.own_address.encode() + ENQ + s.pager_system_address.encode()
+                       + ENQ)
+            if self._read_reply(port) == ACK:
+                port.write(EOT)
+                self._link(True, "paging system answers again")
+        except Exception as exc:
+            log.debug("ESPA probe failed", error=f"{type(exc).__name__}: {exc}")
+            self._close_port()
+
+    def _close_port(self) -> None:
+        if self._port is not None:
+            try:
+                self._port.close()
+            except Exception:  # closing a dead port may fail too
+                pass
+            self._port = None
 
     def _link(self, up: bool, detail: str) -> None:
         if up != self.up:
@@ -167,7 +229,10 @@ class EspaLink:
             log.log(20 if up else 40, "ESPA link " + ("up" if up else "down"),
                     port=self.settings.port, detail=detail)
             if self._on_link_change:
-                self._on_link_change(up, detail)
+                try:
+                    self._on_link_change(up, detail)
+                except Exception:
+                    log.exception("ESPA link-change callback failed")
 
     def _transmit(self, page: Page) -> None:
         port = self._open()
@@ -221,8 +286,9 @@ class EspaLink:
             try:
                 port = self._open()
                 buf += port.read(64)
-            except (serial.SerialException, OSError) as exc:
-                self._link(False, str(exc))
+            except Exception as exc:  # termios.error is no OSError
+                self._link(False, f"{type(exc).__name__}: {exc}")
+                self._close_port()
                 time.sleep(s.timeout_s)
                 continue
             at = buf.find(poll)
@@ -242,12 +308,13 @@ class EspaLink:
                 continue  # try again at the next poll
             try:
                 self._send_block(port, pending)
-                if pending.done:
-                    pending.done(True, "delivered")
-            except EspaError as exc:
+            except Exception as exc:
                 log.error("ESPA page failed", pager=pending.pager, error=str(exc))
-                if pending.done:
-                    pending.done(False, str(exc))
+                self._settle(pending, False, f"{type(exc).__name__}: {exc}")
+                if not isinstance(exc, EspaError):
+                    self._close_port()
+            else:
+                self._settle(pending, True, "delivered")
             pending = None
 
     def _read_reply(self, port: serial.Serial) -> bytes:

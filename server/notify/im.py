@@ -24,12 +24,15 @@ class ImChannel:
     name = "im"
 
     def __init__(self, destinations: dict[str, str], *, workers: int = 4,
-                 on_link_change: Callable[[bool, str], None] | None = None) -> None:
+                 on_link_change: Callable[[str, bool, str], None] | None = None) -> None:
         """`destinations`: a name (used in escalation tiers) → an apprise URL.
-        `on_link_change(up, detail)` is told when delivery starts failing or works again."""
+        `on_link_change(destination, up, detail)` is told when delivery to one
+        destination starts failing or works again: each destination has its
+        own state, so one dead URL beside a working one does not flap."""
         self._urls = dict(destinations)
         self._on_link_change = on_link_change
-        self.up: bool | None = None
+        #: Each destination's last outcome (None: not tried yet).
+        self.up: dict[str, bool | None] = dict.fromkeys(self._urls)
         for name, url in self._urls.items():
             if apprise.Apprise.instantiate(url) is None:
                 raise ValueError(f"paging.im.destinations.{name}: apprise cannot use {url!r}")
@@ -55,12 +58,19 @@ class ImChannel:
             ok, text = False, f"{type(exc).__name__}: {exc}"
         if not ok:
             log.error("IM page failed", target=target)
-        if ok != self.up:
-            self.up = ok
+        if ok != self.up.get(target):
+            self.up[target] = ok
             if self._on_link_change:
-                self._on_link_change(ok, "delivered" if ok else f"could not deliver to {target}")
+                try:
+                    self._on_link_change(target, ok, "delivered" if ok
+                                         else f"could not deliver to {target}")
+                except Exception:  # a caller's bug must not stop paging
+                    log.exception("IM link-change callback failed")
         if done:
-            done(ok, "delivered" if ok else "not delivered")
+            try:
+                done(ok, "delivered" if ok else "not delivered")
+            except Exception:
+                log.exception("IM page outcome callback failed")
 
     def stop(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)

@@ -45,6 +45,19 @@ def link_watcher(alerts: AlertService, channel: str) -> Callable[[bool, str], No
     return on_link
 
 
+def destination_watcher(alerts: AlertService,
+                        channel: str) -> Callable[[str, bool, str], None]:
+    """As link_watcher, one paging_link alert per destination (`im:desk`)."""
+    loop = asyncio.get_running_loop()
+
+    def on_link(target: str, up: bool, detail: str) -> None:  # a worker thread
+        subject = f"{channel}:{target}"
+        coro = alerts.channel_up(subject) if up else alerts.channel_down(subject, detail)
+        asyncio.run_coroutine_threadsafe(coro, loop)
+
+    return on_link
+
+
 def page_recorder(alerts: AlertService) -> Callable[[int, str, str, bool, str], None]:
     """Each page's outcome into the alert's timeline (callable from any thread)."""
     loop = asyncio.get_running_loop()

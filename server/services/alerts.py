@@ -1,11 +1,22 @@
 """Emergency calls as alerts: raised on the first `press` of a call_id,
 committed before the node hears `received`, moved forwards by staff (console
 ack, staff key `presence`, `reset` or console resolve), every step in the
-timeline. A call is never lost: if the commit fails, the node is told
-nothing and re-sends its press every 3 s until it is."""
+timeline.
+
+A call is never lost and never waits on the database. If the database
+refuses the commit (a full disk, a broken file), the call is written to the
+call journal (server/services/call_journal.py: pre-allocated, so a full disk
+cannot stop it) and from then on lives in memory as a *provisional* alert,
+with a negative id: the node is told `received`, staff see it, escalation
+pages it, staff can acknowledge and resolve it. `run()` commits it, with
+everything that happened to it, as soon as the database takes writes again,
+and the consoles swap the provisional card for the committed one. Only if
+the journal fails too is the node told nothing: it re-sends its press every
+3 s, and the call is still shown and paged meanwhile."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -14,8 +25,9 @@ from mamaroom.clock import wall_ms
 from mamaroom.contract import Call, CallAck
 from mamaroom.logs import get_logger
 from mamaroom.storage import StorageError
-from server.alerts_db import AlertsDb
+from server.alerts_db import ORDER, AlertsDb
 from server.errors import NotFound
+from server.services.call_journal import CallJournal
 
 log = get_logger(__name__)
 
@@ -46,31 +58,53 @@ def _iso(ms: int | None) -> str | None:
 
 SendAck = Callable[[str, CallAck], Awaitable[None]]
 Listener = Callable[[dict[str, Any]], None]
+#: How often provisional alerts are offered to the database again.
+COMMIT_RETRY_S = 2.0
+#: A call the database has not committed in this long goes to the journal:
+#: a locked or stalled database (SQLite waits up to 10 s for a lock) must
+#: not hold the node's `received` or the first page.
+COMMIT_DEADLINE_S = 2.0
 
 
 class AlertService:
-    def __init__(self, db: AlertsDb, *, clock: Callable[[], int] = wall_ms) -> None:
+    def __init__(self, db: AlertsDb, *, clock: Callable[[], int] = wall_ms,
+                 journal: CallJournal | None = None) -> None:
         self._db = db
         self._clock = clock
+        self._journal = journal
         self._send: SendAck | None = None
         self._listeners: list[Listener] = []
         #: Open call alerts by id → room.
         self._open: dict[int, str] = {}
+        #: Calls the database refused, by their (negative) provisional id.
+        self._provisional: dict[int, dict[str, Any]] = {}
+        self._committing = asyncio.Lock()
+        #: The open calls last read from the database (see calls_to_page).
+        self._stored_calls: list[dict[str, Any]] = []
 
     def connect(self, send: SendAck) -> None:
         self._send = send
 
-    async def channel_down(self, channel: str, detail: str) -> None:
-        """A paging channel is down: its own `paging_link` alert (one while open)."""
-        alert, created = await self._db.raise_once(
-            "paging_link", channel, priority="high", at_ms=self._clock(),
-            detail=f"{channel}: {detail}", channel=channel)
+    async def channel_down(self, subject: str, detail: str) -> None:
+        """A paging channel (`espa`) or one IM destination (`im:desk`) is down:
+        its own `paging_link` alert (one while open), which escalation pages
+        over the channels that still work."""
+        channel = subject.split(":", 1)[0]
+        try:
+            alert, created = await self._db.raise_once(
+                "paging_link", subject, priority="high", at_ms=self._clock(),
+                detail=f"{subject}: {detail}", channel=channel)
+        except StorageError as exc:
+            log.error("paging link down, and its alert could not be stored", subject=subject,
+                      detail=detail, error=str(exc))
+            return
         if created:
-            log.error("paging link down", channel=channel, detail=detail, alert=alert["id"])
+            log.error("paging link down", subject=subject, detail=detail, alert=alert["id"])
             self._changed(alert)
 
-    async def channel_up(self, channel: str) -> None:
-        await self.clear("paging_link", {channel}, who=channel)
+    async def channel_up(self, subject: str) -> None:
+        log.info("paging link up", subject=subject)
+        await self.clear("paging_link", {subject}, who=subject.split(":", 1)[0])
 
     async def raise_once(self, kind: str, subject: str, *, priority: str, detail: str,
                          room: str | None = None, device: str | None = None) -> None:
@@ -94,8 +128,78 @@ class AlertService:
 
     async def note_paged(self, alert_id: int, channel: str, target: str, ok: bool,
                          detail: str) -> None:
-        await self._db.note(alert_id, "paged" if ok else "page failed", at_ms=self._clock(),
-                            who=target, channel=channel, detail=detail)
+        """A page's outcome on the alert: the console says what really happened."""
+        now = self._clock()
+        if (p := self._provisional.get(alert_id)) is not None:
+            p["timeline"].append({"at_ms": now, "what": "paged" if ok else "page failed",
+                                  "who": target, "channel": channel, "detail": detail})
+            p["paging"][target] = {"channel": channel, "ok": ok, "at_ms": now}
+            self._changed(p)
+            return
+        try:
+            await self._db.note_paged(alert_id, channel=channel, target=target, ok=ok,
+                                      at_ms=now, detail=detail)
+            alert = await self._db.get(alert_id)
+        except StorageError as exc:
+            log.error("page outcome not stored", alert=alert_id, target=target, ok=ok,
+                      error=str(exc))
+            return
+        if alert is not None:
+            alert.pop("timeline", None)
+            self._changed(alert)
+
+    async def note_nobody(self, alert_id: int, detail: str) -> None:
+        """Escalation found nobody to page: shown in red on the console."""
+        now = self._clock()
+        log.error("NOBODY PAGED for an alert", alert=alert_id, detail=detail)
+        if (p := self._provisional.get(alert_id)) is not None:
+            p["timeline"].append({"at_ms": now, "what": "nobody to page", "who": None,
+                                  "channel": "escalation", "detail": detail})
+            p["nobody"] = True
+            self._changed(p)
+            return
+        try:
+            await self._db.note_nobody(alert_id, at_ms=now, detail=detail)
+            alert = await self._db.get(alert_id)
+        except StorageError as exc:
+            log.error("'nobody to page' not stored", alert=alert_id, error=str(exc))
+            return
+        if alert is not None:
+            alert.pop("timeline", None)
+            self._changed(alert)
+
+    async def set_escalation(self, alert_id: int, level: int, next_page_ms: int | None,
+                             detail: str) -> None:
+        """Escalation's progress, persisted so a restart carries on; best effort."""
+        if (p := self._provisional.get(alert_id)) is not None:
+            changed = p["escalation_level"] != level
+            p["escalation_level"], p["next_page_ms"] = level, next_page_ms
+            if changed:
+                p["timeline"].append({"at_ms": self._clock(), "what": "escalated",
+                                      "who": None, "channel": "escalation", "detail": detail})
+                self._changed(p)
+            return
+        await self._db.set_escalation(alert_id, level, next_page_ms, self._clock(), detail)
+
+    async def calls_to_page(self) -> list[dict[str, Any]]:
+        """Open (not yet acknowledged) calls, provisional ones included. A
+        database that cannot be read in time gives the last list read: paging
+        goes on for the calls known."""
+        provisional = [dict(p) for p in self._provisional.values() if p["status"] == "open"]
+        try:
+            self._stored_calls = await asyncio.wait_for(
+                self._db.query(kind="call", status="open"), COMMIT_DEADLINE_S)
+        except (StorageError, TimeoutError) as exc:
+            log.error("open calls unreadable; paging the last known ones",
+                      error=str(exc) or "timed out")
+        return [*self._stored_calls, *provisional]
+
+    def provisional_count(self) -> int:
+        return len(self._provisional)
+
+    async def probe_write(self) -> None:
+        """A real write to the alerts database (raises StorageError)."""
+        await self._db.probe_write()
 
     def on_change(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -106,23 +210,69 @@ class AlertService:
         return set(self._open.values())
 
     async def load(self) -> None:
+        """Open calls from the database, and calls still in the journal from
+        before a restart (provisional until committed)."""
+        if self._journal is not None:
+            for entry in await asyncio.to_thread(self._journal.open):
+                alert = entry.body
+                alert["id"] = -(entry.slot + 1)
+                alert["journal_slot"] = entry.slot
+                self._provisional[alert["id"]] = alert
+            if self._provisional:
+                log.warning("calls in the journal from before the restart",
+                            count=len(self._provisional))
         self._open = {a["id"]: a["room"]
                       for a in await self._db.query(open_only=True, kind="call") if a["room"]}
+        self._open |= {a["id"]: a["room"] for a in self._provisional.values()
+                       if a["status"] not in ("resolved", "cancelled")}
+        await self.commit_provisional()
+
+    async def run(self) -> None:
+        """Commits provisional calls once the database takes writes again."""
+        while True:
+            await asyncio.sleep(COMMIT_RETRY_S)
+            if self._provisional:
+                await self.commit_provisional()
+
+    async def commit_provisional(self) -> None:
+        async with self._committing:
+            for pid, alert in sorted(self._provisional.items(), reverse=True):
+                try:
+                    committed, created = await self._db.commit_journaled(alert)
+                except StorageError as exc:
+                    log.warning("journalled calls still wait for the database",
+                                count=len(self._provisional), error=str(exc))
+                    return
+                if self._journal is not None and alert.get("journal_slot") is not None:
+                    try:
+                        await asyncio.to_thread(self._journal.clear, alert["journal_slot"])
+                    except OSError as exc:  # committed is what counts; the slot is retried
+                        log.error("journal slot not cleared", slot=alert["journal_slot"],
+                                  error=str(exc))
+                del self._provisional[pid]
+                log.warning("journalled call committed", provisional=pid,
+                            alert=committed["id"], created=created, room=committed["room"])
+                self._changed({**alert, "superseded_by": committed["id"],
+                               "status": "cancelled"})
+                self._changed(committed)
 
     # --- from the node ----------------------------------------------------------
 
     async def on_call(self, device: str, room: str, call: Call) -> None:
         now = self._clock()
+        provisional = self._provisional_of(device, call.call_id)
         if call.action == "press":
+            if provisional is not None:  # the node's re-send of a journalled call
+                await self._tell(provisional)
+                return
             try:
-                test = await self._db.test_mode(room, now) is not None
-                alert, created = await self._db.raise_call(
-                    room=room, device=device, call_id=call.call_id, at_ms=now, channel="button",
-                    test=test)
-            except StorageError as exc:
-                # Nothing committed, nothing acknowledged: the node re-sends in 3 s.
-                log.error("call not committed; waiting for the node's re-send",
-                          call_id=call.call_id, room=room, error=str(exc))
+                alert, created = await asyncio.wait_for(
+                    self._raise(device, room, call.call_id, now), COMMIT_DEADLINE_S)
+            except (StorageError, TimeoutError) as exc:
+                # A late commit of this same attempt is found again by
+                # commit_provisional (same device, call_id and raise time).
+                await self._journal_call(device, room, call, now,
+                                         str(exc) or f"no commit in {COMMIT_DEADLINE_S:g} s")
                 return
             if created:
                 log.warning("EMERGENCY CALL", room=room, device=device, call_id=call.call_id,
@@ -130,17 +280,66 @@ class AlertService:
                 self._changed(alert)
             await self._tell(alert)  # escalation pages staff on its next tick
             return
-        known = await self._db.by_call(device, call.call_id)
+        known = provisional if provisional is not None else await self._db.by_call(
+            device, call.call_id)
         if known is None:
             log.warning("call event for an unknown call", device=device, call_id=call.call_id,
                         action=call.action)
             return
         if call.action == "shown":
+            if provisional is not None:
+                provisional["timeline"].append({"at_ms": now, "what": "shown", "who": device,
+                                                "channel": "lamp", "detail": call.status})
+                return
             await self._db.note(known["id"], "shown", at_ms=now, who=device, channel="lamp",
                                 detail=call.status)
             return
         status = "arrived" if call.action == "presence" else "resolved"
         await self._advance(known["id"], status, who="staff key", channel="staff key")
+
+    async def _raise(self, device: str, room: str, call_id: str,
+                     now: int) -> tuple[dict[str, Any], bool]:
+        test = await self._db.test_mode(room, now) is not None
+        return await self._db.raise_call(room=room, device=device, call_id=call_id, at_ms=now,
+                                         channel="button", test=test)
+
+    def _provisional_of(self, device: str, call_id: str) -> dict[str, Any] | None:
+        return next((p for p in self._provisional.values()
+                     if p["device"] == device and p["call_id"] == call_id), None)
+
+    async def _journal_call(self, device: str, room: str, call: Call, now: int,
+                            error: str) -> None:
+        """The database refused the call: journal it, tell the node, show and page it."""
+        alert: dict[str, Any] = {
+            "kind": "call", "priority": "high", "room": room, "device": device,
+            "call_id": call.call_id, "status": "open", "raised_at_ms": now,
+            "acknowledged_at_ms": None, "acknowledged_by": None, "arrived_at_ms": None,
+            "resolved_at_ms": None, "resolved_by": None, "escalation_level": 0,
+            "next_page_ms": None, "test": False, "subject": None, "paging": {},
+            "nobody": False, "provisional": True,
+            "timeline": [{"at_ms": now, "what": "raised", "who": device, "channel": "button",
+                          "detail": "database refused the call; kept in the call journal"}]}
+        durable = False
+        if self._journal is not None:
+            try:
+                slot = await asyncio.to_thread(self._journal.write, _journal_body(alert))
+            except (OSError, ValueError) as exc:
+                log.error("call journal refused the call too", call_id=call.call_id,
+                          error=str(exc))
+                slot = -1 - len(self._provisional) - 10_000  # in memory only
+            else:
+                durable = True
+        else:
+            slot = -1 - len(self._provisional) - 10_000
+        alert["journal_slot"] = slot if durable else None
+        alert["id"] = -(slot + 1) if durable else slot
+        self._provisional[alert["id"]] = alert
+        log.error("EMERGENCY CALL kept in the call journal: the database refused it",
+                  room=room, device=device, call_id=call.call_id, alert=alert["id"],
+                  journalled=durable, error=error)
+        self._changed(alert)
+        if durable:  # `received` promises a durable record; without one the node re-sends
+            await self._tell(alert)
 
     async def on_device_online(self, device: str) -> None:
         """A node is back: re-send the status of each of its open calls."""
@@ -167,6 +366,8 @@ class AlertService:
         return await self._db.test_mode(room, self._clock())
 
     async def get(self, alert_id: int) -> dict[str, Any]:
+        if (p := self._provisional.get(alert_id)) is not None:
+            return _public(p)
         alert = await self._db.get(alert_id)
         if alert is None:
             raise NotFound(f"no alert {alert_id}")
@@ -174,13 +375,25 @@ class AlertService:
 
     async def query(self, *, status: str | None, kind: str | None,
                     open_only: bool = False, limit: int = 500) -> list[dict[str, Any]]:
-        return await self._db.query(status=status, kind=kind, open_only=open_only,
-                                    limit=limit)
+        provisional = [_public(p, timeline=False) for p in self._provisional.values()
+                       if (status is None or p["status"] == status)
+                       and (kind is None or kind == "call")
+                       and (not open_only or p["status"] not in ("resolved", "cancelled"))]
+        try:
+            stored = await self._db.query(status=status, kind=kind, open_only=open_only,
+                                          limit=limit)
+        except StorageError:
+            if not provisional:
+                raise
+            stored = []
+        return [*provisional, *stored][:limit]
 
     # --- internals ---------------------------------------------------------------
 
     async def _advance(self, alert_id: int, status: str, *, who: str,
                        channel: str) -> dict[str, Any]:
+        if (p := self._provisional.get(alert_id)) is not None:
+            return await self._advance_provisional(p, status, who=who, channel=channel)
         try:
             alert, changed = await self._db.advance(alert_id, status, at_ms=self._clock(),
                                                     who=who, channel=channel)
@@ -191,6 +404,33 @@ class AlertService:
             self._changed(alert)
         await self._tell(alert)
         return alert
+
+    async def _advance_provisional(self, alert: dict[str, Any], status: str, *, who: str,
+                                   channel: str) -> dict[str, Any]:
+        """As AlertsDb.advance, in memory and in the journal."""
+        if ORDER[status] > ORDER[alert["status"]]:
+            now = self._clock()
+            alert["status"] = status
+            if status == "acknowledged" or (status == "arrived"
+                                            and alert["acknowledged_at_ms"] is None):
+                alert["acknowledged_at_ms"], alert["acknowledged_by"] = now, who
+            if status == "arrived":
+                alert["arrived_at_ms"] = now
+            if status in ("resolved", "cancelled"):
+                alert["resolved_at_ms"], alert["resolved_by"] = now, who
+            alert["timeline"].append({"at_ms": now, "what": status, "who": who,
+                                      "channel": channel, "detail": None})
+            if self._journal is not None and alert.get("journal_slot") is not None:
+                try:
+                    await asyncio.to_thread(self._journal.write, _journal_body(alert),
+                                            alert["journal_slot"])
+                except (OSError, ValueError) as exc:
+                    log.error("journal not updated", alert=alert["id"], error=str(exc))
+            log.info("alert " + status, alert=alert["id"], room=alert["room"], by=who,
+                     provisional=True)
+            self._changed(alert)
+        await self._tell(alert)
+        return _public(alert)
 
     async def _tell(self, alert: dict[str, Any]) -> None:
         if alert["kind"] != "call" or self._send is None:
@@ -203,5 +443,28 @@ class AlertService:
             self._open.pop(alert["id"], None)
         elif alert["room"] and alert["kind"] == "call":
             self._open[alert["id"]] = alert["room"]
+        shown = _public(alert, timeline=False)
         for listener in self._listeners:
-            listener(alert)
+            try:
+                listener(shown)
+            except Exception:  # one listener must not stop the others
+                log.exception("alert listener failed", alert=alert["id"])
+
+
+def _public(alert: dict[str, Any], *, timeline: bool = True) -> dict[str, Any]:
+    """An alert as the API shows it (no journal internals)."""
+    out = {k: v for k, v in alert.items() if k != "journal_slot"}
+    if timeline and "timeline" in alert:
+        out["timeline"] = list(alert["timeline"])
+    elif not timeline:
+        out.pop("timeline", None)
+    return out
+
+
+def _journal_body(alert: dict[str, Any]) -> dict[str, Any]:
+    """What the journal keeps of a provisional alert: everything but its slot
+    and id (the slot gives the id back on load); the timeline's last entries."""
+    body = {k: v for k, v in alert.items() if k not in ("journal_slot", "id")}
+    body["timeline"] = alert["timeline"][:2] + alert["timeline"][-4:] \
+        if len(alert["timeline"]) > 6 else alert["timeline"]
+    return body

@@ -1,8 +1,18 @@
 """Escalation: page tier after tier until someone acknowledges the call.
 
 Each open call has a level (how many tiers have started) and a time for its
-next page, both in the database, so a server restart mid-escalation carries
-on where it was. The clock is injected: tests drive it exactly.
+next page. The schedule runs on the monotonic clock, in memory, so a step
+of the wall clock (NTP, a wrong RTC) neither stops nor bunches pages, and a
+database that refuses writes (a full disk) does not stop paging. The level
+and next page time are also written to the database, best effort, so a
+server restart mid-escalation carries on where it was. Both clocks are
+injected: tests drive them exactly.
+
+Every page's outcome is recorded on its alert. A tier that starts with
+nobody it can page is recorded too ("nobody to page", red on the console):
+silence must never look like calm. A `paging_link` alert (a channel or an IM
+destination down) is itself paged, once, to the first tier's targets over
+the channels that still work.
 
 Example (`escalation.tiers`): tier 1 at 0 s, the staff on duty for the
 building, every 30 s; tier 2 at 60 s, all staff and the security desk;
@@ -13,7 +23,9 @@ again at its own `repeat_s` until the call is acknowledged.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -52,10 +64,23 @@ def paging_gaps(escalation: EscalationSettings, paging: PagingSettings) -> list[
                 or any(name in paging.im.destinations for name in tier.im):
             reachable = True
     if not reachable:
-        gaps.insert(0, "no escalation tier can page anyone: emergency calls reach only the "
-                       "staff console and stream (set escalation.tiers, escalation.roster, "
-                       "paging.espa.port or paging.im.destinations)")
+        gaps.insert(0, NOBODY)
     return gaps
+
+
+NOBODY = ("no escalation tier can page anyone: emergency calls reach only the staff console "
+          "and stream (set escalation.tiers, escalation.roster, paging.espa.port or "
+          "paging.im.destinations)")
+
+
+def refuse_unpaged(escalation: EscalationSettings, paging: PagingSettings) -> str | None:
+    """Why the server must not start (nobody could be paged), or None.
+    `paging.allow_no_target` starts it anyway (the demo)."""
+    gaps = paging_gaps(escalation, paging)
+    if gaps and gaps[0] == NOBODY and not paging.allow_no_target:
+        return (f"config error: {NOBODY}; to run without paging on purpose (a demo), "
+                "set paging.allow_no_target = true (env MAMAROOM_PAGING__ALLOW_NO_TARGET=true)")
+    return None
 
 
 class PageChannel(Protocol):
@@ -69,22 +94,51 @@ class PageChannel(Protocol):
 
 
 Paged = Callable[[int, str, str, bool, str], None]
+OpenCalls = Callable[[], Awaitable[list[dict[str, Any]]]]
+Nobody = Callable[[int, str], Awaitable[None]]
+SetEscalation = Callable[[int, int, int | None, str], Awaitable[None]]
+
+
+@dataclass
+class _Schedule:
+    """One alert's escalation, on the monotonic clock (seconds)."""
+
+    raised: float
+    level: int
+    next_page: float | None
 
 
 class Escalator:
     def __init__(self, db: AlertsDb, settings: EscalationSettings, tz: ZoneInfo,
                  room_of: Callable[[str], RegistryRoom | None],
                  text_of: Callable[[dict[str, Any], RegistryRoom | None], str],
-                 *, clock: Callable[[], int] = wall_ms, on_paged: Paged | None = None) -> None:
+                 *, clock: Callable[[], int] = wall_ms,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 on_paged: Paged | None = None, open_calls: OpenCalls | None = None,
+                 on_nobody: Nobody | None = None,
+                 set_escalation: SetEscalation | None = None) -> None:
+        """`clock` (wall ms) is only for shift hours and what is stored;
+        `monotonic` (seconds) times every page. `open_calls`, `on_nobody` and
+        `set_escalation` default to the database alone (the alert service
+        passes its own, which also know the calls held in the journal)."""
         self._db = db
         self._settings = settings
         self._tz = tz
         self._room_of = room_of
         self._text_of = text_of
         self._clock = clock
+        self._mono = monotonic
         self._on_paged = on_paged
+        self._open_calls = open_calls or (lambda: db.query(kind="call", status="open"))
+        self._on_nobody = on_nobody
+        self._set_escalation = set_escalation
         self.channels: list[PageChannel] = []
         self._wake = asyncio.Event()
+        self._schedules: dict[int, _Schedule] = {}
+        #: The last open calls read, paged from if the database cannot be read.
+        self._last_calls: list[dict[str, Any]] = []
+        #: paging_link alerts already paged over the other channels.
+        self._link_alerts_paged: set[int] = set()
 
     def wake(self) -> None:
         """A new call: page now rather than at the next tick."""
@@ -94,8 +148,8 @@ class Escalator:
         while True:
             try:
                 await self.tick()
-            except StorageError as exc:
-                log.error("escalation check failed; will retry", error=str(exc))
+            except Exception:  # paging must outlive any one bad round
+                log.exception("escalation round failed; will retry")
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self._settings.tick_s)
@@ -124,53 +178,137 @@ class Escalator:
         return list(dict.fromkeys(pagers))  # each pager once
 
     async def tick(self) -> None:
-        now = self._clock()
-        for alert in await self._db.query(kind="call", status="open"):
-            await self._escalate(alert, now)
+        try:
+            calls = await self._open_calls()
+            self._last_calls = calls
+        except StorageError as exc:
+            # Reads failing too: keep paging the calls we know of.
+            log.error("open calls unreadable; paging the last known ones", error=str(exc))
+            calls = self._last_calls
+        seen = set()
+        for alert in calls:
+            seen.add(alert["id"])
+            try:
+                await self._escalate(alert)
+            except StorageError as exc:
+                log.error("escalation state not stored; paging goes on", alert=alert["id"],
+                          error=str(exc))
+        for gone in set(self._schedules) - seen:  # acknowledged or closed
+            del self._schedules[gone]
+        await self._page_link_alerts()
 
-    async def _escalate(self, alert: dict[str, Any], now: int) -> None:
+    def _schedule(self, alert: dict[str, Any]) -> _Schedule:
+        """The alert's schedule; for one first seen now, taken from what was stored."""
+        sched = self._schedules.get(alert["id"])
+        if sched is None:
+            now_mono, now_wall = self._mono(), self._clock()
+            # Wall time only for what happened before this process saw the
+            # alert, and never negative (a clock stepped back since).
+            age = max(0.0, (now_wall - alert["raised_at_ms"]) / 1000)
+            next_page = None
+            if alert["next_page_ms"] is not None:
+                next_page = now_mono + max(0.0, (alert["next_page_ms"] - now_wall) / 1000)
+            sched = _Schedule(raised=now_mono - age, level=alert["escalation_level"],
+                              next_page=next_page)
+            self._schedules[alert["id"]] = sched
+        return sched
+
+    async def _escalate(self, alert: dict[str, Any]) -> None:
         room = self._room_of(alert["room"]) if alert["room"] else None
         tiers = [t for t in self._settings.tiers if self._applies(t, room)]
+        sched = self._schedule(alert)
+        now_wall = self._clock()
         if alert["test"]:
             # Commissioning: only the tester is paged, once, and it says TEST.
-            tester = await self._db.test_mode(alert["room"], now) if alert["room"] else None
-            if alert["escalation_level"] == 0:
+            if sched.level == 0:
+                sched.level = 1
+                tester = (await self._db.test_mode(alert["room"], now_wall)
+                          if alert["room"] else None)
                 if tester:
                     self._page(alert["id"], "espa", tester, self._text_of(alert, room))
-                await self._db.set_escalation(alert["id"], 1, None, now, "test: tester only")
+                else:
+                    await self._nobody(alert["id"], "test call: the room's tester has no pager")
+                await self._store(alert["id"], 1, None, "test: tester only")
             return
-        elapsed_s = (now - alert["raised_at_ms"]) / 1000
+        now = self._mono()
+        elapsed_s = now - sched.raised
         started = [t for t in tiers if t.after_s <= elapsed_s]
         level = len(started)
-        previous = alert["escalation_level"]
-        due_repeat = alert["next_page_ms"] is not None and now >= alert["next_page_ms"]
+        previous = sched.level
+        due_repeat = sched.next_page is not None and now >= sched.next_page
         if level == previous and not due_repeat:
             return
         text = self._text_of(alert, room)
         # New tiers are paged now; on a repeat, every started tier that repeats.
         to_page = started[previous:] if level > previous and not due_repeat else [
             t for i, t in enumerate(started) if i >= previous or t.repeat_s > 0]
+        sent = 0
         for tier in to_page:
-            for channel, target in self.targets(tier, room, now):
-                self._page(alert["id"], channel, target, text)
-        next_times = [alert["raised_at_ms"] + int(t.after_s * 1000) for t in tiers
+            for channel, target in self.targets(tier, room, now_wall):
+                sent += self._page(alert["id"], channel, target, text)
+        if to_page and not sent:
+            await self._nobody(alert["id"], f"tier {level} of {len(tiers)}: no target that a "
+                                            "configured channel can reach")
+        next_times = [sched.raised + t.after_s for t in tiers
                       if t.after_s > elapsed_s]  # the next tier's start
-        next_times += [now + int(t.repeat_s * 1000) for t in started if t.repeat_s > 0]
-        await self._db.set_escalation(
-            alert["id"], level, min(next_times) if next_times else None, now,
-            f"tier {level} of {len(tiers)}")
+        next_times += [now + t.repeat_s for t in started if t.repeat_s > 0]
+        sched.level = level
+        sched.next_page = min(next_times) if next_times else None
         if level > previous:
             log.warning("call escalated", alert=alert["id"], room=alert["room"], tier=level)
+        next_ms = (None if sched.next_page is None
+                   else now_wall + int((sched.next_page - now) * 1000))
+        await self._store(alert["id"], level, next_ms, f"tier {level} of {len(tiers)}")
 
-    def _page(self, alert_id: int, channel_name: str, target: str, text: str) -> None:
+    async def _store(self, alert_id: int, level: int, next_ms: int | None, detail: str) -> None:
+        if self._set_escalation is not None:
+            await self._set_escalation(alert_id, level, next_ms, detail)
+        else:
+            await self._db.set_escalation(alert_id, level, next_ms, self._clock(), detail)
+
+    async def _nobody(self, alert_id: int, detail: str) -> None:
+        if self._on_nobody is not None:
+            await self._on_nobody(alert_id, detail)
+        else:
+            log.error("nobody to page", alert=alert_id, detail=detail)
+            await self._db.note_nobody(alert_id, at_ms=self._clock(), detail=detail)
+
+    async def _page_link_alerts(self) -> None:
+        """A paging channel down is an emergency of the call path: tell the
+        first tier's targets, once, over every other channel that can reach them."""
+        try:
+            alerts = await self._db.query(kind="paging_link", open_only=True)
+        except StorageError:
+            return
+        self._link_alerts_paged &= {a["id"] for a in alerts}
+        first = [t for t in self._settings.tiers if t.after_s == 0] or self._settings.tiers[:1]
+        for alert in alerts:
+            if alert["id"] in self._link_alerts_paged:
+                continue
+            self._link_alerts_paged.add(alert["id"])
+            down = (alert["subject"] or "").split(":", 1)
+            text = f"PAGING FAULT {alert['subject']}: calls may not reach pagers"
+            sent = 0
+            for tier in first:
+                for channel, target in self.targets(tier, None, self._clock()):
+                    if channel == down[0] and (len(down) == 1 or down[1] == target):
+                        continue  # not over the link that is down
+                    sent += self._page(alert["id"], channel, target, text)
+            if not sent:
+                log.error("paging link down and no other channel to tell anyone",
+                          subject=alert["subject"])
+
+    def _page(self, alert_id: int, channel_name: str, target: str, text: str) -> bool:
+        """Queue one page; False if no configured channel can send it."""
         channel = next((c for c in self.channels if c.name == channel_name), None)
         if channel is None:
             log.warning("page not sent: channel not configured", alert=alert_id,
                         channel=channel_name, target=target)
-            return
+            return False
 
         def done(ok: bool, detail: str) -> None:
             if self._on_paged:
                 self._on_paged(alert_id, channel_name, target, ok, detail)
 
         channel.send(target, text, done)
+        return True

@@ -38,7 +38,7 @@ def test_a_new_server_has_no_account_to_log_in_with(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "mosquitto").start()
     port = free_port()
     env = {**os.environ, "MAMAROOM_MQTT__URL": broker.url, "MAMAROOM_HTTP__PORT": str(port),
-           "MAMAROOM_DATA_DIR": str(tmp_path / "data"),
+           "MAMAROOM_DATA_DIR": str(tmp_path / "data"), "MAMAROOM_PAGING__ALLOW_NO_TARGET": "true",
            "MAMAROOM_ROOMS_CSV": str(write_rooms_csv(tmp_path / "rooms.csv",
                                                      [("T1-0101", None)]))}
     server = Proc("server", ["server"], env, tmp_path).start()
