@@ -160,6 +160,10 @@ class ServerSettings(_Section):
     #: Room changes buffered per stream client; one further behind is disconnected
     #: (its browser reconnects and gets a fresh snapshot).
     stream_queue: Annotated[int, Field(ge=10, le=100_000)] = 1000
+    #: Fixed MQTT client id with a persistent session: calls and staff-key
+    #: resets sent while the server restarts wait at the broker. Every server
+    #: process needs its own (several servers share data_dir; see deployment.md).
+    client_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "mamaroom-server"
 
 
 class EspaSettingsModel(_Section):
@@ -393,8 +397,9 @@ class Settings(BaseSettings):
 
     @property
     def call_journal_path(self) -> Path:
-        """Calls the database refused (a full disk), until they are committed."""
-        return self.data_dir / "call-journal.bin"
+        """Calls the database refused (a full disk), until they are committed;
+        one per server process."""
+        return self.data_dir / f"call-journal-{self.server.client_id}.bin"
 
     @property
     def server_db_path(self) -> Path:

@@ -36,6 +36,10 @@ CREATE TABLE IF NOT EXISTS alert_events (
     at_ms INTEGER NOT NULL, what TEXT NOT NULL, who TEXT, channel TEXT, detail TEXT
 );
 CREATE INDEX IF NOT EXISTS alert_events_alert ON alert_events (alert_id, at_ms);
+-- Who escalates when several servers share this database: one holder at a time.
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY, holder TEXT NOT NULL, until_ms INTEGER NOT NULL
+);
 -- Rooms being commissioned: their calls page only the tester, marked as tests.
 CREATE TABLE IF NOT EXISTS test_mode (
     room TEXT PRIMARY KEY, tester_pager TEXT NOT NULL, until_ms INTEGER NOT NULL,
@@ -49,6 +53,9 @@ ALERT_COLUMNS = ("id", "kind", "priority", "room", "device", "call_id", "status"
                  "subject", "paging", "nobody")
 #: Columns added after the first release: (name, declaration), added on open.
 ADDED_COLUMNS = (("paging", "TEXT"), ("nobody", "INTEGER NOT NULL DEFAULT 0"))
+#: A journalled call and a stored one of the same device and call_id raised
+#: this close together are one call (call ids are unique per node boot).
+JOURNAL_MATCH_MS = 5 * 60_000
 #: How far along a call is; a step is only ever taken forwards.
 ORDER = {"open": 0, "acknowledged": 1, "arrived": 2, "resolved": 3, "cancelled": 3}
 
@@ -222,15 +229,18 @@ class AlertsDb(SqliteDatabase):
     async def commit_journaled(self, alert: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """A call kept in the journal while the database refused writes, with
         its status and timeline so far; (alert, created). Exactly once: a call
-        already committed (same device, call_id and raise time) is returned as it is."""
+        already committed (the same device and call_id raised within
+        JOURNAL_MATCH_MS: a late commit of the same attempt, or another server
+        sharing this database that journalled the same press) is returned as it is."""
 
         def run(db: sqlite3.Connection) -> tuple[dict[str, Any], bool]:
             cols = ", ".join(ALERT_COLUMNS)
             with db:
                 row = db.execute(f"SELECT {cols} FROM alerts WHERE device=? AND call_id=? AND"
-                                 " raised_at_ms=? AND kind='call'",
+                                 " kind='call' AND raised_at_ms BETWEEN ? AND ?",
                                  (alert["device"], alert["call_id"],
-                                  alert["raised_at_ms"])).fetchone()
+                                  alert["raised_at_ms"] - JOURNAL_MATCH_MS,
+                                  alert["raised_at_ms"] + JOURNAL_MATCH_MS)).fetchone()
                 if row is not None:
                     return _alert(row), False
                 cur = db.execute(
@@ -253,6 +263,21 @@ class AlertsDb(SqliteDatabase):
                 row = db.execute(f"SELECT {cols} FROM alerts WHERE id=?",
                                  (cur.lastrowid,)).fetchone()
             return _alert(row), True
+
+        return await self._run(run)
+
+    async def lease(self, name: str, holder: str, now_ms: int, ttl_ms: int) -> bool:
+        """Take or renew the lease `name` for `holder` unless another holds it
+        unexpired; True if `holder` has it now."""
+
+        def run(db: sqlite3.Connection) -> bool:
+            with db:
+                db.execute("INSERT INTO leases VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE"
+                           " SET holder=excluded.holder, until_ms=excluded.until_ms"
+                           " WHERE leases.holder=excluded.holder OR leases.until_ms < ?",
+                           (name, holder, now_ms + ttl_ms, now_ms))
+                row = db.execute("SELECT holder FROM leases WHERE name=?", (name,)).fetchone()
+            return bool(row and row[0] == holder)
 
         return await self._run(run)
 

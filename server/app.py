@@ -7,7 +7,6 @@ import contextlib
 import functools
 import gc
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -69,14 +68,16 @@ def create_app(settings: Settings) -> FastAPI:
         await live.set_registry(current)
         welfare = (WelfareCheck(alerts, settings.alerts.welfare_after_s)
                    if settings.alerts.welfare_enabled else None)
-        mqtt = ServerMqtt(settings.mqtt, f"mamaroom-server-{uuid.uuid4().hex[:8]}", live, current,
-                          alerts, welfare)
+        mqtt = ServerMqtt(settings.mqtt, settings.server.client_id, live, current, alerts,
+                          welfare)
         registry.on_change(live.set_registry)
         registry.on_change(mqtt.publish_registry)
         escalator = Escalator(alerts_db, settings.escalation, ZoneInfo(settings.timezone),
                               registry.find, call_text, on_paged=page_recorder(alerts),
                               open_calls=alerts.calls_to_page, on_nobody=alerts.note_nobody,
-                              set_escalation=alerts.set_escalation)
+                              set_escalation=alerts.set_escalation,
+                              lease=functools.partial(alerts_db.lease, "escalation",
+                                                      settings.server.client_id))
         alerts.on_change(lambda a: escalator.wake() if a["kind"] == "call" else None)
         for gap in paging_gaps(settings.escalation, settings.paging):
             log.warning("paging configuration", problem=gap)

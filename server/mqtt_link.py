@@ -44,6 +44,13 @@ DEVICE_PREFIX = f"{PREFIX}/dev/"
 CALL_SUBSCRIPTION = f"{PREFIX}/dev/+/call"
 OCCUPANCY_SUBSCRIPTION = f"{PREFIX}/dev/+/occupancy"
 STATUS_SUBSCRIPTION = f"{PREFIX}/dev/+/status"
+#: Servers sharing one database tell each other of every alert change they
+#: make, so each one's consoles show them all (QoS 1, not retained).
+PEER_SUBSCRIPTION = f"{PREFIX}/server/+/alert"
+
+
+def peer_topic(client_id: str) -> str:
+    return f"{PREFIX}/server/{client_id}/alert"
 
 
 class ServerMqtt:
@@ -58,6 +65,8 @@ class ServerMqtt:
         self._alerts = alerts
         self._welfare = welfare
         alerts.connect(self.send_call_ack)
+        alerts.connect_peers(self.tell_peers)
+        self._peer_sends: set[asyncio.Task[None]] = set()
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
         #: Each gateway's retained summary and status, for /metrics.
@@ -81,7 +90,9 @@ class ServerMqtt:
                 async with aiomqtt.Client(
                     self._settings.host, self._settings.port, identifier=self._client_id,
                     username=self._settings.username, password=self._settings.password,
-                    keepalive=self._settings.keepalive_s, clean_session=True,
+                    # A persistent session: calls and staff-key resets sent while
+                    # this server restarts wait at the broker (queued QoS 1).
+                    keepalive=self._settings.keepalive_s, clean_session=False,
                     tls_params=aiomqtt.TLSParameters() if self._settings.tls else None,
                     socket_options=[NO_DELAY],
                 ) as client:
@@ -90,6 +101,7 @@ class ServerMqtt:
                     await client.subscribe(GATEWAY_SUBSCRIPTION, qos=0)
                     await client.subscribe(CALL_SUBSCRIPTION, qos=1)
                     await client.subscribe(STATUS_SUBSCRIPTION, qos=1)
+                    await client.subscribe(PEER_SUBSCRIPTION, qos=1)
                     if self._welfare is not None:
                         await client.subscribe(OCCUPANCY_SUBSCRIPTION, qos=1)
                     await client.publish(REGISTRY_TOPIC, dumps(self._registry), qos=1,
@@ -156,9 +168,39 @@ class ServerMqtt:
             log.debug("ignoring a bad device message (the gateway counts it)", topic=topic,
                       reason=exc.reason.value)
 
+    def tell_peers(self, alert: dict[str, Any]) -> None:
+        """An alert change made here, for the other servers' consoles."""
+        if self._client is None or not self.connected.is_set() or alert.get("id", 0) <= 0:
+            return
+        task = asyncio.create_task(self._publish_peer(self._client, alert))
+        self._peer_sends.add(task)
+        task.add_done_callback(self._peer_sends.discard)
+
+    async def _publish_peer(self, client: aiomqtt.Client, alert: dict[str, Any]) -> None:
+        try:
+            await client.publish(peer_topic(self._client_id), json.dumps(alert), qos=1,
+                                 timeout=ACK_PUBLISH_TIMEOUT_S)
+        except aiomqtt.MqttError as exc:
+            log.warning("alert change not sent to other servers", alert=alert.get("id"),
+                        error=str(exc))
+
+    def _on_peer(self, topic: str, payload: bytes) -> None:
+        if topic == peer_topic(self._client_id):
+            return  # our own
+        try:
+            alert = json.loads(payload)
+        except ValueError:
+            log.warning("ignoring a bad alert from another server", topic=topic)
+            return
+        if isinstance(alert, dict) and isinstance(alert.get("id"), int) and "status" in alert:
+            self._alerts.from_peer(alert)
+
     def _on_message(self, topic: str, payload: bytes) -> None:
         if topic.startswith(GATEWAY_PREFIX):
             self._on_gateway(topic, payload)
+            return
+        if topic.startswith(f"{PREFIX}/server/"):
+            self._on_peer(topic, payload)
             return
         try:
             room = parse_room_state_topic(topic)

@@ -441,3 +441,36 @@ class Services:
             self._token = self.login("admin", self.ADMIN_PASSWORD)
         return self.http.request(method, path, headers={"Authorization":
                                                         f"Bearer {self._token}"}, **kwargs)
+
+
+RESULTS_CHAOS = ROOT / "bench" / "RESULTS-chaos.md"
+FAULTS_HEADING = "## Call-path faults (make test)"
+
+
+def record_fault(fault: str, result: str) -> None:
+    """One fault test's outcome (calls lost, time to recover) as a row of the
+    call-path faults table in bench/RESULTS-chaos.md; `make chaos` rewrites
+    the rest of that file and keeps this section (tests/chaos/test_chaos.py)."""
+    text = RESULTS_CHAOS.read_text(encoding="utf-8") if RESULTS_CHAOS.exists() else ""
+    head, _, section = text.partition(FAULTS_HEADING)
+    rows = {line.split("|")[1].strip(): line for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith("| fault") and "---" not in line}
+    when = time.strftime("%Y-%m-%d", time.gmtime())
+    rows[fault] = f"| {fault} | {result} | {when} |"
+    RESULTS_CHAOS.write_text(
+        head.rstrip("\n") + "\n\n" + fault_section(list(rows.values())), encoding="utf-8")
+
+
+def fault_section(rows: list[str]) -> str:
+    return "\n".join([
+        FAULTS_HEADING, "",
+        "Each fault injected into real processes by a test in `make test`; every "
+        "row is rewritten by its test's latest run.", "",
+        "| fault | result | run |", "|---|---|---|", *sorted(rows), ""])
+
+
+def kept_fault_section() -> str:
+    """The call-path faults section of RESULTS-chaos.md as it is now."""
+    text = RESULTS_CHAOS.read_text(encoding="utf-8") if RESULTS_CHAOS.exists() else ""
+    _, found, section = text.partition(FAULTS_HEADING)
+    return found + section if found else ""

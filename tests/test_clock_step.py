@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Device, Mosquitto, Proc, Services, wait_for
+from tests.support import Device, Mosquitto, Proc, Services, record_fault, wait_for
 from tests.test_paging_faults import ImHook
 
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
@@ -57,8 +57,9 @@ def test_escalation_keeps_its_rhythm_across_clock_steps(
         wait_for(lambda: "wall clock stepped" in svc.server.log(), timeout=30,
                  what="the step logged")
         assert "received" in dev.statuses("step-1")
-        print(f"\nclock step: pages to duty {duty.messages.count(TEXT)}, to the manager "
-              f"{manager.messages.count(TEXT)}; calls lost 0")
+        record_fault("server wall clock stepped -1 h then +2 h (libfaketime)",
+                     f"calls lost 0; repeats every 2 s went on ({duty.messages.count(TEXT)} "
+                     "pages), the 12 s tier paged once on schedule; the step logged")
     finally:
         dev.close()
         svc.stop()

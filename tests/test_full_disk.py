@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Device, Mosquitto, Services, wait_for
+from tests.support import Device, Mosquitto, Services, record_fault, wait_for
 from tests.test_paging_faults import ImHook
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
@@ -97,8 +97,10 @@ def test_calls_on_a_full_disk_are_acked_shown_paged_and_committed_once(
             timeline = svc.admin("GET", f"/api/alerts/{a['id']}").json()["timeline"]
             assert timeline[0]["what"] == "raised"
             assert any(e["what"] == "paged" and e["who"] == "desk" for e in timeline)
-        print(f"\nfull disk: calls lost 0 of {len(CALLS)}; committed and ready "
-              f"{recovered_s:.1f} s after space was freed")
+        record_fault("data disk 100 % full (tmpfs)",
+                     f"calls lost 0 of {len(CALLS)}: all acked `received`, shown and paged "
+                     "from the call journal; /readyz 503 (disk low); each committed exactly "
+                     f"once and ready again {recovered_s:.1f} s after space was freed")
     finally:
         if filler is not None:
             filler.unlink(missing_ok=True)

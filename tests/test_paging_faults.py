@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.support import Device, Mosquitto, Services, free_port, wait_for
+from tests.support import Device, Mosquitto, Services, free_port, record_fault, wait_for
 from tests.test_espa import PagingSystem
 
 CALL_TEXT = "CALL Test Bldg 1F (T1-0101)"
@@ -137,8 +137,10 @@ def test_an_unplugged_espa_adapter_is_an_alert_paged_over_im_and_recovers(
         # Every call was acknowledged to its node: nothing lost.
         for call_id in ("before", "during", "after"):
             assert "received" in dev.statuses(call_id)
-        print(f"\nESPA unplug: calls lost 0; link back {recovered_s:.1f} s after the unplug "
-              "(the worker probes a down link every 10 s)")
+        record_fault("ESPA adapter unplugged (pty master closed), plugged back",
+                     f"calls lost 0 of 3; each failed page on its alert; `paging_link` alert "
+                     f"paged over IM; link up again and alert cleared {recovered_s:.1f} s "
+                     "after the unplug (replug included; a down link is probed every 10 s)")
     finally:
         dev.close()
         svc.stop()

@@ -74,6 +74,8 @@ class AlertService:
         self._journal = journal
         self._send: SendAck | None = None
         self._listeners: list[Listener] = []
+        #: Tells the other servers of each change made here (ServerMqtt).
+        self._peers: Listener | None = None
         #: Open call alerts by id → room.
         self._open: dict[int, str] = {}
         #: Calls the database refused, by their (negative) provisional id.
@@ -84,6 +86,17 @@ class AlertService:
 
     def connect(self, send: SendAck) -> None:
         self._send = send
+
+    def connect_peers(self, tell: Listener) -> None:
+        self._peers = tell
+
+    def from_peer(self, alert: dict[str, Any]) -> None:
+        """A change made by another server sharing this database: shown on
+        this server's consoles too (its open calls stay public `occupied`).
+        Provisional alerts stay with the server that journalled them: their
+        ids are its own."""
+        if alert.get("id", 0) > 0:
+            self._changed(alert, local=False)
 
     async def channel_down(self, subject: str, detail: str) -> None:
         """A paging channel (`espa`) or one IM destination (`im:desk`) is down:
@@ -438,13 +451,14 @@ class AlertService:
         await self._send(alert["device"], CallAck(call_id=alert["call_id"],
                                                   status=NODE_STATUS[alert["status"]]))
 
-    def _changed(self, alert: dict[str, Any]) -> None:
+    def _changed(self, alert: dict[str, Any], *, local: bool = True) -> None:
         if alert["status"] in ("resolved", "cancelled"):
             self._open.pop(alert["id"], None)
         elif alert["room"] and alert["kind"] == "call":
             self._open[alert["id"]] = alert["room"]
         shown = _public(alert, timeline=False)
-        for listener in self._listeners:
+        listeners = [*self._listeners, self._peers] if local and self._peers else self._listeners
+        for listener in listeners:
             try:
                 listener(shown)
             except Exception:  # one listener must not stop the others

@@ -97,6 +97,10 @@ Paged = Callable[[int, str, str, bool, str], None]
 OpenCalls = Callable[[], Awaitable[list[dict[str, Any]]]]
 Nobody = Callable[[int, str], Awaitable[None]]
 SetEscalation = Callable[[int, int, int | None, str], Awaitable[None]]
+Lease = Callable[[int, int], Awaitable[bool]]
+#: Several servers share one database: one of them escalates, holding a lease
+#: it renews every tick; if it dies, another takes over within this long.
+LEASE_TTL_MS = 10_000
 
 
 @dataclass
@@ -116,7 +120,8 @@ class Escalator:
                  monotonic: Callable[[], float] = time.monotonic,
                  on_paged: Paged | None = None, open_calls: OpenCalls | None = None,
                  on_nobody: Nobody | None = None,
-                 set_escalation: SetEscalation | None = None) -> None:
+                 set_escalation: SetEscalation | None = None,
+                 lease: Lease | None = None) -> None:
         """`clock` (wall ms) is only for shift hours and what is stored;
         `monotonic` (seconds) times every page. `open_calls`, `on_nobody` and
         `set_escalation` default to the database alone (the alert service
@@ -132,6 +137,8 @@ class Escalator:
         self._open_calls = open_calls or (lambda: db.query(kind="call", status="open"))
         self._on_nobody = on_nobody
         self._set_escalation = set_escalation
+        self._lease = lease
+        self.leader: bool | None = None
         self.channels: list[PageChannel] = []
         self._wake = asyncio.Event()
         self._schedules: dict[int, _Schedule] = {}
@@ -177,6 +184,19 @@ class Escalator:
                     pagers.append(shift.pager)
         return list(dict.fromkeys(pagers))  # each pager once
 
+    async def _is_leader(self) -> bool:
+        if self._lease is None:
+            return True
+        try:
+            leader = await asyncio.wait_for(self._lease(self._clock(), LEASE_TTL_MS), 2.0)
+        except (StorageError, TimeoutError):
+            leader = True  # cannot tell: paging twice beats paging nobody
+        if leader != self.leader:
+            log.info("escalating the shared calls" if leader
+                     else "another server escalates the shared calls")
+            self.leader = leader
+        return leader
+
     async def tick(self) -> None:
         try:
             calls = await self._open_calls()
@@ -185,6 +205,9 @@ class Escalator:
             # Reads failing too: keep paging the calls we know of.
             log.error("open calls unreadable; paging the last known ones", error=str(exc))
             calls = self._last_calls
+        leader = await self._is_leader()
+        if not leader:  # only the calls journalled here (negative ids) are ours alone
+            calls = [c for c in calls if c["id"] < 0]
         seen = set()
         for alert in calls:
             seen.add(alert["id"])
@@ -193,9 +216,10 @@ class Escalator:
             except StorageError as exc:
                 log.error("escalation state not stored; paging goes on", alert=alert["id"],
                           error=str(exc))
-        for gone in set(self._schedules) - seen:  # acknowledged or closed
+        for gone in set(self._schedules) - seen:  # acknowledged, closed, or not ours
             del self._schedules[gone]
-        await self._page_link_alerts()
+        if leader:
+            await self._page_link_alerts()
 
     def _schedule(self, alert: dict[str, Any]) -> _Schedule:
         """The alert's schedule; for one first seen now, taken from what was stored."""

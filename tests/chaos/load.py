@@ -13,7 +13,8 @@ reached the broker at least once, and what storage lacks of it was lost on
 the far side.
 
 Calls follow the contract: `press` every 3 s until `received` or a later
-status; then, as a staff member would, `presence` and `reset` in the room.
+status; then, as a staff member would, `presence` and `reset` in the room,
+each repeated every 3 s until the server answers `arrived` / `resolved`.
 `kill -USR1` starts a burst of calls at once (so a fault can land while
 calls are unacknowledged); `kill -TERM` stops: the outboxes are flushed, the
 ledger gets `stopped`, and the nodes disconnect cleanly.
@@ -142,14 +143,21 @@ class Node:
         self.enqueue(Kind.CALL, action="shown", call_id=call, status=status)
         if first:
             self.load.received(call)
-            # Staff come in (staff key once), then reset the call in the room.
+            # Staff come in (staff key once), then reset the call in the room;
+            # each repeated, as the firmware does, until the matching status.
             await asyncio.sleep(self.rng.uniform(1, 3))
-            self.enqueue(Kind.CALL, action="presence", call_id=call)
+            await self.repeat_until(call, "presence", {"arrived", "resolved"})
             await asyncio.sleep(self.rng.uniform(1, 3))
-            self.enqueue(Kind.CALL, action="reset", call_id=call)
+            await self.repeat_until(call, "reset", {"resolved"})
+            self.load.finished(call)
             await asyncio.sleep(self.rng.uniform(0.5, 1))
             if self.call == call:
                 self.call = None  # free for the next call
+
+    async def repeat_until(self, call: str, action: str, statuses: set[str]) -> None:
+        while self.call == call and self.status not in statuses and not self.load.stopping:
+            self.enqueue(Kind.CALL, action=action, call_id=call)
+            await asyncio.sleep(PRESS_REPEAT_S)
 
     # --- the connection ------------------------------------------------------------------
 
@@ -239,6 +247,10 @@ class Load:
         task.add_done_callback(self._tasks.discard)
 
     def received(self, call: str) -> None:
+        """`received` came: the call is safe (the ledger has the time)."""
+
+    def finished(self, call: str) -> None:
+        """`resolved` came after the node's reset: the call is over."""
         self.open_calls.discard(call)
         if self.started_calls >= self.args.calls and not self.open_calls:
             self.ledger.write("calls_done", calls=self.started_calls)
