@@ -67,6 +67,9 @@ class LiveRooms:
         self._states: dict[str, RoomState] = {}
         self._rooms: dict[str, PublicRoom] = {}
         self._open_calls: set[str] = set()
+        #: What the public was last shown of each room: (state, since, whether
+        #: a call made it `occupied`), so a call's start and end look like doors.
+        self._shown: dict[str, tuple[RoomStateName, datetime | None, bool]] = {}
         self._encoded: dict[Hashable, bytes] = {}
 
     # --- inputs -----------------------------------------------------------
@@ -75,6 +78,7 @@ class LiveRooms:
         self._registry = {r.id: r for r in registry.rooms}
         for gone in set(self._rooms) - set(self._registry):
             del self._rooms[gone]
+            self._shown.pop(gone, None)
             self._encoded.clear()
         self._recompute(list(self._registry))
 
@@ -110,14 +114,30 @@ class LiveRooms:
         # A state reported for another device (just moved) is not this room's truth.
         if live is not None and live.device != reg.device:
             live = None
-        state = live.state if live else RoomStateName.OFFLINE
-        if reg.id in self._open_calls:
-            state = RoomStateName.OCCUPIED  # a call is for staff to see, not the public
+        live_state = live.state if live else RoomStateName.OFFLINE
+        state, since = live_state, (live.since if live else None)
+        # A call is for staff to see, not the public (PIPL: health data): a free
+        # room with an open call is shown `occupied`, and its `since` and its
+        # transitions look exactly as a door's would. An offline room stays
+        # offline (its node's next message brings it back in any case).
+        masked = reg.id in self._open_calls and live_state is RoomStateName.FREE
+        if masked:
+            state = RoomStateName.OCCUPIED
+        prev = self._shown.get(reg.id)
+        if prev is None and masked:
+            since = now  # first seen with a call (a restart): not its free `since`
+        elif prev is not None and (masked or prev[2]):
+            prev_state, prev_since, _ = prev
+            if state is prev_state:
+                since = prev_since  # no change to the public
+            elif masked or since is None or prev_since is None or since < prev_since:
+                since = now  # the call began or ended now, as a door would
+        self._shown[reg.id] = (state, since, masked)
         open_now = is_open(reg.hours, now)
         return PublicRoom(
             id=reg.id, name=reg.name, name_en=reg.name_en, building=reg.building,
             building_en=reg.building_en, floor=reg.floor, device=reg.device, state=state,
-            since=live.since if live else None, access=reg.access, company=reg.company,
+            since=since, access=reg.access, company=reg.company,
             hours=reg.hours, amenities=reg.amenities, in_service=reg.in_service,
             cleaning=reg.cleaning, open_now=open_now,
             available=(state is RoomStateName.FREE and reg.in_service and open_now
