@@ -36,6 +36,12 @@ CREATE TABLE IF NOT EXISTS alert_events (
     at_ms INTEGER NOT NULL, what TEXT NOT NULL, who TEXT, channel TEXT, detail TEXT
 );
 CREATE INDEX IF NOT EXISTS alert_events_alert ON alert_events (alert_id, at_ms);
+-- Further presses in a room whose call is open (other call_ids, other nodes)
+-- join that call: one alert and one escalation per room.
+CREATE TABLE IF NOT EXISTS joined_calls (
+    device TEXT NOT NULL, call_id TEXT NOT NULL, alert_id INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL, PRIMARY KEY (device, call_id)
+);
 -- Who escalates when several servers share this database: one holder at a time.
 CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY, holder TEXT NOT NULL, until_ms INTEGER NOT NULL
@@ -108,11 +114,28 @@ class AlertsDb(SqliteDatabase):
         before it returns: only then may the node be told `received`."""
 
         def run(db: sqlite3.Connection) -> tuple[dict[str, Any], bool]:
+            cols = ", ".join(ALERT_COLUMNS)
             with db:
                 row = db.execute(
-                    f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE device=? AND call_id=?"
+                    f"SELECT {cols} FROM alerts WHERE device=? AND call_id=?"
                     " AND status NOT IN ('resolved', 'cancelled') ORDER BY id DESC LIMIT 1",
                     (device, call_id)).fetchone()
+                if row is None:  # a press that already joined the room's call
+                    row = db.execute(
+                        f"SELECT {cols} FROM alerts WHERE id=(SELECT alert_id FROM joined_calls"
+                        " WHERE device=? AND call_id=?) AND status NOT IN ('resolved',"
+                        " 'cancelled')", (device, call_id)).fetchone()
+                if row is None:  # the room's open call: this press joins it
+                    row = db.execute(
+                        f"SELECT {cols} FROM alerts WHERE kind='call' AND room=? AND status NOT"
+                        " IN ('resolved', 'cancelled') ORDER BY id LIMIT 1", (room,)).fetchone()
+                    if row is not None:
+                        db.execute("INSERT OR REPLACE INTO joined_calls VALUES (?, ?, ?, ?)",
+                                   (device, call_id, row[0], at_ms))
+                        db.execute("INSERT INTO alert_events (alert_id, at_ms, what, who,"
+                                   " channel, detail) VALUES (?, ?, 'joined', ?, ?, ?)",
+                                   (row[0], at_ms, device, channel,
+                                    f"another press in the room (call {call_id})"))
                 created = row is None
                 if created:
                     cur = db.execute(
@@ -356,13 +379,27 @@ class AlertsDb(SqliteDatabase):
         await self._run(run)
 
     async def by_call(self, device: str, call_id: str) -> dict[str, Any] | None:
-        """The latest alert of this device's call."""
+        """The latest alert of this device's call (or of the call it joined)."""
 
         def run(db: sqlite3.Connection) -> dict[str, Any] | None:
-            row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE device=?"
-                             " AND call_id=? ORDER BY id DESC LIMIT 1",
-                             (device, call_id)).fetchone()
+            cols = ", ".join(ALERT_COLUMNS)
+            row = db.execute(f"SELECT {cols} FROM alerts WHERE device=? AND call_id=?"
+                             " ORDER BY id DESC LIMIT 1", (device, call_id)).fetchone()
+            if row is None:
+                row = db.execute(f"SELECT {cols} FROM alerts WHERE id=(SELECT alert_id FROM"
+                                 " joined_calls WHERE device=? AND call_id=?)",
+                                 (device, call_id)).fetchone()
             return _alert(row) if row else None
+
+        return await self._run(run)
+
+    async def joined(self, alert_id: int) -> list[tuple[str, str]]:
+        """(device, call_id) of the presses that joined this alert."""
+
+        def run(db: sqlite3.Connection) -> list[tuple[str, str]]:
+            return [(r[0], r[1]) for r in db.execute(
+                "SELECT device, call_id FROM joined_calls WHERE alert_id=? ORDER BY at_ms",
+                (alert_id,))]
 
         return await self._run(run)
 

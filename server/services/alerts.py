@@ -274,9 +274,11 @@ class AlertService:
     async def on_call(self, device: str, room: str, call: Call) -> None:
         now = self._clock()
         provisional = self._provisional_of(device, call.call_id)
+        if call.action == "press" and provisional is None:
+            provisional = self._provisional_in(room)  # one call per room, as below
         if call.action == "press":
-            if provisional is not None:  # the node's re-send of a journalled call
-                await self._tell(provisional)
+            if provisional is not None:  # a re-send of (or a press joining) a journalled call
+                await self._tell(provisional, to=(device, call.call_id))
                 return
             try:
                 alert, created = await asyncio.wait_for(
@@ -291,7 +293,12 @@ class AlertService:
                 log.warning("EMERGENCY CALL", room=room, device=device, call_id=call.call_id,
                             alert=alert["id"])
                 self._changed(alert)
-            await self._tell(alert)  # escalation pages staff on its next tick
+            elif (alert["device"], alert["call_id"]) != (device, call.call_id):
+                log.info("press joined the room's open call", room=room, device=device,
+                         call_id=call.call_id, alert=alert["id"])
+            # The node hears the status under its own call_id; escalation
+            # pages staff on its next tick (once per room).
+            await self._tell(alert, to=(device, call.call_id))
             return
         known = provisional if provisional is not None else await self._db.by_call(
             device, call.call_id)
@@ -315,6 +322,10 @@ class AlertService:
         test = await self._db.test_mode(room, now) is not None
         return await self._db.raise_call(room=room, device=device, call_id=call_id, at_ms=now,
                                          channel="button", test=test)
+
+    def _provisional_in(self, room: str) -> dict[str, Any] | None:
+        return next((p for p in self._provisional.values() if p["room"] == room
+                     and p["status"] not in ("resolved", "cancelled")), None)
 
     def _provisional_of(self, device: str, call_id: str) -> dict[str, Any] | None:
         return next((p for p in self._provisional.values()
@@ -445,11 +456,23 @@ class AlertService:
         await self._tell(alert)
         return _public(alert)
 
-    async def _tell(self, alert: dict[str, Any]) -> None:
+    async def _tell(self, alert: dict[str, Any], *, to: tuple[str, str] | None = None) -> None:
+        """The alert's status to its node; `to` one press only, else every
+        press of the call (its own and those that joined it)."""
         if alert["kind"] != "call" or self._send is None:
             return
-        await self._send(alert["device"], CallAck(call_id=alert["call_id"],
-                                                  status=NODE_STATUS[alert["status"]]))
+        ack = NODE_STATUS[alert["status"]]
+        if to is not None:
+            targets = [to]
+        else:
+            targets = [(alert["device"], alert["call_id"])]
+            if alert["id"] > 0:
+                try:
+                    targets += await self._db.joined(alert["id"])
+                except StorageError as exc:
+                    log.warning("joined presses not told", alert=alert["id"], error=str(exc))
+        for device, call_id in targets:
+            await self._send(device, CallAck(call_id=call_id, status=ack))
 
     def _changed(self, alert: dict[str, Any], *, local: bool = True) -> None:
         if alert["status"] in ("resolved", "cancelled"):
