@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 from collections import Counter
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -364,15 +365,25 @@ def restore_command(
     Console().print(f"restored {', '.join(names)} into {settings.data_dir}")
 
 
+#: Setting names that hold a secret wherever they appear (passwords, API
+#: tokens, the VAPID private key, app secrets): shown as *** by `config show`.
+SECRET_KEY = re.compile(r"(password|token|secret|private_key)$")
+
+
+def _mask_secrets(data: dict[str, Any]) -> None:
+    for key, value in data.items():
+        if isinstance(value, dict):
+            _mask_secrets(value)
+        elif value and SECRET_KEY.search(key):
+            data[key] = "***"
+
+
 @config_app.command("show")
 def config_show() -> None:
     """Print the effective configuration (file + environment + defaults) as JSON."""
     settings = _settings("config")
     data = json.loads(settings.model_dump_json())
-    for section in (data["mqtt"], data["storage"]["influxdb"]):
-        for key in ("password", "token"):
-            if section.get(key):
-                section[key] = "***"
+    _mask_secrets(data)
     # Apprise URLs carry their service's keys (WeCom/DingTalk tokens, SMTP
     # passwords): show the service, not the secret.
     dests = data["paging"]["im"]["destinations"]

@@ -143,12 +143,15 @@ def test_the_docs_and_the_example_name_every_key(monkeypatch: pytest.MonkeyPatch
 def test_config_show_hides_secrets_and_errors_keep_their_brackets(tmp_path: Path) -> None:
     cfg = tmp_path / "site.toml"
     cfg.write_text('[paging.im.destinations]\nwecom = "wecom://s3cr3t-key"\n'
-                   '[mqtt]\npassword = "hunter22"\n')
+                   '[mqtt]\npassword = "hunter22"\n'
+                   '[pages]\nvapid_private_key = "vapid-pr1vate"\n'
+                   '[storage.influxdb]\ntoken = "t0ken-x"\n')
     env = {**os.environ, "MAMAROOM_CONFIG": str(cfg)}
     shown = subprocess.run([sys.executable, "-m", "mamaroom", "config", "show"], env=env,
                            capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
-    assert "s3cr3t" not in shown.stdout and "hunter22" not in shown.stdout
+    for secret in ("s3cr3t", "hunter22", "vapid-pr1vate", "t0ken-x"):
+        assert secret not in shown.stdout
     assert "wecom://***" in shown.stdout
     # Brackets in an error message reach the reader whole (rich markup off).
     env["MAMAROOM_MQTT__URL"] = "ftp://[broker]"
