@@ -98,6 +98,11 @@ class MqttSettings(_Section):
 class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    #: Largest request body, refused (413) while it is read, before parsing
+    #: and before authentication. The API's JSON bodies are a few KB.
+    max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    #: Largest rooms CSV for POST /api/admin/rooms/import (190 rooms: ~30 KB).
+    max_import_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 2 * 1024 * 1024
 
 
 class InfluxSettings(_Section):

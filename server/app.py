@@ -24,6 +24,7 @@ from server.api import admin, auth, devices, health, pages, public, rooms
 from server.api import alerts as alerts_api
 from server.api import firmware as firmware_api
 from server.api import trends as trends_api
+from server.body_limit import BodyLimit
 from server.context import ServerContext
 from server.db import ServerDb
 from server.errors import ServerError
@@ -153,6 +154,8 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
 
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, default=settings.http.max_body_bytes,
+                       larger={"/api/admin/rooms/import": settings.http.max_import_bytes})
     app.include_router(rooms.router)
     app.include_router(auth.router)
     app.include_router(devices.router)
