@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server.context import Ctx
 from server.security import StaffUser
+from server.services.rate_limit import WriteLimiter
 from server.services.rooms import PublicRoom
 from server.services.site import Site, SiteService
 from server.services.waits import WaitEstimate, WaitPredictor
@@ -115,7 +116,29 @@ def _need(push: WebPush, sub: Subscription) -> None:
                             "the endpoint is not at a known push service (pages.push_hosts)")
 
 
-@router.post("/push/reminder", status_code=status.HTTP_204_NO_CONTENT)
+#: Mothers' reminders waiting at once; each lapses after MOTHER_TTL_S (2 h).
+#: 190 rooms with a few mothers waiting each is far below this.
+MAX_REMINDERS = 5000
+_writes = WriteLimiter()
+
+
+async def anonymous_write(request: Request) -> None:
+    """Anonymous writes are rate limited per client address and for everyone
+    (429), so nobody can fill the server's disk with them."""
+    client = request.client.host if request.client else "unknown"
+    if not _writes.allow(client):
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                            "too many requests; try again in a minute",
+                            headers={"Retry-After": "60"})
+
+
+AnonymousWrite = Depends(anonymous_write)
+
+
+@router.post("/push/reminder", status_code=status.HTTP_204_NO_CONTENT,
+             dependencies=[AnonymousWrite],
+             responses={429: {"description": "Too many reminders from this client or in all"},
+                        503: {"description": "Too many reminders waiting"}})
 async def push_reminder(ctx: Ctx, push: PushDep, body: RoomReminder) -> Response:
     """A one-time push when one of `rooms` becomes free (lapses after 2 h)."""
     _need(push, body.subscription)
@@ -123,8 +146,12 @@ async def push_reminder(ctx: Ctx, push: PushDep, body: RoomReminder) -> Response
     unknown = [r for r in body.rooms if r not in known]
     if unknown:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"no room {unknown[0]!r}")
+    now_ms = int(time.time() * 1000)
+    if await push.db.count("mother", now_ms) >= MAX_REMINDERS:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            "too many reminders waiting; try again later")
     await push.db.save(body.subscription, "mother", rooms=body.rooms, lang=body.lang,
-                       expires_ms=int((time.time() + MOTHER_TTL_S) * 1000))
+                       expires_ms=now_ms + int(MOTHER_TTL_S * 1000))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -136,7 +163,9 @@ async def push_staff(push: PushDep, body: StaffPush, user: StaffUser) -> Respons
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/push/unsubscribe", status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/push/unsubscribe", status_code=status.HTTP_204_NO_CONTENT,
+             dependencies=[AnonymousWrite],
+             responses={429: {"description": "Too many requests from this client or in all"}})
 async def push_unsubscribe(push: PushDep, body: Unsubscribe) -> Response:
     await push.db.delete(body.endpoint)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -112,6 +112,13 @@ class PushDb(SqliteDatabase):
 
         return await self._run(run)
 
+    async def count(self, kind: str, now_ms: int) -> int:
+        """Subscriptions of `kind` not yet lapsed."""
+        row = await self._run(lambda db: db.execute(
+            "SELECT count(*) FROM push_subscriptions WHERE kind=? AND (expires_ms IS NULL"
+            " OR expires_ms >= ?)", (kind, now_ms)).fetchone())
+        return int(row[0])
+
     async def of_kind(self, kind: str, now_ms: int) -> list[dict[str, Any]]:
         def run(db: sqlite3.Connection) -> list[dict[str, Any]]:
             with db:
