@@ -37,7 +37,7 @@ demo: $(STAMP) $(VENDOR)
 	$(BIN)/mamaroom demo
 
 test: $(STAMP) $(VENDOR)
-	@scripts/ensure-system-packages.sh mosquitto influxdb openssl chromium fonts-noto-cjk faketime
+	@scripts/ensure-system-packages.sh mosquitto influxdb openssl chromium fonts-noto-cjk faketime nginx
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
