@@ -27,7 +27,7 @@ from mamaroom.logs import get_logger
 from mamaroom.storage import StorageError
 from server.alerts_db import ORDER, AlertsDb
 from server.errors import NotFound
-from server.services.call_journal import CallJournal
+from server.services.call_journal import CallJournal, JournalFull
 
 log = get_logger(__name__)
 
@@ -143,6 +143,12 @@ class AlertService:
                          detail: str) -> None:
         """A page's outcome on the alert: the console says what really happened."""
         now = self._clock()
+        if alert_id < 0 and alert_id not in self._provisional:
+            # A journalled call committed meanwhile: its outcome came too late
+            # for the journal; the committed alert is paged on from here.
+            log.info("page outcome of a call committed meanwhile", provisional=alert_id,
+                     target=target, ok=ok)
+            return
         if (p := self._provisional.get(alert_id)) is not None:
             p["timeline"].append({"at_ms": now, "what": "paged" if ok else "page failed",
                                   "who": target, "channel": channel, "detail": detail})
@@ -225,8 +231,17 @@ class AlertService:
     async def load(self) -> None:
         """Open calls from the database, and calls still in the journal from
         before a restart (provisional until committed)."""
+        entries = []
         if self._journal is not None:
-            for entry in await asyncio.to_thread(self._journal.open):
+            try:
+                entries = await asyncio.to_thread(self._journal.open)
+            except OSError as exc:  # calls still work; only the full-disk fallback is off
+                log.error("call journal unavailable: a call the database refuses will wait "
+                          "for the node's re-send", path=str(self._journal.path),
+                          error=str(exc))
+                self._journal = None
+        if entries:
+            for entry in entries:
                 alert = entry.body
                 alert["id"] = -(entry.slot + 1)
                 alert["journal_slot"] = entry.slot
@@ -347,7 +362,7 @@ class AlertService:
         if self._journal is not None:
             try:
                 slot = await asyncio.to_thread(self._journal.write, _journal_body(alert))
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, JournalFull) as exc:
                 log.error("call journal refused the call too", call_id=call.call_id,
                           error=str(exc))
                 slot = -1 - len(self._provisional) - 10_000  # in memory only
