@@ -143,6 +143,9 @@ def test_the_staff_stream_carries_alerts_and_the_public_one_does_not(
     import json
 
     token = services.login("admin", Services.ADMIN_PASSWORD)
+    dev: Device = device_factory("dev-a")
+    dev.occupancy(False)
+    services.wait_room_state("T1-0101", "free")
     seen: dict[str, list[tuple[str, Any]]] = {"staff": [], "public": []}
     ready = {k: threading.Event() for k in seen}
 
@@ -160,8 +163,7 @@ def test_the_staff_stream_carries_alerts_and_the_public_one_does_not(
     for t in threads:
         t.start()
     assert all(e.wait(15) for e in ready.values())
-    dev: Device = device_factory("dev-a")
-    dev.call("press", "s-1")
+    dev.call("press", "s-1")  # the free room turns `occupied` for the public
     for t in threads:
         t.join(30)
     staff_alerts = [d for e, d in seen["staff"] if e == "alert"]

@@ -57,8 +57,11 @@ def test_backup_online_then_restore(services: Services, tmp_path: Path) -> None:
         assert {f["file"] for f in manifest["files"]} == {"server.sqlite", "store.sqlite"}
         at_backup = occupancy_rows(folder / "store.sqlite")
         assert at_backup > 50
-        # After the backup: one more call, which the restore must undo.
-        dev.call("press", "after-backup")
+        # After the backup: one more call (another room: a press in a room
+        # with an open call joins it), which the restore must undo.
+        other = Device(services.broker.port, "dev-b")
+        other.call("press", "after-backup")
+        other.close()
         wait_for(lambda: len(services.admin("GET", "/api/alerts").json()) == 2,
                  what="the second alert")
         wait_for(lambda: occupancy_rows(data / "store.sqlite") > at_backup,

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Device, Mosquitto, Services, record_fault, wait_for
+from tests.support import Device, Mosquitto, Services, record_fault, wait_for, write_rooms_csv
 from tests.test_paging_faults import ImHook
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="mounting a tmpfs needs root (CI runs as root)")
-CALLS = [f"full-{i}" for i in range(5)]
+#: Five rooms, one call each (a second press in a room would join its call).
+ROOMS = [(f"F1-0{i}01", f"dev-{i}") for i in range(1, 6)]
+CALLS = [f"full-{i}" for i in range(1, 6)]
 
 
 @pytest.fixture
@@ -55,27 +57,28 @@ def fill(disk: Path) -> Path:
 
 
 def test_calls_on_a_full_disk_are_acked_shown_paged_and_committed_once(
-        broker: Mosquitto, tmp_path: Path, rooms_csv: Path, small_disk: Path) -> None:
+        broker: Mosquitto, tmp_path: Path, small_disk: Path) -> None:
     im = ImHook()
+    rooms_csv = write_rooms_csv(tmp_path / "rooms5.csv", ROOMS)
     svc = Services(broker, tmp_path, rooms_csv,
                    MAMAROOM_PAGING__IM__DESTINATIONS=json.dumps(
                        {"desk": f"json://127.0.0.1:{im.port}/hook"}),
                    MAMAROOM_ESCALATION__TIERS='[{"after_s": 0, "im": ["desk"]}]').start()
-    dev = Device(broker.port, "dev-a")
+    devs = [Device(broker.port, device) for _, device in ROOMS]
     filler: Path | None = None
     try:
         svc.admin("GET", "/api/alerts").raise_for_status()  # logged in before the fill
         filler = fill(small_disk)
         assert os.statvfs(small_disk).f_bavail == 0
-        for call_id in CALLS:
+        for dev, call_id in zip(devs, CALLS, strict=True):
             dev.call("press", call_id)
-        for call_id in CALLS:
-            wait_for(lambda c=call_id: "received" in dev.statuses(c), timeout=30,
+        for dev, call_id in zip(devs, CALLS, strict=True):
+            wait_for(lambda d=dev, c=call_id: "received" in d.statuses(c), timeout=30,
                      what=f"{call_id} received on a full disk", detail=svc.logs)
         shown = svc.admin("GET", "/api/alerts", params={"kind": "call"}, timeout=30).json()
         assert sorted(a["call_id"] for a in shown) == CALLS
         assert all(a["provisional"] and a["id"] < 0 for a in shown)
-        wait_for(lambda: im.messages.count("CALL Test Bldg 1F (T1-0101)") >= len(CALLS),
+        wait_for(lambda: len({m for m in im.messages if m.startswith("CALL ")}) == len(CALLS),
                  timeout=30, what="every call paged over IM", detail=svc.logs)
         ready = svc.http.get("/readyz")
         assert ready.status_code == 503
@@ -104,6 +107,7 @@ def test_calls_on_a_full_disk_are_acked_shown_paged_and_committed_once(
     finally:
         if filler is not None:
             filler.unlink(missing_ok=True)
-        dev.close()
+        for dev in devs:
+            dev.close()
         svc.stop()
         im.close()

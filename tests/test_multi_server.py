@@ -117,6 +117,8 @@ def test_two_servers_show_each_others_alerts_and_page_once(
         # A, started first, escalates; killed, B takes over within the lease.
         assert "escalating the shared calls" in a.server.log()
         assert "another server escalates" in b.log()
+        r = b_http.post(f"/api/alerts/{alert['id']}/resolve", headers=b_auth)
+        assert r.status_code == 200, r.text  # over: the next press is a new call
         a.server.kill()
         t_kill = time.monotonic()
         dev.call("press", "two-2")
