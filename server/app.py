@@ -15,7 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from mamaroom.config import PROJECT_ROOT, Settings
+import dashboard
+from mamaroom.config import Settings
 from mamaroom.logs import get_logger
 from mamaroom.storage import StorageError
 from mamaroom.storage.sqlite import SqliteStore
@@ -43,7 +44,7 @@ from server.services.rooms import LiveRooms
 from server.services.welfare import WelfareCheck
 
 log = get_logger(__name__)
-DASHBOARD = PROJECT_ROOT / "dashboard"
+DASHBOARD = dashboard.ROOT
 #: Opening hours change what `open_now` says; re-evaluate this often.
 REFRESH_S = 30
 

@@ -12,7 +12,8 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from mamaroom.config import PROJECT_ROOT, Settings
+import dashboard
+from mamaroom.config import Settings
 from mamaroom.contract import ROOM_ID_PATTERN
 from mamaroom.logs import get_logger
 from server.context import ServerContext
@@ -22,7 +23,7 @@ from server.services.waits import WaitPredictor
 from server.services.webpush import PushDb, WebPush
 
 log = get_logger(__name__)
-DASHBOARD = PROJECT_ROOT / "dashboard"
+DASHBOARD = dashboard.ROOT
 #: Pages change with every deploy; the browser must ask again each time.
 NO_CACHE = {"Cache-Control": "no-cache"}
 
