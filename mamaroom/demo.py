@@ -89,7 +89,9 @@ async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
         else:
             console.print(Panel.fit(
                 f"[bold]mamaroom is running[/bold]: {rooms} simulated rooms at {speed:g}× speed\n\n"
-                f"  rooms page   {url}/\n  API          {url}/api/rooms\n"
+                f"  rooms page   {url}/\n  staff        {url}/staff\n"
+                f"  trends       {url}/trends\n  admin        {url}/admin\n"
+                f"  API          {url}/api/rooms\n"
                 f"  live stream  {url}/api/stream\n  API schema   {url}/openapi.json\n"
                 f"  staff login  admin / {password}  (POST {url}/api/auth/token)\n\n"
                 + ("[yellow]Paging is off in this demo (paging.allow_no_target): emergency "

@@ -82,7 +82,9 @@ def create_app(settings: Settings) -> FastAPI:
                                                       settings.server.client_id))
         alerts.on_change(lambda a: escalator.wake() if a["kind"] == "call" else None)
         for gap in paging_gaps(settings.escalation, settings.paging):
-            log.warning("paging configuration", problem=gap)
+            # Chosen on purpose (paging.allow_no_target: a demo): said once, quietly.
+            log.log(20 if settings.paging.allow_no_target else 30, "paging configuration",
+                    problem=gap)
         espa = start_espa(settings.paging.espa, alerts)
         if espa is not None:
             escalator.channels.append(espa)
