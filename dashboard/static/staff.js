@@ -18,7 +18,9 @@
       call: "紧急呼叫", welfare: "关怀提醒", device_offline: "设备离线", building_offline: "楼宇设备离线", paging_link: "寻呼链路故障",
       open: "待接警", acknowledged: "已接警", arrived: "已到场", resolved: "已解除", cancelled: "已取消",
       ack: "接警", resolve: "解除", floorN: (n) => `${n}层`, since: "已过", notYet: "尚未寻呼", paging: "正在寻呼…", nobody: "⚠ 无人可寻呼", pagedOk: (t) => `已寻呼 ${t} ✓`, pageFail: (t) => `寻呼 ${t} 失败`,
-      provisional: "数据库暂不可写：呼叫已记入应急日志", "nobody to page": "无人可寻呼",
+      provisional: "数据库暂不可写：呼叫已记入应急日志", "nobody to page": "无人可寻呼", joined: "同一房间再次按下",
+      chan: { button: "呼叫按钮", escalation: "自动升级", console: "值班台", "staff key": "员工钥匙", lamp: "呼叫灯", espa: "寻呼系统", im: "即时消息", mamaroom: "系统" },
+      linkEspa: "寻呼系统串口线路", linkIm: (n) => `即时消息：${n}`,
       by: (w) => `接警人：${w}`, timeline: "处理记录", test: "测试",
       raised: "发起", escalated: "升级", paged: "已寻呼", "page failed": "寻呼失败", shown: "呼叫器显示",
       pushOn: "在这部手机上接收推送通知", pushDone: "已开启：新的紧急呼叫会推送到这部手机。", pushNo: "这个浏览器不支持推送通知（页面打开时仍会响铃）。",
@@ -34,7 +36,9 @@
       call: "Emergency call", welfare: "Welfare check", device_offline: "Device offline", building_offline: "Building offline", paging_link: "Paging link down",
       open: "Open", acknowledged: "Acknowledged", arrived: "Staff in room", resolved: "Resolved", cancelled: "Cancelled",
       ack: "Acknowledge", resolve: "Resolve", floorN: (n) => `${n}F`, since: "for", notYet: "not paged yet", paging: "paging…", nobody: "⚠ nobody to page", pagedOk: (t) => `paged ${t} ✓`, pageFail: (t) => `page to ${t} failed`,
-      provisional: "database not writable: call kept in the emergency journal", "nobody to page": "nobody to page",
+      provisional: "database not writable: call kept in the emergency journal", "nobody to page": "nobody to page", joined: "pressed again in the room",
+      chan: { button: "call button", escalation: "escalation", console: "console", "staff key": "staff key", lamp: "call lamp", espa: "paging system", im: "instant message", mamaroom: "system" },
+      linkEspa: "paging system serial line", linkIm: (n) => `instant message: ${n}`,
       by: (w) => `taken by ${w}`, timeline: "Timeline", test: "TEST",
       raised: "raised", escalated: "escalated", paged: "paged", "page failed": "page failed", shown: "shown on the button",
       pushOn: "Get push notifications on this phone", pushDone: "On: new emergency calls are pushed to this phone.", pushNo: "This browser has no push notifications (the open page still rings).",
@@ -77,6 +81,10 @@
 
   // --- alerts -----------------------------------------------------------------------
   function roomLine(a) {
+    if (a.kind === "paging_link" && a.subject) {
+      const [chan, dest] = a.subject.split(":");
+      return chan === "im" && dest ? T("linkIm", dest) : (chan === "espa" ? T("linkEspa") : a.subject);
+    }
     const r = rooms.get(a.room);
     if (!r) return a.room || a.subject || "";
     return MR.lang === "zh" ? r.name : r.name_en;
@@ -106,7 +114,7 @@
   }
   function fillTimeline(a, list) {
     list.replaceChildren(...(timelines.get(a.id) || []).map((s) =>
-      el("li", { text: `${MR.clock(s.at_ms)} ${T(s.what)}${s.who ? " · " + s.who : ""}${s.channel ? " (" + s.channel + ")" : ""}` })));
+      el("li", { text: `${MR.clock(s.at_ms)} ${T(s.what)}${s.who ? " · " + s.who : ""}${s.channel ? " (" + (T("chan")[s.channel] || s.channel) + ")" : ""}` })));
   }
   // What paging really did for this alert: one mark per target, never
   // "paged" when nobody was (a tier with no reachable target shows red).
@@ -231,6 +239,9 @@
     const me = await MR.requireLogin(document.getElementById("login"), "staff");
     document.getElementById("app").hidden = false;
     document.getElementById("who").textContent = me.name;
+    // Only the links this account may follow (the others answer 403).
+    document.getElementById("trends-link").hidden = !MR.hasRole(me, "manager");
+    document.getElementById("admin-link").hidden = !MR.hasRole(me, "admin");
     document.getElementById("unlock").addEventListener("click", async () => {
       await MR.sound.unlock();
       renderGate();
