@@ -106,8 +106,23 @@
   };
 
   // The live stream; EventSource reconnects by itself (the server sends retry).
+  // A browser without EventSource (some in-app browsers) polls instead: the
+  // room list (and, for staff, the open alerts) every POLL_MS, handed to the
+  // same handlers as the stream's snapshot.
+  const POLL_MS = 10000;
   MR.stream = function (handlers, onConnection) {
-    if (!("EventSource" in window)) { onConnection && onConnection(false); return null; }
+    if (!("EventSource" in window)) {
+      const poll = async () => {
+        try {
+          const list = await MR.api("/api/rooms");
+          if (handlers.snapshot) handlers.snapshot(list);
+          if (handlers.alert) (await MR.api("/api/alerts?limit=200")).forEach(handlers.alert);
+          onConnection && onConnection(true);
+        } catch (e) { onConnection && onConnection(false); }
+      };
+      poll();
+      return { close: clearInterval.bind(null, setInterval(poll, POLL_MS)) };
+    }
     const es = new EventSource("/api/stream", { withCredentials: true });
     for (const [event, fn] of Object.entries(handlers)) {
       es.addEventListener(event, (e) => { fn(JSON.parse(e.data)); });

@@ -160,7 +160,8 @@
       waitEl.hidden = true;
       return;
     }
-    const near = nearSet().filter((r) => r.id !== roomId);
+    // By walking time (same floor first), never by room id.
+    const near = nearSet().filter((r) => r.id !== roomId).sort(byNear);
     const nearFree = near.filter((r) => r.available);
     const shown = (nearFree.length ? nearFree : free).slice(0, 3);
     shown.forEach((r) => list.append(nearestItem(r)));
@@ -326,14 +327,19 @@
     refreshWait(false);
     schedule();
   }
+  let connected = null;
   function connection(ok) {
+    connected = ok;
     const live = document.getElementById("live");
     live.textContent = ok ? T("live") : T("reconnect");
     live.className = ok ? "live ok" : "live bad";
   }
 
   async function start() {
-    MR.langButton(document.getElementById("lang"), () => { renderWhere(); render(); });
+    MR.langButton(document.getElementById("lang"), () => {
+      renderWhere(); render();
+      if (connected !== null) connection(connected); // the live label in the new language
+    });
     document.getElementById("remind").addEventListener("click", toggleRemind);
     const bsel = document.getElementById("my-building");
     if (bsel) {

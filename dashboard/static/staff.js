@@ -234,7 +234,7 @@
   }
 
   async function start() {
-    MR.langButton(document.getElementById("lang"), () => { T.apply(); renderAlerts(); });
+    MR.langButton(document.getElementById("lang"), () => { T.apply(); renderAlerts(); if (connected !== null) connection(connected); });
     T.apply();
     const me = await MR.requireLogin(document.getElementById("login"), "staff");
     document.getElementById("app").hidden = false;
@@ -272,11 +272,14 @@
       snapshot(list) { rooms.clear(); list.forEach((r) => rooms.set(r.id, r)); alerts.clear(); renderAlerts(); updateAlarm(); },
       room(r) { rooms.set(r.id, r); },
       alert: onAlert,
-    }, (ok) => {
-      const live = document.getElementById("live");
-      live.textContent = ok ? T("live") : T("reconnect");
-      live.className = ok ? "live ok" : "live bad";
-    });
+    }, connection);
+  }
+  let connected = null;
+  function connection(ok) {
+    connected = ok;
+    const live = document.getElementById("live");
+    live.textContent = ok ? T("live") : T("reconnect");
+    live.className = ok ? "live ok" : "live bad";
   }
   start();
 })();

@@ -57,6 +57,23 @@ def test_the_list_changes_live_when_a_room_is_taken(
     page.click("#lang")
     expect(page.locator("#remind")).to_contain_text("Tell me")
     expect(page.locator("html")).to_have_attribute("lang", "en")
+    expect(page.locator("#live")).to_have_text("● Live")  # not "● 实时"
+
+
+def test_without_eventsource_the_page_polls(
+        services: Services, device_factory: type[Device], page: Page) -> None:
+    """Some in-app browsers have no EventSource: the page polls the room list
+    instead of staying on "正在加载…" for ever."""
+    a = device_factory("dev-a")
+    a.occupancy(False)
+    services.wait_room_state("T1-0101", "free")
+    page.add_init_script("delete window.EventSource")
+    page.goto(services.base_url + "/")
+    room = page.locator("#rooms [data-room='T1-0101']")
+    expect(room).to_have_attribute("data-state", "free", timeout=LIVE_TIMEOUT)
+    a.occupancy(True)  # reaches the page at the next poll (10 s)
+    expect(room).to_have_attribute("data-state", "occupied", timeout=LIVE_TIMEOUT)
+    expect(page.locator("#live")).to_have_text("● 实时")
 
 
 def test_a_room_page_from_its_door_qr_code(
