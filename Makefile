@@ -37,7 +37,7 @@ demo: $(STAMP) $(VENDOR)
 	$(BIN)/mamaroom demo
 
 test: $(STAMP) $(VENDOR)
-	@scripts/ensure-system-packages.sh mosquitto influxdb openssl chromium fonts-noto-cjk
+	@scripts/ensure-system-packages.sh mosquitto influxdb openssl chromium fonts-noto-cjk faketime
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
