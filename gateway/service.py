@@ -384,8 +384,13 @@ class Gateway:
             return [False]
 
     async def _set_aside(self, letters: list[NewDeadLetter]) -> None:
-        await self._store_retrying(functools.partial(
-            self.state_store.dead_letter, letters, self.clock()))
+        try:
+            await self._store_retrying(functools.partial(
+                self.state_store.dead_letter, letters, self.clock()))
+        except Exception:  # the last resort: the log, never a wedged commit stage
+            for letter in letters:
+                log.exception("dead letter not kept; logged instead", reason=letter.reason,
+                              device=letter.device, payload=letter.payload[:4096])
         await self._count_dead_letters()
 
     async def _count_dead_letters(self) -> None:
@@ -426,17 +431,20 @@ class Gateway:
                 now = self.clock()
                 try:
                     inbound = decode(item.topic, item.payload, item.retained)
+                    if inbound is None or self.tracker.room_of(inbound.device) is None:
+                        continue
+                    if isinstance(inbound, StatusUpdate):
+                        changed += self.tracker.on_status(inbound.device, inbound.status,
+                                                          not inbound.retained, now)
+                    else:
+                        msg = inbound.message
+                        changed += self.tracker.on_message(
+                            inbound.device, msg, message_time(msg.ts, now), now)
                 except ContractError:
                     continue
-                if inbound is None or self.tracker.room_of(inbound.device) is None:
-                    continue
-                if isinstance(inbound, StatusUpdate):
-                    changed += self.tracker.on_status(inbound.device, inbound.status,
-                                                      not inbound.retained, now)
-                else:
-                    msg = inbound.message
-                    changed += self.tracker.on_message(
-                        inbound.device, msg, message_time(msg.ts, now), now)
+                except Exception:  # one message must not stop room states for all
+                    log.exception("room state not derived from a message",
+                                  topic=item.topic[:120])
             await self._publish_states(changed)
 
     # --- room states -------------------------------------------------------------

@@ -530,6 +530,13 @@ class InfluxStore:
                 self.reachable = False
                 await asyncio.sleep(delay * random.uniform(0.7, 1.3))
                 delay = min(delay * 2, 30.0)
+            except StorageError as exc:
+                # The spool itself (locked, disk full): the points are safe in
+                # it; retry rather than let the drainer, and the gateway, die.
+                log.error("spool not readable; retrying", error=str(exc),
+                          retry_in_s=round(delay, 1))
+                await asyncio.sleep(delay * random.uniform(0.7, 1.3))
+                delay = min(delay * 2, 30.0)
 
     async def _drain_once(self) -> int:
         rows = await self.spool.oldest(self.gateway, self.settings.batch_size)
