@@ -43,6 +43,8 @@ class DeviceView:
     heard_mono: int | None = None
     #: Boots this device has left, newest first: their messages are old news.
     old_boots: tuple[int, ...] = ()
+    #: Monotonic time of the last message of the current boot.
+    boot_heard_mono: int | None = None
 
 
 class _Derived(NamedTuple):  # built per message: a NamedTuple is cheap to build and compare
@@ -72,17 +74,21 @@ class RoomTracker:
     # --- inputs -------------------------------------------------------------
 
     def restore(self, devices: list[DeviceRow], rooms: list[RoomStateRow],
-                now_ms: int) -> None:
+                now_ms: int, boots: dict[str, list[int]] | None = None) -> None:
         """Resume from the store after a restart, so states and `since` survive.
         Stored times are wall times: one in the future (the clock went back
-        while the gateway was down) counts as now, never later."""
+        while the gateway was down) counts as now, never later. `boots`: each
+        device's boots seen, newest first (the loss audit keeps them)."""
         mono = self.mono()
+        boots = boots or {}
         for d in devices:
             last_seen = None if d.last_seen_ms is None else min(d.last_seen_ms, now_ms)
+            heard = None if last_seen is None else mono - (now_ms - last_seen)
             self.devices[d.device] = DeviceView(
                 status=d.status, last_seen_ms=last_seen, occupied=d.occupied,
-                boot=d.boot, seq=d.seq, time_ms=d.occupied_ms,
-                heard_mono=None if last_seen is None else mono - (now_ms - last_seen),
+                boot=d.boot, seq=d.seq, time_ms=d.occupied_ms, heard_mono=heard,
+                boot_heard_mono=heard,
+                old_boots=tuple(b for b in boots.get(d.device, ()) if b != d.boot)[:OLD_BOOTS],
             )
         for r in rooms:
             since = None if r.since_ms is None else min(r.since_ms, now_ms)
@@ -122,17 +128,26 @@ class RoomTracker:
         arrival: with several gateways, or a redelivery, an older message can
         come later. Across boots (a boot id need not grow) arrival decides: a
         boot not seen before is the newest, and a message of a boot the device
-        has left changes nothing, whatever its `ts`. `time_ms` (the message's
-        trusted time) only dates the change, and never later than now."""
+        has left changes nothing, whatever its `ts`, while the current boot
+        is heard within the supervision window. (A node whose boot counter
+        was reset does reuse an old boot: once its current one has been
+        silent for a window, the reused boot is taken as the current one.)
+        `time_ms` (the message's trusted time) only dates the change, and
+        never later than now."""
         view = self._view(device)
-        view.last_seen_ms, view.heard_mono = now_ms, self.mono()
+        mono = self.mono()
+        view.last_seen_ms, view.heard_mono = now_ms, mono
         if view.boot == msg.boot:
             newer = view.seq is None or msg.seq > view.seq
+            view.boot_heard_mono = mono
         else:
-            newer = msg.boot not in view.old_boots
+            newer = (msg.boot not in view.old_boots or view.boot_heard_mono is None
+                     or mono - view.boot_heard_mono > self.supervision_ms)
             if newer and view.boot is not None:
-                view.old_boots = (view.boot, *view.old_boots)[:OLD_BOOTS]
+                view.old_boots = (view.boot, *(b for b in view.old_boots
+                                               if b != msg.boot))[:OLD_BOOTS]
         if newer:
+            view.boot_heard_mono = mono
             view.boot, view.seq, view.time_ms = msg.boot, msg.seq, min(time_ms, now_ms)
             if isinstance(msg, Occupancy):
                 view.occupied = msg.occupied

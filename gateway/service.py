@@ -125,8 +125,16 @@ class Gateway:
         await self.state_store.open()
         if self.influx:
             await self.influx.open()
+        # The boots each device has had, newest first, from the loss audit:
+        # a late message from one of them must not flip state after a restart.
+        boots: dict[str, list[int]] = {}
+        with contextlib.suppress(StorageError):
+            audit = await (self.influx.seq_gaps() if self.influx
+                           else self.state_store.seq_gaps())
+            for gap in sorted(audit, key=lambda g: g.updated_ms, reverse=True):
+                boots.setdefault(gap.device, []).append(gap.boot)
         self.tracker.restore(await self.state_store.devices(),
-                             await self.state_store.room_states(), self.clock())
+                             await self.state_store.room_states(), self.clock(), boots)
         await self._count_dead_letters()
         metrics_server = None
         if cfg.metrics_port:

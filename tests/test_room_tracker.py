@@ -156,3 +156,25 @@ def test_restore_never_dates_anything_in_the_future() -> None:
     # Counted as heard "now", so the window runs out on time, not an hour late.
     [s] = t.tick(at(T0 + 150_001))
     assert s.reason == "silent"
+
+
+def test_a_reused_boot_is_taken_once_the_current_one_is_silent() -> None:
+    # A node whose boot counter was reset reuses a boot it had: ignored while
+    # the current boot is heard, taken once that has been silent for a window.
+    t = tracker()
+    t.on_message("d1", occ(False, 1, boot=1), T0, at(T0))
+    t.on_message("d1", occ(True, 1, boot=2), T0, at(T0 + 1000))
+    assert t.on_message("d1", occ(False, 2, boot=1), T0, at(T0 + 2000)) == []
+    assert t.derive("R1", T0 + 2000).state is RoomStateName.OCCUPIED
+    [s] = t.on_message("d1", occ(False, 1, boot=1), T0, at(T0 + 1000 + 150_001))
+    assert s.state is RoomStateName.FREE
+
+
+def test_restored_boots_keep_a_late_old_boot_message_out() -> None:
+    t = RoomTracker(supervision_s=150, mono=lambda: MONO[0])
+    t.restore([DeviceRow("d1", "R1", T0, "online", T0, 2, 9, 2, True, T0,
+                         None, None, None, None, None)],
+              [RoomStateRow("R1", "occupied", T0, "d1", None)], at(T0), {"d1": [2, 1]})
+    t.set_registry(registry(("R1", "d1")), T0)
+    assert t.on_message("d1", occ(False, 50, boot=1), T0, at(T0 + 10)) == []
+    assert t.derive("R1", T0 + 10).state is RoomStateName.OCCUPIED
