@@ -14,7 +14,16 @@ import pytest
 
 from mamaroom.clock import from_ms
 from mamaroom.config import InfluxSettings
-from mamaroom.contract import TS_SKEW_MS, Kind, Occupancy, Telemetry, message_time
+from mamaroom.contract import (
+    TS_SKEW_MS,
+    ContractError,
+    Kind,
+    Occupancy,
+    RejectReason,
+    Telemetry,
+    message_time,
+    parse_payload,
+)
 from mamaroom.storage import Record
 from mamaroom.storage.influx import InfluxStore
 from mamaroom.storage.sqlite import SqliteStore
@@ -42,6 +51,15 @@ def test_a_device_time_is_trusted_within_the_skew_only() -> None:
     for ts in (now + TS_SKEW_MS + 1, now - TS_SKEW_MS - 1, 2**53, now * 1000, 0, None):
         assert message_time(ts, now) == now
     assert from_ms(2**53) is not None and from_ms(-5) is not None  # never "out of range"
+
+
+def test_telemetry_counters_are_64_bit_like_boot_and_seq() -> None:
+    for name in ("uptime_s", "heap_free"):
+        body = f'{{"v":1,"boot":1,"seq":1,"ts":null,"{name}":{2**63 - 1}}}'.encode()
+        assert getattr(parse_payload(Kind.TELEMETRY, body), name) == 2**63 - 1
+        with pytest.raises(ContractError) as err:
+            parse_payload(Kind.TELEMETRY, body.replace(b"807}", b"808}"))
+        assert err.value.reason is RejectReason.INVALID_PAYLOAD
 
 
 async def test_sqlite_store_takes_every_extreme_value(tmp_path: Path) -> None:
