@@ -6,7 +6,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from mamaroom.contract import Kind, RejectReason
+from mamaroom.contract import TS_OUT_OF_RANGE, Kind, RejectReason
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _SIZE_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -21,6 +21,20 @@ class GatewayMetrics:
                               "New messages stored (or spooled), by kind", ["kind"], registry=r)
         self.rejected = Counter("mamaroom_gateway_rejected", "Messages refused, by reason",
                                 ["reason"], registry=r)
+        self.flagged = Counter("mamaroom_gateway_flagged",
+                               "Messages kept but flagged, by reason (ts_out_of_range: "
+                               "dated by arrival, the device clock is off)", ["reason"],
+                               registry=r)
+        self.rate_limited = Counter("mamaroom_gateway_rate_limited",
+                                    "Messages dropped over a device's budget, by device",
+                                    ["device"], registry=r)
+        self.dead_letters = Gauge("mamaroom_gateway_dead_letters",
+                                  "Records a backend refused, set aside and not yet "
+                                  "acknowledged (`mamaroom dead-letters`)", registry=r)
+        self.clock_steps = Counter("mamaroom_gateway_clock_steps",
+                                   "Steps of the wall clock noticed (supervision is "
+                                   "monotonic; kept times are moved with the step)",
+                                   registry=r)
         self.duplicates = Counter("mamaroom_gateway_duplicates",
                                   "Repeated (device, boot, seq) not stored again", registry=r)
         self.redelivered = Counter("mamaroom_gateway_redelivered",
@@ -56,6 +70,7 @@ class GatewayMetrics:
         # Every series exists from the start, so a dashboard shows 0, not "no data".
         for reason in RejectReason:
             self.rejected.labels(reason.value)
+        self.flagged.labels(TS_OUT_OF_RANGE)
         for kind in Kind:
             if kind is not Kind.CMD:  # commands go to devices, not to the gateway
                 self.received.labels(kind.value)
@@ -73,6 +88,9 @@ class GatewayMetrics:
             "stored": total(self.stored),
             "rejected": {s.labels["reason"]: s.value for m in self.rejected.collect()
                          for s in m.samples if s.name.endswith("_total")},
+            "flagged": {s.labels["reason"]: s.value for m in self.flagged.collect()
+                        for s in m.samples if s.name.endswith("_total")},
+            "dead_letters": self.dead_letters._value.get(),
             "duplicates": total(self.duplicates),
             "redelivered": total(self.redelivered),
             "pending": self.pending._value.get(),

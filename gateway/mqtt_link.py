@@ -93,6 +93,7 @@ class MqttLink:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._birth = birth
+        self._will = will
         self._inbox: deque[Inbox] = deque()
         self._max_pending = max_pending or 10_000
         # Read again below this, so pausing and resuming do not alternate per message.
@@ -381,6 +382,19 @@ class MqttLink:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._will and self._live and self._sock is not None:
+            # A clean DISCONNECT makes the broker discard the last will, so a
+            # stopped gateway would look alive forever: say it ourselves.
+            acked = asyncio.Event()
+            info = self._client.publish(self._will[0], self._will[1], qos=1, retain=True)
+            # paho calls on_publish on this loop (it reads in `_readable`).
+            self._client.on_publish = lambda _c, _u, mid, *_: (
+                acked.set() if mid == info.mid else None)
+            if info.is_published():
+                acked.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(acked.wait(), 3)
+            log.info("announced offline", topic=self._will[0], acked=acked.is_set())
         if self._sock is not None:
             self._client.disconnect()  # DISCONNECT is written, then paho closes the socket
             with contextlib.suppress(TimeoutError):

@@ -29,23 +29,29 @@ from typing import TypeVar
 from prometheus_client import start_http_server
 
 from gateway.decode import StatusUpdate, decode
+from gateway.limits import Budget
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt_link import Inbox, MqttLink
 from gateway.rooms import RoomTracker
-from mamaroom.clock import wall_ms
+from mamaroom.clock import WallStepWatch, monotonic_ms, wall_ms
 from mamaroom.config import Settings
 from mamaroom.contract import (
     PREFIX,
     REGISTRY_TOPIC,
+    TS_OUT_OF_RANGE,
     ContractError,
+    Kind,
     Registry,
     RejectReason,
     RoomState,
+    device_topic,
     dumps,
+    message_time,
     room_state_topic,
 )
 from mamaroom.logs import get_logger
-from mamaroom.storage import Record, StorageError, Store, refresh_rollups
+from mamaroom.storage import Record, RefusedError, StorageError, Store, refresh_rollups
+from mamaroom.storage.dead_letters import NewDeadLetter
 from mamaroom.storage.influx import InfluxStore
 from mamaroom.storage.rollups import HOUR_MS
 from mamaroom.storage.sqlite import SqliteStore
@@ -59,6 +65,8 @@ STATS_EVERY_S = 10.0
 HOUSEKEEPING_EVERY_S = 3600.0
 ROLLUP_EVERY_S = 600.0
 ROLLUP_LOOKBACK_H = 24
+#: One warning per device and this long for a flagged `ts` or a rate limit.
+WARN_EVERY_MS = 60_000
 
 
 @dataclass
@@ -70,6 +78,8 @@ class Decoded:
     records: list[Record] = field(default_factory=list)
     statuses: list[tuple[StatusUpdate, str]] = field(default_factory=list)
     unknown: list[tuple[str, str]] = field(default_factory=list)
+    #: Messages that broke something while being decoded: set aside, not lost.
+    dead: list[NewDeadLetter] = field(default_factory=list)
 
 
 def gateway_topic(client_id: str, what: str) -> str:
@@ -77,9 +87,16 @@ def gateway_topic(client_id: str, what: str) -> str:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, *, clock: Callable[[], int] = wall_ms) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], int] = wall_ms,
+                 mono: Callable[[], int] = monotonic_ms) -> None:
         self.settings = settings
         self.clock = clock
+        self.mono = mono
+        self.steps = WallStepWatch(wall=clock, mono=mono)
+        cfg = settings.gateway
+        self.budget = Budget(cfg.device_rate_per_s, cfg.device_burst)
+        self.call_budget = Budget(cfg.call_rate_per_s, cfg.call_burst)
+        self._warned: dict[tuple[str, str], int] = {}
         self.metrics = GatewayMetrics()
         # Device health, room states, unknown devices: always the embedded store.
         self.state_store = SqliteStore(settings.store_path)
@@ -94,7 +111,7 @@ class Gateway:
             self.series = self.influx
         else:
             self.series = self.state_store
-        self.tracker = RoomTracker(settings.gateway.supervision_s)
+        self.tracker = RoomTracker(settings.gateway.supervision_s, mono=mono)
         self.registry_ready = asyncio.Event()
         self._registry_version = -1
         self._links: list[MqttLink] = []
@@ -108,8 +125,17 @@ class Gateway:
         await self.state_store.open()
         if self.influx:
             await self.influx.open()
+        # The boots each device has had, newest first, from the loss audit:
+        # a late message from one of them must not flip state after a restart.
+        boots: dict[str, list[int]] = {}
+        with contextlib.suppress(StorageError):
+            audit = await (self.influx.seq_gaps() if self.influx
+                           else self.state_store.seq_gaps())
+            for gap in sorted(audit, key=lambda g: g.updated_ms, reverse=True):
+                boots.setdefault(gap.device, []).append(gap.boot)
         self.tracker.restore(await self.state_store.devices(),
-                             await self.state_store.room_states())
+                             await self.state_store.room_states(), self.clock(), boots)
+        await self._count_dead_letters()
         metrics_server = None
         if cfg.metrics_port:
             metrics_server, _ = start_http_server(
@@ -186,6 +212,9 @@ class Gateway:
                 continue  # the same registry again (a reconnect re-delivers it)
             self._registry_version = registry.version
             changed, removed = self.tracker.set_registry(registry, self.clock())
+            devices = set(self.tracker.device_room)
+            self.budget.forget(devices)
+            self.call_budget.forget(devices)
             for room in removed:
                 self._publish_raw(room_state_topic(room), b"")
             await self._store_retrying(functools.partial(
@@ -232,10 +261,11 @@ class Gateway:
             tasks.create_task(commit_stage())
 
     def _decode_batch(self, batch: list[Inbox]) -> Decoded:
-        """Validate and enrich; count and log rejects. No I/O."""
+        """Validate, enrich and budget; count and log rejects. No I/O."""
         out = Decoded(batch, self.clock())
         records = out.records
-        place_of, now = self.tracker.place_of, out.now
+        place_of, now, mono = self.tracker.place_of, out.now, self.mono()
+        take, take_call = self.budget.take, self.call_budget.take
         for item in batch:
             if item.dup:
                 self.metrics.redelivered.inc()
@@ -243,6 +273,12 @@ class Gateway:
                 inbound = decode(item.topic, item.payload, item.retained)
             except ContractError as exc:
                 self._reject(item, exc.reason, exc.detail)
+                continue
+            except Exception as exc:  # a bug must not stop ingest: set it aside
+                log.exception("message broke the decoder; kept as a dead letter",
+                              topic=item.topic[:120])
+                out.dead.append(NewDeadLetter("gateway", f"decode: {exc!r}", None,
+                                              item.topic[:200], repr(item.payload[:4096])))
                 continue
             if inbound is None:
                 continue
@@ -252,16 +288,48 @@ class Gateway:
                 out.unknown.append((inbound.device, item.topic))
             elif isinstance(inbound, StatusUpdate):
                 out.statuses.append((inbound, place[0]))
+            elif not (take_call if inbound.kind is Kind.CALL else take)(inbound.device, mono):
+                self._rate_limited(item, inbound.device, inbound.kind)
             else:
                 room, building, floor = place
-                records.append(Record(inbound.device, room, inbound.kind, inbound.message, now,
-                                      building, floor))
+                rec = Record(inbound.device, room, inbound.kind, inbound.message, now,
+                             building, floor)
+                records.append(rec)
+                if inbound.message.ts is not None and rec.ts_flagged:
+                    self._flag_ts(rec)
         # Counted once per batch (Counter counts in C), not per message.
         for kind, n in Counter(rec.kind for rec in records).items():
             self.metrics.received.labels(kind.value).inc(n)
         if out.statuses:
             self.metrics.received.labels("status").inc(len(out.statuses))
         return out
+
+    def _warn_once(self, device: str, what: str) -> bool:
+        """True at most once per device, what, and WARN_EVERY_MS: a flooding
+        or misconfigured node must not flood the log too."""
+        now = self.mono()
+        last = self._warned.get((device, what))
+        if last is not None and now - last < WARN_EVERY_MS:
+            return False
+        if len(self._warned) > 100_000:
+            self._warned.clear()
+        self._warned[(device, what)] = now
+        return True
+
+    def _flag_ts(self, rec: Record) -> None:
+        self.metrics.flagged.labels(TS_OUT_OF_RANGE).inc()
+        if self._warn_once(rec.device, TS_OUT_OF_RANGE):
+            log.warning("device clock out of range; message dated by its arrival",
+                        device=rec.device, ts=rec.message.ts, received_ms=rec.received_ms)
+
+    def _rate_limited(self, item: Inbox, device: str, kind: Kind) -> None:
+        self.metrics.rejected.labels(RejectReason.RATE_LIMITED.value).inc()
+        self.metrics.rate_limited.labels(device).inc()
+        if self._warn_once(device, RejectReason.RATE_LIMITED.value):
+            log.warning("message rejected", reason=RejectReason.RATE_LIMITED.value,
+                        topic=item.topic[:120], device=device, kind=kind.value,
+                        detail="over the device's message budget; further drops of this "
+                               "device are counted, not logged, for a minute")
 
     async def _commit_batch(self, link: MqttLink, batch: Decoded) -> None:
         """Store, derive room state, publish, then acknowledge: in that order."""
@@ -275,22 +343,71 @@ class Gateway:
             await self._store_retrying(functools.partial(
                 self.state_store.note_status, status.device, room, status.status, now, live))
             changed += self.tracker.on_status(status.device, status.status, live, now)
+        if batch.dead:
+            await self._set_aside(batch.dead)
         records = batch.records
         if records:
             started = time.perf_counter()
-            fresh = await self._store_retrying(functools.partial(self.series.write, records))
+            dead: list[Record] = []
+            fresh = await self._write_isolating(records, dead)
             self.metrics.write_seconds.observe(time.perf_counter() - started)
             self.metrics.batch_size.observe(len(records))
             new = [rec for rec, is_new in zip(records, fresh, strict=True) if is_new]
-            self.metrics.duplicates.inc(len(records) - len(new))
+            self.metrics.duplicates.inc(len(records) - len(new) - len(dead))
             if new and self.influx:  # the SQLite store did this in its own write
                 await self._store_retrying(functools.partial(self.state_store.note_messages, new))
             for kind, n in Counter(rec.kind.value for rec in new).items():
                 self.metrics.stored.labels(kind).inc(n)
-            for rec in new:
-                changed += self.tracker.on_message(rec.device, rec.message, rec.time_ms, now)
+            # A dead letter is still a valid message from the node: a sign of life.
+            for rec in new + dead:
+                try:
+                    changed += self.tracker.on_message(rec.device, rec.message, rec.time_ms,
+                                                       now)
+                except Exception:  # never let one message stop the commit stage
+                    log.exception("room state not derived from a message", device=rec.device)
         await self._publish_states(changed)
         link.ack_all(batch.items)
+
+    async def _write_isolating(self, records: list[Record], dead: list[Record]) -> list[bool]:
+        """Write a batch; if the backend refuses it (or it breaks the write),
+        halve it until the records at fault are found, set them aside as dead
+        letters (appended to `dead`, False in the result) and write the rest.
+        Transient failures (StorageError) are retried as always."""
+        try:
+            return await self._store_retrying(functools.partial(self.series.write, records))
+        except Exception as exc:  # RefusedError, or a bug (OverflowError, ValueError, ...)
+            if len(records) > 1:
+                half = len(records) // 2
+                return (await self._write_isolating(records[:half], dead)
+                        + await self._write_isolating(records[half:], dead))
+            [rec] = records
+            log.error("record refused by storage; kept as a dead letter", device=rec.device,
+                      kind=rec.kind.value, error=str(exc)[:300])
+            await self._set_aside([NewDeadLetter(
+                "gateway", f"{type(exc).__name__}: {exc}", rec.device,
+                device_topic(rec.device, rec.kind),
+                json.dumps({"record": {"room": rec.room, "received_ms": rec.received_ms},
+                            "message": rec.message.model_dump(mode="json")}))])
+            dead.append(rec)
+            return [False]
+
+    async def _set_aside(self, letters: list[NewDeadLetter]) -> None:
+        try:
+            await self._store_retrying(functools.partial(
+                self.state_store.dead_letter, letters, self.clock()))
+        except Exception:  # the last resort: the log, never a wedged commit stage
+            for letter in letters:
+                log.exception("dead letter not kept; logged instead", reason=letter.reason,
+                              device=letter.device, payload=letter.payload[:4096])
+        await self._count_dead_letters()
+
+    async def _count_dead_letters(self) -> None:
+        count = 0
+        with contextlib.suppress(StorageError):
+            count = await self.state_store.dead_letter_count()
+            if self.influx:
+                count += (await self.influx.stats()).refused
+        self.metrics.dead_letters.set(count)
 
     def _reject(self, item: Inbox, reason: RejectReason, detail: str) -> None:
         self.metrics.rejected.labels(reason.value).inc()
@@ -304,6 +421,8 @@ class Gateway:
         while True:
             try:
                 return await op()
+            except RefusedError:
+                raise  # the data's fault: retrying cannot help (_write_isolating)
             except StorageError as exc:
                 self.metrics.storage_errors.inc()
                 log.error("storage write failed; retrying", error=str(exc), retry_in_s=delay)
@@ -320,27 +439,40 @@ class Gateway:
                 now = self.clock()
                 try:
                     inbound = decode(item.topic, item.payload, item.retained)
+                    if inbound is None or self.tracker.room_of(inbound.device) is None:
+                        continue
+                    if isinstance(inbound, StatusUpdate):
+                        changed += self.tracker.on_status(inbound.device, inbound.status,
+                                                          not inbound.retained, now)
+                    else:
+                        msg = inbound.message
+                        changed += self.tracker.on_message(
+                            inbound.device, msg, message_time(msg.ts, now), now)
                 except ContractError:
                     continue
-                if inbound is None or self.tracker.room_of(inbound.device) is None:
-                    continue
-                if isinstance(inbound, StatusUpdate):
-                    changed += self.tracker.on_status(inbound.device, inbound.status,
-                                                      not inbound.retained, now)
-                else:
-                    msg = inbound.message
-                    changed += self.tracker.on_message(
-                        inbound.device, msg, msg.ts if msg.ts is not None else now, now)
+                except Exception:  # one message must not stop room states for all
+                    log.exception("room state not derived from a message",
+                                  topic=item.topic[:120])
             await self._publish_states(changed)
 
     # --- room states -------------------------------------------------------------
 
     async def _supervise(self) -> None:
+        """The supervision window, on monotonic time (asyncio's sleep is, and
+        so is the tracker's window); a wall-clock step is noticed here, logged,
+        and the kept wall times are moved with it."""
         period = min(5.0, self.settings.gateway.supervision_s / 10)
         await self._wait_for_registry()
         while True:
             await asyncio.sleep(period)
-            await self._publish_states(self.tracker.tick(self.clock()))
+            now = self.clock()
+            step = self.steps.check()
+            if step:
+                self.metrics.clock_steps.inc()
+                log.warning("wall clock stepped; supervision is unaffected (monotonic), "
+                            "kept times moved with the step", step_s=round(step / 1000, 3))
+                await self._publish_states(self.tracker.clock_stepped(step, now))
+            await self._publish_states(self.tracker.tick(now))
 
     async def _publish_states(self, states: list[RoomState]) -> None:
         if not states:
@@ -400,6 +532,7 @@ class Gateway:
                     self.metrics.spool_depth.set(stats.depth)
                     self.metrics.spool_age.set(stats.oldest_age_s)
                     self.metrics.refused.set(stats.refused)
+            await self._count_dead_letters()
             if self._ingest is not None and self._ingest.connected.is_set():
                 self._ingest.publish(topic, json.dumps(self.metrics.summary()).encode(),
                                      qos=0, retain=True)

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mamaroom.cli_broker import device_add_command
+from mamaroom.cli_dead_letters import dead_letters_command
 from mamaroom.cli_device import device_app
 from mamaroom.cli_pages import qr, webpush_app
 from mamaroom.config import ConfigError, Settings, load_settings
@@ -47,6 +48,7 @@ device_app.command("add")(device_add_command)
 app.add_typer(device_app, name="device")
 app.add_typer(webpush_app, name="webpush")
 app.command("qr")(qr)
+app.command("dead-letters")(dead_letters_command)
 err = Console(stderr=True)
 
 

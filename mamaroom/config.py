@@ -156,6 +156,17 @@ class GatewaySettings(_Section):
     supervision_s: Annotated[float, Field(gt=0, le=3600)] = 150.0
     #: Most messages written to storage in one transaction.
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    #: Per-device message budget (a token bucket, monotonic time): sustained
+    #: messages per second, and the burst allowed at once. Beyond it a node's
+    #: messages are dropped and counted (reject reason `rate_limited`). A node
+    #: sends about one message a minute; the burst covers the backlog of a
+    #: 16-hour gateway outage (~1,300 messages per node) drained at once.
+    device_rate_per_s: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = 5.0
+    device_burst: Annotated[int, Field(ge=1, le=10_000_000)] = 2000
+    #: Calls have their own, larger budget: they are tiny, and an emergency
+    #: call must never wait behind a node's other traffic.
+    call_rate_per_s: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = 20.0
+    call_burst: Annotated[int, Field(ge=1, le=10_000_000)] = 1000
     #: Prometheus metrics of the gateway; 0 turns the endpoint off.
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9108
     metrics_host: str = "127.0.0.1"

@@ -76,6 +76,9 @@ class RejectReason(StrEnum):
     NOT_JSON = "not_json"
     INVALID_PAYLOAD = "invalid_payload"
     UNKNOWN_DEVICE = "unknown_device"
+    #: Over the device's message-rate budget (`gateway.device_rate_per_s`);
+    #: calls have their own, larger budget (`gateway.call_rate_per_s`).
+    RATE_LIMITED = "rate_limited"
 
 
 class ContractError(ValueError):
@@ -154,6 +157,25 @@ class Envelope(BaseModel):
     ts: Annotated[StrictInt, Field(ge=0, le=2**53)] | None
 
 
+#: How far a device's `ts` may be from the receiver's clock, either way, to be
+#: trusted (docs/protocol.md, "Device time"). Beyond it the message is kept,
+#: dated by its arrival, and counted as `ts_out_of_range`; never rejected.
+TS_SKEW_MS = 24 * 3600 * 1000
+#: The flag (`mamaroom_gateway_flagged_total{reason=...}`) of such a message.
+TS_OUT_OF_RANGE = "ts_out_of_range"
+
+
+def trusted_ts(ts: int | None, received_ms: int) -> bool:
+    """True when a device's `ts` is present and within TS_SKEW_MS of `received_ms`."""
+    return ts is not None and -TS_SKEW_MS <= ts - received_ms <= TS_SKEW_MS
+
+
+def message_time(ts: int | None, received_ms: int) -> int:
+    """The time a message is filed under: its `ts` when trusted, else its arrival."""
+    return ts if ts is not None and -TS_SKEW_MS <= ts - received_ms <= TS_SKEW_MS \
+        else received_ms
+
+
 class Occupancy(Envelope):
     occupied: StrictBool
     source: Literal["door", "radar", "pir", "fused"]
@@ -171,9 +193,10 @@ class Telemetry(Envelope):
     # Devices may add fields (radar energies, temp_c, ...); keep them.
     model_config = ConfigDict(extra="allow", strict=True, frozen=True)
 
-    uptime_s: Annotated[StrictInt, Field(ge=0)] | None = None
+    # 64-bit like boot and seq: a larger value is junk no store can hold.
+    uptime_s: _Int64 | None = None
     rssi: Annotated[StrictInt, Field(ge=-127, le=20)] | None = None
-    heap_free: Annotated[StrictInt, Field(ge=0)] | None = None
+    heap_free: _Int64 | None = None
     fw: Annotated[str, Field(max_length=64)] | None = None
     reset_reason: Annotated[str, Field(max_length=64)] | None = None
 

@@ -3,8 +3,10 @@
 A small process of its own, sharing nothing with the server but the paging
 channel code: it pages the security desk (ESPA and IM) when
 
-- a gateway stops: its last will (`mr/v1/gateway/{id}/status` = `offline`)
-  arrives, or its heartbeat (the stats it publishes every 10 s) stops;
+- a gateway stops: its status `mr/v1/gateway/{id}/status` turns `offline`
+  (published by the gateway itself on a clean stop, or by the broker as its
+  last will when it dies; paged at once, not after the silence), or its
+  heartbeat (the stats it publishes every 10 s) stops;
 - the server stops answering, or answers that it is not ready (`/readyz`:
   no broker link or no storage, so calls are not handled) while the broker
   works;
@@ -272,7 +274,7 @@ class BrokerProbe:
             return
         name, what, payload = gateway_check(parts[3]), parts[4], bytes(msg.payload)
         if what == "status" and payload == b"offline":
-            self._watchdog.dead(name, "its last will: offline")
+            self._watchdog.dead(name, "status offline: stopped, or its last will")
         elif not msg.retain and (what == "stats" or (what == "status"
                                                      and payload == b"online")):
             self._watchdog.alive(name)

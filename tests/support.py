@@ -453,12 +453,15 @@ def record_fault(fault: str, result: str) -> None:
     the rest of that file and keeps this section (tests/chaos/test_chaos.py)."""
     text = RESULTS_CHAOS.read_text(encoding="utf-8") if RESULTS_CHAOS.exists() else ""
     head, _, section = text.partition(FAULTS_HEADING)
-    rows = {line.split("|")[1].strip(): line for line in section.splitlines()
+    # This section ends at the next heading; the sections after it are kept.
+    mine, found, rest = section.partition("\n## ")
+    rows = {line.split("|")[1].strip(): line for line in mine.splitlines()
             if line.startswith("| ") and not line.startswith("| fault") and "---" not in line}
     when = time.strftime("%Y-%m-%d", time.gmtime())
     rows[fault] = f"| {fault} | {result} | {when} |"
     RESULTS_CHAOS.write_text(
-        head.rstrip("\n") + "\n\n" + fault_section(list(rows.values())), encoding="utf-8")
+        head.rstrip("\n") + "\n\n" + fault_section(list(rows.values()))
+        + ("\n## " + rest if found else ""), encoding="utf-8")
 
 
 def fault_section(rows: list[str]) -> str:
@@ -470,7 +473,8 @@ def fault_section(rows: list[str]) -> str:
 
 
 def kept_fault_section() -> str:
-    """The call-path faults section of RESULTS-chaos.md as it is now."""
+    """The call-path faults section of RESULTS-chaos.md, and the sections
+    after it (single fault tests' results), as they are now."""
     text = RESULTS_CHAOS.read_text(encoding="utf-8") if RESULTS_CHAOS.exists() else ""
     _, found, section = text.partition(FAULTS_HEADING)
     return found + section if found else ""

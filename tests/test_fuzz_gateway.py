@@ -3,9 +3,12 @@
 FUZZ_MESSAGES messages (10,000 in `make test`, 100,000 in
 `make chaos`) of every kind of wrong: bad topics under mr/v1/dev/, raw bytes,
 near-miss JSON, oversize payloads, unknown devices, junk statuses, with
-valid occupancy and telemetry messages interleaved. Afterwards the gateway
+valid occupancy and telemetry messages interleaved, some of them at the
+contract's extremes (`ts` 0, 2**53, in microseconds or a year off; `boot` and
+`seq` at 2**63-1; payloads of exactly 4096 bytes). Afterwards the gateway
 is still running and ready, every refusal is counted under its reason
-exactly as expected, and every interleaved valid message is in storage.
+exactly as expected, and every interleaved valid message is in storage:
+on SQLite and on a real InfluxDB.
 
 Each generator says what its message is meant to be; the expectation is
 cross-checked against the contract's own decoder for every message, so a
@@ -21,7 +24,7 @@ import random
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +34,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.decode import decode
 from mamaroom.contract import MAX_PAYLOAD_BYTES, ContractError, RejectReason
-from tests.support import Services, wait_for
+from tests.support import InfluxDB, Mosquitto, Services, wait_for
 
 N = int(os.environ.get("FUZZ_MESSAGES", "10000"))
 KNOWN = ("dev-a", "dev-b")  # tests/conftest.py ROOMS
 VALID_BOOT = 777_777  # the interleaved valid messages; fuzz never makes this boot valid
+#: Extreme valid messages count their boots down from the largest (one boot each).
+EXTREME_TOP = 2**63 - 1
+EXTREME_FLOOR = 2**62  # fuzz's random boots stay far below
+YEAR_MS = 365 * 86_400_000
+#: Reasons a fuzz run does not exercise (the budget is set out of its way).
+NOT_FUZZED = {RejectReason.RATE_LIMITED}
 MAYBE = "maybe"  # a mutation that may or may not still be valid
 VALID = "valid"
 IGNORED = "ignored"  # cmd traffic, empty status: not for the gateway
@@ -47,6 +56,7 @@ class Fuzz:
     def __init__(self, seed: int) -> None:
         self.r = random.Random(seed)
         self.seq = {d: 0 for d in KNOWN}
+        self.extremes = 0
 
     def text(self, n: int) -> str:
         """Printable unicode with no MQTT wildcards or separators (a topic
@@ -74,6 +84,26 @@ class Fuzz:
         self.seq[device] += 1
         body = {**self.body(kind), "boot": VALID_BOOT, "seq": self.seq[device]}
         return f"mr/v1/dev/{device}/{kind}", json.dumps(body).encode(), VALID
+
+    def extreme(self) -> Message:
+        """Valid, at the contract's edges; each its own boot (counted down from
+        2**63-1) and a seq distinct in its last six digits, so each is one point."""
+        device = self.r.choice(KNOWN)
+        kind = self.r.choice(["occupancy", "telemetry"])
+        now = int(time.time() * 1000)
+        boot = EXTREME_TOP - self.extremes
+        seq = self.r.choice([EXTREME_TOP - self.extremes, self.extremes])
+        self.extremes += 1
+        body = {**self.body(kind), "boot": boot, "seq": seq,
+                "ts": self.r.choice([None, 0, 2**53, now * 1000, now + YEAR_MS, now - YEAR_MS,
+                                     now])}
+        payload = json.dumps(body).encode()
+        if kind == "telemetry" and self.r.random() < 0.5:  # exactly at the size limit
+            body["pad"] = ""
+            body["pad"] = "p" * (MAX_PAYLOAD_BYTES - len(json.dumps(body).encode()))
+            payload = json.dumps(body).encode()
+            assert len(payload) == MAX_PAYLOAD_BYTES
+        return f"mr/v1/dev/{device}/{kind}", payload, VALID
 
     def bad_topic(self) -> Message:
         device = self.r.choice(KNOWN)
@@ -163,7 +193,8 @@ class Fuzz:
 
     def messages(self, n: int) -> list[Message]:
         weighted: list[tuple[Callable[[], Message], int]] = [
-            (self.valid, 10), (self.bad_topic, 14), (self.oversize, 2), (self.not_json, 18),
+            (self.valid, 10), (self.extreme, 2), (self.bad_topic, 14), (self.oversize, 2),
+            (self.not_json, 18),
             (self.invalid, 24), (self.bad_status, 6), (self.unknown_device, 8),
             (self.ignored, 4), (self.mutation, 14)]
         makers = [m for m, w in weighted for _ in range(w)]
@@ -181,25 +212,59 @@ def outcome(topic: str, payload: bytes) -> str:
     return VALID if inbound.device in KNOWN else RejectReason.UNKNOWN_DEVICE
 
 
-def stored_valid(db: Path) -> set[tuple[str, str, int]]:
+Key = tuple[str, str, int, int]  # kind, device, boot, seq
+
+
+def stored_valid(db: Path) -> set[Key]:
     with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
-        return {(kind, device, seq) for kind in ("occupancy", "telemetry")
-                for device, seq in con.execute(
-                    f"SELECT device, seq FROM {kind} WHERE boot=?", (VALID_BOOT,))}
+        return {(kind, device, boot, seq) for kind in ("occupancy", "telemetry")
+                for device, boot, seq in con.execute(
+                    f"SELECT device, boot, seq FROM {kind} WHERE boot=? OR boot>=?",
+                    (VALID_BOOT, EXTREME_FLOOR))}
+
+
+def stored_valid_influx(influx: InfluxDB) -> set[Key]:
+    out: set[Key] = set()
+    for kind, source in (("occupancy", '"occupancy"'),
+                         ("telemetry", '"telemetry_30d"."telemetry"')):
+        for series in influx.query(f'SELECT "boot", "seq" FROM {source} WHERE "boot" = '
+                                   f'{VALID_BOOT} OR "boot" >= {EXTREME_FLOOR} GROUP BY "device"'):
+            out |= {(kind, series["tags"]["device"], boot, seq)
+                    for _, boot, seq in series["values"]}
+    return out
+
+
+@pytest.fixture(params=["sqlite", "influxdb"])
+def fuzzed(request: pytest.FixtureRequest, broker: Mosquitto, tmp_path: Path,
+           rooms_csv: Path) -> Iterator[tuple[Services, InfluxDB | None]]:
+    influx = InfluxDB(tmp_path / "influxdb").start() if request.param == "influxdb" else None
+    # Fuzz sends thousands of messages a second from two nodes: out of the budget's way.
+    svc = Services(broker, tmp_path, rooms_csv, influx=influx,
+                   MAMAROOM_GATEWAY__DEVICE_BURST="10000000",
+                   MAMAROOM_GATEWAY__DEVICE_RATE_PER_S="1000000").start()
+    try:
+        yield svc, influx
+    finally:
+        svc.stop()
+        if influx is not None:
+            influx.stop()
 
 
 @pytest.mark.timeout(1800)
 def test_fuzzed_traffic_is_counted_by_reason_and_valid_traffic_stored(
-        services: Services, tmp_path: Path) -> None:
+        fuzzed: tuple[Services, InfluxDB | None]) -> None:
+    services, influx = fuzzed
     messages = Fuzz(seed=7).messages(N)
     expected: Counter[str] = Counter()
     for topic, payload, meant in messages:
         got = outcome(topic, payload)
         assert meant in (MAYBE, got), (topic, payload[:80], meant, got)
         expected[got] += 1
-    assert all(expected[r] > 0 for r in RejectReason), expected  # every reason exercised
-    valid_sent = {(t.rsplit("/", 1)[1], t.split("/")[3], json.loads(p)["seq"])
-                  for t, p, m in messages if m == VALID}
+    # Every reason exercised.
+    assert all(expected[r] > 0 for r in RejectReason if r not in NOT_FUZZED), expected
+    valid_sent = {(t.rsplit("/", 1)[1], t.split("/")[3], (body := json.loads(p))["boot"],
+                   body["seq"]) for t, p, m in messages if m == VALID}
+    assert any(boot >= EXTREME_FLOOR for _, _, boot, _ in valid_sent)
 
     before = services.metrics()
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id="fuzzer",
@@ -227,15 +292,24 @@ def test_fuzzed_traffic_is_counted_by_reason_and_valid_traffic_stored(
                                               f'{{reason="{r.value}"}}'])
                         for r in RejectReason})
 
-    want = Counter({r.value: expected[r] for r in RejectReason})
+    want = Counter({r.value: expected[r] for r in RejectReason})  # rate_limited: 0
     wait_for(lambda: rejected() == want, timeout=600, interval=1,
              what=f"every reject counted ({sum(want.values())} expected)",
              detail=lambda: f"counted {rejected()}, expected {want}\n{services.logs()}")
     data = Path(services.env["MAMAROOM_DATA_DIR"])
-    wait_for(lambda: stored_valid(data / "store.sqlite") >= valid_sent, timeout=600,
+
+    def stored() -> set[Key]:
+        return (stored_valid(data / "store.sqlite") if influx is None
+                else stored_valid_influx(influx))
+
+    wait_for(lambda: stored() >= valid_sent, timeout=600,
              interval=1, what=f"all {len(valid_sent)} interleaved valid messages stored",
-             detail=lambda: f"missing {len(valid_sent - stored_valid(data / 'store.sqlite'))}")
+             detail=lambda: f"missing {sorted(valid_sent - stored())[:5]}\n{services.logs()}")
     elapsed = time.monotonic() - started
-    assert services.gateway.alive() and services.metrics()["mamaroom_gateway_ready"] == 1
+    m = services.metrics()
+    assert services.gateway.alive() and m["mamaroom_gateway_ready"] == 1
+    assert m["mamaroom_gateway_dead_letters"] == 0  # nothing valid was refused
+    assert m['mamaroom_gateway_flagged_total{reason="ts_out_of_range"}'] > 0
+    assert "Traceback" not in services.gateway.log()
     print(f"\n{N} fuzzed messages: {dict(want)} rejected, {len(valid_sent)} valid stored, "
           f"{elapsed:.1f} s ({N / elapsed:.0f} msg/s through broker and gateway)")

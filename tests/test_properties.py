@@ -182,21 +182,27 @@ def plain_line(rec: Record) -> str:
     tags = sorted([("device", rec.device), ("room", rec.room or ""),
                    ("building", rec.building or ""),
                    ("floor", "" if rec.floor is None else str(rec.floor))])
+    # A device time more than 24 h from the arrival is not the point's time:
+    # device_clock is false and the device's own ts is kept beside.
+    trusted = msg.ts is not None and abs(msg.ts - rec.received_ms) <= 24 * 3600 * 1000
     fields: dict[str, Any] = {"boot": msg.boot, "seq": msg.seq,
-                              "received_ms": rec.received_ms, "device_clock": msg.ts is not None}
+                              "received_ms": rec.received_ms, "device_clock": trusted}
+    if msg.ts is not None and not trusted:
+        fields["device_ts_ms"] = msg.ts
     names = {Occupancy: ("occupied", "source", "radar", "still_s"),
              Telemetry: ("uptime_s", "rssi", "heap_free", "fw", "reset_reason"),
              Call: ("action", "call_id", "status")}[type(msg)]
     fields.update({n: getattr(msg, n) for n in names})
+    envelope = {"boot", "seq", "received_ms", "device_clock", "device_ts_ms"}
     for key, value in (msg.model_extra or {}).items():
-        if key.isidentifier() and key not in fields:
+        if key.isidentifier() and key not in fields and key not in envelope:
             fields[f"x_{key}"] = value
 
     def field(v: Any) -> str | None:
         if isinstance(v, bool):
             return str(v).lower()
-        if isinstance(v, int):
-            return f"{v}i"
+        if isinstance(v, int):  # InfluxDB's integers are 64-bit: larger is left out
+            return f"{v}i" if -(2**63) <= v < 2**63 else None
         if isinstance(v, float):
             return repr(v) if math.isfinite(v) else None
         if isinstance(v, str):
@@ -211,7 +217,8 @@ def plain_line(rec: Record) -> str:
     measurement = {Occupancy: "occupancy", Telemetry: "telemetry", Call: "call"}[type(msg)]
     head = measurement + "".join(f",{k}={tag(v)}" for k, v in tags if v)
     body = ",".join(f"{k}={t}" for k, v in fields.items() if (t := field(v)) is not None)
-    return f"{head} {body} {rec.time_ms * 1_000_000 + msg.seq % 1_000_000}"
+    time_ms = msg.ts if trusted and msg.ts is not None else rec.received_ms
+    return f"{head} {body} {time_ms * 1_000_000 + msg.seq % 1_000_000}"
 
 
 tag_texts = st.one_of(st.none(), st.text(max_size=12))

@@ -16,11 +16,12 @@ from tests.support import Services, wait_for
 
 
 def rec(device: str, boot: int, seq: int) -> Record:
-    msg = (Occupancy(v=1, boot=boot, seq=seq, ts=1_700_000_000_000 + seq, occupied=seq % 2 == 0,
+    msg = (Occupancy(v=1, boot=boot, seq=seq, ts=1_700_000_000_000 + seq % 10**6,
+                     occupied=seq % 2 == 0,
                      source="door") if seq % 3 else
            Telemetry(v=1, boot=boot, seq=seq, ts=None, rssi=-60))
     kind = Kind.OCCUPANCY if isinstance(msg, Occupancy) else Kind.TELEMETRY
-    return Record(device, "R1", kind, msg, 1_700_000_000_000 + seq)
+    return Record(device, "R1", kind, msg, 1_700_000_000_000 + seq % 10**6)
 
 
 async def check(store: SqliteStore | InfluxStore, path: Path) -> None:
@@ -84,3 +85,51 @@ def test_lost_messages_show_in_device_health_and_metrics(services: Services,
 
     assert wait_for(lambda: lost() == (3, 3.0) and lost(), what="3 lost messages counted",
                     detail=lambda: str(lost()))
+
+
+async def check_impossible_gap(store: SqliteStore | InfluxStore) -> None:
+    # seq 0 then 2**63-1 in one boot, in one batch and across batches: resets,
+    # never 9.2e18 lost messages; a real gap before the jump is still counted.
+    await store.write([rec("dev-a", 1, s) for s in (0, 1, 2, 4, 2**63 - 1)])
+    await store.write([rec("dev-a", 1, s) for s in (5, 6)])
+    await store.write([rec("dev-b", 1, 1), rec("dev-b", 1, 3)])
+    await store.write([rec("dev-b", 1, 10**12)])
+    gaps = {(g.device, g.boot): g for g in await store.seq_gaps()}
+    assert gaps[("dev-a", 1)].lost == 1 and gaps[("dev-a", 1)].resets == 2
+    assert gaps[("dev-b", 1)].lost == 1 and gaps[("dev-b", 1)].resets == 1
+    assert lost_by_device(gaps.values()) == {"dev-a": 1, "dev-b": 1}
+
+
+async def test_an_impossible_seq_gap_is_a_reset_not_a_loss(tmp_path: Path) -> None:
+    sqlite = SqliteStore(tmp_path / "store.sqlite")
+    influx = InfluxStore(InfluxSettings(url="http://127.0.0.1:9"), tmp_path / "spool.sqlite",
+                         gateway="gw")
+    for store in (sqlite, influx):
+        await store.open()
+        try:
+            await check_impossible_gap(store)
+        finally:
+            await store.close()
+
+
+async def test_an_audit_from_before_resets_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "store.sqlite"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE seq_audit (device TEXT NOT NULL, boot INTEGER NOT NULL,"
+                " first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, stored INTEGER NOT NULL,"
+                " updated_ms INTEGER NOT NULL, PRIMARY KEY (device, boot)) WITHOUT ROWID")
+    old.execute("INSERT INTO seq_audit VALUES ('dev-a', 1, 1, 10, 8, 0)")
+    old.commit()
+    # A reader of the old file (the server, before the gateway is upgraded).
+    assert lost_by_device(await read_gaps_file(path)) == {"dev-a": 2}
+    old.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        await store.write([rec("dev-a", 1, 11), rec("dev-a", 1, 5 * 10**6)])
+        [gap] = await store.seq_gaps()
+        assert (gap.lost, gap.resets) == (2, 1)
+    finally:
+        await store.close()

@@ -214,7 +214,7 @@ def test_kills_and_restarts_are_paged_over_espa_and_im(
                      detail=watchdog.log_tail)
         svc.gateway.kill()  # its last will tells at once
         paged("MAMAROOM DOWN: gateway mamaroom-gateway stopped: room states stale "
-              "(its last will: offline)")
+              "(status offline: stopped, or its last will)")
         svc.start_gateway()
         paged("MAMAROOM RESTORED: gateway mamaroom-gateway")
         assert svc.gateway.proc is not None
@@ -232,6 +232,37 @@ def test_kills_and_restarts_are_paged_over_espa_and_im(
         paged("MAMAROOM RESTORED: broker")
         assert all(pager == "900" for pager, _ in desk.pages)
         assert len(im) == len(desk.pages) == len(expected)
+    finally:
+        watchdog.stop()
+        svc.stop()
+
+
+def test_a_cleanly_stopped_gateway_is_paged_at_once_not_after_its_silence(
+        broker: Mosquitto, tmp_path: Path, rooms_csv: Path,
+        im_hook: tuple[list[str], int]) -> None:
+    # A clean DISCONNECT makes the broker discard the gateway's last will; the
+    # gateway must announce itself, or the watchdog waits out gateway_silence_s.
+    im, im_port = im_hook
+    svc = Services(broker, tmp_path, rooms_csv).start()
+    watchdog = Proc("watchdog", ["watchdog"], {
+        **svc.env,
+        "MAMAROOM_WATCHDOG__CHECK_S": "0.5",
+        "MAMAROOM_WATCHDOG__GATEWAY_SILENCE_S": "300",  # far beyond the wait below
+        "MAMAROOM_WATCHDOG__REPEAT_S": "0",
+        "MAMAROOM_WATCHDOG__IM": '["desk"]',
+        "MAMAROOM_PAGING__IM__DESTINATIONS": json.dumps(
+            {"desk": f"json://127.0.0.1:{im_port}/hook"}),
+    }, tmp_path).start()
+    try:
+        wait_for(lambda: "check='gateway mamaroom-gateway'" in watchdog.log(), timeout=30,
+                 what="the watchdog seeing the gateway alive", detail=watchdog.log_tail)
+        assert svc.gateway.stop() == 0  # SIGTERM: a clean stop
+        wait_for(lambda: any(t.startswith("MAMAROOM DOWN: gateway mamaroom-gateway stopped")
+                             for t in im), timeout=30, what="the gateway paged down",
+                 detail=lambda: f"IM {im}\n{watchdog.log_tail()}")
+        svc.start_gateway()
+        wait_for(lambda: "MAMAROOM RESTORED: gateway mamaroom-gateway" in im, timeout=30,
+                 what="the gateway paged back", detail=lambda: f"IM {im}")
     finally:
         watchdog.stop()
         svc.stop()

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
-from mamaroom.contract import Envelope, Kind
+from mamaroom.contract import TS_SKEW_MS, Envelope, Kind
 from mamaroom.storage.rollups import (
     DAY_MS,
     MAX_SESSION_MIN,
@@ -31,6 +31,12 @@ class StorageError(Exception):
     """The store could not do what was asked (unreachable, corrupt, full disk)."""
 
 
+class RefusedError(StorageError):
+    """The store refuses this data itself (a value it cannot hold, a constraint):
+    retrying cannot help. The gateway finds the record(s) at fault and sets
+    them aside as dead letters (dead_letters.py) instead of retrying."""
+
+
 class Record(NamedTuple):
     """One valid device message, enriched with its room and arrival time.
     A NamedTuple: one is built per message, and a frozen dataclass costs
@@ -47,8 +53,18 @@ class Record(NamedTuple):
 
     @property
     def time_ms(self) -> int:
-        """Device time when it has a synced clock, else the first arrival time."""
-        return self.message.ts if self.message.ts is not None else self.received_ms
+        """Device time when it has a synced clock within TS_SKEW_MS of the
+        arrival (contract), else the first arrival time. Inlined
+        `contract.message_time`: it is read several times per message."""
+        ts = self.message.ts
+        if ts is not None and -TS_SKEW_MS <= ts - self.received_ms <= TS_SKEW_MS:
+            return ts
+        return self.received_ms
+
+    @property
+    def ts_flagged(self) -> bool:
+        """The device sent a `ts` too far from the arrival time to be trusted."""
+        return self.message.ts is not None and self.time_ms != self.message.ts
 
 
 class RollupStore(Protocol):

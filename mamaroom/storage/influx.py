@@ -30,7 +30,8 @@ import httpx
 from mamaroom.config import InfluxSettings
 from mamaroom.contract import Telemetry
 from mamaroom.logs import get_logger
-from mamaroom.storage import DeviceReports, HourTotal, Record, RoomTotal, StorageError
+from mamaroom.storage import DeviceReports, HourTotal, Record, RoomTotal, StorageError, dead_letters
+from mamaroom.storage.dead_letters import NewDeadLetter
 from mamaroom.storage.line_protocol import point_time_ns, to_line
 from mamaroom.storage.rollups import (
     DAY_MS,
@@ -41,7 +42,7 @@ from mamaroom.storage.rollups import (
     TelemetryHour,
 )
 from mamaroom.storage.seq_audit import SCHEMA as AUDIT_SCHEMA
-from mamaroom.storage.seq_audit import SeqGap, note_seqs, read_gaps
+from mamaroom.storage.seq_audit import SeqGap, migrate_audit, note_seqs, read_gaps
 from mamaroom.storage.sqlite_base import SqliteDatabase
 
 log = get_logger(__name__)
@@ -60,11 +61,6 @@ CREATE TABLE IF NOT EXISTS spool (
     rp TEXT NOT NULL, line TEXT NOT NULL, spooled_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS spool_order ON spool (gateway, time_ns);
--- Points InfluxDB refused as malformed: kept for an operator, never dropped.
-CREATE TABLE IF NOT EXISTS refused (
-    id INTEGER PRIMARY KEY, rp TEXT NOT NULL, line TEXT NOT NULL, error TEXT NOT NULL,
-    refused_ms INTEGER NOT NULL
-);
 """
 
 
@@ -156,8 +152,16 @@ _SPOOL_INSERT = ("INSERT INTO spool (gateway, time_ns, rp, line, spooled_ms)"
 
 
 class InfluxSpool(SqliteDatabase):
-    schema = SPOOL_SCHEMA + AUDIT_SCHEMA
+    schema = SPOOL_SCHEMA + AUDIT_SCHEMA + dead_letters.SCHEMA
     checkpoint_pages = 10_000  # as SqliteStore: checkpoints off most commits
+
+    def migrate(self, db: sqlite3.Connection) -> None:
+        migrate_audit(db)
+        # Points refused before dead letters existed: move them there.
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name='refused'").fetchone():
+            db.execute("INSERT INTO dead_letters (at_ms, source, reason, device, topic, payload)"
+                       " SELECT refused_ms, 'influxdb', error, NULL, rp, line FROM refused")
+            db.execute("DROP TABLE refused")
 
     async def add(self, gateway: str, records: list[Record], rps: list[str],
                   lines: list[str], now_ms: int) -> list[bool]:
@@ -208,11 +212,13 @@ class InfluxSpool(SqliteDatabase):
         await self._run(run)
 
     async def refuse(self, rows: list[tuple[int, str, str]], error: str, now_ms: int) -> None:
+        """Points InfluxDB refused: out of the spool, into the dead letters."""
+
         def run(db: sqlite3.Connection) -> None:
             with db:
-                db.executemany("INSERT INTO refused (rp, line, error, refused_ms)"
-                               " VALUES (?, ?, ?, ?)",
-                               [(rp, line, error[:500], now_ms) for _, rp, line in rows])
+                dead_letters.add(db, [NewDeadLetter("influxdb", error, _device_of(line),
+                                                    rp or None, line)
+                                      for _, rp, line in rows], now_ms)
                 db.executemany("DELETE FROM spool WHERE id=?", [(i,) for i, _, _ in rows])
 
         await self._run(run)
@@ -222,7 +228,7 @@ class InfluxSpool(SqliteDatabase):
             depth, oldest = db.execute(
                 "SELECT COUNT(*), MIN(spooled_ms) FROM spool WHERE gateway=?",
                 (gateway,)).fetchone()
-            refused = db.execute("SELECT COUNT(*) FROM refused").fetchone()[0]
+            refused = dead_letters.count_open(db)
             age = (now_ms - oldest) / 1000 if oldest is not None else 0.0
             return SpoolStats(depth, max(age, 0.0), refused)
 
@@ -239,6 +245,12 @@ class InfluxSpool(SqliteDatabase):
                                   (seen_before_ms,)).rowcount
 
         return await self._run(run)
+
+
+def _device_of(line: str) -> str | None:
+    """The `device` tag of a line of ours (`measurement,...,device=x,...`)."""
+    match = re.search(r",device=((?:[^,\\ ]|\\.)*)", line)
+    return match.group(1) if match else None
 
 
 BatchHook = Callable[[int, float], None]
@@ -518,6 +530,13 @@ class InfluxStore:
                 self.reachable = False
                 await asyncio.sleep(delay * random.uniform(0.7, 1.3))
                 delay = min(delay * 2, 30.0)
+            except StorageError as exc:
+                # The spool itself (locked, disk full): the points are safe in
+                # it; retry rather than let the drainer, and the gateway, die.
+                log.error("spool not readable; retrying", error=str(exc),
+                          retry_in_s=round(delay, 1))
+                await asyncio.sleep(delay * random.uniform(0.7, 1.3))
+                delay = min(delay * 2, 30.0)
 
     async def _drain_once(self) -> int:
         rows = await self.spool.oldest(self.gateway, self.settings.batch_size)
@@ -560,6 +579,6 @@ class InfluxStore:
                 if "beyond retention policy" in str(exc):
                     await self.spool.remove([row[0]])
                     continue
-                log.error("InfluxDB refused a point; kept in the spool's `refused` table",
-                          error=str(exc)[:300])
+                log.error("InfluxDB refused a point; kept as a dead letter "
+                          "(`mamaroom dead-letters`)", error=str(exc)[:300])
                 await self.spool.refuse([row], str(exc), int(time.time() * 1000))

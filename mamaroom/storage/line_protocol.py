@@ -34,7 +34,9 @@ def _field(value: object) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
-        return f"{value}i"
+        # A device extra beyond InfluxDB's 64-bit integers would make it refuse
+        # the whole point; the extra alone is left out (SQLite keeps it, as JSON).
+        return f"{value}i" if -2**63 <= value < 2**63 else None
     if isinstance(value, float):
         return repr(value) if value == value and abs(value) != float("inf") else None
     if isinstance(value, str):
@@ -74,7 +76,7 @@ def _bool(value: bool) -> str:
 _BY_TYPE: dict[type, Callable[[Any], str | None]] = {
     bool: _bool, int: _int, str: _field_str, type(None): lambda _: None}
 
-_ENVELOPE = ("boot", "seq", "received_ms", "device_clock")
+_ENVELOPE = ("boot", "seq", "received_ms", "device_clock", "device_ts_ms")
 #: The fields each measurement carries after the envelope's, in order.
 _FIELDS: dict[type, tuple[str, ...]] = {
     Occupancy: ("occupied", "source", "radar", "still_s"),
@@ -95,8 +97,14 @@ def to_line(rec: Record) -> str:
         if len(_heads) >= _HEADS_MAX:  # a registry rewritten many times over
             _heads.clear()
         head = _heads[key] = _head(measurement, rec)
-    encoded = [f"boot={msg.boot}i", f"seq={msg.seq}i", f"received_ms={rec.received_ms}i",
-               "device_clock=false" if msg.ts is None else "device_clock=true"]
+    encoded = [f"boot={msg.boot}i", f"seq={msg.seq}i", f"received_ms={rec.received_ms}i"]
+    if msg.ts is None:
+        encoded.append("device_clock=false")
+    elif rec.ts_flagged:
+        # Dated by its arrival; the device's own, untrusted time kept beside it.
+        encoded += ["device_clock=false", f"device_ts_ms={msg.ts}i"]
+    else:
+        encoded.append("device_clock=true")
     by_type = _BY_TYPE
     names = _FIELDS[type(msg)]
     for name in names:

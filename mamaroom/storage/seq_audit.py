@@ -19,6 +19,12 @@ first one stored) or at its very end (no later `seq` yet; the next telemetry,
 within 60 s, closes such a gap). It assumes the node counts `seq` up by one,
 as mamaroom's firmware and simulator do; a node that skips numbers shows as
 losing them.
+
+An impossible gap is a reset, not a loss: a jump of more than MAX_SEQ_GAP
+within one boot (a node's `seq` of 0 then 2**63-1 once claimed 9.2e18 lost
+messages) starts the boot's range afresh from the new seq. What the range
+had lost until then is kept (`lost_before`), and the jump is counted in
+`resets`.
 """
 
 from __future__ import annotations
@@ -38,18 +44,40 @@ CREATE TABLE IF NOT EXISTS seq_audit (
     device TEXT NOT NULL, boot INTEGER NOT NULL,
     first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, stored INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL,
+    lost_before INTEGER NOT NULL DEFAULT 0, resets INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (device, boot)
 ) WITHOUT ROWID;
 """
 
-_UPSERT = """
-INSERT INTO seq_audit VALUES (?, ?, ?, ?, ?, ?)
+#: More messages than a node can send between two that arrive: at one message
+#: a second, 11 days of nothing but lost messages. Beyond it, a reset.
+MAX_SEQ_GAP = 1_000_000
+
+# Every expression of an UPDATE sees the row as it was.
+_JUMP = (f"(excluded.first_seq - last_seq > {MAX_SEQ_GAP}"
+         f" OR first_seq - excluded.last_seq > {MAX_SEQ_GAP})")
+_UPSERT = f"""
+INSERT INTO seq_audit (device, boot, first_seq, last_seq, stored, updated_ms)
+VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (device, boot) DO UPDATE SET
-    first_seq = MIN(first_seq, excluded.first_seq),
-    last_seq = MAX(last_seq, excluded.last_seq),
-    stored = stored + excluded.stored,
+    lost_before = lost_before + CASE WHEN {_JUMP}
+        THEN MAX(last_seq - first_seq + 1 - stored, 0) ELSE 0 END,
+    resets = resets + {_JUMP},
+    first_seq = CASE WHEN {_JUMP} THEN excluded.first_seq
+                     ELSE MIN(first_seq, excluded.first_seq) END,
+    last_seq = CASE WHEN {_JUMP} THEN excluded.last_seq
+                    ELSE MAX(last_seq, excluded.last_seq) END,
+    stored = CASE WHEN {_JUMP} THEN excluded.stored ELSE stored + excluded.stored END,
     updated_ms = excluded.updated_ms
 """
+
+
+def migrate_audit(db: sqlite3.Connection) -> None:
+    """Add the reset columns to an audit table made before them."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(seq_audit)")}
+    for column in ("lost_before", "resets"):
+        if column not in columns:
+            db.execute(f"ALTER TABLE seq_audit ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,37 +90,55 @@ class SeqGap:
     last_seq: int
     stored: int
     updated_ms: int
+    #: Lost before the last reset (an impossible jump of seq), and how many resets.
+    lost_before: int = 0
+    resets: int = 0
 
     @property
     def lost(self) -> int:
-        return max(self.last_seq - self.first_seq + 1 - self.stored, 0)
+        return int(max(self.last_seq - self.first_seq + 1 - self.stored, 0) + self.lost_before)
 
 
 def note_seqs(db: sqlite3.Connection, keys: Iterable[tuple[str, int, int]],
               now_ms: int) -> None:
     """Count newly stored messages `(device, boot, seq)`; call inside the
     transaction that stores them, with only the new (not duplicate) ones."""
-    rows: dict[tuple[str, int], list[int]] = {}
+    seqs: dict[tuple[str, int], list[int]] = {}
     for device, boot, seq in keys:
-        row = rows.get((device, boot))
-        if row is None:
-            rows[(device, boot)] = [seq, seq, 1]
+        found = seqs.get((device, boot))
+        if found is None:
+            seqs[(device, boot)] = [seq]
         else:
-            row[0] = min(row[0], seq)
-            row[1] = max(row[1], seq)
-            row[2] += 1
-    db.executemany(_UPSERT, [(device, boot, lo, hi, n, now_ms)
-                             for (device, boot), (lo, hi, n) in rows.items()])
+            found.append(seq)
+    rows = []
+    for (device, boot), values in seqs.items():
+        values.sort()
+        # Contiguous runs, cut at impossible jumps; applied in order, each
+        # jump resets the range (the UPSERT's _JUMP).
+        lo = prev = values[0]
+        n = 0
+        for seq in values:
+            if seq - prev > MAX_SEQ_GAP:
+                rows.append((device, boot, lo, prev, n, now_ms))
+                lo, n = seq, 0
+            prev = seq
+            n += 1
+        rows.append((device, boot, lo, prev, n, now_ms))
+    db.executemany(_UPSERT, rows)
 
 
 def read_gaps(db: sqlite3.Connection) -> list[SeqGap]:
+    columns = "device, boot, first_seq, last_seq, stored, updated_ms"
     try:
-        rows = db.execute("SELECT device, boot, first_seq, last_seq, stored, updated_ms"
+        rows = db.execute(f"SELECT {columns}, lost_before, resets"
                           " FROM seq_audit ORDER BY device, boot").fetchall()
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return []  # nothing stored yet by a gateway with the audit
-        raise
+        if "no such column" not in str(exc):
+            raise
+        # A store written by a gateway from before resets were counted.
+        rows = db.execute(f"SELECT {columns} FROM seq_audit ORDER BY device, boot").fetchall()
     return [SeqGap(*r) for r in rows]
 
 

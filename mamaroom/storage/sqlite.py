@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mamaroom.contract import Call, Occupancy, Telemetry
-from mamaroom.storage import DeviceReports, HourTotal, Record, RoomTotal, StorageError
+from mamaroom.storage import DeviceReports, HourTotal, Record, RoomTotal, StorageError, dead_letters
+from mamaroom.storage.dead_letters import DeadLetter, NewDeadLetter
 from mamaroom.storage.rollups import (
     CoarseRollups,
     HourRollup,
@@ -18,7 +19,7 @@ from mamaroom.storage.rollups import (
     TelemetryHour,
 )
 from mamaroom.storage.seq_audit import SCHEMA as AUDIT_SCHEMA
-from mamaroom.storage.seq_audit import SeqGap, note_seqs, read_gaps
+from mamaroom.storage.seq_audit import SeqGap, migrate_audit, note_seqs, read_gaps
 from mamaroom.storage.sqlite_base import SqliteDatabase
 
 SCHEMA = """
@@ -123,18 +124,37 @@ class RoomStateRow:
 class SqliteStore(SqliteDatabase):
     """The embedded time-series store (the default backend)."""
 
-    schema = SCHEMA + AUDIT_SCHEMA
+    schema = SCHEMA + AUDIT_SCHEMA + dead_letters.SCHEMA
     # A batch of messages from many devices dirties about one page per message
     # (rows are clustered by device); with the default 1000 pages nearly every
     # commit of a busy gateway also checkpointed, with its fsyncs, on the path
     # to the ack. Durability is the commit's (WAL), not the checkpoint's.
     checkpoint_pages = 10_000
 
+    def migrate(self, db: sqlite3.Connection) -> None:
+        migrate_audit(db)
+
     # --- writes (gateway) -------------------------------------------------
 
     async def write(self, records: list[Record]) -> list[bool]:
         """Store new records and update device health, in one transaction."""
         return await self._run(lambda db: _write(db, records))
+
+    async def dead_letter(self, letters: list[NewDeadLetter], now_ms: int) -> None:
+        """Set refused records aside (dead_letters.py)."""
+
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                dead_letters.add(db, letters, now_ms)
+
+        await self._run(run)
+
+    async def dead_letters(self, include_acked: bool = False) -> list[DeadLetter]:
+        return await self._run(lambda db: dead_letters.read(db, include_acked=include_acked))
+
+    async def dead_letter_count(self) -> int:
+        """Dead letters not yet acknowledged."""
+        return await self._run(dead_letters.count_open)
 
     async def note_messages(self, records: list[Record]) -> None:
         """Update the device-health records from new messages stored elsewhere

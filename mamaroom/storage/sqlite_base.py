@@ -11,9 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from mamaroom.storage import StorageError
+from mamaroom.storage import RefusedError, StorageError
 
 T = TypeVar("T")
+_REFUSALS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError,
+             sqlite3.ProgrammingError, OverflowError)
 
 
 class SqliteDatabase:
@@ -33,6 +35,10 @@ class SqliteDatabase:
                 raise StorageError(f"{self.path}: database is not open")
             try:
                 return fn(self._db)
+            except _REFUSALS as exc:
+                # The data, not the database: a value SQLite cannot hold (an
+                # integer over 64 bits), a constraint. Retrying cannot help.
+                raise RefusedError(f"{self.path}: {type(exc).__name__}: {exc}") from exc
             except sqlite3.Error as exc:
                 raise StorageError(f"{self.path}: {exc}") from exc
 
@@ -51,12 +57,16 @@ class SqliteDatabase:
                 # Keep the WAL file no bigger than about twice that after a checkpoint.
                 db.execute(f"PRAGMA journal_size_limit={int(self.checkpoint_pages) * 8192}")
                 db.executescript(self.schema)
+                self.migrate(db)
                 db.commit()
             except (sqlite3.Error, OSError) as exc:
                 raise StorageError(f"{self.path}: {exc}") from exc
             self._db = db
 
         await asyncio.get_running_loop().run_in_executor(self._pool, connect)
+
+    def migrate(self, db: sqlite3.Connection) -> None:
+        """Bring a database made by an older version up to `schema` (on open)."""
 
     async def close(self) -> None:
         def close() -> None:
