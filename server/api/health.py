@@ -67,6 +67,7 @@ _GATEWAY_FIGURES = {
     "duplicates": "Duplicates not stored again", "redelivered": "Broker re-sends (DUP)",
     "pending": "Delivered, not yet acknowledged", "spool_depth": "Points spooled for InfluxDB",
     "spool_age_s": "Age of the oldest spooled point, seconds",
+    "dead_letters": "Records a backend refused, set aside (mamaroom dead-letters)",
 }
 
 
@@ -78,6 +79,8 @@ def _gateway_summary(reg: CollectorRegistry, gateways: dict[str, dict[str, Any]]
                for key, help_ in _GATEWAY_FIGURES.items()}
     rejected = Gauge("mamaroom_gateway_rejected", "Messages refused, by reason",
                      ["gateway", "reason"], registry=reg)
+    flagged = Gauge("mamaroom_gateway_flagged", "Messages kept but flagged (e.g. a device "
+                    "time out of range), by reason", ["gateway", "reason"], registry=reg)
     for name, entry in gateways.items():
         up.labels(name).set(1 if entry.get("up") else 0)
         stats = entry.get("stats", {})
@@ -87,6 +90,9 @@ def _gateway_summary(reg: CollectorRegistry, gateways: dict[str, dict[str, Any]]
         for reason, count in (stats.get("rejected") or {}).items():
             if isinstance(count, int | float):
                 rejected.labels(name, str(reason)).set(count)
+        for reason, count in (stats.get("flagged") or {}).items():
+            if isinstance(count, int | float):
+                flagged.labels(name, str(reason)).set(count)
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
