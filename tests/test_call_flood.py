@@ -14,7 +14,7 @@ from tests.support import Device, Mosquitto, Services, wait_for
 from tests.test_paging_faults import ImHook
 
 PRESSES = 200
-TEXT = "CALL Test Bldg 1F (T1-0101)"
+TEXT = "紧急呼叫：测试楼1层母婴室（T1-0101）\nCALL Test Bldg 1F (T1-0101)"  # as IM shows it
 
 
 def test_a_flood_of_presses_is_one_alert_paged_once(

@@ -19,7 +19,7 @@ from tests.test_paging_faults import ImHook
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 pytestmark = pytest.mark.skipif(not LIBFAKETIME.exists(),
                                 reason="libfaketime missing: `make test` installs faketime")
-TEXT = "CALL Test Bldg 1F (T1-0101)"
+TEXT = "紧急呼叫：测试楼1层母婴室（T1-0101）\nCALL Test Bldg 1F (T1-0101)"  # as IM shows it
 
 
 def faked(env: dict[str, str], step_file: Path) -> dict[str, str]:

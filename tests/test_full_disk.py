@@ -78,7 +78,7 @@ def test_calls_on_a_full_disk_are_acked_shown_paged_and_committed_once(
         shown = svc.admin("GET", "/api/alerts", params={"kind": "call"}, timeout=30).json()
         assert sorted(a["call_id"] for a in shown) == CALLS
         assert all(a["provisional"] and a["id"] < 0 for a in shown)
-        wait_for(lambda: len({m for m in im.messages if m.startswith("CALL ")}) == len(CALLS),
+        wait_for(lambda: len({m for m in im.messages if m.startswith("紧急呼叫")}) == len(CALLS),
                  timeout=30, what="every call paged over IM", detail=svc.logs)
         ready = svc.http.get("/readyz")
         assert ready.status_code == 503

@@ -36,8 +36,9 @@ def test_a_call_reaches_an_im_destination(broker: Mosquitto, tmp_path: Path,
     try:
         dev.call("press", "im-1")
         wait_for(lambda: received, timeout=30, what="the IM message", detail=svc.logs)
-        assert (received[0]["title"], received[0]["message"]) == ("mamaroom",
-                                                                 "CALL Test Bldg 1F (T1-0101)")
+        # Chinese for WeCom and DingTalk, the English line after it.
+        assert (received[0]["title"], received[0]["message"]) == (
+            "mamaroom", "紧急呼叫：测试楼1层母婴室（T1-0101）\nCALL Test Bldg 1F (T1-0101)")
         [alert] = svc.admin("GET", "/api/alerts").json()
         wait_for(lambda: any(e["what"] == "paged" and e["channel"] == "im" and e["who"] == "desk"
                              for e in svc.admin("GET", f"/api/alerts/{alert['id']}")

@@ -26,7 +26,7 @@ from tests.support import (
 )
 from tests.test_paging_faults import ImHook
 
-TEXT = "CALL Test Bldg 1F (T1-0101)"
+TEXT = "紧急呼叫：测试楼1层母婴室（T1-0101）\nCALL Test Bldg 1F (T1-0101)"  # as IM shows it
 
 
 def test_a_reset_sent_while_the_server_is_down_is_not_lost(

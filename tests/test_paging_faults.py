@@ -20,7 +20,8 @@ from typing import Any
 from tests.support import Device, Mosquitto, Services, free_port, record_fault, wait_for
 from tests.test_espa import PagingSystem
 
-CALL_TEXT = "CALL Test Bldg 1F (T1-0101)"
+#: The page as IM shows it: Chinese, then English (ESPA gets the English line).
+CALL_TEXT = "紧急呼叫：测试楼1层母婴室（T1-0101）\nCALL Test Bldg 1F (T1-0101)"
 
 
 class ImHook:
@@ -122,7 +123,8 @@ def test_an_unplugged_espa_adapter_is_an_alert_paged_over_im_and_recovers(
                           timeout=30, what="a paging_link alert", detail=svc.logs)
         assert link["subject"] == "espa" and link["status"] == "open"
         # The fault itself is paged, over the channel that still works.
-        wait_for(lambda: any(m.startswith("PAGING FAULT espa") for m in im.messages),
+        wait_for(lambda: any(m.startswith("寻呼故障：espa") and "PAGING FAULT espa" in m
+                                     for m in im.messages),
                  timeout=30, what="the paging fault paged over IM", detail=svc.logs)
         timeline = svc.admin("GET", f"/api/alerts/{failed['id']}").json()["timeline"]
         assert any(e["what"] == "page failed" and e["who"] == "100" for e in timeline)

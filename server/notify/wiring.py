@@ -12,11 +12,21 @@ from server.notify.espa import EspaLink, EspaSettings
 from server.services.alerts import AlertService
 
 
-def call_text(alert: dict[str, Any], room: RegistryRoom | None) -> str:
-    """7-bit page text: the English name and code, never the Chinese name."""
+def call_text(alert: dict[str, Any], room: RegistryRoom | None, channel: str = "espa") -> str:
+    """A call's page text for one channel.
+
+    ESPA pagers show 7-bit ASCII: the room's English name and code, never the
+    Chinese name (it would arrive as question marks). English rather than
+    pinyin on purpose: `name_en` is kept for every room in the registry and
+    matches the English signs; toneless pinyin is ambiguous. IM (WeCom,
+    DingTalk) shows Unicode: Chinese first, the English line after it for
+    staff who read English."""
     where = f"{room.name_en} ({room.id})" if room else str(alert["room"])
     test = "TEST " if alert.get("test") else ""
-    return f"{test}CALL {where}"
+    english = f"{test}CALL {where}"
+    if channel == "espa" or room is None:
+        return english
+    return f"{'【测试】' if alert.get('test') else ''}紧急呼叫：{room.name}（{room.id}）\n{english}"
 
 
 def start_espa(cfg: EspaSettingsModel, alerts: AlertService) -> EspaLink | None:

@@ -115,7 +115,7 @@ class _Schedule:
 class Escalator:
     def __init__(self, db: AlertsDb, settings: EscalationSettings, tz: ZoneInfo,
                  room_of: Callable[[str], RegistryRoom | None],
-                 text_of: Callable[[dict[str, Any], RegistryRoom | None], str],
+                 text_of: Callable[[dict[str, Any], RegistryRoom | None, str], str],
                  *, clock: Callable[[], int] = wall_ms,
                  monotonic: Callable[[], float] = time.monotonic,
                  on_paged: Paged | None = None, open_calls: OpenCalls | None = None,
@@ -249,7 +249,8 @@ class Escalator:
                 tester = (await self._db.test_mode(alert["room"], now_wall)
                           if alert["room"] else None)
                 if tester:
-                    self._page(alert["id"], "espa", tester, self._text_of(alert, room))
+                    self._page(alert["id"], "espa", tester,
+                               self._text_of(alert, room, "espa"))
                 else:
                     await self._nobody(alert["id"], "test call: the room's tester has no pager")
                 await self._store(alert["id"], 1, None, "test: tester only")
@@ -262,14 +263,14 @@ class Escalator:
         due_repeat = sched.next_page is not None and now >= sched.next_page
         if level == previous and not due_repeat:
             return
-        text = self._text_of(alert, room)
         # New tiers are paged now; on a repeat, every started tier that repeats.
         to_page = started[previous:] if level > previous and not due_repeat else [
             t for i, t in enumerate(started) if i >= previous or t.repeat_s > 0]
         sent = 0
         for tier in to_page:
             for channel, target in self.targets(tier, room, now_wall):
-                sent += self._page(alert["id"], channel, target, text)
+                sent += self._page(alert["id"], channel, target,
+                                   self._text_of(alert, room, channel))
         if to_page and not sent:
             await self._nobody(alert["id"], f"tier {level} of {len(tiers)}: no target that a "
                                             "configured channel can reach")
@@ -311,12 +312,14 @@ class Escalator:
                 continue
             self._link_alerts_paged.add(alert["id"])
             down = (alert["subject"] or "").split(":", 1)
-            text = f"PAGING FAULT {alert['subject']}: calls may not reach pagers"
+            english = f"PAGING FAULT {alert['subject']}: calls may not reach pagers"
             sent = 0
             for tier in first:
                 for channel, target in self.targets(tier, None, self._clock()):
                     if channel == down[0] and (len(down) == 1 or down[1] == target):
                         continue  # not over the link that is down
+                    text = english if channel == "espa" else (
+                        f"寻呼故障：{alert['subject']}，呼叫可能无法送达寻呼机\n{english}")
                     sent += self._page(alert["id"], channel, target, text)
             if not sent:
                 log.error("paging link down and no other channel to tell anyone",
