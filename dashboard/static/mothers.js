@@ -155,6 +155,12 @@
     const free = [...rooms.values()].filter((r) => r.available && usable(r) && r.id !== roomId).sort(byNear);
     list.replaceChildren();
     const waitEl = document.getElementById("wait");
+    if (page === "room" && !rooms.get(roomId)) { // no such room: nothing "nearby" to show
+      const section = list.closest("section");
+      if (section) section.hidden = loaded;
+      waitEl.hidden = true;
+      return;
+    }
     if (!origin && page === "list") {
       list.append(el("li", { class: "muted", text: T("chooseFirst") }));
       waitEl.hidden = true;

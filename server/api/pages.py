@@ -16,7 +16,7 @@ import dashboard
 from mamaroom.config import Settings
 from mamaroom.contract import ROOM_ID_PATTERN
 from mamaroom.logs import get_logger
-from server.context import ServerContext
+from server.context import Ctx, ServerContext
 from server.services.roster import Roster, RosterDb
 from server.services.site import SiteService, read_site_file
 from server.services.waits import WaitPredictor
@@ -40,10 +40,14 @@ async def mothers() -> FileResponse:
 
 
 @router.get("/r/{room_id}")
-async def room_page(room_id: Annotated[str, PathParam(pattern=ROOM_ID_PATTERN)]
+async def room_page(ctx: Ctx, room_id: Annotated[str, PathParam(pattern=ROOM_ID_PATTERN)]
                     ) -> FileResponse:
-    # One page for every room: it reads its id from the address.
-    return _page("room.html")
+    # One page for every room: it reads its id from the address. An unknown
+    # room (a mistyped or old QR code) gets the same page, saying so, as a 404.
+    page = _page("room.html")
+    if ctx.registry.find(room_id) is None:
+        page.status_code = 404
+    return page
 
 
 @router.get("/staff")

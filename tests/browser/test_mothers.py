@@ -89,5 +89,9 @@ def test_a_room_page_from_its_door_qr_code(
     # The door's room tells the list where the mother is.
     assert page.evaluate("JSON.parse(localStorage.getItem('mamaroom.where')).building") == "测试楼"
     assert axe_violations(page) == []
-    page.goto(services.base_url + "/r/NO-SUCH")
+    answer = page.goto(services.base_url + "/r/NO-SUCH")
+    assert answer is not None and answer.status == 404  # a mistyped or old QR code
     expect(page.locator("#room")).to_contain_text("没有找到", timeout=LIVE_TIMEOUT)
+    # Nothing "nearby" for a room that does not exist (it showed random rooms and "null").
+    expect(page.locator("section.nearest")).to_be_hidden()
+    assert "null" not in page.locator("main").inner_text()
