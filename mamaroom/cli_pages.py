@@ -6,7 +6,7 @@ import asyncio
 import html
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import segno
 import typer
@@ -27,7 +27,9 @@ body { font-family: "Noto Sans CJK SC", "PingFang SC", "Microsoft YaHei", sans-s
 .door { border: 1px dashed #999; padding: 4mm; text-align: center; break-inside: avoid; }
 .door svg { width: 42mm; height: 42mm; }
 .door h2 { font-size: 12pt; margin: 0 0 1mm; }
-.door p { font-size: 8pt; margin: 1mm 0; color: #333; word-break: break-all; }
+.door p { font-size: 8pt; margin: 1mm 0; color: #333; overflow-wrap: break-word; hyphens: auto; }
+/* Only the address may break anywhere: it has no words. */
+.door .url { word-break: break-all; }
 .door .call { font-size: 10pt; font-weight: bold; color: #000; }
 """
 
@@ -78,6 +80,15 @@ def qr(
 
     settings = _settings()
     base = (base_url or public_url(settings)).rstrip("/")
+    host = urlsplit(base).hostname or ""
+    if host in ("127.0.0.1", "localhost", "::1", "0.0.0.0") or host.startswith("127."):
+        # Printed and screwed to 190 doors, this address would open nothing on
+        # a phone: say so loudly (and keep going: a test print is fine).
+        err.print(f"[yellow]warning: the QR codes open {base}, an address of this machine "
+                  "only; a phone cannot reach it. Give --base-url or set "
+                  "pages.public_url to the address phones use "
+                  "(e.g. https://mamaroom.park.example).[/yellow]", highlight=False,
+                  soft_wrap=True)
     rooms = [r for r in _rooms(settings)
              if building is None or building in (r.building, r.building_en)]
     if not rooms:
@@ -94,7 +105,8 @@ def qr(
             f'<div class="door"><h2>{html.escape(r.name)}</h2>'
             f'{code.svg_inline(scale=4, border=2, title=r.id)}'
             f'<p class="call">扫码查看是否空闲 · Scan: is it free?</p>'
-            f"<p>{html.escape(r.name_en)}</p><p>{html.escape(url)}</p></div>")
+            f'<p lang="en">{html.escape(r.name_en)}</p>'
+            f'<p class="url">{html.escape(url)}</p></div>')
     (out_dir / "index.html").write_text(
         '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
         f"<title>母婴室二维码 · {len(doors)}</title><style>{SHEET_CSS}</style></head>"

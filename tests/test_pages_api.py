@@ -108,3 +108,10 @@ def test_qr_sheet_one_code_per_door(rooms_csv: Path, tmp_path: Path) -> None:
         assert f"https://mamaroom.park.example/r/{room}" in sheet
         assert (out / "svg" / f"{room}.svg").read_text().startswith("<?xml")
     assert sheet.count('class="door"') == 3 and "测试楼1层母婴室" in sheet
+    assert "warning" not in r.stderr  # a real public address: no warning
+    # The default address is this machine's own: printed on doors, it would open
+    # nothing on a phone, and the command says so.
+    local = subprocess.run([sys.executable, "-m", "mamaroom", "qr", "--out", str(tmp_path / "q2")],
+                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert local.returncode == 0 and "warning" in local.stderr
+    assert "a phone cannot reach it" in " ".join(local.stderr.split())
