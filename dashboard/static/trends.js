@@ -10,7 +10,7 @@
       heatTitle: "各时段使用率（星期 × 小时）", daysFilter: "日期类型", daysAll: "全部日期", daysWork: "工作日（含调休上班）", daysOff: "休息日与节假日",
       roomsTitle: "母婴室使用率排行", daysTitle: "每日使用次数", lengthsTitle: "单次使用时长分布", callsTitle: "紧急呼叫响应时间（按月）",
       uptimeTitle: "设备在线率", staffLink: "值班台", adminLink: "管理",
-      weekdays: ["周一", "周二", "周三", "周四", "周五", "周六", "周日"], hour: (h) => `${h}时`,
+      weekdays: ["周一", "周二", "周三", "周四", "周五", "周六", "周日"], hour: (h) => `${h}时`, floorN: (n) => `${n}层`,
       utilisation: "使用率", sessions: "使用次数", minutes: "分钟", csv: (n) => `下载 CSV：${n}`,
       csvNames: { heatmap: "时段使用率", rooms: "房间排行", sessions: "每日次数", lengths: "时长分布", calls: "呼叫响应", uptime: "设备在线" },
       holidays: "节假日", makeup: "调休上班", none: "无", peak: (d, h, v) => `最忙：${d} ${h} 点，使用率 ${v}。`,
@@ -33,7 +33,7 @@
       heatTitle: "Utilisation by weekday × hour", daysFilter: "Days", daysAll: "All days", daysWork: "Working days (incl. make-up days)", daysOff: "Weekends and holidays",
       roomsTitle: "Rooms ranked by utilisation", daysTitle: "Sessions per day", lengthsTitle: "Session length", callsTitle: "Emergency call response (by month)",
       uptimeTitle: "Device uptime", staffLink: "Staff console", adminLink: "Admin",
-      weekdays: ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], hour: (h) => `${h}:00`,
+      weekdays: ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], hour: (h) => `${h}:00`, floorN: (n) => `${n}F`,
       utilisation: "Utilisation", sessions: "Sessions", minutes: "minutes", csv: (n) => `CSV: ${n}`,
       csvNames: { heatmap: "heatmap", rooms: "rooms", sessions: "sessions per day", lengths: "session lengths", calls: "call response", uptime: "uptime" },
       holidays: "Holidays", makeup: "Make-up workdays", none: "none", peak: (d, h, v) => `Busiest: ${d} ${h}:00, ${v} utilised.`,
@@ -98,19 +98,21 @@
     const names = (xs) => xs.length ? xs.map((x) => `${x.date.slice(5)} ${MR.lang === "zh" ? x.name_zh : x.name}`).join("、") : T("none");
     document.getElementById("heat-note").textContent = T("heatNote", names(d.holidays), names(d.workdays));
     const peakText = peak ? T("peak", T("weekdays")[peak[0]], peak[1], pct(peak[2])) : "";
+    const heatMax = Math.max(1, Math.ceil((d.max || 0) * 100));
     draw("c-heat", {
       tooltip: { position: "top", formatter: (p) => `${T("weekdays")[p.value[1]]} ${T("hour", p.value[0])}: ${p.value[2]}%` },
       grid: { left: 44, right: 8, top: 8, bottom: 64 },
       xAxis: { type: "category", data: [...Array(24).keys()].map(String), splitArea: { show: true }, axisLabel: { interval: 2 } },
       yAxis: { type: "category", data: T("weekdays"), inverse: true },
-      visualMap: { min: 0, max: Math.max(1, Math.ceil((d.max || 0) * 100)), calculable: false, orient: "horizontal", left: "center", bottom: 0,
-        itemHeight: 120, text: ["%", ""], inRange: { color: ["#f0fdfa", "#5eead4", "#0f766e", "#134e4a"] } },
+      // The legend names its ends: 0 % to the busiest hour's share.
+      visualMap: { min: 0, max: heatMax, calculable: false, orient: "horizontal", left: "center", bottom: 0,
+        itemHeight: 120, text: [`${heatMax}%`, "0%"], inRange: { color: ["#f0fdfa", "#5eead4", "#0f766e", "#134e4a"] } },
       series: [{ type: "heatmap", data, label: { show: false } }],
     }, data.length, T("summaryHeat", peakText));
   }
   function ranked(d) {
     const top = d.rooms.slice(0, 15).reverse();
-    const label = (r) => `${MR.lang === "zh" ? r.building : r.building_en || r.building} ${r.floor}F ${r.id}`;
+    const label = (r) => `${MR.lang === "zh" ? r.building : r.building_en || r.building} ${T("floorN", r.floor)} ${r.id}`;
     const colour = { over: "#dc2626", under: "#94a3b8" };
     const over = d.rooms.filter((r) => r.flag === "over"), under = d.rooms.filter((r) => r.flag === "under");
     document.getElementById("rooms-note").textContent = `${T("median", pct(d.median))} ${T("overList", over.length)}` +
@@ -119,7 +121,8 @@
     draw("c-rooms", {
       tooltip: { trigger: "axis", axisPointer: { type: "shadow" } },
       grid: { left: 8, right: 48, top: 8, bottom: 24, containLabel: true },
-      xAxis: { type: "value", axisLabel: { formatter: (v) => `${Math.round(v * 100)}%` } },
+      // Few ticks, and none that would overlap: "1%2%3%…" on a phone otherwise.
+      xAxis: { type: "value", splitNumber: 3, axisLabel: { hideOverlap: true, formatter: (v) => `${Math.round(v * 100)}%` } },
       yAxis: { type: "category", data: top.map(label), axisLabel: { fontSize: 10 } },
       series: [{ type: "bar", name: T("utilisation"), data: top.map((r) => ({ value: r.utilisation, itemStyle: { color: colour[r.flag] || "#0f766e" } })),
         label: { show: true, position: "right", formatter: (p) => pct(p.value), fontSize: 10 } }],
@@ -148,7 +151,8 @@
   function calls(d) {
     const months = d.months.map((m) => m.month);
     const s = (step, q) => d.months.map((m) => m[step] && m[step][q] !== undefined ? m[step][q] : null);
-    const target = (v, name) => v ? { silent: true, symbol: "none", lineStyle: { type: "dashed" }, label: { formatter: `${name} ${v}${T("seconds")}`, fontSize: 10 }, data: [{ yAxis: v }] } : undefined;
+    // The target's label sits inside the plot, above its line: at the line's end it was cut off.
+    const target = (v, name) => v ? { silent: true, symbol: "none", lineStyle: { type: "dashed" }, label: { position: "insideEndTop", formatter: `${name} ${v}${T("seconds")}`, fontSize: 10 }, data: [{ yAxis: v }] } : undefined;
     document.getElementById("calls-note").textContent = T("callsNote", d.total.calls, pct(d.total.acknowledged.within_target), pct(d.total.arrived.within_target));
     draw("c-calls", {
       tooltip: { trigger: "axis" },
