@@ -44,6 +44,7 @@ from mamaroom.contract import (
     Registry,
     RejectReason,
     RoomState,
+    RoomStateName,
     device_topic,
     dumps,
     message_time,
@@ -62,6 +63,8 @@ T = TypeVar("T")
 DEVICE_TREE = f"{PREFIX}/dev/#"
 DEVICE_STATUS = f"{PREFIX}/dev/+/status"
 STATS_EVERY_S = 10.0
+#: How often the log gets one line summing up the rooms.
+SUMMARY_EVERY_S = 60.0
 HOUSEKEEPING_EVERY_S = 3600.0
 ROLLUP_EVERY_S = 600.0
 ROLLUP_LOOKBACK_H = 24
@@ -112,6 +115,8 @@ class Gateway:
         else:
             self.series = self.state_store
         self.tracker = RoomTracker(settings.gateway.supervision_s, mono=mono)
+        #: Room state changes since the last summary line.
+        self.state_changes = 0
         self.registry_ready = asyncio.Event()
         self._registry_version = -1
         self._links: list[MqttLink] = []
@@ -482,12 +487,20 @@ class Gateway:
             self.state_store.save_room_states, self.tracker.rows(list(latest.values()))))
         # One level check per batch: a call that is filtered out still costs
         # structlog's processor chain, per message under load.
-        logged = log.is_enabled_for(logging.INFO)
+        # Every change at debug: 190 rooms make hundreds a minute at start and
+        # scroll everything else away. A room going dead (silent, last will)
+        # is news for an operator: info. A summary comes every minute (_report).
+        logged = log.is_enabled_for(logging.DEBUG)
         for state in latest.values():
             self._publish_raw(self._state_topic(state.room), dumps(state))
-            if logged:
-                log.info("room state", room=state.room, state=state.state.value,
-                         reason=state.reason, device=state.device)
+            if state.state is RoomStateName.OFFLINE and state.reason in ("silent",
+                                                                         "device_offline"):
+                log.info("room offline", room=state.room, reason=state.reason,
+                         device=state.device)
+            elif logged:
+                log.debug("room state", room=state.room, state=state.state.value,
+                          reason=state.reason, device=state.device)
+        self.state_changes += len(latest)
         self.metrics.room_states.inc(len(latest))
 
     def _state_topic(self, room: str) -> str:
@@ -525,6 +538,7 @@ class Gateway:
     async def _report(self) -> None:
         """Spool gauges, and a retained summary for the server's /metrics."""
         topic = gateway_topic(self.settings.gateway.client_id, "stats")
+        next_summary = time.monotonic() + SUMMARY_EVERY_S
         while True:
             if self.influx:
                 with contextlib.suppress(StorageError):
@@ -536,7 +550,17 @@ class Gateway:
             if self._ingest is not None and self._ingest.connected.is_set():
                 self._ingest.publish(topic, json.dumps(self.metrics.summary()).encode(),
                                      qos=0, retain=True)
+            if time.monotonic() >= next_summary:
+                next_summary = time.monotonic() + SUMMARY_EVERY_S
+                self._log_summary()
             await asyncio.sleep(STATS_EVERY_S)
+
+    def _log_summary(self) -> None:
+        """One line a minute: how the rooms stand, and how busy it was."""
+        counts = Counter(d.state.value for d, _ in self.tracker.published.values())
+        log.info("rooms", free=counts.get("free", 0), occupied=counts.get("occupied", 0),
+                 offline=counts.get("offline", 0), changes=self.state_changes)
+        self.state_changes = 0
 
     async def _rollups(self) -> None:
         """Keep the last day's hourly rollups fresh (late or spooled data included)."""
