@@ -73,13 +73,20 @@ def is_workday(day: date) -> bool:
         return day.weekday() < 5
 
 
+#: Generated boots count from here: far above any real or simulated node's
+#: boot counter, so a history written beside a live demo never shares a
+#: (device, boot, seq) with a live message (they collided: live rooms froze as
+#: "duplicates"). The contract admits boots up to 2**63 - 1.
+HISTORY_BOOT_BASE = 1 << 40
+
+
 @dataclass
 class NodeHistory:
     """One simulated node's past: its boots and message sequence."""
 
     room: RegistryRoom
     rng: random.Random
-    boot: int = 1
+    boot: int = HISTORY_BOOT_BASE + 1
     seq: int = 0
     uptime_start_ms: int = 0
     busy_until_ms: int = 0
@@ -157,7 +164,7 @@ def _records_for_day(node: NodeHistory, day: date, tz: ZoneInfo,
         else:
             msg = Telemetry(uptime_s=max(0, (t_ms - node.uptime_start_ms) // 1000),
                             rssi=rng.randint(-80, -50), heap_free=rng.randint(80_000, 95_000),
-                            fw="1.0.0", reset_reason="power_on" if node.boot > 1 else None,
+                            fw="1.0.0", reset_reason="power_on" if node.boot > HISTORY_BOOT_BASE + 1 else None,
                             **env)
         yield Record(room.device, room.id, kind, msg, t_ms, building=room.building,
                      floor=room.floor)
