@@ -102,10 +102,11 @@ def server(
 
     On first start it seeds the room registry from rooms_csv into its database
     (data_dir/server.sqlite); after that the database is the source of truth.
+    At start it raises its file-descriptor limit to the hard limit and caps web
+    connections below it (server.max_connections, server.fd_reserve).
     """
-    import uvicorn
-
     from server.app import create_app
+    from server.connections import serve
 
     settings = _settings("server")
     if host:
@@ -114,11 +115,8 @@ def server(
         settings.http.port = port
     if not settings.server_db_path.exists():
         _check_csv(settings.rooms_csv)  # fail with every bad line, before starting
-    config = uvicorn.Config(create_app(settings), host=settings.http.host,
-                            port=settings.http.port, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=3)
-    with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(config).run()
+    # Connection caps, timeouts and the fd limit: server/connections.py.
+    serve(create_app(settings), settings)
 
 
 @app.command()
@@ -266,7 +264,10 @@ def user_add(
         "--password-stdin", help="Read the password from standard input (for scripts)")] = False,
 ) -> None:
     """Create an account, or set a new role and password for an existing one
-    (which logs it out everywhere). The password is stored as an argon2id hash."""
+    (which logs it out everywhere). The password is stored as an argon2id hash.
+
+    The password needs auth.password_min_length (10) characters besides the
+    user's name, 5 different characters, and must not be a common password."""
     import re
     import sys
 
@@ -285,7 +286,7 @@ def user_add(
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
 
     async def add() -> None:
-        db = AccountsDb(settings.server_db_path)
+        db = AccountsDb(settings.server_db_path, settings.auth)
         await db.open()
         try:
             await db.add_user(name, role, password)  # type: ignore[arg-type]
