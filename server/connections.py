@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import resource
 import time
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from typing import Any, ClassVar
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from mamaroom.config import ServerSettings
+from mamaroom.config import ServerSettings, Settings
 from mamaroom.logs import get_logger
 
 log = get_logger(__name__)
@@ -97,7 +98,8 @@ class ConnectionGuard:
     lingering: int = 0
     #: Refusals and timeouts since the last summary line, by reason.
     counts: dict[str, int] = field(default_factory=dict)
-    _last_summary: float = 0.0
+    _last_summary: float = -math.inf
+    _flush: asyncio.TimerHandle | None = None
 
     @classmethod
     def from_settings(cls, server: ServerSettings, fd_limit: int) -> ConnectionGuard:
@@ -142,11 +144,21 @@ class ConnectionGuard:
             self.by_client.pop(host, None)
 
     def note(self, what: str) -> None:
-        """Count a refusal or timeout; log a summary at most every LOG_INTERVAL_S."""
+        """Count a refusal or timeout; they are logged as one summary line at
+        most every LOG_INTERVAL_S (a flood makes thousands a second)."""
         self.counts[what] = self.counts.get(what, 0) + 1
-        now = time.monotonic()
-        if now - self._last_summary >= LOG_INTERVAL_S:
-            self._last_summary = now
+        if self._flush is not None:
+            return
+        wait = self._last_summary + LOG_INTERVAL_S - time.monotonic()
+        if wait <= 0:
+            self.summary()
+        else:
+            self._flush = asyncio.get_running_loop().call_later(wait, self.summary)
+
+    def summary(self) -> None:
+        self._flush = None
+        self._last_summary = time.monotonic()
+        if self.counts:
             log.warning("web connections refused or timed out (since the last such line)",
                         open=self.open, max_connections=self.total, **self.counts)
             self.counts = {}
@@ -290,9 +302,8 @@ def rate_limit_logs() -> None:
             logger.addFilter(RateLimitFilter())
 
 
-def serve(app: Any, settings: Any) -> None:
-    """Run `app` under uvicorn with the guard; blocks until stopped.
-    `settings` is mamaroom.config.Settings."""
+def serve(app: Any, settings: Settings) -> None:
+    """Run `app` under uvicorn with the guard; blocks until stopped."""
     import uvicorn
 
     before, fd_limit, hard = raise_fd_limit()
