@@ -24,6 +24,7 @@ but not for holding idle sockets, half-sent headers or per-address caps:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ipaddress
 import logging
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import h11
+from starlette.applications import Starlette
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mamaroom.config import ServerSettings, Settings
@@ -48,6 +50,8 @@ ACCEPT_BATCH = 128
 #: beyond this many, refused connections are closed at once.
 LINGER_MAX = 64
 LINGER_S = 1.0
+#: HTTP reads handled per event-loop iteration at most (TickQuota).
+REQUESTS_PER_TICK = 4
 #: Fewest connections the server will serve, however low the fd limit.
 MIN_CONNECTIONS = 16
 #: Rate limit of repeated log lines: `LOG_BURST` per `LOG_INTERVAL_S` each.
@@ -84,6 +88,78 @@ def connection_budget(fd_limit: int, reserve: int) -> int:
     return max(MIN_CONNECTIONS, (fd_limit - reserve - ACCEPT_BATCH - LINGER_MAX) // 2)
 
 
+class LogSummary:
+    """Counts of something a flood makes thousands of a second, logged as one
+    warning line with the counts at most every LOG_INTERVAL_S."""
+
+    def __init__(self, event: str, interval_s: float = LOG_INTERVAL_S) -> None:
+        self.event = event
+        self.interval_s = interval_s
+        self.counts: dict[str, int] = {}
+        self._last = -math.inf
+        self._flush: asyncio.TimerHandle | None = None
+
+    def note(self, what: str, **context: Any) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+        self._context = context
+        if self._flush is not None:
+            return
+        wait = self._last + self.interval_s - time.monotonic()
+        if wait <= 0:
+            self.flush()
+        else:
+            self._flush = asyncio.get_running_loop().call_later(wait, self.flush)
+
+    def flush(self) -> None:
+        self._flush = None
+        self._last = time.monotonic()
+        if self.counts:
+            log.warning(self.event, **self._context, **self.counts)
+            self.counts = {}
+
+
+class TickQuota:
+    """At most `per_tick` HTTP reads handled per event-loop iteration; the rest
+    wait, in order, for the next ones.
+
+    Without it, 300 clients answered at once come back at once: one select()
+    returns 300 readable sockets, their requests all start in the next
+    iteration, and every step of an emergency call (MQTT read, the commit,
+    the `received` publish) queues behind ~150 ms of HTTP work. With it, each
+    such step waits behind at most `per_tick` requests' worth."""
+
+    def __init__(self, per_tick: int) -> None:
+        self.per_tick = per_tick
+        self.used = 0
+        self.waiting: collections.deque[GuardedH11Protocol] = collections.deque()
+        self._tick: asyncio.Handle | None = None
+
+    def _schedule(self) -> None:
+        if self._tick is None:
+            self._tick = asyncio.get_running_loop().call_soon(self._next)
+
+    def take(self) -> bool:
+        self._schedule()
+        if self.used < self.per_tick and not self.waiting:
+            self.used += 1
+            return True
+        return False
+
+    def wait(self, proto: GuardedH11Protocol) -> None:
+        self.waiting.append(proto)
+        self._schedule()
+
+    def _next(self) -> None:
+        self._tick = None
+        busy, self.used = self.used, 0
+        while self.waiting and self.used < self.per_tick:
+            proto = self.waiting.popleft()
+            self.used += 1
+            proto.resume_deferred()
+        if self.waiting or busy:
+            self._schedule()
+
+
 @dataclass
 class ConnectionGuard:
     """Connection counts and caps shared by every connection of one server."""
@@ -96,10 +172,9 @@ class ConnectionGuard:
     open: int = 0
     by_client: dict[str, int] = field(default_factory=dict)
     lingering: int = 0
-    #: Refusals and timeouts since the last summary line, by reason.
-    counts: dict[str, int] = field(default_factory=dict)
-    _last_summary: float = -math.inf
-    _flush: asyncio.TimerHandle | None = None
+    quota: TickQuota = field(default_factory=lambda: TickQuota(REQUESTS_PER_TICK))
+    summary: LogSummary = field(default_factory=lambda: LogSummary(
+        "web connections refused or timed out (since the last such line)"))
 
     @classmethod
     def from_settings(cls, server: ServerSettings, fd_limit: int) -> ConnectionGuard:
@@ -144,24 +219,8 @@ class ConnectionGuard:
             self.by_client.pop(host, None)
 
     def note(self, what: str) -> None:
-        """Count a refusal or timeout; they are logged as one summary line at
-        most every LOG_INTERVAL_S (a flood makes thousands a second)."""
-        self.counts[what] = self.counts.get(what, 0) + 1
-        if self._flush is not None:
-            return
-        wait = self._last_summary + LOG_INTERVAL_S - time.monotonic()
-        if wait <= 0:
-            self.summary()
-        else:
-            self._flush = asyncio.get_running_loop().call_later(wait, self.summary)
-
-    def summary(self) -> None:
-        self._flush = None
-        self._last_summary = time.monotonic()
-        if self.counts:
-            log.warning("web connections refused or timed out (since the last such line)",
-                        open=self.open, max_connections=self.total, **self.counts)
-            self.counts = {}
+        """Count a refusal or timeout (logged as a summary line)."""
+        self.summary.note(what, open=self.open, max_connections=self.total)
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -176,6 +235,7 @@ class GuardedH11Protocol(H11Protocol):
         self._refused = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._deferred: bytearray | None = None
         reason = self.guard.admit(self._host)
         if reason is not None:
             self._refuse(reason)
@@ -211,6 +271,25 @@ class GuardedH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # the 503 is sent; whatever the client says is dropped
+        if self._deferred is not None:
+            self._deferred += data
+            return
+        if not self.guard.quota.take():  # this loop turn has had its share
+            self._deferred = bytearray(data)
+            self.transport.pause_reading()
+            self.guard.quota.wait(self)
+            return
+        self._handle(data)
+
+    def resume_deferred(self) -> None:
+        """TickQuota's turn for the data held back."""
+        data, self._deferred = self._deferred, None
+        if data is None or self.transport.is_closing():
+            return
+        self.transport.resume_reading()
+        self._handle(bytes(data))
+
+    def _handle(self, data: bytes) -> None:
         super().data_received(data)
         if self.transport.is_closing():
             self._cancel_timers()
@@ -302,7 +381,7 @@ def rate_limit_logs() -> None:
             logger.addFilter(RateLimitFilter())
 
 
-def serve(app: Any, settings: Settings) -> None:
+def serve(app: Starlette, settings: Settings) -> None:
     """Run `app` under uvicorn with the guard; blocks until stopped."""
     import uvicorn
 
@@ -315,8 +394,10 @@ def serve(app: Any, settings: Settings) -> None:
              accept_batch=ACCEPT_BATCH, header_timeout_s=guard.header_timeout_s,
              idle_timeout_s=guard.idle_timeout_s, trusted_proxies=trusted or "none")
     rate_limit_logs()
+    from server.security import LoginGate
+
     config = uvicorn.Config(
-        app, host=settings.http.host, port=settings.http.port, log_config=None,
+        LoginGate(app), host=settings.http.host, port=settings.http.port, log_config=None,
         access_log=False, timeout_graceful_shutdown=3,
         http=protocol_class(guard), backlog=ACCEPT_BATCH,
         # X-Forwarded-For only from the configured proxies (uvicorn's default

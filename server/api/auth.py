@@ -53,8 +53,7 @@ async def _check_login(ctx: Ctx, request: Request, form: OAuth2PasswordRequestFo
     try:
         ticket = ctx.login_limiter.admit(form.username, address)
     except LoginRefused as exc:
-        log.warning("login refused", user=form.username, addr=address, status=exc.status,
-                    reason=str(exc))
+        ctx.login_limiter.refused(exc)
         raise HTTPException(exc.status, str(exc),
                             headers={"Retry-After": str(math.ceil(exc.retry_after_s))}) from None
     try:

@@ -10,6 +10,7 @@ password must pass `password_problem`. Roles are ordered: admin ⊃ manager ⊃ 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import os
@@ -30,6 +31,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from mamaroom.config import AuthSettings
 from mamaroom.logs import get_logger
 from mamaroom.storage.sqlite_base import SqliteDatabase
+from server.connections import LogSummary
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -108,11 +110,13 @@ def password_problem(name: str, password: str, min_length: int = 10) -> str | No
 
 
 def _lower_priority() -> None:
-    """Hashing threads yield the CPU to the event loop (Linux: nice is per thread)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (OSError, AttributeError):  # not Linux, or not allowed: still off the loop
-        pass
+    """Hashing threads yield the CPU to the event loop and the rest of the call
+    path (broker, gateway): nice 19 (on Linux nice is per thread, and threads
+    argon2 starts inherit it). A busy machine then slows logins (the login cap
+    answers the excess with 503), not calls. Not SCHED_IDLE: on a machine kept
+    busy, that stopped logins altogether (bench/login_storm.py: 0 checked)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 class AccountsDb(SqliteDatabase):
@@ -214,6 +218,13 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+BUSY = "too many logins at once; try again in a moment"
+
+
+def _delayed(wait: float) -> str:
+    return f"too many failed logins; try again in {math.ceil(wait)} s"
+
+
 class LoginRefused(Exception):
     """A login not checked at all: too many at once (503), or too soon after
     failures (429). `retry_after_s` is for the Retry-After header."""
@@ -266,6 +277,7 @@ class LoginLimiter:
         self.clock = clock
         self.in_flight = 0
         self._failures: dict[str, _Failures] = {}
+        self.refusals = LogSummary("logins refused unchecked (since the last such line)")
 
     def _entry(self, key: str, now: float) -> _Failures | None:
         entry = self._failures.get(key)
@@ -288,11 +300,24 @@ class LoginLimiter:
         delay = min(self.auth.backoff_max_s, self.auth.backoff_base_s * 2.0 ** min(over, 60))
         return max(0.0, entry.last + delay - now)
 
+    def precheck(self, address: str) -> LoginRefused | None:
+        """What `admit` would refuse without knowing the user name: lets the
+        refusals of a flood be answered before the form is even parsed."""
+        if self.in_flight >= self.auth.max_concurrent_logins:
+            return LoginRefused(503, BUSY, 1)
+        now = self.clock()
+        wait = self._wait(self._entry(f"addr:{address}", now), now)
+        return LoginRefused(429, _delayed(wait), wait) if wait > 0 else None
+
+    def refused(self, refusal: LoginRefused) -> None:
+        """Log a refusal, as a summary: a flood makes hundreds a second."""
+        self.refusals.note(f"refused_{refusal.status}", in_flight=self.in_flight)
+
     def admit(self, user: str, address: str) -> LoginTicket:
         """Take a slot for checking `user`'s password from `address`, or raise
         LoginRefused. Never awaits."""
         if self.in_flight >= self.auth.max_concurrent_logins:
-            raise LoginRefused(503, "too many logins at once; try again in a moment", 1)
+            raise LoginRefused(503, BUSY, 1)
         now = self.clock()
         if len(self._failures) > 10_000:  # names and addresses an attacker made up
             self._forget_old(now)
@@ -302,8 +327,7 @@ class LoginLimiter:
         if addr is not None:  # a clean address is not held up by the user's failures
             wait = max(wait, self._wait(self._entry(user_key, now), now))
         if wait > 0:
-            raise LoginRefused(429, "too many failed logins; try again in "
-                               f"{math.ceil(wait)} s", wait)
+            raise LoginRefused(429, _delayed(wait), wait)
         keys = (addr_key, user_key)
         for key in keys:
             self._failures.setdefault(key, _Failures()).pending += 1
