@@ -286,7 +286,8 @@ class GuardedH11Protocol(H11Protocol):
         data, self._deferred = self._deferred, None
         if data is None or self.transport.is_closing():
             return
-        self.transport.resume_reading()
+        if not self.flow.read_paused:  # uvicorn may hold it paused itself (pipelining)
+            self.transport.resume_reading()
         self._handle(bytes(data))
 
     def _handle(self, data: bytes) -> None:
