@@ -186,8 +186,8 @@ class AuthSettings(_Section):
 
     #: Logins checked at the same time; more get 503 at once, without hashing.
     max_concurrent_logins: Annotated[int, Field(ge=1, le=1000)] = 8
-    #: Threads that hash passwords (argon2id), off the event loop.
-    hash_workers: Annotated[int, Field(ge=1, le=64)] = 2
+    #: Threads that hash passwords (argon2id, ~0.2 s of CPU each), off the event loop.
+    hash_workers: Annotated[int, Field(ge=1, le=64)] = 1
     #: Failed logins allowed per client address (and per user) before the delay.
     free_attempts: Annotated[int, Field(ge=1, le=1000)] = 5
     #: The delay after the free attempts; it doubles with each further failure.

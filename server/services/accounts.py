@@ -126,7 +126,7 @@ class AccountsDb(SqliteDatabase):
         super().__init__(path)
         self.auth = auth or AuthSettings()
         # argon2-cffi releases the GIL while it hashes, so threads run beside
-        # the event loop; each hash takes ~50 ms of CPU and 64 MiB, so few.
+        # the event loop; each hash takes 0.1-0.2 s of CPU and 64 MiB, so few.
         self._hashing = ThreadPoolExecutor(max_workers=self.auth.hash_workers,
                                            thread_name_prefix="argon2",
                                            initializer=_lower_priority)
