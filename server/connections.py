@@ -155,7 +155,11 @@ class TickQuota:
         while self.waiting and self.used < self.per_tick:
             proto = self.waiting.popleft()
             self.used += 1
-            proto.resume_deferred()
+            try:
+                proto.resume_deferred()
+            except Exception:  # one bad connection must not stall the others
+                log.exception("web connection failed; closed")
+                proto.transport.abort()
         if self.waiting or busy:
             self._schedule()
 
