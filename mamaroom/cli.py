@@ -266,7 +266,7 @@ def user_add(
     """Create an account, or set a new role and password for an existing one
     (which logs it out everywhere). The password is stored as an argon2id hash.
 
-    The password needs auth.password_min_length (10) characters besides the
+    The password needs auth.min_passphrase_length (10) characters besides the
     user's name, 5 different characters, and must not be a common password."""
     import re
     import sys

@@ -139,7 +139,7 @@ class AccountsDb(SqliteDatabase):
         self._hashing.shutdown(wait=True)
 
     async def add_user(self, name: str, role: Role, password: str) -> None:
-        problem = password_problem(name, password, self.auth.password_min_length)
+        problem = password_problem(name, password, self.auth.min_passphrase_length)
         if problem:
             raise PasswordPolicyError(problem)
         hashed = await self._hash(lambda: _hasher.hash(password))
