@@ -10,7 +10,7 @@ import argparse
 import datetime
 from pathlib import Path
 
-from bench import call_latency, ingest, rooms_api, sse_fanout, sse_latency
+from bench import call_latency, ingest, login_storm, rooms_api, sse_fanout, sse_latency
 from bench import firmware as firmware_bench
 from bench import trends as trends_bench
 
@@ -27,6 +27,7 @@ def main() -> None:
         sse_fanout.main(["--clients", "500", "--changes", "3"] if args.quick else []),
         rooms_api.main(["--seconds", "3"] if args.quick else []),
         call_latency.main(["--calls", "100" if args.quick else "1000"]),
+        login_storm.main(["--calls", "60", "--rounds", "2"] if args.quick else []),
         ingest.main(["--messages", "20000", "--rounds", "1", "--steady-rooms", "1000",
                      "--steady-s", "10"]
                     if args.quick else []),

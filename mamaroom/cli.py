@@ -105,10 +105,11 @@ def server(
 
     On first start it seeds the room registry from rooms_csv into its database
     (data_dir/server.sqlite); after that the database is the source of truth.
+    At start it raises its file-descriptor limit to the hard limit and caps web
+    connections below it (server.max_connections, server.fd_reserve).
     """
-    import uvicorn
-
     from server.app import create_app
+    from server.connections import serve
 
     settings = _settings("server")
     if host:
@@ -122,11 +123,8 @@ def server(
     if (why := refuse_unpaged(settings.escalation, settings.paging)) is not None:
         _error(why)
         raise typer.Exit(2)
-    config = uvicorn.Config(create_app(settings), host=settings.http.host,
-                            port=settings.http.port, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=3)
-    with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(config).run()
+    # Connection caps, timeouts and the fd limit: server/connections.py.
+    serve(create_app(settings), settings)
 
 
 @app.command()
@@ -274,7 +272,10 @@ def user_add(
         "--password-stdin", help="Read the password from standard input (for scripts)")] = False,
 ) -> None:
     """Create an account, or set a new role and password for an existing one
-    (which logs it out everywhere). The password is stored as an argon2id hash."""
+    (which logs it out everywhere). The password is stored as an argon2id hash.
+
+    The password needs auth.min_passphrase_length (10) characters besides the
+    user's name, 5 different characters, and must not be a common password."""
     import re
     import sys
 
@@ -293,7 +294,7 @@ def user_add(
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
 
     async def add() -> None:
-        db = AccountsDb(settings.server_db_path)
+        db = AccountsDb(settings.server_db_path, settings.auth)
         await db.open()
         try:
             await db.add_user(name, role, password)  # type: ignore[arg-type]

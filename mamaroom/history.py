@@ -164,7 +164,9 @@ def _records_for_day(node: NodeHistory, day: date, tz: ZoneInfo,
         else:
             msg = Telemetry(uptime_s=max(0, (t_ms - node.uptime_start_ms) // 1000),
                             rssi=rng.randint(-80, -50), heap_free=rng.randint(80_000, 95_000),
-                            fw="1.0.0", reset_reason="power_on" if node.boot > HISTORY_BOOT_BASE + 1 else None,
+                            fw="1.0.0",
+                            reset_reason="power_on" if node.boot > HISTORY_BOOT_BASE + 1
+                            else None,
                             **env)
         yield Record(room.device, room.id, kind, msg, t_ms, building=room.building,
                      floor=room.floor)

@@ -93,10 +93,10 @@ def create_app(settings: Settings) -> FastAPI:
               if settings.paging.im.destinations else None)
         if im is not None:
             escalator.channels.append(im)
-        accounts = AccountsDb(settings.server_db_path)
+        accounts = AccountsDb(settings.server_db_path, settings.auth)
         await accounts.open()
         app.state.ctx = ServerContext(settings, db, store, registry, live, mqtt, alerts,
-                                      accounts, LoginLimiter(), fanout)
+                                      accounts, LoginLimiter(settings.auth), fanout)
 
         outages = OutageWatch(live, alerts, settings.alerts)
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import math
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
+from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -101,3 +104,45 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+#: The login routes (server/api/auth.py).
+LOGIN_PATHS = frozenset({"/api/auth/token", "/api/auth/session"})
+
+
+class LoginGate:
+    """Answers the logins the limiter would refuse anyway (all login slots
+    busy: 503; this address must wait: 429) before the app sees them.
+
+    In a login flood almost every request is one of these, and the time spent
+    on each is taken on the event loop the emergency calls use
+    (bench/login_storm.py); answered here, outside FastAPI's middleware and
+    routing and without parsing the form, they cost a fraction. The route
+    still runs the full check (LoginLimiter.admit) for the rest. Wraps the
+    app from outside (server/connections.py), so it takes the FastAPI app to
+    find the limiter in its state once the lifespan has made it."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in LOGIN_PATHS \
+                and scope["method"] == "POST":
+            ctx = getattr(self.app.state, "ctx", None)
+            client = scope.get("client")
+            limiter = ctx.login_limiter if ctx is not None else None
+            refusal = limiter.precheck(client[0] if client else "?") if limiter else None
+            if limiter is not None and refusal is not None:
+                limiter.refused(refusal)
+                await send({"type": "http.response.start", "status": refusal.status,
+                            "headers": _refusal_headers(refusal.retry_after_s)})
+                await send({"type": "http.response.body",
+                            "body": json.dumps({"detail": str(refusal)}).encode()})
+                return
+        await self.app(scope, receive, send)
+
+
+def _refusal_headers(retry_after_s: float) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", b"application/json"),
+            (b"retry-after", str(math.ceil(retry_after_s)).encode()),
+            *((k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items())]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
@@ -11,7 +12,7 @@ from pydantic import BaseModel
 from mamaroom.logs import get_logger
 from server.context import Ctx
 from server.security import CSRF_COOKIE, SESSION_COOKIE, csrf_for, current_user, oauth2
-from server.services.accounts import TOKEN_TTL_S, User
+from server.services.accounts import TOKEN_TTL_S, LoginRefused, User
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 log = get_logger(__name__)
@@ -31,7 +32,8 @@ class Me(BaseModel):
 
 @router.post("/token", response_model=Token,
              responses={401: {"description": "Wrong name or password"},
-                        429: {"description": "Too many failed logins"}})
+                        429: {"description": "Too many failed logins: wait Retry-After"},
+                        503: {"description": "Too many logins at once: wait Retry-After"}})
 async def login(ctx: Ctx, request: Request,
                 form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Token:
     user = await _check_login(ctx, request, form)
@@ -45,25 +47,34 @@ class Session(BaseModel):
 
 
 async def _check_login(ctx: Ctx, request: Request, form: OAuth2PasswordRequestForm) -> User:
-    keys = (f"user:{form.username}", f"addr:{request.client.host if request.client else '?'}")
-    if ctx.login_limiter.blocked(*keys):
-        log.warning("login refused: too many failures", user=form.username)
-        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                            "too many failed logins; try again in a few minutes")
-    user = await ctx.accounts.check_password(form.username, form.password)
+    """The user, or an HTTP error. The limiter's slot is taken before the first
+    await (LoginLimiter.admit) and always given back."""
+    address = request.client.host if request.client else "?"
+    try:
+        ticket = ctx.login_limiter.admit(form.username, address)
+    except LoginRefused as exc:
+        ctx.login_limiter.refused(exc)
+        raise HTTPException(exc.status, str(exc),
+                            headers={"Retry-After": str(math.ceil(exc.retry_after_s))}) from None
+    try:
+        user = await ctx.accounts.check_password(form.username, form.password)
+    except BaseException:
+        ctx.login_limiter.abandon(ticket)
+        raise
     if user is None:
-        ctx.login_limiter.failed(*keys)
-        log.warning("login failed", user=form.username)
+        ctx.login_limiter.failed(ticket)
+        log.warning("login failed", user=form.username, addr=address)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong name or password",
                             headers={"WWW-Authenticate": "Bearer"})
-    ctx.login_limiter.succeeded(*keys)
-    log.info("login", user=user.name, role=user.role)
+    ctx.login_limiter.succeeded(ticket)
+    log.info("login", user=user.name, role=user.role, addr=address)
     return user
 
 
 @router.post("/session", response_model=Session,
              responses={401: {"description": "Wrong name or password"},
-                        429: {"description": "Too many failed logins"}})
+                        429: {"description": "Too many failed logins: wait Retry-After"},
+                        503: {"description": "Too many logins at once: wait Retry-After"}})
 async def open_session(ctx: Ctx, request: Request, response: Response,
                        form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Session:
     """Login for the pages: an HttpOnly session cookie, plus a CSRF token."""

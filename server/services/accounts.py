@@ -1,24 +1,40 @@
 """Staff accounts, roles and bearer tokens.
 
-Passwords are hashed with argon2id (argon2-cffi). Tokens are random, stored
-only as their SHA-256, and expire after a shift. Logins are rate-limited per
-user name and per client address. Roles are ordered: admin ⊃ manager ⊃ staff.
+Passwords are hashed with argon2id (argon2-cffi) in a small pool of low-priority
+threads, never on the event loop: the emergency-call path shares that loop.
+Tokens are random, stored only as their SHA-256, and expire after a shift.
+Failed logins slow the client address and the user down (LoginLimiter); a
+password must pass `password_problem`. Roles are ordered: admin ⊃ manager ⊃ staff.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import math
+import os
 import secrets
 import sqlite3
+import threading
 import time
-from collections import defaultdict, deque
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Literal, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from mamaroom.config import AuthSettings
+from mamaroom.logs import get_logger
 from mamaroom.storage.sqlite_base import SqliteDatabase
+from server.connections import LogSummary
+
+T = TypeVar("T")
+log = get_logger(__name__)
 
 Role = Literal["staff", "manager", "admin"]
 RANK: dict[str, int] = {"staff": 1, "manager": 2, "admin": 3}
@@ -52,13 +68,81 @@ class AccountError(Exception):
     """A login or account request that cannot be granted (message is safe to show)."""
 
 
+class PasswordPolicyError(AccountError):
+    """A password the policy refuses; the message says which rule."""
+
+
+#: Passwords shorter than this need not be looked up: the length rule refuses them.
+_DENYLIST_FROM = 8
+#: A password needs this many different characters ("          " and
+#: "1212121212" are long but guessed at once).
+MIN_DISTINCT = 5
+
+
+@cache
+def _common_passwords() -> frozenset[str]:
+    """The 30,000 most common passwords of zxcvbn's list (from leaked password
+    sets), those long enough to matter. Loaded once, on first use."""
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+    return frozenset(p.casefold() for p in FREQUENCY_LISTS["passwords"]
+                     if len(p) >= _DENYLIST_FROM)
+
+
+def password_problem(name: str, password: str, min_length: int = 10) -> str | None:
+    """Why `password` may not be `name`'s password, or None if it may.
+
+    The rules: at least `min_length` characters once the user's name is taken
+    out of it (so neither the name nor name+"1234" passes), at least
+    MIN_DISTINCT different characters, and not one of the common passwords."""
+    folded = password.casefold()
+    without_name = folded.replace(name.casefold(), "") if name else folded
+    if len(password.strip()) < min_length:
+        return f"passwords need at least {min_length} characters"
+    if len(without_name.strip()) < min_length:
+        return (f"the password must not be the user's name: it needs {min_length} "
+                "characters besides the name")
+    if len(set(folded)) < MIN_DISTINCT:
+        return f"the password needs at least {MIN_DISTINCT} different characters"
+    if folded in _common_passwords() or folded.strip() in _common_passwords():
+        return "this is one of the most common passwords; choose another"
+    return None
+
+
+def _lower_priority() -> None:
+    """Hashing threads yield the CPU to the event loop and the rest of the call
+    path (broker, gateway): nice 19 (on Linux nice is per thread, and threads
+    argon2 starts inherit it). A busy machine then slows logins (the login cap
+    answers the excess with 503), not calls. Not SCHED_IDLE: on a machine kept
+    busy, that stopped logins altogether (bench/login_storm.py: 0 checked)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
 class AccountsDb(SqliteDatabase):
     schema = SCHEMA
 
+    def __init__(self, path: Path, auth: AuthSettings | None = None) -> None:
+        super().__init__(path)
+        self.auth = auth or AuthSettings()
+        # argon2-cffi releases the GIL while it hashes, so threads run beside
+        # the event loop; each hash takes 0.1-0.2 s of CPU and 64 MiB, so few.
+        self._hashing = ThreadPoolExecutor(max_workers=self.auth.hash_workers,
+                                           thread_name_prefix="argon2",
+                                           initializer=_lower_priority)
+
+    async def _hash(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._hashing, fn)
+
+    async def close(self) -> None:
+        await super().close()
+        self._hashing.shutdown(wait=True)
+
     async def add_user(self, name: str, role: Role, password: str) -> None:
-        if len(password) < 10:
-            raise AccountError("passwords need at least 10 characters")
-        hashed = _hasher.hash(password)
+        problem = password_problem(name, password, self.auth.min_passphrase_length)
+        if problem:
+            raise PasswordPolicyError(problem)
+        hashed = await self._hash(lambda: _hasher.hash(password))
 
         def run(db: sqlite3.Connection) -> None:
             with db:
@@ -91,13 +175,16 @@ class AccountsDb(SqliteDatabase):
             "SELECT role, password_hash FROM users WHERE name=? AND disabled=0",
             (name,)).fetchone())
         if row is None:
-            _hasher.hash(password)  # same cost either way: no user-name oracle
+            await self._hash(lambda: _hasher.hash(password))  # same cost: no name oracle
             return None
-        try:
-            _hasher.verify(row[1], password)
-        except (VerificationError, InvalidHashError):
-            return None
-        return User(name, row[0])
+
+        def verify() -> bool:
+            try:
+                return _hasher.verify(row[1], password)
+            except (VerificationError, InvalidHashError):
+                return False
+
+        return User(name, row[0]) if await self._hash(verify) else None
 
     async def issue_token(self, user: User) -> str:
         token = secrets.token_urlsafe(32)
@@ -131,28 +218,153 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+BUSY = "too many logins at once; try again in a moment"
+
+
+def _delayed(wait: float) -> str:
+    return f"too many failed logins; try again in {math.ceil(wait)} s"
+
+
+class LoginRefused(Exception):
+    """A login not checked at all: too many at once (503), or too soon after
+    failures (429). `retry_after_s` is for the Retry-After header."""
+
+    def __init__(self, status: int, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class _Failures:
+    count: int = 0
+    last: float = -math.inf
+    #: Attempts admitted and still being checked: they count as failures
+    #: until they end, so concurrent tries cannot slip past the limit.
+    pending: int = 0
+
+
+@dataclass
+class LoginTicket:
+    """One admitted login attempt; end it with LoginLimiter.failed/succeeded/abandon."""
+
+    keys: tuple[str, ...]
+    ended: bool = field(default=False)
+
+
 class LoginLimiter:
-    """At most `attempts` failed logins per user name and per address in
-    `window_s`; further attempts are refused until the window passes."""
+    """Which login attempts get their password checked.
 
-    def __init__(self, attempts: int = 5, window_s: float = 300) -> None:
-        self.attempts = attempts
-        self.window_s = window_s
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
+    - At most `auth.max_concurrent_logins` are checked at once; more are
+      refused with 503 at once, before any hashing.
+    - Failures are counted per client address and per user name. The first
+      `auth.free_attempts` cost nothing; after that each attempt must wait
+      `backoff_base_s * 2**(failures - free_attempts)` (at most `backoff_max_s`)
+      after the last failure, and attempts that come sooner are refused with
+      429 without being checked or counted. Nothing is ever locked out: the
+      right password gets in at the first try after the delay.
+    - The user-name delay does not apply to an address with no recent
+      failures, so an attacker failing as `admin` from one address never delays
+      the real admin logging in from another.
+    - Counters are kept until `failure_window_s` passes without a failure.
 
-    def _recent(self, key: str) -> deque[float]:
-        q = self._failures[key]
-        while q and q[0] < time.monotonic() - self.window_s:
-            q.popleft()
-        return q
+    `admit` is synchronous: the slot is taken before the caller's first await,
+    so 200 concurrent tries see the same count as 200 sequential ones."""
 
-    def blocked(self, *keys: str) -> bool:
-        return any(len(self._recent(k)) >= self.attempts for k in keys)
+    def __init__(self, auth: AuthSettings | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.auth = auth or AuthSettings()
+        self.clock = clock
+        self.in_flight = 0
+        self._failures: dict[str, _Failures] = {}
+        self.refusals = LogSummary("logins refused unchecked (since the last such line)")
 
-    def failed(self, *keys: str) -> None:
-        for k in keys:
-            self._recent(k).append(time.monotonic())
+    def _entry(self, key: str, now: float) -> _Failures | None:
+        entry = self._failures.get(key)
+        if entry is not None and entry.pending == 0 and (
+                now - entry.last > self.auth.failure_window_s):
+            del self._failures[key]
+            return None
+        return entry
 
-    def succeeded(self, *keys: str) -> None:
-        for k in keys:
-            self._failures.pop(k, None)
+    def _wait(self, entry: _Failures | None, now: float) -> float:
+        """Seconds before one more attempt on this key may be checked."""
+        if entry is None:
+            return 0.0
+        attempts = entry.count + entry.pending
+        if attempts < self.auth.free_attempts:
+            return 0.0
+        if entry.pending:  # one delayed attempt at a time
+            return self.auth.backoff_base_s
+        over = entry.count - self.auth.free_attempts
+        delay = min(self.auth.backoff_max_s, self.auth.backoff_base_s * 2.0 ** min(over, 60))
+        return max(0.0, entry.last + delay - now)
+
+    def precheck(self, address: str) -> LoginRefused | None:
+        """What `admit` would refuse without knowing the user name: lets the
+        refusals of a flood be answered before the form is even parsed."""
+        if self.in_flight >= self.auth.max_concurrent_logins:
+            return LoginRefused(503, BUSY, 1)
+        now = self.clock()
+        wait = self._wait(self._entry(f"addr:{address}", now), now)
+        return LoginRefused(429, _delayed(wait), wait) if wait > 0 else None
+
+    def refused(self, refusal: LoginRefused) -> None:
+        """Log a refusal, as a summary: a flood makes hundreds a second."""
+        self.refusals.note(f"refused_{refusal.status}", in_flight=self.in_flight)
+
+    def admit(self, user: str, address: str) -> LoginTicket:
+        """Take a slot for checking `user`'s password from `address`, or raise
+        LoginRefused. Never awaits."""
+        if self.in_flight >= self.auth.max_concurrent_logins:
+            raise LoginRefused(503, BUSY, 1)
+        now = self.clock()
+        if len(self._failures) > 10_000:  # names and addresses an attacker made up
+            self._forget_old(now)
+        addr_key, user_key = f"addr:{address}", f"user:{user}"
+        addr = self._entry(addr_key, now)
+        wait = self._wait(addr, now)
+        if addr is not None:  # a clean address is not held up by the user's failures
+            wait = max(wait, self._wait(self._entry(user_key, now), now))
+        if wait > 0:
+            raise LoginRefused(429, _delayed(wait), wait)
+        keys = (addr_key, user_key)
+        for key in keys:
+            self._failures.setdefault(key, _Failures()).pending += 1
+        self.in_flight += 1
+        return LoginTicket(keys)
+
+    def _forget_old(self, now: float) -> None:
+        for key in list(self._failures):
+            self._entry(key, now)
+
+    def _end(self, ticket: LoginTicket) -> None:
+        assert not ticket.ended, "a login ticket ended twice"
+        ticket.ended = True
+        self.in_flight -= 1
+        for key in ticket.keys:
+            entry = self._failures.get(key)
+            if entry is not None:
+                entry.pending -= 1
+
+    def failed(self, ticket: LoginTicket) -> None:
+        self._end(ticket)
+        now = self.clock()
+        for key in ticket.keys:
+            entry = self._failures.setdefault(key, _Failures())
+            entry.count += 1
+            entry.last = now
+
+    def succeeded(self, ticket: LoginTicket) -> None:
+        self._end(ticket)
+        for key in ticket.keys:
+            entry = self._failures.get(key)
+            if entry is not None and entry.pending == 0:
+                del self._failures[key]
+            elif entry is not None:
+                entry.count = 0
+
+    def abandon(self, ticket: LoginTicket) -> None:
+        """The check never finished (client gone, storage error): not a failure."""
+        if not ticket.ended:
+            self._end(ticket)

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import ROOT, Services, free_port, wait_for
+from tests.support import ROOT, Mosquitto, Services, free_port, wait_for
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 pytestmark = pytest.mark.skipif(not os.path.exists(NGINX),
@@ -79,6 +79,16 @@ def certs(tmp_path: Path) -> Path:
                     "localhost", "127.0.0.1"], env={**os.environ, "CERT_NAME": "web"},
                    check=True, capture_output=True)
     return out
+
+
+@pytest.fixture
+def services(broker: Mosquitto, tmp_path: Path, rooms_csv: Path) -> Iterator[Services]:
+    # nginx on this machine is the one proxy whose X-Forwarded-* is believed
+    # (deploy/mamaroom.toml says the same).
+    svc = Services(broker, tmp_path, rooms_csv,
+                   MAMAROOM_SERVER__TRUSTED_PROXIES='["127.0.0.1"]').start()
+    yield svc
+    svc.stop()
 
 
 @pytest.fixture
