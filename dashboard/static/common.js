@@ -245,8 +245,8 @@
 
   // --- login for staff pages -------------------------------------------------
   const LOGIN_TEXT = {
-    zh: { title: "工作人员登录", user: "用户名", pass: "密码", go: "登录", bad: "用户名或密码错误", many: "失败次数过多，请稍后再试", role: "此账号无权访问本页" },
-    en: { title: "Staff login", user: "User name", pass: "Password", go: "Log in", bad: "Wrong name or password", many: "Too many failed logins; try again later", role: "This account may not use this page" },
+    zh: { title: "工作人员登录", user: "用户名", pass: "密码", go: "登录", bad: "用户名或密码错误", many: "失败次数过多，请稍后再试", busy: "服务器正忙，请几秒后再试", role: "此账号无权访问本页" },
+    en: { title: "Staff login", user: "User name", pass: "Password", go: "Log in", bad: "Wrong name or password", many: "Too many failed logins; try again later", busy: "The server is busy; try again in a few seconds", role: "This account may not use this page" },
   };
   const ROLES = ["staff", "manager", "admin"];
   MR.hasRole = (me, role) => ROLES.indexOf(me.role) >= ROLES.indexOf(role);
@@ -277,7 +277,8 @@
           form.remove();
           resolve(me);
         } catch (e) {
-          msg.textContent = e.status === 429 ? L.many : L.bad;
+          // 503: too many logins at once (not a wrong password); 429: too many failures.
+          msg.textContent = e.status === 429 ? L.many : e.status === 503 ? L.busy : L.bad;
         }
       });
       container.replaceChildren(form);
