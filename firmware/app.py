@@ -56,7 +56,8 @@ def main(path="config.json", trial=None):
 
         import trial as t
 
-        sup.trial = asyncio.create_task(t.watch(trial))
+        n.ota_note = "on trial"
+        sup.trial = asyncio.create_task(t.watch(trial, n))
     del sys.modules["app"]
     gc.collect()
     return sup.watchdog()
@@ -66,7 +67,6 @@ def _node(board, cfg, error, client):
     """The node's state: every attribute of node.Node, set here."""
     import os
     import random
-    from time import ticks_ms
 
     import commands
     import store
@@ -76,6 +76,7 @@ def _node(board, cfg, error, client):
     from ld2410 import Radar
     from node import CALL, STATUS, Light, Node, show
     from supervisor import Supervisor
+    from ticks import ticks_ms
     from version import VERSION
 
     random.seed(int.from_bytes(os.urandom(4), "big"))
@@ -90,8 +91,8 @@ def _node(board, cfg, error, client):
     store.remove("reset")
     n.reset_reason = reason if isinstance(reason, str) else board.reset_cause
     n.seq = 0  # strictly increasing within a boot
-    n.uptime_ms = 0
-    n.ticks = ticks_ms()
+    n.uptime_s = 0
+    n.ticks = ticks_ms()  # up to which uptime_s is counted (report.clock)
     n.epoch = None  # (epoch ms, ticks) of the latest NTP answer: `ts` is null until then
     n.ntp = None  # the NTP exchange under way (report.py)
     f = cfg["filters"]
@@ -108,6 +109,7 @@ def _node(board, cfg, error, client):
     n.test_until = n.identify_until = None  # ticks, while test mode / identify last
     n.ota_note = None  # the latest OTA outcome, for telemetry
     n.ota_busy = False
+    n.tele_pid = None  # packet id of the latest telemetry published (trial.py)
     n.ota_task = None  # the update under way (commands.py, ota.py)
     n.occ = None  # (occupied, source) last fused
     n.due = {"occupancy": None, "telemetry": None, "ntp": None}  # ticks when due; None: now

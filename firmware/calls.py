@@ -6,14 +6,16 @@
 #
 # `press` is re-published every 3 s until the server says `received` (or
 # later). The staff key pressed once says `presence` (staff are in the room:
-# buzzer off at once), pressed again `reset` (the call is over: lamp off).
+# buzzer off at once), pressed again `reset` (the call is over: lamp off);
+# each is re-published every 3 s too, until the server's status has caught
+# up (`arrived` for presence, `resolved` for reset): a broker can lose what
+# it acknowledged, and the server dedupes (its statuses only move forward).
 # The mother cannot cancel: pressing or holding the button never ends a
 # call. The whole state is saved on every change, so a call survives a
 # reboot: one not yet `received` is pressed again after it, and the lamp
 # shows the last status at once, with or without a network.
-from time import ticks_diff
-
 from contract import PRESS_REPEAT_MS
+from ticks import ticks_diff
 
 ORDER = ("calling", "received", "acknowledged", "arrived", "resolved")
 LAMP = {"calling": "fast", "received": "slow", "acknowledged": "steady",
@@ -37,6 +39,7 @@ class Calls:
         self.test = bool(d.get("test"))
         self.outbox = list(d.get("outbox") or [])  # [action, call_id, status], in order
         self.pressed_at = None  # ticks of the last `press` published; None: at once
+        self.acted_at = None  # ticks of the last `presence`/`reset` published
 
     def shown(self):
         """The status on the lamp: the further of the server's and the room's."""
@@ -92,8 +95,28 @@ class Calls:
 
     def press_due(self, now):
         """Publish `press` (again) now? Every 3 s until the server received it."""
-        return self.status == "calling" and (
-            self.pressed_at is None or ticks_diff(now, self.pressed_at) >= PRESS_REPEAT_MS)
+        if self.status != "calling":
+            return False
+        if self.pressed_at is None:
+            return True
+        d = ticks_diff(now, self.pressed_at)
+        return d >= PRESS_REPEAT_MS or d < 0  # (< 0: so long ago that the ticks wrapped)
+
+    def action_due(self, now):
+        """`presence` or `reset` to publish again now, or None: every 3 s
+        while the room is further than the server, once the first one went
+        out (the outbox) and the server has received the call."""
+        if self.id is None or self.status == "calling" or _rank(self.local) <= _rank(self.status):
+            return None
+        for item in self.outbox:
+            if item[0] != "shown":
+                return None
+        t = self.acted_at
+        if t is not None:
+            d = ticks_diff(now, t)
+            if 0 <= d < PRESS_REPEAT_MS:
+                return None
+        return "presence" if self.local == "arrived" else "reset"
 
     def next_out(self):
         """The next queued message that may go out; `presence` and `reset`
@@ -118,8 +141,9 @@ class Calls:
     def _changed(self):
         st = self._store
         if st:
-            gone = self.id is None or (self.shown() == "resolved" and self.status != "calling")
-            if gone and not self.outbox:
+            # Kept until the server says `resolved`: a reset made in the room
+            # is repeated until then, across a reboot too.
+            if (self.id is None or self.status == "resolved") and not self.outbox:
                 st.remove("call")
             else:
                 st.save("call", {"id": self.id, "status": self.status, "local": self.local,

@@ -6,12 +6,14 @@
 # TCP_NODELAY socket: no Nagle stall between header and payload.
 # No hardware imports: the same code runs on the ESP32 and the unix port.
 import asyncio
+import io
+import json
 import random
 import socket
 from asyncio import core  # type: ignore[attr-defined]  # MicroPython's own
-from time import ticks_diff, ticks_ms
 
 from log import exc, log
+from ticks import ticks_diff, ticks_ms
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
@@ -22,6 +24,7 @@ NODELAY = (6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY, on: raw numbers, as not every p
 # A command is a few hundred bytes; a bigger message is read away, never held
 # (the contract's 4 KiB would not fit the heap of a busy node in one piece).
 MAX_PAYLOAD = 1024
+BUF = 640  # the one buffer the node's biggest messages (telemetry, ~500 bytes) are built in
 
 
 class MQTTError(Exception):
@@ -111,6 +114,8 @@ async def session(c):
         for topic in c.subs:  # always: the broker may have lost the session
             pid = c.next_pid()
             await c.send(packet(0x82, bytes((pid >> 8, pid & 0xFF)), encode_str(topic), b"\x01"))
+        for k in [k for k, v in c.inflight.items() if v[1] is None]:
+            del c.inflight[k]  # not kept (publish_json): its sender sends afresh
         for pkt in sorted(c.inflight.values()):  # [order, packet]: oldest first
             pkt = pkt[1]
             pkt[0] |= 8  # DUP: a retransmission
@@ -187,6 +192,21 @@ def _io(sock, write=False):
     yield q.queue_write(sock) if write else q.queue_read(sock)
 
 
+class _Buf(io.IOBase):
+    """json.dump's stream: bytes written on into a bytearray kept for good."""
+
+    def __init__(self, n):
+        self.b = bytearray(n)
+        self.n = 0
+
+    def write(self, d):
+        n = self.n
+        k = len(d)
+        self.b[n:n + k] = d  # (grows the buffer if a message is ever longer)
+        self.n = n + k
+        return k
+
+
 class Client:
     """`run()` keeps the connection up for ever; `publish()` raises MQTTError
     while it is down (the caller decides what to keep for later)."""
@@ -219,12 +239,15 @@ class Client:
         self.sock = None
         self.buf = b""
         self._rb = bytearray(128)
-        # ticks of: the connection up (0: not up), the latest packet out, in
-        self.t_up: Any = 0
+        # ticks of: the connection up (None: not up), the latest packet out, in
+        self.t_up: Any = None
         self.tx: Any = 0
         self.rx: Any = 0
         self._pid = self._order = 0
         self._busy = False
+        # Made at boot, while the heap is whole: a fresh ~500-byte block per
+        # telemetry message is what a fragmented heap stops having.
+        self._out = _Buf(BUF)
 
     def next_pid(self):
         while True:
@@ -240,6 +263,44 @@ class Client:
         if not self.up:
             raise MQTTError("offline")
         return await self.put(topic, payload, qos, retain)
+
+    async def publish_json(self, topic, obj, keep=True):
+        """`obj` as JSON, QoS 1. keep=False: written straight into the
+        client's one buffer (no block of the heap of its own) and not sent
+        again after a reconnect (the caller sends its state afresh then);
+        in flight until its PUBACK all the same. One caller at a time."""
+        if keep:
+            return await self.publish(topic, json.dumps(obj))
+        while self.up and len(self.inflight) >= self.max_inflight:
+            await asyncio.sleep_ms(5)
+        if not self.up:
+            raise MQTTError("offline")
+        o = self._out
+        t = encode_str(topic)
+        head = 5 + len(t) + 2  # room for the longest fixed header, then topic and packet id
+        o.n = head
+        json.dump(obj, o)
+        b = o.b
+        n = o.n - head + len(t) + 2  # the remaining length
+        i = head - len(t) - 2
+        pid = self.next_pid()
+        b[i:i + len(t)] = t
+        b[head - 2] = pid >> 8
+        b[head - 1] = pid & 0xFF
+        r = bytearray()
+        while True:  # the remaining length, as packet() writes it
+            d = n & 0x7F
+            n >>= 7
+            r.append(d | 0x80 if n else d)
+            if not n:
+                break
+        i -= len(r) + 1  # right before the topic: type, then the remaining length
+        b[i] = 0x32  # PUBLISH, QoS 1
+        b[i + 1:i + 1 + len(r)] = r
+        self._order += 1
+        self.inflight[pid] = [self._order, None]  # None: not sent again
+        await self.send(memoryview(b)[i:o.n])
+        return pid
 
     async def put(self, topic, payload, qos, retain):
         if isinstance(payload, str):
@@ -301,20 +362,20 @@ class Client:
         failures = 0
         half = self.keepalive * 500
         while True:
-            self.t_up = 0
+            self.t_up = None
             t0 = ticks_ms()
             task = asyncio.create_task(session(self))
-            ping: Any = 0  # ticks of the PINGREQ awaiting its answer; 0: none
+            ping: Any = None  # ticks of the PINGREQ awaiting its answer
             while not task.done():
                 await asyncio.sleep_ms(250)
                 now = ticks_ms()
                 why = None
-                if not self.t_up:
+                if self.t_up is None:
                     if ticks_diff(now, t0) > CONNECT_MS:
                         why = "no answer from the broker"
-                elif ping and ticks_diff(self.rx, ping) >= 0:
-                    ping = 0
-                elif ping:
+                elif ping is not None and ticks_diff(self.rx, ping) >= 0:
+                    ping = None
+                elif ping is not None:
                     if ticks_diff(now, ping) > half + 2000:
                         why = "no answer to PINGREQ"
                 elif ticks_diff(now, self.tx) >= half or ticks_diff(now, self.rx) >= half:
@@ -328,8 +389,8 @@ class Client:
                     task.cancel()
                     break
             self.up = False
-            if self.t_up and ticks_diff(ticks_ms(), self.t_up) > 10000:
-                failures = 0  # it was up a while: start the backoff afresh
+            if self.t_up is not None and not 0 <= ticks_diff(ticks_ms(), self.t_up) <= 10000:
+                failures = 0  # it was up a while (days: the ticks wrapped): backoff afresh
             if failures >= 3:
                 self.addr = None  # look the name up again
             delay = min(self.cap_ms, 1000 << min(failures, 6))

@@ -12,9 +12,9 @@
 # the publisher picks the call up afterwards.
 import asyncio
 import random
-from time import ticks_diff, ticks_ms
 
 from log import log
+from ticks import ticks_diff, ticks_ms
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
@@ -69,6 +69,8 @@ class Light:
         if name != self.name:
             self.name = name
             self._since = now
+        # (A pattern that runs for days jumps in phase once every 6.2 days,
+        # when ticks_diff wraps: harmless.)
         on = level(self.patterns.get(name, ()), ticks_diff(now, self._since))
         if on != self._on:
             self._on = on
@@ -88,8 +90,8 @@ class Node:
     boot: int
     reset_reason: str
     seq: int
-    uptime_ms: int
-    ticks: Any  # ticks_ms() of the latest uptime update
+    uptime_s: int  # added up a second at a time (report.clock): ticks wrap
+    ticks: Any  # ticks_ms() up to which uptime_s is counted
     epoch: tuple | None  # (epoch ms, ticks) of the latest NTP answer
     ntp: tuple | None  # (socket, ticks) of the NTP exchange under way
     door: Delayed
@@ -106,6 +108,7 @@ class Node:
     identify_until: int | None
     ota_note: str | None
     ota_busy: bool
+    tele_pid: int | None
     ota_task: Any
     occ: tuple | None  # (occupied, source), the latest fused
     due: dict  # kind -> ticks when due, None: now
@@ -154,7 +157,13 @@ async def panel(n):
         n.lamp.set(n.lamp.name, now)
         tick += 1
         if tick % 2 == 0:  # the status LED, every 20 ms
+            # Over: forgotten, else the same ticks come round again 12 days on.
+            t = n.test_until
+            if t is not None and ticks_diff(t, now) <= 0:
+                n.test_until = None
             t = n.identify_until
+            if t is not None and ticks_diff(t, now) <= 0:
+                n.identify_until = t = None
             if n.error:
                 name = "config"
             elif t is not None and ticks_diff(t, now) > 0:

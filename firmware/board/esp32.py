@@ -10,11 +10,11 @@
 # (tests/firmware/test_types.py); docs/firmware.md lists what a board must prove.
 import asyncio
 import random
-from time import ticks_diff, ticks_ms
 
 import machine
 import network
 from log import exc, log
+from ticks import ticks_diff, ticks_ms
 
 WDT_MS = 8000  # the supervisor feeds every 0.5 s while the node is healthy
 RADAR_BAUD = 256000  # HLK-LD2410 default, 8N1

@@ -5,9 +5,10 @@
 #   press | release | staff | door locked | door unlocked
 #   radar <none|moving|still|both> <cm>
 #   lamp? -> lamp <off|fast|slow|steady>     buzzer? -> buzzer <on|off>
-#   led? -> led <config|wifi|broker|online|identify> (the status LED's pattern)
+#   led? -> led <config|wifi|broker|online|identify|safe> (the status LED's pattern)
 #   heap? -> heap <alloc> <free> <largest free block> (after a collection)
 #   fault <task> -> the task raises once (the supervisor must start it again)
+#   ticks? -> ticks <ms> (the node's clock, ticks.py)   feeds? -> feeds <n> (watchdog feeds)
 #
 # Every command is answered with one line ("ok" or "error: ..."). The
 # simulated LD2410 sends a real data frame every 100 ms for the target it was
@@ -18,9 +19,9 @@ import gc
 import random
 import socket
 import sys
-from time import ticks_diff, ticks_ms
 
 from ld2410 import encode
+from ticks import ticks_diff, ticks_ms
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
@@ -52,7 +53,8 @@ class Board:
         # would (two presses sent back to back are still two presses), and is
         # read HOLD_READS times at least: a process the OS left waiting for a
         # while must still see every press.
-        self.keys: tuple = ([False, 0, [], 0], [False, 0, [], 0])
+        t = ticks_ms()
+        self.keys: tuple = ([False, t, [], 0], [False, t, [], 0])
         self.target = ("none", 0)
         self.rx = b""
         self.outs = [False, False, False]  # call lamp, buzzer, status LED
@@ -63,7 +65,8 @@ class Board:
         now = ticks_ms()
         for k in self.keys:
             k[3] += 1
-            if k[2] and ticks_diff(now, k[1]) >= HOLD_MS and k[3] > HOLD_READS:
+            d = ticks_diff(now, k[1])
+            if k[2] and (d >= HOLD_MS or d < 0) and k[3] > HOLD_READS:  # (< 0: days ago)
                 k[0] = k[2].pop(0)
                 k[1] = now
                 k[3] = 0
@@ -159,12 +162,13 @@ class Board:
             self.door = w[1] == "locked"
         elif w[0] == "radar" and w[1] in ENERGY and w[2].isdigit():
             self.target = (w[1], min(int(w[2]), 600))
-        elif line == "lamp?":
-            return "lamp " + self.node.lamp.name
+        elif line == "lamp?":  # (no node: safe.py, lamp on or off)
+            return "lamp " + (self.node.lamp.name if self.node else
+                              "steady" if self.outs[0] else "off")
         elif line == "buzzer?":
             return "buzzer " + ("on" if self.outs[1] else "off")
         elif line == "led?":
-            return "led " + str(self.node.led.name)
+            return "led " + (str(self.node.led.name) if self.node else "safe")
         elif line == "heap?":
             gc.collect()
             a, f = gc.mem_alloc(), gc.mem_free()
@@ -177,6 +181,10 @@ class Board:
                 except MemoryError:
                     hi = mid
             return "heap %d %d %d" % (a, f, lo)
+        elif line == "ticks?":
+            return "ticks %d" % ticks_ms()
+        elif line == "feeds?":
+            return "feeds %d" % self.feeds
         elif w[0] == "fault":
             return "ok" if self.node.sup.inject(w[1]) else "error: no task " + w[1]
         else:

@@ -90,3 +90,29 @@ def test_still_seconds_stale_radar_and_stuck_target():
     assert not stale
     assert state == "still" and still_s == 69 and stuck  # a ghost: the fusion ignores it
     assert r.status(106000)[0] == "none" and r.status(106000)[2]  # no frames for 6 s: stale
+
+
+def test_a_week_long_still_target_across_the_tick_wrap():
+    # Ticks wrap at 2**30 ms on the ESP32; a difference over 2**29 ms (6.2
+    # days) is garbage. A week of a still ghost, stepped a minute at a time
+    # from just below the wrap: still_s keeps growing, never negative; stuck
+    # stays set; the radar is never taken for stale.
+    from ticks import ticks_add
+
+    r = Radar(timeout_ms=120000, stuck_ms=4 * 3600000)
+    t = ticks_add(0, -90000)
+    frame = encode("still", still_cm=100, still_energy=50)
+    r.feed(frame, t)
+    prev = 0
+    for i in range(1, 7 * 24 * 60 + 1):
+        t = ticks_add(t, 60000)
+        r.feed(frame, t)
+        state, still_s, stale, stuck = r.status(t)
+        assert state == "still" and not stale and still_s >= prev, (i, still_s)
+        prev = still_s
+        assert stuck == (still_s > 4 * 3600), (i, still_s)
+    assert prev == (1 << 29) // 1000  # it stops growing at the cap (6.2 days)
+    for _ in range(10):  # frames stop: stale after timeout_ms, whatever the wrap
+        t = ticks_add(t, 60000)
+        r.status(t)
+    assert r.status(t)[2]

@@ -315,3 +315,32 @@ def test_test_mode_and_identify(node_factory: NodeFactory, server: Server) -> No
     call_id = press_and_wait(node, server)
     assert all(m.get("test") is True for m in calls(server, dev, "press", call_id))
     assert server.rejected == []
+
+
+def test_presence_and_reset_are_repeated_until_the_server_has_them(
+        node_factory: NodeFactory, server: Server, broker: Mosquitto) -> None:
+    node = node_factory(telemetry_s=1)
+    dev = node.device
+    call_id = press_and_wait(node, server)
+    server.call_ack(dev, call_id, "received")
+    wait_for(lambda: node.lamp() == "slow", timeout=10, what="lamp slow")
+    server.close()  # the server is unreachable: what the node says now reaches nobody
+    assert node.ctl("staff") == "ok" and node.ctl("staff") == "ok"
+    wait_for(lambda: node.lamp() == "off", timeout=10, what="lamp off: reset in the room")
+    back = Server(broker.port)  # the server returns
+    try:
+        first = back.wait(dev, "call", lambda m: m["action"] == "reset"
+                          and m["call_id"] == call_id, timeout=15, what="the reset, repeated",
+                          detail=node.log_tail)
+        back.call_ack(dev, call_id, "resolved")
+        shown = back.wait(dev, "call", lambda m: m["action"] == "shown"
+                          and m["status"] == "resolved", what="shown resolved")
+        # Repeats stop: three telemetry messages later, no reset after the shown.
+        n = len(back.of(dev, "telemetry"))
+        wait_for(lambda: len(back.of(dev, "telemetry")) >= n + 3, timeout=20, what="telemetry",
+                 detail=node.log_tail)
+        resets = calls(back, dev, "reset", call_id)
+        assert first in resets and all(m["seq"] < shown["seq"] for m in resets), resets
+        assert back.rejected == []
+    finally:
+        back.close()
