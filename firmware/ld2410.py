@@ -58,7 +58,11 @@ class Parser:
             if 13 <= n <= MAX_LEN and len(buf) < end + 4:
                 break  # wait for the rest of the frame
             b = buf[6:end]
-            if n < 13 or n > MAX_LEN or buf[end:end + 4] != FOOTER or b[1] != 0xAA \
+            # Only the two data frames, each with its own length: basic (type
+            # 2, 13 bytes) and engineering (type 1, 35: gate energies after
+            # the target). Anything else is not a reading, whatever it says.
+            kind = (n == 13 and b[0] == 2) or (n == 35 and b[0] == 1)
+            if not kind or buf[end:end + 4] != FOOTER or b[1] != 0xAA \
                     or b[-2] != 0x55 or b[-1] != 0 or b[2] > 3:
                 self.dropped += 1  # corrupt: look for the next header after this one
                 buf = buf[1:]

@@ -29,11 +29,14 @@ def test_hand_written_frame():
 
 
 def test_engineering_mode_frame_is_read():
-    # Engineering mode (type 0x01): 13 basic bytes then per-gate energies; still 55 00 at the end.
-    body = bytes((0x01, 0xAA, 0x02, 0, 0, 0, 90, 0, 45, 90, 0)) + bytes(20) + b"\x55\x00"
-    frame = HEADER + bytes((len(body), 0)) + body + b"\xf8\xf7\xf6\xf5"
+    # Engineering mode (type 0x01, 35 bytes): the target, the two max gates,
+    # 9 moving and 9 still gate energies, 2 more bytes, 55 00. The example
+    # frame of Hi-Link's serial protocol document.
+    frame = bytes.fromhex("f4f3f2f1 2300 01aa 03 1e00 3c 0000 39 0000 0808"
+                          " 3c2205030304030605 0000391013060608 04 0305 5500 f8f7f6f5"
+                          .replace(" ", ""))
     [r] = Parser().feed(frame)
-    assert r[STATE] == "still" and r[STILL_CM] == 90
+    assert r[STATE] == "both" and r[MOVE_CM] == 30 and r[MOVE_ENERGY] == 60
 
 
 def test_garbage_and_split_frames():
@@ -116,3 +119,20 @@ def test_a_week_long_still_target_across_the_tick_wrap():
         t = ticks_add(t, 60000)
         r.status(t)
     assert r.status(t)[2]
+
+
+def test_only_data_frames_of_type_1_and_2_with_their_lengths():
+    from ld2410 import FOOTER, HEADER
+
+    def frame(kind, body_len):
+        body = bytes((kind, 0xAA, 2, 100, 0, 0, 100, 0, 50, 100, 0)) + bytes(body_len - 13) \
+            + b"\x55\x00"
+        return HEADER + bytes((len(body), 0)) + body + FOOTER
+
+    p = Parser()
+    assert p.feed(frame(3, 13)) == []  # type 3: not a data frame, refused
+    assert p.feed(frame(2, 35)) == []  # basic data with the engineering length
+    assert p.feed(frame(1, 13)) == []  # engineering data with the basic length
+    assert p.feed(frame(1, 35))[0][STATE] == "still"  # engineering mode: taken
+    assert p.feed(frame(2, 13))[0][STATE] == "still"
+    assert p.frames == 2 and p.dropped > 0
