@@ -46,11 +46,15 @@ def main(path="config.json", trial=None):
     sup = n.sup
     sup.spawn("panel", node.panel, n, 2000)
     sup.spawn("radar", node.radar, n)
-    sup.spawn("publisher", report.publisher, n)
+    # The publisher and the MQTT task must report too (a hung one would
+    # leave the room's calls unsent with nobody noticing): the publisher
+    # every pass (~100 ms), the client every 250 ms, also while backing off.
+    sup.spawn("publisher", report.publisher, n, 60000)
     for name, fn in board.tasks(n):
         sup.spawn(name, fn, board)
     if n.mqtt:
-        sup.spawn("mqtt", n.mqtt.__class__.run, n.mqtt)
+        n.mqtt.sup = sup
+        sup.spawn("mqtt", n.mqtt.__class__.run, n.mqtt, 30000)
     if trial:  # not supervised: it ends once the update is confirmed
         import asyncio
 
@@ -101,6 +105,7 @@ def _node(board, cfg, error, client):
     n.staff = Delayed(f["button_ms"], f["button_ms"])
     n.fusion = Occupancy(f["delayed_on_ms"], f["delayed_off_ms"])
     n.radar = Radar(f["radar_timeout_ms"], f["radar_stuck_s"] * 1000)
+    n.radar_cfg = None
     n.calls = Calls(store)
     n.lamp = Light(board.out, 0, CALL)  # the corridor lamp and the button's ring
     n.led = Light(board.out, 2, STATUS)

@@ -58,7 +58,8 @@ class Calls:
     def press(self, call_id, test=False):
         """The emergency button: a new call unless one is open (True if it
         was raised). A call reset in the room before the server heard of it
-        is raised again, with its id."""
+        is raised again, with its id. Not saved: the caller lights the lamp
+        first, then save() (a flash write can take hundreds of ms)."""
         if self.active():
             return False
         if self.id is None or self.status != "calling":
@@ -66,16 +67,16 @@ class Calls:
             self.pressed_at = None
         self.local = None
         self.staff = 0
-        self._changed()
         return True
 
     def staff_key(self):
-        """`presence` the first time, `reset` the second; None without a call."""
+        """`presence` the first time, `reset` the second; None without a
+        call. Not saved, as press()."""
         if not self.active():
             return None
         self.staff += 1
         action, self.local = ("presence", "arrived") if self.staff == 1 else ("reset", "resolved")
-        self._queue([action, self.id, None])
+        self._queue([action, self.id, None], False)
         return action
 
     def ack(self, call_id, status):
@@ -132,10 +133,14 @@ class Calls:
         self.outbox.pop(0)
         self._changed()
 
-    def _queue(self, item):
+    def _queue(self, item, save=True):
         if len(self.outbox) >= OUTBOX_MAX:
             self.outbox.pop(0)  # eight unsent events: the oldest goes
         self.outbox.append(item)
+        if save:
+            self._changed()
+
+    def save(self):
         self._changed()
 
     def _changed(self):

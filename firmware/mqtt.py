@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
     from typing import Any
 
 CONNECT_MS = 10000  # TCP, TLS and CONNACK within this, or try again
+SEND_MS = 10000  # a packet not written within this: the connection is given up
+URGENT_MS = 3000  # the reconnect backoff's cap while a call is open (Client.urgent)
 NODELAY = (6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY, on: raw numbers, as not every port names them
 # A command is a few hundred bytes; a bigger message is read away, never held
 # (the contract's 4 KiB would not fit the heap of a busy node in one piece).
@@ -72,7 +74,7 @@ async def session(c):
     sock = None
     try:
         if c.addr is None:
-            # A blocking DNS look-up on the board: better an IP address in config.json.
+            # config.json gives an IP address (config.py): no DNS look-up, no blocking.
             c.addr = socket.getaddrinfo(c.host, c.port, 0, socket.SOCK_STREAM)[0]
         ai = c.addr
         sock = socket.socket(ai[0], ai[1], ai[2])
@@ -181,6 +183,7 @@ async def session(c):
     finally:
         c.up = False
         c.sock = None
+        c._busy = False  # a send cancelled half-way must not block the next connection's
         if sock:
             sock.close()
 
@@ -245,6 +248,13 @@ class Client:
         self.rx: Any = 0
         self._pid = self._order = 0
         self._busy = False
+        self._task: Any = None  # the session under way
+        self.dead = False  # a send timed out: Client.run gives the connection up
+        # Set by the node: a call is open (backoff capped at URGENT_MS); the
+        # link came back (retry now, backoff afresh); the supervisor (beats).
+        self.urgent = False
+        self.kick = False
+        self.sup: Any = None
         # Made at boot, while the heap is whole: a fresh ~500-byte block per
         # telemetry message is what a fragmented heap stops having.
         self._out = _Buf(BUF)
@@ -315,7 +325,10 @@ class Client:
         return pid
 
     async def send(self, pkt):
+        t0 = ticks_ms()
         while self._busy:  # another task is half-way through a packet
+            if ticks_diff(ticks_ms(), t0) > SEND_MS:
+                raise MQTTError("send: the socket busy for %d s" % (SEND_MS // 1000))
             await asyncio.sleep_ms(2)
         sock = self.sock
         if sock is None:
@@ -323,11 +336,17 @@ class Client:
         self._busy = True
         try:
             # One write, the whole packet in one TCP segment; more only when
-            # the socket's buffer is full.
+            # the socket's buffer is full. Then polled, not queued for the
+            # socket: MicroPython's IOQueue.remove() drops both waiters of a
+            # socket, so a writer queued there when the session's reader is
+            # cancelled would never be woken.
             while pkt:
                 n = sock.write(pkt)
                 if n is None:
-                    await _io(sock, True)
+                    if ticks_diff(ticks_ms(), t0) > SEND_MS:
+                        self.dead = True
+                        raise MQTTError("send timed out")
+                    await asyncio.sleep_ms(10)
                 else:
                     pkt = pkt[n:]
         finally:
@@ -361,39 +380,69 @@ class Client:
         another half and 2 s means the broker is gone)."""
         failures = 0
         half = self.keepalive * 500
-        while True:
-            self.t_up = None
-            t0 = ticks_ms()
-            task = asyncio.create_task(session(self))
-            ping: Any = None  # ticks of the PINGREQ awaiting its answer
-            while not task.done():
-                await asyncio.sleep_ms(250)
-                now = ticks_ms()
-                why = None
-                if self.t_up is None:
-                    if ticks_diff(now, t0) > CONNECT_MS:
-                        why = "no answer from the broker"
-                elif ping is not None and ticks_diff(self.rx, ping) >= 0:
-                    ping = None
-                elif ping is not None:
-                    if ticks_diff(now, ping) > half + 2000:
-                        why = "no answer to PINGREQ"
-                elif ticks_diff(now, self.tx) >= half or ticks_diff(now, self.rx) >= half:
-                    ping = now
-                    try:
-                        await self.send(b"\xc0\x00")
-                    except Exception:
-                        pass
-                if why:
-                    log("WARN", "mqtt: %s; connecting again" % why)
-                    task.cancel()
-                    break
-            self.up = False
-            if self.t_up is not None and not 0 <= ticks_diff(ticks_ms(), self.t_up) <= 10000:
-                failures = 0  # it was up a while (days: the ticks wrapped): backoff afresh
-            if failures >= 3:
-                self.addr = None  # look the name up again
-            delay = min(self.cap_ms, 1000 << min(failures, 6))
-            failures += 1
-            # Jitter: 190 nodes must not all come back in the same second.
-            await asyncio.sleep_ms(delay // 2 + random.getrandbits(16) % (delay // 2 + 1))
+        try:
+            while True:
+                failures = await self._once(failures, half)
+        finally:
+            t = self._task
+            if t is not None:
+                t.cancel()  # restarted by the supervisor: no orphan session left
+
+    async def _once(self, failures, half):
+        """One connection, watched until it ends; then the backoff. The
+        failures so far, after it."""
+        self.t_up = None
+        self.dead = False
+        t0 = ticks_ms()
+        self._task = task = asyncio.create_task(session(self))
+        ping: Any = None  # ticks of the PINGREQ awaiting its answer
+        while not task.done():
+            await asyncio.sleep_ms(250)
+            self._beat()
+            now = ticks_ms()
+            why = None
+            if self.dead:
+                why = "a send timed out"
+            elif self.t_up is None:
+                if ticks_diff(now, t0) > CONNECT_MS:
+                    why = "no answer from the broker"
+            elif ping is not None and ticks_diff(self.rx, ping) >= 0:
+                ping = None
+            elif ping is not None:
+                if ticks_diff(now, ping) > half + 2000:
+                    why = "no answer to PINGREQ"
+            elif ticks_diff(now, self.tx) >= half or ticks_diff(now, self.rx) >= half:
+                ping = now
+                try:
+                    await self.send(b"\xc0\x00")
+                except Exception:
+                    pass
+            if why:
+                log("WARN", "mqtt: %s; connecting again" % why)
+                task.cancel()
+                break
+        self.up = False
+        if self.t_up is not None and not 0 <= ticks_diff(ticks_ms(), self.t_up) <= 10000:
+            failures = 0  # it was up a while (days: the ticks wrapped): backoff afresh
+        delay = min(self.cap_ms, 1000 << min(failures, 6))
+        failures += 1
+        # Jitter: 190 nodes must not all come back in the same second.
+        delay = delay // 2 + random.getrandbits(16) % (delay // 2 + 1)
+        log("INFO", "mqtt: again in %d ms" % delay)
+        # Waited in steps: a call opened meanwhile cuts it to URGENT_MS (a
+        # call pressed an hour into an outage must not wait 30 s more once
+        # the network is back), and the link coming back ends it at once.
+        t0 = ticks_ms()
+        while not self.kick and ticks_diff(ticks_ms(), t0) < (
+                min(delay, URGENT_MS) if self.urgent else delay):
+            self._beat()
+            await asyncio.sleep_ms(100)
+        if self.kick:
+            self.kick = False
+            failures = 0
+        return failures
+
+    def _beat(self):
+        s = self.sup
+        if s:
+            s.beat("mqtt")

@@ -99,6 +99,7 @@ class Node:
     staff: Delayed
     fusion: Occupancy
     radar: Radar
+    radar_cfg: bool | None  # the LD2410 set up at boot (radarcfg.py); None: not yet
     calls: Calls
     lamp: Light
     led: Light
@@ -138,22 +139,32 @@ async def panel(n):
         now = ticks_ms()
         n.sup.beat("panel")
         door, button, staff = b.inputs()
+        # An edge the board's interrupt latched counts as held until the
+        # debounce has taken it: a press while the loop was blocked (a TLS
+        # handshake, a flash erase) is never lost. The debounce stays here.
+        lt = b.latched
         n.door.update(door, now)
         was = n.button.value
-        if n.button.update(button, now) and not was:
+        if n.button.update(button or lt[0], now) and not was:
             t = n.test_until
             new = c.press("%s-%d-%d-%06x" % (n.device, n.boot, n.seq + 1, random.getrandbits(24)),
                           t is not None and ticks_diff(t, now) > 0)
-            show(n)  # lamp and buzzer first, the network after
+            show(n)  # lamp and buzzer first; then the flash (it can take 100s of ms)
+            c.save()
             if new:
                 log("WARN", "EMERGENCY CALL %s%s" % (c.id, " (test)" if c.test else ""))
                 n.wake = True
+        if n.button.value:
+            lt[0] = False
         was = n.staff.value
-        if n.staff.update(staff, now) and not was:
+        if n.staff.update(staff or lt[1], now) and not was:
             action = c.staff_key()
             show(n)
+            c.save()
             log("INFO", "staff key: %s %s" % (action, c.id))
             n.wake = True
+        if n.staff.value:
+            lt[1] = False
         n.lamp.set(n.lamp.name, now)
         tick += 1
         if tick % 2 == 0:  # the status LED, every 20 ms
@@ -180,6 +191,20 @@ async def panel(n):
 
 async def radar(n):
     uart = n.board.uart
+    if n.radar_cfg is None:  # once a boot (the supervisor may start this again)
+        import sys
+
+        import radarcfg
+
+        n.radar_cfg = False
+        why = await radarcfg.setup(uart, n.cfg["radar"])
+        del radarcfg, sys.modules["radarcfg"]  # boot only: its memory back
+        n.radar_cfg = why is None
+        if why:
+            log("ERROR", "radar: not configured: no answer to %s" % why)
+        else:
+            log("INFO", "radar: configured: bluetooth off, gates %(move_gate)d/%(still_gate)d, "
+                "sensitivity %(move_sens)d/%(still_sens)d" % n.cfg["radar"])
     while True:
         data = uart.read(64)  # None when nothing came: the radar sends ~10 frames/s
         if data:

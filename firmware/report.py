@@ -36,7 +36,10 @@ async def publisher(node):
             await asyncio.sleep_ms(5)
         node.wake = False
         now = ticks_ms()
+        node.sup.beat("publisher")
         clock(node, now)
+        if mqtt:
+            mqtt.urgent = c.active()  # a call open: reconnect within seconds (mqtt.py)
         state, still_s, stale, stuck = node.radar.status(now)
         occ = node.fusion.update(node.door.value, "none" if stuck else state, now)
         if occ != node.occ:
@@ -133,6 +136,7 @@ def health(node, now, state, stale, stuck):
             "heap_free": gc.mem_free(), "fw": VERSION, "reset_reason": node.reset_reason,
             "radar": state, "radar_move_energy": last[2], "radar_still_energy": last[4],
             "radar_dropped": p.dropped, "radar_stale": stale, "radar_stuck": stuck,
+            "radar_config": node.radar_cfg,
             "restarts": node.sup.restarts, "mqtt_connects": node.mqtt.connects,
             "ntp": node.epoch is not None, "test_mode": t is not None and ticks_diff(t, now) > 0,
             "ota": node.ota_note}
@@ -154,7 +158,7 @@ def ntp_parse(data):
 
 
 def ntp_request(host, port=123):
-    """A UDP socket with the question sent (DNS look-up: blocking on the board)."""
+    """A UDP socket with the question sent (`host` is an IP address: config.py)."""
     addr = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0][-1]
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setblocking(False)

@@ -7,6 +7,7 @@
 # never deliver a call: it must not stay. (Its own interval, under an hour:
 # time's ticks directly; this file is never replaced by an update.)
 import asyncio
+import gc
 from time import ticks_diff, ticks_ms
 
 from loader import PTR, read, reset, write
@@ -16,16 +17,23 @@ async def watch(slot, node):
     v = (read("config.json") or {}).get("ota_confirm_s", 300)
     limit = (v if type(v) is int and 5 <= v <= 3600 else 300) * 1000
     t0 = ticks_ms()
-    restarts = node.sup.restarts
     while True:
         await asyncio.sleep_ms(1000)
-        if node.sup.restarts != restarts:
-            reset("a task restarted on trial", slot, read(PTR))
-        if ticks_diff(ticks_ms(), t0) < limit:
+        why = None
+        if node.sup.restarts:  # any since boot
+            why = "a task restarted on trial"
+        elif ticks_diff(ticks_ms(), t0) >= limit:
+            pid = node.tele_pid  # the latest telemetry's: acknowledged once out of flight
+            if pid is None or node.mqtt is None or pid in node.mqtt.inflight:
+                why = "no telemetry acknowledged within %d s" % (limit // 1000)
+        else:
             continue
-        pid = node.tele_pid  # the latest telemetry's: acknowledged once out of flight
-        if pid is None or node.mqtt is None or pid in node.mqtt.inflight:
-            reset("no telemetry acknowledged within %d s" % (limit // 1000), slot, read(PTR))
+        if why:
+            try:
+                reset(why, slot, read(PTR))
+            except MemoryError:  # a heap too short to roll back: again in a second
+                gc.collect()
+            continue
         fw = read(PTR) or {}
         fw["state"] = "ok"
         write(PTR, fw)

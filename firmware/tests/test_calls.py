@@ -63,6 +63,8 @@ def test_a_call_not_received_survives_a_reboot():
     mem = Memory()
     c = Calls(mem)
     c.press("n-1-1-1", test=True)
+    assert "call" not in mem.d  # the lamp is lit first (node.panel), then saved
+    c.save()
     again = Calls(mem)  # the reboot
     assert again.id == "n-1-1-1" and again.test and again.view() == ("fast", True)
     assert again.press_due(123)  # pressed again at once
