@@ -1,5 +1,5 @@
 """Whole room nodes for tests: the real firmware (precompiled with mpy-cross)
-on the real MicroPython unix port, in a 64 KB heap, against a real
+on the real MicroPython unix port, in a 72 KB heap, against a real
 Mosquitto; its simulated room driven over the unix board's control port,
 and a stand-in for the server that watches what the node publishes and
 sends it commands."""

@@ -1,4 +1,4 @@
-"""Whole nodes: the firmware on the real MicroPython unix port (64 KB heap,
+"""Whole nodes: the firmware on the real MicroPython unix port (72 KB heap,
 precompiled with mpy-cross) against a real Mosquitto, its room driven over
 the unix board's control port, a stand-in server checking every message
 with the contract's parsers."""
