@@ -145,7 +145,14 @@ def _client(cfg):
         ctx.verify_mode = ssl.CERT_NONE  # type: ignore[attr-defined]  # (not in the stubs)
         if cfg["ca"]:
             with open(cfg["ca"], "rb") as f:
-                ctx.load_verify_locations(cadata=f.read())
+                ca = f.read()
+            if ca.startswith(b"-----"):
+                # PEM (make-certs.sh's ca.crt) to DER: the unix port's mbedTLS
+                # parses no PEM ("invalid cert"); DER every port takes.
+                from binascii import a2b_base64
+
+                ca = a2b_base64(ca.split(b"-----")[2])
+            ctx.load_verify_locations(cadata=ca)
             ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
         else:
             log("WARN", "mqtts without a CA: the broker is not verified")
