@@ -3,9 +3,10 @@ local Mosquitto:
 
 (a) QoS 1 publish → PUBACK through the firmware's own MQTT client (asyncio,
     one write per packet, TCP_NODELAY), in a 64 KB heap;
-(b) press → `call press` at a subscriber: a whole node (64 KB heap), its
-    button pressed on the unix board's control port;
-(c) the node's heap in 64 KB during (b): the most allocated, the least free,
+(b) press → call lamp lit, and press → `call press` at a subscriber: a whole
+    node, its button pressed on the unix board's control port (the lamp
+    must not wait for the network, nor for the flash: issue 13);
+(c) the node's heap during (b): the most allocated, the least free,
     the smallest largest-free-block (what the next message must fit in).
 
 Baseline, same run, same interpreter, same broker: a plain blocking socket
@@ -101,9 +102,11 @@ def publish_latency(firmware: Path, port: int, n: int, workdir: Path) -> dict[st
     return result
 
 
-def press_to_publish(node: Node, server: Server,
-                     n: int) -> tuple[list[float], list[tuple[int, int, int]]]:
+def press_to_publish(node: Node, server: Server, n: int
+                     ) -> tuple[list[float], list[float], list[tuple[int, int, int]]]:
+    """(press → lamp lit, press → `call press` at the subscriber, heap) per press."""
     dev = node.device
+    lamp: list[float] = []
     latencies: list[float] = []
     heap: list[tuple[int, int, int]] = []
     for _ in range(n):
@@ -112,7 +115,11 @@ def press_to_publish(node: Node, server: Server,
         # end first, or this press would wait for it and be timed too long.
         time.sleep(0.3)
         t0 = time.perf_counter()
-        node.press()
+        assert node.ctl("press") == "ok"
+        # The lamp as the control port reports it (the sim answers every 10 ms).
+        wait_for(lambda: node.lamp() == "fast", timeout=10, interval=0, what="lamp lit")
+        lamp.append(time.perf_counter() - t0)
+        assert node.ctl("release") == "ok"
         msg = wait_for(lambda k=known: next(  # type: ignore[misc]
             (m for m in server.of(dev, "call")
              if m["action"] == "press" and m["call_id"] not in k), None),
@@ -121,7 +128,7 @@ def press_to_publish(node: Node, server: Server,
         server.call_ack(dev, msg["call_id"], "resolved")
         wait_for(lambda: node.lamp() == "off", timeout=30, what="lamp off")
         heap.append(node.heap())
-    return latencies, heap
+    return lamp, latencies, heap
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -141,7 +148,7 @@ def main(argv: list[str] | None = None) -> str:
             server = Server(broker.port)
             node = Node(root / "node", firmware, "bench-0101", broker.port).start()
             server.wait(node.device, "status", lambda s: s == "online")
-            press, heap = press_to_publish(node, server, args.presses)
+            lamp, press, heap = press_to_publish(node, server, args.presses)
         finally:
             if node:
                 node.stop()
@@ -149,11 +156,13 @@ def main(argv: list[str] | None = None) -> str:
                 server.close()
             broker.stop()
     b, f, p = percentiles(pub["plain"]), percentiles(pub["firmware"]), percentiles(press)
+    lit = percentiles(lamp)
     top = max(h[0] for h in heap)
     least_free = min(h[1] for h in heap)
     least_block = min(h[2] for h in heap)
     rows = [("plain socket QoS 1 publish → PUBACK (baseline)", b),
             ("firmware MQTT client QoS 1 publish → PUBACK", f),
+            ("button press → call lamp lit (control port)", lit),
             ("button press → `call press` at a subscriber", p)]
     table = Table(title=f"Node firmware on MicroPython (unix port, {HEAP} heap), ms")
     for col in ("path", "p50", "p99", "mean", "max", "p50 ratio", "p99 ratio"):

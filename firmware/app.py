@@ -46,17 +46,22 @@ def main(path="config.json", trial=None):
     sup = n.sup
     sup.spawn("panel", node.panel, n, 2000)
     sup.spawn("radar", node.radar, n)
-    sup.spawn("publisher", report.publisher, n)
+    # The publisher and the MQTT task must report too (a hung one would
+    # leave the room's calls unsent with nobody noticing): the publisher
+    # every pass (~100 ms), the client every 250 ms, also while backing off.
+    sup.spawn("publisher", report.publisher, n, 60000)
     for name, fn in board.tasks(n):
         sup.spawn(name, fn, board)
     if n.mqtt:
-        sup.spawn("mqtt", n.mqtt.__class__.run, n.mqtt)
+        n.mqtt.sup = sup
+        sup.spawn("mqtt", n.mqtt.__class__.run, n.mqtt, 30000)
     if trial:  # not supervised: it ends once the update is confirmed
         import asyncio
 
         import trial as t
 
-        sup.trial = asyncio.create_task(t.watch(trial))
+        n.ota_note = "on trial"
+        sup.trial = asyncio.create_task(t.watch(trial, n))
     del sys.modules["app"]
     gc.collect()
     return sup.watchdog()
@@ -66,7 +71,6 @@ def _node(board, cfg, error, client):
     """The node's state: every attribute of node.Node, set here."""
     import os
     import random
-    from time import ticks_ms
 
     import commands
     import store
@@ -76,6 +80,7 @@ def _node(board, cfg, error, client):
     from ld2410 import Radar
     from node import CALL, STATUS, Light, Node, show
     from supervisor import Supervisor
+    from ticks import ticks_ms
     from version import VERSION
 
     random.seed(int.from_bytes(os.urandom(4), "big"))
@@ -90,8 +95,8 @@ def _node(board, cfg, error, client):
     store.remove("reset")
     n.reset_reason = reason if isinstance(reason, str) else board.reset_cause
     n.seq = 0  # strictly increasing within a boot
-    n.uptime_ms = 0
-    n.ticks = ticks_ms()
+    n.uptime_s = 0
+    n.ticks = ticks_ms()  # up to which uptime_s is counted (report.clock)
     n.epoch = None  # (epoch ms, ticks) of the latest NTP answer: `ts` is null until then
     n.ntp = None  # the NTP exchange under way (report.py)
     f = cfg["filters"]
@@ -100,6 +105,7 @@ def _node(board, cfg, error, client):
     n.staff = Delayed(f["button_ms"], f["button_ms"])
     n.fusion = Occupancy(f["delayed_on_ms"], f["delayed_off_ms"])
     n.radar = Radar(f["radar_timeout_ms"], f["radar_stuck_s"] * 1000)
+    n.radar_cfg = None
     n.calls = Calls(store)
     n.lamp = Light(board.out, 0, CALL)  # the corridor lamp and the button's ring
     n.led = Light(board.out, 2, STATUS)
@@ -108,6 +114,7 @@ def _node(board, cfg, error, client):
     n.test_until = n.identify_until = None  # ticks, while test mode / identify last
     n.ota_note = None  # the latest OTA outcome, for telemetry
     n.ota_busy = False
+    n.tele_pid = None  # packet id of the latest telemetry published (trial.py)
     n.ota_task = None  # the update under way (commands.py, ota.py)
     n.occ = None  # (occupied, source) last fused
     n.due = {"occupancy": None, "telemetry": None, "ntp": None}  # ticks when due; None: now
@@ -138,7 +145,14 @@ def _client(cfg):
         ctx.verify_mode = ssl.CERT_NONE  # type: ignore[attr-defined]  # (not in the stubs)
         if cfg["ca"]:
             with open(cfg["ca"], "rb") as f:
-                ctx.load_verify_locations(cadata=f.read())
+                ca = f.read()
+            if ca.startswith(b"-----"):
+                # PEM (make-certs.sh's ca.crt) to DER: the unix port's mbedTLS
+                # parses no PEM ("invalid cert"); DER every port takes.
+                from binascii import a2b_base64
+
+                ca = a2b_base64(ca.split(b"-----")[2])
+            ctx.load_verify_locations(cadata=ca)
             ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
         else:
             log("WARN", "mqtts without a CA: the broker is not verified")

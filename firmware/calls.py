@@ -6,14 +6,16 @@
 #
 # `press` is re-published every 3 s until the server says `received` (or
 # later). The staff key pressed once says `presence` (staff are in the room:
-# buzzer off at once), pressed again `reset` (the call is over: lamp off).
+# buzzer off at once), pressed again `reset` (the call is over: lamp off);
+# each is re-published every 3 s too, until the server's status has caught
+# up (`arrived` for presence, `resolved` for reset): a broker can lose what
+# it acknowledged, and the server dedupes (its statuses only move forward).
 # The mother cannot cancel: pressing or holding the button never ends a
 # call. The whole state is saved on every change, so a call survives a
 # reboot: one not yet `received` is pressed again after it, and the lamp
 # shows the last status at once, with or without a network.
-from time import ticks_diff
-
 from contract import PRESS_REPEAT_MS
+from ticks import ticks_diff
 
 ORDER = ("calling", "received", "acknowledged", "arrived", "resolved")
 LAMP = {"calling": "fast", "received": "slow", "acknowledged": "steady",
@@ -37,6 +39,7 @@ class Calls:
         self.test = bool(d.get("test"))
         self.outbox = list(d.get("outbox") or [])  # [action, call_id, status], in order
         self.pressed_at = None  # ticks of the last `press` published; None: at once
+        self.acted_at = None  # ticks of the last `presence`/`reset` published
 
     def shown(self):
         """The status on the lamp: the further of the server's and the room's."""
@@ -55,7 +58,8 @@ class Calls:
     def press(self, call_id, test=False):
         """The emergency button: a new call unless one is open (True if it
         was raised). A call reset in the room before the server heard of it
-        is raised again, with its id."""
+        is raised again, with its id. Not saved: the caller lights the lamp
+        first, then save() (a flash write can take hundreds of ms)."""
         if self.active():
             return False
         if self.id is None or self.status != "calling":
@@ -63,16 +67,16 @@ class Calls:
             self.pressed_at = None
         self.local = None
         self.staff = 0
-        self._changed()
         return True
 
     def staff_key(self):
-        """`presence` the first time, `reset` the second; None without a call."""
+        """`presence` the first time, `reset` the second; None without a
+        call. Not saved, as press()."""
         if not self.active():
             return None
         self.staff += 1
         action, self.local = ("presence", "arrived") if self.staff == 1 else ("reset", "resolved")
-        self._queue([action, self.id, None])
+        self._queue([action, self.id, None], False)
         return action
 
     def ack(self, call_id, status):
@@ -92,8 +96,28 @@ class Calls:
 
     def press_due(self, now):
         """Publish `press` (again) now? Every 3 s until the server received it."""
-        return self.status == "calling" and (
-            self.pressed_at is None or ticks_diff(now, self.pressed_at) >= PRESS_REPEAT_MS)
+        if self.status != "calling":
+            return False
+        if self.pressed_at is None:
+            return True
+        d = ticks_diff(now, self.pressed_at)
+        return d >= PRESS_REPEAT_MS or d < 0  # (< 0: so long ago that the ticks wrapped)
+
+    def action_due(self, now):
+        """`presence` or `reset` to publish again now, or None: every 3 s
+        while the room is further than the server, once the first one went
+        out (the outbox) and the server has received the call."""
+        if self.id is None or self.status == "calling" or _rank(self.local) <= _rank(self.status):
+            return None
+        for item in self.outbox:
+            if item[0] != "shown":
+                return None
+        t = self.acted_at
+        if t is not None:
+            d = ticks_diff(now, t)
+            if 0 <= d < PRESS_REPEAT_MS:
+                return None
+        return "presence" if self.local == "arrived" else "reset"
 
     def next_out(self):
         """The next queued message that may go out; `presence` and `reset`
@@ -109,17 +133,22 @@ class Calls:
         self.outbox.pop(0)
         self._changed()
 
-    def _queue(self, item):
+    def _queue(self, item, save=True):
         if len(self.outbox) >= OUTBOX_MAX:
             self.outbox.pop(0)  # eight unsent events: the oldest goes
         self.outbox.append(item)
+        if save:
+            self._changed()
+
+    def save(self):
         self._changed()
 
     def _changed(self):
         st = self._store
         if st:
-            gone = self.id is None or (self.shown() == "resolved" and self.status != "calling")
-            if gone and not self.outbox:
+            # Kept until the server says `resolved`: a reset made in the room
+            # is repeated until then, across a reboot too.
+            if (self.id is None or self.status == "resolved") and not self.outbox:
                 st.remove("call")
             else:
                 st.save("call", {"id": self.id, "status": self.status, "local": self.local,

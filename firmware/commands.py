@@ -8,13 +8,11 @@
 import asyncio
 import gc
 import sys
-from time import ticks_add, ticks_ms
 
 from contract import parse_cmd
 from log import exc, log
 from node import show
-from store import load, save
-from version import VERSION
+from ticks import ticks_add, ticks_ms
 
 
 def attach(node, client):
@@ -24,16 +22,11 @@ def attach(node, client):
 
 
 def on_up(node):
-    """Connected (again): the state now, a pending press at once, an update confirmed."""
+    """Connected (again): the state now, a pending press at once. (An update
+    on trial is confirmed by trial.py, not by getting online.)"""
     node.due["occupancy"] = node.due["telemetry"] = None
-    node.calls.pressed_at = None
+    node.calls.pressed_at = node.calls.acted_at = None
     node.wake = True
-    fw = load("fw")
-    if fw and fw.get("state") == "trial":
-        fw["state"] = "ok"
-        save("fw", fw)
-        log("INFO", "ota: %s online: confirmed" % VERSION)
-        node.ota_note = "updated to " + VERSION
 
 
 def on_msg(node, topic, payload):

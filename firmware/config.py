@@ -5,6 +5,9 @@ import json
 
 PINS = {"door": 27, "button": 14, "button_lamp": 25, "staff": 13, "corridor_lamp": 26,
         "buzzer": 33, "status_led": 2, "radar_rx": 16, "radar_tx": 17, "radar_out": 34}
+# The LD2410's settings, written at boot (radarcfg.py): farthest gates
+# (0.75 m each) and sensitivities (0-100, all gates). Bluetooth is always off.
+RADAR = {"move_gate": 8, "still_gate": 8, "move_sens": 50, "still_sens": 40}
 FILTERS = {"door_ms": 200, "button_ms": 30, "delayed_on_ms": 2000, "delayed_off_ms": 30000,
            "radar_timeout_ms": 5000, "radar_stuck_s": 14400}
 # key: (default, low, high) for the integers; strings below.
@@ -29,6 +32,19 @@ def is_device_id(s):
     return True
 
 
+def is_ip(host):
+    """A dotted IPv4 address. Host names are refused: the board looks a name
+    up with a blocking call that can freeze it for seconds (a press missed,
+    the 8 s watchdog tripped)."""
+    parts = host.split(".")
+    if len(parts) != 4:
+        return False
+    for p in parts:
+        if not p.isdigit() or len(p) > 3 or int(p) > 255:
+            return False
+    return True
+
+
 def _broker(url, errors):
     """(tls, host, port) from mqtt://host[:port] or mqtts://host[:port]."""
     for scheme, tls, port in (("mqtt://", False, 1883), ("mqtts://", True, 8883)):
@@ -45,6 +61,9 @@ def _broker(url, errors):
                     errors.append("broker: bad port in %r" % url)
             if not host or "/" in host or "@" in host:
                 errors.append("broker: no host in %r (mqtt://10.0.0.5:1883)" % url)
+            elif not is_ip(host):
+                errors.append("broker: %r is a host name: give the broker's IP address "
+                              "(mqtt://10.0.0.5:1883); a look-up blocks the node" % host)
             return tls, host, port
     errors.append("broker: must start with mqtt:// or mqtts://, got %r" % url)
     return False, "", 0
@@ -72,7 +91,7 @@ def validate(raw):
     errors = []
     if not isinstance(raw, dict):
         raise ConfigError("config.json: must be a JSON object")
-    known = ("wifi", "pins", "filters")
+    known = ("wifi", "pins", "filters", "radar")
     for k in raw:
         if k not in known and k not in NUMBERS and k not in STRINGS:
             errors.append("%s: unknown key" % k)
@@ -93,6 +112,9 @@ def validate(raw):
     if isinstance(cfg["device"], str) and not is_device_id(cfg["device"]):
         errors.append("device: %r is not a device id (a-z, 0-9 and -, 1-32 characters)"
                       % cfg["device"])
+    if isinstance(cfg["ntp"], str) and cfg["ntp"] and not is_ip(cfg["ntp"]):
+        errors.append("ntp: %r is a host name: give the NTP server's IP address "
+                      "(a look-up blocks the node)" % cfg["ntp"])
     if isinstance(cfg["broker"], str):
         cfg["tls"], cfg["host"], cfg["port"] = _broker(cfg["broker"], errors)
     wifi = raw.get("wifi", {})
@@ -106,6 +128,11 @@ def validate(raw):
         if not PIN_RANGE[0] <= v <= PIN_RANGE[1]:
             errors.append("pins.%s: GPIO%d does not exist" % (k, v))
     cfg["filters"] = _section(raw, "filters", FILTERS, errors)
+    cfg["radar"] = _section(raw, "radar", RADAR, errors)
+    for k, v in cfg["radar"].items():
+        if not (2 <= v <= 8 if k.endswith("gate") else v <= 100):
+            errors.append("radar.%s: %d is out of range (gates 2-8, sensitivities 0-100)"
+                          % (k, v))
     if errors:
         raise ConfigError("config.json: " + "; ".join(errors))
     return cfg
@@ -126,7 +153,7 @@ def fallback(path="config.json"):
     """What a node with a broken config.json still runs on: the pin map and
     timings, so the button, lamp and buzzer keep working in the room (and,
     on the unix port, its control port)."""
-    cfg: dict = {"pins": dict(PINS), "filters": dict(FILTERS), "wifi": {}}
+    cfg: dict = {"pins": dict(PINS), "filters": dict(FILTERS), "radar": dict(RADAR), "wifi": {}}
     for k, (number, _, _) in NUMBERS.items():
         cfg[k] = number
     for k, text in STRINGS.items():

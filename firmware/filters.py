@@ -1,6 +1,6 @@
 # ESPHome-style binary filters with the time passed in (ms), so the same
 # code runs on the board and in tests with an exact clock.
-from time import ticks_diff
+from ticks import ticks_diff
 
 
 class Delayed:

@@ -11,7 +11,7 @@
 # coming (unplugged, dead), `stuck` when a still target has not moved for
 # radar_stuck_s (a ghost the radar keeps reporting), and how long a still
 # presence has lasted (still_s, for the welfare check).
-from time import ticks_diff
+from ticks import ticks_diff
 
 HEADER = b"\xf4\xf3\xf2\xf1"
 FOOTER = b"\xf8\xf7\xf6\xf5"
@@ -58,7 +58,11 @@ class Parser:
             if 13 <= n <= MAX_LEN and len(buf) < end + 4:
                 break  # wait for the rest of the frame
             b = buf[6:end]
-            if n < 13 or n > MAX_LEN or buf[end:end + 4] != FOOTER or b[1] != 0xAA \
+            # Only the two data frames, each with its own length: basic (type
+            # 2, 13 bytes) and engineering (type 1, 35: gate energies after
+            # the target). Anything else is not a reading, whatever it says.
+            kind = (n == 13 and b[0] == 2) or (n == 35 and b[0] == 1)
+            if not kind or buf[end:end + 4] != FOOTER or b[1] != 0xAA \
                     or b[-2] != 0x55 or b[-1] != 0 or b[2] > 3:
                 self.dropped += 1  # corrupt: look for the next header after this one
                 buf = buf[1:]
@@ -72,43 +76,64 @@ class Parser:
 
 
 GAP_MS = 5000  # a target that vanishes for less than this keeps its still_s
+CAP_MS = 1 << 29  # every duration below stops growing here (~6.2 days): a small int on the board
 
 
 class Radar:
+    """Durations (since the latest frame, still for, gone for) are added up
+    in the small steps between two calls (a frame every ~100 ms, status()
+    every 100 ms), never taken as one ticks_diff: that is only meaningful
+    within 2**29 ms on the ESP32, and a still_s that wrapped would go
+    negative (the gateway refuses it)."""
+
     def __init__(self, timeout_ms=5000, stuck_ms=14400000):
         self.parser = Parser()
         self.timeout_ms = timeout_ms
         self.stuck_ms = stuck_ms
         self.last = None  # the latest reading (a tuple, above)
-        self._seen = 0  # ticks of the latest frame
-        self._still = None  # ticks since when the target is still, None if not
-        self._gone = None  # ticks since when no target is seen
+        self._t = None  # ticks of the latest step
+        self._age = 0  # ms since the latest frame
+        self._still = None  # ms the target has been still, None if not
+        self._gone = None  # ms no target has been seen, None if one is
+
+    def _step(self, now):
+        t = self._t
+        self._t = now
+        d = 0 if t is None else ticks_diff(now, t)
+        if d <= 0:  # (negative: a step older than the last, from the other task)
+            return
+        self._age = min(self._age + d, CAP_MS)
+        if self._still is not None:
+            self._still = min(self._still + d, CAP_MS)
+        if self._gone is not None:
+            self._gone = min(self._gone + d, CAP_MS)
 
     def feed(self, data, now):
+        self._step(now)
         for r in self.parser.feed(data):
             self.last = r
-            self._seen = now
+            self._age = 0
             state = r[0]
             if state == "still":
                 if self._still is None:
-                    self._still = now
+                    self._still = 0
                 self._gone = None
             elif state == "none":
                 if self._gone is None:
-                    self._gone = now
+                    self._gone = 0
             else:  # moving (or moving and still): she moved
-                self._still = now if state == "both" else None
+                self._still = 0 if state == "both" else None
                 self._gone = None
-        if self._gone is not None and ticks_diff(now, self._gone) >= GAP_MS:
+        if self._gone is not None and self._gone >= GAP_MS:
             self._still = None
 
     def status(self, now):
         """(state, still_s, stale, stuck). The state is "none" when the radar
         is stale (no frames). `stuck`: still for longer than stuck_ms; the
         fusion then ignores the radar (the door lock still counts)."""
+        self._step(now)
         last = self.last
-        stale = last is None or ticks_diff(now, self._seen) > self.timeout_ms
-        s = self._still
-        held = 0 if s is None else ticks_diff(now, s)
+        stale = last is None or self._age > self.timeout_ms
+        held = self._still or 0
         state = "none" if stale or last is None else last[0]
         return state, held // 1000 if state == "still" else 0, stale, held > self.stuck_ms

@@ -1,6 +1,6 @@
 # One log line per event on the console (USB serial on the board, stdout on
 # the unix port): "<uptime ms> <level> <text>".
-from time import ticks_ms
+from ticks import ticks_ms
 
 
 def log(level, text):

@@ -6,22 +6,27 @@
 # TCP_NODELAY socket: no Nagle stall between header and payload.
 # No hardware imports: the same code runs on the ESP32 and the unix port.
 import asyncio
+import io
+import json
 import random
 import socket
 from asyncio import core  # type: ignore[attr-defined]  # MicroPython's own
-from time import ticks_diff, ticks_ms
 
 from log import exc, log
+from ticks import ticks_diff, ticks_ms
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
     from typing import Any
 
 CONNECT_MS = 10000  # TCP, TLS and CONNACK within this, or try again
+SEND_MS = 10000  # a packet not written within this: the connection is given up
+URGENT_MS = 3000  # the reconnect backoff's cap while a call is open (Client.urgent)
 NODELAY = (6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY, on: raw numbers, as not every port names them
 # A command is a few hundred bytes; a bigger message is read away, never held
 # (the contract's 4 KiB would not fit the heap of a busy node in one piece).
 MAX_PAYLOAD = 1024
+BUF = 640  # the one buffer the node's biggest messages (telemetry, ~500 bytes) are built in
 
 
 class MQTTError(Exception):
@@ -69,7 +74,7 @@ async def session(c):
     sock = None
     try:
         if c.addr is None:
-            # A blocking DNS look-up on the board: better an IP address in config.json.
+            # config.json gives an IP address (config.py): no DNS look-up, no blocking.
             c.addr = socket.getaddrinfo(c.host, c.port, 0, socket.SOCK_STREAM)[0]
         ai = c.addr
         sock = socket.socket(ai[0], ai[1], ai[2])
@@ -111,6 +116,8 @@ async def session(c):
         for topic in c.subs:  # always: the broker may have lost the session
             pid = c.next_pid()
             await c.send(packet(0x82, bytes((pid >> 8, pid & 0xFF)), encode_str(topic), b"\x01"))
+        for k in [k for k, v in c.inflight.items() if v[1] is None]:
+            del c.inflight[k]  # not kept (publish_json): its sender sends afresh
         for pkt in sorted(c.inflight.values()):  # [order, packet]: oldest first
             pkt = pkt[1]
             pkt[0] |= 8  # DUP: a retransmission
@@ -176,6 +183,7 @@ async def session(c):
     finally:
         c.up = False
         c.sock = None
+        c._busy = False  # a send cancelled half-way must not block the next connection's
         if sock:
             sock.close()
 
@@ -185,6 +193,21 @@ def _io(sock, write=False):
     what asyncio's own streams do; using it directly spares their memory."""
     q = core._io_queue
     yield q.queue_write(sock) if write else q.queue_read(sock)
+
+
+class _Buf(io.IOBase):
+    """json.dump's stream: bytes written on into a bytearray kept for good."""
+
+    def __init__(self, n):
+        self.b = bytearray(n)
+        self.n = 0
+
+    def write(self, d):
+        n = self.n
+        k = len(d)
+        self.b[n:n + k] = d  # (grows the buffer if a message is ever longer)
+        self.n = n + k
+        return k
 
 
 class Client:
@@ -219,12 +242,22 @@ class Client:
         self.sock = None
         self.buf = b""
         self._rb = bytearray(128)
-        # ticks of: the connection up (0: not up), the latest packet out, in
-        self.t_up: Any = 0
+        # ticks of: the connection up (None: not up), the latest packet out, in
+        self.t_up: Any = None
         self.tx: Any = 0
         self.rx: Any = 0
         self._pid = self._order = 0
         self._busy = False
+        self._task: Any = None  # the session under way
+        self.dead = False  # a send timed out: Client.run gives the connection up
+        # Set by the node: a call is open (backoff capped at URGENT_MS); the
+        # link came back (retry now, backoff afresh); the supervisor (beats).
+        self.urgent = False
+        self.kick = False
+        self.sup: Any = None
+        # Made at boot, while the heap is whole: a fresh ~500-byte block per
+        # telemetry message is what a fragmented heap stops having.
+        self._out = _Buf(BUF)
 
     def next_pid(self):
         while True:
@@ -241,6 +274,44 @@ class Client:
             raise MQTTError("offline")
         return await self.put(topic, payload, qos, retain)
 
+    async def publish_json(self, topic, obj, keep=True):
+        """`obj` as JSON, QoS 1. keep=False: written straight into the
+        client's one buffer (no block of the heap of its own) and not sent
+        again after a reconnect (the caller sends its state afresh then);
+        in flight until its PUBACK all the same. One caller at a time."""
+        if keep:
+            return await self.publish(topic, json.dumps(obj))
+        while self.up and len(self.inflight) >= self.max_inflight:
+            await asyncio.sleep_ms(5)
+        if not self.up:
+            raise MQTTError("offline")
+        o = self._out
+        t = encode_str(topic)
+        head = 5 + len(t) + 2  # room for the longest fixed header, then topic and packet id
+        o.n = head
+        json.dump(obj, o)
+        b = o.b
+        n = o.n - head + len(t) + 2  # the remaining length
+        i = head - len(t) - 2
+        pid = self.next_pid()
+        b[i:i + len(t)] = t
+        b[head - 2] = pid >> 8
+        b[head - 1] = pid & 0xFF
+        r = bytearray()
+        while True:  # the remaining length, as packet() writes it
+            d = n & 0x7F
+            n >>= 7
+            r.append(d | 0x80 if n else d)
+            if not n:
+                break
+        i -= len(r) + 1  # right before the topic: type, then the remaining length
+        b[i] = 0x32  # PUBLISH, QoS 1
+        b[i + 1:i + 1 + len(r)] = r
+        self._order += 1
+        self.inflight[pid] = [self._order, None]  # None: not sent again
+        await self.send(memoryview(b)[i:o.n])
+        return pid
+
     async def put(self, topic, payload, qos, retain):
         if isinstance(payload, str):
             payload = payload.encode()
@@ -254,7 +325,10 @@ class Client:
         return pid
 
     async def send(self, pkt):
+        t0 = ticks_ms()
         while self._busy:  # another task is half-way through a packet
+            if ticks_diff(ticks_ms(), t0) > SEND_MS:
+                raise MQTTError("send: the socket busy for %d s" % (SEND_MS // 1000))
             await asyncio.sleep_ms(2)
         sock = self.sock
         if sock is None:
@@ -262,11 +336,17 @@ class Client:
         self._busy = True
         try:
             # One write, the whole packet in one TCP segment; more only when
-            # the socket's buffer is full.
+            # the socket's buffer is full. Then polled, not queued for the
+            # socket: MicroPython's IOQueue.remove() drops both waiters of a
+            # socket, so a writer queued there when the session's reader is
+            # cancelled would never be woken.
             while pkt:
                 n = sock.write(pkt)
                 if n is None:
-                    await _io(sock, True)
+                    if ticks_diff(ticks_ms(), t0) > SEND_MS:
+                        self.dead = True
+                        raise MQTTError("send timed out")
+                    await asyncio.sleep_ms(10)
                 else:
                     pkt = pkt[n:]
         finally:
@@ -300,39 +380,69 @@ class Client:
         another half and 2 s means the broker is gone)."""
         failures = 0
         half = self.keepalive * 500
-        while True:
-            self.t_up = 0
-            t0 = ticks_ms()
-            task = asyncio.create_task(session(self))
-            ping: Any = 0  # ticks of the PINGREQ awaiting its answer; 0: none
-            while not task.done():
-                await asyncio.sleep_ms(250)
-                now = ticks_ms()
-                why = None
-                if not self.t_up:
-                    if ticks_diff(now, t0) > CONNECT_MS:
-                        why = "no answer from the broker"
-                elif ping and ticks_diff(self.rx, ping) >= 0:
-                    ping = 0
-                elif ping:
-                    if ticks_diff(now, ping) > half + 2000:
-                        why = "no answer to PINGREQ"
-                elif ticks_diff(now, self.tx) >= half or ticks_diff(now, self.rx) >= half:
-                    ping = now
-                    try:
-                        await self.send(b"\xc0\x00")
-                    except Exception:
-                        pass
-                if why:
-                    log("WARN", "mqtt: %s; connecting again" % why)
-                    task.cancel()
-                    break
-            self.up = False
-            if self.t_up and ticks_diff(ticks_ms(), self.t_up) > 10000:
-                failures = 0  # it was up a while: start the backoff afresh
-            if failures >= 3:
-                self.addr = None  # look the name up again
-            delay = min(self.cap_ms, 1000 << min(failures, 6))
-            failures += 1
-            # Jitter: 190 nodes must not all come back in the same second.
-            await asyncio.sleep_ms(delay // 2 + random.getrandbits(16) % (delay // 2 + 1))
+        try:
+            while True:
+                failures = await self._once(failures, half)
+        finally:
+            t = self._task
+            if t is not None:
+                t.cancel()  # restarted by the supervisor: no orphan session left
+
+    async def _once(self, failures, half):
+        """One connection, watched until it ends; then the backoff. The
+        failures so far, after it."""
+        self.t_up = None
+        self.dead = False
+        t0 = ticks_ms()
+        self._task = task = asyncio.create_task(session(self))
+        ping: Any = None  # ticks of the PINGREQ awaiting its answer
+        while not task.done():
+            await asyncio.sleep_ms(250)
+            self._beat()
+            now = ticks_ms()
+            why = None
+            if self.dead:
+                why = "a send timed out"
+            elif self.t_up is None:
+                if ticks_diff(now, t0) > CONNECT_MS:
+                    why = "no answer from the broker"
+            elif ping is not None and ticks_diff(self.rx, ping) >= 0:
+                ping = None
+            elif ping is not None:
+                if ticks_diff(now, ping) > half + 2000:
+                    why = "no answer to PINGREQ"
+            elif ticks_diff(now, self.tx) >= half or ticks_diff(now, self.rx) >= half:
+                ping = now
+                try:
+                    await self.send(b"\xc0\x00")
+                except Exception:
+                    pass
+            if why:
+                log("WARN", "mqtt: %s; connecting again" % why)
+                task.cancel()
+                break
+        self.up = False
+        if self.t_up is not None and not 0 <= ticks_diff(ticks_ms(), self.t_up) <= 10000:
+            failures = 0  # it was up a while (days: the ticks wrapped): backoff afresh
+        delay = min(self.cap_ms, 1000 << min(failures, 6))
+        failures += 1
+        # Jitter: 190 nodes must not all come back in the same second.
+        delay = delay // 2 + random.getrandbits(16) % (delay // 2 + 1)
+        log("INFO", "mqtt: again in %d ms" % delay)
+        # Waited in steps: a call opened meanwhile cuts it to URGENT_MS (a
+        # call pressed an hour into an outage must not wait 30 s more once
+        # the network is back), and the link coming back ends it at once.
+        t0 = ticks_ms()
+        while not self.kick and ticks_diff(ticks_ms(), t0) < (
+                min(delay, URGENT_MS) if self.urgent else delay):
+            self._beat()
+            await asyncio.sleep_ms(100)
+        if self.kick:
+            self.kick = False
+            failures = 0
+        return failures
+
+    def _beat(self):
+        s = self.sup
+        if s:
+            s.beat("mqtt")

@@ -12,9 +12,9 @@
 # the publisher picks the call up afterwards.
 import asyncio
 import random
-from time import ticks_diff, ticks_ms
 
 from log import log
+from ticks import ticks_diff, ticks_ms
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
@@ -69,6 +69,8 @@ class Light:
         if name != self.name:
             self.name = name
             self._since = now
+        # (A pattern that runs for days jumps in phase once every 6.2 days,
+        # when ticks_diff wraps: harmless.)
         on = level(self.patterns.get(name, ()), ticks_diff(now, self._since))
         if on != self._on:
             self._on = on
@@ -88,8 +90,8 @@ class Node:
     boot: int
     reset_reason: str
     seq: int
-    uptime_ms: int
-    ticks: Any  # ticks_ms() of the latest uptime update
+    uptime_s: int  # added up a second at a time (report.clock): ticks wrap
+    ticks: Any  # ticks_ms() up to which uptime_s is counted
     epoch: tuple | None  # (epoch ms, ticks) of the latest NTP answer
     ntp: tuple | None  # (socket, ticks) of the NTP exchange under way
     door: Delayed
@@ -97,6 +99,7 @@ class Node:
     staff: Delayed
     fusion: Occupancy
     radar: Radar
+    radar_cfg: bool | None  # the LD2410 set up at boot (radarcfg.py); None: not yet
     calls: Calls
     lamp: Light
     led: Light
@@ -106,6 +109,7 @@ class Node:
     identify_until: int | None
     ota_note: str | None
     ota_busy: bool
+    tele_pid: int | None
     ota_task: Any
     occ: tuple | None  # (occupied, source), the latest fused
     due: dict  # kind -> ticks when due, None: now
@@ -135,26 +139,42 @@ async def panel(n):
         now = ticks_ms()
         n.sup.beat("panel")
         door, button, staff = b.inputs()
+        # An edge the board's interrupt latched counts as held until the
+        # debounce has taken it: a press while the loop was blocked (a TLS
+        # handshake, a flash erase) is never lost. The debounce stays here.
+        lt = b.latched
         n.door.update(door, now)
         was = n.button.value
-        if n.button.update(button, now) and not was:
+        if n.button.update(button or lt[0], now) and not was:
             t = n.test_until
             new = c.press("%s-%d-%d-%06x" % (n.device, n.boot, n.seq + 1, random.getrandbits(24)),
                           t is not None and ticks_diff(t, now) > 0)
-            show(n)  # lamp and buzzer first, the network after
+            show(n)  # lamp and buzzer first; then the flash (it can take 100s of ms)
+            c.save()
             if new:
                 log("WARN", "EMERGENCY CALL %s%s" % (c.id, " (test)" if c.test else ""))
                 n.wake = True
+        if n.button.value:
+            lt[0] = False
         was = n.staff.value
-        if n.staff.update(staff, now) and not was:
+        if n.staff.update(staff or lt[1], now) and not was:
             action = c.staff_key()
             show(n)
+            c.save()
             log("INFO", "staff key: %s %s" % (action, c.id))
             n.wake = True
+        if n.staff.value:
+            lt[1] = False
         n.lamp.set(n.lamp.name, now)
         tick += 1
         if tick % 2 == 0:  # the status LED, every 20 ms
+            # Over: forgotten, else the same ticks come round again 12 days on.
+            t = n.test_until
+            if t is not None and ticks_diff(t, now) <= 0:
+                n.test_until = None
             t = n.identify_until
+            if t is not None and ticks_diff(t, now) <= 0:
+                n.identify_until = t = None
             if n.error:
                 name = "config"
             elif t is not None and ticks_diff(t, now) > 0:
@@ -171,6 +191,20 @@ async def panel(n):
 
 async def radar(n):
     uart = n.board.uart
+    if n.radar_cfg is None:  # once a boot (the supervisor may start this again)
+        import sys
+
+        import radarcfg
+
+        n.radar_cfg = False
+        why = await radarcfg.setup(uart, n.cfg["radar"])
+        del radarcfg, sys.modules["radarcfg"]  # boot only: its memory back
+        n.radar_cfg = why is None
+        if why:
+            log("ERROR", "radar: not configured: no answer to %s" % why)
+        else:
+            log("INFO", "radar: configured: bluetooth off, gates %(move_gate)d/%(still_gate)d, "
+                "sensitivity %(move_sens)d/%(still_sens)d" % n.cfg["radar"])
     while True:
         data = uart.read(64)  # None when nothing came: the radar sends ~10 frames/s
         if data:

@@ -90,7 +90,10 @@ async def _fetch(url, want, v, slot, size):
     hp, path = (url, "/") if i < 0 else (url[:i], url[i:])
     i = hp.find(":")
     host, port = (hp, 80) if i < 0 else (hp[:i], int(hp[i + 1:]))
-    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]  # blocking DNS on the board
+    if host.count(".") != 3 or not host.replace(".", "").isdigit():
+        # A name would be looked up with a blocking call: seconds of a frozen node.
+        raise ValueError("the url must name the server by IP address, not " + host)
+    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]  # an address: no look-up
     s = socket.socket(ai[0], ai[1], ai[2])
     try:
         s.setblocking(False)

@@ -5,21 +5,24 @@
 # is kept here too, one non-blocking step at a time.
 import asyncio
 import gc
-import json
 import socket
-from time import ticks_add, ticks_diff, ticks_ms
 
 from contract import call, envelope, occupancy
 from log import exc, log
 from mqtt import MQTTError
 from node import up
+from ticks import ticks_add, ticks_diff, ticks_ms
 from version import VERSION
+
+
+def _ts(node):
+    e = node.epoch
+    return None if e is None else e[0] + ticks_diff(ticks_ms(), e[1])
 
 
 def _envelope(node):
     node.seq += 1
-    e = node.epoch
-    return envelope(node.boot, node.seq, None if e is None else e[0] + ticks_diff(ticks_ms(), e[1]))
+    return envelope(node.boot, node.seq, _ts(node))
 
 
 async def publisher(node):
@@ -33,6 +36,10 @@ async def publisher(node):
             await asyncio.sleep_ms(5)
         node.wake = False
         now = ticks_ms()
+        node.sup.beat("publisher")
+        clock(node, now)
+        if mqtt:
+            mqtt.urgent = c.active()  # a call open: reconnect within seconds (mqtt.py)
         state, still_s, stale, stuck = node.radar.status(now)
         occ = node.fusion.update(node.door.value, "none" if stuck else state, now)
         if occ != node.occ:
@@ -54,52 +61,82 @@ async def publisher(node):
             sent = False
             if c.press_due(now):
                 c.pressed_at = now
-                await mqtt.publish(topics["call"], json.dumps(
-                    call(_envelope(node), "press", c.id, test=c.test)))
+                await mqtt.publish_json(topics["call"], call(_envelope(node), "press", c.id,
+                                                             test=c.test))
                 sent = True
             for kind, every in (("occupancy", "occupancy_s"), ("telemetry", "telemetry_s")):
                 if due[kind] is None or ticks_diff(now, due[kind]) >= 0:
                     due[kind] = ticks_add(now, node.cfg[every] * 1000)
-                    msg = _envelope(node)
                     if kind == "occupancy":
-                        occupancy(msg, occ[0], occ[1], state, still_s)
+                        msg = occupancy(_envelope(node), occ[0], occ[1], state, still_s)
                     else:
-                        msg.update(health(node, now, state, stale, stuck))
-                    await mqtt.publish(topics[kind], json.dumps(msg))
+                        msg = health(node, now, state, stale, stuck)
+                    # Not kept for a resend after a reconnect (the state is sent
+                    # afresh then): built in the client's one buffer.
+                    pid = await mqtt.publish_json(topics[kind], msg, False)
                     msg = None
+                    if kind == "telemetry":
+                        node.tele_pid = pid  # trial.py: acknowledged once out of flight
                     sent = True
             item = c.next_out()
             while item:
-                await mqtt.publish(topics["call"], json.dumps(call(_envelope(node), *item)))
+                if item[0] != "shown":
+                    c.acted_at = now
+                await mqtt.publish_json(topics["call"], call(_envelope(node), *item))
                 c.sent()
                 sent = True
                 item = c.next_out()
+            item = c.action_due(now)
+            if item:  # presence or reset again, until the server's status catches up
+                c.acted_at = now
+                await mqtt.publish_json(topics["call"], call(_envelope(node), item, c.id))
+                sent = True
             if sent:
                 gc.collect()  # now, while little is live: fewer holes later
         except MQTTError:
             due["occupancy"] = due["telemetry"] = None  # again once back; the press too
-            c.pressed_at = None
+            c.pressed_at = c.acted_at = None
         except MemoryError:
             # The heap too fragmented for one message: collect and try again
             # at the next wake (100 ms), keeping every timer where it was.
             # What was not sent is sent then: the press, the call's events.
-            c.pressed_at = None
+            c.pressed_at = c.acted_at = None
             due["occupancy"] = None  # the state again (telemetry waits its turn)
             gc.collect()
             log("WARN", "publisher: out of memory; again in a moment")
 
 
+def clock(node, now):
+    """Uptime and the wall clock moved on by the step since the last pass
+    (~100 ms). Ticks wrap at 2**30 ms on the ESP32 and a difference is only
+    meaningful within 2**29 ms (6.2 days): nothing is ever taken as one
+    ticks_diff over the whole boot."""
+    d = ticks_diff(now, node.ticks)
+    if d >= 1000:
+        s = d // 1000
+        node.uptime_s += s
+        node.ticks = ticks_add(node.ticks, s * 1000)
+    e = node.epoch
+    if e is not None:
+        d = ticks_diff(now, e[1])
+        if d > 3600000:  # NTP silent for an hour: the clock's base moved up
+            node.epoch = (e[0] + d, now)
+
+
 def health(node, now, state, stale, stuck):
-    node.uptime_ms += ticks_diff(now, node.ticks)  # ticks wrap after days: add them up
-    node.ticks = now
+    """The telemetry message, envelope included: one dict built whole after
+    a collection (one block of the heap, not one grown key by key)."""
     gc.collect()
     last = node.radar.last or (0, 0, None, 0, None)
     p = node.radar.parser
     t = node.test_until
-    return {"uptime_s": node.uptime_ms // 1000, "rssi": node.board.link()[1],
+    node.seq += 1
+    return {"v": 1, "boot": node.boot, "seq": node.seq, "ts": _ts(node),
+            "uptime_s": node.uptime_s, "rssi": node.board.link()[1],
             "heap_free": gc.mem_free(), "fw": VERSION, "reset_reason": node.reset_reason,
             "radar": state, "radar_move_energy": last[2], "radar_still_energy": last[4],
             "radar_dropped": p.dropped, "radar_stale": stale, "radar_stuck": stuck,
+            "radar_config": node.radar_cfg,
             "restarts": node.sup.restarts, "mqtt_connects": node.mqtt.connects,
             "ntp": node.epoch is not None, "test_mode": t is not None and ticks_diff(t, now) > 0,
             "ota": node.ota_note}
@@ -121,7 +158,7 @@ def ntp_parse(data):
 
 
 def ntp_request(host, port=123):
-    """A UDP socket with the question sent (DNS look-up: blocking on the board)."""
+    """A UDP socket with the question sent (`host` is an IP address: config.py)."""
     addr = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0][-1]
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setblocking(False)

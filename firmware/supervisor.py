@@ -6,11 +6,13 @@
 # event loop blocked for good, lets the watchdog restart the board; the open
 # call survives that (calls.py saves it).
 import asyncio
-from time import ticks_diff, ticks_ms
+import os
 
 from log import exc, log
+from ticks import ticks_diff, ticks_ms
 
 RECOVER_MS = 10000
+GOOD_LOOPS = 120  # a minute of the watchdog loop: the boot worked (loader.py's crash count)
 
 
 class Supervisor:
@@ -52,7 +54,15 @@ class Supervisor:
         exc("task failed", e)
 
     async def watchdog(self):
+        loops = 0
         while True:
+            if loops < GOOD_LOOPS:
+                loops += 1
+                if loops == GOOD_LOOPS:
+                    try:
+                        os.remove("var/crashes")  # no longer crashes in a row
+                    except OSError:
+                        pass
             now = ticks_ms()
             for name, entry in self.tasks.items():
                 task = entry[0]
@@ -69,6 +79,10 @@ class Supervisor:
                 entry[4] = now
             # Fed again only once a revived task has kept going a while: one
             # that keeps stalling lets the watchdog restart the board.
-            if self._stalled is None or ticks_diff(now, self._stalled) > RECOVER_MS:
+            # (Forgotten once recovered: a ticks_diff taken days later wraps
+            # on the ESP32 and would stop the feeding for no reason.)
+            if self._stalled is not None and ticks_diff(now, self._stalled) > RECOVER_MS:
+                self._stalled = None
+            if self._stalled is None:
                 self.feed()
             await asyncio.sleep_ms(self.period_ms)

@@ -1,16 +1,43 @@
-# An OTA update on trial (loader.py): rolled back by itself when it is not
-# online (app.py marks var/fw.json "ok") within ota_confirm_s.
+# An OTA update on trial (loader.py). It is confirmed (var/fw.json "ok")
+# only when it has proven itself for ota_confirm_s (config.json, 300 s by
+# default): no task restarted in all that time, and a telemetry message of
+# it acknowledged by the broker (PUBACK). A task restart rolls it back at
+# once; no acknowledged telemetry by the end of the time, too. A release
+# whose publisher crashes, or that never gets a message through, would
+# never deliver a call: it must not stay. (Its own interval, under an hour:
+# time's ticks directly; this file is never replaced by an update.)
 import asyncio
+import gc
 from time import ticks_diff, ticks_ms
 
-from loader import PTR, read, reset
+from loader import PTR, read, reset, write
 
 
-async def watch(slot):
+async def watch(slot, node):
     v = (read("config.json") or {}).get("ota_confirm_s", 300)
     limit = (v if type(v) is int and 5 <= v <= 3600 else 300) * 1000
     t0 = ticks_ms()
-    while (read(PTR) or {}).get("state") == "trial":
-        if ticks_diff(ticks_ms(), t0) > limit:
-            reset("not online within %d s" % (limit // 1000), slot, read(PTR))
+    while True:
         await asyncio.sleep_ms(1000)
+        why = None
+        if node.sup.restarts:  # any since boot
+            why = "a task restarted on trial"
+        elif ticks_diff(ticks_ms(), t0) >= limit:
+            pid = node.tele_pid  # the latest telemetry's: acknowledged once out of flight
+            if pid is None or node.mqtt is None or pid in node.mqtt.inflight:
+                why = "no telemetry acknowledged within %d s" % (limit // 1000)
+        else:
+            continue
+        if why:
+            try:
+                reset(why, slot, read(PTR))
+            except MemoryError:  # a heap too short to roll back: again in a second
+                gc.collect()
+            continue
+        fw = read(PTR) or {}
+        fw["state"] = "ok"
+        write(PTR, fw)
+        print("trial: %s proven for %d s: confirmed" % (fw.get("version"), limit // 1000))
+        node.ota_note = "updated to %s" % fw.get("version")
+        node.due["telemetry"] = None  # say so now
+        return

@@ -45,6 +45,13 @@ class CallState:
     id: str
     #: The last status the server sent; None until `received`.
     status: str | None = None
+    #: The staff key's latest word in the room (`presence`, `reset`), repeated until
+    #: the server's status catches up, as the firmware does (docs/protocol.md).
+    local: str | None = None
+
+
+#: The status that ends the repeats of each staff-key action, and what comes after it.
+_UNTIL = {"presence": ("arrived", "resolved"), "reset": ("resolved",)}
 
 
 @dataclass
@@ -191,11 +198,14 @@ class SimNode:
 
     async def _press_until_received(self) -> None:
         """The contract's end-to-end acknowledgement: re-publish `press` every 3 s
-        (same call_id, new seq) until `received` or later arrives."""
+        (same call_id, new seq) until `received` or later arrives; `presence` and
+        `reset` likewise until `arrived` and `resolved`."""
         while True:
             call = self.call
             if call is not None and call.status is None:
                 await self._send(Kind.CALL, {"action": "press", "call_id": call.id})
+            elif call is not None and call.local and call.status not in _UNTIL[call.local]:
+                await self._send(Kind.CALL, {"action": call.local, "call_id": call.id})
             await asyncio.sleep(PRESS_REPEAT_S)
 
     async def _call_status(self, call_id: str, status: str) -> None:
@@ -213,6 +223,8 @@ class SimNode:
             self.call = None
 
     def _spawn(self, action: str, call_id: str) -> None:
+        if self.call is not None and self.call.id == call_id:
+            self.call.local = action  # repeated by _press_until_received until it lands
         task = asyncio.ensure_future(self._send(Kind.CALL, {"action": action, "call_id": call_id}))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

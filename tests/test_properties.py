@@ -347,20 +347,24 @@ def test_passive_mode_answers_polls_through_any_line_noise() -> None:
 
 def load_ld2410() -> ModuleType:
     """The firmware's parser under CPython (Hypothesis needs it): MicroPython's
-    tick functions, which its Radar imports, given as a stand-in `time`."""
-    ticks = ModuleType("time")
+    tick functions, which its Radar imports (from firmware/ticks.py), given as
+    a stand-in `ticks`."""
+    ticks = ModuleType("ticks")
     ticks.ticks_ms = lambda: time.monotonic_ns() // 1_000_000  # type: ignore[attr-defined]
     ticks.ticks_diff = lambda a, b: a - b  # type: ignore[attr-defined]
     ticks.ticks_add = lambda a, b: a + b  # type: ignore[attr-defined]
     spec = importlib.util.spec_from_file_location("fw_ld2410", ROOT / "firmware" / "ld2410.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    saved = sys.modules["time"]
-    sys.modules["time"] = ticks
+    saved = sys.modules.get("ticks")
+    sys.modules["ticks"] = ticks
     try:
         spec.loader.exec_module(module)
     finally:
-        sys.modules["time"] = saved
+        if saved is None:
+            del sys.modules["ticks"]
+        else:
+            sys.modules["ticks"] = saved
     return module
 
 

@@ -10,16 +10,22 @@
 # (tests/firmware/test_types.py); docs/firmware.md lists what a board must prove.
 import asyncio
 import random
-from time import ticks_diff, ticks_ms
 
 import machine
 import network
 from log import exc, log
+from ticks import ticks_diff, ticks_ms
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
+    from typing import Any
 
 WDT_MS = 8000  # the supervisor feeds every 0.5 s while the node is healthy
 RADAR_BAUD = 256000  # HLK-LD2410 default, 8N1
 WIFI_CAP_MS = 30000  # reconnect backoff cap, as for the broker
-# machine.reset_cause() in the words of telemetry's reset_reason.
+# machine.reset_cause() in the words of telemetry's reset_reason. The ESP32
+# folds causes together: a brownout reports PWRON_RESET (power_on), a
+# panic HARD_RESET (hard) (docs/firmware.md, reset causes).
 CAUSES = {machine.PWRON_RESET: "power_on", machine.HARD_RESET: "hard",
           machine.WDT_RESET: "watchdog", machine.DEEPSLEEP_RESET: "deepsleep",
           machine.SOFT_RESET: "soft"}
@@ -40,6 +46,11 @@ class Board:
         self._staff = machine.Pin(p["staff"], machine.Pin.IN, pull)
         # GPIO34 has no internal pull (100 kΩ to 0 V on the carrier): informational only.
         self.radar_out = machine.Pin(p["radar_out"], machine.Pin.IN)
+        # Press edges latched by interrupts: a press while the loop is blocked
+        # (TLS, a flash erase) is seen afterwards; node.panel debounces it.
+        self.latched = [False, False]  # button, staff key
+        self._button.irq(handler=self._edge_button, trigger=machine.Pin.IRQ_FALLING)
+        self._staff.irq(handler=self._edge_staff, trigger=machine.Pin.IRQ_FALLING)
         out = machine.Pin.OUT
         # Outputs start low (off): the gate pull-downs hold them so through reset too.
         self._lamps = (machine.Pin(p["corridor_lamp"], out, value=0),
@@ -60,6 +71,13 @@ class Board:
             pass  # an older firmware without network.hostname(): the default name
         # Armed last: from here on the supervisor must feed it (a hung loop resets).
         self.wdt = machine.WDT(timeout=WDT_MS)
+        self.node: Any = None  # the node, once tasks() is called
+
+    def _edge_button(self, pin):
+        self.latched[0] = True
+
+    def _edge_staff(self, pin):
+        self.latched[1] = True
 
     def inputs(self):
         # Active low, as wired (pull-ups, contacts to 0 V).
@@ -89,6 +107,7 @@ class Board:
         return up, rssi
 
     def tasks(self, node):
+        self.node = node
         return [("wifi", Board.wifi)]
 
     async def wifi(self):
@@ -118,9 +137,14 @@ class Board:
                 await asyncio.sleep_ms(250)
             if self.wlan.isconnected():
                 log("INFO", "wifi: up, %s" % (self.wlan.ifconfig()[0],))
+                m = self.node.mqtt if self.node else None
+                if m:
+                    m.kick = True  # the broker at once, its backoff afresh
                 continue
             failures += 1
             delay = min(WIFI_CAP_MS, 1000 << min(failures, 5))
+            if self.node and self.node.calls.active():
+                delay = min(delay, 3000)  # a call open: try again within seconds
             log("WARN", "wifi: no link (status %s); again in %d s" % (
                 self.wlan.status(), delay // 1000))
             await asyncio.sleep_ms(delay // 2 + random.getrandbits(16) % (delay // 2 + 1))

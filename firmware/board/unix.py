@@ -5,9 +5,13 @@
 #   press | release | staff | door locked | door unlocked
 #   radar <none|moving|still|both> <cm>
 #   lamp? -> lamp <off|fast|slow|steady>     buzzer? -> buzzer <on|off>
-#   led? -> led <config|wifi|broker|online|identify> (the status LED's pattern)
+#   led? -> led <config|wifi|broker|online|identify|safe> (the status LED's pattern)
 #   heap? -> heap <alloc> <free> <largest free block> (after a collection)
 #   fault <task> -> the task raises once (the supervisor must start it again)
+#   block <ms> [press|staff] -> the loop blocked <ms>, that key pressed meanwhile
+#   link up|down -> the simulated Wi-Fi (up again: MQTT retries at once)
+#   radar? -> radar bluetooth <on|off> gates <move> <still> sens <move> <still>
+#   ticks? -> ticks <ms> (the node's clock, ticks.py)   feeds? -> feeds <n> (watchdog feeds)
 #
 # Every command is answered with one line ("ok" or "error: ..."). The
 # simulated LD2410 sends a real data frame every 100 ms for the target it was
@@ -18,9 +22,10 @@ import gc
 import random
 import socket
 import sys
-from time import ticks_diff, ticks_ms
+import time
 
 from ld2410 import encode
+from ticks import ticks_diff, ticks_ms
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
@@ -52,18 +57,27 @@ class Board:
         # would (two presses sent back to back are still two presses), and is
         # read HOLD_READS times at least: a process the OS left waiting for a
         # while must still see every press.
-        self.keys: tuple = ([False, 0, [], 0], [False, 0, [], 0])
+        t = ticks_ms()
+        self.keys: tuple = ([False, t, [], 0], [False, t, [], 0])
         self.target = ("none", 0)
         self.rx = b""
         self.outs = [False, False, False]  # call lamp, buzzer, status LED
         self.feeds = 0
+        self.up = True  # the simulated Wi-Fi link (`link up|down`)
+        # The simulated LD2410's settings, as its commands set them (write()).
+        self.bt = True  # Bluetooth: on, as the B and C ship
+        self.gates = self.sens = (0, 0)
+        self.cfg_mode = False
+        self.cmd = b""
+        self.latched = [False, False]  # edges an interrupt saw: button, staff key (`block`)
 
     def inputs(self):
         """(door locked, button pressed, staff key pressed)."""
         now = ticks_ms()
         for k in self.keys:
             k[3] += 1
-            if k[2] and ticks_diff(now, k[1]) >= HOLD_MS and k[3] > HOLD_READS:
+            d = ticks_diff(now, k[1])
+            if k[2] and (d >= HOLD_MS or d < 0) and k[3] > HOLD_READS:  # (< 0: days ago)
                 k[0] = k[2].pop(0)
                 k[1] = now
                 k[3] = 0
@@ -81,7 +95,7 @@ class Board:
         self.feeds += 1  # no hardware watchdog on the unix port: counted
 
     def link(self):
-        return True, -55  # (Wi-Fi up, RSSI dBm)
+        return self.up, -55 if self.up else None  # (Wi-Fi up, RSSI dBm)
 
     def tasks(self, node):
         """The board's own tasks: (name, coroutine function of the board)."""
@@ -93,6 +107,37 @@ class Board:
         out = self.rx[:n]
         self.rx = self.rx[n:]
         return out or None
+
+    def write(self, data):
+        """The radar's UART, written: the simulated LD2410 answers each
+        command frame with its ACK frame (status 0), as the real one does."""
+        self.cmd += data
+        while True:
+            b = self.cmd
+            i = b.find(b"\xfd\xfc\xfb\xfa")
+            if i < 0 or len(b) < i + 8:
+                break
+            n = b[i + 4] | b[i + 5] << 8
+            if len(b) < i + 10 + n:
+                break
+            cmd = b[i + 6] | b[i + 7] << 8
+            v = b[i + 8:i + 6 + n]
+            self.cmd = b[i + 10 + n:]
+            if cmd == 0xFF:
+                self.cfg_mode = True
+            elif not self.cfg_mode:
+                continue  # outside config mode a command is not answered
+            elif cmd == 0xA4:
+                self.bt = v[0] == 1
+            elif cmd == 0x60:
+                self.gates = (v[2], v[8])
+            elif cmd == 0x64:
+                self.sens = (v[8], v[14])
+            elif cmd in (0xA3, 0xFE):  # restart, end of config mode: data again
+                self.cfg_mode = False
+            self.rx += bytes((0xFD, 0xFC, 0xFB, 0xFA, 4, 0, cmd & 0xFF, cmd >> 8 | 1, 0, 0,
+                              4, 3, 2, 1))
+        return len(data)
 
     async def sim(self):
         """The radar and the control port (one connection at a time), every 10 ms."""
@@ -109,7 +154,7 @@ class Board:
             while True:
                 await asyncio.sleep_ms(10)
                 now = ticks_ms()
-                if not frame and ticks_diff(now, sent) >= 100:
+                if not frame and not self.cfg_mode and ticks_diff(now, sent) >= 100:
                     sent = now
                     state, cm = self.target
                     move, still = ENERGY[state]
@@ -159,12 +204,13 @@ class Board:
             self.door = w[1] == "locked"
         elif w[0] == "radar" and w[1] in ENERGY and w[2].isdigit():
             self.target = (w[1], min(int(w[2]), 600))
-        elif line == "lamp?":
-            return "lamp " + self.node.lamp.name
+        elif line == "lamp?":  # (no node: safe.py, lamp on or off)
+            return "lamp " + (self.node.lamp.name if self.node else
+                              "steady" if self.outs[0] else "off")
         elif line == "buzzer?":
             return "buzzer " + ("on" if self.outs[1] else "off")
         elif line == "led?":
-            return "led " + str(self.node.led.name)
+            return "led " + (str(self.node.led.name) if self.node else "safe")
         elif line == "heap?":
             gc.collect()
             a, f = gc.mem_alloc(), gc.mem_free()
@@ -177,6 +223,29 @@ class Board:
                 except MemoryError:
                     hi = mid
             return "heap %d %d %d" % (a, f, lo)
+        elif w[0] == "block" and w[1].isdigit():
+            # The whole event loop blocked for <ms> (a TLS handshake, a flash
+            # erase); with `press` or `staff`, that key pressed and released
+            # meanwhile: its level is back to released when the loop runs
+            # again, and only the interrupt saw it (board/esp32.py: Pin.irq).
+            ms = int(w[1])
+            time.sleep_ms(ms // 2)
+            if w[2] in ("press", "staff"):
+                self.latched[w[2] == "staff"] = True
+            time.sleep_ms(ms - ms // 2)
+        elif w[0] == "link" and w[1] in ("up", "down"):
+            up = w[1] == "up"
+            if up and not self.up and self.node.mqtt:
+                self.node.mqtt.kick = True  # as board/esp32.py's wifi task: retry now
+            self.up = up
+        elif line == "radar?":
+            g, s = self.gates, self.sens
+            return "radar bluetooth %s gates %d %d sens %d %d" % (
+                "on" if self.bt else "off", g[0], g[1], s[0], s[1])
+        elif line == "ticks?":
+            return "ticks %d" % ticks_ms()
+        elif line == "feeds?":
+            return "feeds %d" % self.feeds
         elif w[0] == "fault":
             return "ok" if self.node.sup.inject(w[1]) else "error: no task " + w[1]
         else:

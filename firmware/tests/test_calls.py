@@ -63,6 +63,8 @@ def test_a_call_not_received_survives_a_reboot():
     mem = Memory()
     c = Calls(mem)
     c.press("n-1-1-1", test=True)
+    assert "call" not in mem.d  # the lamp is lit first (node.panel), then saved
+    c.save()
     again = Calls(mem)  # the reboot
     assert again.id == "n-1-1-1" and again.test and again.view() == ("fast", True)
     assert again.press_due(123)  # pressed again at once
@@ -87,3 +89,30 @@ def test_the_outbox_is_bounded():
     for _ in range(20):
         c._queue(["shown", "n-1-1-1", "received"])
     assert len(c.outbox) == 8  # a node offline for long keeps the latest eight
+
+
+def test_presence_and_reset_are_repeated_until_the_server_catches_up():
+    mem = Memory()
+    c = Calls(mem)
+    c.press("n-1-1-1")
+    c.staff_key()
+    assert c.action_due(0) is None  # the server has not received the call yet
+    c.ack("n-1-1-1", "received")
+    assert c.action_due(0) is None  # the first `presence` goes through the outbox
+    while c.next_out():
+        c.sent()
+    c.acted_at = 0  # (the publisher sets it when it sends)
+    assert c.action_due(2999) is None and c.action_due(3000) == "presence"
+    c.staff_key()
+    assert c.next_out() == ["reset", "n-1-1-1", None]
+    c.sent()
+    c.acted_at = 3000
+    assert c.action_due(6000) == "reset"
+    assert Calls(mem).action_due(0) == "reset"  # after a reboot too (the call is kept)
+    c.ack("n-1-1-1", "arrived")
+    assert c.action_due(9000) == "reset"  # arrived is not enough for a reset
+    c.ack("n-1-1-1", "resolved")
+    assert c.action_due(12000) is None
+    while c.next_out():
+        c.sent()
+    assert "call" not in mem.d

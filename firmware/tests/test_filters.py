@@ -25,7 +25,7 @@ def test_delayed_on_and_off():
 
 
 def test_ticks_wrap_around():
-    from time import ticks_add
+    from ticks import ticks_add
 
     start = ticks_add(0, -30)  # 30 ms before the tick counter wraps
     d = Delayed(50, 50)

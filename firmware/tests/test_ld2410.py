@@ -29,11 +29,14 @@ def test_hand_written_frame():
 
 
 def test_engineering_mode_frame_is_read():
-    # Engineering mode (type 0x01): 13 basic bytes then per-gate energies; still 55 00 at the end.
-    body = bytes((0x01, 0xAA, 0x02, 0, 0, 0, 90, 0, 45, 90, 0)) + bytes(20) + b"\x55\x00"
-    frame = HEADER + bytes((len(body), 0)) + body + b"\xf8\xf7\xf6\xf5"
+    # Engineering mode (type 0x01, 35 bytes): the target, the two max gates,
+    # 9 moving and 9 still gate energies, 2 more bytes, 55 00. The example
+    # frame of Hi-Link's serial protocol document.
+    frame = bytes.fromhex("f4f3f2f1 2300 01aa 03 1e00 3c 0000 39 0000 0808"
+                          " 3c2205030304030605 0000391013060608 04 0305 5500 f8f7f6f5"
+                          .replace(" ", ""))
     [r] = Parser().feed(frame)
-    assert r[STATE] == "still" and r[STILL_CM] == 90
+    assert r[STATE] == "both" and r[MOVE_CM] == 30 and r[MOVE_ENERGY] == 60
 
 
 def test_garbage_and_split_frames():
@@ -90,3 +93,46 @@ def test_still_seconds_stale_radar_and_stuck_target():
     assert not stale
     assert state == "still" and still_s == 69 and stuck  # a ghost: the fusion ignores it
     assert r.status(106000)[0] == "none" and r.status(106000)[2]  # no frames for 6 s: stale
+
+
+def test_a_week_long_still_target_across_the_tick_wrap():
+    # Ticks wrap at 2**30 ms on the ESP32; a difference over 2**29 ms (6.2
+    # days) is garbage. A week of a still ghost, stepped a minute at a time
+    # from just below the wrap: still_s keeps growing, never negative; stuck
+    # stays set; the radar is never taken for stale.
+    from ticks import ticks_add
+
+    r = Radar(timeout_ms=120000, stuck_ms=4 * 3600000)
+    t = ticks_add(0, -90000)
+    frame = encode("still", still_cm=100, still_energy=50)
+    r.feed(frame, t)
+    prev = 0
+    for i in range(1, 7 * 24 * 60 + 1):
+        t = ticks_add(t, 60000)
+        r.feed(frame, t)
+        state, still_s, stale, stuck = r.status(t)
+        assert state == "still" and not stale and still_s >= prev, (i, still_s)
+        prev = still_s
+        assert stuck == (still_s > 4 * 3600), (i, still_s)
+    assert prev == (1 << 29) // 1000  # it stops growing at the cap (6.2 days)
+    for _ in range(10):  # frames stop: stale after timeout_ms, whatever the wrap
+        t = ticks_add(t, 60000)
+        r.status(t)
+    assert r.status(t)[2]
+
+
+def test_only_data_frames_of_type_1_and_2_with_their_lengths():
+    from ld2410 import FOOTER, HEADER
+
+    def frame(kind, body_len):
+        body = bytes((kind, 0xAA, 2, 100, 0, 0, 100, 0, 50, 100, 0)) + bytes(body_len - 13) \
+            + b"\x55\x00"
+        return HEADER + bytes((len(body), 0)) + body + FOOTER
+
+    p = Parser()
+    assert p.feed(frame(3, 13)) == []  # type 3: not a data frame, refused
+    assert p.feed(frame(2, 35)) == []  # basic data with the engineering length
+    assert p.feed(frame(1, 13)) == []  # engineering data with the basic length
+    assert p.feed(frame(1, 35))[0][STATE] == "still"  # engineering mode: taken
+    assert p.feed(frame(2, 13))[0][STATE] == "still"
+    assert p.frames == 2 and p.dropped > 0

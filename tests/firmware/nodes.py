@@ -1,5 +1,5 @@
 """Whole room nodes for tests: the real firmware (precompiled with mpy-cross)
-on the real MicroPython unix port, in a 64 KB heap, against a real
+on the real MicroPython unix port, in a 72 KB heap, against a real
 Mosquitto; its simulated room driven over the unix board's control port,
 and a stand-in for the server that watches what the node publishes and
 sends it commands."""
@@ -7,6 +7,7 @@ sends it commands."""
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shutil
 import socket
@@ -24,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from mamaroom.contract import Kind, device_topic, parse_device_topic, parse_payload, parse_status
 from tests.support import free_port, wait_for
 
-HEAP = "64K"  # the node's whole heap, as issue 3 asks
+HEAP = "72K"  # the whole heap: issue 3's 64 KB + issue 13's safeguards (docs/firmware.md, heap)
 
 
 def micropython() -> str:
@@ -38,11 +39,12 @@ class Node:
     log lines collected as they come."""
 
     def __init__(self, workdir: Path, firmware: Path, device: str, broker_port: int,
-                 heap: str = HEAP, **config: Any) -> None:
+                 heap: str = HEAP, env: dict[str, str] | None = None, **config: Any) -> None:
         self.workdir = workdir
         self.firmware = firmware
         self.device = device
         self.heap_size = heap
+        self.env = env  # added to the process's environment (MAMAROOM_TICKS_START)
         self.sim_port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         self.config: dict[str, Any] = {
@@ -62,14 +64,35 @@ class Node:
     def start(self, config: bool = True) -> Node:
         if config:
             self.write_config()
-        self.proc = subprocess.Popen(
-            [micropython(), "-X", f"heapsize={self.heap_size}", str(self.firmware / "main.py")],
-            cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            bufsize=1)
+        self.proc = self._popen()
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
         wait_for(self._control_port_answers, timeout=30, what=f"{self.device} control port",
                  detail=self.log_tail)
         return self
+
+    def _popen(self) -> subprocess.Popen[str]:
+        # Started as `fw/main.py` (a link to the build): the unix port interns
+        # every module's path for good, and pytest's long temp paths would
+        # cost the 64 KB heap ~2 KB a board never pays (its paths are "/app.mpy").
+        link = self.workdir / "fw"
+        if not link.exists():
+            link.symlink_to(self.firmware)
+        return subprocess.Popen(
+            [micropython(), "-X", f"heapsize={self.heap_size}", "fw/main.py"],
+            cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            bufsize=1, env={**os.environ, **self.env} if self.env else None)
+
+    def run_to_exit(self, timeout: float = 30) -> tuple[int, str]:
+        """One boot that is expected to end by itself: (exit code, output).
+        75 is the unix board's reset (the chip would restart)."""
+        proc = self._popen()
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+            raise AssertionError(f"the node did not end within {timeout} s:\n{out}") from None
+        return proc.returncode, out
 
     def _read(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None

@@ -1,4 +1,4 @@
-"""A busy node in a 64 KB heap keeps a flat heap: calls, acks, door, radar,
+"""A busy node in its 72 KB heap keeps a flat heap: calls, acks, door, radar,
 junk commands and frequent reports for a minute (in `make test`), or for
 30 minutes (`make soak`), losing nothing: at most a rare message waits one
 wake for a fragmented heap."""

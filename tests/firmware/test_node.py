@@ -1,4 +1,4 @@
-"""Whole nodes: the firmware on the real MicroPython unix port (64 KB heap,
+"""Whole nodes: the firmware on the real MicroPython unix port (72 KB heap,
 precompiled with mpy-cross) against a real Mosquitto, its room driven over
 the unix board's control port, a stand-in server checking every message
 with the contract's parsers."""
@@ -201,7 +201,7 @@ def test_a_failing_task_is_restarted(node_factory: NodeFactory, server: Server) 
     node = node_factory()
     dev = node.device
     server.wait(dev, "status", lambda s: s == "online")
-    for task in ("panel", "radar"):
+    for task in ("panel", "radar", "publisher", "mqtt"):
         assert node.ctl(f"fault {task}") == "ok"
         wait_for(lambda task=task: node.logged(f"task {task} ended; starting it again"),
                  timeout=20, what=f"{task} restarted", detail=node.log_tail)
@@ -218,6 +218,9 @@ def test_a_failing_task_is_restarted(node_factory: NodeFactory, server: Server) 
     ({"broker": "http://10.0.0.1"}, "broker: must start with mqtt:// or mqtts://"),
     ({"device": "Room 1/A"}, "is not a device id"),
     ({"filters": {"door_ms": "fast"}}, "filters.door_ms: must be a whole number"),
+    # A host name would be looked up with a blocking call: refused, clearly.
+    ({"broker": "mqtt://mqtt.park.local:1883"}, "'mqtt.park.local' is a host name"),
+    ({"ntp": "pool.ntp.org"}, "ntp: 'pool.ntp.org' is a host name"),
 ])
 def test_a_bad_config_is_reported_and_the_room_still_works(
         node_factory: NodeFactory, bad: dict[str, Any], words: str) -> None:
@@ -315,3 +318,92 @@ def test_test_mode_and_identify(node_factory: NodeFactory, server: Server) -> No
     call_id = press_and_wait(node, server)
     assert all(m.get("test") is True for m in calls(server, dev, "press", call_id))
     assert server.rejected == []
+
+
+def test_presence_and_reset_are_repeated_until_the_server_has_them(
+        node_factory: NodeFactory, server: Server, broker: Mosquitto) -> None:
+    node = node_factory(telemetry_s=1)
+    dev = node.device
+    call_id = press_and_wait(node, server)
+    server.call_ack(dev, call_id, "received")
+    wait_for(lambda: node.lamp() == "slow", timeout=10, what="lamp slow")
+    server.close()  # the server is unreachable: what the node says now reaches nobody
+    assert node.ctl("staff") == "ok" and node.ctl("staff") == "ok"
+    wait_for(lambda: node.lamp() == "off", timeout=10, what="lamp off: reset in the room")
+    back = Server(broker.port)  # the server returns
+    try:
+        first = back.wait(dev, "call", lambda m: m["action"] == "reset"
+                          and m["call_id"] == call_id, timeout=15, what="the reset, repeated",
+                          detail=node.log_tail)
+        back.call_ack(dev, call_id, "resolved")
+        shown = back.wait(dev, "call", lambda m: m["action"] == "shown"
+                          and m["status"] == "resolved", what="shown resolved")
+        # Repeats stop: three telemetry messages later, no reset after the shown.
+        n = len(back.of(dev, "telemetry"))
+        wait_for(lambda: len(back.of(dev, "telemetry")) >= n + 3, timeout=20, what="telemetry",
+                 detail=node.log_tail)
+        resets = calls(back, dev, "reset", call_id)
+        assert first in resets and all(m["seq"] < shown["seq"] for m in resets), resets
+        assert back.rejected == []
+    finally:
+        back.close()
+
+
+def test_a_call_during_a_long_outage_goes_out_within_seconds_of_the_link(
+        node_factory: NodeFactory, server: Server, broker: Mosquitto) -> None:
+    node = node_factory()
+    dev = node.device
+    server.wait(dev, "status", lambda s: s == "online")
+    server.client.reconnect_delay_set(min_delay=1, max_delay=1)  # the stand-in: back at once
+    broker.stop()
+    assert node.ctl("link down") == "ok"
+    # The outage goes on until the node's backoff is long (16 s or more, up
+    # to the 30 s cap): what an hour offline leaves behind.
+    wait_for(lambda: any(int(line.split()[-2]) >= 16000 for line in node.logged("mqtt: again in")),
+             timeout=150, what="a long backoff", detail=node.log_tail)
+    node.press()  # a call, deep in the outage: the lamp at once, the network later
+    wait_for(lambda: node.lamp() == "fast", timeout=10, what="lamp fast")
+    broker.start()
+    assert node.ctl("link up") == "ok"
+    # The target: the call at the server within 10 s of the link coming back
+    # (not the up to 30 s more the backoff had left).
+    server.wait(dev, "call", lambda m: m["action"] == "press", timeout=10,
+                what="the press within 10 s of the link", detail=node.log_tail)
+    assert node.alive() and server.rejected == []
+
+
+def test_a_press_while_the_loop_is_blocked_is_counted(node_factory: NodeFactory,
+                                                      server: Server) -> None:
+    node = node_factory()
+    dev = node.device
+    server.wait(dev, "status", lambda s: s == "online")
+    assert node.ctl("block 300") == "ok"  # blocked, nothing pressed: nothing happens
+    assert node.lamp() == "off"
+    # Pressed and released while the loop is blocked for 0.6 s: when it runs
+    # again the button reads released; only the interrupt's latch saw it.
+    assert node.ctl("block 600 press") == "ok"
+    wait_for(lambda: node.lamp() == "fast", timeout=10, what="the press counted",
+             detail=node.log_tail)
+    call = server.wait(dev, "call", lambda m: m["action"] == "press", what="the press")
+    server.call_ack(dev, call["call_id"], "received")
+    assert node.ctl("block 600 staff") == "ok"  # the staff key too
+    server.wait(dev, "call", lambda m: m["action"] == "presence", what="presence",
+                detail=node.log_tail)
+    assert len(node.logged("EMERGENCY CALL")) == 1  # counted once
+
+
+def test_the_radar_is_configured_at_boot_with_bluetooth_off(node_factory: NodeFactory,
+                                                            server: Server) -> None:
+    settings = {"move_gate": 6, "still_gate": 5, "move_sens": 45, "still_sens": 35}
+    node = node_factory(radar=settings)
+    dev = node.device
+    wait_for(lambda: node.logged("radar: configured: bluetooth off, gates 6/5"), timeout=20,
+             what="the radar configured", detail=node.log_tail)
+    # What the simulated LD2410 was told, command by command, each acknowledged.
+    assert node.ctl("radar?") == "radar bluetooth off gates 6 5 sens 45 35"
+    tele = server.wait(dev, "telemetry", what="telemetry", detail=node.log_tail)
+    assert tele["radar_config"] is True
+    # Its data frames come again after the restart that ends the setup.
+    assert node.ctl("radar still 150") == "ok"
+    server.wait(dev, "occupancy", lambda m: m["radar"] == "still", what="radar data again",
+                detail=node.log_tail)
