@@ -20,6 +20,7 @@ from mamaroom.config import Settings
 from mamaroom.logs import get_logger
 from mamaroom.storage import StorageError
 from mamaroom.storage.sqlite import SqliteStore
+from paging.im import ImChannel
 from server.alerts_db import AlertsDb
 from server.api import admin, auth, devices, health, pages, public, rooms
 from server.api import alerts as alerts_api
@@ -30,7 +31,6 @@ from server.context import ServerContext
 from server.db import ServerDb
 from server.errors import ServerError
 from server.mqtt_link import ServerMqtt
-from server.notify.im import ImChannel
 from server.notify.wiring import call_text, destination_watcher, page_recorder, start_espa
 from server.security import SecurityHeaders
 from server.services.accounts import AccountsDb, LoginLimiter

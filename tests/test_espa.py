@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from server.notify.espa import EspaError, EspaLink, EspaSettings, page_block
+from paging.espa import EspaError, EspaLink, EspaSettings, page_block
 from tests.support import Device, Services, wait_for
 
 # SOH 1 STX 1 US 100 RS 2 US "CALL SP1-0101 1F" ETX BCC, BCC = 0x76 (XOR of all

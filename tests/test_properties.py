@@ -1,6 +1,6 @@
 """Hypothesis property tests for the parsers that face the outside world:
 topics and payloads (mamaroom/contract.py, gateway/decode.py), the ESPA
-encoder and passive-mode poll reader (server/notify/espa.py), and the
+encoder and passive-mode poll reader (paging/espa.py), and the
 LD2410 radar frame parser (firmware/ld2410.py, imported by path: it is
 MicroPython code that is also plain Python).
 
@@ -41,7 +41,7 @@ from mamaroom.contract import (
 )
 from mamaroom.storage import Record
 from mamaroom.storage.line_protocol import to_line
-from server.notify.espa import (
+from paging.espa import (
     ETX,
     MAX_TEXT,
     RS,

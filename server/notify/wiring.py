@@ -8,7 +8,7 @@ from typing import Any
 
 from mamaroom.config import EspaSettingsModel
 from mamaroom.contract import RegistryRoom
-from server.notify.espa import EspaLink, EspaSettings
+from paging.espa import EspaLink, EspaSettings
 from server.services.alerts import AlertService
 
 

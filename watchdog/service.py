@@ -178,8 +178,8 @@ class Pager:
     """Sends one text to every configured security-desk destination."""
 
     def __init__(self, settings: Settings) -> None:
-        from server.notify.espa import EspaLink, EspaSettings
-        from server.notify.im import ImChannel
+        from paging.espa import EspaLink, EspaSettings
+        from paging.im import ImChannel
 
         cfg = settings.watchdog
         self.targets: list[tuple[Channel, str]] = []
