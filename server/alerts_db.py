@@ -75,6 +75,7 @@ def _alert(row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 class AlertsDb(SqliteDatabase):
+    component = "alerts"
     schema = SCHEMA
 
     async def open(self) -> None:
