@@ -20,7 +20,7 @@ from mamaroom.config import Settings
 from mamaroom.logs import get_logger
 from mamaroom.storage import StorageError
 from mamaroom.storage.sqlite import SqliteStore
-from paging.im import ImChannel
+from paging.registry import build_channels
 from server.alerts_db import AlertsDb
 from server.api import admin, auth, devices, health, pages, public, rooms
 from server.api import alerts as alerts_api
@@ -31,7 +31,7 @@ from server.context import ServerContext
 from server.db import ServerDb
 from server.errors import ServerError
 from server.mqtt_link import ServerMqtt
-from server.notify.wiring import call_text, destination_watcher, page_recorder, start_espa
+from server.notify.wiring import call_text, link_watcher, page_recorder
 from server.security import SecurityHeaders
 from server.services.accounts import AccountsDb, LoginLimiter
 from server.services.alerts import AlertService, present
@@ -81,18 +81,14 @@ def create_app(settings: Settings) -> FastAPI:
                               lease=functools.partial(alerts_db.lease, "escalation",
                                                       settings.server.client_id))
         alerts.on_change(lambda a: escalator.wake() if a["kind"] == "call" else None)
-        for gap in paging_gaps(settings.escalation, settings.paging):
+        channels = build_channels(settings.paging, link_watcher(alerts))
+        for gap in paging_gaps(settings.escalation, channels):
             # Chosen on purpose (paging.allow_no_target: a demo): said once, quietly.
             log.log(20 if settings.paging.allow_no_target else 30, "paging configuration",
                     problem=gap)
-        espa = start_espa(settings.paging.espa, alerts)
-        if espa is not None:
-            escalator.channels.append(espa)
-        im = (ImChannel(settings.paging.im.destinations,
-                        on_link_change=destination_watcher(alerts, "im"))
-              if settings.paging.im.destinations else None)
-        if im is not None:
-            escalator.channels.append(im)
+        for channel in channels.values():
+            channel.start()
+            escalator.add_channel(channel)
         accounts = AccountsDb(settings.server_db_path, settings.auth)
         await accounts.open()
         app.state.ctx = ServerContext(settings, db, store, registry, live, mqtt, alerts,
@@ -130,10 +126,8 @@ def create_app(settings: Settings) -> FastAPI:
             closers: list[Callable[[], Awaitable[None]]] = [store.close, push_db.close,
                                                             alerts_db.close, accounts.close,
                                                             db.close]
-            if im is not None:
-                closers.insert(0, functools.partial(asyncio.to_thread, im.stop))
-            if espa is not None:
-                closers.insert(0, functools.partial(asyncio.to_thread, espa.stop))
+            for channel in channels.values():
+                closers.insert(0, functools.partial(asyncio.to_thread, channel.stop))
             for close in closers:
                 try:
                     await close()

@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.decode import DeviceMessage, StatusUpdate, decode
+from mamaroom.config import EspaSettings
 from mamaroom.contract import (
     MAX_PAYLOAD_BYTES,
     Call,
@@ -49,7 +50,6 @@ from paging.espa import (
     STX,
     US,
     EspaLink,
-    EspaSettings,
     bcc,
     page_block,
     to_7bit,
