@@ -120,7 +120,10 @@ def server(
         _check_csv(settings.rooms_csv)  # fail with every bad line, before starting
     from server.services.escalation import refuse_unpaged
 
-    if (why := refuse_unpaged(settings.escalation, settings.paging)) is not None:
+    # A `web` server never pages (its calls server does): nothing to refuse.
+    why = None if settings.server.role == "web" else refuse_unpaged(settings.escalation,
+                                                                    settings.paging)
+    if why is not None:
         _error(why)
         raise typer.Exit(2)
     # Connection caps, timeouts and the fd limit: server/connections.py.

@@ -181,6 +181,13 @@ class ServerSettings(_Section):
     #: resets sent while the server restarts wait at the broker. Every server
     #: process needs its own (several servers share data_dir; see deployment.md).
     client_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "mamaroom-server"
+    #: `all`: one process does everything. For a site that wants the
+    #: emergency path out of reach of any web client, two processes on one
+    #: data_dir: `calls` takes the nodes' calls, acknowledges them and pages
+    #: (its HTTP port on 127.0.0.1 only, for health and metrics); `web` serves
+    #: the pages, API and logins, learns of alerts from the calls server over
+    #: MQTT, and never pages (deployment.md: "The call path in its own process").
+    role: Literal["all", "calls", "web"] = "all"
     #: Open HTTP connections at most (beyond: 503 and closed); 0 = sized from the
     #: process's file-descriptor limit, keeping `fd_reserve` for the call path.
     max_connections: Annotated[int, Field(ge=0, le=1_000_000)] = 0

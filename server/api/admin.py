@@ -197,20 +197,16 @@ class RosterOut(BaseModel):
     shifts: list[DutyShift]
 
 
-def _roster(request: Request) -> Any:
-    return request.app.state.roster
-
-
 @router.get("/roster", response_model=RosterOut)
-async def get_roster(request: Request) -> RosterOut:
-    roster = _roster(request)
+async def get_roster(ctx: Ctx) -> RosterOut:
+    roster = ctx.roster
     return RosterOut(source=roster.source, shifts=roster.shifts)
 
 
 @router.put("/roster", response_model=RosterOut)
-async def put_roster(request: Request, shifts: Annotated[list[DutyShift], Body()],
+async def put_roster(ctx: Ctx, shifts: Annotated[list[DutyShift], Body()],
                      user: Annotated[User, Depends(require("admin"))]) -> RosterOut:
     """Replace the duty roster; kept in the server's database from now on."""
-    roster = _roster(request)
+    roster = ctx.roster
     await roster.replace(shifts, user.name)
     return RosterOut(source=roster.source, shifts=roster.shifts)

@@ -51,6 +51,19 @@ class RegistryService:
         self._current = registry
         return registry
 
+    async def refresh(self) -> None:
+        """Another server of this site changed the registry (its retained
+        publication is newer than ours): read it from the shared database."""
+        async with self._lock:
+            registry = await self._db.registry()
+            if registry is None or registry.version <= self.current.version:
+                return
+            self._current = registry
+            log.info("registry changed by another server", version=registry.version,
+                     rooms=len(registry.rooms))
+            for listener in self._listeners:
+                await listener(registry)
+
     def find(self, room_id: str) -> RegistryRoom | None:
         return next((r for r in self.current.rooms if r.id == room_id), None)
 
