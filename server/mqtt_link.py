@@ -7,7 +7,7 @@ import asyncio
 import json
 import random
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 import aiomqtt
 
@@ -32,6 +32,7 @@ from mamaroom.contract import (
 )
 from mamaroom.logs import get_logger
 from mamaroom.mqtt_socket import NO_DELAY
+from server.services.alert_model import Alert
 from server.services.alerts import AlertService
 from server.services.rooms import LiveRooms
 from server.services.welfare import WelfareCheck
@@ -176,7 +177,7 @@ class ServerMqtt:
             log.debug("ignoring a bad device message (the gateway counts it)", topic=topic,
                       reason=exc.reason.value)
 
-    def tell_peers(self, alert: dict[str, Any]) -> None:
+    def tell_peers(self, alert: Alert) -> None:
         """An alert change made here, for the other servers' consoles."""
         if self._client is None or not self.connected.is_set() or alert.get("id", 0) <= 0:
             return
@@ -184,7 +185,7 @@ class ServerMqtt:
         self._peer_sends.add(task)
         task.add_done_callback(self._peer_sends.discard)
 
-    async def _publish_peer(self, client: aiomqtt.Client, alert: dict[str, Any]) -> None:
+    async def _publish_peer(self, client: aiomqtt.Client, alert: Alert) -> None:
         try:
             await client.publish(peer_topic(self._client_id), json.dumps(alert), qos=1,
                                  timeout=ACK_PUBLISH_TIMEOUT_S)
@@ -201,7 +202,7 @@ class ServerMqtt:
             log.warning("ignoring a bad alert from another server", topic=topic)
             return
         if isinstance(alert, dict) and isinstance(alert.get("id"), int) and "status" in alert:
-            self._alerts.from_peer(alert)
+            self._alerts.from_peer(cast(Alert, alert))
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if topic.startswith(GATEWAY_PREFIX):

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 from mamaroom.contract import RegistryRoom
 from paging.channel import LinkChange
+from server.services.alert_model import Alert
 from server.services.alerts import AlertService
 
 
-def call_text(alert: dict[str, Any], room: RegistryRoom | None, ascii_only: bool = True) -> str:
+def call_text(alert: Alert, room: RegistryRoom | None, ascii_only: bool = True) -> str:
     """A call's page text for a channel.
 
     ESPA pagers show 7-bit ASCII (`ascii_only`): the room's English name and

@@ -27,7 +27,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from mamaroom.clock import wall_ms
@@ -38,6 +37,7 @@ from mamaroom.storage import StorageError
 from paging.channel import Channel
 from paging.registry import build_channels
 from server.alerts_db import AlertsDb
+from server.services.alert_model import Alert
 from server.services.rooms import is_open
 
 log = get_logger(__name__)
@@ -100,7 +100,7 @@ def refuse_unpaged(escalation: EscalationSettings, paging: PagingSettings) -> st
 
 
 Paged = Callable[[int, str, str, bool, str], None]
-OpenCalls = Callable[[], Awaitable[list[dict[str, Any]]]]
+OpenCalls = Callable[[], Awaitable[list[Alert]]]
 Nobody = Callable[[int, str], Awaitable[None]]
 SetEscalation = Callable[[int, int, int | None, str], Awaitable[None]]
 Lease = Callable[[int, int], Awaitable[bool]]
@@ -121,7 +121,7 @@ class _Schedule:
 class Escalator:
     def __init__(self, db: AlertsDb, settings: EscalationSettings, tz: ZoneInfo,
                  room_of: Callable[[str], RegistryRoom | None],
-                 text_of: Callable[[dict[str, Any], RegistryRoom | None, bool], str],
+                 text_of: Callable[[Alert, RegistryRoom | None, bool], str],
                  *, clock: Callable[[], int] = wall_ms,
                  monotonic: Callable[[], float] = time.monotonic,
                  on_paged: Paged | None = None, open_calls: OpenCalls | None = None,
@@ -150,7 +150,7 @@ class Escalator:
         self._wake = asyncio.Event()
         self._schedules: dict[int, _Schedule] = {}
         #: The last open calls read, paged from if the database cannot be read.
-        self._last_calls: list[dict[str, Any]] = []
+        self._last_calls: list[Alert] = []
         #: paging_link alerts already paged over the other channels.
         self._link_alerts_paged: set[int] = set()
 
@@ -233,7 +233,7 @@ class Escalator:
         if leader:
             await self._page_link_alerts()
 
-    def _schedule(self, alert: dict[str, Any]) -> _Schedule:
+    def _schedule(self, alert: Alert) -> _Schedule:
         """The alert's schedule; for one first seen now, taken from what was stored."""
         sched = self._schedules.get(alert["id"])
         if sched is None:
@@ -249,7 +249,7 @@ class Escalator:
             self._schedules[alert["id"]] = sched
         return sched
 
-    async def _escalate(self, alert: dict[str, Any]) -> None:
+    async def _escalate(self, alert: Alert) -> None:
         room = self._room_of(alert["room"]) if alert["room"] else None
         tiers = [t for t in self._settings.tiers if self._applies(t, room)]
         sched = self._schedule(alert)
