@@ -169,12 +169,7 @@ async def import_rooms_csv(ctx: Ctx, request: Request, apply: bool = False) -> C
     except RoomsCsvError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             [str(p) for p in exc.problems]) from None
-    # What staff set by hand is not in the file: keep it for rooms that stay.
-    cleaning = {r.id for r in ctx.registry.current.rooms if r.cleaning}
-    rooms = [r.model_copy(update={"cleaning": r.id in cleaning}) for r in rooms]
-    removed = sorted({r.id for r in ctx.registry.current.rooms} - {r.id for r in rooms})
-    if apply:
-        await ctx.registry.replace_rooms(rooms)
+    removed = await ctx.registry.import_rooms(rooms, apply=apply)
     return CsvImport(rooms=len(rooms), applied=apply, removed=removed)
 
 
@@ -182,11 +177,7 @@ async def import_rooms_csv(ctx: Ctx, request: Request, apply: bool = False) -> C
 async def move_device(ctx: Ctx, device: Annotated[str, Path(pattern=DEVICE_ID_PATTERN)],
                       body: Adopt) -> RegistryRoom:
     """Move a device to another room in one registry version (its old room has none)."""
-    target = ctx.registry.room(body.room)
-    rooms = [r.model_copy(update={"device": None}) if r.device == device else r
-             for r in ctx.registry.current.rooms if r.id != target.id]
-    moved = target.model_copy(update={"device": device})
-    await ctx.registry.replace_rooms([*rooms, moved])
+    moved = await ctx.registry.move_device(device, body.room)
     await ctx.store.forget_unknown_device(device)
     return moved
 

@@ -100,6 +100,31 @@ class RegistryService:
                 self._check_device(room, rooms[:i])
             await self._save(rooms)
 
+    async def import_rooms(self, rooms: list[RegistryRoom], *, apply: bool) -> list[str]:
+        """A rooms CSV's rooms, keeping what staff set by hand (`cleaning`,
+        not in the file) for rooms that stay; with `apply`, they replace the
+        registry in one version. The ids the file drops, read and written
+        under one lock, so a concurrent edit is never lost."""
+        async with self._lock:
+            cleaning = {r.id for r in self.current.rooms if r.cleaning}
+            rooms = [r.model_copy(update={"cleaning": r.id in cleaning}) for r in rooms]
+            removed = sorted({r.id for r in self.current.rooms} - {r.id for r in rooms})
+            if apply:
+                for i, room in enumerate(rooms):
+                    self._check_device(room, rooms[:i])
+                await self._save(rooms)
+        return removed
+
+    async def move_device(self, device: str, room_id: str) -> RegistryRoom:
+        """The device to another room in one registry version (its old room has none)."""
+        async with self._lock:
+            target = self.room(room_id)
+            rooms = [r.model_copy(update={"device": None}) if r.device == device else r
+                     for r in self.current.rooms if r.id != target.id]
+            moved = target.model_copy(update={"device": device})
+            await self._save([*rooms, moved])
+        return moved
+
     async def delete_room(self, room_id: str) -> None:
         async with self._lock:
             self.room(room_id)
