@@ -218,7 +218,7 @@ def plain_line(rec: Record) -> str:
     head = measurement + "".join(f",{k}={tag(v)}" for k, v in tags if v)
     body = ",".join(f"{k}={t}" for k, v in fields.items() if (t := field(v)) is not None)
     time_ms = msg.ts if trusted and msg.ts is not None else rec.received_ms
-    return f"{head} {body} {time_ms * 1_000_000 + msg.seq % 1_000_000}"
+    return f"{head} {body} {time_ms * 1_000_000 + (msg.seq + msg.boot * 919_113) % 1_000_000}"
 
 
 tag_texts = st.one_of(st.none(), st.text(max_size=12))
