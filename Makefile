@@ -39,11 +39,14 @@ demo: $(STAMP) $(VENDOR)
 test: $(STAMP) $(VENDOR)
 	@scripts/ensure-system-packages.sh mosquitto influxdb openssl chromium fonts-noto-cjk faketime nginx
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/firmware/test_types.py -k imports_nothing
 	$(BIN)/mypy
 
 bench: $(STAMP) $(VENDOR)

@@ -5,13 +5,18 @@ baseline, same run, same processes; the target is p99 within 2× of it. A
 control run aims the same storm at a bare app in another process: what the
 load generator alone costs the (shared) machine.
 
-    python -m bench.login_storm [--calls 300] [--workers 300] [--rounds 3]
+    python -m bench.login_storm [--calls 300] [--workers 300] [--rounds 3] [--split]
+
+With --split the site runs as deployment.md recommends for it: a `calls`
+server (server.role) that takes the calls, and a `web` server, on the same
+data dir, that takes the logins; the storm goes to the web server.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,7 +29,15 @@ from rich.table import Table
 
 from bench.ingest import machine
 from bench.sse_latency import percentiles
-from tests.support import Device, Mosquitto, Services, free_port, wait_for, write_rooms_csv
+from tests.support import (
+    Device,
+    Mosquitto,
+    Proc,
+    Services,
+    free_port,
+    wait_for,
+    write_rooms_csv,
+)
 from tests.web_load import LoginStorm
 
 console = Console()
@@ -44,6 +57,8 @@ async def busy(_):
 app = Starlette(routes=[Route("/api/auth/token", busy, methods=["POST"])])
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
+#: The calls server's priority in the --split run (mamaroom-calls.service: Nice=).
+CALLS_NICE = -10
 #: Between calls, so that they spread over the storm's ups and downs.
 PACE_S = 0.05
 
@@ -73,6 +88,8 @@ def main(argv: list[str] | None = None) -> str:
                         help="calls timed quiet, and as many during storms")
     parser.add_argument("--workers", type=int, default=300, help="login clients in the storm")
     parser.add_argument("--rounds", type=int, default=3, help="quiet/storm rounds in turn")
+    parser.add_argument("--split", action="store_true",
+                        help="calls and web in two server processes (server.role)")
     args = parser.parse_args(argv)
     quiet: list[float] = []
     stormy: list[float] = []
@@ -83,11 +100,28 @@ def main(argv: list[str] | None = None) -> str:
         root = Path(tmp)
         broker = Mosquitto(root / "broker").start()
         rooms = write_rooms_csv(root / "rooms.csv", [("B-0101", "bench-node")])
-        svc = Services(broker, root, rooms, MAMAROOM_LOG__LEVEL="warning")
+        role = {"MAMAROOM_SERVER__ROLE": "calls", "MAMAROOM_SERVER__CLIENT_ID": "calls"} \
+            if args.split else {}
+        svc = Services(broker, root, rooms, MAMAROOM_LOG__LEVEL="warning", **role)
         bare_port = free_port()
         bare = subprocess.Popen([sys.executable, "-c", BARE_APP, str(bare_port)])
+        web: Proc | None = None
         try:
             svc.start()
+            target = svc.base_url
+            if args.split and svc.server.proc is not None:
+                # As deploy/systemd/mamaroom-calls.service: the calls server
+                # gets the CPU first (Nice=-10) when the machine is busy.
+                os.setpriority(os.PRIO_PROCESS, svc.server.proc.pid, CALLS_NICE)
+            if args.split:
+                web_port = free_port()
+                web = Proc("web", ["server"], {**svc.env, "MAMAROOM_SERVER__ROLE": "web",
+                                               "MAMAROOM_SERVER__CLIENT_ID": "web",
+                                               "MAMAROOM_HTTP__PORT": str(web_port)},
+                           root).start()
+                target = f"http://127.0.0.1:{web_port}"
+                wait_for(lambda: httpx.get(f"{target}/readyz").status_code == 200,
+                         timeout=60, what="the web server")
             wait_for(lambda: httpx.post(f"http://127.0.0.1:{bare_port}/api/auth/token")
                      .status_code == 503, timeout=60, what="the bare app")
             node = Device(broker.port, "bench-node")
@@ -103,7 +137,7 @@ def main(argv: list[str] | None = None) -> str:
                 with LoginStorm(f"http://127.0.0.1:{bare_port}", workers=args.workers) as storm:
                     storm.warm.wait(timeout=180)
                     control += timed_calls(node, args.calls // args.rounds, f"control{r}")
-                with LoginStorm(svc.base_url, workers=args.workers) as storm:
+                with LoginStorm(target, workers=args.workers) as storm:
                     storm.warm.wait(timeout=180)
                     before = dict(storm.counts)
                     t0 = time.perf_counter()
@@ -113,6 +147,8 @@ def main(argv: list[str] | None = None) -> str:
                         during[k] = during.get(k, 0) + v - before.get(k, 0)
             node.close()
         finally:
+            if web is not None:
+                web.stop()
             bare.terminate()
             bare.wait(timeout=30)
             svc.stop()
@@ -120,7 +156,11 @@ def main(argv: list[str] | None = None) -> str:
     q, c, s = percentiles(quiet), percentiles(control), percentiles(stormy)
     checked = during.get(401, 0) / elapsed
     answered = sum(during.values()) / elapsed
-    table = Table(title=f"press → received, {args.calls} calls each, {args.rounds} rounds (ms)")
+    layout = ("calls and web in two server processes (server.role), the calls "
+              f"server at nice {CALLS_NICE}" if args.split
+              else "one server process")
+    table = Table(title=f"press → received, {args.calls} calls each, {args.rounds} rounds "
+                        f"(ms); {layout}")
     for col in ("run", "p50", "p99", "max", "p50 ratio", "p99 ratio"):
         table.add_column(col)
     rows = [("quiet (baseline)", q),
@@ -140,7 +180,7 @@ def main(argv: list[str] | None = None) -> str:
     console.print(summary)
     console.print(f"machine: {machine()}")
     return "\n".join([
-        "## Emergency calls during a login storm", "",
+        f"## Emergency calls during a login storm: {layout}", "",
         f"Machine: {machine()}. {args.calls} calls from one node, press → `call_ack "
         f"received` at the node, with the web server quiet (the baseline) and "
         f"as many while {args.workers} clients, each from its own loopback address, try wrong "

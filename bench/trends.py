@@ -55,7 +55,7 @@ def generate(data_dir: Path, backend: str, days: int, influx: InfluxDB) -> float
            # The generator's one year-long rollup refresh reads every event at once.
            "MAMAROOM_STORAGE__INFLUXDB__TIMEOUT_S": "300"}
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "mamaroom", "history", "generate", "--days",
+    subprocess.run([sys.executable, "-m", "cli", "history", "generate", "--days",
                     str(days), "--rooms", "190", "--backend", backend], env=env,
                    cwd=data_dir.parent, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started

@@ -181,6 +181,13 @@ class ServerSettings(_Section):
     #: resets sent while the server restarts wait at the broker. Every server
     #: process needs its own (several servers share data_dir; see deployment.md).
     client_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "mamaroom-server"
+    #: `all`: one process does everything. For a site that wants the
+    #: emergency path out of reach of any web client, two processes on one
+    #: data_dir: `calls` takes the nodes' calls, acknowledges them and pages
+    #: (its HTTP port on 127.0.0.1 only, for health and metrics); `web` serves
+    #: the pages, API and logins, learns of alerts from the calls server over
+    #: MQTT, and never pages (deployment.md: "The call path in its own process").
+    role: Literal["all", "calls", "web"] = "all"
     #: Open HTTP connections at most (beyond: 503 and closed); 0 = sized from the
     #: process's file-descriptor limit, keeping `fd_reserve` for the call path.
     max_connections: Annotated[int, Field(ge=0, le=1_000_000)] = 0
@@ -227,7 +234,7 @@ class AuthSettings(_Section):
     min_passphrase_length: Annotated[int, Field(ge=8, le=200)] = 10
 
 
-class EspaSettingsModel(_Section):
+class EspaSettings(_Section):
     """ESPA 4.4.4 paging over a serial line (contract: Paging over serial)."""
 
     #: Serial device, e.g. /dev/ttyUSB0; empty = no ESPA paging.
@@ -245,6 +252,8 @@ class EspaSettingsModel(_Section):
     mode: Literal["control", "passive"] = "control"
     #: Passive mode: no poll for this long means the link is down.
     poll_silence_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    #: While the link is down, a selection is tried this often to see it come back.
+    probe_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
 
 
 class ImSettings(_Section):
@@ -255,7 +264,7 @@ class ImSettings(_Section):
 
 
 class PagingSettings(_Section):
-    espa: EspaSettingsModel = EspaSettingsModel()
+    espa: EspaSettings = EspaSettings()
     im: ImSettings = ImSettings()
     #: The server refuses to start when no escalation tier can page anyone
     #: (calls would reach only the console). `true` starts it anyway, for a
@@ -293,7 +302,11 @@ class TrendsSettings(_Section):
     telemetry_interval_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
 
 
-PagerNumber = Annotated[str, Field(pattern=r"^[0-9]{1,16}$")]
+#: A pager (call) number as ESPA 4.4.4 carries it.
+PAGER_NUMBER = r"^[0-9]{1,16}$"
+PagerNumber = Annotated[str, Field(pattern=PAGER_NUMBER)]
+#: `channel:target`, e.g. `espa:101` or `im:security-desk`.
+TierTarget = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*:\S+$", max_length=200)]
 
 
 class EscalationTier(_Section):
@@ -301,9 +314,13 @@ class EscalationTier(_Section):
 
     #: Seconds after the call when this tier starts.
     after_s: Annotated[float, Field(ge=0, le=DAY_S)] = 0
-    #: Pager numbers of this tier (security desk, facility manager, ...), over ESPA.
+    #: Whom this tier pages, each as `channel:target`: `espa:101` (a pager
+    #: number), `im:security-desk` (a name from paging.im.destinations), or
+    #: any other configured channel's (paging/registry.py).
+    targets: list[TierTarget] = Field(default_factory=list)
+    #: Shorthand for `espa:<number>` targets (security desk, facility manager, ...).
     pagers: list[PagerNumber] = Field(default_factory=list)
-    #: IM destinations of this tier (names from paging.im.destinations).
+    #: Shorthand for `im:<name>` targets (names from paging.im.destinations).
     im: list[str] = Field(default_factory=list)
     #: Also page whoever is on duty (roster) for the room's building.
     on_duty: bool = False
@@ -311,6 +328,12 @@ class EscalationTier(_Section):
     repeat_s: Annotated[float, Field(ge=0, le=DAY_S)] = 0
     #: Only for rooms in these buildings (Chinese or English name); empty = all.
     buildings: list[str] = Field(default_factory=list)
+
+    def named_targets(self) -> list[tuple[str, str]]:
+        """(channel, target) pairs, each once: `targets`, then the shorthands."""
+        pairs = [tuple(t.split(":", 1)) for t in self.targets]
+        pairs += [("espa", p) for p in self.pagers] + [("im", n) for n in self.im]
+        return list(dict.fromkeys((c, t) for c, t in pairs))
 
 
 class DutyShift(_Section):

@@ -6,10 +6,11 @@ import asyncio
 import json
 import os
 import sqlite3
-from typing import Any
+from typing import Any, cast
 
 from mamaroom.storage import StorageError
 from mamaroom.storage.sqlite_base import SqliteDatabase
+from server.services.alert_model import ORDER, Alert, TimelineEntry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -62,19 +63,18 @@ ADDED_COLUMNS = (("paging", "TEXT"), ("nobody", "INTEGER NOT NULL DEFAULT 0"))
 #: A journalled call and a stored one of the same device and call_id raised
 #: this close together are one call (call ids are unique per node boot).
 JOURNAL_MATCH_MS = 5 * 60_000
-#: How far along a call is; a step is only ever taken forwards.
-ORDER = {"open": 0, "acknowledged": 1, "arrived": 2, "resolved": 3, "cancelled": 3}
 
 
-def _alert(row: tuple[Any, ...]) -> dict[str, Any]:
-    alert = dict(zip(ALERT_COLUMNS, row, strict=True))
-    alert["paging"] = json.loads(alert["paging"]) if alert["paging"] else {}
-    alert["nobody"] = bool(alert["nobody"])
-    alert["test"] = bool(alert["test"])
-    return alert
+def _alert(row: tuple[Any, ...]) -> Alert:
+    raw = dict(zip(ALERT_COLUMNS, row, strict=True))
+    raw["paging"] = json.loads(raw["paging"]) if raw["paging"] else {}
+    raw["nobody"] = bool(raw["nobody"])
+    raw["test"] = bool(raw["test"])
+    return cast(Alert, raw)
 
 
 class AlertsDb(SqliteDatabase):
+    component = "alerts"
     schema = SCHEMA
 
     async def open(self) -> None:
@@ -106,14 +106,14 @@ class AlertsDb(SqliteDatabase):
             raise StorageError(f"{self.path}: {exc}") from exc
 
     async def raise_call(self, *, room: str, device: str, call_id: str, at_ms: int,
-                         channel: str, test: bool) -> tuple[dict[str, Any], bool]:
+                         channel: str, test: bool) -> tuple[Alert, bool]:
         """The open alert for this device's `call_id`, created if there is none;
         (alert, created). A press for a call already resolved raises a new
         alert: a node may reuse an id (its boot counter reset), and paging
         twice is safer than telling a new emergency it is over. Committed
         before it returns: only then may the node be told `received`."""
 
-        def run(db: sqlite3.Connection) -> tuple[dict[str, Any], bool]:
+        def run(db: sqlite3.Connection) -> tuple[Alert, bool]:
             cols = ", ".join(ALERT_COLUMNS)
             with db:
                 row = db.execute(
@@ -153,11 +153,11 @@ class AlertsDb(SqliteDatabase):
 
     async def raise_once(self, kind: str, subject: str, *, priority: str, at_ms: int,
                          detail: str, channel: str, room: str | None = None,
-                         device: str | None = None) -> tuple[dict[str, Any], bool]:
+                         device: str | None = None) -> tuple[Alert, bool]:
         """An alert of `kind` about `subject` (a channel, device, building),
         unless one is already open; (alert, created)."""
 
-        def run(db: sqlite3.Connection) -> tuple[dict[str, Any], bool]:
+        def run(db: sqlite3.Connection) -> tuple[Alert, bool]:
             with db:
                 row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE kind=?"
                                  " AND subject=? AND status NOT IN ('resolved', 'cancelled')",
@@ -177,10 +177,10 @@ class AlertsDb(SqliteDatabase):
         return await self._run(run)
 
     async def advance(self, alert_id: int, status: str, *, at_ms: int, who: str | None,
-                      channel: str) -> tuple[dict[str, Any], bool]:
+                      channel: str) -> tuple[Alert, bool]:
         """Move an alert forwards to `status`; (alert, changed). Going back is a no-op."""
 
-        def run(db: sqlite3.Connection) -> tuple[dict[str, Any], bool]:
+        def run(db: sqlite3.Connection) -> tuple[Alert, bool]:
             with db:
                 row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE id=?",
                                  (alert_id,)).fetchone()
@@ -202,8 +202,7 @@ class AlertsDb(SqliteDatabase):
                            (*sets.values(), alert_id))
                 db.execute("INSERT INTO alert_events (alert_id, at_ms, what, who, channel)"
                            " VALUES (?, ?, ?, ?, ?)", (alert_id, at_ms, status, who, channel))
-                alert.update(sets)
-            return alert, True
+            return cast(Alert, {**alert, **sets}), True
 
         return await self._run(run)
 
@@ -249,14 +248,14 @@ class AlertsDb(SqliteDatabase):
 
         await self._run(run)
 
-    async def commit_journaled(self, alert: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    async def commit_journaled(self, alert: Alert) -> tuple[Alert, bool]:
         """A call kept in the journal while the database refused writes, with
         its status and timeline so far; (alert, created). Exactly once: a call
         already committed (the same device and call_id raised within
         JOURNAL_MATCH_MS: a late commit of the same attempt, or another server
         sharing this database that journalled the same press) is returned as it is."""
 
-        def run(db: sqlite3.Connection) -> tuple[dict[str, Any], bool]:
+        def run(db: sqlite3.Connection) -> tuple[Alert, bool]:
             cols = ", ".join(ALERT_COLUMNS)
             with db:
                 row = db.execute(f"SELECT {cols} FROM alerts WHERE device=? AND call_id=? AND"
@@ -378,10 +377,10 @@ class AlertsDb(SqliteDatabase):
 
         await self._run(run)
 
-    async def by_call(self, device: str, call_id: str) -> dict[str, Any] | None:
+    async def by_call(self, device: str, call_id: str) -> Alert | None:
         """The latest alert of this device's call (or of the call it joined)."""
 
-        def run(db: sqlite3.Connection) -> dict[str, Any] | None:
+        def run(db: sqlite3.Connection) -> Alert | None:
             cols = ", ".join(ALERT_COLUMNS)
             row = db.execute(f"SELECT {cols} FROM alerts WHERE device=? AND call_id=?"
                              " ORDER BY id DESC LIMIT 1", (device, call_id)).fetchone()
@@ -403,15 +402,16 @@ class AlertsDb(SqliteDatabase):
 
         return await self._run(run)
 
-    async def get(self, alert_id: int) -> dict[str, Any] | None:
-        def run(db: sqlite3.Connection) -> dict[str, Any] | None:
+    async def get(self, alert_id: int) -> Alert | None:
+        def run(db: sqlite3.Connection) -> Alert | None:
             row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE id=?",
                              (alert_id,)).fetchone()
             if row is None:
                 return None
             alert = _alert(row)
             alert["timeline"] = [
-                dict(zip(("at_ms", "what", "who", "channel", "detail"), e, strict=True))
+                cast(TimelineEntry,
+                     dict(zip(("at_ms", "what", "who", "channel", "detail"), e, strict=True)))
                 for e in db.execute("SELECT at_ms, what, who, channel, detail FROM alert_events"
                                     " WHERE alert_id=? ORDER BY at_ms, id", (alert_id,))]
             return alert
@@ -420,8 +420,8 @@ class AlertsDb(SqliteDatabase):
 
     async def query(self, *, status: str | None = None, kind: str | None = None,
                     device: str | None = None, open_only: bool = False,
-                    limit: int = 500) -> list[dict[str, Any]]:
-        def run(db: sqlite3.Connection) -> list[dict[str, Any]]:
+                    limit: int = 500) -> list[Alert]:
+        def run(db: sqlite3.Connection) -> list[Alert]:
             where, args = [], []
             if status:
                 where.append("status=?")

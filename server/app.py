@@ -1,15 +1,12 @@
-"""Builds the FastAPI app: services started in the lifespan, thin routers."""
+"""Builds the FastAPI app: thin routers, and a lifespan that runs the
+composition root (server/composition.py) and closes what it opened."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
 import gc
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -18,128 +15,30 @@ from fastapi.staticfiles import StaticFiles
 import dashboard
 from mamaroom.config import Settings
 from mamaroom.logs import get_logger
-from mamaroom.storage import StorageError
-from mamaroom.storage.sqlite import SqliteStore
-from server.alerts_db import AlertsDb
 from server.api import admin, auth, devices, health, pages, public, rooms
 from server.api import alerts as alerts_api
 from server.api import firmware as firmware_api
 from server.api import trends as trends_api
 from server.body_limit import BodyLimit
-from server.context import ServerContext
-from server.db import ServerDb
+from server.composition import build
 from server.errors import ServerError
-from server.mqtt_link import ServerMqtt
-from server.notify.im import ImChannel
-from server.notify.wiring import call_text, destination_watcher, page_recorder, start_espa
 from server.security import SecurityHeaders
-from server.services.accounts import AccountsDb, LoginLimiter
-from server.services.alerts import AlertService, present
-from server.services.call_journal import CallJournal
-from server.services.escalation import Escalator, paging_gaps
-from server.services.fanout import Fanout
-from server.services.outages import OutageWatch
-from server.services.registry import RegistryService
-from server.services.rooms import LiveRooms
-from server.services.welfare import WelfareCheck
 
 log = get_logger(__name__)
 DASHBOARD = dashboard.ROOT
-#: Opening hours change what `open_now` says; re-evaluate this often.
-REFRESH_S = 30
 
 
 def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = ServerDb(settings.server_db_path)
-        store = SqliteStore(settings.store_path)
-        await db.open()
-        await store.open()
-        registry = RegistryService(db, settings.rooms_csv)
-        current = await registry.load()
-        alerts_db = AlertsDb(settings.server_db_path)
-        await alerts_db.open()
-        alerts = AlertService(alerts_db, journal=CallJournal(settings.call_journal_path))
-        await alerts.load()
-        fanout = Fanout(settings.server.stream_queue)
-        alerts.on_change(lambda a: fanout.publish("alert", present(a), staff_only=True))
-        live = LiveRooms(ZoneInfo(settings.timezone), fanout)
-        live.set_open_calls(alerts.open_rooms)
-        alerts.on_change(lambda _alert: live.set_open_calls(alerts.open_rooms))
-        await live.set_registry(current)
-        welfare = (WelfareCheck(alerts, settings.alerts.welfare_after_s)
-                   if settings.alerts.welfare_enabled else None)
-        mqtt = ServerMqtt(settings.mqtt, settings.server.client_id, live, current, alerts,
-                          welfare)
-        registry.on_change(live.set_registry)
-        registry.on_change(mqtt.publish_registry)
-        escalator = Escalator(alerts_db, settings.escalation, ZoneInfo(settings.timezone),
-                              registry.find, call_text, on_paged=page_recorder(alerts),
-                              open_calls=alerts.calls_to_page, on_nobody=alerts.note_nobody,
-                              set_escalation=alerts.set_escalation,
-                              lease=functools.partial(alerts_db.lease, "escalation",
-                                                      settings.server.client_id))
-        alerts.on_change(lambda a: escalator.wake() if a["kind"] == "call" else None)
-        for gap in paging_gaps(settings.escalation, settings.paging):
-            # Chosen on purpose (paging.allow_no_target: a demo): said once, quietly.
-            log.log(20 if settings.paging.allow_no_target else 30, "paging configuration",
-                    problem=gap)
-        espa = start_espa(settings.paging.espa, alerts)
-        if espa is not None:
-            escalator.channels.append(espa)
-        im = (ImChannel(settings.paging.im.destinations,
-                        on_link_change=destination_watcher(alerts, "im"))
-              if settings.paging.im.destinations else None)
-        if im is not None:
-            escalator.channels.append(im)
-        accounts = AccountsDb(settings.server_db_path, settings.auth)
-        await accounts.open()
-        app.state.ctx = ServerContext(settings, db, store, registry, live, mqtt, alerts,
-                                      accounts, LoginLimiter(settings.auth), fanout)
-
-        outages = OutageWatch(live, alerts, settings.alerts)
-
-        async def refresh() -> None:
-            while True:
-                await asyncio.sleep(min(REFRESH_S, settings.alerts.device_offline_after_s / 4))
-                # One failed round must never end the task: opening hours and
-                # outage alerts would silently stop for good.
-                try:
-                    live.refresh()
-                    await outages.check()
-                except StorageError as exc:
-                    log.error("device-outage check failed; will retry", error=str(exc))
-                except Exception:
-                    log.exception("room refresh failed; will retry")
-
-        tasks = [asyncio.create_task(mqtt.run()), asyncio.create_task(refresh()),
-                 asyncio.create_task(escalator.run()), asyncio.create_task(fanout.keepalive()),
-                 asyncio.create_task(alerts.run()), asyncio.create_task(watch_wall_clock())]
-        page_tasks, push_db = await pages.start(app, app.state.ctx)
-        tasks += page_tasks
-        tune_gc()
-        log.info("server started", rooms=len(current.rooms), broker=settings.mqtt.url)
-        try:
-            yield
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            # Each part is closed even if one before it fails to.
-            closers: list[Callable[[], Awaitable[None]]] = [store.close, push_db.close,
-                                                            alerts_db.close, accounts.close,
-                                                            db.close]
-            if im is not None:
-                closers.insert(0, functools.partial(asyncio.to_thread, im.stop))
-            if espa is not None:
-                closers.insert(0, functools.partial(asyncio.to_thread, espa.stop))
-            for close in closers:
-                try:
-                    await close()
-                except Exception:
-                    log.exception("a part failed to close")
-            log.info("server stopped")
+        async with contextlib.AsyncExitStack() as stack:
+            app.state.ctx = await build(settings, stack)
+            tune_gc()
+            try:
+                yield
+            finally:
+                log.info("server stopping")
+        log.info("server stopped")
 
     app = FastAPI(
         title="mamaroom",
@@ -171,20 +70,6 @@ def create_app(settings: Settings) -> FastAPI:
     _mount_pages(app, DASHBOARD)
     pages.mount(app)
     return app
-
-
-async def watch_wall_clock(every_s: float = 5.0, tolerance_s: float = 2.0) -> None:
-    """Log a step of the wall clock (NTP, a wrong RTC, an operator). Timers
-    run on the monotonic clock and do not care; timestamps shown to people do."""
-    wall, mono = time.time(), time.monotonic()
-    while True:
-        await asyncio.sleep(every_s)
-        new_wall, new_mono = time.time(), time.monotonic()
-        step = (new_wall - wall) - (new_mono - mono)
-        if abs(step) > tolerance_s:
-            log.warning("wall clock stepped; timers are unaffected (monotonic), times "
-                        "stamped on alerts jump by the step", step_s=round(step, 1))
-        wall, mono = new_wall, new_mono
 
 
 def tune_gc() -> None:

@@ -13,13 +13,21 @@ from server.db import ServerDb
 from server.mqtt_link import ServerMqtt
 from server.services.accounts import AccountsDb, LoginLimiter
 from server.services.alerts import AlertService
+from server.services.escalation import Escalator
 from server.services.fanout import Fanout
 from server.services.registry import RegistryService
 from server.services.rooms import LiveRooms
+from server.services.roster import Roster
+from server.services.site import SiteService
+from server.services.trends import TrendsService
+from server.services.waits import WaitPredictor
+from server.services.webpush import WebPush
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ServerContext:
+    """Every service of one server, built by server/composition.py."""
+
     settings: Settings
     db: ServerDb
     store: SqliteStore
@@ -30,6 +38,12 @@ class ServerContext:
     accounts: AccountsDb
     login_limiter: LoginLimiter
     fanout: Fanout
+    escalator: Escalator
+    roster: Roster
+    site: SiteService
+    waits: WaitPredictor
+    push: WebPush
+    trends: TrendsService
 
 
 async def _context(request: Request) -> ServerContext:

@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS registry_meta (
 
 
 class ServerDb(SqliteDatabase):
+    component = "registry"
     schema = SCHEMA
 
     async def registry(self) -> Registry | None:

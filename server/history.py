@@ -3,9 +3,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from mamaroom.config import Settings
-from mamaroom.history import HistoricCall
 from server.alerts_db import AlertsDb
+
+
+@dataclass(frozen=True)
+class HistoricCall:
+    """A past emergency call with its response times (ms since the epoch)."""
+
+    room: str
+    device: str
+    call_id: str
+    raised_ms: int
+    acknowledged_ms: int
+    arrived_ms: int
+    resolved_ms: int
 
 
 async def store_past_calls(settings: Settings, calls: list[HistoricCall]) -> int:

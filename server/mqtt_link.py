@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
 import aiomqtt
 
@@ -31,6 +32,7 @@ from mamaroom.contract import (
 )
 from mamaroom.logs import get_logger
 from mamaroom.mqtt_socket import NO_DELAY
+from server.services.alert_model import Alert
 from server.services.alerts import AlertService
 from server.services.rooms import LiveRooms
 from server.services.welfare import WelfareCheck
@@ -56,7 +58,13 @@ def peer_topic(client_id: str) -> str:
 class ServerMqtt:
     def __init__(self, settings: MqttSettings, client_id: str, rooms: LiveRooms,
                  registry: Registry, alerts: AlertService,
-                 welfare: WelfareCheck | None = None) -> None:
+                 welfare: WelfareCheck | None = None, *, handles_calls: bool = True,
+                 on_newer_registry: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
+        """`handles_calls`: subscribe to the nodes' calls and statuses (not so
+        on a server of role `web`, which learns of alerts from its peers).
+        `on_newer_registry`: another server published a newer registry."""
+        self._handles_calls = handles_calls
+        self._on_newer_registry = on_newer_registry
         self._settings = settings
         self._client_id = client_id
         self._rooms = rooms
@@ -64,8 +72,6 @@ class ServerMqtt:
         self._device_rooms = registry.device_rooms()
         self._alerts = alerts
         self._welfare = welfare
-        alerts.connect(self.send_call_ack)
-        alerts.connect_peers(self.tell_peers)
         self._peer_sends: set[asyncio.Task[None]] = set()
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
@@ -99,9 +105,12 @@ class ServerMqtt:
                     self._client = client
                     await client.subscribe(ROOM_STATE_SUBSCRIPTION, qos=1)
                     await client.subscribe(GATEWAY_SUBSCRIPTION, qos=0)
-                    await client.subscribe(CALL_SUBSCRIPTION, qos=1)
-                    await client.subscribe(STATUS_SUBSCRIPTION, qos=1)
+                    if self._handles_calls:
+                        await client.subscribe(CALL_SUBSCRIPTION, qos=1)
+                        await client.subscribe(STATUS_SUBSCRIPTION, qos=1)
                     await client.subscribe(PEER_SUBSCRIPTION, qos=1)
+                    if self._on_newer_registry is not None:
+                        await client.subscribe(REGISTRY_TOPIC, qos=1)
                     if self._welfare is not None:
                         await client.subscribe(OCCUPANCY_SUBSCRIPTION, qos=1)
                     await client.publish(REGISTRY_TOPIC, dumps(self._registry), qos=1,
@@ -168,7 +177,7 @@ class ServerMqtt:
             log.debug("ignoring a bad device message (the gateway counts it)", topic=topic,
                       reason=exc.reason.value)
 
-    def tell_peers(self, alert: dict[str, Any]) -> None:
+    def tell_peers(self, alert: Alert) -> None:
         """An alert change made here, for the other servers' consoles."""
         if self._client is None or not self.connected.is_set() or alert.get("id", 0) <= 0:
             return
@@ -176,7 +185,7 @@ class ServerMqtt:
         self._peer_sends.add(task)
         task.add_done_callback(self._peer_sends.discard)
 
-    async def _publish_peer(self, client: aiomqtt.Client, alert: dict[str, Any]) -> None:
+    async def _publish_peer(self, client: aiomqtt.Client, alert: Alert) -> None:
         try:
             await client.publish(peer_topic(self._client_id), json.dumps(alert), qos=1,
                                  timeout=ACK_PUBLISH_TIMEOUT_S)
@@ -193,7 +202,7 @@ class ServerMqtt:
             log.warning("ignoring a bad alert from another server", topic=topic)
             return
         if isinstance(alert, dict) and isinstance(alert.get("id"), int) and "status" in alert:
-            self._alerts.from_peer(alert)
+            self._alerts.from_peer(cast(Alert, alert))
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if topic.startswith(GATEWAY_PREFIX):
@@ -201,6 +210,9 @@ class ServerMqtt:
             return
         if topic.startswith(f"{PREFIX}/server/"):
             self._on_peer(topic, payload)
+            return
+        if topic == REGISTRY_TOPIC:
+            self._on_registry(payload)
             return
         try:
             room = parse_room_state_topic(topic)
@@ -212,6 +224,17 @@ class ServerMqtt:
             log.warning("ignoring a room state filed under another room", topic=topic)
             return
         self._rooms.set_state(room, state)
+
+    def _on_registry(self, payload: bytes) -> None:
+        try:
+            version = Registry.model_validate_json(payload).version
+        except ValueError:
+            log.warning("ignoring a bad registry publication")
+            return
+        if version > self._registry.version and self._on_newer_registry is not None:
+            task = asyncio.create_task(self._on_newer_registry())
+            self._peer_sends.add(task)
+            task.add_done_callback(self._peer_sends.discard)
 
     def _on_gateway(self, topic: str, payload: bytes) -> None:
         parts = topic.split("/")

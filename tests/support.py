@@ -224,7 +224,7 @@ class Proc:
 
     def start(self) -> Proc:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "mamaroom", *self.args],
+        self.proc = subprocess.Popen([sys.executable, "-m", "cli", *self.args],
                                      env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      cwd=ROOT)
         log.close()
@@ -383,7 +383,7 @@ class Services:
 
     def start_server(self) -> None:
         # An admin account, made the way an operator makes one.
-        subprocess.run([sys.executable, "-m", "mamaroom", "user", "add", "admin", "--role",
+        subprocess.run([sys.executable, "-m", "cli", "user", "add", "admin", "--role",
                         "admin", "--password-stdin"], input=self.ADMIN_PASSWORD + "\n",
                        text=True, env=self.env, cwd=ROOT, check=True, capture_output=True)
         self.server.start()

@@ -17,7 +17,7 @@ from tests.support import ROOT, Services, wait_for
 
 def add_user(svc: Services, name: str, role: str,
              password: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mamaroom", "user", "add", name, "--role", role,
+    return subprocess.run([sys.executable, "-m", "cli", "user", "add", name, "--role", role,
                            "--password-stdin"], input=password + "\n", text=True, env=svc.env,
                           cwd=ROOT, capture_output=True, timeout=60)
 

@@ -16,7 +16,7 @@ from tests.support import ROOT, Device, Services, wait_for
 
 
 def mamaroom(svc: Services, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mamaroom", *args], env=svc.env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "cli", *args], env=svc.env, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -35,7 +35,7 @@ def test_backup_online_then_restore(services: Services, tmp_path: Path) -> None:
     try:
         dev.call("press", "before-backup")
         wait_for(lambda: services.admin("GET", "/api/alerts").json(), what="the alert")
-        subprocess.run([sys.executable, "-m", "mamaroom", "user", "add", "nurse-li", "--role",
+        subprocess.run([sys.executable, "-m", "cli", "user", "add", "nurse-li", "--role",
                         "staff", "--password-stdin"], input="a long password\n", text=True,
                        env=services.env, cwd=ROOT, check=True, capture_output=True)
         # A writer keeps the gateway busy while the backup runs.

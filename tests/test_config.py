@@ -12,7 +12,7 @@ import pytest
 import typer
 from pydantic import BaseModel
 
-from mamaroom.cli import app as cli_app
+from cli.main import app as cli_app
 from mamaroom.config import PROJECT_ROOT, ConfigError, Settings, load_settings
 
 
@@ -77,7 +77,7 @@ def test_unknown_key_and_broken_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_a_service_refuses_to_start_with_one_clear_line() -> None:
     env = {**os.environ, "MAMAROOM_HTTP__PORT": "eighty"}
-    out = subprocess.run([sys.executable, "-m", "mamaroom", "server"], env=env,
+    out = subprocess.run([sys.executable, "-m", "cli", "server"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
@@ -89,7 +89,7 @@ def test_a_server_that_could_page_nobody_refuses_to_start(tmp_path: Path) -> Non
     in one line and exits 2, unless paging.allow_no_target is set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAMAROOM_")}
     env["MAMAROOM_DATA_DIR"] = str(tmp_path / "data")
-    out = subprocess.run([sys.executable, "-m", "mamaroom", "server"], env=env,
+    out = subprocess.run([sys.executable, "-m", "cli", "server"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     [line] = out.stderr.strip().splitlines()
@@ -112,7 +112,7 @@ def test_every_command_has_help() -> None:
     commands = _commands(group, [])
     assert ["device", "add"] in commands and ["watchdog"] in commands
     for cmd in commands:
-        out = subprocess.run([sys.executable, "-m", "mamaroom", *cmd, "--help"],
+        out = subprocess.run([sys.executable, "-m", "cli", *cmd, "--help"],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         assert "Usage" in out.stdout and len(out.stdout) > 200, cmd
@@ -147,7 +147,7 @@ def test_config_show_hides_secrets_and_errors_keep_their_brackets(tmp_path: Path
                    '[pages]\nvapid_private_key = "vapid-pr1vate"\n'
                    '[storage.influxdb]\ntoken = "t0ken-x"\n')
     env = {**os.environ, "MAMAROOM_CONFIG": str(cfg)}
-    shown = subprocess.run([sys.executable, "-m", "mamaroom", "config", "show"], env=env,
+    shown = subprocess.run([sys.executable, "-m", "cli", "config", "show"], env=env,
                            capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     for secret in ("s3cr3t", "hunter22", "vapid-pr1vate", "t0ken-x"):
@@ -155,7 +155,7 @@ def test_config_show_hides_secrets_and_errors_keep_their_brackets(tmp_path: Path
     assert "wecom://***" in shown.stdout
     # Brackets in an error message reach the reader whole (rich markup off).
     env["MAMAROOM_MQTT__URL"] = "ftp://[broker]"
-    bad = subprocess.run([sys.executable, "-m", "mamaroom", "config", "show"], env=env,
+    bad = subprocess.run([sys.executable, "-m", "cli", "config", "show"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "[broker]" in bad.stderr, bad.stderr
 

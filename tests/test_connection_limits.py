@@ -29,7 +29,7 @@ class LimitedProc(Proc):
         def limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
 
-        self.proc = subprocess.Popen([sys.executable, "-m", "mamaroom", *self.args],
+        self.proc = subprocess.Popen([sys.executable, "-m", "cli", *self.args],
                                      env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      cwd=ROOT, preexec_fn=limit)
         log.close()

@@ -21,7 +21,7 @@ def test_demo_starts_an_embedded_broker_and_serves_rooms(tmp_path: Path) -> None
            "MAMAROOM_GATEWAY__METRICS_PORT": str(free_port()),
            "MAMAROOM_DATA_DIR": str(tmp_path / "data")}
     log = (tmp_path / "demo.log").open("wb")
-    demo = subprocess.Popen([sys.executable, "-m", "mamaroom", "demo", "--rooms", "6",
+    demo = subprocess.Popen([sys.executable, "-m", "cli", "demo", "--rooms", "6",
                              "--speed", "60"], env=env, cwd=ROOT, stdout=log,
                             stderr=subprocess.STDOUT)
     output = lambda: (tmp_path / "demo.log").read_text(errors="replace")[-4000:]  # noqa: E731

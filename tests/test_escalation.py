@@ -13,14 +13,15 @@ from mamaroom.config import (
     DutyShift,
     EscalationSettings,
     EscalationTier,
-    EspaSettingsModel,
+    EspaSettings,
     ImSettings,
     PagingSettings,
 )
 from mamaroom.contract import RegistryRoom
+from paging.registry import build_channels
 from server.alerts_db import AlertsDb
 from server.notify.wiring import call_text
-from server.services.escalation import Escalator, paging_gaps
+from server.services.escalation import Escalator, paging_gaps, refuse_unpaged
 
 # 2026-11-24 10:00 in Shanghai: inside the day shift below.
 T0 = int(datetime(2026, 11, 24, 2, 0, tzinfo=UTC).timestamp() * 1000)
@@ -40,6 +41,14 @@ class Recorder:
     """Stands in for the pager hardware; ESPA itself is tested on a real pty."""
 
     name = "espa"
+    ascii_only = True
+
+    def reaches(self, target: str) -> bool:
+        return target.isdigit()
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
     def __init__(self, clock: Callable[[], int]) -> None:
         self.clock = clock
@@ -62,7 +71,7 @@ def test_tiers_repeats_roster_and_a_restart(tmp_path: Path) -> None:
     def escalator(db: AlertsDb) -> Escalator:
         e = Escalator(db, SETTINGS, ZoneInfo("Asia/Shanghai"), lambda _r: ROOM, call_text,
                       clock=clock, monotonic=lambda: now[0] / 1000)
-        e.channels.append(recorder)
+        e.add_channel(recorder)
         return e
 
     async def run() -> tuple[list[tuple[int, str]], dict[str, object]]:
@@ -126,7 +135,7 @@ def test_a_room_in_test_mode_pages_only_the_tester(tmp_path: Path) -> None:
                                        at_ms=T0, channel="button", test=True)
         esc = Escalator(db, SETTINGS, ZoneInfo("Asia/Shanghai"), lambda _r: ROOM, call_text,
                         clock=lambda: now[0], monotonic=lambda: now[0] / 1000)
-        esc.channels.append(recorder)
+        esc.add_channel(recorder)
         for t in range(0, 200, 10):
             now[0] = T0 + t * 1000
             await esc.tick()
@@ -141,22 +150,34 @@ def test_a_room_in_test_mode_pages_only_the_tester(tmp_path: Path) -> None:
     assert final["test"] == 1
 
 
+def gaps_of(escalation: EscalationSettings, paging: PagingSettings) -> list[str]:
+    return paging_gaps(escalation, build_channels(paging))
+
+
 def test_a_configuration_that_pages_nobody_is_reported() -> None:
     # The defaults: tier 1 pages the duty roster, which is empty.
-    gaps = paging_gaps(EscalationSettings(), PagingSettings())
+    gaps = gaps_of(EscalationSettings(), PagingSettings())
     assert gaps[0].startswith("no escalation tier can page anyone")
     assert any("duty roster, which is empty" in g for g in gaps)
+    assert refuse_unpaged(EscalationSettings(), PagingSettings()) is not None
     # Pagers without a serial port, an IM name that is not configured.
-    gaps = paging_gaps(EscalationSettings(tiers=[EscalationTier(pagers=["200"], im=["wecom"])]),
-                       PagingSettings())
+    gaps = gaps_of(EscalationSettings(tiers=[EscalationTier(pagers=["200"], im=["wecom"])]),
+                   PagingSettings())
     assert gaps[0].startswith("no escalation tier can page anyone")
-    assert any("paging.espa.port is empty" in g for g in gaps)
-    assert any("wecom are not in paging.im.destinations" in g for g in gaps)
-    # Reachable: ESPA with the roster, or one known IM destination.
-    espa = PagingSettings(espa=EspaSettingsModel(port="/dev/ttyUSB0"))
-    assert paging_gaps(SETTINGS, espa) == []
-    im = PagingSettings(im=ImSettings(destinations={"wecom": "wecom://key"}))
-    assert paging_gaps(EscalationSettings(tiers=[EscalationTier(im=["wecom"])]), im) == []
+    assert any("pages espa 200, but paging.espa.port is empty" in g for g in gaps)
+    assert any("pages im wecom, but paging.im.destinations is empty" in g for g in gaps)
+    im = PagingSettings(im=ImSettings(destinations={"wecom": "json://127.0.0.1:9/wecom"}))
+    gaps = gaps_of(EscalationSettings(tiers=[EscalationTier(targets=["im:desk"])]), im)
+    assert "im cannot reach desk (not in paging.im.destinations)" in gaps[1], gaps
+    # A channel kind nobody has built.
+    gaps = gaps_of(EscalationSettings(tiers=[EscalationTier(targets=["sms:13800000000"])]), im)
+    assert any("no channel named 'sms' is configured" in g for g in gaps), gaps
+    # Reachable: ESPA with the roster, or one known IM destination, by either spelling.
+    espa = PagingSettings(espa=EspaSettings(port="/dev/ttyUSB0"))
+    assert gaps_of(SETTINGS, espa) == []
+    assert gaps_of(EscalationSettings(tiers=[EscalationTier(im=["wecom"])]), im) == []
+    assert gaps_of(EscalationSettings(tiers=[EscalationTier(targets=["im:wecom"])]), im) == []
+    assert refuse_unpaged(EscalationSettings(tiers=[EscalationTier(im=["wecom"])]), im) is None
 
 
 def test_a_wall_clock_step_neither_stops_nor_bunches_pages(tmp_path: Path) -> None:
@@ -173,7 +194,7 @@ def test_a_wall_clock_step_neither_stops_nor_bunches_pages(tmp_path: Path) -> No
                             channel="button", test=False)
         esc = Escalator(db, SETTINGS, ZoneInfo("Asia/Shanghai"), lambda _r: ROOM, call_text,
                         clock=lambda: wall[0], monotonic=lambda: mono[0])
-        esc.channels.append(recorder)
+        esc.add_channel(recorder)
         for t in range(0, 200):
             mono[0] = 1000.0 + t
             step = -3_600_000 if 20 <= t < 100 else (7_200_000 if t >= 100 else 0)
@@ -191,6 +212,14 @@ class Refusing:
     """An IM channel that is configured but whose destination is unknown to it."""
 
     name = "im"
+    ascii_only = False
+
+    def reaches(self, target: str) -> bool:
+        return False
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
     def send(self, target: str, text: str,
              done: Callable[[bool, str], None] | None = None) -> None:
@@ -220,7 +249,7 @@ def test_nobody_to_page_and_failed_pages_are_on_the_alert(tmp_path: Path) -> Non
 
         esc = Escalator(db, settings, ZoneInfo("Asia/Shanghai"), lambda _r: ROOM, call_text,
                         clock=lambda: now[0], monotonic=lambda: now[0] / 1000, on_paged=paged)
-        esc.channels.append(Refusing())
+        esc.add_channel(Refusing())
         await esc.tick()  # tier 1: the duty roster is empty, no ESPA channel at all
         first = await db.get(alert["id"])
         now[0] = T0 + 61_000

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from server.notify.espa import EspaError, EspaLink, EspaSettings, page_block
+from mamaroom.config import EspaSettings
+from paging.espa import EspaError, EspaLink, page_block
 from tests.support import Device, Services, wait_for
 
 # SOH 1 STX 1 US 100 RS 2 US "CALL SP1-0101 1F" ETX BCC, BCC = 0x76 (XOR of all
@@ -95,7 +96,8 @@ def test_a_page_is_selected_sent_acknowledged_and_the_line_released(
     peer = PagingSystem(master)
     peer.start()
     changes: list[bool] = []
-    link = EspaLink(EspaSettings(port=name), on_link_change=lambda up, _: changes.append(up))
+    link = EspaLink(EspaSettings(port=name),
+                    on_link_change=lambda _subject, up, _: changes.append(up))
     link.start()
     try:
         run_page(link)
@@ -147,7 +149,7 @@ def test_silence_marks_the_link_down(line: tuple[int, str]) -> None:
     peer.start()
     changes: list[bool] = []
     link = EspaLink(EspaSettings(port=name, timeout_s=0.3),
-                    on_link_change=lambda up, _: changes.append(up))
+                    on_link_change=lambda _subject, up, _: changes.append(up))
     link.start()
     try:
         with pytest.raises(EspaError, match="did not answer the selection 3 times"):
@@ -212,7 +214,7 @@ def test_passive_mode_answers_the_paging_systems_polls(line: tuple[int, str]) ->
     master, name = line
     changes: list[bool] = []
     link = EspaLink(EspaSettings(port=name, mode="passive", poll_silence_s=1.0),
-                    on_link_change=lambda up, _: changes.append(up))
+                    on_link_change=lambda _subject, up, _: changes.append(up))
     link.start()
     outcome: list[bool] = []
     try:

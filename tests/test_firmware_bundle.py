@@ -20,7 +20,7 @@ from tests.support import ROOT, Mosquitto, Services
 
 
 def mamaroom(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mamaroom", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True,
                           text=True, cwd=ROOT, env=env, timeout=120)
 
 

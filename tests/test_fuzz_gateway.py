@@ -87,7 +87,7 @@ class Fuzz:
 
     def extreme(self) -> Message:
         """Valid, at the contract's edges; each its own boot (counted down from
-        2**63-1) and a seq distinct in its last six digits, so each is one point."""
+        2**63-1), so each is one point (line_protocol.point_time_ns)."""
         device = self.r.choice(KNOWN)
         kind = self.r.choice(["occupancy", "telemetry"])
         now = int(time.time() * 1000)

@@ -127,7 +127,7 @@ def test_device_clocks_never_pin_a_room_or_stop_ingest(
 
 
 def dead_letters(svc: Services, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mamaroom", "dead-letters", *args],
+    return subprocess.run([sys.executable, "-m", "cli", "dead-letters", *args],
                           env=svc.env, cwd=ROOT, capture_output=True, text=True, check=True)
 
 

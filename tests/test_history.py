@@ -11,8 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from cli.history import generate
+from mamaroom.calendar import is_workday
 from mamaroom.config import PROJECT_ROOT, load_settings
-from mamaroom.history import generate, is_workday
 from mamaroom.registry import read_rooms_csv
 from tests.support import InfluxDB
 
@@ -95,7 +96,7 @@ def test_the_cli_adds_past_calls_with_response_times(tmp_path: Path) -> None:
     import sys
 
     env = {**os.environ, "MAMAROOM_DATA_DIR": str(tmp_path / "data")}
-    out = subprocess.run([sys.executable, "-m", "mamaroom", "history", "generate", "--days",
+    out = subprocess.run([sys.executable, "-m", "cli", "history", "generate", "--days",
                           "90", "--rooms", "30", "--end", "2026-10-01", "--seed", "5"],
                          env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

@@ -29,7 +29,7 @@ def test_the_built_wheel_serves_its_pages_away_from_the_source_tree(
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("dashboard/index.html", "dashboard/staff.html", "dashboard/sw.js",
                    "dashboard/static/style.css", "dashboard/static/mothers.js",
-                   "dashboard/vendor/echarts.min.js", "server/app.py", "mamaroom/cli.py"):
+                   "dashboard/vendor/echarts.min.js", "server/app.py", "cli/main.py"):
         assert needed in names, needed
     assert not any(n.startswith("dashboard/node_modules") for n in names)
     target = tmp_path / "site-packages"
@@ -48,7 +48,7 @@ def test_the_built_wheel_serves_its_pages_away_from_the_source_tree(
                            env=env, cwd=away, capture_output=True, text=True, check=True)
     assert all(line.startswith(str(target)) for line in where.stdout.split()), where.stdout
     log = (away / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "mamaroom", "server"], env=env, cwd=away,
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "server"], env=env, cwd=away,
                             stdout=log, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -61,3 +61,18 @@ def test_the_built_wheel_serves_its_pages_away_from_the_source_tree(
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+def test_no_dependency_ships_a_top_level_name_of_ours() -> None:
+    """Our top-level packages (cli, paging, watchdog, …) share site-packages
+    with every dependency: a dependency that ships one of these names would
+    shadow ours or be shadowed (PyPI's `watchdog` is one)."""
+    import importlib.metadata
+    import tomllib
+
+    ours = {p.split(".")[0] for p in tomllib.loads((ROOT / "pyproject.toml").read_text())
+            ["tool"]["setuptools"]["packages"]}
+    owners = importlib.metadata.packages_distributions()
+    clashes = {name: owners[name] for name in ours
+               if any(d != "mamaroom" for d in owners.get(name, []))}
+    assert not clashes, clashes

@@ -143,7 +143,7 @@ def test_password_policy_in_the_admin_api_and_the_cli(strict: Services) -> None:
     r = strict.admin("PUT", "/api/admin/users/li.ming",
                      json={"role": "staff", "password": "li.ming's night shift"})
     assert r.status_code == 204
-    cli = subprocess.run([sys.executable, "-m", "mamaroom", "user", "add", "wu", "--role",
+    cli = subprocess.run([sys.executable, "-m", "cli", "user", "add", "wu", "--role",
                           "staff", "--password-stdin"], input="1q2w3e4r5t\n", text=True,
                          env=strict.env, cwd=ROOT, capture_output=True, timeout=60)
     assert cli.returncode == 2 and "most common passwords" in cli.stderr, cli.stderr

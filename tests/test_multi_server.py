@@ -137,3 +137,57 @@ def test_two_servers_show_each_others_alerts_and_page_once(
         b_http.close()
         a.stop()
         im.close()
+
+
+def test_the_call_path_in_its_own_process_and_the_web_in_another(
+        broker: Mosquitto, tmp_path: Path, rooms_csv: Path) -> None:
+    """server.role: a `calls` server takes the calls, acks and pages; a `web`
+    server (the one behind the proxy, taking logins) shows and acks them,
+    and never subscribes to calls or pages. Registry edits on the web server
+    reach the calls server."""
+    im = ImHook()
+    calls = Services(broker, tmp_path, rooms_csv,
+                     MAMAROOM_PAGING__IM__DESTINATIONS=json.dumps(
+                         {"desk": f"json://127.0.0.1:{im.port}/hook"}),
+                     MAMAROOM_ESCALATION__TIERS='[{"after_s": 0, "targets": ["im:desk"]}]',
+                     MAMAROOM_SERVER__CLIENT_ID="calls", MAMAROOM_SERVER__ROLE="calls").start()
+    web_port = free_port()
+    web = Proc("web", ["server"], {**calls.env, "MAMAROOM_SERVER__CLIENT_ID": "web",
+                                   "MAMAROOM_SERVER__ROLE": "web",
+                                   "MAMAROOM_HTTP__PORT": str(web_port)}, tmp_path).start()
+    web_http = httpx.Client(base_url=f"http://127.0.0.1:{web_port}", timeout=10)
+    dev = Device(broker.port, "dev-a")
+    try:
+        wait_for(lambda: web_http.get("/readyz").status_code == 200, timeout=60,
+                 what="the web server ready", detail=web.log_tail)
+        token = calls.login("admin", Services.ADMIN_PASSWORD)
+        auth = {"Authorization": f"Bearer {token}"}
+        console = StaffStream(f"http://127.0.0.1:{web_port}", token)
+        console.start()
+        assert console.ready.wait(30)
+        dev.call("press", "split-1")
+        wait_for(lambda: "received" in dev.statuses("split-1"), what="received")
+        wait_for(lambda: any(a["call_id"] == "split-1" for a in console.alerts.values()),
+                 timeout=30, what="the call on the web server's console",
+                 detail=lambda: calls.logs() + web.log_tail())
+        [alert] = [a for a in console.alerts.values() if a["call_id"] == "split-1"]
+        r = web_http.post(f"/api/alerts/{alert['id']}/ack", headers=auth)
+        assert r.status_code == 200, r.text
+        wait_for(lambda: "acknowledged" in dev.statuses("split-1"), what="acknowledged")
+        wait_for(lambda: TEXT in im.messages, timeout=30, what="the page")
+        assert im.messages.count(TEXT) == 1  # by the calls server alone
+        assert "role=calls" in calls.server.log() and "role=web" in web.log()
+        # The web server neither escalates nor takes calls: it sent no status.
+        assert "escalat" not in web.log()
+        # A room renamed on the web server is the calls server's too.
+        r = web_http.patch("/api/admin/rooms/T1-0101", headers=auth,
+                           json={"name_en": "Test Bldg 1F East"})
+        assert r.status_code == 200, r.text
+        wait_for(lambda: calls.room("T1-0101")["name_en"] == "Test Bldg 1F East", timeout=30,
+                 what="the rename on the calls server", detail=calls.logs)
+    finally:
+        dev.close()
+        web.stop()
+        web_http.close()
+        calls.stop()
+        im.close()

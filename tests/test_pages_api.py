@@ -23,7 +23,7 @@ def test_predicted_wait_from_stored_history(broker: Mosquitto, tmp_path: Path, r
                                             device_factory: type[Device]) -> None:
     services = Services(broker, tmp_path, rooms_csv)
     # History first: the server reads it once at start, then only what is new.
-    subprocess.run([sys.executable, "-m", "mamaroom", "history", "generate", "--days", "14",
+    subprocess.run([sys.executable, "-m", "cli", "history", "generate", "--days", "14",
                     "--rooms", "3"], env=services.env, cwd=ROOT, check=True,
                    capture_output=True, timeout=300)
     services.start()
@@ -99,7 +99,7 @@ def test_qr_sheet_one_code_per_door(rooms_csv: Path, tmp_path: Path) -> None:
     out = tmp_path / "qr"
     env = {"MAMAROOM_ROOMS_CSV": str(rooms_csv), "MAMAROOM_DATA_DIR": str(tmp_path / "data"),
            "PATH": "/usr/bin:/bin"}
-    r = subprocess.run([sys.executable, "-m", "mamaroom", "qr", "--out", str(out),
+    r = subprocess.run([sys.executable, "-m", "cli", "qr", "--out", str(out),
                         "--base-url", "https://mamaroom.park.example/"], env=env, cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -111,7 +111,7 @@ def test_qr_sheet_one_code_per_door(rooms_csv: Path, tmp_path: Path) -> None:
     assert "warning" not in r.stderr  # a real public address: no warning
     # The default address is this machine's own: printed on doors, it would open
     # nothing on a phone, and the command says so.
-    local = subprocess.run([sys.executable, "-m", "mamaroom", "qr", "--out", str(tmp_path / "q2")],
+    local = subprocess.run([sys.executable, "-m", "cli", "qr", "--out", str(tmp_path / "q2")],
                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert local.returncode == 0 and "warning" in local.stderr
     assert "a phone cannot reach it" in " ".join(local.stderr.split())

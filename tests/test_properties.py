@@ -1,6 +1,6 @@
 """Hypothesis property tests for the parsers that face the outside world:
 topics and payloads (mamaroom/contract.py, gateway/decode.py), the ESPA
-encoder and passive-mode poll reader (server/notify/espa.py), and the
+encoder and passive-mode poll reader (paging/espa.py), and the
 LD2410 radar frame parser (firmware/ld2410.py, imported by path: it is
 MicroPython code that is also plain Python).
 
@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.decode import DeviceMessage, StatusUpdate, decode
+from mamaroom.config import EspaSettings
 from mamaroom.contract import (
     MAX_PAYLOAD_BYTES,
     Call,
@@ -41,7 +42,7 @@ from mamaroom.contract import (
 )
 from mamaroom.storage import Record
 from mamaroom.storage.line_protocol import to_line
-from server.notify.espa import (
+from paging.espa import (
     ETX,
     MAX_TEXT,
     RS,
@@ -49,7 +50,6 @@ from server.notify.espa import (
     STX,
     US,
     EspaLink,
-    EspaSettings,
     bcc,
     page_block,
     to_7bit,
@@ -218,7 +218,7 @@ def plain_line(rec: Record) -> str:
     head = measurement + "".join(f",{k}={tag(v)}" for k, v in tags if v)
     body = ",".join(f"{k}={t}" for k, v in fields.items() if (t := field(v)) is not None)
     time_ms = msg.ts if trusted and msg.ts is not None else rec.received_ms
-    return f"{head} {body} {time_ms * 1_000_000 + msg.seq % 1_000_000}"
+    return f"{head} {body} {time_ms * 1_000_000 + (msg.seq + msg.boot * 919_113) % 1_000_000}"
 
 
 tag_texts = st.one_of(st.none(), st.text(max_size=12))

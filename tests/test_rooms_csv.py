@@ -65,10 +65,10 @@ def test_export_round_trips() -> None:
 def test_rooms_check_command(tmp_path: Path) -> None:
     bad = tmp_path / "rooms.csv"
     bad.write_text(HEADER + "A-1,一号,One,楼,x,d-1,,\n", encoding="utf-8")
-    out = subprocess.run([sys.executable, "-m", "mamaroom", "rooms", "check", str(bad)],
+    out = subprocess.run([sys.executable, "-m", "cli", "rooms", "check", str(bad)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "line 2" in out.stderr and "floor" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "mamaroom", "rooms", "check"],
+    out = subprocess.run([sys.executable, "-m", "cli", "rooms", "check"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "190 rooms" in out.stdout
 

@@ -108,7 +108,7 @@ def test_every_route_for_every_role(services: Services) -> None:
     assert routes <= set(TABLE), f"routes not in the table: {routes - set(TABLE)}"
     tokens: dict[str | None, str | None] = {None: None}
     for role in ("staff", "manager", "admin"):
-        subprocess.run([sys.executable, "-m", "mamaroom", "user", "add", f"t-{role}", "--role",
+        subprocess.run([sys.executable, "-m", "cli", "user", "add", f"t-{role}", "--role",
                         role, "--password-stdin"], input="a long password\n", text=True,
                        env=services.env, cwd=ROOT, check=True, capture_output=True)
         tokens[role] = services.login(f"t-{role}", "a long password")

@@ -17,7 +17,7 @@ PASSWORD = "a long password"
 
 
 def add_user(services: Services, name: str, role: str) -> str:
-    subprocess.run([sys.executable, "-m", "mamaroom", "user", "add", name, "--role", role,
+    subprocess.run([sys.executable, "-m", "cli", "user", "add", name, "--role", role,
                     "--password-stdin"], input=PASSWORD + "\n", text=True, env=services.env,
                    cwd=ROOT, check=True, capture_output=True)
     return services.login(name, PASSWORD)
@@ -32,7 +32,7 @@ def test_roles_json_and_csv(services: Services) -> None:
         r = services.http.get(f"/api/trends/{route}?format=csv", headers=staff)
         assert r.status_code == 403  # the CSV twin is no way around the role
     # A few days of history for the test's rooms, through the same write path.
-    subprocess.run([sys.executable, "-m", "mamaroom", "history", "generate", "--days", "5",
+    subprocess.run([sys.executable, "-m", "cli", "history", "generate", "--days", "5",
                     "--rooms", "3"], env=services.env, cwd=services.workdir, check=True,
                    capture_output=True)
     today = date.today()
@@ -84,7 +84,7 @@ def test_the_server_reads_trends_from_influxdb(broker: Mosquitto, tmp_path: Path
     try:
         svc.start()
         manager = {"Authorization": f"Bearer {add_user(svc, 'boss', 'manager')}"}
-        subprocess.run([sys.executable, "-m", "mamaroom", "history", "generate", "--days", "5",
+        subprocess.run([sys.executable, "-m", "cli", "history", "generate", "--days", "5",
                         "--rooms", "3", "--backend", "influxdb"], env=svc.env, cwd=svc.workdir,
                        check=True, capture_output=True)
         today = date.today()

@@ -52,7 +52,7 @@ def generate(workdir: Path, backend: str, influx: InfluxDB | None) -> dict[str, 
                 "MAMAROOM_STORAGE__INFLUXDB__DATABASE": "parity",
                 # One rollup refresh reads the whole span's events; CI machines are busy.
                 "MAMAROOM_STORAGE__INFLUXDB__TIMEOUT_S": "120"}
-    subprocess.run([sys.executable, "-m", "mamaroom", "history", "generate", "--days", str(DAYS),
+    subprocess.run([sys.executable, "-m", "cli", "history", "generate", "--days", str(DAYS),
                     "--rooms", "190", "--backend", backend, "--telemetry-every", "15"],
                    env=env, cwd=workdir, check=True, capture_output=True, timeout=900)
     return env

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from mamaroom.config import Settings, WatchdogSettings
-from mamaroom.watchdog import BROKER, SERVER, Watchdog
-from server.notify.espa import bcc
+from paging.espa import bcc
 from tests.support import Mosquitto, Proc, Services, free_port, wait_for
+from watchdog.service import BROKER, SERVER, Watchdog
 
 SOH, STX, ETX, EOT, ENQ, ACK, NAK = b"\x01", b"\x02", b"\x03", b"\x04", b"\x05", b"\x06", b"\x15"
 US, RS = b"\x1f", b"\x1e"

@@ -70,7 +70,7 @@ class Browser:
 
 @pytest.fixture
 def vapid() -> tuple[str, str]:
-    out = subprocess.run([sys.executable, "-m", "mamaroom", "webpush", "keys"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "cli", "webpush", "keys"], cwd=ROOT,
                          capture_output=True, text=True, check=True, timeout=60).stdout
     keys = dict(line.split(" = ") for line in out.splitlines() if " = " in line)
     return keys["vapid_public_key"].strip('"'), keys["vapid_private_key"].strip('"')

@@ -152,6 +152,7 @@ _SPOOL_INSERT = ("INSERT INTO spool (gateway, time_ns, rp, line, spooled_ms)"
 
 
 class InfluxSpool(SqliteDatabase):
+    component = "influx_spool"
     schema = SPOOL_SCHEMA + AUDIT_SCHEMA + dead_letters.SCHEMA
     checkpoint_pages = 10_000  # as SqliteStore: checkpoints off most commits
 

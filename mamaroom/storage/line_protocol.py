@@ -1,10 +1,10 @@
 """Records as InfluxDB line protocol: the schema of docs/storage.md.
 
 Timestamps are nanoseconds: the message's time in ms (device time, or the
-first arrival when the device has no clock) with `seq mod 10^6` in the
-sub-millisecond digits. A redelivered message therefore becomes the very same
-point (InfluxDB overwrites it instead of adding one), and two messages of one
-device in the same millisecond never collide.
+first arrival when the device has no clock) with (boot, seq) in the
+sub-millisecond digits (point_time_ns). A redelivered message therefore
+becomes the very same point (InfluxDB overwrites it instead of adding one),
+and two messages of one device in the same millisecond stay apart.
 """
 
 from __future__ import annotations
@@ -18,8 +18,19 @@ from mamaroom.storage import Record, StorageError
 MEASUREMENTS = {Occupancy: "occupancy", Telemetry: "telemetry", Call: "call"}
 
 
+#: Spreads boots over the sub-millisecond digits (odd and not a divisor of
+#: 10^6, so consecutive boots land far apart).
+BOOT_SPREAD = 919_113
+
+
 def point_time_ns(rec: Record) -> int:
-    return rec.time_ms * 1_000_000 + rec.message.seq % 1_000_000
+    """The message's time in ms, with (boot, seq) in the sub-millisecond
+    digits: a redelivery is the same point; two messages of one device in
+    one millisecond are apart, even from different boots (a backlog drained
+    after a reboot, dated by arrival: measured losing points when only seq
+    was used)."""
+    msg = rec.message
+    return rec.time_ms * 1_000_000 + (msg.seq + msg.boot * BOOT_SPREAD) % 1_000_000
 
 
 def _tag(value: str) -> str:

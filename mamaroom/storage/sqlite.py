@@ -124,6 +124,7 @@ class RoomStateRow:
 class SqliteStore(SqliteDatabase):
     """The embedded time-series store (the default backend)."""
 
+    component = "store"
     schema = SCHEMA + AUDIT_SCHEMA + dead_letters.SCHEMA
     # A batch of messages from many devices dirties about one page per message
     # (rows are clustered by device); with the default 1000 pages nearly every

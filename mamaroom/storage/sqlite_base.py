@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from mamaroom.storage import RefusedError, StorageError
+from mamaroom.storage.migrations import Migration, MigrationError, upgrade
 
 T = TypeVar("T")
 _REFUSALS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError,
@@ -19,12 +20,20 @@ _REFUSALS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError,
 
 
 class SqliteDatabase:
-    #: Executed on open; `CREATE ... IF NOT EXISTS` statements.
+    #: The current schema, `CREATE ... IF NOT EXISTS` statements: what a new
+    #: file gets (migrations.py).
     schema = ""
+    #: Versioned changes since the first versioned release (version 1); a
+    #: change to `schema` comes with one (mamaroom/storage/migrations.py).
+    migrations: tuple[Migration, ...] = ()
+    #: The name its version is kept under; several share one file.
+    component = ""
     #: WAL pages after which a commit also checkpoints (SQLite's default: 1000).
     checkpoint_pages = 1000
 
     def __init__(self, path: Path) -> None:
+        if not self.component:
+            raise TypeError(f"{type(self).__name__} needs a `component` name")
         self.path = path
         self._db: sqlite3.Connection | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
@@ -56,9 +65,11 @@ class SqliteDatabase:
                 db.execute(f"PRAGMA wal_autocheckpoint={int(self.checkpoint_pages)}")
                 # Keep the WAL file no bigger than about twice that after a checkpoint.
                 db.execute(f"PRAGMA journal_size_limit={int(self.checkpoint_pages) * 8192}")
-                db.executescript(self.schema)
-                self.migrate(db)
+                upgrade(db, path=str(self.path), component=self.component,
+                        schema=self.schema, migrations=self.migrations, legacy=self.migrate)
                 db.commit()
+            except MigrationError as exc:
+                raise StorageError(str(exc)) from exc
             except (sqlite3.Error, OSError) as exc:
                 raise StorageError(f"{self.path}: {exc}") from exc
             self._db = db
@@ -66,7 +77,8 @@ class SqliteDatabase:
         await asyncio.get_running_loop().run_in_executor(self._pool, connect)
 
     def migrate(self, db: sqlite3.Connection) -> None:
-        """Bring a database made by an older version up to `schema` (on open)."""
+        """The fix-ups releases before versioning made on open (columns they
+        added), for a file without a version: it is then version 1."""
 
     async def close(self) -> None:
         def close() -> None:

@@ -169,12 +169,7 @@ async def import_rooms_csv(ctx: Ctx, request: Request, apply: bool = False) -> C
     except RoomsCsvError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             [str(p) for p in exc.problems]) from None
-    # What staff set by hand is not in the file: keep it for rooms that stay.
-    cleaning = {r.id for r in ctx.registry.current.rooms if r.cleaning}
-    rooms = [r.model_copy(update={"cleaning": r.id in cleaning}) for r in rooms]
-    removed = sorted({r.id for r in ctx.registry.current.rooms} - {r.id for r in rooms})
-    if apply:
-        await ctx.registry.replace_rooms(rooms)
+    removed = await ctx.registry.import_rooms(rooms, apply=apply)
     return CsvImport(rooms=len(rooms), applied=apply, removed=removed)
 
 
@@ -182,11 +177,7 @@ async def import_rooms_csv(ctx: Ctx, request: Request, apply: bool = False) -> C
 async def move_device(ctx: Ctx, device: Annotated[str, Path(pattern=DEVICE_ID_PATTERN)],
                       body: Adopt) -> RegistryRoom:
     """Move a device to another room in one registry version (its old room has none)."""
-    target = ctx.registry.room(body.room)
-    rooms = [r.model_copy(update={"device": None}) if r.device == device else r
-             for r in ctx.registry.current.rooms if r.id != target.id]
-    moved = target.model_copy(update={"device": device})
-    await ctx.registry.replace_rooms([*rooms, moved])
+    moved = await ctx.registry.move_device(device, body.room)
     await ctx.store.forget_unknown_device(device)
     return moved
 
@@ -197,20 +188,16 @@ class RosterOut(BaseModel):
     shifts: list[DutyShift]
 
 
-def _roster(request: Request) -> Any:
-    return request.app.state.roster
-
-
 @router.get("/roster", response_model=RosterOut)
-async def get_roster(request: Request) -> RosterOut:
-    roster = _roster(request)
+async def get_roster(ctx: Ctx) -> RosterOut:
+    roster = ctx.roster
     return RosterOut(source=roster.source, shifts=roster.shifts)
 
 
 @router.put("/roster", response_model=RosterOut)
-async def put_roster(request: Request, shifts: Annotated[list[DutyShift], Body()],
+async def put_roster(ctx: Ctx, shifts: Annotated[list[DutyShift], Body()],
                      user: Annotated[User, Depends(require("admin"))]) -> RosterOut:
     """Replace the duty roster; kept in the server's database from now on."""
-    roster = _roster(request)
+    roster = ctx.roster
     await roster.replace(shifts, user.name)
     return RosterOut(source=roster.source, shifts=roster.shifts)

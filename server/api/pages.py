@@ -1,9 +1,7 @@
-"""The pages: HTML routes, their static files and vendor libraries, and the
-services behind the pages' public endpoints (site layout, waits, Web Push)."""
+"""The pages: HTML routes, their static files and vendor libraries."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
@@ -16,11 +14,7 @@ import dashboard
 from mamaroom.config import Settings
 from mamaroom.contract import ROOM_ID_PATTERN
 from mamaroom.logs import get_logger
-from server.context import Ctx, ServerContext
-from server.services.roster import Roster, RosterDb
-from server.services.site import SiteService, read_site_file
-from server.services.waits import WaitPredictor
-from server.services.webpush import PushDb, WebPush
+from server.context import Ctx
 
 log = get_logger(__name__)
 DASHBOARD = dashboard.ROOT
@@ -93,42 +87,3 @@ def public_url(settings: Settings) -> str:
         return settings.pages.public_url.rstrip("/")
     host = settings.http.host if settings.http.host not in ("0.0.0.0", "::") else "127.0.0.1"
     return f"http://{host}:{settings.http.port}"
-
-
-class PagesDb:
-    """The pages' tables in the server's database (push subscriptions, roster)."""
-
-    def __init__(self, push: PushDb, roster: RosterDb) -> None:
-        self.push = push
-        self.roster = roster
-
-    async def close(self) -> None:
-        await self.push.close()
-        await self.roster.close()
-
-
-async def start(app: FastAPI, ctx: ServerContext) -> tuple[list[asyncio.Task[None]], PagesDb]:
-    """The pages' services, on app.state; the tasks to cancel and the dbs to close."""
-    settings = ctx.settings
-    roster_db = RosterDb(settings.server_db_path)
-    await roster_db.open()
-    roster = Roster(roster_db, settings.escalation)
-    await roster.load()
-    app.state.roster = roster
-    app.state.site = SiteService(read_site_file(settings.pages.site_file),
-                                 settings.pages.near_minutes)
-    app.state.waits = WaitPredictor(ctx.store, settings.pages.wait_history_days)
-    db = PushDb(settings.server_db_path)
-    await db.open()
-
-    def room_name(room_id: str) -> str:
-        room = ctx.registry.find(room_id)
-        return room.name if room else room_id
-
-    push = WebPush(db, settings.pages, public_url(settings), room_name)
-    app.state.push = push
-    tasks = [asyncio.create_task(app.state.waits.warm())]
-    if push.enabled:
-        tasks.append(asyncio.create_task(push.run(ctx.fanout)))
-        log.info("web push on")
-    return tasks, PagesDb(db, roster_db)

@@ -14,20 +14,18 @@ from server.security import StaffUser
 from server.services.rate_limit import WriteLimiter
 from server.services.rooms import PublicRoom
 from server.services.site import Site, SiteService
-from server.services.waits import WaitEstimate, WaitPredictor
+from server.services.waits import WaitEstimate
 from server.services.webpush import MOTHER_TTL_S, Subscription, WebPush, push_host_allowed
 
 router = APIRouter(prefix="/api", tags=["pages"])
 
 
-def _site(request: Request) -> SiteService:
-    site: SiteService = request.app.state.site
-    return site
+def _site(ctx: Ctx) -> SiteService:
+    return ctx.site
 
 
-def _push(request: Request) -> WebPush:
-    push: WebPush = request.app.state.push
-    return push
+def _push(ctx: Ctx) -> WebPush:
+    return ctx.push
 
 
 SiteDep = Annotated[SiteService, Depends(_site)]
@@ -72,8 +70,7 @@ async def wait(
     else:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             "give building (and floor) or rooms")
-    predictor: WaitPredictor = request.app.state.waits
-    return await predictor.estimate(chosen)
+    return await ctx.waits.estimate(chosen)
 
 
 class PushKey(BaseModel):

@@ -2,62 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.responses import Response
 
-from mamaroom.storage import TrendsStore
-from mamaroom.storage.influx import InfluxStore
 from server.context import Ctx
 from server.security import require
-from server.services.trends import CallsDb, Range, RangeError, TrendsService, csv_rows
+from server.services.trends import Range, RangeError, TrendsService, csv_rows
 
-
-@asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    yield
-    service: TrendsService | None = getattr(app.state, "trends", None)
-    if service is not None:
-        await service.calls_db.close()
-        if isinstance(service.store, InfluxStore):
-            await service.store.client.close()
-        app.state.trends = None
-
-
-router = APIRouter(prefix="/api/trends", tags=["trends"], lifespan=_lifespan,
+router = APIRouter(prefix="/api/trends", tags=["trends"],
                    dependencies=[Depends(require("manager"))])
-_lock = asyncio.Lock()
 
 
-async def _service(ctx: Ctx, request: Request) -> TrendsService:
-    """One service per app, made on first use: the store is the configured
-    time-series backend (the embedded store is already open in the context)."""
-    app = request.app
-    service: TrendsService | None = getattr(app.state, "trends", None)
-    if service is not None:
-        return service
-    async with _lock:
-        service = getattr(app.state, "trends", None)
-        if service is None:
-            settings = ctx.settings
-            store: TrendsStore = ctx.store
-            if settings.storage.backend == "influxdb":
-                # Reads and rollups only: the spool stays the gateway's (never opened).
-                store = InfluxStore(settings.storage.influxdb, settings.spool_path,
-                                    gateway="server-trends")
-            calls = CallsDb(settings.server_db_path)
-            await calls.open()
-            registry = ctx.registry
-            service = TrendsService(settings, store, calls, lambda: registry.current.rooms)
-            app.state.trends = service
-    return service
+async def _service(ctx: Ctx) -> TrendsService:
+    return ctx.trends
 
 
 Service = Annotated[TrendsService, Depends(_service)]

@@ -120,6 +120,7 @@ def _lower_priority() -> None:
 
 
 class AccountsDb(SqliteDatabase):
+    component = "accounts"
     schema = SCHEMA
 
     def __init__(self, path: Path, auth: AuthSettings | None = None) -> None:

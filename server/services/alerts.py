@@ -19,14 +19,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from mamaroom.clock import wall_ms
 from mamaroom.contract import Call, CallAck
 from mamaroom.logs import get_logger
 from mamaroom.storage import StorageError
-from server.alerts_db import ORDER, AlertsDb
+from server.alerts_db import AlertsDb
 from server.errors import NotFound
+from server.services.alert_model import CLOSED, ORDER, Alert
 from server.services.call_journal import CallJournal, JournalFull
 
 log = get_logger(__name__)
@@ -35,17 +36,20 @@ log = get_logger(__name__)
 NODE_STATUS = {"open": "received", "acknowledged": "acknowledged", "arrived": "arrived",
                "resolved": "resolved", "cancelled": "resolved"}
 
-def present(alert: dict[str, Any]) -> dict[str, Any]:
-    """An alert as the API and the staff stream show it: the contract's ISO
-    8601 times (`raised_at`, ...) beside the stored `*_at_ms` integers, and
-    the response times in seconds (raised → acknowledged, arrived, resolved)."""
-    out = dict(alert)
+def present(alert: Alert) -> dict[str, Any]:
+    """An alert as the API and the staff stream show it (AlertOut): the
+    contract's ISO 8601 times (`raised_at`, ...) beside the stored `*_at_ms`
+    integers, and the response times in seconds (raised → acknowledged,
+    arrived, resolved)."""
+    out: dict[str, Any] = dict(alert)
     raised = alert["raised_at_ms"]
-    for step in ("raised", "acknowledged", "arrived", "resolved"):
-        out[f"{step}_at"] = _iso(alert.get(f"{step}_at_ms"))
-    out["response_s"] = {
-        step: (alert[f"{step}_at_ms"] - raised) / 1000 if alert.get(f"{step}_at_ms") else None
-        for step in ("acknowledged", "arrived", "resolved")}
+    steps = {"acknowledged": alert["acknowledged_at_ms"], "arrived": alert["arrived_at_ms"],
+             "resolved": alert["resolved_at_ms"]}
+    out["raised_at"] = _iso(raised)
+    for step, at_ms in steps.items():
+        out[f"{step}_at"] = _iso(at_ms)
+    out["response_s"] = {step: (at_ms - raised) / 1000 if at_ms else None
+                         for step, at_ms in steps.items()}
     if "timeline" in alert:
         out["timeline"] = [{**e, "at": _iso(e["at_ms"])} for e in alert["timeline"]]
     return out
@@ -57,7 +61,7 @@ def _iso(ms: int | None) -> str | None:
 
 
 SendAck = Callable[[str, CallAck], Awaitable[None]]
-Listener = Callable[[dict[str, Any]], None]
+Listener = Callable[[Alert], None]
 #: How often provisional alerts are offered to the database again.
 COMMIT_RETRY_S = 2.0
 #: A call the database has not committed in this long goes to the journal:
@@ -79,10 +83,10 @@ class AlertService:
         #: Open call alerts by id → room.
         self._open: dict[int, str] = {}
         #: Calls the database refused, by their (negative) provisional id.
-        self._provisional: dict[int, dict[str, Any]] = {}
+        self._provisional: dict[int, Alert] = {}
         self._committing = asyncio.Lock()
         #: The open calls last read from the database (see calls_to_page).
-        self._stored_calls: list[dict[str, Any]] = []
+        self._stored_calls: list[Alert] = []
 
     def connect(self, send: SendAck) -> None:
         self._send = send
@@ -90,7 +94,7 @@ class AlertService:
     def connect_peers(self, tell: Listener) -> None:
         self._peers = tell
 
-    def from_peer(self, alert: dict[str, Any]) -> None:
+    def from_peer(self, alert: Alert) -> None:
         """A change made by another server sharing this database: shown on
         this server's consoles too (its open calls stay public `occupied`).
         Provisional alerts stay with the server that journalled them: their
@@ -137,7 +141,8 @@ class AlertService:
                 await self._advance(alert["id"], "resolved", who=who, channel="mamaroom")
 
     async def open_subjects(self, kind: str) -> set[str]:
-        return {a["subject"] for a in await self._db.query(kind=kind, open_only=True)}
+        return {a["subject"] for a in await self._db.query(kind=kind, open_only=True)
+                if a["subject"] is not None}
 
     async def note_paged(self, alert_id: int, channel: str, target: str, ok: bool,
                          detail: str) -> None:
@@ -200,11 +205,11 @@ class AlertService:
             return
         await self._db.set_escalation(alert_id, level, next_page_ms, self._clock(), detail)
 
-    async def calls_to_page(self) -> list[dict[str, Any]]:
+    async def calls_to_page(self) -> list[Alert]:
         """Open (not yet acknowledged) calls, provisional ones included. A
         database that cannot be read in time gives the last list read: paging
         goes on for the calls known."""
-        provisional = [dict(p) for p in self._provisional.values() if p["status"] == "open"]
+        provisional = [p.copy() for p in self._provisional.values() if p["status"] == "open"]
         try:
             self._stored_calls = await asyncio.wait_for(
                 self._db.query(kind="call", status="open"), COMMIT_DEADLINE_S)
@@ -242,7 +247,7 @@ class AlertService:
                 self._journal = None
         if entries:
             for entry in entries:
-                alert = entry.body
+                alert = cast(Alert, entry.body)
                 alert["id"] = -(entry.slot + 1)
                 alert["journal_slot"] = entry.slot
                 self._provisional[alert["id"]] = alert
@@ -252,7 +257,7 @@ class AlertService:
         self._open = {a["id"]: a["room"]
                       for a in await self._db.query(open_only=True, kind="call") if a["room"]}
         self._open |= {a["id"]: a["room"] for a in self._provisional.values()
-                       if a["status"] not in ("resolved", "cancelled")}
+                       if a["room"] and a["status"] not in CLOSED}
         await self.commit_provisional()
 
     async def run(self) -> None:
@@ -271,12 +276,12 @@ class AlertService:
                     log.warning("journalled calls still wait for the database",
                                 count=len(self._provisional), error=str(exc))
                     return
-                if self._journal is not None and alert.get("journal_slot") is not None:
+                slot = alert.get("journal_slot")
+                if self._journal is not None and slot is not None:
                     try:
-                        await asyncio.to_thread(self._journal.clear, alert["journal_slot"])
+                        await asyncio.to_thread(self._journal.clear, slot)
                     except OSError as exc:  # committed is what counts; the slot is retried
-                        log.error("journal slot not cleared", slot=alert["journal_slot"],
-                                  error=str(exc))
+                        log.error("journal slot not cleared", slot=slot, error=str(exc))
                 del self._provisional[pid]
                 log.warning("journalled call committed", provisional=pid,
                             alert=committed["id"], created=created, room=committed["room"])
@@ -333,23 +338,24 @@ class AlertService:
         await self._advance(known["id"], status, who="staff key", channel="staff key")
 
     async def _raise(self, device: str, room: str, call_id: str,
-                     now: int) -> tuple[dict[str, Any], bool]:
+                     now: int) -> tuple[Alert, bool]:
         test = await self._db.test_mode(room, now) is not None
         return await self._db.raise_call(room=room, device=device, call_id=call_id, at_ms=now,
                                          channel="button", test=test)
 
-    def _provisional_in(self, room: str) -> dict[str, Any] | None:
+    def _provisional_in(self, room: str) -> Alert | None:
         return next((p for p in self._provisional.values() if p["room"] == room
                      and p["status"] not in ("resolved", "cancelled")), None)
 
-    def _provisional_of(self, device: str, call_id: str) -> dict[str, Any] | None:
+    def _provisional_of(self, device: str, call_id: str) -> Alert | None:
         return next((p for p in self._provisional.values()
                      if p["device"] == device and p["call_id"] == call_id), None)
 
     async def _journal_call(self, device: str, room: str, call: Call, now: int,
                             error: str) -> None:
         """The database refused the call: journal it, tell the node, show and page it."""
-        alert: dict[str, Any] = {
+        alert: Alert = {
+            "id": 0,  # set below, from the journal slot
             "kind": "call", "priority": "high", "room": room, "device": device,
             "call_id": call.call_id, "status": "open", "raised_at_ms": now,
             "acknowledged_at_ms": None, "acknowledged_by": None, "arrived_at_ms": None,
@@ -387,10 +393,10 @@ class AlertService:
 
     # --- from staff -------------------------------------------------------------
 
-    async def acknowledge(self, alert_id: int, who: str) -> dict[str, Any]:
+    async def acknowledge(self, alert_id: int, who: str) -> Alert:
         return await self._advance(alert_id, "acknowledged", who=who, channel="console")
 
-    async def resolve(self, alert_id: int, who: str) -> dict[str, Any]:
+    async def resolve(self, alert_id: int, who: str) -> Alert:
         return await self._advance(alert_id, "resolved", who=who, channel="console")
 
     async def set_test_mode(self, room: str, tester_pager: str | None, minutes: float,
@@ -404,7 +410,7 @@ class AlertService:
     async def tester_of(self, room: str) -> str | None:
         return await self._db.test_mode(room, self._clock())
 
-    async def get(self, alert_id: int) -> dict[str, Any]:
+    async def get(self, alert_id: int) -> Alert:
         if (p := self._provisional.get(alert_id)) is not None:
             return _public(p)
         alert = await self._db.get(alert_id)
@@ -413,7 +419,7 @@ class AlertService:
         return alert
 
     async def query(self, *, status: str | None, kind: str | None,
-                    open_only: bool = False, limit: int = 500) -> list[dict[str, Any]]:
+                    open_only: bool = False, limit: int = 500) -> list[Alert]:
         provisional = [_public(p, timeline=False) for p in self._provisional.values()
                        if (status is None or p["status"] == status)
                        and (kind is None or kind == "call")
@@ -430,7 +436,7 @@ class AlertService:
     # --- internals ---------------------------------------------------------------
 
     async def _advance(self, alert_id: int, status: str, *, who: str,
-                       channel: str) -> dict[str, Any]:
+                       channel: str) -> Alert:
         if (p := self._provisional.get(alert_id)) is not None:
             return await self._advance_provisional(p, status, who=who, channel=channel)
         try:
@@ -444,8 +450,8 @@ class AlertService:
         await self._tell(alert)
         return alert
 
-    async def _advance_provisional(self, alert: dict[str, Any], status: str, *, who: str,
-                                   channel: str) -> dict[str, Any]:
+    async def _advance_provisional(self, alert: Alert, status: str, *, who: str,
+                                   channel: str) -> Alert:
         """As AlertsDb.advance, in memory and in the journal."""
         if ORDER[status] > ORDER[alert["status"]]:
             now = self._clock()
@@ -457,12 +463,12 @@ class AlertService:
                 alert["arrived_at_ms"] = now
             if status in ("resolved", "cancelled"):
                 alert["resolved_at_ms"], alert["resolved_by"] = now, who
-            alert["timeline"].append({"at_ms": now, "what": status, "who": who,
-                                      "channel": channel, "detail": None})
-            if self._journal is not None and alert.get("journal_slot") is not None:
+            alert.setdefault("timeline", []).append(
+                {"at_ms": now, "what": status, "who": who, "channel": channel, "detail": None})
+            slot = alert.get("journal_slot")
+            if self._journal is not None and slot is not None:
                 try:
-                    await asyncio.to_thread(self._journal.write, _journal_body(alert),
-                                            alert["journal_slot"])
+                    await asyncio.to_thread(self._journal.write, _journal_body(alert), slot)
                 except (OSError, ValueError) as exc:
                     log.error("journal not updated", alert=alert["id"], error=str(exc))
             log.info("alert " + status, alert=alert["id"], room=alert["room"], by=who,
@@ -471,7 +477,7 @@ class AlertService:
         await self._tell(alert)
         return _public(alert)
 
-    async def _tell(self, alert: dict[str, Any], *, to: tuple[str, str] | None = None) -> None:
+    async def _tell(self, alert: Alert, *, to: tuple[str, str] | None = None) -> None:
         """The alert's status to its node; `to` one press only, else every
         press of the call (its own and those that joined it)."""
         if alert["kind"] != "call" or self._send is None:
@@ -479,6 +485,8 @@ class AlertService:
         ack = NODE_STATUS[alert["status"]]
         if to is not None:
             targets = [to]
+        elif alert["device"] is None or alert["call_id"] is None:
+            return
         else:
             targets = [(alert["device"], alert["call_id"])]
             if alert["id"] > 0:
@@ -489,8 +497,8 @@ class AlertService:
         for device, call_id in targets:
             await self._send(device, CallAck(call_id=call_id, status=ack))
 
-    def _changed(self, alert: dict[str, Any], *, local: bool = True) -> None:
-        if alert["status"] in ("resolved", "cancelled"):
+    def _changed(self, alert: Alert, *, local: bool = True) -> None:
+        if alert["status"] in CLOSED:
             self._open.pop(alert["id"], None)
         elif alert["room"] and alert["kind"] == "call":
             self._open[alert["id"]] = alert["room"]
@@ -503,9 +511,9 @@ class AlertService:
                 log.exception("alert listener failed", alert=alert["id"])
 
 
-def _public(alert: dict[str, Any], *, timeline: bool = True) -> dict[str, Any]:
+def _public(alert: Alert, *, timeline: bool = True) -> Alert:
     """An alert as the API shows it (no journal internals)."""
-    out = {k: v for k, v in alert.items() if k != "journal_slot"}
+    out = cast(Alert, {k: v for k, v in alert.items() if k != "journal_slot"})
     if timeline and "timeline" in alert:
         out["timeline"] = list(alert["timeline"])
     elif not timeline:
@@ -513,7 +521,7 @@ def _public(alert: dict[str, Any], *, timeline: bool = True) -> dict[str, Any]:
     return out
 
 
-def _journal_body(alert: dict[str, Any]) -> dict[str, Any]:
+def _journal_body(alert: Alert) -> dict[str, Any]:
     """What the journal keeps of a provisional alert: everything but its slot
     and id (the slot gives the id back on load); the timeline's last entries."""
     body = {k: v for k, v in alert.items() if k not in ("journal_slot", "id")}

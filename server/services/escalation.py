@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from mamaroom.clock import wall_ms
@@ -35,34 +34,51 @@ from mamaroom.config import EscalationSettings, EscalationTier, PagingSettings
 from mamaroom.contract import RegistryRoom
 from mamaroom.logs import get_logger
 from mamaroom.storage import StorageError
+from paging.channel import Channel
+from paging.registry import build_channels
 from server.alerts_db import AlertsDb
+from server.services.alert_model import Alert
 from server.services.rooms import is_open
 
 log = get_logger(__name__)
 
 
-def paging_gaps(escalation: EscalationSettings, paging: PagingSettings) -> list[str]:
-    """Why a call could reach nobody with this configuration (one line each);
-    empty when at least one tier has a target a configured channel can reach.
-    The server warns at start-up: silence must never look like calm."""
+#: What to set when a channel kind a tier names is not configured.
+HOW_TO_CONFIGURE = {"espa": "paging.espa.port is empty",
+                    "im": "paging.im.destinations is empty"}
+
+
+def paging_gaps(escalation: EscalationSettings, channels: Mapping[str, Channel]) -> list[str]:
+    """Why a call could reach nobody with these channels (one line each);
+    empty when every tier's targets are reachable. The first line is NOBODY
+    when no tier can page anyone. The server says these at start-up: silence
+    must never look like calm."""
     gaps: list[str] = []
-    espa = bool(paging.espa.port)
     reachable = False
     for i, tier in enumerate(escalation.tiers, start=1):
-        unknown = [name for name in tier.im if name not in paging.im.destinations]
-        if unknown:
-            gaps.append(f"escalation tier {i}: IM destination(s) {', '.join(unknown)} "
-                        "are not in paging.im.destinations")
-        if tier.pagers and not espa:
-            gaps.append(f"escalation tier {i} has pager numbers but paging.espa.port is empty")
+        by_channel: dict[str, list[str]] = {}
+        for name, target in tier.named_targets():
+            by_channel.setdefault(name, []).append(target)
+        for name, targets in by_channel.items():
+            channel = channels.get(name)
+            if channel is None:
+                how = HOW_TO_CONFIGURE.get(name, f"no channel named {name!r} is configured")
+                gaps.append(f"escalation tier {i} pages {name} {', '.join(targets)}, "
+                            f"but {how}")
+                continue
+            unknown = [t for t in targets if not channel.reaches(t)]
+            if unknown:
+                gaps.append(f"escalation tier {i}: {name} cannot reach {', '.join(unknown)}"
+                            + (" (not in paging.im.destinations)" if name == "im" else ""))
+            reachable |= len(unknown) < len(targets)
         if tier.on_duty and not escalation.roster:
             gaps.append(f"escalation tier {i} pages the duty roster, which is empty")
-        if tier.on_duty and escalation.roster and not espa:
-            gaps.append(f"escalation tier {i} pages the duty roster over ESPA, "
-                        "but paging.espa.port is empty")
-        if (espa and (tier.pagers or (tier.on_duty and escalation.roster))) \
-                or any(name in paging.im.destinations for name in tier.im):
-            reachable = True
+        if tier.on_duty and escalation.roster:
+            if "espa" in channels:
+                reachable = True
+            else:
+                gaps.append(f"escalation tier {i} pages the duty roster over ESPA, "
+                            "but paging.espa.port is empty")
     if not reachable:
         gaps.insert(0, NOBODY)
     return gaps
@@ -76,25 +92,15 @@ NOBODY = ("no escalation tier can page anyone: emergency calls reach only the st
 def refuse_unpaged(escalation: EscalationSettings, paging: PagingSettings) -> str | None:
     """Why the server must not start (nobody could be paged), or None.
     `paging.allow_no_target` starts it anyway (the demo)."""
-    gaps = paging_gaps(escalation, paging)
+    gaps = paging_gaps(escalation, build_channels(paging))
     if gaps and gaps[0] == NOBODY and not paging.allow_no_target:
         return (f"config error: {NOBODY}; to run without paging on purpose (a demo), "
                 "set paging.allow_no_target = true (env MAMAROOM_PAGING__ALLOW_NO_TARGET=true)")
     return None
 
 
-class PageChannel(Protocol):
-    """A paging channel. `send` queues the page and returns at once; `done`
-    is called later (from any thread) with the outcome."""
-
-    name: str
-
-    def send(self, target: str, text: str,
-             done: Callable[[bool, str], None] | None = None) -> None: ...
-
-
 Paged = Callable[[int, str, str, bool, str], None]
-OpenCalls = Callable[[], Awaitable[list[dict[str, Any]]]]
+OpenCalls = Callable[[], Awaitable[list[Alert]]]
 Nobody = Callable[[int, str], Awaitable[None]]
 SetEscalation = Callable[[int, int, int | None, str], Awaitable[None]]
 Lease = Callable[[int, int], Awaitable[bool]]
@@ -115,7 +121,7 @@ class _Schedule:
 class Escalator:
     def __init__(self, db: AlertsDb, settings: EscalationSettings, tz: ZoneInfo,
                  room_of: Callable[[str], RegistryRoom | None],
-                 text_of: Callable[[dict[str, Any], RegistryRoom | None, str], str],
+                 text_of: Callable[[Alert, RegistryRoom | None, bool], str],
                  *, clock: Callable[[], int] = wall_ms,
                  monotonic: Callable[[], float] = time.monotonic,
                  on_paged: Paged | None = None, open_calls: OpenCalls | None = None,
@@ -139,13 +145,17 @@ class Escalator:
         self._set_escalation = set_escalation
         self._lease = lease
         self.leader: bool | None = None
-        self.channels: list[PageChannel] = []
+        #: The paging channels by name (`add_channel`).
+        self.channels: dict[str, Channel] = {}
         self._wake = asyncio.Event()
         self._schedules: dict[int, _Schedule] = {}
         #: The last open calls read, paged from if the database cannot be read.
-        self._last_calls: list[dict[str, Any]] = []
+        self._last_calls: list[Alert] = []
         #: paging_link alerts already paged over the other channels.
         self._link_alerts_paged: set[int] = set()
+
+    def add_channel(self, channel: Channel) -> None:
+        self.channels[channel.name] = channel
 
     def wake(self) -> None:
         """A new call: page now rather than at the next tick."""
@@ -169,12 +179,14 @@ class Escalator:
 
     def targets(self, tier: EscalationTier, room: RegistryRoom | None,
                 now_ms: int) -> list[tuple[str, str]]:
-        """(channel, target) pairs: ESPA pager numbers and IM destinations."""
-        return ([("espa", p) for p in self.pagers(tier, room, now_ms)]
-                + [("im", name) for name in tier.im])
+        """(channel, target) pairs: the tier's own, then whoever is on duty."""
+        pairs = tier.named_targets()
+        pairs += [("espa", p) for p in self.on_duty(tier, room, now_ms)]
+        return list(dict.fromkeys(pairs))
 
-    def pagers(self, tier: EscalationTier, room: RegistryRoom | None, now_ms: int) -> list[str]:
-        pagers = list(tier.pagers)
+    def on_duty(self, tier: EscalationTier, room: RegistryRoom | None, now_ms: int) -> list[str]:
+        """Pager numbers of the roster's staff on shift for the room (if the tier pages them)."""
+        pagers: list[str] = []
         if tier.on_duty:
             local = datetime.fromtimestamp(now_ms / 1000, self._tz)
             for shift in self._settings.roster:
@@ -221,7 +233,7 @@ class Escalator:
         if leader:
             await self._page_link_alerts()
 
-    def _schedule(self, alert: dict[str, Any]) -> _Schedule:
+    def _schedule(self, alert: Alert) -> _Schedule:
         """The alert's schedule; for one first seen now, taken from what was stored."""
         sched = self._schedules.get(alert["id"])
         if sched is None:
@@ -237,7 +249,7 @@ class Escalator:
             self._schedules[alert["id"]] = sched
         return sched
 
-    async def _escalate(self, alert: dict[str, Any]) -> None:
+    async def _escalate(self, alert: Alert) -> None:
         room = self._room_of(alert["room"]) if alert["room"] else None
         tiers = [t for t in self._settings.tiers if self._applies(t, room)]
         sched = self._schedule(alert)
@@ -249,8 +261,7 @@ class Escalator:
                 tester = (await self._db.test_mode(alert["room"], now_wall)
                           if alert["room"] else None)
                 if tester:
-                    self._page(alert["id"], "espa", tester,
-                               self._text_of(alert, room, "espa"))
+                    self._page(alert["id"], "espa", tester, self._text_of(alert, room, True))
                 else:
                     await self._nobody(alert["id"], "test call: the room's tester has no pager")
                 await self._store(alert["id"], 1, None, "test: tester only")
@@ -270,7 +281,7 @@ class Escalator:
         for tier in to_page:
             for channel, target in self.targets(tier, room, now_wall):
                 sent += self._page(alert["id"], channel, target,
-                                   self._text_of(alert, room, channel))
+                                   self._text_of(alert, room, self._ascii(channel)))
         if to_page and not sent:
             await self._nobody(alert["id"], f"tier {level} of {len(tiers)}: no target that a "
                                             "configured channel can reach")
@@ -318,16 +329,20 @@ class Escalator:
                 for channel, target in self.targets(tier, None, self._clock()):
                     if channel == down[0] and (len(down) == 1 or down[1] == target):
                         continue  # not over the link that is down
-                    text = english if channel == "espa" else (
+                    text = english if self._ascii(channel) else (
                         f"寻呼故障：{alert['subject']}，呼叫可能无法送达寻呼机\n{english}")
                     sent += self._page(alert["id"], channel, target, text)
             if not sent:
                 log.error("paging link down and no other channel to tell anyone",
                           subject=alert["subject"])
 
+    def _ascii(self, channel_name: str) -> bool:
+        channel = self.channels.get(channel_name)
+        return channel is None or channel.ascii_only
+
     def _page(self, alert_id: int, channel_name: str, target: str, text: str) -> bool:
         """Queue one page; False if no configured channel can send it."""
-        channel = next((c for c in self.channels if c.name == channel_name), None)
+        channel = self.channels.get(channel_name)
         if channel is None:
             log.warning("page not sent: channel not configured", alert=alert_id,
                         channel=channel_name, target=target)

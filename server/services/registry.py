@@ -51,6 +51,19 @@ class RegistryService:
         self._current = registry
         return registry
 
+    async def refresh(self) -> None:
+        """Another server of this site changed the registry (its retained
+        publication is newer than ours): read it from the shared database."""
+        async with self._lock:
+            registry = await self._db.registry()
+            if registry is None or registry.version <= self.current.version:
+                return
+            self._current = registry
+            log.info("registry changed by another server", version=registry.version,
+                     rooms=len(registry.rooms))
+            for listener in self._listeners:
+                await listener(registry)
+
     def find(self, room_id: str) -> RegistryRoom | None:
         return next((r for r in self.current.rooms if r.id == room_id), None)
 
@@ -86,6 +99,31 @@ class RegistryService:
             for i, room in enumerate(rooms):
                 self._check_device(room, rooms[:i])
             await self._save(rooms)
+
+    async def import_rooms(self, rooms: list[RegistryRoom], *, apply: bool) -> list[str]:
+        """A rooms CSV's rooms, keeping what staff set by hand (`cleaning`,
+        not in the file) for rooms that stay; with `apply`, they replace the
+        registry in one version. The ids the file drops, read and written
+        under one lock, so a concurrent edit is never lost."""
+        async with self._lock:
+            cleaning = {r.id for r in self.current.rooms if r.cleaning}
+            rooms = [r.model_copy(update={"cleaning": r.id in cleaning}) for r in rooms]
+            removed = sorted({r.id for r in self.current.rooms} - {r.id for r in rooms})
+            if apply:
+                for i, room in enumerate(rooms):
+                    self._check_device(room, rooms[:i])
+                await self._save(rooms)
+        return removed
+
+    async def move_device(self, device: str, room_id: str) -> RegistryRoom:
+        """The device to another room in one registry version (its old room has none)."""
+        async with self._lock:
+            target = self.room(room_id)
+            rooms = [r.model_copy(update={"device": None}) if r.device == device else r
+                     for r in self.current.rooms if r.id != target.id]
+            moved = target.model_copy(update={"device": device})
+            await self._save([*rooms, moved])
+        return moved
 
     async def delete_room(self, room_id: str) -> None:
         async with self._lock:

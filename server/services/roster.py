@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS duty_roster (
 
 
 class RosterDb(SqliteDatabase):
+    component = "roster"
     schema = SCHEMA
 
     async def saved(self) -> tuple[list[DutyShift], int, str | None] | None:

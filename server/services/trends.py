@@ -21,9 +21,9 @@ from zoneinfo import ZoneInfo
 import chinese_calendar
 from chinese_calendar import constants as cc
 
+from mamaroom.calendar import is_workday
 from mamaroom.config import Settings, TrendsSettings
 from mamaroom.contract import RegistryRoom
-from mamaroom.history import is_workday
 from mamaroom.storage import HourTotal, TrendsStore, refresh_rollups
 from mamaroom.storage.rollups import DAY_MS, HOUR_MS, MAX_SESSION_MIN
 from server.alerts_db import AlertsDb

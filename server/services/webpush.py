@@ -90,6 +90,7 @@ def _b64(data: bytes) -> str:
 
 
 class PushDb(SqliteDatabase):
+    component = "push"
     schema = SCHEMA
 
     async def save(self, sub: Subscription, kind: str, *, who: str | None = None,

@@ -17,7 +17,7 @@ CHARTS = ("c-heat", "c-rooms", "c-days", "c-lengths", "c-calls", "c-uptime")
 
 def test_trends_page_draws_every_chart_with_data(services: Services, page: Page) -> None:
     # Forty days of realistic history (occupancy, calls, telemetry) for the test rooms.
-    subprocess.run([sys.executable, "-m", "mamaroom", "history", "generate", "--days", "40",
+    subprocess.run([sys.executable, "-m", "cli", "history", "generate", "--days", "40",
                     "--rooms", "3", "--telemetry-every", "60"],
                    env=services.env, cwd=ROOT, check=True, capture_output=True, timeout=300)
     page.goto(services.base_url + "/trends")

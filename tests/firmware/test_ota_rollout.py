@@ -57,7 +57,7 @@ def site(broker: Mosquitto, tmp_path: Path) -> Iterator[tuple[Services, list[Uni
 
 
 def ota(svc: Services, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mamaroom", "device", "ota", "--server",
+    return subprocess.run([sys.executable, "-m", "cli", "device", "ota", "--server",
                            svc.base_url, "--timeout", "120", *args],
                           capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, **svc.env, "COLUMNS": "200"}, timeout=400)

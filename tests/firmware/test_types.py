@@ -70,6 +70,21 @@ def imported(path: Path) -> set[str]:
     return names
 
 
+#: The services' packages and the libraries only they use: none belongs on a node.
+SERVICES = {"mamaroom", "paging", "gateway", "server", "watchdog", "simulator", "cli",
+            "dashboard", "tests", "bench", "pydantic", "fastapi", "paho", "aiomqtt", "httpx"}
+
+
+def test_the_firmware_imports_nothing_of_the_services() -> None:
+    """The node's side of the layers (the services' are import-linter's
+    contracts in pyproject.toml): the contract reaches the firmware as its
+    own mirror (firmware/contract.py, tests/firmware/test_logic.py), never as
+    an import."""
+    for path in sources():
+        bad = imported(path) & SERVICES
+        assert not bad, f"{path.relative_to(FIRMWARE)} imports {sorted(bad)}"
+
+
 def test_only_the_esp32_board_touches_hardware() -> None:
     for path in sources():
         rel = path.relative_to(FIRMWARE).as_posix()

@@ -18,14 +18,14 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 
-from mamaroom.broker_accounts import new_password, set_password
+from cli.broker_accounts import new_password, set_password
 from tests.support import ROOT, free_port, mosquitto_binary, wait_for
 
 DEPLOY = ROOT / "deploy" / "mosquitto"
 SHIPPED_CONF = DEPLOY / "mamaroom.conf"
 SHIPPED_ACL = DEPLOY / "mamaroom.acl"
 MAKE_CERTS = DEPLOY / "make-certs.sh"
-SERVICES = ("mamaroom.gateway", "mamaroom.server", "mamaroom.watchdog")
+SERVICES = ("mamaroom.gateway", "mamaroom.server", "watchdog.service")
 
 
 class ProductionBroker:

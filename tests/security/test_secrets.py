@@ -25,7 +25,7 @@ from tests.support import ROOT, Mosquitto, Proc, free_port, wait_for, write_room
 ])
 @pytest.mark.parametrize("process", ["server", "gateway", "watchdog"])
 def test_a_placeholder_secret_stops_every_process(env: dict[str, str], process: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "mamaroom", process],
+    out = subprocess.run([sys.executable, "-m", "cli", process],
                          env={**os.environ, **env}, capture_output=True, text=True,
                          timeout=60, cwd=ROOT)
     assert out.returncode == 2

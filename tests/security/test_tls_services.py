@@ -31,7 +31,7 @@ def device_add(svc: Services, broker: ProductionBroker,
     assert broker.proc is not None
     env = {**svc.env, "MAMAROOM_ADMIN_PASSWORD": svc.ADMIN_PASSWORD}
     return subprocess.run(
-        [sys.executable, "-m", "mamaroom", "device", "add", *args,
+        [sys.executable, "-m", "cli", "device", "add", *args,
          "--passwd-file", str(broker.devices_passwd), "--server", svc.base_url,
          "--reload-command", f"kill -HUP {broker.proc.pid}",
          "--broker-host", "127.0.0.1", "--broker-port", str(broker.device_port)],

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import re
 import threading
 import time
 import unicodedata
@@ -32,7 +33,9 @@ from dataclasses import dataclass
 
 import serial
 
+from mamaroom.config import PAGER_NUMBER, EspaSettings, PagingSettings
 from mamaroom.logs import get_logger
+from paging.channel import Done, LinkChange
 
 log = get_logger(__name__)
 
@@ -43,26 +46,6 @@ MAX_TEXT = 128
 
 class EspaError(Exception):
     """The paging system did not take the page (link down, or refused)."""
-
-
-@dataclass(frozen=True)
-class EspaSettings:
-    port: str
-    baud: int = 9600
-    bytesize: int = 8
-    parity: str = "N"
-    stopbits: float = 1
-    own_address: str = "1"
-    pager_system_address: str = "2"
-    timeout_s: float = 2.0
-    tries: int = 3
-    #: `control`: mamaroom is the control station and selects the paging system.
-    #: `passive`: the paging system polls (EOT, `1` ENQ) and mamaroom answers.
-    mode: str = "control"
-    #: Passive mode: no poll for this long means the link is down.
-    poll_silence_s: float = 30.0
-    #: While the link is down, try a selection this often to see it come back.
-    probe_s: float = 10.0
 
 
 def bcc(data: bytes) -> int:
@@ -95,13 +78,23 @@ class Page:
     done: Callable[[bool, str], None] | None = None
 
 
+def from_settings(paging: PagingSettings,
+                  on_link_change: LinkChange | None = None) -> EspaLink | None:
+    """The ESPA link `paging.espa` configures (None without a port)."""
+    if not paging.espa.port:
+        return None
+    return EspaLink(paging.espa, on_link_change)
+
+
 class EspaLink:
     """One serial link, one worker thread; `send()` queues a page and returns."""
 
     name = "espa"
+    ascii_only = True
 
     def __init__(self, settings: EspaSettings,
-                 on_link_change: Callable[[bool, str], None] | None = None) -> None:
+                 on_link_change: LinkChange | None = None) -> None:
+        """`on_link_change("espa", up, detail)`: one serial line, one state."""
         self.settings = settings
         self._on_link_change = on_link_change
         self._pages: queue.Queue[Page | None] = queue.Queue()
@@ -119,8 +112,10 @@ class EspaLink:
             self._thread.join(timeout=10)
         self._close_port()
 
-    def send(self, pager: str, text: str,
-             done: Callable[[bool, str], None] | None = None) -> None:
+    def reaches(self, target: str) -> bool:
+        return bool(re.fullmatch(PAGER_NUMBER, target))
+
+    def send(self, pager: str, text: str, done: Done | None = None) -> None:
         self._pages.put(Page(pager, text, done))
 
     async def page(self, pager: str, text: str) -> None:
@@ -230,7 +225,7 @@ class EspaLink:
                     port=self.settings.port, detail=detail)
             if self._on_link_change:
                 try:
-                    self._on_link_change(up, detail)
+                    self._on_link_change(self.name, up, detail)
                 except Exception:
                     log.exception("ESPA link-change callback failed")
 

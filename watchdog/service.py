@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import httpx
 import paho.mqtt.client as paho
@@ -34,6 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from mamaroom.config import Settings
 from mamaroom.contract import PREFIX
 from mamaroom.logs import get_logger
+from paging.channel import Channel
 
 log = get_logger(__name__)
 GATEWAY_SUBSCRIPTION = f"{PREFIX}/gateway/+/+"
@@ -46,15 +46,6 @@ RECONNECT_GRACE_S = 60.0
 
 def gateway_check(client_id: str) -> str:
     return f"gateway {client_id}"
-
-
-class Channel(Protocol):
-    """What the watchdog needs of a paging channel (EspaLink, ImChannel)."""
-
-    name: str
-
-    def send(self, target: str, text: str,
-             done: Callable[[bool, str], None] | None = None) -> None: ...
 
 
 @dataclass
@@ -178,19 +169,15 @@ class Pager:
     """Sends one text to every configured security-desk destination."""
 
     def __init__(self, settings: Settings) -> None:
-        from server.notify.espa import EspaLink, EspaSettings
-        from server.notify.im import ImChannel
+        from paging.espa import EspaLink
+        from paging.im import ImChannel
 
         cfg = settings.watchdog
         self.targets: list[tuple[Channel, str]] = []
         self._closers: list[Callable[[], None]] = []
         if cfg.espa_port and cfg.pagers:
-            e = settings.paging.espa
-            espa = EspaLink(EspaSettings(
-                port=cfg.espa_port, baud=e.baud, bytesize=e.bytesize, parity=e.parity,
-                stopbits=e.stopbits, own_address=e.own_address,
-                pager_system_address=e.pager_system_address, timeout_s=e.timeout_s,
-                tries=e.tries, mode=e.mode, poll_silence_s=e.poll_silence_s))
+            # The server's ESPA settings, on the watchdog's own serial line.
+            espa = EspaLink(settings.paging.espa.model_copy(update={"port": cfg.espa_port}))
             espa.start()
             self._closers.append(espa.stop)
             self.targets += [(espa, p) for p in cfg.pagers]

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-import chinese_calendar
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from mamaroom.calendar import is_workday
 from mamaroom.config import Settings
 from mamaroom.contract import Call, Kind, Occupancy, RegistryRoom, Telemetry
 from mamaroom.logs import get_logger
@@ -29,6 +29,7 @@ from mamaroom.storage import Record, RollupStore, Store, refresh_rollups
 from mamaroom.storage.influx import InfluxStore
 from mamaroom.storage.rollups import HOUR_MS
 from mamaroom.storage.sqlite import SqliteStore
+from server.history import HistoricCall
 
 log = get_logger(__name__)
 
@@ -42,19 +43,6 @@ OUTAGES_PER_ROOM_YEAR = 3.0
 SESSIONS_PER_CALL = 400
 
 
-@dataclass(frozen=True)
-class HistoricCall:
-    """A past emergency call with its response times (ms since the epoch)."""
-
-    room: str
-    device: str
-    call_id: str
-    raised_ms: int
-    acknowledged_ms: int
-    arrived_ms: int
-    resolved_ms: int
-
-
 def _response_times(rng: random.Random, raised: int) -> tuple[int, int, int]:
     """Staff acknowledge in about 40 s, walk over in about 2.5 min, and stay
     about 7 min; long tails, as in real nurse-call logs."""
@@ -62,15 +50,6 @@ def _response_times(rng: random.Random, raised: int) -> tuple[int, int, int]:
     arrive = ack + int(min(max(rng.lognormvariate(math.log(150), 0.4), 30), 900) * 1000)
     resolve = arrive + int(min(max(rng.lognormvariate(math.log(420), 0.5), 60), 3600) * 1000)
     return ack, arrive, resolve
-
-
-def is_workday(day: date) -> bool:
-    """China's official calendar (holidays and make-up workdays); plain
-    weekdays for years the calendar package does not know yet."""
-    try:
-        return bool(chinese_calendar.is_workday(day))
-    except NotImplementedError:
-        return day.weekday() < 5
 
 
 #: Generated boots count from here: far above any real or simulated node's

@@ -16,10 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mamaroom.cli_broker import device_add_command
-from mamaroom.cli_dead_letters import dead_letters_command
-from mamaroom.cli_device import device_app
-from mamaroom.cli_pages import qr, webpush_app
+from cli.broker import device_add_command
+from cli.dead_letters import dead_letters_command
+from cli.device import device_app
+from cli.pages import qr, webpush_app
 from mamaroom.config import ConfigError, Settings, load_settings
 from mamaroom.contract import RegistryRoom
 from mamaroom.logs import setup_logging
@@ -120,7 +120,10 @@ def server(
         _check_csv(settings.rooms_csv)  # fail with every bad line, before starting
     from server.services.escalation import refuse_unpaged
 
-    if (why := refuse_unpaged(settings.escalation, settings.paging)) is not None:
+    # A `web` server never pages (its calls server does): nothing to refuse.
+    why = None if settings.server.role == "web" else refuse_unpaged(settings.escalation,
+                                                                    settings.paging)
+    if why is not None:
         _error(why)
         raise typer.Exit(2)
     # Connection caps, timeouts and the fd limit: server/connections.py.
@@ -135,7 +138,7 @@ def watchdog() -> None:
 
     Independent of the server: run it beside it, better on another machine.
     """
-    from mamaroom.watchdog import run_watchdog
+    from watchdog.service import run_watchdog
 
     settings = _settings("watchdog")
     try:
@@ -188,7 +191,7 @@ def demo(
 
     Prints the URL to open; Ctrl-C stops everything.
     """
-    from mamaroom.demo import run_demo
+    from cli.demo import run_demo
 
     settings = _settings("demo")
     raise typer.Exit(asyncio.run(run_demo(settings, rooms=rooms, speed=speed)))
@@ -239,8 +242,8 @@ def history_generate(
     telemetry, with a progress bar. Deduplicated like live data."""
     import datetime as dt
 
-    from mamaroom.history import HistoricCall, generate
-    from server.history import store_past_calls
+    from cli.history import generate
+    from server.history import HistoricCall, store_past_calls
 
     settings = _settings("history")
     chosen = backend or settings.storage.backend
@@ -340,7 +343,7 @@ def backup_command(
     """Back up the embedded databases of data_dir (registry, alerts, accounts,
     stored messages) while the services run: SQLite's online backup, each copy
     integrity-checked. Prints the new folder."""
-    from mamaroom.backup import BackupError, backup
+    from cli.backup import BackupError, backup
 
     settings = _settings("backup")
     try:
@@ -357,7 +360,7 @@ def restore_command(
 ) -> None:
     """Restore a backup into data_dir. Stop the gateway and the server first.
     The current files are kept in data_dir/before-restore-<time>/."""
-    from mamaroom.backup import BackupError, restore
+    from cli.backup import BackupError, restore
 
     settings = _settings("restore")
     try:

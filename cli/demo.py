@@ -13,8 +13,8 @@ import httpx
 from rich.console import Console
 from rich.panel import Panel
 
+from cli.embedded_broker import EmbeddedBroker, broker_answers
 from mamaroom.config import Settings
-from mamaroom.embedded_broker import EmbeddedBroker, broker_answers
 
 console = Console(stderr=True)
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -40,7 +40,7 @@ async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
     # below; there is never a fixed default password.
     password = secrets.token_urlsafe(12)
     add = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mamaroom", "user", "add", "admin", "--role", "admin",
+        sys.executable, "-m", "cli", "user", "add", "admin", "--role", "admin",
         "--password-stdin", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
         env=env)
     await add.communicate((password + "\n").encode())
@@ -68,7 +68,7 @@ async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
     code = 0
     async def start(name: str, args: list[str], child_env: dict[str, str]) -> None:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mamaroom", *args, env=child_env)
+            sys.executable, "-m", "cli", *args, env=child_env)
         procs.append((name, proc))
         console.print(f"[green]✓[/green] started {name} (pid {proc.pid})")
 

@@ -10,25 +10,35 @@ comes back through `done`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import apprise
 
+from mamaroom.config import PagingSettings
 from mamaroom.logs import get_logger
+from paging.channel import Done, LinkChange
 
 log = get_logger(__name__)
 
 
+def from_settings(paging: PagingSettings,
+                  on_link_change: LinkChange | None = None) -> ImChannel | None:
+    """The IM channel `paging.im` configures (None without destinations)."""
+    if not paging.im.destinations:
+        return None
+    return ImChannel(paging.im.destinations, on_link_change=on_link_change)
+
+
 class ImChannel:
     name = "im"
+    ascii_only = False
 
     def __init__(self, destinations: dict[str, str], *, workers: int = 4,
-                 on_link_change: Callable[[str, bool, str], None] | None = None) -> None:
+                 on_link_change: LinkChange | None = None) -> None:
         """`destinations`: a name (used in escalation tiers) → an apprise URL.
-        `on_link_change(destination, up, detail)` is told when delivery to one
-        destination starts failing or works again: each destination has its
-        own state, so one dead URL beside a working one does not flap."""
+        `on_link_change("im:<destination>", up, detail)` is told when delivery
+        to one destination starts failing or works again: each destination
+        has its own state, so one dead URL beside a working one does not flap."""
         self._urls = dict(destinations)
         self._on_link_change = on_link_change
         #: Each destination's last outcome (None: not tried yet).
@@ -38,8 +48,13 @@ class ImChannel:
                 raise ValueError(f"paging.im.destinations.{name}: apprise cannot use {url!r}")
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="im")
 
-    def send(self, target: str, text: str,
-             done: Callable[[bool, str], None] | None = None) -> None:
+    def reaches(self, target: str) -> bool:
+        return target in self._urls
+
+    def start(self) -> None:
+        """Nothing to start: a worker thread is made per page as needed."""
+
+    def send(self, target: str, text: str, done: Done | None = None) -> None:
         url = self._urls.get(target)
         if url is None:
             log.error("unknown IM destination", target=target)
@@ -49,7 +64,7 @@ class ImChannel:
         self._pool.submit(self._deliver, target, url, text, done)
 
     def _deliver(self, target: str, url: str, text: str,
-                 done: Callable[[bool, str], None] | None) -> None:
+                 done: Done | None) -> None:
         sender = apprise.Apprise()
         sender.add(url)
         try:
@@ -62,7 +77,7 @@ class ImChannel:
             self.up[target] = ok
             if self._on_link_change:
                 try:
-                    self._on_link_change(target, ok, "delivered" if ok
+                    self._on_link_change(f"{self.name}:{target}", ok, "delivered" if ok
                                          else f"could not deliver to {target}")
                 except Exception:  # a caller's bug must not stop paging
                     log.exception("IM link-change callback failed")

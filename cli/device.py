@@ -107,10 +107,10 @@ def ota(
     Rooms come from the registry the server publishes on the broker (else
     rooms_csv). The bundle is fetched from --server first, as the nodes will.
     """
+    from cli.rollout import Outcome, Result, RolloutError, Target, offered_bundle, pick
+    from cli.rollout import registry_rooms as fetch_registry
+    from cli.rollout import rollout as run_rollout
     from mamaroom.registry import RoomsCsvError, read_rooms_csv
-    from mamaroom.rollout import Outcome, Result, RolloutError, Target, offered_bundle, pick
-    from mamaroom.rollout import registry_rooms as fetch_registry
-    from mamaroom.rollout import rollout as run_rollout
 
     settings = _settings()
     room_ids = _split(rooms)
@@ -210,7 +210,7 @@ def provision(
         return
     if port is None:
         raise _fail("--port (or --out / --dry-run) is needed", 2)
-    from mamaroom.provision import ProvisionError, copy_to_board
+    from cli.provision import ProvisionError, copy_to_board
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=out) as bar:

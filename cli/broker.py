@@ -1,4 +1,4 @@
-"""`mamaroom device add`: a room node's broker account (mamaroom/broker_accounts.py)."""
+"""`mamaroom device add`: a room node's broker account (cli/broker_accounts.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from mamaroom.broker_accounts import (
+from cli.broker_accounts import (
     DEFAULT_PASSWD_FILE,
     DEFAULT_RELOAD,
     BrokerAccountError,

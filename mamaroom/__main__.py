@@ -1,3 +1,0 @@
-from mamaroom.cli import app
-
-app(prog_name="mamaroom")
