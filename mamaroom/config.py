@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Literal
@@ -418,6 +419,10 @@ class PagesSettings(_Section):
         "notify.windows.com"])
 
 
+#: What a WeChat template keyword may be filled with (wechat.template_data).
+WECHAT_FIELDS = ("room", "place", "status", "time")
+
+
 class WechatSettings(_Section):
     """The park's WeChat service account (服务号) as the mothers' entry: the
     page learns a mother's openid through OAuth (`snsapi_base`), and "a room
@@ -456,6 +461,19 @@ class WechatSettings(_Section):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("template_data")
+    @classmethod
+    def _check_template(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, pattern in value.items():
+            if not re.fullmatch(r"[a-z_]+[0-9]+", key):
+                raise ValueError(f"{key!r} is not a template keyword (e.g. thing1, time3)")
+            try:
+                pattern.format_map(dict.fromkeys(WECHAT_FIELDS, ""))
+            except (KeyError, ValueError, IndexError) as exc:
+                raise ValueError(f"{key}: {pattern!r}: only {{room}}, {{place}}, {{status}} "
+                                 f"and {{time}} are known ({exc})") from None
+        return value
 
     @model_validator(mode="after")
     def _complete(self) -> WechatSettings:

@@ -55,6 +55,7 @@ def test_defaults_file_and_environment(tmp_path: Path, monkeypatch: pytest.Monke
       "MAMAROOM_WECHAT__TEMPLATE_ID": "T1"}, "wechat.secret"),
     ({"MAMAROOM_WECHAT__APP_ID": "wx1"}, "wechat"),
     ({"MAMAROOM_WECHAT__API_BASE_URL": "api.weixin.qq.com"}, "wechat.api_base_url"),
+    ({"MAMAROOM_WECHAT__TEMPLATE_DATA": '{"thing1": "{openid}"}'}, "wechat.template_data"),
 ])
 def test_bad_config_names_the_key(env: dict[str, str], key: str,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
