@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -411,6 +419,74 @@ class PagesSettings(_Section):
         "notify.windows.com"])
 
 
+#: What a WeChat template keyword may be filled with (wechat.template_data).
+WECHAT_FIELDS = ("room", "place", "status", "time")
+
+
+class WechatSettings(_Section):
+    """The park's WeChat service account (服务号) as the mothers' entry: the
+    page learns a mother's openid through OAuth (`snsapi_base`), and "a room
+    near you is free" goes to her as a one-time subscription notification
+    (订阅通知, `bizsend`). docs/wechat.md."""
+
+    #: The service account's AppID; empty = no WeChat (the pages keep Web Push).
+    app_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]*$", max_length=64)] = ""
+    #: Its AppSecret (secret): needed for access tokens and OAuth.
+    secret: str | None = None
+    #: The subscription-notification template (订阅通知 → 我的模板) the mother agrees to.
+    template_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]*$", max_length=128)] = ""
+    #: The template's keywords and what fills them: `{room}` (the room's name),
+    #: `{place}` (building and floor), `{status}` (空闲), `{time}` (HH:MM).
+    template_data: dict[str, str] = Field(default_factory=lambda: {
+        "thing1": "{room}", "phrase2": "{status}", "time3": "{time}"})
+    #: WeChat's API (tokens, OAuth code exchange, JS-SDK ticket, bizsend).
+    api_base_url: str = "https://api.weixin.qq.com"
+    #: WeChat's OAuth page (`/connect/oauth2/authorize`).
+    oauth_base_url: str = "https://open.weixin.qq.com"
+    #: The JS-SDK the page loads inside WeChat for the subscribe button (开放标签).
+    jssdk_url: str = "https://res.wx.qq.com/open/js/jweixin-1.6.0.js"
+    #: One call to WeChat's API gives up after this long.
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 10.0
+    #: Tries of one send on a network error or "system busy" (-1).
+    tries: Annotated[int, Field(ge=1, le=10)] = 3
+    #: After "minute quota reached" (45011) a send is tried again this much later.
+    quota_retry_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+
+    _check_secret = field_validator("secret")(_real_secret)
+
+    @field_validator("api_base_url", "oauth_base_url", "jssdk_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("template_data")
+    @classmethod
+    def _check_template(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, pattern in value.items():
+            if not re.fullmatch(r"[a-z_]+[0-9]+", key):
+                raise ValueError(f"{key!r} is not a template keyword (e.g. thing1, time3)")
+            try:
+                pattern.format_map(dict.fromkeys(WECHAT_FIELDS, ""))
+            except (KeyError, ValueError, IndexError) as exc:
+                raise ValueError(f"{key}: {pattern!r}: only {{room}}, {{place}}, {{status}} "
+                                 f"and {{time}} are known ({exc})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> WechatSettings:
+        if self.app_id and not (self.secret and self.template_id):
+            raise ValueError("wechat.app_id is set: wechat.secret and wechat.template_id "
+                             "are needed too (docs/wechat.md)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.app_id)
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     #: `console` for people, `json` for log collectors.
@@ -438,6 +514,7 @@ class Settings(BaseSettings):
     trends: TrendsSettings = TrendsSettings()
     watchdog: WatchdogSettings = WatchdogSettings()
     pages: PagesSettings = PagesSettings()
+    wechat: WechatSettings = WechatSettings()
     #: Where the embedded databases live (created if missing).
     data_dir: Path = Path("var")
     #: Seeds the registry on first start; the server's database is the truth after that.

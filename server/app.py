@@ -19,6 +19,7 @@ from server.api import admin, auth, devices, health, pages, public, rooms
 from server.api import alerts as alerts_api
 from server.api import firmware as firmware_api
 from server.api import trends as trends_api
+from server.api import wechat as wechat_api
 from server.body_limit import BodyLimit
 from server.composition import build
 from server.errors import ServerError
@@ -67,6 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(trends_api.router)
     app.include_router(firmware_api.router)
     app.include_router(public.router)
+    app.include_router(wechat_api.router)
     _mount_pages(app, DASHBOARD)
     pages.mount(app)
     return app

@@ -51,6 +51,7 @@ from server.services.site import SiteService, read_site_file
 from server.services.trends import CallsDb, TrendsService
 from server.services.waits import WaitPredictor
 from server.services.webpush import PushDb, WebPush
+from server.services.wechat import WechatDb, WechatService
 from server.services.welfare import WelfareCheck
 
 log = get_logger(__name__)
@@ -117,6 +118,11 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
     waits = WaitPredictor(store, settings.pages.wait_history_days)
     push = WebPush(await _opened(stack, PushDb(settings.server_db_path)), settings.pages,
                    public_url(settings), lambda room_id: _room_name(registry, room_id))
+    # The park's WeChat service account: reminders as subscription messages.
+    # Not in a `calls` server: nothing of the mothers' pages is near the call path.
+    wechat_db = await _opened(stack, WechatDb(settings.server_db_path))
+    wechat = WechatService(settings.wechat, wechat_db, public_url(settings), tz)
+    stack.push_async_callback(wechat.close)
     trends_store: TrendsStore = store
     if settings.storage.backend == "influxdb":
         # Reads and rollups only: the spool stays the gateway's (never opened).
@@ -137,6 +143,9 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
     if push.enabled:
         tasks.append(push.run(fanout))
         log.info("web push on")
+    if wechat.enabled and role != "calls":
+        tasks.append(wechat.run(fanout))
+        log.info("wechat on", app_id=settings.wechat.app_id, api=settings.wechat.api_base_url)
     _start(stack, tasks)
     log.info("server started", role=role, rooms=len(current.rooms), broker=settings.mqtt.url,
              paging=sorted(channels))
@@ -144,7 +153,7 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
                          mqtt=mqtt, alerts=alerts, accounts=accounts,
                          login_limiter=LoginLimiter(settings.auth), fanout=fanout,
                          escalator=escalator, roster=roster, site=site, waits=waits, push=push,
-                         trends=trends)
+                         wechat=wechat, trends=trends)
 
 
 class _Closes(Protocol):

@@ -22,6 +22,7 @@ from server.services.site import SiteService
 from server.services.trends import TrendsService
 from server.services.waits import WaitPredictor
 from server.services.webpush import WebPush
+from server.services.wechat import WechatService
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +44,7 @@ class ServerContext:
     site: SiteService
     waits: WaitPredictor
     push: WebPush
+    wechat: WechatService
     trends: TrendsService
 
 

@@ -50,6 +50,12 @@ def test_defaults_file_and_environment(tmp_path: Path, monkeypatch: pytest.Monke
      "escalation.tiers.0.after_s"),
     ({"MAMAROOM_ESCALATION__TIERS": '[{"repeat_s": "Infinity", "pagers": ["1"]}]'},
      "escalation.tiers.0.repeat_s"),
+    # WeChat: a placeholder secret, or an AppID without what it needs.
+    ({"MAMAROOM_WECHAT__APP_ID": "wx1", "MAMAROOM_WECHAT__SECRET": "changeme",
+      "MAMAROOM_WECHAT__TEMPLATE_ID": "T1"}, "wechat.secret"),
+    ({"MAMAROOM_WECHAT__APP_ID": "wx1"}, "wechat"),
+    ({"MAMAROOM_WECHAT__API_BASE_URL": "api.weixin.qq.com"}, "wechat.api_base_url"),
+    ({"MAMAROOM_WECHAT__TEMPLATE_DATA": '{"thing1": "{openid}"}'}, "wechat.template_data"),
 ])
 def test_bad_config_names_the_key(env: dict[str, str], key: str,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
@@ -145,12 +151,13 @@ def test_config_show_hides_secrets_and_errors_keep_their_brackets(tmp_path: Path
     cfg.write_text('[paging.im.destinations]\nwecom = "wecom://s3cr3t-key"\n'
                    '[mqtt]\npassword = "hunter22"\n'
                    '[pages]\nvapid_private_key = "vapid-pr1vate"\n'
-                   '[storage.influxdb]\ntoken = "t0ken-x"\n')
+                   '[storage.influxdb]\ntoken = "t0ken-x"\n'
+                   '[wechat]\napp_id = "wx123"\nsecret = "wx-s3cr3t-9"\ntemplate_id = "T1"\n')
     env = {**os.environ, "MAMAROOM_CONFIG": str(cfg)}
     shown = subprocess.run([sys.executable, "-m", "cli", "config", "show"], env=env,
                            capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
-    for secret in ("s3cr3t", "hunter22", "vapid-pr1vate", "t0ken-x"):
+    for secret in ("s3cr3t", "hunter22", "vapid-pr1vate", "t0ken-x", "wx-s3cr3t-9"):
         assert secret not in shown.stdout
     assert "wecom://***" in shown.stdout
     # Brackets in an error message reach the reader whole (rich markup off).

@@ -27,6 +27,13 @@
       freeNow: "现在就有空位：", fired: (name) => `有空位了：${name}`, firedTitle: "母婴室有空位了",
       noSuchRoom: "没有找到这个母婴室。", staffLink: "工作人员入口", since: (m) => `已持续 ${m}`,
       go: "查看",
+      remindWechat: "有空位时通知我（微信）", wxConnecting: "正在连接微信…",
+      wxAgree: "请点下方按钮，同意接收一次“有空位”的微信通知：", wxAllow: "同意接收通知",
+      wxOn: (n) => `已开启微信提醒：附近 ${n} 间中任一间空出时，公众号会给您发一条通知（2 小时内有效）。`,
+      wxWaiting: "已开启微信提醒：有空位时公众号会给您发一条通知（2 小时内有效）。",
+      wxDeclined: "您没有同意接收微信通知；保持本页打开时仍会提醒您。",
+      wxUnavailable: "此微信版本无法订阅通知；保持本页打开时会提醒您。",
+      wxFailed: "暂时连不上微信；保持本页打开时会提醒您。",
     },
     en: {
       pageTitle: "Nursing rooms · free now", roomPageTitle: "Nursing room", title: "Nursing rooms", skip: "Skip to the rooms", loading: "Loading…",
@@ -49,6 +56,13 @@
       freeNow: "Free right now:", fired: (name) => `A room is free: ${name}`, firedTitle: "A nursing room is free",
       noSuchRoom: "No such room.", staffLink: "Staff", since: (m) => `for ${m}`,
       go: "View",
+      remindWechat: "Tell me in WeChat when a room is free", wxConnecting: "Connecting to WeChat…",
+      wxAgree: "Tap below to allow one “room free” message in WeChat:", wxAllow: "Allow the message",
+      wxOn: (n) => `WeChat reminder on: the official account will message you once when one of ${n} rooms near you is free (for 2 hours).`,
+      wxWaiting: "WeChat reminder on: the official account will message you once when a room is free (for 2 hours).",
+      wxDeclined: "You did not allow the WeChat message; this page still reminds you while it is open.",
+      wxUnavailable: "This WeChat cannot subscribe to messages; this page reminds you while it is open.",
+      wxFailed: "WeChat could not be reached; this page reminds you while it is open.",
     },
   });
 
@@ -57,7 +71,12 @@
   const rooms = new Map();
   let site = { buildings: [], minutes: {}, floor_minutes: 0.5, near_minutes: 5 };
   let where = MR.store.get("mamaroom.where", null); // {building, floor, company}
-  let watching = null; // {ids: Set, room: id or null}
+  let watching = null; // {ids: Set, push: bool, wechat: null or a state below}
+  // Inside WeChat's in-app browser, with WeChat configured on the server, the
+  // reminder goes through the park's service account (docs/wechat.md).
+  const inWechat = /MicroMessenger/i.test(navigator.userAgent);
+  let wx = null; // GET /api/wechat/config: {enabled, ready, waiting, app_id, template_id, jssdk_url}
+  const wxOn = () => !!(inWechat && wx && wx.enabled);
   let loaded = false;
   window.__reminders = 0; // for tests: reminders fired
 
@@ -278,23 +297,42 @@
   function renderRemind() {
     const btn = document.getElementById("remind");
     const state = document.getElementById("remind-state");
+    const wxBox = document.getElementById("wx-box");
+    if (wxBox) wxBox.hidden = !(watching && watching.wechat === "agree");
     if (watching) {
       btn.textContent = T("remindCancel");
       btn.classList.remove("primary");
       btn.setAttribute("aria-pressed", "true");
-      state.textContent = T("remindOn", watching.ids.size) + (watching.push ? " " + T("remindPush") : "");
+      btn.disabled = false;
+      state.textContent = watching.wechat ? wechatText() : T("remindOn", watching.ids.size) + (watching.push ? " " + T("remindPush") : "");
     } else {
-      btn.textContent = T(page === "room" ? "remindRoom" : "remindMe");
+      btn.textContent = T(wxOn() ? "remindWechat" : page === "room" ? "remindRoom" : "remindMe");
       btn.classList.add("primary");
       btn.setAttribute("aria-pressed", "false");
       btn.disabled = page === "list" && !from();
       if (!state.dataset.fired) state.textContent = "";
     }
   }
+  function wechatText() {
+    switch (watching.wechat) {
+      case "on": return watching.ids.size ? T("wxOn", watching.ids.size) : T("wxWaiting");
+      case "agree": return T("wxAgree");
+      case "declined": return T("wxDeclined");
+      case "unavailable": return T("wxUnavailable");
+      case "failed": return T("wxFailed");
+      default: return T("wxConnecting");
+    }
+  }
   async function toggleRemind() {
     const state = document.getElementById("remind-state");
     delete state.dataset.fired;
-    if (watching) { watching = null; render(); return; }
+    if (watching) {
+      const wasWechat = watching.wechat === "on";
+      watching = null;
+      render();
+      if (wasWechat) { wx.waiting = false; try { await MR.api("/api/wechat/reminder", { method: "DELETE", headers: wxCsrf() }); } catch (e) { /* it lapses in 2 h */ } }
+      return;
+    }
     MR.sound.unlock(); // inside the tap: browsers allow sound only after one
     const near = nearSet();
     const freeNow = near.filter((r) => r.available);
@@ -303,7 +341,18 @@
       state.replaceChildren(T("freeNow") + " ", el("a", { href: `/r/${encodeURIComponent(freeNow[0].id)}`, text: rname(freeNow[0]) }));
       return;
     }
-    watching = { ids: new Set(near.map((r) => r.id)), push: false };
+    watching = { ids: new Set(near.map((r) => r.id)), push: false, wechat: null };
+    if (wxOn()) { // WeChat's in-app browser: no Web Push there; the service account instead
+      watching.wechat = "connecting";
+      render();
+      if (!wx.ready) { // learn who she is: WeChat's silent OAuth, then back here
+        MR.store.set("mamaroom.wxPending", { ids: [...watching.ids], at: Date.now() });
+        location.href = "/wechat/oauth/start?next=" + encodeURIComponent(location.pathname + location.search);
+        return;
+      }
+      wechatAgree();
+      return;
+    }
     render();
     await MR.askNotify();
     try {
@@ -311,6 +360,86 @@
     } catch (e) { /* no Web Push here: the open page still reminds */ }
     render();
   }
+  // --- WeChat: the service account's one-time subscription (docs/wechat.md) ----
+  function wxCsrf() {
+    const m = document.cookie.match(/(?:^|; )mamaroom_wx_csrf=([^;]*)/);
+    return { "X-Wechat-CSRF": m ? decodeURIComponent(m[1]) : "" };
+  }
+  function wxState(s) { if (watching) { watching.wechat = s; render(); } }
+  let sdk = null;
+  function loadSdk() { // WeChat's JS-SDK, only ever loaded inside WeChat
+    if (!sdk) {
+      sdk = new Promise((resolve, reject) => {
+        const tag = document.createElement("script");
+        tag.src = wx.jssdk_url;
+        tag.onload = () => (window.wx ? resolve(window.wx) : reject(new Error("no wx")));
+        tag.onerror = () => reject(new Error("JS-SDK not loaded"));
+        document.head.append(tag);
+      });
+      sdk.catch(() => { sdk = null; });
+    }
+    return sdk;
+  }
+  async function wechatAgree() {
+    // WeChat's subscribe button (open tag wx-open-subscribe): the mother agrees
+    // once, in WeChat's own popup; then the server may send her one message.
+    try {
+      const sdkWx = await loadSdk();
+      const sig = await MR.api(`/api/wechat/jssdk?url=${encodeURIComponent(location.href.split("#")[0])}`);
+      await new Promise((resolve, reject) => {
+        sdkWx.ready(resolve);
+        sdkWx.error(reject);
+        sdkWx.config({ debug: false, appId: sig.app_id, timestamp: sig.timestamp, nonceStr: sig.nonce_str,
+          signature: sig.signature, jsApiList: ["checkJsApi"], openTagList: ["wx-open-subscribe"] });
+      });
+    } catch (e) { wxState("unavailable"); return; }
+    let box = document.getElementById("wx-box");
+    if (!box) {
+      box = el("div", { id: "wx-box", class: "wx-box" });
+      document.getElementById("remind-box").append(box);
+    }
+    const tag = document.createElement("wx-open-subscribe");
+    tag.setAttribute("template", wx.template_id);
+    tag.id = "wx-subscribe";
+    const style = el("script", { type: "text/wxtag-template", slot: "style" });
+    style.textContent = "<style>.wx-allow{display:block;width:100%;padding:14px;border:0;border-radius:12px;background:#07c160;color:#fff;font-size:17px}</style>";
+    const button = el("script", { type: "text/wxtag-template" });
+    button.textContent = `<button class="wx-allow">${T("wxAllow")}</button>`;
+    tag.append(style, button);
+    tag.addEventListener("success", onSubscribed);
+    tag.addEventListener("error", () => wxState("unavailable"));
+    box.replaceChildren(tag);
+    wxState("agree");
+  }
+  async function onSubscribed(e) {
+    let status = "reject";
+    try { status = JSON.parse(JSON.parse(e.detail.subscribeDetails)[wx.template_id]).status; } catch (err) { /* keep reject */ }
+    if (status !== "accept" || !watching) { wxState("declined"); return; }
+    try {
+      await MR.api("/api/wechat/reminder", { method: "POST", headers: wxCsrf(), body: { rooms: [...watching.ids], lang: MR.lang } });
+      wx.waiting = true;
+      wxState("on");
+    } catch (err) { wxState("failed"); }
+  }
+  document.addEventListener("WeixinOpenTagsError", () => wxState("unavailable"));
+  async function wechatStart() {
+    if (!inWechat) return;
+    try { wx = await MR.api("/api/wechat/config"); } catch (e) { wx = null; }
+    if (!wxOn()) return;
+    // Back from WeChat's OAuth (#wx-ready, #wx-failed): carry on where she tapped.
+    const back = location.hash.replace("#", "");
+    const pending = MR.store.get("mamaroom.wxPending", null);
+    MR.store.set("mamaroom.wxPending", null);
+    if (back.startsWith("wx-")) history.replaceState(null, "", location.pathname + location.search);
+    if (pending && Date.now() - pending.at < 10 * 60 * 1000 && back.startsWith("wx-")) {
+      watching = { ids: new Set(pending.ids), push: false, wechat: "connecting" };
+      if (back === "wx-ready" && wx.ready) wechatAgree(); else watching.wechat = "failed";
+    } else if (wx.waiting) {
+      watching = { ids: new Set(), push: false, wechat: "on" };
+    }
+    render();
+  }
+
   function fire(r) {
     watching = null;
     window.__reminders += 1;
@@ -341,6 +470,20 @@
     live.className = ok ? "live ok" : "live bad";
   }
 
+  // A link may say where she is, like a door's QR code does: the service
+  // account's menu, a poster (`/?building=软件园1号楼&floor=3`; the English name works too).
+  function placeFromLink() {
+    if (page !== "list" || typeof URLSearchParams === "undefined") return;
+    const q = new URLSearchParams(location.search);
+    const name = q.get("building");
+    if (!name) return;
+    const b = site.buildings.find((x) => x.name === name || x.name_en === name);
+    if (!b) return;
+    const f = parseInt(q.get("floor"), 10);
+    where = Object.assign({}, where || {}, { building: b.name, floor: b.floors.includes(f) ? f : b.floors[0] });
+    MR.store.set("mamaroom.where", where);
+  }
+
   async function start() {
     MR.langButton(document.getElementById("lang"), () => {
       renderWhere(); render();
@@ -355,12 +498,19 @@
     MR.registerSW();
     T.apply();
     try { site = await MR.api("/api/site"); } catch (e) { /* no walking times */ }
+    placeFromLink();
     renderWhere();
+    wechatStart();
     MR.stream({
       snapshot(list) {
+        const before = new Map(rooms);
         rooms.clear();
         for (const r of list) rooms.set(r.id, r);
         loaded = true;
+        // A room freed since the last snapshot (the polling fallback, or a
+        // stream that reconnected) fires the reminder as a live change does.
+        const freed = watching && before.size ? list.find((r) => watching.ids.has(r.id) && r.available && !(before.get(r.id) || {}).available) : null;
+        if (freed) fire(freed);
         if (page === "room" && !where && rooms.get(roomId)) {
           // A mother who scanned a door's QR code is in that building.
           const r = rooms.get(roomId);

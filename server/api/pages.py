@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI
 from fastapi import Path as PathParam
@@ -14,7 +15,8 @@ import dashboard
 from mamaroom.config import Settings
 from mamaroom.contract import ROOM_ID_PATTERN
 from mamaroom.logs import get_logger
-from server.context import Ctx
+from server.context import Ctx, ServerContext
+from server.security import SECURITY_HEADERS
 
 log = get_logger(__name__)
 DASHBOARD = dashboard.ROOT
@@ -24,13 +26,25 @@ NO_CACHE = {"Cache-Control": "no-cache"}
 router = APIRouter(include_in_schema=False)
 
 
-def _page(name: str) -> FileResponse:
-    return FileResponse(DASHBOARD / name, headers=NO_CACHE, media_type="text/html")
+def _page(name: str, headers: dict[str, str] | None = None) -> FileResponse:
+    return FileResponse(DASHBOARD / name, headers={**NO_CACHE, **(headers or {})},
+                        media_type="text/html")
+
+
+def _mothers_headers(ctx: ServerContext) -> dict[str, str]:
+    """Inside WeChat the mothers' pages load WeChat's JS-SDK (the subscribe
+    button, docs/wechat.md): its origin joins 'self' in script-src."""
+    if not ctx.wechat.enabled:
+        return {}
+    sdk = urlsplit(ctx.settings.wechat.jssdk_url)
+    csp = SECURITY_HEADERS["Content-Security-Policy"].replace(
+        "script-src 'self'", f"script-src 'self' {sdk.scheme}://{sdk.netloc}")
+    return {"Content-Security-Policy": csp}
 
 
 @router.get("/")
-async def mothers() -> FileResponse:
-    return _page("index.html")
+async def mothers(ctx: Ctx) -> FileResponse:
+    return _page("index.html", _mothers_headers(ctx))
 
 
 @router.get("/r/{room_id}")
@@ -38,7 +52,7 @@ async def room_page(ctx: Ctx, room_id: Annotated[str, PathParam(pattern=ROOM_ID_
                     ) -> FileResponse:
     # One page for every room: it reads its id from the address. An unknown
     # room (a mistyped or old QR code) gets the same page, saying so, as a 404.
-    page = _page("room.html")
+    page = _page("room.html", _mothers_headers(ctx))
     if ctx.registry.find(room_id) is None:
         page.status_code = 404
     return page
