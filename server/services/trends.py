@@ -24,7 +24,7 @@ from chinese_calendar import constants as cc
 from mamaroom.config import Settings, TrendsSettings
 from mamaroom.contract import RegistryRoom
 from mamaroom.history import is_workday
-from mamaroom.storage import HourTotal, TrendsStore, refresh_rollups
+from mamaroom.storage import DeviceReports, HourTotal, TrendsStore, refresh_rollups
 from mamaroom.storage.rollups import DAY_MS, HOUR_MS, MAX_SESSION_MIN
 from server.alerts_db import AlertsDb
 
@@ -280,22 +280,27 @@ def call_figures(calls: Sequence[CallTimes], rng: Range, settings: TrendsSetting
             "months": [{"month": m, **figures(g)} for m, g in sorted(months.items())]}
 
 
-def uptime(reports: Sequence[tuple[str, int, int, int]], rooms: Sequence[RegistryRoom],
+def uptime(reports: Sequence[DeviceReports], rooms: Sequence[RegistryRoom],
            rng: Range, measured: tuple[int, int], interval_s: float) -> dict[str, Any]:
+    """Each device's online time from the telemetry rollup: the gaps between
+    its reports that count as online (rollups.telemetry_hours). Rollups made
+    before that was measured (InfluxDB: no `online_ms`) count each report
+    as `interval_s`."""
     start, end = measured
     span_s = max(0, end - start) / 1000
-    seen = {d: (n, lo, hi) for d, n, lo, hi in reports}
+    seen = {d: (n, online, reboots) for d, n, online, reboots in reports}
     devices: list[dict[str, Any]] = []
     for room in rooms:
         if room.device is None:
             continue
-        n, lo, hi = seen.get(room.device, (0, 0, 0))
-        online_s = round(min(n * interval_s, span_s), 3)
+        n, online_ms, reboots = seen.get(room.device, (0, 0, 0))
+        online = n * interval_s if online_ms is None else online_ms / 1000
+        online_s = round(min(online, span_s), 3)
         devices.append({"device": room.device, "room": room.id, "name": room.name,
                         "name_en": room.name_en, "building": room.building,
                         "floor": room.floor, "online_s": online_s, "reports": n,
                         "uptime": _frac(online_s / span_s) if span_s else None,
-                        "reboots": hi - lo})
+                        "reboots": reboots or 0})
     devices.sort(key=lambda d: (d["uptime"] if d["uptime"] is not None else 2.0, d["device"]))
     total = sum(d["online_s"] for d in devices)
     return {**rng.header(), "measured_start": rng.iso(start), "measured_end": rng.iso(end),
@@ -347,7 +352,9 @@ class TrendsService:
         async with self._refresh_lock:
             if _time.monotonic() - self._refreshed_at < REFRESH_EVERY_S and self._refreshed_at:
                 return
-            await refresh_rollups(self.store, now_hour - FRESH_MS, now_hour)
+            # The telemetry rollup (uptime) is the gateway's: it reads every
+            # report of the day, too slow to wait for in a request.
+            await refresh_rollups(self.store, now_hour - FRESH_MS, now_hour, telemetry=False)
             self._refreshed_at = _time.monotonic()
 
     async def _hour_totals(self, rng: Range, building: str | None) -> list[HourTotal]:
