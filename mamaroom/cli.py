@@ -231,15 +231,24 @@ def history_generate(
         help="Day after the last generated day, YYYY-MM-DD [default: today]")] = "",
     seed: Annotated[int, typer.Option(help="Random seed; the same seed adds nothing twice")] = 1,
     telemetry_every: Annotated[int, typer.Option(
-        min=1, max=1440, help="Minutes between telemetry points (60 s live; sparser here "
-        "keeps a year within what SQLite holds comfortably)")] = 30,
+        min=1, max=60, help="Minutes between telemetry points (60 s live; sparser here "
+        "keeps a year within what SQLite holds comfortably; at most an hour, as a node's "
+        "telemetry_s)")] = 30,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Write even where the store already holds other messages (live "
+        "nodes' or another run's): their sessions and the generated ones would mix")] = False,
 ) -> None:
     """Write a realistic past of occupancy (workday/hour patterns, lunch-time
     peaks, 15-40 min sessions, quiet public holidays), device outages and
-    telemetry, with a progress bar. Deduplicated like live data."""
-    import datetime as dt
+    telemetry, with a progress bar. Deduplicated like live data.
 
-    from mamaroom.history import HistoricCall, generate
+    Safe beside live nodes: its boots start at 2**40 (no live message is
+    taken for a duplicate) and it leaves the devices' health alone. It
+    refuses a span that already holds other messages, unless --force."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from mamaroom.history import HistoricCall, OtherDataError, generate
     from server.history import store_past_calls
 
     settings = _settings("history")
@@ -254,9 +263,24 @@ def history_generate(
         raise typer.Exit(2) from None
     room_list = _check_csv(settings.rooms_csv)[:rooms]
     calls: list[HistoricCall] = []
-    counts = asyncio.run(generate(settings, room_list, days=days, end=end_day,
-                                  backend=chosen, seed=seed,
-                                  telemetry_every_min=telemetry_every, calls=calls))
+    try:
+        counts = asyncio.run(generate(settings, room_list, days=days, end=end_day,
+                                      backend=chosen, seed=seed,
+                                      telemetry_every_min=telemetry_every, calls=calls,
+                                      force=force))
+    except OtherDataError as exc:
+        tz = ZoneInfo(settings.timezone)
+
+        def when(ms: int) -> str:
+            return dt.datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M")
+
+        first_day = dt.datetime.fromtimestamp(exc.first_ms / 1000, tz).date()
+        _error(f"not written: {chosen} already holds other messages (live nodes', or another "
+               f"history run's) from {when(exc.first_ms)} to {when(exc.last_ms)}, inside the "
+               f"{days} days before {end_day}. Generated sessions would mix with theirs in "
+               f"the same rooms and hours. Choose --end {first_day} or earlier (and --days to "
+               "fit), or --force to write anyway.")
+        raise typer.Exit(1) from None
     counts["alerts"] = asyncio.run(store_past_calls(settings, calls))
     Console().print(f"wrote {counts['occupancy']} occupancy events, {counts['telemetry']} "
                     f"telemetry points, {counts['call']} call events "

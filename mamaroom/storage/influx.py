@@ -301,6 +301,25 @@ class InfluxStore:
             self._wake.set()
         return fresh
 
+    async def data_times(self, start_ms: int, end_ms: int,
+                         boots: tuple[int, int] | None = None) -> tuple[int, int] | None:
+        """The first and last time of a stored message in [start, end), of a
+        boot outside [boots) when given; None if there is none."""
+        rp = self.settings.telemetry_rp
+        where = f"time >= {start_ms}ms AND time < {end_ms}ms"
+        if boots is not None:
+            where += f' AND ("boot" < {boots[0]} OR "boot" >= {boots[1]})'
+        if not self._schema_ready:  # a database not made yet holds nothing
+            await self.client.ensure_schema(self._retention_days)
+            self._schema_ready = True
+        times: list[int] = []
+        for src in (self._measurement("occupancy"), self._measurement("call"),
+                    f'"{rp}"."telemetry"' if rp else '"telemetry"'):
+            for fn in ("first", "last"):  # one selector per query: it returns its point's time
+                series = await self.client.query(f'SELECT {fn}("seq") FROM {src} WHERE {where}')
+                times += [int(v[0]) // 1_000_000 for s in series for v in s["values"]]
+        return (min(times), max(times)) if times else None
+
     async def seq_gaps(self) -> list[SeqGap]:
         """The loss audit, kept with the dedupe ledger (seq_audit.py)."""
         return await self.spool.seq_gaps()

@@ -151,9 +151,31 @@ class SqliteStore(SqliteDatabase):
 
     # --- writes (gateway) -------------------------------------------------
 
-    async def write(self, records: list[Record]) -> list[bool]:
-        """Store new records and update device health, in one transaction."""
-        return await self._run(lambda db: _write(db, records))
+    async def write(self, records: list[Record], *, live: bool = True) -> list[bool]:
+        """Store new records and update device health, in one transaction.
+        `live=False` (generated history) stores them only: a device's health,
+        boot and loss audit are what its live messages say."""
+        return await self._run(lambda db: _write(db, records, live))
+
+    async def data_times(self, start_ms: int, end_ms: int,
+                         boots: tuple[int, int] | None = None) -> tuple[int, int] | None:
+        """The first and last time of a stored message in [start, end), of a
+        boot outside [boots) when given; None if there is none."""
+
+        def run(db: sqlite3.Connection) -> tuple[int, int] | None:
+            where = "time_ms >= ? AND time_ms < ?"
+            args: tuple[int, ...] = (start_ms, end_ms)
+            if boots is not None:
+                where += " AND (boot < ? OR boot >= ?)"
+                args += boots
+            found = [row for table in ("occupancy", "calls", "telemetry") for row in db.execute(
+                f"SELECT MIN(time_ms), MAX(time_ms) FROM {table} WHERE {where}", args)
+                if row[0] is not None]
+            if not found:
+                return None
+            return min(a for a, _ in found), max(b for _, b in found)
+
+        return await self._run(run)
 
     async def dead_letter(self, letters: list[NewDeadLetter], now_ms: int) -> None:
         """Set refused records aside (dead_letters.py)."""
@@ -480,7 +502,7 @@ def _row(rec: Record) -> tuple[Any, ...]:
     raise StorageError(f"cannot store {type(msg).__name__}")
 
 
-def _write(db: sqlite3.Connection, records: list[Record]) -> list[bool]:
+def _write(db: sqlite3.Connection, records: list[Record], live: bool = True) -> list[bool]:
     """One transaction for the batch. Fast path: one executemany per table,
     all rows new (the usual case). If any row was already there, roll that
     table back and insert row by row to learn which were duplicates."""
@@ -506,6 +528,12 @@ def _write(db: sqlite3.Connection, records: list[Record]) -> list[bool]:
             for i, row in zip(indexes, rows, strict=True):
                 fresh[i] = db.execute("INSERT OR IGNORE " + sql, row).rowcount == 1
         new = [rec for rec, is_new in zip(records, fresh, strict=True) if is_new]
+        if not live:
+            # Only known to exist (the telemetry rollup reads through `devices`).
+            db.executemany("INSERT INTO devices (device, room) VALUES (?, ?)"
+                           " ON CONFLICT(device) DO NOTHING",
+                           list({r.device: (r.device, r.room) for r in new}.values()))
+            return fresh
         _note_messages(db, new)
         note_seqs(db, ((r.device, r.message.boot, r.message.seq) for r in new),
                   max((r.received_ms for r in records), default=0))
