@@ -4,6 +4,7 @@ backends (a real InfluxDB), and the session-length rollup."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from datetime import date, datetime, time, timedelta
@@ -353,3 +354,27 @@ async def test_telemetry_rollups_from_before_online_time(tmp_path: Path) -> None
     rng = make_range(MONDAY, MONDAY, TZ, at(MONDAY + timedelta(days=1)))
     data = uptime([("dev-1", 30, None, None)], ROOMS, rng, (hour, hour + HOUR_MS), 60.0)
     assert (data["devices"][1]["online_s"], data["devices"][1]["uptime"]) == (1800, 0.5)
+
+
+async def test_csv_rows_in_chinese(service: TrendsService) -> None:
+    """`lang=zh`: the header and the words among the values in Chinese; the
+    numbers, ids and names as in English."""
+    rng = service.range(MONDAY, MONDAY)
+    for kind, data, table in (("heatmap", await service.heatmap(rng), "days"),
+                              ("rooms", await service.rooms_ranked(rng), "days"),
+                              ("sessions", await service.sessions(rng), "days"),
+                              ("sessions", await service.sessions(rng), "lengths"),
+                              ("calls", await service.calls(rng), "days"),
+                              ("uptime", await service.uptime(rng), "days")):
+        en, zh = csv_rows(kind, data, table), csv_rows(kind, data, table, "zh")
+        assert len(zh[0]) == len(en[0]) and len(set(zh[0])) == len(zh[0]), (kind, zh[0])
+        assert all(re.search("[\u4e00-\u9fff]", c) for c in zh[0]), (kind, zh[0])
+        assert len(zh) == len(en)
+    heat = csv_rows("heatmap", await service.heatmap(rng), lang="zh")
+    assert heat[1 + 9] == [0, "周一", 9, 0.25, 1]
+    rooms = csv_rows("rooms", await service.rooms_ranked(rng), lang="zh")
+    assert rooms[0][:3] == ["排名", "房间编号", "名称"]
+    assert [r[-1] for r in rooms[1:]] == ["使用过度", "使用偏少"]
+    calls = csv_rows("calls", await service.calls(rng), lang="zh")
+    assert calls[0][2:5] == ["接警 次数", "接警 中位数（秒）", "接警 P90（秒）"]
+    assert calls[1][:7] == [MONDAY.strftime("%Y-%m"), 2, 2, 60.0, 84.0, 60.0, 0.5]

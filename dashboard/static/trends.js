@@ -82,7 +82,8 @@
       if (name === "heatmap") links[0][1] = { days: document.getElementById("days").value };
       if (name === "sessions") links.push(["lengths", { table: "lengths" }]);
       box.replaceChildren(...links.map(([label, extra]) => el("a", {
-        href: `/api/trends/${name}?${params(Object.assign({ format: "csv" }, extra))}`, download: "",
+        // Column names in the page's language.
+        href: `/api/trends/${name}?${params(Object.assign({ format: "csv", lang: MR.lang }, extra))}`, download: "",
         text: T("csv", T("csvNames")[label]) })));
     });
   }
