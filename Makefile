@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench chaos soak firmware install clean help vendor
+.PHONY: demo test lint bench chaos soak firmware install clean help vendor screenshots
 .DEFAULT_GOAL := help
 
 help:
@@ -15,6 +15,7 @@ help:
 	@echo "make chaos   fault injection and bad input at scale (100,000 fuzzed messages)"
 	@echo "make firmware  precompile the node firmware (mpy-cross) into firmware/build/"
 	@echo "make soak    the long runs (a node for 30 minutes in a 64 KB heap, ...)"
+	@echo "make screenshots  rewrite the README's pictures (docs/screenshots/) from the browser tests"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mamaroom needs Python >= 3.11; set PYTHON=python3.11 or newer")'
@@ -41,6 +42,13 @@ test: $(STAMP) $(VENDOR)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# The README's pictures (docs/screenshots/*.png, tracked) are written only
+# here: `make test` runs the same browser tests but leaves the tree clean.
+screenshots: $(STAMP) $(VENDOR)
+	@scripts/ensure-system-packages.sh mosquitto chromium fonts-noto-cjk
+	WRITE_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/browser/test_screenshots.py \
+		tests/browser/test_trends.py tests/browser/test_admin.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
