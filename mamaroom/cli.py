@@ -219,6 +219,14 @@ def rooms_check(
         table.add_row(building, str(count), str(len({r.floor for r in rs})),
                       str(sum(1 for r in rs if r.device)), str(sum(1 for r in rs if r.in_service)))
     Console().print(table)
+    # Valid, but a mother choosing between two rooms of the same name cannot tell them apart.
+    for field in ("name", "name_en"):
+        same = Counter(getattr(r, field) for r in rooms)
+        for name, n in same.items():
+            if n > 1:
+                ids = ", ".join(r.id for r in rooms if getattr(r, field) == name)
+                err.print(f"warning: {n} rooms share the {field} {name!r}: {ids}",
+                          style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 @history_app.command("generate")
