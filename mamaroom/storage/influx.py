@@ -303,9 +303,10 @@ class InfluxStore:
 
     async def data_times(self, start_ms: int, end_ms: int,
                          boots: tuple[int, int] | None = None) -> tuple[int, int] | None:
-        """The first and last time of a stored message in [start, end), of a
-        boot outside [boots) when given; None if there is none."""
-        rp = self.settings.telemetry_rp
+        """The first and last time of a stored occupancy or call message in
+        [start, end), of a boot outside [boots) when given; None if there is
+        none. (What generated history could interleave with; telemetry of
+        two sources only adds reports.)"""
         where = f"time >= {start_ms}ms AND time < {end_ms}ms"
         if boots is not None:
             where += f' AND ("boot" < {boots[0]} OR "boot" >= {boots[1]})'
@@ -313,8 +314,7 @@ class InfluxStore:
             await self.client.ensure_schema(self._retention_days)
             self._schema_ready = True
         times: list[int] = []
-        for src in (self._measurement("occupancy"), self._measurement("call"),
-                    f'"{rp}"."telemetry"' if rp else '"telemetry"'):
+        for src in (self._measurement("occupancy"), self._measurement("call")):
             for fn in ("first", "last"):  # one selector per query: it returns its point's time
                 series = await self.client.query(f'SELECT {fn}("seq") FROM {src} WHERE {where}')
                 times += [int(v[0]) // 1_000_000 for s in series for v in s["values"]]

@@ -159,8 +159,10 @@ class SqliteStore(SqliteDatabase):
 
     async def data_times(self, start_ms: int, end_ms: int,
                          boots: tuple[int, int] | None = None) -> tuple[int, int] | None:
-        """The first and last time of a stored message in [start, end), of a
-        boot outside [boots) when given; None if there is none."""
+        """The first and last time of a stored occupancy or call message in
+        [start, end), of a boot outside [boots) when given; None if there is
+        none. (What generated history could interleave with; telemetry of
+        two sources only adds reports.)"""
 
         def run(db: sqlite3.Connection) -> tuple[int, int] | None:
             where = "time_ms >= ? AND time_ms < ?"
@@ -168,7 +170,7 @@ class SqliteStore(SqliteDatabase):
             if boots is not None:
                 where += " AND (boot < ? OR boot >= ?)"
                 args += boots
-            found = [row for table in ("occupancy", "calls", "telemetry") for row in db.execute(
+            found = [row for table in ("occupancy", "calls") for row in db.execute(
                 f"SELECT MIN(time_ms), MAX(time_ms) FROM {table} WHERE {where}", args)
                 if row[0] is not None]
             if not found:
