@@ -296,6 +296,40 @@ def history_generate(
                     f"rollups to {chosen}, and {counts['alerts']} past calls as alerts")
 
 
+@history_app.command("seed-demo", hidden=True)
+def history_seed_demo(
+    rooms: Annotated[int, typer.Option(min=1, help="The demo's rooms (the first N with a node)")],
+    until_ms: Annotated[int, typer.Option(
+        min=0, help="When the demo's live rooms started, ms since the epoch: the past ends "
+        "there")],
+) -> None:
+    """Write `mamaroom demo`'s past in a process of its own, at low priority:
+    the four weeks before its live rooms, or from where an earlier run's data
+    ends (mamaroom/history.py). The demo runs this itself."""
+    import os
+
+    from mamaroom.history import write_demo_history
+
+    os.nice(10)  # the live demo comes first
+    settings = _settings("history")
+    parent = os.getppid()
+
+    async def main() -> None:
+        # Stopped by the demo (SIGTERM); and if the demo is gone, by itself.
+        task = asyncio.create_task(write_demo_history(
+            settings, rooms, until_ms, lambda text: print(text, flush=True)))
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=1)
+                if os.getppid() != parent:
+                    task.cancel()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    _run(main())
+
+
 @user_app.command("add")
 def user_add(
     name: Annotated[str, typer.Argument(help="Login name (letters, digits, . _ -)")],

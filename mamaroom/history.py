@@ -326,6 +326,35 @@ DEMO_HISTORY_DAYS = 28
 
 async def seed_demo(settings: Settings, rooms: int, until_ms: int,
                     say: Callable[[str], None]) -> None:
+    """The demo's past (see write_demo_history), written by a child process
+    at low priority: generating it is seconds of CPU, and the demo's own
+    process may be carrying the embedded broker. Its lines go to `say`;
+    cancelling stops it."""
+    import os
+    import sys
+
+    env = {**os.environ, "MAMAROOM_LOG__LEVEL": "warning"}
+    # A session of its own: a Ctrl-C in the terminal is the demo's to handle
+    # (it stops this child itself), not a KeyboardInterrupt mid-import here.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mamaroom", "history", "seed-demo", "--rooms", str(rooms),
+        "--until-ms", str(until_ms), env=env, stdout=asyncio.subprocess.PIPE,
+        start_new_session=True)
+    assert proc.stdout is not None
+    try:
+        async for line in proc.stdout:
+            say(line.decode(errors="replace").rstrip())
+        if await proc.wait() != 0:
+            say(f"history: not seeded (exit code {proc.returncode}); the trends show the "
+                "live rooms only")
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
+
+
+async def write_demo_history(settings: Settings, rooms: int, until_ms: int,
+                             say: Callable[[str], None]) -> None:
     """The demo's past: up to DEMO_HISTORY_DAYS before `until_ms` (when its
     live rooms started), from where the store's data ends (an earlier demo
     run), for its first `rooms` rooms with a node. Runs beside the live

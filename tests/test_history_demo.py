@@ -22,7 +22,8 @@ ROOMS = 12
 class Demo:
     """One `mamaroom demo` run against a private Mosquitto, in a data dir."""
 
-    def __init__(self, tmp_path: Path, broker: Mosquitto, data_dir: Path, name: str) -> None:
+    def __init__(self, tmp_path: Path, broker: Mosquitto, data_dir: Path, name: str,
+                 rooms: int = ROOMS) -> None:
         self.http_port, self.metrics_port = free_port(), free_port()
         self.log_path = tmp_path / f"{name}.log"
         env = {**os.environ, "MAMAROOM_MQTT__URL": broker.url,
@@ -31,7 +32,7 @@ class Demo:
                "MAMAROOM_DATA_DIR": str(data_dir)}
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mamaroom", "demo", "--rooms", str(ROOMS), "--speed",
+                [sys.executable, "-m", "mamaroom", "demo", "--rooms", str(rooms), "--speed",
                  "60"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}", timeout=30)
 
@@ -122,5 +123,37 @@ def test_a_fresh_demo_has_weeks_of_trends(tmp_path: Path) -> None:
         finally:
             code = again.stop()
         assert code == 0, again.tail()
+    finally:
+        broker.stop()
+
+
+def _seeders(data_dir: Path) -> list[int]:
+    """Processes writing this data dir's demo history (`history seed-demo`)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if (proc.name.isdigit() and b"seed-demo" in (proc / "cmdline").read_bytes()
+                    and str(data_dir).encode() in (proc / "environ").read_bytes()):
+                found.append(int(proc.name))
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return found
+
+
+def test_stopping_the_demo_while_it_seeds_stops_the_seeding(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "mosquitto").start()
+    data = tmp_path / "data"
+    try:
+        # All 190 rooms: their past takes long enough to stop in the middle of it.
+        demo = Demo(tmp_path, broker, data, "stopped", rooms=190)
+        try:
+            wait_for(lambda: "history: seeding" in demo.output(), timeout=120,
+                     what="seeding started", detail=demo.tail)
+            wait_for(lambda: _seeders(data), timeout=30, what="the seeding process")
+        finally:
+            code = demo.stop()  # Ctrl-C, seeding or not
+        assert code == 0, demo.tail()
+        assert "✓ stopped" in demo.output() and "history: seeded" not in demo.output()
+        wait_for(lambda: not _seeders(data), timeout=30, what="the seeding process gone")
     finally:
         broker.stop()
