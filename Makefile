@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench chaos soak firmware install clean help vendor
+.PHONY: demo test lint bench chaos soak firmware install clean help vendor screenshots
 .DEFAULT_GOAL := help
 
 help:
@@ -16,6 +16,7 @@ help:
 	@echo "make firmware  precompile the node firmware (mpy-cross) into firmware/build/"
 	@echo "make soak    the long runs (a node for 30 minutes in a 64 KB heap, ...)"
 	@echo "make results the call-path fault tests, writing their figures to bench/RESULTS-chaos.md"
+	@echo "make screenshots  rewrite the README's pictures (docs/screenshots/) from the browser tests"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mamaroom needs Python >= 3.11; set PYTHON=python3.11 or newer")'
@@ -43,6 +44,13 @@ test: $(STAMP) $(VENDOR)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# The README's pictures (docs/screenshots/*.png, tracked) are written only
+# here: `make test` runs the same browser tests but leaves the tree clean.
+screenshots: $(STAMP) $(VENDOR)
+	@scripts/ensure-system-packages.sh mosquitto chromium fonts-noto-cjk
+	WRITE_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/browser/test_screenshots.py \
+		tests/browser/test_trends.py tests/browser/test_admin.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -44,8 +44,6 @@ from tests.support import ROOT, InfluxDB
 console = Console()
 TZ = ZoneInfo("Asia/Shanghai")
 TARGET_MS = 500
-#: The generator writes telemetry every 30 minutes (live nodes: every 60 s).
-INTERVAL_S = 1800
 
 
 def generate(data_dir: Path, backend: str, days: int, influx: InfluxDB) -> float:
@@ -79,7 +77,7 @@ async def measure_backend(root: Path, influx: InfluxDB, backend: str, days: int,
                           repeat: int) -> dict[str, float]:
     rooms = read_rooms_csv(ROOT / "site" / "rooms.csv")
     today = datetime.now(TZ).date()
-    settings = Settings(data_dir=root / backend, trends={"telemetry_interval_s": INTERVAL_S},
+    settings = Settings(data_dir=root / backend,
                         storage={"backend": backend,
                                  "influxdb": {"url": influx.url, "database": "bench",
                                               "timeout_s": 120}})

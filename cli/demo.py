@@ -8,12 +8,14 @@ import os
 import secrets
 import signal
 import sys
+import time
 
 import httpx
 from rich.console import Console
 from rich.panel import Panel
 
 from cli.embedded_broker import EmbeddedBroker, broker_answers
+from cli.history import seed_demo
 from mamaroom.config import Settings
 
 console = Console(stderr=True)
@@ -66,6 +68,7 @@ async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     code = 0
+    seeding: asyncio.Task[None] | None = None
     async def start(name: str, args: list[str], child_env: dict[str, str]) -> None:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "cli", *args, env=child_env)
@@ -83,6 +86,10 @@ async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
             await start(*service)
         ready = await _wait_ready(checks, procs, stop)
         if ready:
+            # Weeks of past for the trends, written beside the live rooms
+            # (cli/history.py): it ends where they begin.
+            seeding = asyncio.create_task(seed_demo(settings, rooms, int(time.time() * 1000),
+                                                    lambda text: console.print(text, markup=False)))
             await start(*simulator)
         if not ready:
             code = 1
@@ -109,6 +116,9 @@ async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
                 task.cancel()
     finally:
         console.print("stopping…")
+        if seeding is not None:
+            seeding.cancel()
+            await asyncio.gather(seeding, return_exceptions=True)
         await _stop_all(procs)
         if broker is not None:
             await broker.stop()

@@ -222,6 +222,14 @@ def rooms_check(
         table.add_row(building, str(count), str(len({r.floor for r in rs})),
                       str(sum(1 for r in rs if r.device)), str(sum(1 for r in rs if r.in_service)))
     Console().print(table)
+    # Valid, but a mother choosing between two rooms of the same name cannot tell them apart.
+    for field in ("name", "name_en"):
+        same = Counter(getattr(r, field) for r in rooms)
+        for name, n in same.items():
+            if n > 1:
+                ids = ", ".join(r.id for r in rooms if getattr(r, field) == name)
+                err.print(f"warning: {n} rooms share the {field} {name!r}: {ids}",
+                          style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 @history_app.command("generate")
@@ -234,15 +242,24 @@ def history_generate(
         help="Day after the last generated day, YYYY-MM-DD [default: today]")] = "",
     seed: Annotated[int, typer.Option(help="Random seed; the same seed adds nothing twice")] = 1,
     telemetry_every: Annotated[int, typer.Option(
-        min=1, max=1440, help="Minutes between telemetry points (60 s live; sparser here "
-        "keeps a year within what SQLite holds comfortably)")] = 30,
+        min=1, max=60, help="Minutes between telemetry points (60 s live; sparser here "
+        "keeps a year within what SQLite holds comfortably; at most an hour, as a node's "
+        "telemetry_s)")] = 30,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Write even where the store already holds other messages (live "
+        "nodes' or another run's): their sessions and the generated ones would mix")] = False,
 ) -> None:
     """Write a realistic past of occupancy (workday/hour patterns, lunch-time
     peaks, 15-40 min sessions, quiet public holidays), device outages and
-    telemetry, with a progress bar. Deduplicated like live data."""
-    import datetime as dt
+    telemetry, with a progress bar. Deduplicated like live data.
 
-    from cli.history import generate
+    Safe beside live nodes: its boots start at 2**40 (no live message is
+    taken for a duplicate) and it leaves the devices' health alone. It
+    refuses a span that already holds other messages, unless --force."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from cli.history import OtherDataError, generate
     from server.history import HistoricCall, store_past_calls
 
     settings = _settings("history")
@@ -257,14 +274,63 @@ def history_generate(
         raise typer.Exit(2) from None
     room_list = _check_csv(settings.rooms_csv)[:rooms]
     calls: list[HistoricCall] = []
-    counts = asyncio.run(generate(settings, room_list, days=days, end=end_day,
-                                  backend=chosen, seed=seed,
-                                  telemetry_every_min=telemetry_every, calls=calls))
+    try:
+        counts = asyncio.run(generate(settings, room_list, days=days, end=end_day,
+                                      backend=chosen, seed=seed,
+                                      telemetry_every_min=telemetry_every, calls=calls,
+                                      force=force))
+    except OtherDataError as exc:
+        tz = ZoneInfo(settings.timezone)
+
+        def when(ms: int) -> str:
+            return dt.datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M")
+
+        first_day = dt.datetime.fromtimestamp(exc.first_ms / 1000, tz).date()
+        _error(f"not written: {chosen} already holds other messages (live nodes', or another "
+               f"history run's) from {when(exc.first_ms)} to {when(exc.last_ms)}, inside the "
+               f"{days} days before {end_day}. Generated sessions would mix with theirs in "
+               f"the same rooms and hours. Choose --end {first_day} or earlier (and --days to "
+               "fit), or --force to write anyway.")
+        raise typer.Exit(1) from None
     counts["alerts"] = asyncio.run(store_past_calls(settings, calls))
     Console().print(f"wrote {counts['occupancy']} occupancy events, {counts['telemetry']} "
                     f"telemetry points, {counts['call']} call events "
                     f"({counts['duplicates']} already there) and {counts['rollups']} hourly "
                     f"rollups to {chosen}, and {counts['alerts']} past calls as alerts")
+
+
+@history_app.command("seed-demo", hidden=True)
+def history_seed_demo(
+    rooms: Annotated[int, typer.Option(min=1, help="The demo's rooms (the first N with a node)")],
+    until_ms: Annotated[int, typer.Option(
+        min=0, help="When the demo's live rooms started, ms since the epoch: the past ends "
+        "there")],
+) -> None:
+    """Write `mamaroom demo`'s past in a process of its own, at low priority:
+    the four weeks before its live rooms, or from where an earlier run's data
+    ends (cli/history.py). The demo runs this itself."""
+    import os
+
+    from cli.history import write_demo_history
+
+    os.nice(10)  # the live demo comes first
+    settings = _settings("history")
+    parent = os.getppid()
+
+    async def main() -> None:
+        # Stopped by the demo (SIGTERM); and if the demo is gone, by itself.
+        task = asyncio.create_task(write_demo_history(
+            settings, rooms, until_ms, lambda text: print(text, flush=True)))
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=1)
+                if os.getppid() != parent:
+                    task.cancel()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    _run(main())
 
 
 @user_app.command("add")

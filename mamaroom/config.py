@@ -305,8 +305,10 @@ class TrendsSettings(_Section):
     overused_factor: Annotated[float, Field(gt=1)] = 1.5
     #: A room is under-used at this share of the median utilisation, or less.
     underused_factor: Annotated[float, Field(ge=0, lt=1)] = 0.5
-    #: How often nodes send telemetry (the contract: every 60 s); uptime counts
-    #: each report received as this much time online.
+    #: Only for telemetry rollups made before uptime was measured from the gaps
+    #: between reports (InfluxDB points without `online_ms`): each of their
+    #: reports counts as this much time online. Newer rollups use each node's
+    #: own interval (docs/trends.md).
     telemetry_interval_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
 
 

@@ -447,14 +447,19 @@ RESULTS_CHAOS = ROOT / "bench" / "RESULTS-chaos.md"
 FAULTS_HEADING = "## Call-path faults (make test)"
 
 
+#: Only then do the fault tests rewrite their rows in bench/RESULTS-chaos.md
+#: (tracked): a plain `make test` leaves the tree clean.
+RECORD_RESULTS = os.environ.get("RECORD_RESULTS") == "1"
+
+
 def record_fault(fault: str, result: str) -> None:
     """One fault test's outcome (calls lost, time to recover) as a row of the
-    call-path faults table in bench/RESULTS-chaos.md; `make chaos` rewrites
-    the rest of that file and keeps this section (tests/chaos/test_chaos.py).
-    Written only when RECORD_RESULTS is set (`make results`), so `make test`
-    leaves the tree clean; always printed (pytest -s shows it)."""
-    print(f"fault: {fault}: {result}")
-    if not os.environ.get("RECORD_RESULTS"):
+    call-path faults table in bench/RESULTS-chaos.md, with RECORD_RESULTS=1
+    (else printed only); `make chaos` rewrites the rest of that file and
+    keeps this section (tests/chaos/test_chaos.py)."""
+    if not RECORD_RESULTS:
+        print(f"fault result (RECORD_RESULTS=1 writes it to {RESULTS_CHAOS.name}): "
+              f"{fault}: {result}")
         return
     text = RESULTS_CHAOS.read_text(encoding="utf-8") if RESULTS_CHAOS.exists() else ""
     head, _, section = text.partition(FAULTS_HEADING)
@@ -473,7 +478,7 @@ def fault_section(rows: list[str]) -> str:
     return "\n".join([
         FAULTS_HEADING, "",
         "Each fault injected into real processes by a test in `make test`; every "
-        "row is rewritten by its test's latest run.", "",
+        "row is rewritten by its test's latest run with `RECORD_RESULTS=1 make test`.", "",
         "| fault | result | run |", "|---|---|---|", *sorted(rows), ""])
 
 

@@ -22,6 +22,8 @@ def test_the_shipped_park_has_190_valid_rooms() -> None:
     buildings = Counter(r.building for r in rooms)
     assert len(buildings) >= 10 and all("母婴室" in r.name for r in rooms)
     assert any(r.access == "company" for r in rooms) and any(not r.in_service for r in rooms)
+    # Every room has its own name in both languages (HTI-0302 and HTI-0303 did not).
+    assert len({r.name for r in rooms}) == len({r.name_en for r in rooms}) == 190
 
 
 def test_excel_bom_and_blank_lines_are_fine() -> None:
@@ -71,6 +73,14 @@ def test_rooms_check_command(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "cli", "rooms", "check"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "190 rooms" in out.stdout
+    assert "warning" not in out.stderr
+    twins = tmp_path / "twins.csv"
+    twins.write_text(HEADER + "A-1,一号,One,楼,1,d-1,,\nA-2,一号,Two,楼,1,d-2,,\n",
+                     encoding="utf-8")
+    out = subprocess.run([sys.executable, "-m", "cli", "rooms", "check", str(twins)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0  # valid, but said
+    assert "2 rooms share the name '一号': A-1, A-2" in " ".join(out.stderr.split())
 
 
 @pytest.mark.parametrize("hours", ["08:00-24:30", "24:00-08:00", "08:00-08:00", "8:00-20:00"])

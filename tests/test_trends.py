@@ -4,6 +4,8 @@ backends (a real InfluxDB), and the session-length rollup."""
 from __future__ import annotations
 
 import asyncio
+import re
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -29,7 +31,14 @@ from mamaroom.storage.rollups import (
     session_lengths,
 )
 from mamaroom.storage.sqlite import SqliteStore
-from server.services.trends import CallsDb, RangeError, TrendsService, csv_rows, make_range
+from server.services.trends import (
+    CallsDb,
+    RangeError,
+    TrendsService,
+    csv_rows,
+    make_range,
+    uptime,
+)
 from tests.support import InfluxDB
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -82,9 +91,17 @@ def known_data() -> Writer:
     # The make-up workday Saturday 2026-10-10 (National Day): R1 10:00-11:00.
     w.occupancy("R1", "dev-1", at(MAKEUP, 10), True)
     w.occupancy("R1", "dev-1", at(MAKEUP, 11), False)
-    # dev-1 reports every minute from 00:00 to 12:00 on the Monday, rebooting at 06:00.
+    # dev-1 reports every minute from 00:00 to 12:00 on the Monday, rebooting at
+    # 06:00, and away from 03:00 to 03:30 (the reports of 02:59 and 03:30 are 31
+    # minutes apart).
     for minute in range(12 * 60):
-        w.telemetry("R1", "dev-1", at(MONDAY) + minute * MIN, 1 if minute < 360 else 2)
+        if not 180 <= minute < 210:
+            w.telemetry("R1", "dev-1", at(MONDAY) + minute * MIN, 1 if minute < 360 else 2)
+    # dev-2 reports every 30 minutes (as the history generator writes) from
+    # 12:00 to midnight, and is away from 16:00 to 18:30.
+    for k in range(25):
+        if not 9 <= k <= 12:
+            w.telemetry("R2", "dev-2", at(MONDAY, 12) + k * 30 * MIN, 1)
     return w
 
 
@@ -223,18 +240,28 @@ async def test_call_response_times(service: TrendsService) -> None:
     assert other["total"]["calls"] == 0 and other["total"]["acknowledged"]["p50_s"] is None
 
 
-async def test_uptime_from_telemetry_slots(service: TrendsService) -> None:
+async def test_uptime_from_the_gaps_between_reports(service: TrendsService) -> None:
+    """Each node's own interval, on both backends: a minute for dev-1, 30
+    minutes for dev-2; a gap over 2.5 times that is time away."""
     data = await service.uptime(service.range(MONDAY, MONDAY))
     assert data["measured_start"] == f"{MONDAY.isoformat()}T00:00:00+08:00"
     assert data["measured_end"] == f"{(MONDAY + timedelta(days=1)).isoformat()}T00:00:00+08:00"
     by_device = {d["device"]: d for d in data["devices"]}
-    assert by_device["dev-1"]["online_s"] == 12 * 3600  # 720 reports, one a minute
-    assert by_device["dev-1"]["reports"] == 720
-    assert by_device["dev-1"]["uptime"] == 0.5
+    # 00:00 to 11:59 is 719 minutes, less the 31-minute gap.
+    assert by_device["dev-1"]["online_s"] == 688 * 60
+    assert by_device["dev-1"]["reports"] == 690
+    assert by_device["dev-1"]["uptime"] == round(688 * 60 / 86400, 6)
     assert by_device["dev-1"]["reboots"] == 1
-    assert (by_device["dev-2"]["uptime"], by_device["dev-2"]["reboots"]) == (0.0, 0)
-    assert data["uptime"] == 0.25
+    # Noon to midnight (its last gap ends at Tuesday 00:00), less 16:00-18:30.
+    assert by_device["dev-2"]["online_s"] == 9.5 * 3600
+    assert (by_device["dev-2"]["reports"], by_device["dev-2"]["reboots"]) == (20, 0)
+    assert data["uptime"] == round((688 * 60 + 9.5 * 3600) / (2 * 86400), 6)
     assert [d["device"] for d in data["devices"]] == ["dev-2", "dev-1"]  # worst first
+    # The afternoon alone: dev-1 sent nothing, dev-2 was away 2.5 of 12 hours.
+    # (Ranges are whole days: the hours come from the rollup rows directly.)
+    totals = {d: (n, online) for d, n, online, _ in await service.store.telemetry_totals(
+        at(MONDAY, 12), at(MONDAY + timedelta(days=1)))}
+    assert totals == {"dev-2": (20, int(9.5 * 3600 * 1000))}
     # Outside raw telemetry's retention nothing can be measured.
     old = await service.uptime(service.range(date(2026, 1, 5), date(2026, 1, 5)))
     assert old["measured_start"] == old["measured_end"]
@@ -303,3 +330,51 @@ def test_coarse_rollups_sum_whole_utc_days() -> None:
     assert coarse.site_sessions == [SiteSessionDay(day, 10, 3)]
     with pytest.raises(ValueError):
         coarse_rollups([], [], day + HOUR_MS, day + DAY_MS)
+
+
+async def test_telemetry_rollups_from_before_online_time(tmp_path: Path) -> None:
+    """Rollups made when uptime was reports × 60 s keep that meaning: SQLite
+    fills the new columns so on upgrade; InfluxDB's old points lack the
+    fields, and their reports count at `trends.telemetry_interval_s`."""
+    path = tmp_path / "store.sqlite"
+    hour = at(MONDAY, 9)
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE telemetry_hourly (device TEXT NOT NULL, hour_ms INTEGER NOT NULL,"
+               " points INTEGER NOT NULL, min_boot INTEGER NOT NULL, max_boot INTEGER NOT NULL,"
+               " PRIMARY KEY (hour_ms, device)) WITHOUT ROWID")
+    db.execute("INSERT INTO telemetry_hourly VALUES ('dev-1', ?, 30, 1, 2)", (hour,))
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert await store.telemetry_totals(hour, hour + HOUR_MS) == [("dev-1", 30, 30 * MIN, 1)]
+    finally:
+        await store.close()
+    rng = make_range(MONDAY, MONDAY, TZ, at(MONDAY + timedelta(days=1)))
+    data = uptime([("dev-1", 30, None, None)], ROOMS, rng, (hour, hour + HOUR_MS), 60.0)
+    assert (data["devices"][1]["online_s"], data["devices"][1]["uptime"]) == (1800, 0.5)
+
+
+async def test_csv_rows_in_chinese(service: TrendsService) -> None:
+    """`lang=zh`: the header and the words among the values in Chinese; the
+    numbers, ids and names as in English."""
+    rng = service.range(MONDAY, MONDAY)
+    for kind, data, table in (("heatmap", await service.heatmap(rng), "days"),
+                              ("rooms", await service.rooms_ranked(rng), "days"),
+                              ("sessions", await service.sessions(rng), "days"),
+                              ("sessions", await service.sessions(rng), "lengths"),
+                              ("calls", await service.calls(rng), "days"),
+                              ("uptime", await service.uptime(rng), "days")):
+        en, zh = csv_rows(kind, data, table), csv_rows(kind, data, table, "zh")
+        assert len(zh[0]) == len(en[0]) and len(set(zh[0])) == len(zh[0]), (kind, zh[0])
+        assert all(re.search("[\u4e00-\u9fff]", c) for c in zh[0]), (kind, zh[0])
+        assert len(zh) == len(en)
+    heat = csv_rows("heatmap", await service.heatmap(rng), lang="zh")
+    assert heat[1 + 9] == [0, "周一", 9, 0.25, 1]
+    rooms = csv_rows("rooms", await service.rooms_ranked(rng), lang="zh")
+    assert rooms[0][:3] == ["排名", "房间编号", "名称"]
+    assert [r[-1] for r in rooms[1:]] == ["使用过度", "使用偏少"]
+    calls = csv_rows("calls", await service.calls(rng), lang="zh")
+    assert calls[0][2:5] == ["接警 次数", "接警 中位数（秒）", "接警 P90（秒）"]
+    assert calls[1][:7] == [MONDAY.strftime("%Y-%m"), 2, 2, 60.0, 84.0, 60.0, 0.5]

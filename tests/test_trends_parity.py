@@ -40,7 +40,6 @@ MAKEUP = max((d for d in cc.workdays if d < TODAY - timedelta(days=1)
               and (TODAY - d).days <= 136), default=None)
 DAYS = max(28, (TODAY - MAKEUP).days + 14) if MAKEUP else 28
 RETENTION_DAYS = 8  # telemetry only for the last week (the generator honours retention)
-INTERVAL_S = 900  # the generator's telemetry is sparser than live (every 15 min here)
 
 
 def generate(workdir: Path, backend: str, influx: InfluxDB | None) -> dict[str, str]:
@@ -86,7 +85,7 @@ async def services(generated: tuple[Path, InfluxDB]) -> AsyncIterator[dict[str, 
     try:
         for backend in ("sqlite", "influxdb"):
             settings = Settings(
-                data_dir=base / backend / "data", trends={"telemetry_interval_s": INTERVAL_S},
+                data_dir=base / backend / "data",
                 storage={"backend": backend, "telemetry_retention_days": RETENTION_DAYS,
                          "influxdb": {"url": influx.url, "database": "parity",
                                       "timeout_s": 120}})

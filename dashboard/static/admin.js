@@ -22,7 +22,7 @@
       disabled: "已停用", active: "正常", roles: { staff: "值班人员", manager: "管理者", admin: "管理员" },
       roster: "值班表", rosterFrom: (s) => s === "admin" ? "来源：管理页保存" : "来源：配置文件（保存后以此页为准）",
       r_name: "姓名", r_pager: "寻呼号", r_buildings: "负责楼宇（用；分隔，空为全部）", r_hours: "班次（如 08:00-20:00，空为全天）",
-      addShift: "添加一行", saveRoster: "保存值班表", remove: "删除",
+      addShift: "添加一行", saveRoster: "保存值班表", remove: "删除", allDay: "全天开放",
     },
     en: {
       pageTitle: "Nursing rooms · admin", title: "Admin", tabRooms: "Rooms", tabDevices: "Devices", tabUsers: "Accounts", tabRoster: "Duty roster",
@@ -41,7 +41,7 @@
       disabled: "disabled", active: "active", roles: { staff: "staff", manager: "manager", admin: "admin" },
       roster: "Duty roster", rosterFrom: (s) => s === "admin" ? "Source: saved on this page" : "Source: the config file (once saved here, this page wins)",
       r_name: "Name", r_pager: "Pager", r_buildings: "Buildings (separated by ;, empty = all)", r_hours: "Shift (e.g. 08:00-20:00, empty = always)",
-      addShift: "Add a row", saveRoster: "Save the roster", remove: "Remove",
+      addShift: "Add a row", saveRoster: "Save the roster", remove: "Remove", allDay: "open all day",
     },
   });
   let registry = { rooms: [] };
@@ -130,7 +130,7 @@
         serv.addEventListener("change", () => patch(r.id, { in_service: serv.checked }));
         return el("li", { class: "room", "data-room": r.id },
           el("span", { class: "room-main" }, el("span", { class: "room-name", text: `${r.id} · ${MR.lang === "zh" ? r.name : r.name_en}` }),
-            el("small", { class: "note", text: `${r.device || "–"} · ${r.hours || "24h"}` })),
+            el("small", { class: "note", text: `${r.device || "–"} · ${r.hours || T("allDay")}` })),
           el("span", { class: "actions" },
             el("label", { class: "check" }, clean, el("span", { text: T("cleaning") })),
             el("label", { class: "check" }, serv, el("span", { text: T("inService") })),

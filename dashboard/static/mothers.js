@@ -18,7 +18,7 @@
       walk: (m) => m < 0.75 ? "就在附近" : `步行约 ${Math.round(m)} 分钟`, sameFloor: "同层",
       free: "空闲", occupied: "使用中", offline: "状态未知", closed: "未开放", out: "暂停使用", cleaning: "清洁中",
       offlineNote: "设备离线，暂时无法确认是否空闲", hours: (h) => `开放 ${h}`, allDay: "全天开放",
-      public: "园区职工均可使用", companyOnly: (c) => `仅限${c}员工`, amenities: "设施",
+      public: "园区职工均可使用", companyOnly: (c) => ["仅限", c, "员工"], amenities: "设施",
       summary: (f, n) => `全园 ${f} 间空闲 / 共 ${n} 间`, inBuilding: (f, n) => `${f}/${n} 间空闲`,
       live: "● 实时", reconnect: "连接中断，正在重连…",
       remindMe: "附近有空位时提醒我", remindRoom: "有空位时提醒我", remindCancel: "取消提醒",
@@ -47,7 +47,7 @@
       walk: (m) => m < 0.75 ? "right here" : `about ${Math.round(m)} min walk`, sameFloor: "same floor",
       free: "Free", occupied: "In use", offline: "Status unknown", closed: "Closed now", out: "Out of service", cleaning: "Being cleaned",
       offlineNote: "Its sensor is offline: we cannot tell if it is free", hours: (h) => `Open ${h}`, allDay: "Open all day",
-      public: "Open to everyone in the park", companyOnly: (c) => `${c} staff only`, amenities: "Amenities",
+      public: "Open to everyone in the park", companyOnly: (c) => [c, " staff only"], amenities: "Amenities",
       summary: (f, n) => `${f} of ${n} rooms free in the park`, inBuilding: (f, n) => `${f}/${n} free`,
       live: "● Live", reconnect: "Connection lost, reconnecting…",
       remindMe: "Tell me when a room near me is free", remindRoom: "Tell me when it is free", remindCancel: "Cancel reminder",
@@ -148,15 +148,20 @@
     const s = status(r);
     return el("span", { class: `badge ${s}`, text: T(s) });
   }
+  // Data with no English name (a company's, an amenity the page does not
+  // know) stays Chinese on the English page, marked as such: screen readers
+  // read it as Chinese, and it is not the page's language (tests/browser/test_languages.py).
+  const HAN = /[\u3400-\u9fff]/;
+  const named = (text) => MR.lang !== "zh" && HAN.test(text) ? el("span", { lang: "zh-CN", text }) : text;
+  const company = (r) => T("companyOnly", r.company || "?").map((part, i) => i === (MR.lang === "zh" ? 1 : 0) ? named(part) : part);
   function notes(r, full) {
-    const out = [];
-    out.push(r.hours ? T("hours", r.hours.replace("-", "–")) : T("allDay"));
-    if (r.access === "company") out.push(T("companyOnly", r.company || "?"));
-    else if (full) out.push(T("public"));
-    return out.join(" · ");
+    const out = [r.hours ? T("hours", r.hours.replace("-", "–")) : T("allDay")];
+    if (r.access === "company") out.push(" · ", ...company(r));
+    else if (full) out.push(" · ", T("public"));
+    return out;
   }
   function amenities(r) {
-    return r.amenities.map((a) => MR.lang === "zh" ? a : (AMENITY_EN[a] || a));
+    return r.amenities.map((a) => MR.lang === "zh" ? a : named(AMENITY_EN[a] || a));
   }
   function nearestItem(r) {
     const m = minutes(r);
@@ -164,7 +169,7 @@
       el("a", { href: `/r/${encodeURIComponent(r.id)}`, class: "near-room", "data-room": r.id },
         el("span", { class: "near-main" },
           el("strong", { text: `${bname(r)} · ${T("floorN", r.floor)}` }),
-          el("span", { class: "near-sub", text: shortName(r) + (r.access === "company" ? ` · ${T("companyOnly", r.company)}` : "") })),
+          el("span", { class: "near-sub" }, shortName(r), ...(r.access === "company" ? [" · ", ...company(r)] : []))),
         el("span", { class: "near-walk", text: m === null ? "" : T("walk", m) }),
         badge(r)));
   }
@@ -213,8 +218,8 @@
       el("h1", { class: "room-title", text: rname(r) }),
       el("p", { class: `big-state ${s}`, "data-state": s, text: T(s) }),
       s === "offline" ? el("p", { class: "muted", text: T("offlineNote") }) : null,
-      el("p", { text: notes(r, true) }),
-      r.amenities.length ? el("div", { class: "chips", "aria-label": T("amenities") }, ...amenities(r).map((a) => el("span", { class: "chip", text: a }))) : null,
+      el("p", {}, ...notes(r, true)),
+      r.amenities.length ? el("div", { class: "chips", "aria-label": T("amenities") }, ...amenities(r).map((a) => el("span", { class: "chip" }, a))) : null,
     ].filter(Boolean));
   }
   function roomItem(r) {
@@ -223,7 +228,7 @@
       el("a", { href: `/r/${encodeURIComponent(r.id)}`, class: `room ${s}`, "data-room": r.id, "data-state": s },
         el("span", { class: "room-main" },
           el("span", { class: "room-name", text: shortName(r) }),
-          el("small", { class: "note", text: s === "offline" ? T("offlineNote") : notes(r, false) })),
+          el("small", { class: "note" }, ...(s === "offline" ? [T("offlineNote")] : notes(r, false)))),
         badge(r)));
   }
   const openBuildings = new Map();

@@ -13,7 +13,7 @@
       weekdays: ["周一", "周二", "周三", "周四", "周五", "周六", "周日"], hour: (h) => `${h}时`, floorN: (n) => `${n}层`,
       utilisation: "使用率", sessions: "使用次数", minutes: "分钟", csv: (n) => `下载 CSV：${n}`,
       csvNames: { heatmap: "时段使用率", rooms: "房间排行", sessions: "每日次数", lengths: "时长分布", calls: "呼叫响应", uptime: "设备在线" },
-      holidays: "节假日", makeup: "调休上班", none: "无", peak: (d, h, v) => `最忙：${d} ${h} 点，使用率 ${v}。`,
+      holidays: "节假日", makeup: "调休上班", none: "无", listSep: "、", clauseSep: "；", end: "。", paren: (x) => `（${x}）`, peak: (d, h, v) => `最忙：${d} ${h} 点，使用率 ${v}。`,
       heatNote: (hol, wk) => `期间节假日：${hol}；调休上班日：${wk}。`,
       over: "使用过度", under: "使用偏少", median: (v) => `各房间使用率中位数 ${v}；高于 1.5 倍为"使用过度"，低于一半为"使用偏少"。`,
       overList: (n) => `使用过度 ${n} 间`, underList: (n) => `使用偏少 ${n} 间`,
@@ -36,7 +36,7 @@
       weekdays: ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], hour: (h) => `${h}:00`, floorN: (n) => `${n}F`,
       utilisation: "Utilisation", sessions: "Sessions", minutes: "minutes", csv: (n) => `CSV: ${n}`,
       csvNames: { heatmap: "heatmap", rooms: "rooms", sessions: "sessions per day", lengths: "session lengths", calls: "call response", uptime: "uptime" },
-      holidays: "Holidays", makeup: "Make-up workdays", none: "none", peak: (d, h, v) => `Busiest: ${d} ${h}:00, ${v} utilised.`,
+      holidays: "Holidays", makeup: "Make-up workdays", none: "none", listSep: ", ", clauseSep: "; ", end: ".", paren: (x) => ` (${x})`, peak: (d, h, v) => `Busiest: ${d} ${h}:00, ${v} utilised.`,
       heatNote: (hol, wk) => `Public holidays: ${hol}; make-up workdays: ${wk}.`,
       over: "Over-used", under: "Under-used", median: (v) => `Median room utilisation ${v}; over-used ≥ 1.5 × median, under-used ≤ half of it.`,
       overList: (n) => `${n} over-used`, underList: (n) => `${n} under-used`,
@@ -82,7 +82,8 @@
       if (name === "heatmap") links[0][1] = { days: document.getElementById("days").value };
       if (name === "sessions") links.push(["lengths", { table: "lengths" }]);
       box.replaceChildren(...links.map(([label, extra]) => el("a", {
-        href: `/api/trends/${name}?${params(Object.assign({ format: "csv" }, extra))}`, download: "",
+        // Column names in the page's language.
+        href: `/api/trends/${name}?${params(Object.assign({ format: "csv", lang: MR.lang }, extra))}`, download: "",
         text: T("csv", T("csvNames")[label]) })));
     });
   }
@@ -95,7 +96,7 @@
       data.push([h, wd, Math.round(v * 1000) / 10]);
       if (!peak || v > peak[2]) peak = [wd, h, v];
     }));
-    const names = (xs) => xs.length ? xs.map((x) => `${x.date.slice(5)} ${MR.lang === "zh" ? x.name_zh : x.name}`).join("、") : T("none");
+    const names = (xs) => xs.length ? xs.map((x) => `${x.date.slice(5)} ${MR.lang === "zh" ? x.name_zh : x.name}`).join(T("listSep")) : T("none");
     document.getElementById("heat-note").textContent = T("heatNote", names(d.holidays), names(d.workdays));
     const peakText = peak ? T("peak", T("weekdays")[peak[0]], peak[1], pct(peak[2])) : "";
     const heatMax = Math.max(1, Math.ceil((d.max || 0) * 100));
@@ -116,8 +117,8 @@
     const colour = { over: "#dc2626", under: "#94a3b8" };
     const over = d.rooms.filter((r) => r.flag === "over"), under = d.rooms.filter((r) => r.flag === "under");
     document.getElementById("rooms-note").textContent = `${T("median", pct(d.median))} ${T("overList", over.length)}` +
-      (over.length ? `（${over.slice(0, 5).map((r) => r.id).join("、")}）` : "") + `；${T("underList", under.length)}` +
-      (under.length ? `（${under.slice(-5).map((r) => r.id).join("、")}）` : "") + "。";
+      (over.length ? T("paren", over.slice(0, 5).map((r) => r.id).join(T("listSep"))) : "") + T("clauseSep") + T("underList", under.length) +
+      (under.length ? T("paren", under.slice(-5).map((r) => r.id).join(T("listSep"))) : "") + T("end");
     draw("c-rooms", {
       tooltip: { trigger: "axis", axisPointer: { type: "shadow" } },
       grid: { left: 8, right: 48, top: 8, bottom: 24, containLabel: true },
@@ -195,7 +196,7 @@
         problems.push(T("failed", T("csvNames")[name], e.status === 404 ? T("noService") : e.message));
       }
     }));
-    status.textContent = problems.join("；");
+    status.textContent = problems.join(T("clauseSep"));
   }
 
   function setRange(days) {

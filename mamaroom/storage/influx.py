@@ -40,6 +40,7 @@ from mamaroom.storage.rollups import (
     OccupancyEvent,
     SessionRollup,
     TelemetryHour,
+    TelemetryReport,
 )
 from mamaroom.storage.seq_audit import SCHEMA as AUDIT_SCHEMA
 from mamaroom.storage.seq_audit import SeqGap, migrate_audit, note_seqs, read_gaps
@@ -125,7 +126,9 @@ class InfluxClient:
         if r.status_code != 200:
             raise InfluxError(f"InfluxDB /query answered {r.status_code}: {r.text[:300]}",
                               status=r.status_code)
-        result = r.json()["results"][0]
+        # Raw telemetry answers run to megabytes: parsed off the event loop.
+        body = await asyncio.to_thread(r.json) if len(r.content) > 1 << 20 else r.json()
+        result = body["results"][0]
         if "error" in result:
             raise InfluxError(f"InfluxQL error: {result['error']}")
         series: list[dict[str, Any]] = result.get("series", [])
@@ -298,6 +301,25 @@ class InfluxStore:
         if any(fresh):
             self._wake.set()
         return fresh
+
+    async def data_times(self, start_ms: int, end_ms: int,
+                         boots: tuple[int, int] | None = None) -> tuple[int, int] | None:
+        """The first and last time of a stored occupancy or call message in
+        [start, end), of a boot outside [boots) when given; None if there is
+        none. (What generated history could interleave with; telemetry of
+        two sources only adds reports.)"""
+        where = f"time >= {start_ms}ms AND time < {end_ms}ms"
+        if boots is not None:
+            where += f' AND ("boot" < {boots[0]} OR "boot" >= {boots[1]})'
+        if not self._schema_ready:  # a database not made yet holds nothing
+            await self.client.ensure_schema(self._retention_days)
+            self._schema_ready = True
+        times: list[int] = []
+        for src in (self._measurement("occupancy"), self._measurement("call")):
+            for fn in ("first", "last"):  # one selector per query: it returns its point's time
+                series = await self.client.query(f'SELECT {fn}("seq") FROM {src} WHERE {where}')
+                times += [int(v[0]) // 1_000_000 for s in series for v in s["values"]]
+        return (min(times), max(times)) if times else None
 
     async def seq_gaps(self) -> list[SeqGap]:
         """The loss audit, kept with the dedupe ledger (seq_audit.py)."""
@@ -472,34 +494,38 @@ class InfluxStore:
             f'{await self._where("session_lengths", start_ms, end_ms, rooms)} GROUP BY "minutes"')
         return {int(s["tags"]["minutes"]): int(v[1]) for s in series for v in s["values"]}
 
-    async def telemetry_window(self, start_ms: int, end_ms: int) -> list[TelemetryHour]:
+    async def telemetry_reports(self, start_ms: int, end_ms: int) -> list[TelemetryReport]:
         rp = self.settings.telemetry_rp
         src = f'"{rp}"."telemetry"' if rp else '"telemetry"'
-        out: list[TelemetryHour] = []
-        # A day at a time: one GROUP BY time(1h) over a year of buckets and 190
-        # series takes InfluxDB 1.6 longer than its client timeout.
+        out: list[TelemetryReport] = []
+        # A day at a time: a day of 190 nodes reporting every minute is
+        # 270,000 points, about 3 s for InfluxDB 1.6 to send.
         for day in range(start_ms, end_ms, DAY_MS):
             series = await self.client.query(
-                f'SELECT count("seq"), min("boot"), max("boot") FROM {src} WHERE time >= '
-                f'{day}ms AND time < {min(day + DAY_MS, end_ms)}ms GROUP BY time(1h), "device"'
-                " fill(none)")
-            out += [TelemetryHour(s["tags"]["device"], t // 1_000_000, int(n), int(lo), int(hi))
-                    for s in series for t, n, lo, hi in s["values"]]
-        return sorted(out, key=lambda r: (r.device, r.hour_ms))
+                f'SELECT "boot" FROM {src} WHERE time >= {day}ms AND time < '
+                f'{min(day + DAY_MS, end_ms)}ms GROUP BY "device"')
+            # Point times are the message's ms + seq % 1,000,000 ns (line_protocol).
+            out += [TelemetryReport(s["tags"]["device"], t // 1_000_000, int(boot))
+                    for s in series for t, boot in s["values"]]
+        return sorted(out, key=lambda r: (r.device, r.time_ms))
 
     async def write_telemetry_rollups(self, start_ms: int, end_ms: int,
                                       rows: list[TelemetryHour]) -> None:
         await self._delete("telemetry_hourly", start_ms, end_ms)
         await self._write_lines(
             [f"telemetry_hourly,device={r.device} points={r.points}i,min_boot={r.min_boot}i,"
-             f"max_boot={r.max_boot}i {r.hour_ms * 1_000_000}" for r in rows])
+             f"max_boot={r.max_boot}i,online_ms={r.online_ms}i,reboots={r.reboots}i"
+             f" {r.hour_ms * 1_000_000}" for r in rows])
 
     async def telemetry_totals(self, start_ms: int, end_ms: int) -> list[DeviceReports]:
         series = await self.client.query(
-            f'SELECT sum("points"), min("min_boot"), max("max_boot") FROM '
+            f'SELECT sum("points"), sum("online_ms"), sum("reboots") FROM '
             f'{self._measurement("telemetry_hourly")} WHERE time >= {start_ms}ms AND '
             f'time < {end_ms}ms GROUP BY "device"')
-        return sorted((s["tags"]["device"], int(v[1]), int(v[2]), int(v[3]))
+        # Rollups written before online time was measured have neither field:
+        # None (the trends service counts their reports at the configured interval).
+        return sorted((s["tags"]["device"], int(v[1]), None if v[2] is None else int(v[2]),
+                       None if v[3] is None else int(v[3]))
                       for s in series for v in s["values"])
 
     async def run_drainer(self) -> None:

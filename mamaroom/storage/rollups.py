@@ -7,6 +7,8 @@ embedded store has none. Pure functions here; each backend stores the rows.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -196,10 +198,107 @@ def coarse_rollups(hourly: Iterable[HourRollup], sessions: Iterable[SessionRollu
 
 @dataclass(frozen=True, slots=True)
 class TelemetryHour:
-    """A device's telemetry reports in one hour, and the boots they came from."""
+    """A device's telemetry in one hour: its reports, the boots they came
+    from, the time it counted as online (telemetry_hours) and its reboots."""
 
     device: str
     hour_ms: int
     points: int
     min_boot: int
     max_boot: int
+    #: Milliseconds of the hour covered by gaps between reports that count as online.
+    online_ms: int = 0
+    #: Reports in the hour from another boot than the device's report before.
+    reboots: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryReport:
+    """One raw telemetry report: what the uptime rollup reads."""
+
+    device: str
+    time_ms: int
+    boot: int
+
+
+# --- device uptime from the gaps between telemetry reports ----------------
+#
+# A node reports every `telemetry_s` (60 s live; 1 s .. 1 h, set per node;
+# the history generator writes every 30 min). Counting reports × one fixed
+# interval gave a generated history 3.2 % uptime. Instead each gap between
+# two reports of a device counts as online when it is at most GAP_FACTOR
+# times the device's own interval there: the median of the gaps around it
+# (GAP_NEIGHBOURS on each side). One outage is one long gap, so it cannot
+# move that median; a node whose interval changes (a new telemetry_s, live
+# data after a generated past) is judged by its new interval a few reports on.
+
+GAP_FACTOR = 2.5
+GAP_NEIGHBOURS = 5
+#: Nodes report at least hourly (firmware telemetry_s <= 3600): a longer
+#: median means the node was mostly away, not that it reports that rarely.
+MAX_INTERVAL_MS = 3_600_000
+#: Reports read before and after a rollup window: the neighbours of its
+#: first and last gaps at the longest interval.
+TELEMETRY_CONTEXT_MS = (GAP_NEIGHBOURS + 1) * MAX_INTERVAL_MS
+
+
+def _local_medians(gaps: list[int]) -> list[float]:
+    """For each gap, the median of it and its GAP_NEIGHBOURS neighbours on
+    each side (fewer at the ends), by a sorted sliding window."""
+    k = GAP_NEIGHBOURS
+    n = len(gaps)
+    window = sorted(gaps[:min(k, n)])
+    out: list[float] = []
+    for i in range(n):
+        if i + k < n:
+            bisect.insort(window, gaps[i + k])
+        if i - k - 1 >= 0:
+            del window[bisect.bisect_left(window, gaps[i - k - 1])]
+        m = len(window)
+        out.append(window[m // 2] if m % 2 else (window[m // 2 - 1] + window[m // 2]) / 2)
+    return out
+
+
+def telemetry_hours(reports: Iterable[TelemetryReport], start_ms: int,
+                    end_ms: int) -> list[TelemetryHour]:
+    """The telemetry rollup of the whole hours in [start_ms, end_ms).
+
+    `reports` should cover TELEMETRY_CONTEXT_MS before and after the window
+    (the gaps crossing its edges, and their neighbours). The time between
+    two consecutive reports counts as online, in the hours it spans, when
+    the gap is at most GAP_FACTOR × the local median gap (at most
+    MAX_INTERVAL_MS). The time after a device's last report is not counted
+    until the next one arrives (a later refresh). Rows for every device and
+    hour with a report or online time, in (device, hour) order."""
+    if start_ms % HOUR_MS or end_ms % HOUR_MS:
+        raise ValueError("rollup ranges start and end on the hour")
+    by_device: dict[str, list[tuple[int, int]]] = {}
+    for r in reports:
+        by_device.setdefault(r.device, []).append((r.time_ms, r.boot))
+    rows: list[TelemetryHour] = []
+    for device in sorted(by_device):
+        seen = sorted(by_device[device])
+        times = [t for t, _ in seen]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        medians = _local_medians(gaps)
+        # hour -> [points, min_boot, max_boot, online_ms, reboots]
+        hours: dict[int, list[int]] = {}
+        for i, (t, boot) in enumerate(seen):
+            if start_ms <= t < end_ms:
+                row = hours.setdefault(t // HOUR_MS * HOUR_MS, [0, boot, boot, 0, 0])
+                row[0] += 1
+                row[1], row[2] = min(row[1], boot), max(row[2], boot)
+                if i and seen[i - 1][1] != boot:
+                    row[4] += 1
+            if not i:
+                continue
+            a, b = max(times[i - 1], start_ms), min(t, end_ms)
+            if a >= b or gaps[i - 1] > GAP_FACTOR * min(medians[i - 1], MAX_INTERVAL_MS):
+                continue
+            while a < b:  # split the gap at the hours it crosses
+                hour = a // HOUR_MS * HOUR_MS
+                upto = min(b, hour + HOUR_MS)
+                hours.setdefault(hour, [0, boot, boot, 0, 0])[3] += upto - a
+                a = upto
+        rows += [TelemetryHour(device, hour, *row) for hour, row in sorted(hours.items())]
+    return rows

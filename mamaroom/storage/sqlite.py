@@ -17,6 +17,7 @@ from mamaroom.storage.rollups import (
     OccupancyEvent,
     SessionRollup,
     TelemetryHour,
+    TelemetryReport,
 )
 from mamaroom.storage.seq_audit import SCHEMA as AUDIT_SCHEMA
 from mamaroom.storage.seq_audit import SeqGap, migrate_audit, note_seqs, read_gaps
@@ -78,10 +79,13 @@ CREATE TABLE IF NOT EXISTS occupancy_daily (
     room TEXT NOT NULL, day_ms INTEGER NOT NULL, occupied_s REAL NOT NULL,
     sessions INTEGER NOT NULL, PRIMARY KEY (day_ms, room)
 ) WITHOUT ROWID;
--- Telemetry reports per device and hour (kept: raw telemetry is not).
+-- Telemetry reports per device and hour, the time online by the gaps between
+-- them, and reboots (kept: raw telemetry is not; rollups.telemetry_hours).
 CREATE TABLE IF NOT EXISTS telemetry_hourly (
     device TEXT NOT NULL, hour_ms INTEGER NOT NULL, points INTEGER NOT NULL,
-    min_boot INTEGER NOT NULL, max_boot INTEGER NOT NULL, PRIMARY KEY (hour_ms, device)
+    min_boot INTEGER NOT NULL, max_boot INTEGER NOT NULL,
+    online_ms INTEGER NOT NULL DEFAULT 0, reboots INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (hour_ms, device)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS session_lengths_daily (
     day_ms INTEGER NOT NULL, minutes INTEGER NOT NULL, count INTEGER NOT NULL,
@@ -134,12 +138,47 @@ class SqliteStore(SqliteDatabase):
 
     def migrate(self, db: sqlite3.Connection) -> None:
         migrate_audit(db)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(telemetry_hourly)")}
+        if "online_ms" not in columns:
+            # Rollups made before online time was measured from the gaps
+            # between reports keep what they meant then: each report counted
+            # as 60 s online, reboots the highest boot - the lowest.
+            db.execute("ALTER TABLE telemetry_hourly ADD COLUMN online_ms INTEGER NOT NULL"
+                       " DEFAULT 0")
+            db.execute("ALTER TABLE telemetry_hourly ADD COLUMN reboots INTEGER NOT NULL"
+                       " DEFAULT 0")
+            db.execute("UPDATE telemetry_hourly SET online_ms = MIN(points * 60000, 3600000),"
+                       " reboots = max_boot - min_boot")
 
     # --- writes (gateway) -------------------------------------------------
 
-    async def write(self, records: list[Record]) -> list[bool]:
-        """Store new records and update device health, in one transaction."""
-        return await self._run(lambda db: _write(db, records))
+    async def write(self, records: list[Record], *, live: bool = True) -> list[bool]:
+        """Store new records and update device health, in one transaction.
+        `live=False` (generated history) stores them only: a device's health,
+        boot and loss audit are what its live messages say."""
+        return await self._run(lambda db: _write(db, records, live))
+
+    async def data_times(self, start_ms: int, end_ms: int,
+                         boots: tuple[int, int] | None = None) -> tuple[int, int] | None:
+        """The first and last time of a stored occupancy or call message in
+        [start, end), of a boot outside [boots) when given; None if there is
+        none. (What generated history could interleave with; telemetry of
+        two sources only adds reports.)"""
+
+        def run(db: sqlite3.Connection) -> tuple[int, int] | None:
+            where = "time_ms >= ? AND time_ms < ?"
+            args: tuple[int, ...] = (start_ms, end_ms)
+            if boots is not None:
+                where += " AND (boot < ? OR boot >= ?)"
+                args += boots
+            found = [row for table in ("occupancy", "calls") for row in db.execute(
+                f"SELECT MIN(time_ms), MAX(time_ms) FROM {table} WHERE {where}", args)
+                if row[0] is not None]
+            if not found:
+                return None
+            return min(a for a, _ in found), max(b for _, b in found)
+
+        return await self._run(run)
 
     async def dead_letter(self, letters: list[NewDeadLetter], now_ms: int) -> None:
         """Set refused records aside (dead_letters.py)."""
@@ -277,15 +316,14 @@ class SqliteStore(SqliteDatabase):
         return await self._run(lambda db: {int(m): int(n) for m, n in db.execute(
             f"SELECT minutes, SUM(count) FROM session_lengths {where} GROUP BY minutes", args)})
 
-    async def telemetry_window(self, start_ms: int, end_ms: int) -> list[TelemetryHour]:
-        return await self._run(lambda db: [TelemetryHour(*row) for row in db.execute(
+    async def telemetry_reports(self, start_ms: int, end_ms: int) -> list[TelemetryReport]:
+        return await self._run(lambda db: [TelemetryReport(*row) for row in db.execute(
             # Through `devices` (every device that wrote is there) so the
             # (device, time_ms) index serves the range: no scan of a month
             # (CROSS JOIN keeps SQLite from choosing the telemetry side first).
-            "SELECT t.device, t.time_ms / 3600000 * 3600000 AS hour, COUNT(*), MIN(t.boot),"
-            " MAX(t.boot) FROM devices d CROSS JOIN telemetry t ON t.device = d.device"
-            " AND t.time_ms >= ? AND t.time_ms < ? GROUP BY t.device, hour"
-            " ORDER BY t.device, hour", (start_ms, end_ms))])
+            "SELECT t.device, t.time_ms, t.boot FROM devices d CROSS JOIN telemetry t"
+            " ON t.device = d.device AND t.time_ms >= ? AND t.time_ms < ?"
+            " ORDER BY t.device, t.time_ms", (start_ms, end_ms))])
 
     async def write_telemetry_rollups(self, start_ms: int, end_ms: int,
                                       rows: list[TelemetryHour]) -> None:
@@ -293,16 +331,16 @@ class SqliteStore(SqliteDatabase):
             with db:
                 db.execute("DELETE FROM telemetry_hourly WHERE hour_ms >= ? AND hour_ms < ?",
                            (start_ms, end_ms))
-                db.executemany("INSERT INTO telemetry_hourly VALUES (?, ?, ?, ?, ?)",
-                               [(r.device, r.hour_ms, r.points, r.min_boot, r.max_boot)
-                                for r in rows])
+                db.executemany("INSERT INTO telemetry_hourly VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               [(r.device, r.hour_ms, r.points, r.min_boot, r.max_boot,
+                                 r.online_ms, r.reboots) for r in rows])
 
         await self._run(run)
 
     async def telemetry_totals(self, start_ms: int, end_ms: int) -> list[DeviceReports]:
-        return await self._run(lambda db: [(str(d), int(n), int(lo), int(hi))
-                                           for d, n, lo, hi in db.execute(
-            "SELECT device, SUM(points), MIN(min_boot), MAX(max_boot) FROM telemetry_hourly"
+        return await self._run(lambda db: [(str(d), int(n), int(online), int(reboots))
+                                           for d, n, online, reboots in db.execute(
+            "SELECT device, SUM(points), SUM(online_ms), SUM(reboots) FROM telemetry_hourly"
             " WHERE hour_ms >= ? AND hour_ms < ? GROUP BY device ORDER BY device",
             (start_ms, end_ms))])
 
@@ -467,7 +505,7 @@ def _row(rec: Record) -> tuple[Any, ...]:
     raise StorageError(f"cannot store {type(msg).__name__}")
 
 
-def _write(db: sqlite3.Connection, records: list[Record]) -> list[bool]:
+def _write(db: sqlite3.Connection, records: list[Record], live: bool = True) -> list[bool]:
     """One transaction for the batch. Fast path: one executemany per table,
     all rows new (the usual case). If any row was already there, roll that
     table back and insert row by row to learn which were duplicates."""
@@ -493,6 +531,12 @@ def _write(db: sqlite3.Connection, records: list[Record]) -> list[bool]:
             for i, row in zip(indexes, rows, strict=True):
                 fresh[i] = db.execute("INSERT OR IGNORE " + sql, row).rowcount == 1
         new = [rec for rec, is_new in zip(records, fresh, strict=True) if is_new]
+        if not live:
+            # Only known to exist (the telemetry rollup reads through `devices`).
+            db.executemany("INSERT INTO devices (device, room) VALUES (?, ?)"
+                           " ON CONFLICT(device) DO NOTHING",
+                           list({r.device: (r.device, r.room) for r in new}.values()))
+            return fresh
         _note_messages(db, new)
         note_seqs(db, ((r.device, r.message.boot, r.message.seq) for r in new),
                   max((r.received_ms for r in records), default=0))

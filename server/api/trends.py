@@ -13,7 +13,7 @@ from fastapi.responses import Response
 
 from server.context import Ctx
 from server.security import require
-from server.services.trends import Range, RangeError, TrendsService, csv_rows
+from server.services.trends import CsvLang, Range, RangeError, TrendsService, csv_rows
 
 router = APIRouter(prefix="/api/trends", tags=["trends"],
                    dependencies=[Depends(require("manager"))])
@@ -50,50 +50,57 @@ def _csv(name: str, rng: Range, rows: list[list[Any]]) -> Response:
                                         f'{rng.first.isoformat()}_{rng.last.isoformat()}.csv"'})
 
 
+Lang = Annotated[CsvLang, Query(description="the CSV's column names (and words such as "
+                                            "weekdays) in English or Chinese")]
+
+
 async def _answer(name: str, rng: Range, fmt: Format,
                   compute: Callable[[], Awaitable[dict[str, Any]]],
-                  table: str = "days") -> dict[str, Any] | Response:
+                  table: str = "days", lang: CsvLang = "en") -> dict[str, Any] | Response:
     data = await compute()
     if fmt == "csv":
         suffix = f"{name}-{table}" if name == "sessions" and table != "days" else name
-        return _csv(suffix, rng, csv_rows(name, data, table))
+        return _csv(suffix, rng, csv_rows(name, data, table, lang))
     return data
 
 
 @router.get("/heatmap", response_model=None)
 async def heatmap(service: Service, rng: DateRange, building: Building = None,
                   days: Literal["all", "workdays", "offdays"] = "all",
-                  format: Format = "json") -> dict[str, Any] | Response:
+                  format: Format = "json", lang: Lang = "en") -> dict[str, Any] | Response:
     """Utilisation by weekday × hour, with China's holidays and make-up workdays."""
     return await _answer("heatmap", rng, format,
-                         lambda: service.heatmap(rng, building, days))
+                         lambda: service.heatmap(rng, building, days), lang=lang)
 
 
 @router.get("/rooms", response_model=None)
 async def rooms(service: Service, rng: DateRange, building: Building = None,
-                format: Format = "json") -> dict[str, Any] | Response:
+                format: Format = "json", lang: Lang = "en") -> dict[str, Any] | Response:
     """Rooms ranked by utilisation, over- and under-used flagged."""
-    return await _answer("rooms", rng, format, lambda: service.rooms_ranked(rng, building))
+    return await _answer("rooms", rng, format, lambda: service.rooms_ranked(rng, building),
+                         lang=lang)
 
 
 @router.get("/sessions", response_model=None)
 async def sessions(service: Service, rng: DateRange, building: Building = None,
-                   format: Format = "json",
-                   table: Literal["days", "lengths"] = "days") -> dict[str, Any] | Response:
+                   format: Format = "json", table: Literal["days", "lengths"] = "days",
+                   lang: Lang = "en") -> dict[str, Any] | Response:
     """Sessions per day and the session-length distribution."""
     return await _answer("sessions", rng, format, lambda: service.sessions(rng, building),
-                         table)
+                         table, lang)
 
 
 @router.get("/calls", response_model=None)
 async def calls(service: Service, rng: DateRange, building: Building = None,
-                format: Format = "json") -> dict[str, Any] | Response:
+                format: Format = "json", lang: Lang = "en") -> dict[str, Any] | Response:
     """Call response times by month against the targets."""
-    return await _answer("calls", rng, format, lambda: service.calls(rng, building))
+    return await _answer("calls", rng, format, lambda: service.calls(rng, building),
+                         lang=lang)
 
 
 @router.get("/uptime", response_model=None)
 async def uptime(service: Service, rng: DateRange, building: Building = None,
-                 format: Format = "json") -> dict[str, Any] | Response:
+                 format: Format = "json", lang: Lang = "en") -> dict[str, Any] | Response:
     """Device uptime per node and room."""
-    return await _answer("uptime", rng, format, lambda: service.uptime(rng, building))
+    return await _answer("uptime", rng, format, lambda: service.uptime(rng, building),
+                         lang=lang)

@@ -24,7 +24,7 @@ from chinese_calendar import constants as cc
 from mamaroom.calendar import is_workday
 from mamaroom.config import Settings, TrendsSettings
 from mamaroom.contract import RegistryRoom
-from mamaroom.storage import HourTotal, TrendsStore, refresh_rollups
+from mamaroom.storage import DeviceReports, HourTotal, TrendsStore, refresh_rollups
 from mamaroom.storage.rollups import DAY_MS, HOUR_MS, MAX_SESSION_MIN
 from server.alerts_db import AlertsDb
 
@@ -280,22 +280,27 @@ def call_figures(calls: Sequence[CallTimes], rng: Range, settings: TrendsSetting
             "months": [{"month": m, **figures(g)} for m, g in sorted(months.items())]}
 
 
-def uptime(reports: Sequence[tuple[str, int, int, int]], rooms: Sequence[RegistryRoom],
+def uptime(reports: Sequence[DeviceReports], rooms: Sequence[RegistryRoom],
            rng: Range, measured: tuple[int, int], interval_s: float) -> dict[str, Any]:
+    """Each device's online time from the telemetry rollup: the gaps between
+    its reports that count as online (rollups.telemetry_hours). Rollups made
+    before that was measured (InfluxDB: no `online_ms`) count each report
+    as `interval_s`."""
     start, end = measured
     span_s = max(0, end - start) / 1000
-    seen = {d: (n, lo, hi) for d, n, lo, hi in reports}
+    seen = {d: (n, online, reboots) for d, n, online, reboots in reports}
     devices: list[dict[str, Any]] = []
     for room in rooms:
         if room.device is None:
             continue
-        n, lo, hi = seen.get(room.device, (0, 0, 0))
-        online_s = round(min(n * interval_s, span_s), 3)
+        n, online_ms, reboots = seen.get(room.device, (0, 0, 0))
+        online = n * interval_s if online_ms is None else online_ms / 1000
+        online_s = round(min(online, span_s), 3)
         devices.append({"device": room.device, "room": room.id, "name": room.name,
                         "name_en": room.name_en, "building": room.building,
                         "floor": room.floor, "online_s": online_s, "reports": n,
                         "uptime": _frac(online_s / span_s) if span_s else None,
-                        "reboots": hi - lo})
+                        "reboots": reboots or 0})
     devices.sort(key=lambda d: (d["uptime"] if d["uptime"] is not None else 2.0, d["device"]))
     total = sum(d["online_s"] for d in devices)
     return {**rng.header(), "measured_start": rng.iso(start), "measured_end": rng.iso(end),
@@ -347,7 +352,9 @@ class TrendsService:
         async with self._refresh_lock:
             if _time.monotonic() - self._refreshed_at < REFRESH_EVERY_S and self._refreshed_at:
                 return
-            await refresh_rollups(self.store, now_hour - FRESH_MS, now_hour)
+            # The telemetry rollup (uptime) is the gateway's: it reads every
+            # report of the day, too slow to wait for in a request.
+            await refresh_rollups(self.store, now_hour - FRESH_MS, now_hour, telemetry=False)
             self._refreshed_at = _time.monotonic()
 
     async def _hour_totals(self, rng: Range, building: str | None) -> list[HourTotal]:
@@ -419,8 +426,53 @@ class TrendsService:
 # --- CSV ------------------------------------------------------------------
 
 
-def csv_rows(kind: str, data: dict[str, Any], table: str = "days") -> list[list[Any]]:
-    """The chart's data as CSV rows, the header first (docs/trends.md)."""
+CsvLang = Literal["en", "zh"]
+#: Chinese column names (`lang=zh`): a manager opens the file in Excel.
+CSV_HEADERS_ZH = {
+    "weekday": "星期序号（0=周一）", "weekday_name": "星期", "hour": "小时",
+    "utilisation": "使用率", "hours": "统计小时数", "rank": "排名", "id": "房间编号",
+    "name": "名称", "name_en": "英文名称",
+    "building": "楼宇", "floor": "楼层", "occupied_h": "使用时长（小时）", "sessions": "使用次数",
+    "flag": "标记", "date": "日期", "kind": "日期类型", "from_min": "时长下限（分钟）",
+    "to_min": "时长上限（分钟，不含）", "month": "月份", "calls": "呼叫次数", "device": "设备编号",
+    "room": "房间编号", "reports": "上报次数", "online_s": "在线时长（秒）", "uptime": "在线率",
+    "reboots": "重启次数",
+}
+_STEPS_ZH = {"ack": "接警", "arrived": "到场", "resolved": "解除"}
+_MEASURES_ZH = {"n": "次数", "p50_s": "中位数（秒）", "p90_s": "P90（秒）",
+                "target_s": "目标（秒）", "within_target": "达标比例"}
+#: Values that are words, not data: weekday names, kinds of day, flags.
+CSV_VALUES_ZH = {
+    "weekday_name": dict(zip(WEEKDAYS, ("周一", "周二", "周三", "周四", "周五", "周六", "周日"),
+                             strict=True)),
+    "kind": {"workday": "工作日", "weekend": "周末", "holiday": "节假日",
+             "makeup_workday": "调休上班"},
+    "flag": {"over": "使用过度", "under": "使用偏少"},
+}
+
+
+def _header_zh(column: str) -> str:
+    if column in CSV_HEADERS_ZH:
+        return CSV_HEADERS_ZH[column]
+    step, _, measure = column.partition("_")  # the calls' ack_p50_s, arrived_n, ...
+    return f"{_STEPS_ZH[step]} {_MEASURES_ZH[measure]}"
+
+
+def csv_rows(kind: str, data: dict[str, Any], table: str = "days",
+             lang: CsvLang = "en") -> list[list[Any]]:
+    """The chart's data as CSV rows, the header first (docs/trends.md); with
+    `lang="zh"` the header and the word values in Chinese."""
+    rows = _csv_rows(kind, data, table)
+    if lang == "en":
+        return rows
+    header = rows[0]
+    maps = [CSV_VALUES_ZH.get(column) for column in header]
+    return [[_header_zh(c) for c in header]] + [
+        [m.get(v, v) if m is not None and isinstance(v, str) else v
+         for v, m in zip(row, maps, strict=True)] for row in rows[1:]]
+
+
+def _csv_rows(kind: str, data: dict[str, Any], table: str) -> list[list[Any]]:
     if kind == "heatmap":
         return [["weekday", "weekday_name", "hour", "utilisation", "hours"]] + [
             [wd, WEEKDAYS[wd], h, data["cells"][wd][h], data["hours"][wd][h]]

@@ -35,5 +35,7 @@ def test_trends_page_draws_every_chart_with_data(services: Services, page: Page)
     href = links.first.get_attribute("href") or ""
     csv = services.admin("GET", href)
     assert csv.status_code == 200 and csv.content.startswith(b"\xef\xbb\xbf")  # BOM for Excel
+    assert "lang=zh" in href  # column names in the page's language
+    assert "星期" in csv.content.decode("utf-8-sig").splitlines()[0]
     assert axe_violations(page) == []
     screenshot(page, "trends")
