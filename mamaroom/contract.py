@@ -24,9 +24,17 @@ from pydantic import (
 
 PREFIX = "mr/v1"
 REGISTRY_TOPIC = f"{PREFIX}/registry"
-#: What a gateway subscribes to: every device's every message kind.
-DEVICE_SUBSCRIPTION = f"{PREFIX}/dev/+/+"
+#: Every device's every message (the gateway's subscription); the topics under
+#: it start with DEVICE_TOPIC_PREFIX.
+DEVICE_TREE = f"{PREFIX}/dev/#"
+DEVICE_TOPIC_PREFIX = f"{PREFIX}/dev/"
 ROOM_STATE_SUBSCRIPTION = f"{PREFIX}/room/+/state"
+#: Every gateway's `status` and `stats` (the server and the watchdog follow them).
+GATEWAY_SUBSCRIPTION = f"{PREFIX}/gateway/+/+"
+GATEWAY_TOPIC_PREFIX = f"{PREFIX}/gateway/"
+#: Every server's alert changes, for the other servers sharing its database.
+SERVER_ALERT_SUBSCRIPTION = f"{PREFIX}/server/+/alert"
+SERVER_TOPIC_PREFIX = f"{PREFIX}/server/"
 #: Payloads larger than this are rejected unread (contract: > 4 KiB).
 MAX_PAYLOAD_BYTES = 4096
 
@@ -141,6 +149,55 @@ def parse_room_state_topic(topic: str) -> str:
     return parts[3]
 
 
+def device_subscription(kind: Kind) -> str:
+    """`mr/v1/dev/+/{kind}`: one message kind of every device."""
+    return f"{PREFIX}/dev/+/{kind.value}"
+
+
+def shared_subscription(group: str, topic_filter: str) -> str:
+    """`$share/{group}/{filter}`: the broker gives each message to one member of the group."""
+    return f"$share/{group}/{topic_filter}"
+
+
+class GatewayTopicKind(StrEnum):
+    """What a gateway publishes about itself under `mr/v1/gateway/{client_id}/`."""
+
+    #: Plain text `online`, or `offline` on a clean stop and as its last will (retained).
+    STATUS = "status"
+    #: GatewayStats, every 10 s (retained).
+    STATS = "stats"
+
+
+class GatewayTopic(NamedTuple):
+    gateway: str
+    kind: GatewayTopicKind
+
+
+def gateway_topic(client_id: str, kind: GatewayTopicKind) -> str:
+    return f"{PREFIX}/gateway/{client_id}/{kind.value}"
+
+
+def parse_gateway_topic(topic: str) -> GatewayTopic:
+    """`mr/v1/gateway/{client_id}/{kind}` → (client_id, kind), or ValueError."""
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[:3] != ["mr", "v1", "gateway"] or not parts[3]:
+        raise ValueError(f"not a gateway topic: {topic!r}")
+    try:
+        return GatewayTopic(parts[3], GatewayTopicKind(parts[4]))
+    except ValueError:
+        raise ValueError(f"unknown gateway topic: {topic!r}") from None
+
+
+def server_alert_topic(client_id: str) -> str:
+    """Where a server tells the others of every alert change it made (QoS 1, not retained)."""
+    return f"{PREFIX}/server/{client_id}/alert"
+
+
+def watchdog_ping_topic(client_id: str) -> str:
+    """The watchdog's message to itself: the broker works if it comes back."""
+    return f"{PREFIX}/watchdog/{client_id}/ping"
+
+
 # --- device → gateway payloads ----------------------------------------------
 
 
@@ -201,7 +258,6 @@ class Telemetry(Envelope):
     reset_reason: Annotated[str, Field(max_length=64)] | None = None
 
 
-DevicePayload = Occupancy | Call | Telemetry
 DeviceStatus = Literal["online", "offline"]
 
 _PAYLOAD_MODELS: dict[Kind, type[Envelope]] = {
@@ -263,6 +319,43 @@ class CallAck(BaseModel):
     cmd: Literal["call_ack"] = "call_ack"
     call_id: Annotated[str, Field(min_length=1, max_length=64)]
     status: Literal["received", "acknowledged", "arrived", "resolved"]
+
+
+# --- gateway → server, watchdog: the gateway's own figures --------------------
+
+
+class GatewayStats(BaseModel):
+    """Retained on `mr/v1/gateway/{client_id}/stats` every 10 s: the gateway's
+    headline counters (its Prometheus metrics summed), repeated per gateway by
+    the server's /metrics; the watchdog takes each live one as a heartbeat.
+    A figure missing (a gateway of another release) is left out, not 0."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    received: Annotated[float | None, Field(description="Messages received")] = None
+    stored: Annotated[float | None, Field(description="New messages stored")] = None
+    rejected: Annotated[dict[str, float], Field(
+        default_factory=dict, description="Messages refused, by reason (RejectReason)")]
+    flagged: Annotated[dict[str, float], Field(
+        default_factory=dict, description="Messages kept but flagged, by reason "
+                                          "(ts_out_of_range: dated by arrival)")]
+    dead_letters: Annotated[float | None, Field(
+        description="Records a backend refused, set aside (mamaroom dead-letters)")] = None
+    duplicates: Annotated[float | None, Field(
+        description="Duplicates not stored again")] = None
+    redelivered: Annotated[float | None, Field(description="Broker re-sends (DUP)")] = None
+    pending: Annotated[float | None, Field(
+        description="Delivered, not yet acknowledged")] = None
+    spool_depth: Annotated[float | None, Field(
+        description="Points spooled for InfluxDB")] = None
+    spool_age_s: Annotated[float | None, Field(
+        description="Age of the oldest spooled point, seconds")] = None
+
+    @classmethod
+    def figures(cls) -> dict[str, str]:
+        """The single figures (not the by-reason counts), name → description."""
+        return {name: field.description or name for name, field in cls.model_fields.items()
+                if field.annotation == float | None}
 
 
 # --- gateway → server: derived room state -----------------------------------
