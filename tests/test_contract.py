@@ -9,6 +9,7 @@ import pytest
 from gateway.decode import DeviceMessage, StatusUpdate, decode
 from gateway.metrics import GatewayMetrics
 from mamaroom.contract import (
+    COMMANDS,
     DEVICE_TOPIC_PREFIX,
     DEVICE_TREE,
     GATEWAY_SUBSCRIPTION,
@@ -19,18 +20,24 @@ from mamaroom.contract import (
     SERVER_ALERT_SUBSCRIPTION,
     SERVER_TOPIC_PREFIX,
     Call,
+    CallAck,
+    CallStatus,
     ContractError,
     GatewayStats,
     GatewayTopic,
     GatewayTopicKind,
+    Identify,
     Kind,
     Occupancy,
+    OtaCommand,
     RejectReason,
+    SetTestMode,
     Telemetry,
     device_subscription,
     device_topic,
     dumps,
     gateway_topic,
+    parse_command,
     parse_device_topic,
     parse_gateway_topic,
     parse_payload,
@@ -192,6 +199,43 @@ def test_gateway_topics_round_trip() -> None:
 def test_other_topics_are_not_gateway_topics(topic: str) -> None:
     with pytest.raises(ValueError):
         parse_gateway_topic(topic)
+
+
+def test_the_call_status_vocabulary_is_one_enum_in_order() -> None:
+    assert [s.value for s in CallStatus] == ["received", "acknowledged", "arrived", "resolved"]
+    assert CallAck.model_fields["status"].annotation is CallStatus
+    shown = parse_payload(Kind.CALL, _payload(action="shown", call_id="c", status="arrived"))
+    assert isinstance(shown, Call) and shown.status is CallStatus.ARRIVED
+    with pytest.raises(ContractError):
+        parse_payload(Kind.CALL, _payload(action="shown", call_id="c", status="cancelled"))
+    assert dumps(CallAck(call_id="c", status=CallStatus.RECEIVED)) == (
+        b'{"cmd":"call_ack","call_id":"c","status":"received"}')
+
+
+@pytest.mark.parametrize("test, expected", [
+    (True, True), (False, False), ("yes", False), (1, False), (None, False), ({}, False)])
+def test_a_calls_test_marker_never_refuses_the_call(test: object, expected: bool) -> None:
+    call = parse_payload(Kind.CALL, _payload(action="press", call_id="c", test=test))
+    assert isinstance(call, Call) and call.test is expected
+    plain = parse_payload(Kind.CALL, _payload(action="press", call_id="c"))
+    assert isinstance(plain, Call) and plain.test is False
+
+
+def test_every_command_is_modelled() -> None:
+    assert set(COMMANDS) == {"call_ack", "test_mode", "identify", "ota"}
+    assert parse_command(b'{"cmd":"test_mode","on":true}') == SetTestMode(on=True, minutes=60)
+    assert parse_command(b'{"cmd":"identify"}') == Identify(seconds=10)
+    ota = OtaCommand(url="http://10.0.0.1:8000/api/firmware/1.2.0.bundle",
+                     sha256="ab" * 32, version="1.2.0", size=1000)
+    assert parse_command(dumps(ota)) == ota
+    assert json.loads(dumps(ota)) == {"cmd": "ota", "url": ota.url, "sha256": ota.sha256,
+                                      "version": "1.2.0", "size": 1000}
+    for bad in (b'{"cmd":"reboot"}', b'{"on":true}', b"[]", b"x",
+                b'{"cmd":"identify","seconds":0}', b'{"cmd":"test_mode","on":"yes"}',
+                b'{"cmd":"ota","url":"https://x","sha256":"' + b"a" * 64 + b'","version":"1"}',
+                b'{"cmd":"identify"' + b" " * MAX_PAYLOAD_BYTES + b"}"):
+        with pytest.raises(ValueError):
+            parse_command(bad)
 
 
 def test_the_gateway_stats_payload_round_trips() -> None:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mamaroom.clock import wall_ms
-from mamaroom.contract import Call, CallAck
+from mamaroom.contract import Call, CallAck, CallStatus
 from mamaroom.logs import get_logger
 from mamaroom.storage import StorageError
 from server.alerts_db import ORDER, AlertsDb
@@ -32,8 +32,9 @@ from server.services.call_journal import CallJournal, JournalFull
 log = get_logger(__name__)
 
 #: What the node's lamp shows for each alert status.
-NODE_STATUS = {"open": "received", "acknowledged": "acknowledged", "arrived": "arrived",
-               "resolved": "resolved", "cancelled": "resolved"}
+NODE_STATUS = {"open": CallStatus.RECEIVED, "acknowledged": CallStatus.ACKNOWLEDGED,
+               "arrived": CallStatus.ARRIVED, "resolved": CallStatus.RESOLVED,
+               "cancelled": CallStatus.RESOLVED}
 
 def present(alert: dict[str, Any]) -> dict[str, Any]:
     """An alert as the API and the staff stream show it: the contract's ISO
