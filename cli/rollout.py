@@ -23,33 +23,23 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
 
 import aiomqtt
 import httpx
-from pydantic import BaseModel, Field
 
 from mamaroom.config import MqttSettings
 from mamaroom.contract import (
     REGISTRY_TOPIC,
     Kind,
+    OtaCommand,
     Registry,
     RegistryRoom,
     device_topic,
+    dumps,
     parse_status,
 )
-from mamaroom.firmware_bundle import MAX_BUNDLE, BundleError, read_bundle
+from mamaroom.firmware_bundle import BundleError, read_bundle
 from mamaroom.mqtt_socket import NO_DELAY
-
-
-class OtaCommand(BaseModel):
-    """The `ota` command on a node's `cmd` topic (firmware/ota.py checks it again)."""
-
-    cmd: Literal["ota"] = "ota"
-    url: str = Field(pattern=r"^http://", max_length=256)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    version: str = Field(min_length=1, max_length=32)
-    size: int = Field(gt=0, le=MAX_BUNDLE)
 
 
 class Outcome(StrEnum):
@@ -197,7 +187,7 @@ async def update_one(client: aiomqtt.Client, target: Target, cmd: OtaCommand,
         status = await _first_status(client, status_topic, status_wait_s)
         if status != "online":
             return Outcome.OFFLINE, f"status {status or 'never seen'}: not updated"
-        await client.publish(device_topic(dev, Kind.CMD), cmd.model_dump_json().encode(), qos=1)
+        await client.publish(device_topic(dev, Kind.CMD), dumps(cmd), qos=1)
         sent = time.monotonic()
         reborn = False  # connected again since the command
         progress(target, "command sent; downloading and verifying")

@@ -14,10 +14,10 @@
 # call. The whole state is saved on every change, so a call survives a
 # reboot: one not yet `received` is pressed again after it, and the lamp
 # shows the last status at once, with or without a network.
-from contract import PRESS_REPEAT_MS
+from contract import CALL_ACK_STATUSES, PRESS_REPEAT_MS
 from ticks import ticks_diff
 
-ORDER = ("calling", "received", "acknowledged", "arrived", "resolved")
+ORDER = ("calling",) + CALL_ACK_STATUSES  # noqa: RUF005 (no PEP 448 unpacking on MicroPython)
 LAMP = {"calling": "fast", "received": "slow", "acknowledged": "steady",
         "arrived": "steady", "resolved": "off"}
 OUTBOX_MAX = 8

@@ -3,9 +3,10 @@
 
 PREFIX = "mr/v1"
 KINDS = ("status", "occupancy", "call", "telemetry", "cmd")
-CALL_ACK_STATUSES = ("received", "acknowledged", "arrived", "resolved")
-PRESS_REPEAT_MS = 3000
-MAX_PAYLOAD = 4096
+CALL_ACK_STATUSES = ("received", "acknowledged", "arrived", "resolved")  # in order (CallStatus)
+PRESS_REPEAT_MS = 3000  # press, presence and reset again this often until caught up
+MAX_PAYLOAD = 4096  # MAX_PAYLOAD_BYTES: a larger command is ignored unread
+MAX_BUNDLE = 1048576  # MAX_BUNDLE_BYTES: the largest update ota.py takes
 
 
 def device_topic(device, kind):
@@ -42,7 +43,8 @@ def call(env, action, call_id, status=None, test=False):
 def parse_cmd(payload):
     """A command dict, or None for anything malformed (ignored with a log line).
     An unknown command is returned as is: the node logs and ignores it. (An
-    `ota` command is checked by ota.py, loaded only when one comes.)"""
+    `ota` command is checked by ota.check, loaded only when one comes.) The
+    schemas are mamaroom/contract.py's CallAck, SetTestMode, Identify, OtaCommand."""
     import json
 
     if len(payload) > MAX_PAYLOAD:

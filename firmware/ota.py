@@ -30,6 +30,7 @@ import socket
 import sys
 from binascii import hexlify
 
+from contract import MAX_BUNDLE
 from log import log
 from mqtt import _io
 from store import load, save
@@ -42,15 +43,22 @@ TIMEOUT_MS = 120000  # the whole download: a stalled server does not hold the no
 CHUNK = 512  # the one buffer: a line (the manifest) must fit it
 
 
-async def update(node, cmd):
-    """Download, verify, install into the free slot, restart on trial; a
-    ValueError (or OSError) says why not."""
-    # (commands.py forgets this module afterwards: its memory back.)
+def check(cmd):
+    """The `ota` command's (url, sha256, version, size), or ValueError (the
+    contract's OtaCommand; `size` is held to the download's length)."""
     url, want, v, size = cmd.get("url"), cmd.get("sha256"), cmd.get("version"), cmd.get("size")
     if not (isinstance(url, str) and url.startswith("http://") and isinstance(want, str)
             and len(want) == 64 and not want.lower().strip("0123456789abcdef")
             and isinstance(v, str) and 0 < len(v) <= 32):
         raise ValueError("bad command")
+    return url, want, v, size
+
+
+async def update(node, cmd):
+    """Download, verify, install into the free slot, restart on trial; a
+    ValueError (or OSError) says why not."""
+    # (commands.py forgets this module afterwards: its memory back.)
+    url, want, v, size = check(cmd)
     if v == VERSION:
         raise ValueError("already on " + v)
     fw = load("fw") or {}
@@ -103,7 +111,7 @@ async def _fetch(url, want, v, slot, size):
             if e.errno not in (115, 119):  # EINPROGRESS (Linux, lwIP)
                 raise
         length = await _get(s, mv, hp, path)
-        if length < 0 or (size is not None and length != size) or length > 1 << 20:
+        if length < 0 or (size is not None and length != size) or length > MAX_BUNDLE:
             raise ValueError("bad size: %d bytes offered, %s expected" % (length, size))
         files = await _manifest(s, mv, v, slot, length)
         h = hashlib.sha256(mv[:files.pop()])

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from mamaroom.contract import TS_OUT_OF_RANGE, Kind, RejectReason
+from mamaroom.contract import TS_OUT_OF_RANGE, GatewayStats, Kind, RejectReason
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _SIZE_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -76,24 +74,24 @@ class GatewayMetrics:
                 self.received.labels(kind.value)
                 self.stored.labels(kind.value)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> GatewayStats:
         """The headline figures, published for the server's /metrics."""
 
         def total(counter: Counter) -> float:
             return sum(s.value for m in counter.collect() for s in m.samples
                        if s.name.endswith("_total"))
 
-        return {
-            "received": total(self.received),
-            "stored": total(self.stored),
-            "rejected": {s.labels["reason"]: s.value for m in self.rejected.collect()
-                         for s in m.samples if s.name.endswith("_total")},
-            "flagged": {s.labels["reason"]: s.value for m in self.flagged.collect()
-                        for s in m.samples if s.name.endswith("_total")},
-            "dead_letters": self.dead_letters._value.get(),
-            "duplicates": total(self.duplicates),
-            "redelivered": total(self.redelivered),
-            "pending": self.pending._value.get(),
-            "spool_depth": self.spool_depth._value.get(),
-            "spool_age_s": self.spool_age._value.get(),
-        }
+        return GatewayStats(
+            received=total(self.received),
+            stored=total(self.stored),
+            rejected={s.labels["reason"]: s.value for m in self.rejected.collect()
+                      for s in m.samples if s.name.endswith("_total")},
+            flagged={s.labels["reason"]: s.value for m in self.flagged.collect()
+                     for s in m.samples if s.name.endswith("_total")},
+            dead_letters=self.dead_letters._value.get(),
+            duplicates=total(self.duplicates),
+            redelivered=total(self.redelivered),
+            pending=self.pending._value.get(),
+            spool_depth=self.spool_depth._value.get(),
+            spool_age_s=self.spool_age._value.get(),
+        )

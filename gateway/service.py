@@ -36,19 +36,23 @@ from gateway.rooms import RoomTracker
 from mamaroom.clock import WallStepWatch, monotonic_ms, wall_ms
 from mamaroom.config import Settings
 from mamaroom.contract import (
-    PREFIX,
+    DEVICE_TREE,
     REGISTRY_TOPIC,
     TS_OUT_OF_RANGE,
     ContractError,
+    GatewayTopicKind,
     Kind,
     Registry,
     RejectReason,
     RoomState,
     RoomStateName,
+    device_subscription,
     device_topic,
     dumps,
+    gateway_topic,
     message_time,
     room_state_topic,
+    shared_subscription,
 )
 from mamaroom.logs import get_logger
 from mamaroom.storage import Record, RefusedError, StorageError, Store, refresh_rollups
@@ -60,8 +64,6 @@ from mamaroom.storage.sqlite import SqliteStore
 log = get_logger(__name__)
 T = TypeVar("T")
 
-DEVICE_TREE = f"{PREFIX}/dev/#"
-DEVICE_STATUS = f"{PREFIX}/dev/+/status"
 STATS_EVERY_S = 10.0
 #: How often the log gets one line summing up the rooms.
 SUMMARY_EVERY_S = 60.0
@@ -83,10 +85,6 @@ class Decoded:
     unknown: list[tuple[str, str]] = field(default_factory=list)
     #: Messages that broke something while being decoded: set aside, not lost.
     dead: list[NewDeadLetter] = field(default_factory=list)
-
-
-def gateway_topic(client_id: str, what: str) -> str:
-    return f"{PREFIX}/gateway/{client_id}/{what}"
 
 
 class Gateway:
@@ -154,16 +152,16 @@ class Gateway:
                                  subscriptions=[(REGISTRY_TOPIC, 1)], clean_session=True,
                                  manual_ack=False)
         if cfg.share_group:
-            ingest_subs = [(f"$share/{cfg.share_group}/{DEVICE_TREE}", 1),
+            ingest_subs = [(shared_subscription(cfg.share_group, DEVICE_TREE), 1),
                            # Retained messages never reach shared subscriptions.
-                           (DEVICE_STATUS, 1)]
+                           (device_subscription(Kind.STATUS), 1)]
         else:
             ingest_subs = [(DEVICE_TREE, 1)]
         self._ingest = MqttLink(
             mqtt, client_id=cfg.client_id, subscriptions=ingest_subs, clean_session=False,
             manual_ack=True, max_pending=cfg.max_pending, on_connected=self._republish_all,
-            will=(gateway_topic(cfg.client_id, "status"), b"offline"),
-            birth=(gateway_topic(cfg.client_id, "status"), b"online"))
+            will=(gateway_topic(cfg.client_id, GatewayTopicKind.STATUS), b"offline"),
+            birth=(gateway_topic(cfg.client_id, GatewayTopicKind.STATUS), b"online"))
         self._links = [registry_link, self._ingest]
         ingest = self._ingest
         self.metrics.pending.set_function(lambda: ingest.unacked)
@@ -306,7 +304,7 @@ class Gateway:
         for kind, n in Counter(rec.kind for rec in records).items():
             self.metrics.received.labels(kind.value).inc(n)
         if out.statuses:
-            self.metrics.received.labels("status").inc(len(out.statuses))
+            self.metrics.received.labels(Kind.STATUS.value).inc(len(out.statuses))
         return out
 
     def _warn_once(self, device: str, what: str) -> bool:
@@ -537,7 +535,7 @@ class Gateway:
 
     async def _report(self) -> None:
         """Spool gauges, and a retained summary for the server's /metrics."""
-        topic = gateway_topic(self.settings.gateway.client_id, "stats")
+        topic = gateway_topic(self.settings.gateway.client_id, GatewayTopicKind.STATS)
         next_summary = time.monotonic() + SUMMARY_EVERY_S
         while True:
             if self.influx:
@@ -548,8 +546,7 @@ class Gateway:
                     self.metrics.refused.set(stats.refused)
             await self._count_dead_letters()
             if self._ingest is not None and self._ingest.connected.is_set():
-                self._ingest.publish(topic, json.dumps(self.metrics.summary()).encode(),
-                                     qos=0, retain=True)
+                self._ingest.publish(topic, dumps(self.metrics.summary()), qos=0, retain=True)
             if time.monotonic() >= next_summary:
                 next_summary = time.monotonic() + SUMMARY_EVERY_S
                 self._log_summary()

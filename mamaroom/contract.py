@@ -8,27 +8,46 @@ firmware mirrors this module in MicroPython.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Annotated, Literal, NamedTuple
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
     StrictInt,
+    TypeAdapter,
     ValidationError,
 )
 
 PREFIX = "mr/v1"
 REGISTRY_TOPIC = f"{PREFIX}/registry"
-#: What a gateway subscribes to: every device's every message kind.
-DEVICE_SUBSCRIPTION = f"{PREFIX}/dev/+/+"
+#: Every device's every message (the gateway's subscription); the topics under
+#: it start with DEVICE_TOPIC_PREFIX.
+DEVICE_TREE = f"{PREFIX}/dev/#"
+DEVICE_TOPIC_PREFIX = f"{PREFIX}/dev/"
 ROOM_STATE_SUBSCRIPTION = f"{PREFIX}/room/+/state"
+#: Every gateway's `status` and `stats` (the server and the watchdog follow them).
+GATEWAY_SUBSCRIPTION = f"{PREFIX}/gateway/+/+"
+GATEWAY_TOPIC_PREFIX = f"{PREFIX}/gateway/"
+#: Every server's alert changes, for the other servers sharing its database.
+SERVER_ALERT_SUBSCRIPTION = f"{PREFIX}/server/+/alert"
+SERVER_TOPIC_PREFIX = f"{PREFIX}/server/"
 #: Payloads larger than this are rejected unread (contract: > 4 KiB).
 MAX_PAYLOAD_BYTES = 4096
+#: A node publishes `press` again this often until the server's `call_ack`
+#: says `received` (or later), and `presence` / `reset` until the status has
+#: caught up: the end-to-end acknowledgement of a call (docs/protocol.md).
+PRESS_REPEAT_MS = 3000
+#: The largest firmware bundle a node takes (firmware/ota.py); an `ota`
+#: command's `size` is at most this.
+MAX_BUNDLE_BYTES = 1 << 20
 
 DEVICE_ID_PATTERN = r"^[a-z0-9-]{1,32}$"
 ROOM_ID_PATTERN = r"^[A-Za-z0-9-]{1,32}$"
@@ -141,6 +160,55 @@ def parse_room_state_topic(topic: str) -> str:
     return parts[3]
 
 
+def device_subscription(kind: Kind) -> str:
+    """`mr/v1/dev/+/{kind}`: one message kind of every device."""
+    return f"{PREFIX}/dev/+/{kind.value}"
+
+
+def shared_subscription(group: str, topic_filter: str) -> str:
+    """`$share/{group}/{filter}`: the broker gives each message to one member of the group."""
+    return f"$share/{group}/{topic_filter}"
+
+
+class GatewayTopicKind(StrEnum):
+    """What a gateway publishes about itself under `mr/v1/gateway/{client_id}/`."""
+
+    #: Plain text `online`, or `offline` on a clean stop and as its last will (retained).
+    STATUS = "status"
+    #: GatewayStats, every 10 s (retained).
+    STATS = "stats"
+
+
+class GatewayTopic(NamedTuple):
+    gateway: str
+    kind: GatewayTopicKind
+
+
+def gateway_topic(client_id: str, kind: GatewayTopicKind) -> str:
+    return f"{PREFIX}/gateway/{client_id}/{kind.value}"
+
+
+def parse_gateway_topic(topic: str) -> GatewayTopic:
+    """`mr/v1/gateway/{client_id}/{kind}` → (client_id, kind), or ValueError."""
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[:3] != ["mr", "v1", "gateway"] or not parts[3]:
+        raise ValueError(f"not a gateway topic: {topic!r}")
+    try:
+        return GatewayTopic(parts[3], GatewayTopicKind(parts[4]))
+    except ValueError:
+        raise ValueError(f"unknown gateway topic: {topic!r}") from None
+
+
+def server_alert_topic(client_id: str) -> str:
+    """Where a server tells the others of every alert change it made (QoS 1, not retained)."""
+    return f"{PREFIX}/server/{client_id}/alert"
+
+
+def watchdog_ping_topic(client_id: str) -> str:
+    """The watchdog's message to itself: the broker works if it comes back."""
+    return f"{PREFIX}/watchdog/{client_id}/ping"
+
+
 # --- device → gateway payloads ----------------------------------------------
 
 
@@ -183,10 +251,32 @@ class Occupancy(Envelope):
     still_s: Annotated[StrictInt, Field(ge=0, le=2**31)] | None = None
 
 
+class CallStatus(StrEnum):
+    """How far a call has got, in order: the server tells the node (`call_ack`),
+    the node shows it on the lamp and reports it back (`call` `shown`)."""
+
+    #: The alert is durably stored (or journalled).
+    RECEIVED = "received"
+    ACKNOWLEDGED = "acknowledged"
+    #: Staff are in the room.
+    ARRIVED = "arrived"
+    RESOLVED = "resolved"
+
+
+def _only_true(value: object) -> bool:
+    return value is True
+
+
 class Call(Envelope):
     action: Literal["press", "presence", "reset", "shown"]
     call_id: Annotated[str, Field(min_length=1, max_length=64)]
-    status: Literal["received", "acknowledged", "arrived", "resolved"] | None = None
+    #: With `shown`: the status the node now shows.
+    status: CallStatus | None = None
+    #: The node is in test mode (`test_mode` command): commissioning, not an
+    #: emergency. Only JSON `true` counts; anything else reads as not a test:
+    #: a call is never refused over this flag. The server goes by its own room
+    #: test mode; this one is not stored.
+    test: Annotated[bool, BeforeValidator(_only_true)] = False
 
 
 class Telemetry(Envelope):
@@ -201,7 +291,40 @@ class Telemetry(Envelope):
     reset_reason: Annotated[str, Field(max_length=64)] | None = None
 
 
-DevicePayload = Occupancy | Call | Telemetry
+class NodeTelemetry(Telemetry):
+    """Telemetry as mamaroom's own firmware sends it (firmware/report.py).
+
+    The gateway checks telemetry against `Telemetry` and keeps the fields below
+    as a device's extra fields (SQLite's `extra` JSON, InfluxDB `x_<name>`);
+    this model only names and types them, so that the firmware's tests can
+    hold the node to them. `extra="forbid"`: a field the node sends must be
+    named here first."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    #: The radar's state now (`none` while it sends nothing).
+    radar: Literal["none", "moving", "still", "both"] | None = None
+    radar_move_energy: StrictInt | None = None
+    radar_still_energy: StrictInt | None = None
+    #: Radar frames dropped as malformed since boot.
+    radar_dropped: StrictInt | None = None
+    #: No radar frames for a while: the radar is not counted.
+    radar_stale: StrictBool | None = None
+    #: Still for longer than the stuck limit: the fusion ignores the radar.
+    radar_stuck: StrictBool | None = None
+    #: The radar set up at boot (None: not yet).
+    radar_config: StrictBool | None = None
+    #: Tasks the node's supervisor restarted since boot.
+    restarts: StrictInt | None = None
+    mqtt_connects: StrictInt | None = None
+    #: The node's clock is set from NTP.
+    ntp: StrictBool | None = None
+    #: The node is in test mode (the `test_mode` command).
+    test_mode: StrictBool | None = None
+    #: The latest update's outcome (`on trial`, `refused ...`), if any.
+    ota: str | None = None
+
+
 DeviceStatus = Literal["online", "offline"]
 
 _PAYLOAD_MODELS: dict[Kind, type[Envelope]] = {
@@ -209,6 +332,14 @@ _PAYLOAD_MODELS: dict[Kind, type[Envelope]] = {
     Kind.CALL: Call,
     Kind.TELEMETRY: Telemetry,
 }
+#: The payload model of each JSON message kind a device publishes.
+PAYLOAD_MODELS: Mapping[Kind, type[Envelope]] = MappingProxyType(_PAYLOAD_MODELS)
+
+
+def payload_fields(model: type[Envelope]) -> tuple[str, ...]:
+    """A device payload's own fields, after the envelope's, in declaration order
+    (what the stores keep of it besides the envelope)."""
+    return tuple(name for name in model.model_fields if name not in Envelope.model_fields)
 
 
 def parse_status(payload: bytes) -> DeviceStatus:
@@ -255,6 +386,11 @@ def _summarise(exc: ValidationError) -> str:
 # --- server → device ---------------------------------------------------------
 
 
+# Every command on `mr/v1/dev/{device}/cmd`: a JSON object whose `cmd` names
+# it. A node ignores (and logs) a malformed command, and one it does not know
+# (firmware/contract.py `parse_cmd`; `ota` is checked by firmware/ota.py).
+
+
 class CallAck(BaseModel):
     """`cmd` telling a node how far its call has got; the node shows it on the lamp."""
 
@@ -262,7 +398,94 @@ class CallAck(BaseModel):
 
     cmd: Literal["call_ack"] = "call_ack"
     call_id: Annotated[str, Field(min_length=1, max_length=64)]
-    status: Literal["received", "acknowledged", "arrived", "resolved"]
+    status: CallStatus
+
+
+class SetTestMode(BaseModel):
+    """`cmd` putting a node in test mode (commissioning) or out of it: while it
+    is on, its presses carry `"test": true`; it ends by itself after `minutes`."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    cmd: Literal["test_mode"] = "test_mode"
+    on: StrictBool
+    minutes: Annotated[float, Field(gt=0, le=1440)] = 60
+
+
+class Identify(BaseModel):
+    """`cmd` making a node's status LED blink fast for `seconds`, to find it."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    cmd: Literal["identify"] = "identify"
+    seconds: Annotated[StrictInt, Field(gt=0, le=600)] = 10
+
+
+class OtaCommand(BaseModel):
+    """`cmd` telling a node to update its firmware from a bundle
+    (docs/firmware-ota.md); the node answers in its telemetry's `ota` field."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    cmd: Literal["ota"] = "ota"
+    #: Plain HTTP, the server named by IP address (the node does no DNS look-up).
+    url: Annotated[str, Field(pattern=r"^http://", max_length=256)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    version: Annotated[str, Field(min_length=1, max_length=32)]
+    #: The bundle's length in bytes; optional for the node, always sent by mamaroom.
+    size: Annotated[StrictInt, Field(gt=0, le=MAX_BUNDLE_BYTES)] | None = None
+
+
+Command = Annotated[CallAck | SetTestMode | Identify | OtaCommand, Field(discriminator="cmd")]
+_COMMAND: TypeAdapter[CallAck | SetTestMode | Identify | OtaCommand] = TypeAdapter(Command)
+#: Every command a node knows, by its `cmd`.
+COMMANDS: Mapping[str, type[BaseModel]] = MappingProxyType(
+    {m.model_fields["cmd"].default: m for m in (CallAck, SetTestMode, Identify, OtaCommand)})
+
+
+def parse_command(payload: bytes) -> CallAck | SetTestMode | Identify | OtaCommand:
+    """A command as a node takes it; ValueError (pydantic's ValidationError)
+    for anything else: too large, not JSON, not a command, an unknown `cmd`."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"command of {len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+    return _COMMAND.validate_json(payload)
+
+
+# --- gateway → server, watchdog: the gateway's own figures --------------------
+
+
+class GatewayStats(BaseModel):
+    """Retained on `mr/v1/gateway/{client_id}/stats` every 10 s: the gateway's
+    headline counters (its Prometheus metrics summed), repeated per gateway by
+    the server's /metrics; the watchdog takes each live one as a heartbeat.
+    A figure missing (a gateway of another release) is left out, not 0."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    received: Annotated[float | None, Field(description="Messages received")] = None
+    stored: Annotated[float | None, Field(description="New messages stored")] = None
+    rejected: Annotated[dict[str, float], Field(
+        default_factory=dict, description="Messages refused, by reason (RejectReason)")]
+    flagged: Annotated[dict[str, float], Field(
+        default_factory=dict, description="Messages kept but flagged, by reason "
+                                          "(ts_out_of_range: dated by arrival)")]
+    dead_letters: Annotated[float | None, Field(
+        description="Records a backend refused, set aside (mamaroom dead-letters)")] = None
+    duplicates: Annotated[float | None, Field(
+        description="Duplicates not stored again")] = None
+    redelivered: Annotated[float | None, Field(description="Broker re-sends (DUP)")] = None
+    pending: Annotated[float | None, Field(
+        description="Delivered, not yet acknowledged")] = None
+    spool_depth: Annotated[float | None, Field(
+        description="Points spooled for InfluxDB")] = None
+    spool_age_s: Annotated[float | None, Field(
+        description="Age of the oldest spooled point, seconds")] = None
+
+    @classmethod
+    def figures(cls) -> dict[str, str]:
+        """The single figures (not the by-reason counts), name → description."""
+        return {name: field.description or name for name, field in cls.model_fields.items()
+                if field.annotation == float | None}
 
 
 # --- gateway → server: derived room state -----------------------------------

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mamaroom.config import PROJECT_ROOT, Settings
+from mamaroom.contract import MAX_BUNDLE_BYTES
 
 FIRMWARE_DIR = PROJECT_ROOT / "firmware"
 MAGIC = b"MRFW1\n"
@@ -34,8 +35,8 @@ ROOT_ONLY = ("main.py", "loader.py", "trial.py")
 PACKAGES = ("board",)
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$")
 _VERSION_PY = re.compile(r'^VERSION\s*=\s*"([^"]+)"', re.MULTILINE)
-#: Limits of firmware/ota.py, mirrored.
-MAX_BUNDLE = 1 << 20
+#: Limits of firmware/ota.py, mirrored (the bundle's in the contract, for `ota`).
+MAX_BUNDLE = MAX_BUNDLE_BYTES
 MAX_MANIFEST = 500  # the node reads it, after MRFW1, into its one 512-byte buffer
 
 

@@ -7,28 +7,38 @@ import asyncio
 import json
 import random
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, cast
 
 import aiomqtt
 
 from mamaroom.config import MqttSettings
 from mamaroom.contract import (
-    PREFIX,
+    DEVICE_TOPIC_PREFIX,
+    GATEWAY_SUBSCRIPTION,
+    GATEWAY_TOPIC_PREFIX,
     REGISTRY_TOPIC,
     ROOM_STATE_SUBSCRIPTION,
+    SERVER_ALERT_SUBSCRIPTION,
+    SERVER_TOPIC_PREFIX,
     Call,
     CallAck,
     ContractError,
+    GatewayStats,
+    GatewayTopicKind,
     Kind,
     Occupancy,
     Registry,
     RoomState,
+    device_subscription,
     device_topic,
     dumps,
     parse_device_topic,
+    parse_gateway_topic,
     parse_payload,
     parse_room_state_topic,
     parse_status,
+    server_alert_topic,
 )
 from mamaroom.logs import get_logger
 from mamaroom.mqtt_socket import NO_DELAY
@@ -40,19 +50,15 @@ from server.services.welfare import WelfareCheck
 log = get_logger(__name__)
 #: Longest wait for the broker's PUBACK of a call status (see send_call_ack).
 ACK_PUBLISH_TIMEOUT_S = 2.0
-GATEWAY_PREFIX = f"{PREFIX}/gateway/"
-GATEWAY_SUBSCRIPTION = f"{PREFIX}/gateway/+/+"
-DEVICE_PREFIX = f"{PREFIX}/dev/"
-CALL_SUBSCRIPTION = f"{PREFIX}/dev/+/call"
-OCCUPANCY_SUBSCRIPTION = f"{PREFIX}/dev/+/occupancy"
-STATUS_SUBSCRIPTION = f"{PREFIX}/dev/+/status"
-#: Servers sharing one database tell each other of every alert change they
-#: make, so each one's consoles show them all (QoS 1, not retained).
-PEER_SUBSCRIPTION = f"{PREFIX}/server/+/alert"
 
 
-def peer_topic(client_id: str) -> str:
-    return f"{PREFIX}/server/{client_id}/alert"
+@dataclass
+class GatewayView:
+    """What the server knows of one gateway, from its retained topics."""
+
+    #: Its session is alive (`status` `online`).
+    up: bool = False
+    stats: GatewayStats | None = None
 
 
 class ServerMqtt:
@@ -76,7 +82,7 @@ class ServerMqtt:
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
         #: Each gateway's retained summary and status, for /metrics.
-        self.gateways: dict[str, dict[str, Any]] = {}
+        self.gateways: dict[str, GatewayView] = {}
 
     async def publish_registry(self, registry: Registry) -> None:
         """Publish now if connected; it is re-published on every (re)connect anyway."""
@@ -106,13 +112,15 @@ class ServerMqtt:
                     await client.subscribe(ROOM_STATE_SUBSCRIPTION, qos=1)
                     await client.subscribe(GATEWAY_SUBSCRIPTION, qos=0)
                     if self._handles_calls:
-                        await client.subscribe(CALL_SUBSCRIPTION, qos=1)
-                        await client.subscribe(STATUS_SUBSCRIPTION, qos=1)
-                    await client.subscribe(PEER_SUBSCRIPTION, qos=1)
+                        await client.subscribe(device_subscription(Kind.CALL), qos=1)
+                        await client.subscribe(device_subscription(Kind.STATUS), qos=1)
+                    # Servers sharing one database tell each other of every
+                    # alert change they make, so each one's consoles show them all.
+                    await client.subscribe(SERVER_ALERT_SUBSCRIPTION, qos=1)
                     if self._on_newer_registry is not None:
                         await client.subscribe(REGISTRY_TOPIC, qos=1)
                     if self._welfare is not None:
-                        await client.subscribe(OCCUPANCY_SUBSCRIPTION, qos=1)
+                        await client.subscribe(device_subscription(Kind.OCCUPANCY), qos=1)
                     await client.publish(REGISTRY_TOPIC, dumps(self._registry), qos=1,
                                          retain=True)
                     self.connected.set()
@@ -120,7 +128,7 @@ class ServerMqtt:
                     log.info("mqtt connected", url=self._settings.url)
                     async for message in client.messages:
                         topic, payload = str(message.topic), bytes(message.payload)
-                        if topic.startswith(DEVICE_PREFIX):
+                        if topic.startswith(DEVICE_TOPIC_PREFIX):
                             await self._on_device(topic, payload)
                         else:
                             self._on_message(topic, payload)
@@ -187,14 +195,14 @@ class ServerMqtt:
 
     async def _publish_peer(self, client: aiomqtt.Client, alert: Alert) -> None:
         try:
-            await client.publish(peer_topic(self._client_id), json.dumps(alert), qos=1,
+            await client.publish(server_alert_topic(self._client_id), json.dumps(alert), qos=1,
                                  timeout=ACK_PUBLISH_TIMEOUT_S)
         except aiomqtt.MqttError as exc:
             log.warning("alert change not sent to other servers", alert=alert.get("id"),
                         error=str(exc))
 
     def _on_peer(self, topic: str, payload: bytes) -> None:
-        if topic == peer_topic(self._client_id):
+        if topic == server_alert_topic(self._client_id):
             return  # our own
         try:
             alert = json.loads(payload)
@@ -205,10 +213,10 @@ class ServerMqtt:
             self._alerts.from_peer(cast(Alert, alert))
 
     def _on_message(self, topic: str, payload: bytes) -> None:
-        if topic.startswith(GATEWAY_PREFIX):
+        if topic.startswith(GATEWAY_TOPIC_PREFIX):
             self._on_gateway(topic, payload)
             return
-        if topic.startswith(f"{PREFIX}/server/"):
+        if topic.startswith(SERVER_TOPIC_PREFIX):
             self._on_peer(topic, payload)
             return
         if topic == REGISTRY_TOPIC:
@@ -237,17 +245,15 @@ class ServerMqtt:
             task.add_done_callback(self._peer_sends.discard)
 
     def _on_gateway(self, topic: str, payload: bytes) -> None:
-        parts = topic.split("/")
-        if len(parts) != 5 or parts[4] not in ("stats", "status"):
+        try:
+            gateway, kind = parse_gateway_topic(topic)
+        except ValueError:
             return
-        entry = self.gateways.setdefault(parts[3], {})
-        if parts[4] == "status":
-            entry["up"] = payload == b"online"
+        entry = self.gateways.setdefault(gateway, GatewayView())
+        if kind is GatewayTopicKind.STATUS:
+            entry.up = payload == b"online"
             return
         try:
-            stats = json.loads(payload)
+            entry.stats = GatewayStats.model_validate_json(payload)
         except ValueError:
             log.warning("ignoring bad gateway stats", topic=topic)
-            return
-        if isinstance(stats, dict):
-            entry["stats"] = stats

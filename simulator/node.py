@@ -21,14 +21,14 @@ from zoneinfo import ZoneInfo
 import aiomqtt
 
 from mamaroom.config import MqttSettings
-from mamaroom.contract import Kind, device_topic
+from mamaroom.contract import PRESS_REPEAT_MS, CallStatus, Kind, device_topic
 from mamaroom.logs import get_logger
 from mamaroom.mqtt_socket import NO_DELAY
 
 log = get_logger(__name__)
 
 OCCUPANCY_REFRESH_S = 300
-PRESS_REPEAT_S = 3.0
+PRESS_REPEAT_S = PRESS_REPEAT_MS / 1000
 TELEMETRY_S = 60
 FW_VERSION = "sim-1.0.0"
 
@@ -51,7 +51,8 @@ class CallState:
 
 
 #: The status that ends the repeats of each staff-key action, and what comes after it.
-_UNTIL = {"presence": ("arrived", "resolved"), "reset": ("resolved",)}
+_UNTIL = {"presence": (CallStatus.ARRIVED, CallStatus.RESOLVED),
+          "reset": (CallStatus.RESOLVED,)}
 
 
 @dataclass
@@ -214,12 +215,12 @@ class SimNode:
             return
         call.status = status
         await self._send(Kind.CALL, {"action": "shown", "call_id": call_id, "status": status})
-        if status == "acknowledged":  # staff walk over, then reset the call in the room
+        if status == CallStatus.ACKNOWLEDGED:  # staff walk over, then reset the call in the room
             walk = self.behaviour.rng.uniform(60, 240) / self.behaviour.speed
             asyncio.get_running_loop().call_later(walk, self._spawn, "presence", call_id)
             stay = walk + self.behaviour.rng.uniform(120, 600) / self.behaviour.speed
             asyncio.get_running_loop().call_later(stay, self._spawn, "reset", call_id)
-        elif status == "resolved":
+        elif status == CallStatus.RESOLVED:
             self.call = None
 
     def _spawn(self, action: str, call_id: str) -> None:

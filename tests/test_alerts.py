@@ -8,6 +8,7 @@ import threading
 from datetime import datetime
 from typing import Any
 
+from mamaroom.contract import PRESS_REPEAT_MS
 from tests.support import Device, Services, sse_events, wait_for
 
 
@@ -76,7 +77,7 @@ def test_a_database_that_refuses_the_call_and_a_kill_lose_nothing(
     def node_repeats_press() -> None:  # as the firmware does: every 3 s until received
         while not stop.is_set() and "received" not in dev.statuses("b-1-1"):
             dev.call("press", "b-1-1")
-            stop.wait(3)
+            stop.wait(PRESS_REPEAT_MS / 1000)
 
     repeater = threading.Thread(target=node_repeats_press, daemon=True)
     try:

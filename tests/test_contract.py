@@ -7,20 +7,46 @@ import json
 import pytest
 
 from gateway.decode import DeviceMessage, StatusUpdate, decode
+from gateway.metrics import GatewayMetrics
 from mamaroom.contract import (
+    COMMANDS,
+    DEVICE_TOPIC_PREFIX,
+    DEVICE_TREE,
+    GATEWAY_SUBSCRIPTION,
+    GATEWAY_TOPIC_PREFIX,
     MAX_PAYLOAD_BYTES,
+    REGISTRY_TOPIC,
+    ROOM_STATE_SUBSCRIPTION,
+    SERVER_ALERT_SUBSCRIPTION,
+    SERVER_TOPIC_PREFIX,
     Call,
+    CallAck,
+    CallStatus,
     ContractError,
+    GatewayStats,
+    GatewayTopic,
+    GatewayTopicKind,
+    Identify,
     Kind,
     Occupancy,
+    OtaCommand,
     RejectReason,
+    SetTestMode,
     Telemetry,
+    device_subscription,
     device_topic,
+    dumps,
+    gateway_topic,
+    parse_command,
     parse_device_topic,
+    parse_gateway_topic,
     parse_payload,
     parse_room_state_topic,
     parse_status,
     room_state_topic,
+    server_alert_topic,
+    shared_subscription,
+    watchdog_ping_topic,
 )
 
 
@@ -139,3 +165,93 @@ def test_decode_routes_each_kind() -> None:
     with pytest.raises(ContractError) as err:
         decode("mr/v1/dev/dev-a/status", b"x" * (MAX_PAYLOAD_BYTES + 1), False)
     assert err.value.reason is RejectReason.OVERSIZE
+
+
+def test_every_topic_is_built_here_and_is_what_it_always_was() -> None:
+    # The wire: these strings are what deployed brokers, ACLs and nodes know.
+    assert REGISTRY_TOPIC == "mr/v1/registry"
+    assert DEVICE_TREE == "mr/v1/dev/#" and DEVICE_TOPIC_PREFIX == "mr/v1/dev/"
+    assert device_subscription(Kind.CALL) == "mr/v1/dev/+/call"
+    assert device_subscription(Kind.STATUS) == "mr/v1/dev/+/status"
+    assert shared_subscription("gw", DEVICE_TREE) == "$share/gw/mr/v1/dev/#"
+    assert ROOM_STATE_SUBSCRIPTION == "mr/v1/room/+/state"
+    assert GATEWAY_SUBSCRIPTION == "mr/v1/gateway/+/+"
+    assert GATEWAY_TOPIC_PREFIX == "mr/v1/gateway/"
+    assert gateway_topic("gw-1", GatewayTopicKind.STATUS) == "mr/v1/gateway/gw-1/status"
+    assert gateway_topic("gw-1", GatewayTopicKind.STATS) == "mr/v1/gateway/gw-1/stats"
+    assert SERVER_ALERT_SUBSCRIPTION == "mr/v1/server/+/alert"
+    assert SERVER_TOPIC_PREFIX == "mr/v1/server/"
+    assert server_alert_topic("mamaroom-server") == "mr/v1/server/mamaroom-server/alert"
+    assert watchdog_ping_topic("wd") == "mr/v1/watchdog/wd/ping"
+
+
+def test_gateway_topics_round_trip() -> None:
+    for kind in GatewayTopicKind:
+        topic = gateway_topic("mamaroom-gateway", kind)
+        assert topic.startswith(GATEWAY_TOPIC_PREFIX)
+        assert parse_gateway_topic(topic) == GatewayTopic("mamaroom-gateway", kind)
+
+
+@pytest.mark.parametrize("topic", [
+    "mr/v1/gateway/gw/other", "mr/v1/gateway/gw", "mr/v1/gateway/gw/stats/x",
+    "mr/v1/gateway//stats", "mr/v1/dev/gw/status", "mr/v2/gateway/gw/stats", "",
+])
+def test_other_topics_are_not_gateway_topics(topic: str) -> None:
+    with pytest.raises(ValueError):
+        parse_gateway_topic(topic)
+
+
+def test_the_call_status_vocabulary_is_one_enum_in_order() -> None:
+    assert [s.value for s in CallStatus] == ["received", "acknowledged", "arrived", "resolved"]
+    assert CallAck.model_fields["status"].annotation is CallStatus
+    shown = parse_payload(Kind.CALL, _payload(action="shown", call_id="c", status="arrived"))
+    assert isinstance(shown, Call) and shown.status is CallStatus.ARRIVED
+    with pytest.raises(ContractError):
+        parse_payload(Kind.CALL, _payload(action="shown", call_id="c", status="cancelled"))
+    assert dumps(CallAck(call_id="c", status=CallStatus.RECEIVED)) == (
+        b'{"cmd":"call_ack","call_id":"c","status":"received"}')
+
+
+@pytest.mark.parametrize("test, expected", [
+    (True, True), (False, False), ("yes", False), (1, False), (None, False), ({}, False)])
+def test_a_calls_test_marker_never_refuses_the_call(test: object, expected: bool) -> None:
+    call = parse_payload(Kind.CALL, _payload(action="press", call_id="c", test=test))
+    assert isinstance(call, Call) and call.test is expected
+    plain = parse_payload(Kind.CALL, _payload(action="press", call_id="c"))
+    assert isinstance(plain, Call) and plain.test is False
+
+
+def test_every_command_is_modelled() -> None:
+    assert set(COMMANDS) == {"call_ack", "test_mode", "identify", "ota"}
+    assert parse_command(b'{"cmd":"test_mode","on":true}') == SetTestMode(on=True, minutes=60)
+    assert parse_command(b'{"cmd":"identify"}') == Identify(seconds=10)
+    ota = OtaCommand(url="http://10.0.0.1:8000/api/firmware/1.2.0.bundle",
+                     sha256="ab" * 32, version="1.2.0", size=1000)
+    assert parse_command(dumps(ota)) == ota
+    assert json.loads(dumps(ota)) == {"cmd": "ota", "url": ota.url, "sha256": ota.sha256,
+                                      "version": "1.2.0", "size": 1000}
+    for bad in (b'{"cmd":"reboot"}', b'{"on":true}', b"[]", b"x",
+                b'{"cmd":"identify","seconds":0}', b'{"cmd":"test_mode","on":"yes"}',
+                b'{"cmd":"ota","url":"https://x","sha256":"' + b"a" * 64 + b'","version":"1"}',
+                b'{"cmd":"identify"' + b" " * MAX_PAYLOAD_BYTES + b"}"):
+        with pytest.raises(ValueError):
+            parse_command(bad)
+
+
+def test_the_gateway_stats_payload_round_trips() -> None:
+    metrics = GatewayMetrics()
+    metrics.received.labels("call").inc(3)
+    metrics.rejected.labels(RejectReason.NOT_JSON.value).inc(2)
+    stats = GatewayStats.model_validate_json(dumps(metrics.summary()))
+    assert stats.received == 3 and stats.stored == 0 and stats.dead_letters == 0
+    assert stats.rejected == {r.value: (2 if r is RejectReason.NOT_JSON else 0)
+                              for r in RejectReason}
+    assert stats.flagged == {"ts_out_of_range": 0}
+    # The figures the server's /metrics repeats, by these names (mamaroom_gateway_<name>).
+    assert set(GatewayStats.figures()) == {
+        "received", "stored", "duplicates", "redelivered", "pending", "spool_depth",
+        "spool_age_s", "dead_letters"}
+    assert all(getattr(stats, name) is not None for name in GatewayStats.figures())
+    # A gateway of another release: what it has is kept, what it lacks left out.
+    older = GatewayStats.model_validate_json(b'{"received": 5, "extra": 1}')
+    assert older.received == 5 and older.spool_depth is None and older.rejected == {}

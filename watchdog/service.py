@@ -31,12 +31,16 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from mamaroom.config import Settings
-from mamaroom.contract import PREFIX
+from mamaroom.contract import (
+    GATEWAY_SUBSCRIPTION,
+    GatewayTopicKind,
+    parse_gateway_topic,
+    watchdog_ping_topic,
+)
 from mamaroom.logs import get_logger
 from paging.channel import Channel
 
 log = get_logger(__name__)
-GATEWAY_SUBSCRIPTION = f"{PREFIX}/gateway/+/+"
 BROKER = "broker"
 SERVER = "server"
 #: After the broker is back (and at start), how long a server that is alive
@@ -217,7 +221,7 @@ class BrokerProbe:
         mqtt = settings.mqtt
         self._watchdog = watchdog
         self._settings = settings
-        self.ping_topic = f"{PREFIX}/watchdog/{settings.watchdog.client_id}/ping"
+        self.ping_topic = watchdog_ping_topic(settings.watchdog.client_id)
         self._client = paho.Client(CallbackAPIVersion.VERSION2,
                                    client_id=settings.watchdog.client_id, clean_session=True,
                                    protocol=paho.MQTTv311)
@@ -256,14 +260,14 @@ class BrokerProbe:
         if msg.topic == self.ping_topic:
             self._watchdog.alive(BROKER)
             return
-        parts = msg.topic.split("/")
-        if len(parts) != 5:
+        try:
+            gateway, what = parse_gateway_topic(msg.topic)
+        except ValueError:
             return
-        name, what, payload = gateway_check(parts[3]), parts[4], bytes(msg.payload)
-        if what == "status" and payload == b"offline":
+        name, payload = gateway_check(gateway), bytes(msg.payload)
+        if what is GatewayTopicKind.STATUS and payload == b"offline":
             self._watchdog.dead(name, "status offline: stopped, or its last will")
-        elif not msg.retain and (what == "stats" or (what == "status"
-                                                     and payload == b"online")):
+        elif not msg.retain and (what is GatewayTopicKind.STATS or payload == b"online"):
             self._watchdog.alive(name)
 
 

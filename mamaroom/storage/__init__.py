@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
-from mamaroom.contract import TS_SKEW_MS, Envelope, Kind
+from mamaroom.contract import TS_SKEW_MS, Call, Envelope, Kind, payload_fields
 from mamaroom.storage.rollups import (
     DAY_MS,
     MAX_SESSION_MIN,
@@ -29,6 +29,18 @@ from mamaroom.storage.rollups import (
     session_lengths,
     telemetry_hours,
 )
+
+#: Payload fields the time-series stores leave out. A call's `test` marker:
+#: whether a call is a test is the server's room test mode, kept with its alert.
+NOT_STORED: dict[type[Envelope], frozenset[str]] = {Call: frozenset({"test"})}
+
+
+def stored_fields(model: type[Envelope]) -> tuple[str, ...]:
+    """What a store keeps of a device payload besides its envelope, in order:
+    the contract's fields of it (`payload_fields`), less NOT_STORED. Each
+    backend's columns or fields are checked against this (tests/test_storage_fields.py)."""
+    skip = NOT_STORED.get(model, frozenset())
+    return tuple(name for name in payload_fields(model) if name not in skip)
 
 
 class StorageError(Exception):

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from mamaroom.contract import Call, Occupancy, Telemetry
-from mamaroom.storage import Record, StorageError
+from mamaroom.contract import Call, Envelope, Occupancy, Telemetry
+from mamaroom.storage import Record, StorageError, stored_fields
 
-MEASUREMENTS = {Occupancy: "occupancy", Telemetry: "telemetry", Call: "call"}
+MEASUREMENTS: dict[type[Envelope], str] = {
+    Occupancy: "occupancy", Telemetry: "telemetry", Call: "call"}
 
 
 #: Spreads boots over the sub-millisecond digits (odd and not a divisor of
@@ -88,12 +89,9 @@ _BY_TYPE: dict[type, Callable[[Any], str | None]] = {
     bool: _bool, int: _int, str: _field_str, type(None): lambda _: None}
 
 _ENVELOPE = ("boot", "seq", "received_ms", "device_clock", "device_ts_ms")
-#: The fields each measurement carries after the envelope's, in order.
-_FIELDS: dict[type, tuple[str, ...]] = {
-    Occupancy: ("occupied", "source", "radar", "still_s"),
-    Telemetry: ("uptime_s", "rssi", "heap_free", "fw", "reset_reason"),
-    Call: ("action", "call_id", "status"),
-}
+#: The fields each measurement carries after the envelope's, in order: the
+#: payload model's own (storage.stored_fields).
+_FIELDS: dict[type, tuple[str, ...]] = {model: stored_fields(model) for model in MEASUREMENTS}
 
 
 def to_line(rec: Record) -> str:

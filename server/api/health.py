@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from mamaroom.contract import RoomStateName
+from mamaroom.contract import GatewayStats, RoomStateName
 from mamaroom.storage import StorageError
 from server.api.devices import loss_audit
 from server.context import Ctx
+from server.mqtt_link import GatewayView
 
 router = APIRouter(tags=["operations"])
 
@@ -62,37 +62,31 @@ async def readyz(ctx: Ctx) -> JSONResponse:
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
-_GATEWAY_FIGURES = {
-    "received": "Messages received", "stored": "New messages stored",
-    "duplicates": "Duplicates not stored again", "redelivered": "Broker re-sends (DUP)",
-    "pending": "Delivered, not yet acknowledged", "spool_depth": "Points spooled for InfluxDB",
-    "spool_age_s": "Age of the oldest spooled point, seconds",
-    "dead_letters": "Records a backend refused, set aside (mamaroom dead-letters)",
-}
-
-
-def _gateway_summary(reg: CollectorRegistry, gateways: dict[str, dict[str, Any]]) -> None:
+def _gateway_summary(reg: CollectorRegistry, gateways: dict[str, GatewayView]) -> None:
     """Each gateway's own summary (retained on mr/v1/gateway/{id}/stats)."""
     up = Gauge("mamaroom_gateway_up", "1 while the gateway's MQTT session is alive",
                ["gateway"], registry=reg)
+    # Each single figure as mamaroom_gateway_<name>{gateway}; the counts by reason
+    # as mamaroom_gateway_rejected / _flagged{gateway,reason}.
     figures = {key: Gauge(f"mamaroom_gateway_{key}", help_, ["gateway"], registry=reg)
-               for key, help_ in _GATEWAY_FIGURES.items()}
+               for key, help_ in GatewayStats.figures().items()}
     rejected = Gauge("mamaroom_gateway_rejected", "Messages refused, by reason",
                      ["gateway", "reason"], registry=reg)
     flagged = Gauge("mamaroom_gateway_flagged", "Messages kept but flagged (e.g. a device "
                     "time out of range), by reason", ["gateway", "reason"], registry=reg)
     for name, entry in gateways.items():
-        up.labels(name).set(1 if entry.get("up") else 0)
-        stats = entry.get("stats", {})
+        up.labels(name).set(1 if entry.up else 0)
+        stats = entry.stats
+        if stats is None:
+            continue
         for key, gauge in figures.items():
-            if isinstance(stats.get(key), int | float):
-                gauge.labels(name).set(stats[key])
-        for reason, count in (stats.get("rejected") or {}).items():
-            if isinstance(count, int | float):
-                rejected.labels(name, str(reason)).set(count)
-        for reason, count in (stats.get("flagged") or {}).items():
-            if isinstance(count, int | float):
-                flagged.labels(name, str(reason)).set(count)
+            value = getattr(stats, key)
+            if value is not None:
+                gauge.labels(name).set(value)
+        for reason, count in stats.rejected.items():
+            rejected.labels(name, reason).set(count)
+        for reason, count in stats.flagged.items():
+            flagged.labels(name, reason).set(count)
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from mamaroom.clock import wall_ms
-from mamaroom.contract import Call, CallAck
+from mamaroom.contract import Call, CallAck, CallStatus
 from mamaroom.logs import get_logger
 from mamaroom.storage import StorageError
 from server.alerts_db import AlertsDb
@@ -33,8 +33,9 @@ from server.services.call_journal import CallJournal, JournalFull
 log = get_logger(__name__)
 
 #: What the node's lamp shows for each alert status.
-NODE_STATUS = {"open": "received", "acknowledged": "acknowledged", "arrived": "arrived",
-               "resolved": "resolved", "cancelled": "resolved"}
+NODE_STATUS = {"open": CallStatus.RECEIVED, "acknowledged": CallStatus.ACKNOWLEDGED,
+               "arrived": CallStatus.ARRIVED, "resolved": CallStatus.RESOLVED,
+               "cancelled": CallStatus.RESOLVED}
 
 def present(alert: Alert) -> dict[str, Any]:
     """An alert as the API and the staff stream show it (AlertOut): the

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mamaroom.contract import CallStatus
+
 #: A message's identity: (device, boot, seq).
 Key = tuple[str, int, int]
-#: Call statuses that mean "received or later".
-RECEIVED = {"received", "acknowledged", "arrived", "resolved"}
+#: Call statuses that mean "received or later": all of them.
+RECEIVED = {s.value for s in CallStatus}
 
 
 @dataclass

@@ -22,7 +22,15 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from mamaroom.contract import Kind, device_topic, parse_device_topic, parse_payload, parse_status
+from mamaroom.contract import (
+    PAYLOAD_MODELS,
+    Kind,
+    NodeTelemetry,
+    device_topic,
+    parse_device_topic,
+    parse_payload,
+    parse_status,
+)
 from tests.support import free_port, wait_for
 
 HEAP = "72K"  # the whole heap: issue 3's 64 KB + issue 13's safeguards (docs/firmware.md, heap)
@@ -165,10 +173,22 @@ class Node:
                 self.proc.wait()
 
 
+def unnamed_fields(kind: Kind, payload: bytes) -> None:
+    """ValueError if the node sent a field the contract does not name: the
+    payload model's, or for telemetry NodeTelemetry's (each typed there too)."""
+    if kind is Kind.TELEMETRY:
+        NodeTelemetry.model_validate_json(payload)  # extra="forbid"
+        return
+    unnamed = set(json.loads(payload)) - set(PAYLOAD_MODELS[kind].model_fields)
+    if unnamed:
+        raise ValueError(f"fields the contract does not name: {sorted(unnamed)}")
+
+
 class Server:
     """A stand-in for the gateway and server: every message under mr/v1/dev/,
-    each checked with the contract's own parsers (what the gateway accepts),
-    and `cmd` sent the way the server sends it."""
+    each checked with the contract's own parsers (what the gateway accepts)
+    and against the fields the contract names, and `cmd` sent the way the
+    server sends it."""
 
     def __init__(self, broker_port: int) -> None:
         self.messages: queue.Queue[tuple[str, str, Any]] = queue.Queue()
@@ -192,6 +212,7 @@ class Server:
                 body = parse_status(m.payload)
             else:
                 parse_payload(topic.kind, m.payload)  # as the gateway checks it
+                unnamed_fields(topic.kind, m.payload)
                 body = json.loads(m.payload)  # kept whole: extra fields too
         except ValueError as e:  # the contract refuses it: the gateway would too
             self.rejected.append(f"{m.topic} {m.payload!r}: {e}")
