@@ -25,7 +25,7 @@ DEPLOY = ROOT / "deploy" / "mosquitto"
 SHIPPED_CONF = DEPLOY / "mamaroom.conf"
 SHIPPED_ACL = DEPLOY / "mamaroom.acl"
 MAKE_CERTS = DEPLOY / "make-certs.sh"
-SERVICES = ("mamaroom.gateway", "mamaroom.server", "watchdog.service")
+SERVICES = ("mamaroom.gateway", "mamaroom.server", "mamaroom.watchdog")
 
 
 class ProductionBroker:

@@ -147,7 +147,7 @@ def test_each_service_can_do_what_it_needs_and_no_more(
         prod: ProductionBroker, clients: list[Client]) -> None:
     gateway = connected(clients, prod, "mamaroom.gateway")
     server = connected(clients, prod, "mamaroom.server")
-    watchdog = connected(clients, prod, "watchdog.service")
+    watchdog = connected(clients, prod, "mamaroom.watchdog")
     device = connected(clients, prod, "dev-a")
     device.subscribe("mr/v1/dev/dev-a/cmd")
     gateway.subscribe("mr/v1/dev/#")
