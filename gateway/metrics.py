@@ -81,6 +81,11 @@ class GatewayMetrics:
             return sum(s.value for m in counter.collect() for s in m.samples
                        if s.name.endswith("_total"))
 
+        def now(gauge: Gauge) -> float:
+            # Through collect(): a gauge fed by set_function (pending) has no
+            # stored value, and its _value read 0 for ever.
+            return next(s.value for m in gauge.collect() for s in m.samples)
+
         return GatewayStats(
             received=total(self.received),
             stored=total(self.stored),
@@ -88,10 +93,10 @@ class GatewayMetrics:
                       for s in m.samples if s.name.endswith("_total")},
             flagged={s.labels["reason"]: s.value for m in self.flagged.collect()
                      for s in m.samples if s.name.endswith("_total")},
-            dead_letters=self.dead_letters._value.get(),
+            dead_letters=now(self.dead_letters),
             duplicates=total(self.duplicates),
             redelivered=total(self.redelivered),
-            pending=self.pending._value.get(),
-            spool_depth=self.spool_depth._value.get(),
-            spool_age_s=self.spool_age._value.get(),
+            pending=now(self.pending),
+            spool_depth=now(self.spool_depth),
+            spool_age_s=now(self.spool_age),
         )
