@@ -65,6 +65,15 @@ ADDED_COLUMNS = (("paging", "TEXT"), ("nobody", "INTEGER NOT NULL DEFAULT 0"))
 JOURNAL_MATCH_MS = 5 * 60_000
 
 
+def _write_lock(db: sqlite3.Connection) -> None:
+    """Take the database's write lock now, not at the first write: a
+    look-then-insert by two servers at once would otherwise both see
+    nothing and both insert (sqlite3 starts its implicit transaction only
+    at the first INSERT)."""
+    if not db.in_transaction:
+        db.execute("BEGIN IMMEDIATE")
+
+
 def _alert(row: tuple[Any, ...]) -> Alert:
     raw = dict(zip(ALERT_COLUMNS, row, strict=True))
     raw["paging"] = json.loads(raw["paging"]) if raw["paging"] else {}
@@ -116,6 +125,7 @@ class AlertsDb(SqliteDatabase):
         def run(db: sqlite3.Connection) -> tuple[Alert, bool]:
             cols = ", ".join(ALERT_COLUMNS)
             with db:
+                _write_lock(db)  # two servers: one decides "new or joined" at a time
                 row = db.execute(
                     f"SELECT {cols} FROM alerts WHERE device=? AND call_id=?"
                     " AND status NOT IN ('resolved', 'cancelled') ORDER BY id DESC LIMIT 1",
@@ -159,6 +169,7 @@ class AlertsDb(SqliteDatabase):
 
         def run(db: sqlite3.Connection) -> tuple[Alert, bool]:
             with db:
+                _write_lock(db)
                 row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE kind=?"
                                  " AND subject=? AND status NOT IN ('resolved', 'cancelled')",
                                  (kind, subject)).fetchone()
@@ -258,6 +269,7 @@ class AlertsDb(SqliteDatabase):
         def run(db: sqlite3.Connection) -> tuple[Alert, bool]:
             cols = ", ".join(ALERT_COLUMNS)
             with db:
+                _write_lock(db)  # two servers: one decides "new or joined" at a time
                 row = db.execute(f"SELECT {cols} FROM alerts WHERE device=? AND call_id=? AND"
                                  " kind='call' AND raised_at_ms BETWEEN ? AND ?",
                                  (alert["device"], alert["call_id"],

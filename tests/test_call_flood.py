@@ -7,6 +7,7 @@ alerts and 200 IM pages, repeated every 30 s."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -47,3 +48,42 @@ def test_a_flood_of_presses_is_one_alert_paged_once(
         dev.close()
         svc.stop()
         im.close()
+
+
+def test_two_servers_raising_the_same_call_at_once_make_one_alert(tmp_path: Path) -> None:
+    """Two servers share one database and both hear every press: the
+    look-then-insert of raise_call runs under the write lock, so they agree
+    on one alert (before: both could see none and both insert)."""
+    import sqlite3
+    import threading
+
+    from server.alerts_db import AlertsDb
+
+    path = tmp_path / "server.sqlite"
+
+    def server(results: list[bool], go: threading.Event) -> None:
+        async def run() -> None:
+            db = AlertsDb(path)
+            await db.open()
+            go.wait()
+            for i in range(50):
+                _, created = await db.raise_call(room=f"R-{i:04d}", device=f"d-{i}",
+                                                 call_id="c-1", at_ms=i, channel="button",
+                                                 test=False)
+                results.append(created)
+            await db.close()
+
+        asyncio.run(run())
+
+    go = threading.Event()
+    results: list[list[bool]] = [[], []]
+    threads = [threading.Thread(target=server, args=(r, go)) for r in results]
+    for t in threads:
+        t.start()
+    go.set()
+    for t in threads:
+        t.join(timeout=120)
+    assert sum(results[0]) + sum(results[1]) == 50  # each call created exactly once
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT COUNT(*) FROM alerts").fetchone()[0] == 50
+    con.close()
