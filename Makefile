@@ -102,6 +102,14 @@ chaos-faults: $(STAMP)
 	@scripts/ensure-system-packages.sh mosquitto influxdb
 	$(BIN)/python -m pytest -m chaos tests/chaos -s -v
 
+# The demo at 190 rooms on its embedded broker (no Mosquitto) for an hour,
+# a call pressed, received, reset and resolved every 5 s, then Ctrl-C
+# (tests/test_demo_190.py; `make test` runs it for 3 minutes).
+.PHONY: soak-demo
+soak: soak-demo
+soak-demo: $(STAMP) $(VENDOR)
+	DEMO_RUN_S=3600 $(BIN)/python -m pytest -q tests/test_demo_190.py -k ctrl_c
+
 # Soak (issue 7): an accelerated day of 190 rooms with calls, about an hour;
 # the gateway's and the server's memory and open files must stay flat
 # (bench/soak_services.py, results in bench/RESULTS-soak.md). Prerequisite-only

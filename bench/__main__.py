@@ -36,7 +36,8 @@ def main() -> None:
     ]
     # The long runs have their own targets and files; their latest results
     # belong in the one report too.
-    for name, how in (("RESULTS-chaos.md", "make chaos"), ("RESULTS-soak.md", "make soak")):
+    for name, how in (("RESULTS-chaos.md", "make chaos"), ("RESULTS-soak.md", "make soak"),
+                      ("RESULTS-embedded-broker.md", "python -m bench.embedded_broker")):
         path = RESULTS.parent / name
         if path.exists():
             body = path.read_text().split("\n", 1)[1] if "\n" in path.read_text() else ""

@@ -31,7 +31,7 @@ async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
         broker = EmbeddedBroker(mqtt.host, mqtt.port)
         await broker.start()
         console.print(f"[green]✓[/green] no broker answered at {mqtt.url}: "
-                      "started an embedded one (amqtt)")
+                      "started an embedded one")
     else:
         console.print(f"[red]no MQTT broker answers at {mqtt.url}[/red] "
                       "(an embedded one can only listen on this machine)")

@@ -29,7 +29,7 @@ def setup_logging(settings: LogSettings, process: str) -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    # stdlib loggers (uvicorn, paho, amqtt) go through the same renderer.
+    # stdlib loggers (uvicorn, paho) go through the same renderer.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
@@ -38,7 +38,7 @@ def setup_logging(settings: LogSettings, process: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level.upper())
-    for noisy in ("amqtt", "transitions", "httpx", "httpcore"):
+    for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     structlog.contextvars.bind_contextvars(process=process)
 
