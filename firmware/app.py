@@ -69,6 +69,7 @@ def main(path="config.json", trial=None):
 
 def _node(board, cfg, error, client):
     """The node's state: every attribute of node.Node, set here."""
+    import asyncio
     import os
     import random
 
@@ -118,7 +119,8 @@ def _node(board, cfg, error, client):
     n.ota_task = None  # the update under way (commands.py, ota.py)
     n.occ = None  # (occupied, source) last fused
     n.due = {"occupancy": None, "telemetry": None, "ntp": None}  # ticks when due; None: now
-    n.wake = True  # the publisher has something to do
+    n.wake = asyncio.Event()  # the publisher has something to do (node.Node.wake)
+    n.wake.set()
     n.topics = {k: device_topic(dev, k) for k in ("occupancy", "call", "telemetry")}
     n.mqtt = client  # None when config.json was refused
     if client:

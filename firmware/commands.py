@@ -26,7 +26,7 @@ def on_up(node):
     on trial is confirmed by trial.py, not by getting online.)"""
     node.due["occupancy"] = node.due["telemetry"] = None
     node.calls.pressed_at = node.calls.acted_at = None
-    node.wake = True
+    node.wake.set()
 
 
 def on_msg(node, topic, payload):
@@ -41,7 +41,7 @@ def on_msg(node, topic, payload):
         if status:
             log("INFO", "call %s: %s" % (cmd["call_id"], status))
             show(node)
-            node.wake = True
+            node.wake.set()
     elif name == "test_mode":
         node.test_until = ticks_add(now, int(cmd.get("minutes", 60) * 60000)) \
             if cmd["on"] else None

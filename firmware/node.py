@@ -113,7 +113,7 @@ class Node:
     ota_task: Any
     occ: tuple | None  # (occupied, source), the latest fused
     due: dict  # kind -> ticks when due, None: now
-    wake: bool
+    wake: Any  # asyncio.Event: the publisher has something to do
     topics: dict
     mqtt: Client | None
 
@@ -153,7 +153,7 @@ async def panel(n):
             c.save()
             if new:
                 log("WARN", "EMERGENCY CALL %s%s" % (c.id, " (test)" if c.test else ""))
-                n.wake = True
+                n.wake.set()
         if n.button.value:
             lt[0] = False
         was = n.staff.value
@@ -162,7 +162,7 @@ async def panel(n):
             show(n)
             c.save()
             log("INFO", "staff key: %s %s" % (action, c.id))
-            n.wake = True
+            n.wake.set()
         if n.staff.value:
             lt[1] = False
         n.lamp.set(n.lamp.name, now)
@@ -185,7 +185,7 @@ async def panel(n):
                 name = "online" if up(n) else "broker"
             n.led.set(name, now)
         if tick % 10 == 0:
-            n.wake = True  # the publisher looks at its timers every 100 ms
+            n.wake.set()  # the publisher looks at its timers every 100 ms
         await asyncio.sleep_ms(10)
 
 

@@ -3,7 +3,6 @@
 # and every occupancy_s), telemetry (every telemetry_s), with `seq` strictly
 # increasing within a boot and `ts` from NTP (null until synced). The clock
 # is kept here too, one non-blocking step at a time.
-import asyncio
 import gc
 import socket
 
@@ -26,15 +25,16 @@ def _envelope(node):
 
 
 async def publisher(node):
-    """Woken by node.wake: an event (press, staff key, cmd) or the panel every 100 ms."""
+    """Woken by node.wake (an asyncio.Event): an event (press, staff key,
+    cmd) or the panel every 100 ms. (Not polled: a task that looks every few
+    ms costs the board as much as all the others together.)"""
     c = node.calls
     due = node.due  # kind -> ticks when due; None: now
     topics = node.topics
     mqtt = node.mqtt
     while True:
-        while not node.wake:
-            await asyncio.sleep_ms(5)
-        node.wake = False
+        await node.wake.wait()
+        node.wake.clear()
         now = ticks_ms()
         node.sup.beat("publisher")
         clock(node, now)
