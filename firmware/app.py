@@ -115,7 +115,6 @@ def _node(board, cfg, error, client):
     n.test_until = n.identify_until = None  # ticks, while test mode / identify last
     n.ota_note = None  # the latest OTA outcome, for telemetry
     n.ota_busy = False
-    n.tele_pid = None  # packet id of the latest telemetry published (trial.py)
     n.ota_task = None  # the update under way (commands.py, ota.py)
     n.occ = None  # (occupied, source) last fused
     n.due = {"occupancy": None, "telemetry": None, "ntp": None}  # ticks when due; None: now

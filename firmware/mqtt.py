@@ -148,7 +148,10 @@ async def session(c):
             if kind != 0x30:
                 body = await c.read(n) if n else b""
                 if kind == 0x40:  # PUBACK
-                    c.inflight.pop(body[0] << 8 | body[1], None)
+                    pid = body[0] << 8 | body[1]
+                    c.inflight.pop(pid, None)
+                    if pid == c.watch:
+                        c.watched = True
                 elif kind == 0x90 and body[-1:] == b"\x80":
                     log("ERROR", "mqtt: subscription refused (ACL?)")
                 continue
@@ -249,6 +252,11 @@ class Client:
         self._pid = self._order = 0
         self._busy = False
         self._task: Any = None  # the session under way
+        # A packet id whose PUBACK is watched for (trial.py: telemetry of an
+        # update on trial), and whether it came. Out of flight is not enough:
+        # a reconnect drops what is not kept (publish_json) unacknowledged.
+        self.watch: Any = None
+        self.watched = False
         self.dead = False  # a send timed out: Client.run gives the connection up
         # Set by the node: a call is open (backoff capped at URGENT_MS); the
         # link came back (retry now, backoff afresh); the supervisor (beats).

@@ -109,7 +109,6 @@ class Node:
     identify_until: int | None
     ota_note: str | None
     ota_busy: bool
-    tele_pid: int | None
     ota_task: Any
     occ: tuple | None  # (occupied, source), the latest fused
     due: dict  # kind -> ticks when due, None: now

@@ -75,8 +75,9 @@ async def publisher(node):
                     # afresh then): built in the client's one buffer.
                     pid = await mqtt.publish_json(topics[kind], msg, False)
                     msg = None
-                    if kind == "telemetry":
-                        node.tele_pid = pid  # trial.py: acknowledged once out of flight
+                    if kind == "telemetry":  # trial.py: proven once its PUBACK comes
+                        mqtt.watch = pid  # (no await since it was written: not yet come)
+                        mqtt.watched = False
                     sent = True
             item = c.next_out()
             while item:
