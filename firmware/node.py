@@ -200,10 +200,10 @@ async def radar(n):
         del radarcfg, sys.modules["radarcfg"]  # boot only: its memory back
         n.radar_cfg = why is None
         if why:
-            log("ERROR", "radar: not configured: no answer to %s" % why)
+            log("ERROR", "radar: not configured: %s" % why)
         else:
             log("INFO", "radar: configured: bluetooth off, gates %(move_gate)d/%(still_gate)d, "
-                "sensitivity %(move_sens)d/%(still_sens)d" % n.cfg["radar"])
+                "sensitivity %(move_sens)d/%(still_sens)d, read back" % n.cfg["radar"])
     while True:
         data = uart.read(64)  # None when nothing came: the radar sends ~10 frames/s
         if data:

@@ -397,7 +397,8 @@ def test_the_radar_is_configured_at_boot_with_bluetooth_off(node_factory: NodeFa
     settings = {"move_gate": 6, "still_gate": 5, "move_sens": 45, "still_sens": 35}
     node = node_factory(radar=settings)
     dev = node.device
-    wait_for(lambda: node.logged("radar: configured: bluetooth off, gates 6/5"), timeout=20,
+    wait_for(lambda: node.logged("radar: configured: bluetooth off, gates 6/5, sensitivity "
+                                 "45/35, read back"), timeout=20,
              what="the radar configured", detail=node.log_tail)
     # What the simulated LD2410 was told, command by command, each acknowledged.
     assert node.ctl("radar?") == "radar bluetooth off gates 6 5 sens 45 35"
@@ -406,4 +407,24 @@ def test_the_radar_is_configured_at_boot_with_bluetooth_off(node_factory: NodeFa
     # Its data frames come again after the restart that ends the setup.
     assert node.ctl("radar still 150") == "ok"
     server.wait(dev, "occupancy", lambda m: m["radar"] == "still", what="radar data again",
+                detail=node.log_tail)
+
+
+@pytest.mark.parametrize("radar, why", [
+    # It acknowledges the sensitivities but keeps its own: the read-back says so.
+    ("ignore:64", "read back: move_sens 50 at gate 0, config.json says 45"),
+    # It refuses Bluetooth off: said, and the restart still sent (data again).
+    ("refuse:a4", "bluetooth off refused (status 1)"),
+])
+def test_a_radar_that_does_not_take_its_settings_is_reported(
+        node_factory: NodeFactory, server: Server, radar: str, why: str) -> None:
+    settings = {"move_gate": 6, "still_gate": 5, "move_sens": 45, "still_sens": 35}
+    node = node_factory(radar=settings, env={"MAMAROOM_SIM_RADAR": radar})
+    dev = node.device
+    wait_for(lambda: node.logged("radar: not configured: " + why), timeout=20,
+             what="the radar's fault named", detail=node.log_tail)
+    tele = server.wait(dev, "telemetry", what="telemetry", detail=node.log_tail)
+    assert tele["radar_config"] is False
+    assert node.ctl("radar still 150") == "ok"  # out of config mode: its data used all the same
+    server.wait(dev, "occupancy", lambda m: m["radar"] == "still", what="radar data",
                 detail=node.log_tail)
