@@ -1,14 +1,30 @@
-# The unix board's LD2410, answering the commands radarcfg.py sends at boot
-# as Hi-Link's serial protocol says: each command frame with its ACK frame
-# (the command | 0x100, status 0, what the command returns), and only in
-# config mode. Its settings live on the board (Board.bt, gates, move,
-# still: `radar?` shows them); this module is loaded while the radar is
-# being set up and forgotten when it leaves config mode (the node's heap is
-# small). Never used on a board. For tests it can be made to misbehave:
+# The unix port's helpers that a running node does not keep (its heap is
+# small), loaded when needed; never used on a board. (One module, not one
+# each: the OTA bundle's manifest must fit the node's 512-byte buffer.)
+#
+# write(): the unix board's LD2410, answering the commands radarcfg.py sends
+# at boot as Hi-Link's serial protocol says: each command frame with its
+# ACK frame (the command | 0x100, status 0, what the command returns), and
+# only in config mode. Its settings live on the board (Board.bt, gates,
+# move, still: `radar?` shows them); this module is forgotten when the
+# radar leaves config mode. For tests it can be made to misbehave:
 # MAMAROOM_SIM_RADAR=refuse:<cmd> answers that command (hex, e.g. a4) with
 # status 1 (failed), ignore:<cmd> acknowledges it and keeps its old settings.
+#
+# fast(): MAMAROOM_TICKS_FAST (ticks.py), the node's time as fast as the
+# machine runs the node. asyncio's clock becomes ticks.py's (the port's own
+# ticks plus the waits skipped), and when the event loop has nothing to run
+# until its next timer, the sockets are looked at and the wait is skipped:
+# the clock moves on by it at once. Every task still takes every step it
+# would on a board, in the same order; only the idle time between steps is
+# gone. Work takes real time on this clock, so a slow machine makes a slow
+# week, never a stalled task (docs/firmware.md, "Ticks").
 import os
 import sys
+import time
+from asyncio import core  # type: ignore[attr-defined]  # MicroPython's own
+
+import ticks
 
 
 def write(b, data):
@@ -66,5 +82,22 @@ def write(b, data):
             del board.sim
         except (AttributeError, KeyError):
             pass
+        globals().pop("write", None)  # (fast()'s functions keep this module's globals)
     return len(data)
 
+
+def fast():
+    wait = core._io_queue.wait_io_event
+
+    def now():  # in the port's own period: asyncio's task queue compares in it
+        return time.ticks_ms() + ticks._skip  # type: ignore[operator]
+
+    def fast(dt):
+        if dt > 0:  # nothing to run for dt ms: sockets looked at, the wait skipped
+            wait(0)
+            ticks._skip += dt
+        else:
+            wait(dt)
+
+    core.ticks = now
+    core._io_queue.wait_io_event = fast

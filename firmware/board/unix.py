@@ -12,6 +12,7 @@
 #   link up|down -> the simulated Wi-Fi (up again: MQTT retries at once)
 #   radar? -> radar bluetooth <on|off> gates <move> <still> sens <move> <still>
 #   ticks? -> ticks <ms> (the node's clock, ticks.py)   feeds? -> feeds <n> (watchdog feeds)
+#   uptime? -> uptime <s> (the node's uptime_s)
 #
 # Every command is answered with one line ("ok" or "error: ..."). The
 # simulated LD2410 sends a real data frame every 100 ms for the target it was
@@ -228,6 +229,8 @@ class Board:
             return "ticks %d" % ticks_ms()
         elif line == "feeds?":
             return "feeds %d" % self.feeds
+        elif line == "uptime?":
+            return "uptime %d" % (self.node.uptime_s if self.node else 0)
         elif w[0] == "fault":
             return "ok" if self.node.sup.inject(w[1]) else "error: no task " + w[1]
         else:
