@@ -49,7 +49,9 @@ def main(path="config.json", trial=None):
     # The publisher and the MQTT task must report too (a hung one would
     # leave the room's calls unsent with nobody noticing): the publisher
     # every pass (~100 ms), the client every 250 ms, also while backing off.
-    sup.spawn("publisher", report.publisher, n, 60000)
+    # The publisher may wait out a broker that stopped answering until the
+    # client notices (a keepalive and 2 s): its silence allows for that.
+    sup.spawn("publisher", report.publisher, n, max(60000, cfg["keepalive_s"] * 1000 + 10000))
     for name, fn in board.tasks(n):
         sup.spawn(name, fn, board)
     if n.mqtt:

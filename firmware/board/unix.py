@@ -8,6 +8,7 @@
 #   led? -> led <config|wifi|broker|online|identify|safe> (the status LED's pattern)
 #   heap? -> heap <alloc> <free> <largest free block> (after a collection)
 #   fault <task> -> the task raises once (the supervisor must start it again)
+#   stall <task> -> the task's reports go unheard, as if it hung (the same)
 #   block <ms> [press|staff] -> the loop blocked <ms>, that key pressed meanwhile
 #   link up|down -> the simulated Wi-Fi (up again: MQTT retries at once)
 #   radar? -> radar bluetooth <on|off> gates <move> <still> sens <move> <still>
@@ -231,8 +232,10 @@ class Board:
             return "feeds %d" % self.feeds
         elif line == "uptime?":
             return "uptime %d" % (self.node.uptime_s if self.node else 0)
-        elif w[0] == "fault":
-            return "ok" if self.node.sup.inject(w[1]) else "error: no task " + w[1]
+        elif w[0] in ("fault", "stall"):
+            if self.node and self.node.sup.inject(w[1], w[0] == "stall"):
+                return "ok"
+            return "error: no task %s that can %s" % (w[1], w[0])
         else:
             return "error: unknown command " + line
         return "ok"

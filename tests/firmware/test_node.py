@@ -428,3 +428,27 @@ def test_a_radar_that_does_not_take_its_settings_is_reported(
     assert node.ctl("radar still 150") == "ok"  # out of config mode: its data used all the same
     server.wait(dev, "occupancy", lambda m: m["radar"] == "still", what="radar data",
                 detail=node.log_tail)
+
+
+def test_a_silent_publisher_or_mqtt_task_is_restarted(node_factory: NodeFactory,
+                                                      server: Server) -> None:
+    # Node time runs fast (ticks.py): the publisher's 60 s and the MQTT
+    # task's 30 s of silence pass in moments. A task that hangs (here its
+    # reports go unheard, `stall`) is cancelled and started again, and the
+    # watchdog waits to see it keep going.
+    node = node_factory(env={"MAMAROOM_TICKS_FAST": "1"})
+    dev = node.device
+    server.wait(dev, "status", lambda s: s == "online")
+    assert node.ctl("stall radar").startswith("error")  # not watched for silence
+    assert node.ctl("stall publisher") == "ok" and node.ctl("stall mqtt") == "ok"
+    for task in ("publisher", "mqtt"):
+        wait_for(lambda task=task: node.logged(f"task {task} stalled; starting it again"),
+                 timeout=60, what=f"{task} restarted", detail=node.log_tail)
+    # The node goes on: a call goes out, telemetry counts the restarts.
+    press_and_wait(node, server)
+    server.wait(dev, "telemetry", lambda t: t["restarts"] >= 2, timeout=60,
+                what="restarts in telemetry", detail=node.log_tail)
+    f = int(node.ctl("feeds?").split()[1])
+    wait_for(lambda: int(node.ctl("feeds?").split()[1]) > f, timeout=60,
+             what="the watchdog fed again", detail=node.log_tail)
+    assert node.alive() and server.rejected == []
