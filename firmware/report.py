@@ -131,10 +131,18 @@ def health(node, now, state, stale, stuck):
     last = node.radar.last or (0, 0, None, 0, None)
     p = node.radar.parser
     t = node.test_until
+    # The heap as a board has it (docs/firmware.md, "Reset causes and heap
+    # figures on a board"): heap_free is what the node can still allocate,
+    # the heap's free bytes and what it can still grow by (heap_grow: on the
+    # ESP32 the IDF heap's largest free block, less what Wi-Fi and TLS need;
+    # 0 on the unix port's fixed heap); idf_free, the IDF heap's free bytes
+    # (null on the unix port).
+    free, grow, idf = node.board.heap()
     node.seq += 1
     return {"v": 1, "boot": node.boot, "seq": node.seq, "ts": _ts(node),
             "uptime_s": node.uptime_s, "rssi": node.board.link()[1],
-            "heap_free": gc.mem_free(), "fw": VERSION, "reset_reason": node.reset_reason,
+            "heap_free": free + grow, "heap_grow": grow, "idf_free": idf,
+            "fw": VERSION, "reset_reason": node.reset_reason,
             "radar": state, "radar_move_energy": last[2], "radar_still_energy": last[4],
             "radar_dropped": p.dropped, "radar_stale": stale, "radar_stuck": stuck,
             "radar_config": node.radar_cfg,

@@ -5,12 +5,18 @@
 #   out(i, on)   0 the call lamp (corridor lamp and the button's ring), 1 the buzzer, 2 the LED
 #   uart         the LD2410's UART2 (read(n) -> bytes or None)
 #   feed()       the hardware watchdog   link() -> (Wi-Fi up, RSSI dBm)
+#   heap() -> (free in the Python heap, more it can grow by, IDF heap free)
 #   tasks(node)  its own tasks (Wi-Fi kept up)   reset_cause, reset()
-# Cannot run here (no board): it is type-checked against micropython-esp32-stubs
-# (tests/firmware/test_types.py); docs/firmware.md lists what a board must prove.
+# Cannot run on a board here: it is type-checked against
+# micropython-esp32-stubs (tests/firmware/test_types.py) and run on the unix
+# port against stand-ins for machine, network and esp32
+# (firmware/tests/test_board_esp32.py); docs/firmware.md lists what a board
+# must still prove.
 import asyncio
+import gc
 import random
 
+import esp32
 import machine
 import network
 from log import exc, log
@@ -23,6 +29,10 @@ if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
 WDT_MS = 8000  # the supervisor feeds every 0.5 s while the node is healthy
 RADAR_BAUD = 256000  # HLK-LD2410 default, 8N1
 WIFI_CAP_MS = 30000  # reconnect backoff cap, as for the broker
+# The IDF heap the Python heap never counts as room to grow into: Wi-Fi's
+# buffers, lwIP and a TLS handshake take theirs from it (an estimate, to be
+# measured on a board: docs/firmware.md, "Reset causes and heap figures").
+IDF_KEEP = 24576
 # machine.reset_cause() in the words of telemetry's reset_reason. The ESP32
 # folds causes together: a brownout reports PWRON_RESET (power_on), a
 # panic HARD_RESET (hard) (docs/firmware.md, reset causes).
@@ -105,6 +115,19 @@ class Board:
             except (OSError, ValueError):
                 pass
         return up, rssi
+
+    def heap(self):
+        """From MicroPython 1.22 the ESP32's Python heap starts at 56 KB and
+        takes another area from the IDF heap when it runs short (at most the
+        IDF's largest free block, gc_try_add_heap): gc.mem_free() is only
+        the free room in the areas it has so far. So: (that, what it can
+        still grow by, keeping IDF_KEEP for Wi-Fi and TLS, the IDF data
+        heap's free bytes in all)."""
+        idf = block = 0
+        for h in esp32.idf_heap_info(esp32.HEAP_DATA):  # (total, free, largest block, least)
+            idf += h[1]
+            block = max(block, h[2])
+        return gc.mem_free(), max(0, block - IDF_KEEP), idf
 
     def tasks(self, node):
         self.node = node

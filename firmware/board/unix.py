@@ -105,6 +105,11 @@ class Board:
     def link(self):
         return self.up, -55 if self.up else None  # (Wi-Fi up, RSSI dBm)
 
+    def heap(self):
+        """(free in the heap, more it can still grow by, the IDF heap's free):
+        the unix port's heap is one fixed area, and it has no IDF."""
+        return gc.mem_free(), 0, None
+
     def tasks(self, node):
         """The board's own tasks: (name, coroutine function of the board)."""
         self.node = node

@@ -54,6 +54,8 @@ def test_boot_online_retained_telemetry_and_last_will(
         assert key in tele, key
     assert tele["ts"] is None  # no NTP server configured: no clock, and it says so
     assert tele["heap_free"] > 0 and tele["fw"] == "1.0.0"
+    # The unix port's heap is one fixed area: nothing to grow into, no IDF heap.
+    assert tele["heap_grow"] == 0 and tele["idf_free"] is None
     assert node.logged("mqtt: online at")
     assert node.ctl("led?") == "led online"
     # Gone without a word (a power cut): the broker's last will says so.
