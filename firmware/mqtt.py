@@ -436,7 +436,9 @@ class Client:
         failures += 1
         # Jitter: 190 nodes must not all come back in the same second.
         delay = delay // 2 + random.getrandbits(16) % (delay // 2 + 1)
-        log("INFO", "mqtt: again in %d ms" % delay)
+        if self.urgent:
+            delay = min(delay, URGENT_MS)
+        log("INFO", "mqtt: again in %d ms%s" % (delay, " (a call is open)" if self.urgent else ""))
         # Waited in steps: a call opened meanwhile cuts it to URGENT_MS (a
         # call pressed an hour into an outage must not wait 30 s more once
         # the network is back), and the link coming back ends it at once.
@@ -448,6 +450,7 @@ class Client:
         if self.kick:
             self.kick = False
             failures = 0
+            log("INFO", "mqtt: the link is back: connecting now")
         return failures
 
     def _beat(self):

@@ -28,7 +28,11 @@ if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
 
 WDT_MS = 8000  # the supervisor feeds every 0.5 s while the node is healthy
 RADAR_BAUD = 256000  # HLK-LD2410 default, 8N1
-WIFI_CAP_MS = 30000  # reconnect backoff cap, as for the broker
+WIFI_BASE_MS = 1000  # reconnect backoff: doubling from this, as for the broker,
+WIFI_CAP_MS = 30000  # up to this,
+URGENT_MS = 3000  # and no longer than this while a call is open (mqtt.URGENT_MS too)
+JOIN_MS = 15000  # an attempt to join the access point, at most
+POLL_MS = 250  # the link looked at: MQTT is told within this that it is back
 # The IDF heap the Python heap never counts as room to grow into: Wi-Fi's
 # buffers, lwIP and a TLS handshake take theirs from it (an estimate, to be
 # measured on a board: docs/firmware.md, "Reset causes and heap figures").
@@ -133,15 +137,33 @@ class Board:
         self.node = node
         return [("wifi", Board.wifi)]
 
+    def _urgent(self):
+        n = self.node
+        return n is not None and n.calls.active()
+
     async def wifi(self):
         """Keeps Wi-Fi up: connect, and again with backoff and jitter after a
-        drop. The MQTT client notices by itself (its socket fails)."""
+        drop (at most URGENT_MS apart while a call is open). Whenever the
+        link comes back, the driver's own reconnect included (MicroPython's
+        ESP32 WLAN rejoins by itself after a drop), the MQTT client is told
+        within POLL_MS: it connects at once, its backoff afresh, instead of
+        sleeping out up to 30 s of it."""
         failures = 0
+        was = False
         while True:
             if self.wlan.isconnected():
+                if not was:
+                    was = True
+                    log("INFO", "wifi: up, %s" % (self.wlan.ifconfig()[0],))
+                    m = self.node.mqtt if self.node else None
+                    if m:
+                        m.kick = True  # the broker at once, its backoff afresh
                 failures = 0
-                await asyncio.sleep_ms(1000)
+                await asyncio.sleep_ms(POLL_MS)
                 continue
+            if was:
+                was = False
+                log("WARN", "wifi: link lost")
             if not self._ssid:
                 log("ERROR", "wifi: no ssid in config.json")
                 await asyncio.sleep_ms(60000)
@@ -156,18 +178,19 @@ class Board:
             except OSError as e:
                 exc("wifi", e)
             t0 = ticks_ms()
-            while not self.wlan.isconnected() and ticks_diff(ticks_ms(), t0) < 15000:
-                await asyncio.sleep_ms(250)
+            while not self.wlan.isconnected() and ticks_diff(ticks_ms(), t0) < JOIN_MS:
+                await asyncio.sleep_ms(POLL_MS)
             if self.wlan.isconnected():
-                log("INFO", "wifi: up, %s" % (self.wlan.ifconfig()[0],))
-                m = self.node.mqtt if self.node else None
-                if m:
-                    m.kick = True  # the broker at once, its backoff afresh
-                continue
+                continue  # (the top of the loop says so and tells MQTT)
             failures += 1
-            delay = min(WIFI_CAP_MS, 1000 << min(failures, 5))
-            if self.node and self.node.calls.active():
-                delay = min(delay, 3000)  # a call open: try again within seconds
-            log("WARN", "wifi: no link (status %s); again in %d s" % (
-                self.wlan.status(), delay // 1000))
-            await asyncio.sleep_ms(delay // 2 + random.getrandbits(16) % (delay // 2 + 1))
+            delay = min(WIFI_CAP_MS, WIFI_BASE_MS << min(failures, 5))
+            delay = delay // 2 + random.getrandbits(16) % (delay // 2 + 1)
+            if self._urgent():
+                delay = min(delay, URGENT_MS)  # a call open: try again within seconds
+            log("WARN", "wifi: no link (status %s); again in %d ms" % (self.wlan.status(), delay))
+            # Waited in steps: a call opened meanwhile cuts it short, and the
+            # link coming back by itself ends it.
+            t0 = ticks_ms()
+            while not self.wlan.isconnected() and ticks_diff(ticks_ms(), t0) < (
+                    min(delay, URGENT_MS) if self._urgent() else delay):
+                await asyncio.sleep_ms(POLL_MS)

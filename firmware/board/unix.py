@@ -224,8 +224,9 @@ class Board:
             time.sleep_ms(ms - ms // 2)
         elif w[0] == "link" and w[1] in ("up", "down"):
             up = w[1] == "up"
-            if up and not self.up and self.node.mqtt:
-                self.node.mqtt.kick = True  # as board/esp32.py's wifi task: retry now
+            m = self.node.mqtt if self.node else None
+            if up and not self.up and m:
+                m.kick = True  # as board/esp32.py's wifi task: retry now
             self.up = up
         elif line == "radar?":  # (sensitivities: gate 8's, as every gate from 2 on)
             g = self.gates

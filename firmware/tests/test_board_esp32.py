@@ -1,9 +1,12 @@
 # board/esp32.py on the unix port's interpreter, against stand-ins for the
 # ESP32's machine, network and esp32 modules: what it does with them (the
-# heap figures, the interrupt latches, the reset causes),
+# Wi-Fi task, the heap figures, the interrupt latches, the reset causes),
 # not whether the chip does what the stand-ins do (docs/firmware.md, "What
 # cannot be verified without a board").
+import asyncio
 import sys
+
+from ticks import ticks_diff, ticks_ms
 
 
 class Pin:
@@ -131,6 +134,84 @@ def board():
     n = Node()
     b.tasks(n)
     return m, b, n
+
+
+async def stop(t):
+    """Cancelled, and gone before the test ends (the unix port's event loop
+    outlives asyncio.run: a task left in it would run on in the next test)."""
+    t.cancel()
+    await asyncio.sleep_ms(0)
+
+
+async def until(check, ms=5000):
+    """Polled every 5 ms until true; False if it never was within `ms`."""
+    t0 = ticks_ms()
+    while not check():
+        if ticks_diff(ticks_ms(), t0) > ms:
+            return False
+        await asyncio.sleep_ms(5)
+    return True
+
+
+def test_the_link_back_by_itself_tells_mqtt_at_once():
+    m, b, n = board()
+    m.POLL_MS, m.JOIN_MS, m.WIFI_BASE_MS = 10, 30, 20
+
+    async def go():
+        t = asyncio.create_task(b.wifi())
+        assert await until(lambda: n.mqtt.kick)  # up at boot: the broker at once
+        n.mqtt.kick = False
+        WLAN.up = False  # the access point gone
+        assert await until(lambda: WLAN.joins >= 2)  # tried, and again after a backoff
+        assert not n.mqtt.kick
+        WLAN.up = True  # the driver rejoined by itself, between two of our tries
+        assert await until(lambda: n.mqtt.kick)
+        await stop(t)
+
+    asyncio.run(go())
+
+
+def test_a_call_open_keeps_the_wifi_retries_within_urgent_ms():
+    m, b, n = board()
+    m.POLL_MS, m.JOIN_MS, m.WIFI_BASE_MS, m.URGENT_MS = 10, 20, 400, 100
+    waits = []
+    log = m.log
+    m.log = lambda level, text: waits.append(int(text.split()[-2])) if "again in" in text \
+        else None
+
+    async def go():
+        WLAN.up = False
+        t = asyncio.create_task(b.wifi())
+        assert await until(lambda: len(waits) >= 2)
+        n.calls.open = True  # a press: from now on every wait is capped
+        k = len(waits)
+        assert await until(lambda: len(waits) >= k + 3)
+        await stop(t)
+        return k
+
+    try:
+        k = asyncio.run(go())
+    finally:
+        m.log = log
+    assert min(waits[1:k]) > m.URGENT_MS, waits  # (the backoff had grown past the cap)
+    assert max(waits[k + 1:]) <= m.URGENT_MS, waits
+
+
+def test_a_call_opened_cuts_a_long_wifi_wait_short():
+    m, b, n = board()
+    # A wait of 30 to 60 s after the first failure, unless a call is open.
+    m.POLL_MS, m.JOIN_MS, m.WIFI_BASE_MS, m.WIFI_CAP_MS = 10, 20, 30000, 60000
+
+    async def go():
+        WLAN.up = False
+        t = asyncio.create_task(b.wifi())
+        assert await until(lambda: WLAN.joins == 1)
+        await asyncio.sleep_ms(50)  # (into the long wait)
+        n.calls.open = True
+        assert await until(lambda: WLAN.joins == 2, ms=10000)  # far less than 30 s
+        await stop(t)
+
+    asyncio.run(go())
 
 
 def test_heap_figures_count_what_the_heap_can_grow_into():
