@@ -49,7 +49,9 @@ def main(path="config.json", trial=None):
     # The publisher and the MQTT task must report too (a hung one would
     # leave the room's calls unsent with nobody noticing): the publisher
     # every pass (~100 ms), the client every 250 ms, also while backing off.
-    sup.spawn("publisher", report.publisher, n, 60000)
+    # The publisher may wait out a broker that stopped answering until the
+    # client notices (a keepalive and 2 s): its silence allows for that.
+    sup.spawn("publisher", report.publisher, n, max(60000, cfg["keepalive_s"] * 1000 + 10000))
     for name, fn in board.tasks(n):
         sup.spawn(name, fn, board)
     if n.mqtt:
@@ -69,6 +71,7 @@ def main(path="config.json", trial=None):
 
 def _node(board, cfg, error, client):
     """The node's state: every attribute of node.Node, set here."""
+    import asyncio
     import os
     import random
 
@@ -114,11 +117,11 @@ def _node(board, cfg, error, client):
     n.test_until = n.identify_until = None  # ticks, while test mode / identify last
     n.ota_note = None  # the latest OTA outcome, for telemetry
     n.ota_busy = False
-    n.tele_pid = None  # packet id of the latest telemetry published (trial.py)
     n.ota_task = None  # the update under way (commands.py, ota.py)
     n.occ = None  # (occupied, source) last fused
     n.due = {"occupancy": None, "telemetry": None, "ntp": None}  # ticks when due; None: now
-    n.wake = True  # the publisher has something to do
+    n.wake = asyncio.Event()  # the publisher has something to do (node.Node.wake)
+    n.wake.set()
     n.topics = {k: device_topic(dev, k) for k in ("occupancy", "call", "telemetry")}
     n.mqtt = client  # None when config.json was refused
     if client:

@@ -26,7 +26,7 @@ def on_up(node):
     on trial is confirmed by trial.py, not by getting online.)"""
     node.due["occupancy"] = node.due["telemetry"] = None
     node.calls.pressed_at = node.calls.acted_at = None
-    node.wake = True
+    node.wake.set()
 
 
 def on_msg(node, topic, payload):
@@ -41,7 +41,7 @@ def on_msg(node, topic, payload):
         if status:
             log("INFO", "call %s: %s" % (cmd["call_id"], status))
             show(node)
-            node.wake = True
+            node.wake.set()
     elif name == "test_mode":
         node.test_until = ticks_add(now, int(cmd.get("minutes", 60) * 60000)) \
             if cmd["on"] else None
@@ -58,15 +58,19 @@ def on_msg(node, topic, payload):
 
 # ota.py and its download need this much free heap; with less, loading it
 # could leave the node itself short (the qstrs it interns are never freed).
+# Counted as the board has it: free in the heap, plus what it can still grow
+# by (the ESP32's heap takes more areas from the IDF heap when it runs
+# short; board.heap() leaves out what Wi-Fi and TLS need there).
 OTA_FREE = 16384
 
 
 async def _ota(node, cmd):
     try:
         gc.collect()
-        if gc.mem_free() < OTA_FREE:
+        free, grow, _ = node.board.heap()
+        if free + grow < OTA_FREE:
             raise MemoryError("%d bytes of heap free, an update needs %d" % (
-                gc.mem_free(), OTA_FREE))
+                free + grow, OTA_FREE))
         import ota
 
         await ota.update(node, cmd)

@@ -148,7 +148,10 @@ async def session(c):
             if kind != 0x30:
                 body = await c.read(n) if n else b""
                 if kind == 0x40:  # PUBACK
-                    c.inflight.pop(body[0] << 8 | body[1], None)
+                    pid = body[0] << 8 | body[1]
+                    c.inflight.pop(pid, None)
+                    if pid == c.watch:
+                        c.watched = True
                 elif kind == 0x90 and body[-1:] == b"\x80":
                     log("ERROR", "mqtt: subscription refused (ACL?)")
                 continue
@@ -249,6 +252,11 @@ class Client:
         self._pid = self._order = 0
         self._busy = False
         self._task: Any = None  # the session under way
+        # A packet id whose PUBACK is watched for (trial.py: telemetry of an
+        # update on trial), and whether it came. Out of flight is not enough:
+        # a reconnect drops what is not kept (publish_json) unacknowledged.
+        self.watch: Any = None
+        self.watched = False
         self.dead = False  # a send timed out: Client.run gives the connection up
         # Set by the node: a call is open (backoff capped at URGENT_MS); the
         # link came back (retry now, backoff afresh); the supervisor (beats).
@@ -428,7 +436,9 @@ class Client:
         failures += 1
         # Jitter: 190 nodes must not all come back in the same second.
         delay = delay // 2 + random.getrandbits(16) % (delay // 2 + 1)
-        log("INFO", "mqtt: again in %d ms" % delay)
+        if self.urgent:
+            delay = min(delay, URGENT_MS)
+        log("INFO", "mqtt: again in %d ms%s" % (delay, " (a call is open)" if self.urgent else ""))
         # Waited in steps: a call opened meanwhile cuts it to URGENT_MS (a
         # call pressed an hour into an outage must not wait 30 s more once
         # the network is back), and the link coming back ends it at once.
@@ -440,6 +450,7 @@ class Client:
         if self.kick:
             self.kick = False
             failures = 0
+            log("INFO", "mqtt: the link is back: connecting now")
         return failures
 
     def _beat(self):

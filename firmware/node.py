@@ -109,11 +109,10 @@ class Node:
     identify_until: int | None
     ota_note: str | None
     ota_busy: bool
-    tele_pid: int | None
     ota_task: Any
     occ: tuple | None  # (occupied, source), the latest fused
     due: dict  # kind -> ticks when due, None: now
-    wake: bool
+    wake: Any  # asyncio.Event: the publisher has something to do
     topics: dict
     mqtt: Client | None
 
@@ -153,7 +152,7 @@ async def panel(n):
             c.save()
             if new:
                 log("WARN", "EMERGENCY CALL %s%s" % (c.id, " (test)" if c.test else ""))
-                n.wake = True
+                n.wake.set()
         if n.button.value:
             lt[0] = False
         was = n.staff.value
@@ -162,7 +161,7 @@ async def panel(n):
             show(n)
             c.save()
             log("INFO", "staff key: %s %s" % (action, c.id))
-            n.wake = True
+            n.wake.set()
         if n.staff.value:
             lt[1] = False
         n.lamp.set(n.lamp.name, now)
@@ -185,7 +184,7 @@ async def panel(n):
                 name = "online" if up(n) else "broker"
             n.led.set(name, now)
         if tick % 10 == 0:
-            n.wake = True  # the publisher looks at its timers every 100 ms
+            n.wake.set()  # the publisher looks at its timers every 100 ms
         await asyncio.sleep_ms(10)
 
 
@@ -201,10 +200,10 @@ async def radar(n):
         del radarcfg, sys.modules["radarcfg"]  # boot only: its memory back
         n.radar_cfg = why is None
         if why:
-            log("ERROR", "radar: not configured: no answer to %s" % why)
+            log("ERROR", "radar: not configured: %s" % why)
         else:
             log("INFO", "radar: configured: bluetooth off, gates %(move_gate)d/%(still_gate)d, "
-                "sensitivity %(move_sens)d/%(still_sens)d" % n.cfg["radar"])
+                "sensitivity %(move_sens)d/%(still_sens)d, read back" % n.cfg["radar"])
     while True:
         data = uart.read(64)  # None when nothing came: the radar sends ~10 frames/s
         if data:

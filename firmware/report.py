@@ -3,7 +3,6 @@
 # and every occupancy_s), telemetry (every telemetry_s), with `seq` strictly
 # increasing within a boot and `ts` from NTP (null until synced). The clock
 # is kept here too, one non-blocking step at a time.
-import asyncio
 import gc
 import socket
 
@@ -26,15 +25,16 @@ def _envelope(node):
 
 
 async def publisher(node):
-    """Woken by node.wake: an event (press, staff key, cmd) or the panel every 100 ms."""
+    """Woken by node.wake (an asyncio.Event): an event (press, staff key,
+    cmd) or the panel every 100 ms. (Not polled: a task that looks every few
+    ms costs the board as much as all the others together.)"""
     c = node.calls
     due = node.due  # kind -> ticks when due; None: now
     topics = node.topics
     mqtt = node.mqtt
     while True:
-        while not node.wake:
-            await asyncio.sleep_ms(5)
-        node.wake = False
+        await node.wake.wait()
+        node.wake.clear()
         now = ticks_ms()
         node.sup.beat("publisher")
         clock(node, now)
@@ -75,8 +75,9 @@ async def publisher(node):
                     # afresh then): built in the client's one buffer.
                     pid = await mqtt.publish_json(topics[kind], msg, False)
                     msg = None
-                    if kind == "telemetry":
-                        node.tele_pid = pid  # trial.py: acknowledged once out of flight
+                    if kind == "telemetry":  # trial.py: proven once its PUBACK comes
+                        mqtt.watch = pid  # (no await since it was written: not yet come)
+                        mqtt.watched = False
                     sent = True
             item = c.next_out()
             while item:
@@ -130,10 +131,18 @@ def health(node, now, state, stale, stuck):
     last = node.radar.last or (0, 0, None, 0, None)
     p = node.radar.parser
     t = node.test_until
+    # The heap as a board has it (docs/firmware.md, "Reset causes and heap
+    # figures on a board"): heap_free is what the node can still allocate,
+    # the heap's free bytes and what it can still grow by (heap_grow: on the
+    # ESP32 the IDF heap's largest free block, less what Wi-Fi and TLS need;
+    # 0 on the unix port's fixed heap); idf_free, the IDF heap's free bytes
+    # (null on the unix port).
+    free, grow, idf = node.board.heap()
     node.seq += 1
     return {"v": 1, "boot": node.boot, "seq": node.seq, "ts": _ts(node),
             "uptime_s": node.uptime_s, "rssi": node.board.link()[1],
-            "heap_free": gc.mem_free(), "fw": VERSION, "reset_reason": node.reset_reason,
+            "heap_free": free + grow, "heap_grow": grow, "idf_free": idf,
+            "fw": VERSION, "reset_reason": node.reset_reason,
             "radar": state, "radar_move_energy": last[2], "radar_still_energy": last[4],
             "radar_dropped": p.dropped, "radar_stale": stale, "radar_stuck": stuck,
             "radar_config": node.radar_cfg,

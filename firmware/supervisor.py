@@ -22,7 +22,8 @@ class Supervisor:
         self.restarts = 0
         # name -> [task, function, its argument, silence ms, ticks of the last beat]
         self.tasks = {}
-        self._faults = []
+        self._faults = []  # tasks whose next beat() raises (`fault <task>`)
+        self._mute = []  # tasks whose beats go unheard (`stall <task>`)
         self.trial = None  # trial.watch() (an OTA update on trial), not supervised
         self._stalled = None  # ticks of the latest stall
         asyncio.get_event_loop().set_exception_handler(self._failed)
@@ -33,17 +34,22 @@ class Supervisor:
         self.tasks[name] = [asyncio.create_task(fn(arg)), fn, arg, silence_ms, ticks_ms()]
 
     def beat(self, name):
+        if name in self._mute:
+            return  # `stall <task>`: it runs on, but as if it hung
         self.tasks[name][4] = ticks_ms()
         if name in self._faults:
             self._faults.remove(name)
             raise RuntimeError("injected fault")  # the unix board's `fault <task>`
 
-    def inject(self, name):
-        """The task's next beat() raises (tests: it must come back)."""
-        if name in self.tasks:
-            self._faults.append(name)
-            return True
-        return False
+    def inject(self, name, stall=False):
+        """The task's next beat() raises, or (stall) its beats go unheard
+        until it is started again (tests: it must come back either way).
+        Only a task watched for silence can stall."""
+        t = self.tasks.get(name)
+        if t is None or (stall and not t[3]):
+            return False
+        (self._mute if stall else self._faults).append(name)
+        return True
 
     def _failed(self, loop, context):
         e = context.get("exception")
@@ -72,6 +78,8 @@ class Supervisor:
                     log("ERROR", "task %s stalled; starting it again" % name)
                     task.cancel()
                     self._stalled = now
+                    if name in self._mute:
+                        self._mute.remove(name)
                 else:
                     continue
                 self.restarts += 1

@@ -17,20 +17,28 @@ async def watch(slot, node):
     v = (read("config.json") or {}).get("ota_confirm_s", 300)
     limit = (v if type(v) is int and 5 <= v <= 3600 else 300) * 1000
     t0 = ticks_ms()
+    acked = False
+    # The pointer on trial, read once: a rollback cut short by a MemoryError
+    # (after it wrote the pointer back) is tried again from it, never from
+    # the rolled-back pointer (that would "roll back" the old firmware too).
+    on_trial = read(PTR)
     while True:
         await asyncio.sleep_ms(1000)
+        # A telemetry message of it acknowledged (mqtt.py's PUBACK watch; a
+        # release without that watch is never proven: rolled back).
+        if getattr(node.mqtt, "watched", False):
+            acked = True
         why = None
         if node.sup.restarts:  # any since boot
             why = "a task restarted on trial"
         elif ticks_diff(ticks_ms(), t0) >= limit:
-            pid = node.tele_pid  # the latest telemetry's: acknowledged once out of flight
-            if pid is None or node.mqtt is None or pid in node.mqtt.inflight:
+            if not acked:
                 why = "no telemetry acknowledged within %d s" % (limit // 1000)
         else:
             continue
         if why:
             try:
-                reset(why, slot, read(PTR))
+                reset(why, slot, on_trial)
             except MemoryError:  # a heap too short to roll back: again in a second
                 gc.collect()
             continue

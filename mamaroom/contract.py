@@ -323,6 +323,11 @@ class NodeTelemetry(Telemetry):
     test_mode: StrictBool | None = None
     #: The latest update's outcome (`on trial`, `refused ...`), if any.
     ota: str | None = None
+    #: Of `heap_free`, what the ESP32's MicroPython heap can still grow by
+    #: (0 on the unix port's fixed heap; docs/firmware.md).
+    heap_grow: StrictInt | None = None
+    #: The ESP-IDF heap's free bytes (None on the unix port).
+    idf_free: StrictInt | None = None
 
 
 DeviceStatus = Literal["online", "offline"]

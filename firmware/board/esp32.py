@@ -5,12 +5,18 @@
 #   out(i, on)   0 the call lamp (corridor lamp and the button's ring), 1 the buzzer, 2 the LED
 #   uart         the LD2410's UART2 (read(n) -> bytes or None)
 #   feed()       the hardware watchdog   link() -> (Wi-Fi up, RSSI dBm)
+#   heap() -> (free in the Python heap, more it can grow by, IDF heap free)
 #   tasks(node)  its own tasks (Wi-Fi kept up)   reset_cause, reset()
-# Cannot run here (no board): it is type-checked against micropython-esp32-stubs
-# (tests/firmware/test_types.py); docs/firmware.md lists what a board must prove.
+# Cannot run on a board here: it is type-checked against
+# micropython-esp32-stubs (tests/firmware/test_types.py) and run on the unix
+# port against stand-ins for machine, network and esp32
+# (firmware/tests/test_board_esp32.py); docs/firmware.md lists what a board
+# must still prove.
 import asyncio
+import gc
 import random
 
+import esp32
 import machine
 import network
 from log import exc, log
@@ -22,7 +28,15 @@ if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
 
 WDT_MS = 8000  # the supervisor feeds every 0.5 s while the node is healthy
 RADAR_BAUD = 256000  # HLK-LD2410 default, 8N1
-WIFI_CAP_MS = 30000  # reconnect backoff cap, as for the broker
+WIFI_BASE_MS = 1000  # reconnect backoff: doubling from this, as for the broker,
+WIFI_CAP_MS = 30000  # up to this,
+URGENT_MS = 3000  # and no longer than this while a call is open (mqtt.URGENT_MS too)
+JOIN_MS = 15000  # an attempt to join the access point, at most
+POLL_MS = 250  # the link looked at: MQTT is told within this that it is back
+# The IDF heap the Python heap never counts as room to grow into: Wi-Fi's
+# buffers, lwIP and a TLS handshake take theirs from it (an estimate, to be
+# measured on a board: docs/firmware.md, "Reset causes and heap figures").
+IDF_KEEP = 24576
 # machine.reset_cause() in the words of telemetry's reset_reason. The ESP32
 # folds causes together: a brownout reports PWRON_RESET (power_on), a
 # panic HARD_RESET (hard) (docs/firmware.md, reset causes).
@@ -106,19 +120,50 @@ class Board:
                 pass
         return up, rssi
 
+    def heap(self):
+        """From MicroPython 1.22 the ESP32's Python heap starts at 56 KB and
+        takes another area from the IDF heap when it runs short (at most the
+        IDF's largest free block, gc_try_add_heap): gc.mem_free() is only
+        the free room in the areas it has so far. So: (that, what it can
+        still grow by, keeping IDF_KEEP for Wi-Fi and TLS, the IDF data
+        heap's free bytes in all)."""
+        idf = block = 0
+        for h in esp32.idf_heap_info(esp32.HEAP_DATA):  # (total, free, largest block, least)
+            idf += h[1]
+            block = max(block, h[2])
+        return gc.mem_free(), max(0, block - IDF_KEEP), idf
+
     def tasks(self, node):
         self.node = node
         return [("wifi", Board.wifi)]
 
+    def _urgent(self):
+        n = self.node
+        return n is not None and n.calls.active()
+
     async def wifi(self):
         """Keeps Wi-Fi up: connect, and again with backoff and jitter after a
-        drop. The MQTT client notices by itself (its socket fails)."""
+        drop (at most URGENT_MS apart while a call is open). Whenever the
+        link comes back, the driver's own reconnect included (MicroPython's
+        ESP32 WLAN rejoins by itself after a drop), the MQTT client is told
+        within POLL_MS: it connects at once, its backoff afresh, instead of
+        sleeping out up to 30 s of it."""
         failures = 0
+        was = False
         while True:
             if self.wlan.isconnected():
+                if not was:
+                    was = True
+                    log("INFO", "wifi: up, %s" % (self.wlan.ifconfig()[0],))
+                    m = self.node.mqtt if self.node else None
+                    if m:
+                        m.kick = True  # the broker at once, its backoff afresh
                 failures = 0
-                await asyncio.sleep_ms(1000)
+                await asyncio.sleep_ms(POLL_MS)
                 continue
+            if was:
+                was = False
+                log("WARN", "wifi: link lost")
             if not self._ssid:
                 log("ERROR", "wifi: no ssid in config.json")
                 await asyncio.sleep_ms(60000)
@@ -133,18 +178,19 @@ class Board:
             except OSError as e:
                 exc("wifi", e)
             t0 = ticks_ms()
-            while not self.wlan.isconnected() and ticks_diff(ticks_ms(), t0) < 15000:
-                await asyncio.sleep_ms(250)
+            while not self.wlan.isconnected() and ticks_diff(ticks_ms(), t0) < JOIN_MS:
+                await asyncio.sleep_ms(POLL_MS)
             if self.wlan.isconnected():
-                log("INFO", "wifi: up, %s" % (self.wlan.ifconfig()[0],))
-                m = self.node.mqtt if self.node else None
-                if m:
-                    m.kick = True  # the broker at once, its backoff afresh
-                continue
+                continue  # (the top of the loop says so and tells MQTT)
             failures += 1
-            delay = min(WIFI_CAP_MS, 1000 << min(failures, 5))
-            if self.node and self.node.calls.active():
-                delay = min(delay, 3000)  # a call open: try again within seconds
-            log("WARN", "wifi: no link (status %s); again in %d s" % (
-                self.wlan.status(), delay // 1000))
-            await asyncio.sleep_ms(delay // 2 + random.getrandbits(16) % (delay // 2 + 1))
+            delay = min(WIFI_CAP_MS, WIFI_BASE_MS << min(failures, 5))
+            delay = delay // 2 + random.getrandbits(16) % (delay // 2 + 1)
+            if self._urgent():
+                delay = min(delay, URGENT_MS)  # a call open: try again within seconds
+            log("WARN", "wifi: no link (status %s); again in %d ms" % (self.wlan.status(), delay))
+            # Waited in steps: a call opened meanwhile cuts it short, and the
+            # link coming back by itself ends it.
+            t0 = ticks_ms()
+            while not self.wlan.isconnected() and ticks_diff(ticks_ms(), t0) < (
+                    min(delay, URGENT_MS) if self._urgent() else delay):
+                await asyncio.sleep_ms(POLL_MS)

@@ -8,15 +8,18 @@
 #   led? -> led <config|wifi|broker|online|identify|safe> (the status LED's pattern)
 #   heap? -> heap <alloc> <free> <largest free block> (after a collection)
 #   fault <task> -> the task raises once (the supervisor must start it again)
+#   stall <task> -> the task's reports go unheard, as if it hung (the same)
 #   block <ms> [press|staff] -> the loop blocked <ms>, that key pressed meanwhile
 #   link up|down -> the simulated Wi-Fi (up again: MQTT retries at once)
 #   radar? -> radar bluetooth <on|off> gates <move> <still> sens <move> <still>
 #   ticks? -> ticks <ms> (the node's clock, ticks.py)   feeds? -> feeds <n> (watchdog feeds)
+#   uptime? -> uptime <s> (the node's uptime_s)
 #
 # Every command is answered with one line ("ok" or "error: ..."). The
 # simulated LD2410 sends a real data frame every 100 ms for the target it was
 # told about, cut at random points (now and then after some line noise),
-# into the UART that node.radar reads, as on the board.
+# into the UART that node.radar reads, as on the board, and answers the
+# LD2410's commands with ACK frames as the real one does (board/sim.py).
 import asyncio
 import gc
 import random
@@ -64,9 +67,14 @@ class Board:
         self.outs = [False, False, False]  # call lamp, buzzer, status LED
         self.feeds = 0
         self.up = True  # the simulated Wi-Fi link (`link up|down`)
-        # The simulated LD2410's settings, as its commands set them (write()).
-        self.bt = True  # Bluetooth: on, as the B and C ship
-        self.gates = self.sens = (0, 0)
+        # The simulated LD2410's settings, as its commands set them (write()),
+        # from its factory defaults: Bluetooth on (as the B and C ship), gates
+        # 8 and 8, the sensitivities per gate 0-8 (still: not settable for
+        # gates 0 and 1), 5 s "nobody" delay.
+        self.bt = True
+        self.gates = [8, 8, 5]  # farthest moving gate, farthest still gate, idle s
+        self.move = bytearray((50, 50, 40, 30, 20, 15, 15, 15, 15))
+        self.still = bytearray((0, 0, 40, 40, 30, 30, 20, 20, 20))
         self.cfg_mode = False
         self.cmd = b""
         self.latched = [False, False]  # edges an interrupt saw: button, staff key (`block`)
@@ -97,6 +105,11 @@ class Board:
     def link(self):
         return self.up, -55 if self.up else None  # (Wi-Fi up, RSSI dBm)
 
+    def heap(self):
+        """(free in the heap, more it can still grow by, the IDF heap's free):
+        the unix port's heap is one fixed area, and it has no IDF."""
+        return gc.mem_free(), 0, None
+
     def tasks(self, node):
         """The board's own tasks: (name, coroutine function of the board)."""
         self.node = node
@@ -109,35 +122,11 @@ class Board:
         return out or None
 
     def write(self, data):
-        """The radar's UART, written: the simulated LD2410 answers each
-        command frame with its ACK frame (status 0), as the real one does."""
-        self.cmd += data
-        while True:
-            b = self.cmd
-            i = b.find(b"\xfd\xfc\xfb\xfa")
-            if i < 0 or len(b) < i + 8:
-                break
-            n = b[i + 4] | b[i + 5] << 8
-            if len(b) < i + 10 + n:
-                break
-            cmd = b[i + 6] | b[i + 7] << 8
-            v = b[i + 8:i + 6 + n]
-            self.cmd = b[i + 10 + n:]
-            if cmd == 0xFF:
-                self.cfg_mode = True
-            elif not self.cfg_mode:
-                continue  # outside config mode a command is not answered
-            elif cmd == 0xA4:
-                self.bt = v[0] == 1
-            elif cmd == 0x60:
-                self.gates = (v[2], v[8])
-            elif cmd == 0x64:
-                self.sens = (v[8], v[14])
-            elif cmd in (0xA3, 0xFE):  # restart, end of config mode: data again
-                self.cfg_mode = False
-            self.rx += bytes((0xFD, 0xFC, 0xFB, 0xFA, 4, 0, cmd & 0xFF, cmd >> 8 | 1, 0, 0,
-                              4, 3, 2, 1))
-        return len(data)
+        """The radar's UART, written: the simulated LD2410 answers its
+        commands (board/sim.py, loaded while the radar is set up)."""
+        from board import sim
+
+        return sim.write(self, data)
 
     async def sim(self):
         """The radar and the control port (one connection at a time), every 10 ms."""
@@ -235,19 +224,24 @@ class Board:
             time.sleep_ms(ms - ms // 2)
         elif w[0] == "link" and w[1] in ("up", "down"):
             up = w[1] == "up"
-            if up and not self.up and self.node.mqtt:
-                self.node.mqtt.kick = True  # as board/esp32.py's wifi task: retry now
+            m = self.node.mqtt if self.node else None
+            if up and not self.up and m:
+                m.kick = True  # as board/esp32.py's wifi task: retry now
             self.up = up
-        elif line == "radar?":
-            g, s = self.gates, self.sens
+        elif line == "radar?":  # (sensitivities: gate 8's, as every gate from 2 on)
+            g = self.gates
             return "radar bluetooth %s gates %d %d sens %d %d" % (
-                "on" if self.bt else "off", g[0], g[1], s[0], s[1])
+                "on" if self.bt else "off", g[0], g[1], self.move[8], self.still[8])
         elif line == "ticks?":
             return "ticks %d" % ticks_ms()
         elif line == "feeds?":
             return "feeds %d" % self.feeds
-        elif w[0] == "fault":
-            return "ok" if self.node.sup.inject(w[1]) else "error: no task " + w[1]
+        elif line == "uptime?":
+            return "uptime %d" % (self.node.uptime_s if self.node else 0)
+        elif w[0] in ("fault", "stall"):
+            if self.node and self.node.sup.inject(w[1], w[0] == "stall"):
+                return "ok"
+            return "error: no task %s that can %s" % (w[1], w[0])
         else:
             return "error: unknown command " + line
         return "ok"

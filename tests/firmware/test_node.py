@@ -6,6 +6,7 @@ with the contract's parsers."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -54,6 +55,8 @@ def test_boot_online_retained_telemetry_and_last_will(
         assert key in tele, key
     assert tele["ts"] is None  # no NTP server configured: no clock, and it says so
     assert tele["heap_free"] > 0 and tele["fw"] == "1.0.0"
+    # The unix port's heap is one fixed area: nothing to grow into, no IDF heap.
+    assert tele["heap_grow"] == 0 and tele["idf_free"] is None
     assert node.logged("mqtt: online at")
     assert node.ctl("led?") == "led online"
     # Gone without a word (a power cut): the broker's last will says so.
@@ -93,6 +96,23 @@ def test_door_and_radar_occupancy_still_s_grows(node_factory: NodeFactory,
     assert node.ctl("radar sideways 5") .startswith("error")
     occ = server.of(dev, "occupancy")
     assert seqs_increase(occ) and server.rejected == []
+
+
+class Lines:
+    """Some of a node's log lines, to look at as a node's."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+    def logged(self, text: str) -> list[str]:
+        return [line for line in self.lines if text in line]
+
+
+def backoffs(node: Node | Lines) -> list[tuple[int, bool]]:
+    """The MQTT client's waits before trying again: (ms, a call open?)."""
+    found = (re.search(r"mqtt: again in (\d+) ms( \(a call is open\))?", line)
+             for line in node.logged("mqtt: again in"))
+    return [(int(m[1]), bool(m[2])) for m in found if m]
 
 
 def press_and_wait(node: Node, server: Server) -> str:
@@ -359,7 +379,7 @@ def test_a_call_during_a_long_outage_goes_out_within_seconds_of_the_link(
     assert node.ctl("link down") == "ok"
     # The outage goes on until the node's backoff is long (16 s or more, up
     # to the 30 s cap): what an hour offline leaves behind.
-    wait_for(lambda: any(int(line.split()[-2]) >= 16000 for line in node.logged("mqtt: again in")),
+    wait_for(lambda: any(ms >= 16000 for ms, _ in backoffs(node)),
              timeout=150, what="a long backoff", detail=node.log_tail)
     node.press()  # a call, deep in the outage: the lamp at once, the network later
     wait_for(lambda: node.lamp() == "fast", timeout=10, what="lamp fast")
@@ -370,6 +390,52 @@ def test_a_call_during_a_long_outage_goes_out_within_seconds_of_the_link(
     server.wait(dev, "call", lambda m: m["action"] == "press", timeout=10,
                 what="the press within 10 s of the link", detail=node.log_tail)
     assert node.alive() and server.rejected == []
+
+
+def test_with_a_call_open_the_broker_is_tried_every_few_seconds(
+        node_factory: NodeFactory, server: Server, broker: Mosquitto) -> None:
+    # The broker away, the Wi-Fi up all along (nothing tells the node the
+    # network is back): once a call is open, no wait is longer than 3 s.
+    node = node_factory(env={"MAMAROOM_TICKS_FAST": "1"})  # node time: the backoff in seconds
+    dev = node.device
+    server.wait(dev, "status", lambda s: s == "online")
+    server.client.reconnect_delay_set(min_delay=1, max_delay=1)
+    broker.stop()
+    wait_for(lambda: any(ms >= 16000 for ms, _ in backoffs(node)),
+             timeout=60, what="a long backoff", detail=node.log_tail)
+    node.press()
+    wait_for(lambda: sum(urgent for _, urgent in backoffs(node)) >= 3, timeout=60,
+             what="backoffs with the call open", detail=node.log_tail)
+    waits = backoffs(node)
+    first = next(i for i, (_, urgent) in enumerate(waits) if urgent)
+    assert all(urgent and ms <= 3000 for ms, urgent in waits[first:]), waits[first:]
+    broker.start()
+    server.wait(dev, "call", lambda m: m["action"] == "press", timeout=60,
+                what="the press once the broker is back", detail=node.log_tail)
+    assert node.alive() and server.rejected == []
+
+
+def test_the_link_coming_back_ends_the_backoff_at_once(
+        node_factory: NodeFactory, server: Server, broker: Mosquitto) -> None:
+    node = node_factory(env={"MAMAROOM_TICKS_FAST": "1"})  # node time: the backoff in moments
+    dev = node.device
+    server.wait(dev, "status", lambda s: s == "online")
+    broker.stop()
+    assert node.ctl("link down") == "ok"
+    wait_for(lambda: any(ms >= 16000 for ms, _ in backoffs(node)),
+             timeout=60, what="a long backoff", detail=node.log_tail)
+    assert node.ctl("link up") == "ok"  # as board/esp32.py's wifi task on the link's return
+    # At once, and the backoff afresh: the next wait (the broker is still
+    # away) is the first step's, 0.5 to 1 s, not the 16 to 30 s it was at.
+    wait_for(lambda: node.logged("mqtt: the link is back: connecting now"), timeout=60,
+             what="the backoff ended by the link", detail=node.log_tail)
+    back = node.lines.index(node.logged("mqtt: the link is back")[0])
+    wait_for(lambda: backoffs(Lines(node.lines[back:])), timeout=60,
+             what="a backoff after the link", detail=node.log_tail)
+    assert backoffs(Lines(node.lines[back:]))[0][0] <= 1000, node.log_tail()
+    broker.start()
+    wait_for(lambda: len(node.logged("mqtt: online at")) >= 2, timeout=60, what="online again",
+             detail=node.log_tail)
 
 
 def test_a_press_while_the_loop_is_blocked_is_counted(node_factory: NodeFactory,
@@ -397,7 +463,8 @@ def test_the_radar_is_configured_at_boot_with_bluetooth_off(node_factory: NodeFa
     settings = {"move_gate": 6, "still_gate": 5, "move_sens": 45, "still_sens": 35}
     node = node_factory(radar=settings)
     dev = node.device
-    wait_for(lambda: node.logged("radar: configured: bluetooth off, gates 6/5"), timeout=20,
+    wait_for(lambda: node.logged("radar: configured: bluetooth off, gates 6/5, sensitivity "
+                                 "45/35, read back"), timeout=20,
              what="the radar configured", detail=node.log_tail)
     # What the simulated LD2410 was told, command by command, each acknowledged.
     assert node.ctl("radar?") == "radar bluetooth off gates 6 5 sens 45 35"
@@ -407,3 +474,47 @@ def test_the_radar_is_configured_at_boot_with_bluetooth_off(node_factory: NodeFa
     assert node.ctl("radar still 150") == "ok"
     server.wait(dev, "occupancy", lambda m: m["radar"] == "still", what="radar data again",
                 detail=node.log_tail)
+
+
+@pytest.mark.parametrize("radar, why", [
+    # It acknowledges the sensitivities but keeps its own: the read-back says so.
+    ("ignore:64", "read back: move_sens 50 at gate 0, config.json says 45"),
+    # It refuses Bluetooth off: said, and the restart still sent (data again).
+    ("refuse:a4", "bluetooth off refused (status 1)"),
+])
+def test_a_radar_that_does_not_take_its_settings_is_reported(
+        node_factory: NodeFactory, server: Server, radar: str, why: str) -> None:
+    settings = {"move_gate": 6, "still_gate": 5, "move_sens": 45, "still_sens": 35}
+    node = node_factory(radar=settings, env={"MAMAROOM_SIM_RADAR": radar})
+    dev = node.device
+    wait_for(lambda: node.logged("radar: not configured: " + why), timeout=20,
+             what="the radar's fault named", detail=node.log_tail)
+    tele = server.wait(dev, "telemetry", what="telemetry", detail=node.log_tail)
+    assert tele["radar_config"] is False
+    assert node.ctl("radar still 150") == "ok"  # out of config mode: its data used all the same
+    server.wait(dev, "occupancy", lambda m: m["radar"] == "still", what="radar data",
+                detail=node.log_tail)
+
+
+def test_a_silent_publisher_or_mqtt_task_is_restarted(node_factory: NodeFactory,
+                                                      server: Server) -> None:
+    # Node time runs fast (ticks.py): the publisher's 60 s and the MQTT
+    # task's 30 s of silence pass in moments. A task that hangs (here its
+    # reports go unheard, `stall`) is cancelled and started again, and the
+    # watchdog waits to see it keep going.
+    node = node_factory(env={"MAMAROOM_TICKS_FAST": "1"})
+    dev = node.device
+    server.wait(dev, "status", lambda s: s == "online")
+    assert node.ctl("stall radar").startswith("error")  # not watched for silence
+    assert node.ctl("stall publisher") == "ok" and node.ctl("stall mqtt") == "ok"
+    for task in ("publisher", "mqtt"):
+        wait_for(lambda task=task: node.logged(f"task {task} stalled; starting it again"),
+                 timeout=60, what=f"{task} restarted", detail=node.log_tail)
+    # The node goes on: a call goes out, telemetry counts the restarts.
+    press_and_wait(node, server)
+    server.wait(dev, "telemetry", lambda t: t["restarts"] >= 2, timeout=60,
+                what="restarts in telemetry", detail=node.log_tail)
+    f = int(node.ctl("feeds?").split()[1])
+    wait_for(lambda: int(node.ctl("feeds?").split()[1]) > f, timeout=60,
+             what="the watchdog fed again", detail=node.log_tail)
+    assert node.alive() and server.rejected == []
