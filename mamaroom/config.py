@@ -391,9 +391,12 @@ class PagesSettings(_Section):
 
     #: Buildings' positions and walking times (site/site.toml); missing = no walking times.
     site_file: Path = PROJECT_ROOT / "site" / "site.toml"
-    #: The address phones use to reach the pages (QR codes, push links);
-    #: empty = http://http.host:http.port.
+    #: The address phones use to reach the pages (QR codes, push links):
+    #: the public surface; empty = http://http.host:http.port.
     public_url: str = ""
+    #: The staff console's address, on the intranet (the staff listener):
+    #: emergency-call pushes link to it. Empty = public_url.
+    staff_url: str = ""
     #: A room this many walking minutes away or less counts as "near me".
     near_minutes: Annotated[float, Field(gt=0, le=60)] = 5.0
     #: Predicted waits learn session lengths from this many past days.

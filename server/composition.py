@@ -33,7 +33,7 @@ from mamaroom.storage.influx import InfluxStore
 from mamaroom.storage.sqlite import SqliteStore
 from paging.registry import build_channels
 from server.alerts_db import AlertsDb
-from server.api.pages import public_url
+from server.api.pages import public_url, staff_url
 from server.context import ServerContext
 from server.db import ServerDb
 from server.mqtt_link import ServerMqtt
@@ -116,7 +116,8 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
     site = SiteService(read_site_file(settings.pages.site_file), settings.pages.near_minutes)
     waits = WaitPredictor(store, settings.pages.wait_history_days)
     push = WebPush(await _opened(stack, PushDb(settings.server_db_path)), settings.pages,
-                   public_url(settings), lambda room_id: _room_name(registry, room_id))
+                   public_url(settings), lambda room_id: _room_name(registry, room_id),
+                   staff_url=staff_url(settings))
     trends_store: TrendsStore = store
     if settings.storage.backend == "influxdb":
         # Reads and rollups only: the spool stays the gateway's (never opened).

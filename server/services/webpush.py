@@ -150,12 +150,14 @@ class WebPush:
     """Sends the pushes; `run()` follows the live events of one server."""
 
     def __init__(self, db: PushDb, settings: PagesSettings, public_url: str,
-                 room_name: Callable[[str], str]) -> None:
+                 room_name: Callable[[str], str], *, staff_url: str | None = None) -> None:
         self.db = db
         self.public_key = settings.vapid_public_key
         self._private_key = settings.vapid_private_key
         self._subject = settings.vapid_subject
         self._public_url = public_url.rstrip("/")
+        #: The staff console's address: on the intranet, not the public surface.
+        self._staff_url = (staff_url or public_url).rstrip("/")
         self._room_name = room_name
         self.push_hosts = settings.push_hosts
         self._called: set[int] = set()
@@ -207,7 +209,7 @@ class WebPush:
             return
         self._called.add(alert["id"])
         name = self._room_name(alert["room"]) if alert.get("room") else "?"
-        message = call_message(alert, name, f"{self._public_url}/staff")
+        message = call_message(alert, name, f"{self._staff_url}/staff")
         for s in await self.db.of_kind("staff", int(time.time() * 1000)):
             await self.send(s["sub"], message, PUSH_TTL_S["staff"])
 
