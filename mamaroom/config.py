@@ -414,6 +414,20 @@ class PagesSettings(_Section):
         "notify.windows.com"])
 
 
+class RetentionSettings(_Section):
+    """How long the server keeps records about people; applied by the server
+    itself (docs/privacy.md). Raw telemetry has its own:
+    storage.telemetry_retention_days."""
+
+    #: Closed alerts (resolved or cancelled) and their timelines (who
+    #: acknowledged, who was paged, when) are deleted this many days after
+    #: they closed. Open ones are kept. Trends of calls reach back this far.
+    alert_days: Annotated[int, Field(ge=1, le=36_500)] = 365
+    #: How often the server applies retention: deletes reminders that
+    #: lapsed (2 h after they were set) and alerts past alert_days.
+    interval_s: Annotated[float, Field(gt=0, le=DAY_S)] = 300.0
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     #: `console` for people, `json` for log collectors.
@@ -441,6 +455,7 @@ class Settings(BaseSettings):
     trends: TrendsSettings = TrendsSettings()
     watchdog: WatchdogSettings = WatchdogSettings()
     pages: PagesSettings = PagesSettings()
+    retention: RetentionSettings = RetentionSettings()
     #: Where the embedded databases live (created if missing).
     data_dir: Path = Path("var")
     #: Seeds the registry on first start; the server's database is the truth after that.

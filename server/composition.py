@@ -45,6 +45,8 @@ from server.services.escalation import Escalator, paging_gaps
 from server.services.fanout import Fanout
 from server.services.outages import OutageWatch
 from server.services.registry import RegistryService
+from server.services.retention import Retention, reminders
+from server.services.retention import alerts as retention_alerts
 from server.services.rooms import LiveRooms
 from server.services.roster import Roster, RosterDb
 from server.services.site import SiteService, read_site_file
@@ -129,10 +131,15 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
                            await _opened(stack, CallsDb(settings.server_db_path)),
                            lambda: registry.current.rooms)
 
+    # Privacy by default: lapsed reminders and old alert timelines are deleted
+    # (docs/privacy.md). Every server applies it; deleting twice deletes nothing.
+    retention = Retention(settings.retention, [reminders(push.db),
+                                               retention_alerts(alerts_db, settings.retention)])
+
     # Device-outage alerts come from the server that handles calls.
     outages = OutageWatch(live, alerts, settings.alerts) if handles_calls else None
     tasks = [mqtt.run(), fanout.keepalive(), alerts.run(), _refresh(settings, live, outages),
-             watch_wall_clock(), waits.warm()]
+             watch_wall_clock(), waits.warm(), retention.run()]
     if handles_calls:
         tasks.append(escalator.run())
     if push.enabled:

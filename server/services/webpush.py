@@ -113,6 +113,26 @@ class PushDb(SqliteDatabase):
 
         return await self._run(run)
 
+    async def count_mothers_before(self, before_ms: int) -> int:
+        """Mothers' reminders set before `before_ms` (each holds a phone's push address)."""
+        row = await self._run(lambda db: db.execute(
+            "SELECT count(*) FROM push_subscriptions WHERE kind='mother' AND created_ms < ?",
+            (before_ms,)).fetchone())
+        return int(row[0])
+
+    async def delete_mothers_before(self, before_ms: int, limit: int = 500) -> int:
+        """One batch of the mothers' reminders set before `before_ms`. Staff
+        phones' subscriptions stay: they are the staff's, until unsubscribed."""
+
+        def run(db: sqlite3.Connection) -> int:
+            with db:
+                return db.execute(
+                    "DELETE FROM push_subscriptions WHERE endpoint IN (SELECT endpoint FROM"
+                    " push_subscriptions WHERE kind='mother' AND created_ms < ? LIMIT ?)",
+                    (before_ms, limit)).rowcount
+
+        return await self._run(run)
+
     async def count(self, kind: str, now_ms: int) -> int:
         """Subscriptions of `kind` not yet lapsed."""
         row = await self._run(lambda db: db.execute(
