@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -307,3 +308,23 @@ def test_purge_before_a_date(tmp_path: Path) -> None:
     out = purge(env, "--before", far, "--yes")
     assert out.returncode == 2 and "future" in out.stderr
     assert rows(db_path)["alerts"] == {ids["recent"], ids["old_open"]}
+
+
+# --- the notice -------------------------------------------------------------------
+
+
+def test_the_notice_says_the_same_everywhere_and_matches_the_rules() -> None:
+    """The page's notice in both languages, the HTML (before its script runs)
+    and docs/privacy.md agree; a reminder's lapse there is the server's."""
+    from server.services.webpush import MOTHER_TTL_S
+
+    js = (ROOT / "dashboard" / "static" / "mothers.js").read_text()
+    texts = re.findall(r'privacyText: "([^"]+)"', js)
+    assert len(texts) == 2, texts
+    zh, en = texts
+    doc = (ROOT / "docs" / "privacy.md").read_text()
+    for page in ("index.html", "room.html"):
+        assert zh in (ROOT / "dashboard" / page).read_text(), page
+    assert zh in doc and en in doc
+    assert MOTHER_TTL_S == 2 * 3600 and "2 小时" in zh and "2 hours" in en
+    assert "openid" in zh and "openid" in en
