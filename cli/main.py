@@ -442,6 +442,49 @@ def restore_command(
 SECRET_KEY = re.compile(r"(password|token|secret|private_key)$")
 
 
+@app.command("purge")
+def purge_command(
+    before: Annotated[str, typer.Option(
+        "--before", metavar="DATE",
+        help="Delete records from before this day, YYYY-MM-DD, 00:00 site time "
+             "(timezone); tomorrow's date deletes everything up to now")],
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Only count what would be deleted")] = False,
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", help="Do not ask for confirmation (for scripts)")] = False,
+) -> None:
+    """Delete the records about people from before a date, from the server's
+    database: mothers' reminders (a phone's push address; set before DATE)
+    and closed alerts with their timelines (who acknowledged, whom the
+    escalation paged; closed before DATE). Open alerts are kept.
+
+    Counts first, then asks; deletes in small batches, so the server may keep
+    running. The server deletes these by itself too, after retention.*
+    (docs/privacy.md)."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from cli.purge import purge
+
+    settings = _settings("purge")
+    try:
+        day = dt.date.fromisoformat(before)
+    except ValueError:
+        _error(f"--before must be YYYY-MM-DD, got {before!r}")
+        raise typer.Exit(2) from None
+    tz = ZoneInfo(settings.timezone)
+    tomorrow = dt.datetime.now(tz).date() + dt.timedelta(days=1)
+    if day > tomorrow:
+        _error(f"--before {day} is in the future; {tomorrow} (tomorrow) already deletes "
+               "everything up to now")
+        raise typer.Exit(2)
+    if not settings.server_db_path.exists():
+        _error(f"no server database at {settings.server_db_path} (data_dir)")
+        raise typer.Exit(2)
+    before_ms = int(dt.datetime.combine(day, dt.time(), tz).timestamp() * 1000)
+    asyncio.run(purge(settings, day, before_ms, dry_run=dry_run, yes=yes))
+
+
 def _mask_secrets(data: dict[str, Any]) -> None:
     for key, value in data.items():
         if isinstance(value, dict):

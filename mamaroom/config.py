@@ -401,9 +401,12 @@ class PagesSettings(_Section):
 
     #: Buildings' positions and walking times (site/site.toml); missing = no walking times.
     site_file: Path = PROJECT_ROOT / "site" / "site.toml"
-    #: The address phones use to reach the pages (QR codes, push links);
-    #: empty = http://http.host:http.port.
+    #: The address phones use to reach the pages (QR codes, push links):
+    #: the public surface; empty = http://http.host:http.port.
     public_url: str = ""
+    #: The staff console's address, on the intranet (the staff listener):
+    #: emergency-call pushes link to it. Empty = public_url.
+    staff_url: str = ""
     #: A room this many walking minutes away or less counts as "near me".
     near_minutes: Annotated[float, Field(gt=0, le=60)] = 5.0
     #: Predicted waits learn session lengths from this many past days.
@@ -489,6 +492,20 @@ class WechatSettings(_Section):
         return bool(self.app_id)
 
 
+class RetentionSettings(_Section):
+    """How long the server keeps records about people; applied by the server
+    itself (docs/privacy.md). Raw telemetry has its own:
+    storage.telemetry_retention_days."""
+
+    #: Closed alerts (resolved or cancelled) and their timelines (who
+    #: acknowledged, who was paged, when) are deleted this many days after
+    #: they closed. Open ones are kept. Trends of calls reach back this far.
+    alert_days: Annotated[int, Field(ge=1, le=36_500)] = 365
+    #: How often the server applies retention: deletes reminders that
+    #: lapsed (2 h after they were set) and alerts past alert_days.
+    interval_s: Annotated[float, Field(gt=0, le=DAY_S)] = 300.0
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     #: `console` for people, `json` for log collectors.
@@ -517,6 +534,7 @@ class Settings(BaseSettings):
     watchdog: WatchdogSettings = WatchdogSettings()
     pages: PagesSettings = PagesSettings()
     wechat: WechatSettings = WechatSettings()
+    retention: RetentionSettings = RetentionSettings()
     #: Where the embedded databases live (created if missing).
     data_dir: Path = Path("var")
     #: Seeds the registry on first start; the server's database is the truth after that.

@@ -60,6 +60,11 @@ ALERT_COLUMNS = ("id", "kind", "priority", "room", "device", "call_id", "status"
                  "subject", "paging", "nobody")
 #: Columns added after the first release: (name, declaration), added on open.
 ADDED_COLUMNS = (("paging", "TEXT"), ("nobody", "INTEGER NOT NULL DEFAULT 0"))
+#: An alert past its retention: closed, and closed before a time (the ? twice).
+_CLOSED_BEFORE = ("status IN ('resolved', 'cancelled')"
+                  " AND COALESCE(resolved_at_ms, acknowledged_at_ms, raised_at_ms) < ?")
+#: What an alert's deletion counts, in this order.
+RETENTION_COUNTS = ("alerts", "alert_events", "joined_calls")
 #: A journalled call and a stored one of the same device and call_id raised
 #: this close together are one call (call ids are unique per node boot).
 JOURNAL_MATCH_MS = 5 * 60_000
@@ -352,6 +357,39 @@ class AlertsDb(SqliteDatabase):
                                " VALUES (?, ?, ?, ?, ?)",
                                [(cur.lastrowid, *step) for step in steps])
                 return True
+
+        return await self._run(run)
+
+    async def count_closed_before(self, before_ms: int) -> dict[str, int]:
+        """Closed alerts that closed before `before_ms`, and their timelines'
+        entries and joined presses: what `delete_closed_before` would delete."""
+        row = await self._run(lambda db: db.execute(
+            f"SELECT count(*), (SELECT count(*) FROM alert_events WHERE alert_id IN"
+            f" (SELECT id FROM alerts WHERE {_CLOSED_BEFORE})), (SELECT count(*) FROM"
+            f" joined_calls WHERE alert_id IN (SELECT id FROM alerts WHERE {_CLOSED_BEFORE}))"
+            f" FROM alerts WHERE {_CLOSED_BEFORE}", (before_ms, before_ms, before_ms)).fetchone())
+        return dict(zip(RETENTION_COUNTS, (int(n) for n in row), strict=True))
+
+    async def delete_closed_before(self, before_ms: int, limit: int = 500) -> dict[str, int]:
+        """One batch (at most `limit` alerts, one short transaction: the call
+        path writes to this database too) of closed alerts that closed before
+        `before_ms`, with their timelines and joined presses. Open alerts are
+        never deleted, however old."""
+
+        def run(db: sqlite3.Connection) -> dict[str, int]:
+            with db:
+                ids = [r[0] for r in db.execute(
+                    f"SELECT id FROM alerts WHERE {_CLOSED_BEFORE} ORDER BY id LIMIT ?",
+                    (before_ms, limit))]
+                if not ids:
+                    return dict.fromkeys(RETENTION_COUNTS, 0)
+                marks = ",".join("?" * len(ids))
+                events = db.execute(f"DELETE FROM alert_events WHERE alert_id IN ({marks})",
+                                    ids).rowcount
+                joined = db.execute(f"DELETE FROM joined_calls WHERE alert_id IN ({marks})",
+                                    ids).rowcount
+                alerts = db.execute(f"DELETE FROM alerts WHERE id IN ({marks})", ids).rowcount
+                return dict(zip(RETENTION_COUNTS, (alerts, events, joined), strict=True))
 
         return await self._run(run)
 

@@ -24,6 +24,7 @@ from server.body_limit import BodyLimit
 from server.composition import build
 from server.errors import ServerError
 from server.security import SecurityHeaders
+from server.surfaces import PublicSurface
 
 log = get_logger(__name__)
 DASHBOARD = dashboard.ROOT
@@ -56,6 +57,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def server_error(_: Request, exc: ServerError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
 
+    # Innermost first: the public surface's 404 still gets the security headers.
+    app.add_middleware(PublicSurface)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, default=settings.http.max_body_bytes,
                        larger={"/api/admin/rooms/import": settings.http.max_import_bytes})

@@ -33,7 +33,7 @@ from mamaroom.storage.influx import InfluxStore
 from mamaroom.storage.sqlite import SqliteStore
 from paging.registry import build_channels
 from server.alerts_db import AlertsDb
-from server.api.pages import public_url
+from server.api.pages import public_url, staff_url
 from server.context import ServerContext
 from server.db import ServerDb
 from server.mqtt_link import ServerMqtt
@@ -45,6 +45,8 @@ from server.services.escalation import Escalator, paging_gaps
 from server.services.fanout import Fanout
 from server.services.outages import OutageWatch
 from server.services.registry import RegistryService
+from server.services.retention import Retention, reminders
+from server.services.retention import alerts as retention_alerts
 from server.services.rooms import LiveRooms
 from server.services.roster import Roster, RosterDb
 from server.services.site import SiteService, read_site_file
@@ -117,7 +119,8 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
     site = SiteService(read_site_file(settings.pages.site_file), settings.pages.near_minutes)
     waits = WaitPredictor(store, settings.pages.wait_history_days)
     push = WebPush(await _opened(stack, PushDb(settings.server_db_path)), settings.pages,
-                   public_url(settings), lambda room_id: _room_name(registry, room_id))
+                   public_url(settings), lambda room_id: _room_name(registry, room_id),
+                   staff_url=staff_url(settings))
     # The park's WeChat service account: reminders as subscription messages.
     # Not in a `calls` server: nothing of the mothers' pages is near the call path.
     wechat_db = await _opened(stack, WechatDb(settings.server_db_path))
@@ -134,10 +137,15 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
                            await _opened(stack, CallsDb(settings.server_db_path)),
                            lambda: registry.current.rooms)
 
+    # Privacy by default: lapsed reminders and old alert timelines are deleted
+    # (docs/privacy.md). Every server applies it; deleting twice deletes nothing.
+    retention = Retention(settings.retention, [reminders(push.db),
+                                               retention_alerts(alerts_db, settings.retention)])
+
     # Device-outage alerts come from the server that handles calls.
     outages = OutageWatch(live, alerts, settings.alerts) if handles_calls else None
     tasks = [mqtt.run(), fanout.keepalive(), alerts.run(), _refresh(settings, live, outages),
-             watch_wall_clock(), waits.warm()]
+             watch_wall_clock(), waits.warm(), retention.run()]
     if handles_calls:
         tasks.append(escalator.run())
     if push.enabled:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import Device, Mosquitto, Services, write_rooms_csv
+from tests.support import ROOT, Device, Mosquitto, Services, write_rooms_csv
 
 ROOMS = [("T1-0101", "dev-a"), ("T1-0201", "dev-b"), ("T1-0301", None)]
 
@@ -41,3 +43,12 @@ def device_factory(broker: Mosquitto) -> Iterator[type[Device]]:
     yield make  # type: ignore[misc]
     for d in made:
         d.close()
+
+
+@pytest.fixture
+def vapid() -> tuple[str, str]:
+    """Web Push keys, made as an operator makes them."""
+    out = subprocess.run([sys.executable, "-m", "cli", "webpush", "keys"], cwd=ROOT,
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    keys = dict(line.split(" = ") for line in out.splitlines() if " = " in line)
+    return keys["vapid_public_key"].strip('"'), keys["vapid_private_key"].strip('"')

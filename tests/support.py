@@ -10,6 +10,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -266,9 +267,11 @@ def write_rooms_csv(path: Path, rooms: list[tuple[str, str | None]]) -> Path:
 
 
 def sse_events(url: str, headers: dict[str, str] | None = None,
-               timeout: float | None = 30) -> Iterator[tuple[str, Any]]:
+               timeout: float | None = 30,
+               verify: ssl.SSLContext | bool = True) -> Iterator[tuple[str, Any]]:
     """(event, decoded data) from a Server-Sent Events stream, as they come."""
-    with httpx.stream("GET", url, headers=headers or {}, timeout=timeout) as resp:
+    with httpx.stream("GET", url, headers=headers or {}, timeout=timeout,
+                      verify=verify) as resp:
         event = "message"
         for line in resp.iter_lines():
             if line.startswith("event: "):

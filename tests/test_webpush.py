@@ -8,8 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.support import ROOT, Mosquitto, Services, free_port, wait_for
+from tests.support import Mosquitto, Services, free_port, wait_for
 
 
 def b64(data: bytes) -> str:
@@ -69,20 +67,13 @@ class Browser:
 
 
 @pytest.fixture
-def vapid() -> tuple[str, str]:
-    out = subprocess.run([sys.executable, "-m", "cli", "webpush", "keys"], cwd=ROOT,
-                         capture_output=True, text=True, check=True, timeout=60).stdout
-    keys = dict(line.split(" = ") for line in out.splitlines() if " = " in line)
-    return keys["vapid_public_key"].strip('"'), keys["vapid_private_key"].strip('"')
-
-
-@pytest.fixture
 def push_services(broker: Mosquitto, tmp_path: Path, rooms_csv: Path,
                   vapid: tuple[str, str]) -> Iterator[Services]:
     svc = Services(broker, tmp_path, rooms_csv, MAMAROOM_PAGES__VAPID_PUBLIC_KEY=vapid[0],
                    MAMAROOM_PAGES__PUSH_HOSTS='["http://127.0.0.1"]',
                    MAMAROOM_PAGES__VAPID_PRIVATE_KEY=vapid[1],
-                   MAMAROOM_PAGES__PUBLIC_URL="https://mamaroom.park.example").start()
+                   MAMAROOM_PAGES__PUBLIC_URL="https://mamaroom.park.example",
+                   MAMAROOM_PAGES__STAFF_URL="https://mamaroom.park.example:8443/").start()
     yield svc
     svc.stop()
 
@@ -145,7 +136,8 @@ def test_staff_phones_get_new_calls_and_gone_subscriptions_are_dropped(
     wait_for(lambda: push.received and gone.received, what="pushes", detail=svc.logs)
     message = phones[0].decrypt(push.received[0][2])
     assert "紧急呼叫" in message["title"] and "T1-0101" in message["body"]
-    assert message["url"] == "https://mamaroom.park.example/staff"
+    # The console is on the staff listener, not the public surface (where it is 404).
+    assert message["url"] == "https://mamaroom.park.example:8443/staff"
     # The first call is over (a press while it is open would join it).
     [first] = svc.admin("GET", "/api/alerts").json()
     svc.admin("POST", f"/api/alerts/{first['id']}/resolve").raise_for_status()

@@ -95,6 +95,8 @@
       body = JSON.stringify(body);
     }
     const r = await fetch(path, { method, headers, body, credentials: "same-origin" });
+    // Served by the proxy's public listener (server/surfaces.py): the staff side is not here.
+    if (r.headers.get("X-Mamaroom-Surface") === "public") MR.surface = "public";
     const type = r.headers.get("Content-Type") || "";
     const data = r.status === 204 ? null : type.includes("json") ? await r.json() : await r.text();
     if (!r.ok) {
@@ -227,6 +229,16 @@
     let sub = await reg.pushManager.getSubscription();
     if (!sub) sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: b64ToBytes(key.public_key) });
     await MR.api(path, { method: "POST", body: Object.assign({ subscription: sub.toJSON() }, extra || {}) });
+    return true;
+  };
+
+  // Tell the server to forget this browser's subscription (a cancelled reminder).
+  MR.pushUnsubscribe = async function () {
+    if (!MR.pushSupported()) return false;
+    const reg = await (MR.swReady || MR.registerSW());
+    const sub = reg ? await reg.pushManager.getSubscription() : null;
+    if (!sub) return false;
+    await MR.api("/api/push/unsubscribe", { method: "POST", body: { endpoint: sub.endpoint } });
     return true;
   };
 

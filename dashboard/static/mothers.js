@@ -34,6 +34,9 @@
       wxDeclined: "您没有同意接收微信通知；保持本页打开时仍会提醒您。",
       wxUnavailable: "此微信版本无法订阅通知；保持本页打开时会提醒您。",
       wxFailed: "暂时连不上微信；保持本页打开时会提醒您。",
+      // docs/privacy.md: keep the two languages saying the same, and both true.
+      privacyTitle: "隐私说明",
+      privacyText: "使用本页无需登录，我们不收集您的姓名、电话等信息；您选择的楼宇和楼层只保存在您的手机上。只有在您开启“有空位时提醒我”时，服务器才保存这部手机的推送地址（在微信中为您的微信 openid）和所选的母婴室：提醒发出或取消后即删除，未发出的 2 小时后失效并删除。访问日志不保存完整的 IP 地址。",
     },
     en: {
       pageTitle: "Nursing rooms · free now", roomPageTitle: "Nursing room", title: "Nursing rooms", skip: "Skip to the rooms", loading: "Loading…",
@@ -63,6 +66,8 @@
       wxDeclined: "You did not allow the WeChat message; this page still reminds you while it is open.",
       wxUnavailable: "This WeChat cannot subscribe to messages; this page reminds you while it is open.",
       wxFailed: "WeChat could not be reached; this page reminds you while it is open.",
+      privacyTitle: "Privacy",
+      privacyText: "This page needs no login and collects nothing about you: no name, no phone number. The building and floor you choose stay on this phone. Only when you ask to be told that a room is free does the server keep this phone's push address (in WeChat, your WeChat openid) and the rooms you chose: deleted once the reminder is sent or cancelled; one not sent lapses after 2 hours and is deleted. Access logs keep no full IP address.",
     },
   });
 
@@ -274,6 +279,9 @@
   }
   function render() {
     T.apply();
+    // On the public surface the staff console is not reachable: no link to it.
+    const staffLink = document.getElementById("staff-link");
+    if (staffLink) staffLink.hidden = MR.surface === "public";
     if (!loaded) return;
     if (page === "room") renderRoom(); else renderList();
     renderNearest();
@@ -333,9 +341,12 @@
     delete state.dataset.fired;
     if (watching) {
       const wasWechat = watching.wechat === "on";
+      const pushed = watching.push;
       watching = null;
       render();
       if (wasWechat) { wx.waiting = false; try { await MR.api("/api/wechat/reminder", { method: "DELETE", headers: wxCsrf() }); } catch (e) { /* it lapses in 2 h */ } }
+      // Cancelled: the server forgets this phone's push address now, not in 2 h.
+      if (pushed) MR.pushUnsubscribe().catch(() => {});
       return;
     }
     MR.sound.unlock(); // inside the tap: browsers allow sound only after one
@@ -511,10 +522,12 @@
         const before = new Map(rooms);
         rooms.clear();
         for (const r of list) rooms.set(r.id, r);
+        // A watched room that came free since the last snapshot reminds too:
+        // a browser without EventSource polls snapshots (common.js), and a
+        // reconnected stream starts with one.
+        const freed = watching && list.find((r) => watching.ids.has(r.id) && r.available
+          && before.has(r.id) && !before.get(r.id).available);
         loaded = true;
-        // A room freed since the last snapshot (the polling fallback, or a
-        // stream that reconnected) fires the reminder as a live change does.
-        const freed = watching && before.size ? list.find((r) => watching.ids.has(r.id) && r.available && !(before.get(r.id) || {}).available) : null;
         if (freed) fire(freed);
         if (page === "room" && !where && rooms.get(roomId)) {
           // A mother who scanned a door's QR code is in that building.

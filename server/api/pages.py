@@ -97,7 +97,13 @@ def mount(app: FastAPI, root: Path = DASHBOARD) -> None:
 
 
 def public_url(settings: Settings) -> str:
+    """Where phones reach the mothers' pages (the public surface)."""
     if settings.pages.public_url:
         return settings.pages.public_url.rstrip("/")
     host = settings.http.host if settings.http.host not in ("0.0.0.0", "::") else "127.0.0.1"
     return f"http://{host}:{settings.http.port}"
+
+
+def staff_url(settings: Settings) -> str:
+    """Where staff reach their console (the intranet's staff listener)."""
+    return settings.pages.staff_url.rstrip("/") or public_url(settings)

@@ -113,6 +113,26 @@ class PushDb(SqliteDatabase):
 
         return await self._run(run)
 
+    async def count_mothers_before(self, before_ms: int) -> int:
+        """Mothers' reminders set before `before_ms` (each holds a phone's push address)."""
+        row = await self._run(lambda db: db.execute(
+            "SELECT count(*) FROM push_subscriptions WHERE kind='mother' AND created_ms < ?",
+            (before_ms,)).fetchone())
+        return int(row[0])
+
+    async def delete_mothers_before(self, before_ms: int, limit: int = 500) -> int:
+        """One batch of the mothers' reminders set before `before_ms`. Staff
+        phones' subscriptions stay: they are the staff's, until unsubscribed."""
+
+        def run(db: sqlite3.Connection) -> int:
+            with db:
+                return db.execute(
+                    "DELETE FROM push_subscriptions WHERE endpoint IN (SELECT endpoint FROM"
+                    " push_subscriptions WHERE kind='mother' AND created_ms < ? LIMIT ?)",
+                    (before_ms, limit)).rowcount
+
+        return await self._run(run)
+
     async def count(self, kind: str, now_ms: int) -> int:
         """Subscriptions of `kind` not yet lapsed."""
         row = await self._run(lambda db: db.execute(
@@ -150,12 +170,14 @@ class WebPush:
     """Sends the pushes; `run()` follows the live events of one server."""
 
     def __init__(self, db: PushDb, settings: PagesSettings, public_url: str,
-                 room_name: Callable[[str], str]) -> None:
+                 room_name: Callable[[str], str], *, staff_url: str | None = None) -> None:
         self.db = db
         self.public_key = settings.vapid_public_key
         self._private_key = settings.vapid_private_key
         self._subject = settings.vapid_subject
         self._public_url = public_url.rstrip("/")
+        #: The staff console's address: on the intranet, not the public surface.
+        self._staff_url = (staff_url or public_url).rstrip("/")
         self._room_name = room_name
         self.push_hosts = settings.push_hosts
         self._called: set[int] = set()
@@ -207,7 +229,7 @@ class WebPush:
             return
         self._called.add(alert["id"])
         name = self._room_name(alert["room"]) if alert.get("room") else "?"
-        message = call_message(alert, name, f"{self._public_url}/staff")
+        message = call_message(alert, name, f"{self._staff_url}/staff")
         for s in await self.db.of_kind("staff", int(time.time() * 1000)):
             await self.send(s["sub"], message, PUSH_TTL_S["staff"])
 

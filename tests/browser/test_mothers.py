@@ -76,6 +76,29 @@ def test_without_eventsource_the_page_polls(
     expect(page.locator("#live")).to_have_text("● 实时")
 
 
+def test_without_eventsource_a_reminder_still_comes(
+        services: Services, device_factory: type[Device], page: Page) -> None:
+    """Polling hands the page snapshots, never single room changes: measured
+    before, "tell me when a room is free" then never went off."""
+    a, b = device_factory("dev-a"), device_factory("dev-b")
+    a.occupancy(True)
+    b.occupancy(True)
+    services.wait_room_state("T1-0101", "occupied")
+    services.wait_room_state("T1-0201", "occupied")
+    page.add_init_script("delete window.EventSource")
+    page.goto(services.base_url + "/")
+    page.select_option("#my-building", "测试楼")
+    page.select_option("#my-floor", "2")
+    expect(page.locator("#rooms [data-room='T1-0201']")).to_have_attribute(
+        "data-state", "occupied", timeout=LIVE_TIMEOUT)
+    page.click("#remind")
+    expect(page.locator("#remind")).to_have_attribute("aria-pressed", "true")
+    b.occupancy(False)  # seen at the next poll (10 s)
+    wait_for(lambda: page.evaluate("window.__reminders === 1"), timeout=LIVE_TIMEOUT / 1000,
+             interval=0.2, what="the reminder")
+    expect(page.locator("#remind-state")).to_contain_text("有空位了")
+
+
 def test_a_room_page_from_its_door_qr_code(
         services: Services, device_factory: type[Device], page: Page) -> None:
     a = device_factory("dev-a")
