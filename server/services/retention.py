@@ -9,8 +9,9 @@ deletes everything before a date with `mamaroom purge --before DATE`
 (`purge`). Both delete in small batches, each its own short transaction,
 so the call path, which writes to the same database, never waits long.
 
-- mothers' reminders: a phone's push address and the rooms she chose,
-  from when she set it; it lapses after MOTHER_TTL_S (2 h), then goes;
+- mothers' reminders: a phone's push address and the rooms she chose; the
+  server deletes each once it lapses (its expiry: MOTHER_TTL_S, 2 h, after
+  she set it), purge those set before the date;
 - alerts: closed alerts with their timelines (who acknowledged, whom the
   escalation paged, when), from when they closed; kept
   `retention.alert_days` (365). Open alerts are never deleted.
@@ -22,6 +23,7 @@ Raw telemetry has its own retention, applied by the gateway
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from mamaroom.config import RetentionSettings
 from mamaroom.logs import get_logger
 from mamaroom.storage import StorageError
 from server.alerts_db import AlertsDb
-from server.services.webpush import MOTHER_TTL_S, PushDb
+from server.services.webpush import PushDb
 
 log = get_logger(__name__)
 DAY_MS = 86_400_000
@@ -47,10 +49,11 @@ class Records:
     #: cutoff (ms) → how many there are from before it, by what is counted.
     count: Callable[[int], Awaitable[dict[str, int]]]
     #: (cutoff, batch size) → deleted in one batch, by what is counted;
-    #: nothing of `name` deleted = none left.
+    #: fewer of `name` than the batch size deleted = none left.
     delete: Callable[[int, int], Awaitable[dict[str, int]]]
-    #: now (ms) → the cutoff of the server's own retention.
-    kept_from: Callable[[int], int]
+    #: (now ms, batch size) → one batch of what is past its time: the server's
+    #: own retention, same shape as `delete`.
+    expire: Callable[[int, int], Awaitable[dict[str, int]]]
 
 
 def reminders(db: PushDb) -> Records:
@@ -60,12 +63,18 @@ def reminders(db: PushDb) -> Records:
     async def delete(before_ms: int, limit: int) -> dict[str, int]:
         return {"reminders": await db.delete_mothers_before(before_ms, limit)}
 
-    return Records("reminders", count, delete, lambda now: now - int(MOTHER_TTL_S * 1000))
+    async def expire(now_ms: int, limit: int) -> dict[str, int]:
+        # Past the expiry each was set with (MOTHER_TTL_S after it was set).
+        return {"reminders": await db.delete_lapsed(now_ms, limit)}
+
+    return Records("reminders", count, delete, expire)
 
 
 def alerts(db: AlertsDb, settings: RetentionSettings) -> Records:
-    return Records("alerts", db.count_closed_before, db.delete_closed_before,
-                   lambda now: now - settings.alert_days * DAY_MS)
+    async def expire(now_ms: int, limit: int) -> dict[str, int]:
+        return await db.delete_closed_before(now_ms - settings.alert_days * DAY_MS, limit)
+
+    return Records("alerts", db.count_closed_before, db.delete_closed_before, expire)
 
 
 async def delete_before(records: Records, before_ms: int, *,
@@ -73,14 +82,26 @@ async def delete_before(records: Records, before_ms: int, *,
                         limit: int = BATCH) -> dict[str, int]:
     """Every record of a kind from before `before_ms`, batch by batch;
     `progress` gets the running totals after each batch."""
+    return await _batches(records.name, functools.partial(records.delete, before_ms),
+                          progress, limit)
+
+
+async def expire(records: Records, now_ms: int, limit: int = BATCH) -> dict[str, int]:
+    """Every record of a kind past its time, batch by batch."""
+    return await _batches(records.name, functools.partial(records.expire, now_ms), None, limit)
+
+
+async def _batches(name: str, batch: Callable[[int], Awaitable[dict[str, int]]],
+                   progress: Callable[[dict[str, int]], None] | None,
+                   limit: int) -> dict[str, int]:
     total: dict[str, int] = {}
     while True:
-        done = await records.delete(before_ms, limit)
+        done = await batch(limit)
         for key, n in done.items():
             total[key] = total.get(key, 0) + n
         if progress is not None:
             progress(total)
-        if done.get(records.name, 0) < limit:
+        if done.get(name, 0) < limit:
             return total
 
 
@@ -102,7 +123,7 @@ class Retention:
         now_ms = int(self._clock() * 1000)
         deleted: dict[str, int] = {}
         for records in self.kinds:
-            deleted |= await delete_before(records, records.kept_from(now_ms))
+            deleted |= await expire(records, now_ms)
         gone = sum(deleted.get(r.name, 0) for r in self.kinds)
         log.log(20 if gone else 10, "retention applied", **deleted,
                 alert_days=self.settings.alert_days)

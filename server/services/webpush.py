@@ -133,6 +133,19 @@ class PushDb(SqliteDatabase):
 
         return await self._run(run)
 
+    async def delete_lapsed(self, now_ms: int, limit: int = 500) -> int:
+        """One batch of subscriptions past their expiry (a mother's: 2 h after
+        she set it); without one (staff phones) they stay."""
+
+        def run(db: sqlite3.Connection) -> int:
+            with db:
+                return db.execute(
+                    "DELETE FROM push_subscriptions WHERE endpoint IN (SELECT endpoint FROM"
+                    " push_subscriptions WHERE expires_ms < ? LIMIT ?)",
+                    (now_ms, limit)).rowcount
+
+        return await self._run(run)
+
     async def count(self, kind: str, now_ms: int) -> int:
         """Subscriptions of `kind` not yet lapsed."""
         row = await self._run(lambda db: db.execute(
