@@ -48,6 +48,13 @@ TABLE: dict[tuple[str, str], str | None] = {
     ("GET", "/api/push/key"): None,
     ("POST", "/api/push/reminder"): None,
     ("POST", "/api/push/unsubscribe"): None,
+    # The mothers' WeChat reminder: anonymous (a WeChat session cookie, not a login).
+    ("GET", "/wechat/oauth/start"): None,
+    ("GET", "/wechat/oauth/callback"): None,
+    ("GET", "/api/wechat/config"): None,
+    ("GET", "/api/wechat/jssdk"): None,
+    ("POST", "/api/wechat/reminder"): None,
+    ("DELETE", "/api/wechat/reminder"): None,
     ("POST", "/api/push/staff"): "staff",
     ("GET", "/api/admin/rooms.csv"): "admin",
     ("POST", "/api/admin/rooms/import"): "admin",

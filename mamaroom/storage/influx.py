@@ -163,6 +163,7 @@ class InfluxSpool(SqliteDatabase):
         migrate_audit(db)
         # Points refused before dead letters existed: move them there.
         if db.execute("SELECT 1 FROM sqlite_master WHERE name='refused'").fetchone():
+            db.executescript(dead_letters.SCHEMA)  # a spool from before dead letters
             db.execute("INSERT INTO dead_letters (at_ms, source, reason, device, topic, payload)"
                        " SELECT refused_ms, 'influxdb', error, NULL, rp, line FROM refused")
             db.execute("DROP TABLE refused")

@@ -75,6 +75,8 @@ ON CONFLICT (device, boot) DO UPDATE SET
 def migrate_audit(db: sqlite3.Connection) -> None:
     """Add the reset columns to an audit table made before them."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(seq_audit)")}
+    if not columns:
+        return  # no audit table yet: the schema makes it whole
     for column in ("lost_before", "resets"):
         if column not in columns:
             db.execute(f"ALTER TABLE seq_audit ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")

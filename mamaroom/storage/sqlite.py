@@ -11,6 +11,7 @@ from typing import Any
 from mamaroom.contract import Call, Occupancy, Telemetry
 from mamaroom.storage import DeviceReports, HourTotal, Record, RoomTotal, StorageError, dead_letters
 from mamaroom.storage.dead_letters import DeadLetter, NewDeadLetter
+from mamaroom.storage.migrations import Migration
 from mamaroom.storage.rollups import (
     CoarseRollups,
     HourRollup,
@@ -125,10 +126,26 @@ class RoomStateRow:
     reason: str | None
 
 
+def _online_time(db: sqlite3.Connection) -> None:
+    columns = {row[1] for row in db.execute("PRAGMA table_info(telemetry_hourly)")}
+    if columns and "online_ms" not in columns:  # no table yet: made whole when needed
+        # Rollups made before online time was measured from the gaps
+        # between reports keep what they meant then: each report counted
+        # as 60 s online, reboots the highest boot - the lowest.
+        db.execute("ALTER TABLE telemetry_hourly ADD COLUMN online_ms INTEGER NOT NULL"
+                   " DEFAULT 0")
+        db.execute("ALTER TABLE telemetry_hourly ADD COLUMN reboots INTEGER NOT NULL"
+                   " DEFAULT 0")
+        db.execute("UPDATE telemetry_hourly SET online_ms = MIN(points * 60000, 3600000),"
+                   " reboots = max_boot - min_boot")
+
+
 class SqliteStore(SqliteDatabase):
     """The embedded time-series store (the default backend)."""
 
     component = "store"
+    migrations = (Migration(2, "telemetry rollups measure online time and reboots",
+                            _online_time),)
     schema = SCHEMA + AUDIT_SCHEMA + dead_letters.SCHEMA
     # A batch of messages from many devices dirties about one page per message
     # (rows are clustered by device); with the default 1000 pages nearly every
@@ -138,17 +155,7 @@ class SqliteStore(SqliteDatabase):
 
     def migrate(self, db: sqlite3.Connection) -> None:
         migrate_audit(db)
-        columns = {row[1] for row in db.execute("PRAGMA table_info(telemetry_hourly)")}
-        if "online_ms" not in columns:
-            # Rollups made before online time was measured from the gaps
-            # between reports keep what they meant then: each report counted
-            # as 60 s online, reboots the highest boot - the lowest.
-            db.execute("ALTER TABLE telemetry_hourly ADD COLUMN online_ms INTEGER NOT NULL"
-                       " DEFAULT 0")
-            db.execute("ALTER TABLE telemetry_hourly ADD COLUMN reboots INTEGER NOT NULL"
-                       " DEFAULT 0")
-            db.execute("UPDATE telemetry_hourly SET online_ms = MIN(points * 60000, 3600000),"
-                       " reboots = max_boot - min_boot")
+
 
     # --- writes (gateway) -------------------------------------------------
 

@@ -44,7 +44,8 @@ IDS = re.compile(
 )
 #: Names of protocols, formats and standards, the same in Chinese text.
 ALLOWED_ZH = {"MQTT", "ESPA", "CSV", "UTF", "QR", "API", "ID", "URL", "Wi", "Fi", "RSSI", "OTA",
-              "P50", "P90", "IM", "SSE", "admin", "WeCom", "DingTalk"}
+              "P50", "P90", "IM", "SSE", "admin", "WeCom", "DingTalk",
+              "IP", "openid"}  # the privacy notice: WeChat's own word for a user's id
 WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 
 VISIBLE_TEXT = """() => {
