@@ -81,17 +81,6 @@ def add_column(table: str, column: str, decl: str) -> Callable[[sqlite3.Connecti
     return run
 
 
-def _tables_only(schema: str) -> list[str]:
-    """The schema's CREATE TABLE statements (comment lines dropped)."""
-    out = []
-    for statement in schema.split(";"):
-        code = "\n".join(line for line in statement.splitlines()
-                         if not line.strip().startswith("--")).strip()
-        if _TABLE.match(code):
-            out.append(code)
-    return out
-
-
 def tables_of(schema: str) -> list[str]:
     return _TABLE.findall(schema)
 
