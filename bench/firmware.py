@@ -36,7 +36,7 @@ console = Console()
 
 # Run by MicroPython, in the build directory: the firmware's Client, then a
 # plain socket, each publishing `n` QoS 1 messages one at a time.
-PUBLISHER = r'''
+PUBLISHER = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
 import asyncio
@@ -83,15 +83,19 @@ async def firmware():
 
 plain()
 asyncio.run(firmware())
-'''
+"""
 
 
 def publish_latency(firmware: Path, port: int, n: int, workdir: Path) -> dict[str, list[float]]:
     script = workdir / "publisher.py"
     script.write_text(PUBLISHER)
-    out = subprocess.run([micropython(), "-X", f"heapsize={HEAP}", str(script), str(firmware),
-                          str(port), str(n)], capture_output=True, text=True, timeout=600,
-                         cwd=workdir)
+    out = subprocess.run(
+        [micropython(), "-X", f"heapsize={HEAP}", str(script), str(firmware), str(port), str(n)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=workdir,
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr
     result: dict[str, list[float]] = {"plain": [], "firmware": []}
     for line in out.stdout.splitlines():
@@ -102,8 +106,9 @@ def publish_latency(firmware: Path, port: int, n: int, workdir: Path) -> dict[st
     return result
 
 
-def press_to_publish(node: Node, server: Server, n: int
-                     ) -> tuple[list[float], list[float], list[tuple[int, int, int]]]:
+def press_to_publish(
+    node: Node, server: Server, n: int
+) -> tuple[list[float], list[float], list[tuple[int, int, int]]]:
     """(press → lamp lit, press → `call press` at the subscriber, heap) per press."""
     dev = node.device
     lamp: list[float] = []
@@ -120,10 +125,19 @@ def press_to_publish(node: Node, server: Server, n: int
         wait_for(lambda: node.lamp() == "fast", timeout=10, interval=0, what="lamp lit")
         lamp.append(time.perf_counter() - t0)
         assert node.ctl("release") == "ok"
-        msg = wait_for(lambda k=known: next(  # type: ignore[misc]
-            (m for m in server.of(dev, "call")
-             if m["action"] == "press" and m["call_id"] not in k), None),
-            timeout=30, interval=0.0005, what="press published")
+        msg = wait_for(
+            lambda k=known: next(  # type: ignore[misc]
+                (
+                    m
+                    for m in server.of(dev, "call")
+                    if m["action"] == "press" and m["call_id"] not in k
+                ),
+                None,
+            ),
+            timeout=30,
+            interval=0.0005,
+            what="press published",
+        )
         latencies.append(time.perf_counter() - t0)
         server.call_ack(dev, msg["call_id"], "resolved")
         wait_for(lambda: node.lamp() == "off", timeout=30, what="lamp off")
@@ -132,8 +146,11 @@ def press_to_publish(node: Node, server: Server, n: int
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(prog="python -m bench.firmware", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.firmware",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--publishes", type=int, default=2000, help="QoS 1 publishes timed")
     parser.add_argument("--presses", type=int, default=100, help="button presses timed")
     args = parser.parse_args(argv)
@@ -160,30 +177,50 @@ def main(argv: list[str] | None = None) -> str:
     top = max(h[0] for h in heap)
     least_free = min(h[1] for h in heap)
     least_block = min(h[2] for h in heap)
-    rows = [("plain socket QoS 1 publish → PUBACK (baseline)", b),
-            ("firmware MQTT client QoS 1 publish → PUBACK", f),
-            ("button press → call lamp lit (control port)", lit),
-            ("button press → `call press` at a subscriber", p)]
+    rows = [
+        ("plain socket QoS 1 publish → PUBACK (baseline)", b),
+        ("firmware MQTT client QoS 1 publish → PUBACK", f),
+        ("button press → call lamp lit (control port)", lit),
+        ("button press → `call press` at a subscriber", p),
+    ]
     table = Table(title=f"Node firmware on MicroPython (unix port, {HEAP} heap), ms")
     for col in ("path", "p50", "p99", "mean", "max", "p50 ratio", "p99 ratio"):
         table.add_column(col)
     for name, s in rows:
-        table.add_row(name, *(f"{s[k] * 1000:.2f}" for k in ("p50", "p99", "mean", "max")),
-                      f"{s['p50'] / b['p50']:.1f}", f"{s['p99'] / b['p99']:.1f}")
+        table.add_row(
+            name,
+            *(f"{s[k] * 1000:.2f}" for k in ("p50", "p99", "mean", "max")),
+            f"{s['p50'] / b['p50']:.1f}",
+            f"{s['p99'] / b['p99']:.1f}",
+        )
     console.print(table)
-    console.print(f"heap ({HEAP}) during the presses: most allocated {top} B, least free "
-                  f"{least_free} B, smallest largest-free-block {least_block} B")
-    return "\n".join([
-        "## Node firmware on MicroPython", "",
-        f"Machine: {machine()}. The real MicroPython unix port, precompiled with mpy-cross, "
-        f"in a {HEAP} heap, against a local Mosquitto. {args.publishes} QoS 1 publishes one at "
-        f"a time; {args.presses} button presses on a whole node (each then resolved).", "",
-        "| path | p50 ms | p99 ms | mean ms | p50 ratio | p99 ratio |", "|---|---|---|---|---|---|",
-        *(f"| {name} | {s['p50'] * 1000:.2f} | {s['p99'] * 1000:.2f} | {s['mean'] * 1000:.2f} "
-          f"| {s['p50'] / b['p50']:.1f} | {s['p99'] / b['p99']:.1f} |" for name, s in rows), "",
-        f"Heap during the presses (after a collection, {HEAP} in all): at most {top} B "
-        f"allocated, at least {least_free} B free, the largest free block never under "
-        f"{least_block} B. A press includes the button's 30 ms debounce.", ""])
+    console.print(
+        f"heap ({HEAP}) during the presses: most allocated {top} B, least free "
+        f"{least_free} B, smallest largest-free-block {least_block} B"
+    )
+    return "\n".join(
+        [
+            "## Node firmware on MicroPython",
+            "",
+            f"Machine: {machine()}. The real MicroPython unix port, precompiled with mpy-cross, "
+            f"in a {HEAP} heap, against a local Mosquitto. {args.publishes} QoS 1 publishes one at "
+            f"a time; {args.presses} button presses on a whole node (each then resolved).",
+            "",
+            "| path | p50 ms | p99 ms | mean ms | p50 ratio | p99 ratio |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {name} | {s['p50'] * 1000:.2f} | {s['p99'] * 1000:.2f} "
+                f"| {s['mean'] * 1000:.2f} "
+                f"| {s['p50'] / b['p50']:.1f} | {s['p99'] / b['p99']:.1f} |"
+                for name, s in rows
+            ),
+            "",
+            f"Heap during the presses (after a collection, {HEAP} in all): at most {top} B "
+            f"allocated, at least {least_free} B free, the largest free block never under "
+            f"{least_block} B. A press includes the button's 30 ms debounce.",
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -63,13 +63,13 @@ class Staff:
     def run(self) -> None:
         while not self.stop.wait(5):
             try:
-                r = self.svc.admin("GET", "/api/alerts", params={"kind": "call",
-                                                                  "status": "open"})
+                r = self.svc.admin("GET", "/api/alerts", params={"kind": "call", "status": "open"})
                 r.raise_for_status()
                 now_ms = time.time() * 1000
                 for alert in r.json():
-                    self.slowest_open_s = max(self.slowest_open_s,
-                                              (now_ms - alert["raised_at_ms"]) / 1000)
+                    self.slowest_open_s = max(
+                        self.slowest_open_s, (now_ms - alert["raised_at_ms"]) / 1000
+                    )
                     self.svc.admin("POST", f"/api/alerts/{alert['id']}/ack").raise_for_status()
                     self.acked += 1
             except httpx.HTTPError:
@@ -89,8 +89,7 @@ def poll_rooms(base_url: str, stop: threading.Event, counts: dict[str, int]) -> 
 def follow_stream(url: str, token: str, stop: threading.Event, counts: dict[str, int]) -> None:
     while not stop.is_set():
         try:
-            for _event, _data in sse_events(url, {"Authorization": f"Bearer {token}"},
-                                            timeout=60):
+            for _event, _data in sse_events(url, {"Authorization": f"Bearer {token}"}, timeout=60):
                 counts["sse_events"] += 1
                 if stop.is_set():
                     return
@@ -114,54 +113,92 @@ def verdict(series: Series, t_warm: float, rss_growth: float) -> tuple[bool, str
     slope = sum((s[0] - mt) * (s[1] - mr) for s in after) / var * 3600 / 2**20
     ok = (rss_max - rss0 <= rss0 * rss_growth + 10 * 2**20) and fd_max - fd0 <= 5
     mb = 2**20
-    return ok, (f"| {series.name} | {rss0 / mb:.1f} → {rss_end / mb:.1f} (max {rss_max / mb:.1f})"
-                f" | {slope:+.1f} | {fd0} → {after[-1][2]} (max {fd_max}) | "
-                f"{'yes' if ok else 'NO'} |")
+    return ok, (
+        f"| {series.name} | {rss0 / mb:.1f} → {rss_end / mb:.1f} (max {rss_max / mb:.1f})"
+        f" | {slope:+.1f} | {fd0} → {after[-1][2]} (max {fd_max}) | "
+        f"{'yes' if ok else 'NO'} |"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.soak_services",
-                                description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.soak_services", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--minutes", type=float, default=60.0)
     p.add_argument("--rooms", type=int, default=190)
-    p.add_argument("--speed", type=float, default=24.0,
-                   help="time compression of the rooms' use (24: an hour is a day)")
-    p.add_argument("--call-every", type=float, default=24.0,
-                   help="mean hours between calls per room, simulated time")
-    p.add_argument("--busy-hour", type=int, default=10,
-                   help="the rooms' local hour at the start (the simulator weights use by "
-                        "its clock's hour; 10 is the late-morning peak)")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=24.0,
+        help="time compression of the rooms' use (24: an hour is a day)",
+    )
+    p.add_argument(
+        "--call-every",
+        type=float,
+        default=24.0,
+        help="mean hours between calls per room, simulated time",
+    )
+    p.add_argument(
+        "--busy-hour",
+        type=int,
+        default=10,
+        help="the rooms' local hour at the start (the simulator weights use by "
+        "its clock's hour; 10 is the late-morning peak)",
+    )
     p.add_argument("--sample-s", type=float, default=15.0)
     p.add_argument("--warmup", type=float, default=0.2, help="fraction of the run")
-    p.add_argument("--rss-growth", type=float, default=0.10,
-                   help="allowed RSS growth after warm-up, fraction (plus 10 MB)")
+    p.add_argument(
+        "--rss-growth",
+        type=float,
+        default=0.10,
+        help="allowed RSS growth after warm-up, fraction (plus 10 MB)",
+    )
     args = p.parse_args(argv)
 
     with TemporaryDirectory(prefix="mamaroom-soak-") as tmp:
         work = Path(tmp)
         broker = Mosquitto(work / "mosquitto", persistence=True).start()
-        svc = Services(broker, work, ROOT / "site" / "rooms.csv",
-                       MAMAROOM_LOG__LEVEL="warning").start()
+        svc = Services(
+            broker, work, ROOT / "site" / "rooms.csv", MAMAROOM_LOG__LEVEL="warning"
+        ).start()
         # The simulator's hour weights follow its own clock's hour: give it a
         # time zone where that hour is now the busy hour (only the simulator).
         offset = (args.busy_hour - time.gmtime().tm_hour) % 24
         offset = offset - 24 if offset > 14 else offset
         sim_env = {**svc.env, "MAMAROOM_TIMEZONE": f"Etc/GMT{-offset:+d}"}
-        sim = Proc("simulate", ["simulate", "--rooms", str(args.rooms), "--speed",
-                                str(args.speed), "--call-every", str(args.call_every),
-                                "--seed", "7"], sim_env, work).start()
-        series = [Series("gateway", svc.gateway.proc.pid),  # type: ignore[union-attr]
-                  Series("server", svc.server.proc.pid)]  # type: ignore[union-attr]
+        sim = Proc(
+            "simulate",
+            [
+                "simulate",
+                "--rooms",
+                str(args.rooms),
+                "--speed",
+                str(args.speed),
+                "--call-every",
+                str(args.call_every),
+                "--seed",
+                "7",
+            ],
+            sim_env,
+            work,
+        ).start()
+        series = [
+            Series("gateway", svc.gateway.proc.pid),  # type: ignore[union-attr]
+            Series("server", svc.server.proc.pid),
+        ]  # type: ignore[union-attr]
         stop = threading.Event()
         counts = {"rooms_ok": 0, "rooms_err": 0, "sse_events": 0, "sse_reconnects": 0}
         staff = Staff(svc, stop=stop)
         token = svc.login("admin", svc.ADMIN_PASSWORD)
-        threads = [threading.Thread(target=staff.run, daemon=True),
-                   threading.Thread(target=poll_rooms, args=(svc.base_url, stop, counts),
-                                    daemon=True),
-                   threading.Thread(target=follow_stream,
-                                    args=(f"{svc.base_url}/api/stream", token, stop, counts),
-                                    daemon=True)]
+        threads = [
+            threading.Thread(target=staff.run, daemon=True),
+            threading.Thread(target=poll_rooms, args=(svc.base_url, stop, counts), daemon=True),
+            threading.Thread(
+                target=follow_stream,
+                args=(f"{svc.base_url}/api/stream", token, stop, counts),
+                daemon=True,
+            ),
+        ]
         for t in threads:
             t.start()
         started = time.monotonic()
@@ -169,8 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         t_warm = started + args.minutes * 60 * args.warmup
         alive = True
         try:
-            wait_for(lambda: svc.room("SP1-0101")["state"] != "offline" or None, timeout=120,
-                     what="the simulated rooms reporting")
+            wait_for(
+                lambda: svc.room("SP1-0101")["state"] != "offline" or None,
+                timeout=120,
+                what="the simulated rooms reporting",
+            )
             while time.monotonic() < end:
                 now = time.monotonic()
                 for s in series:
@@ -180,9 +220,12 @@ def main(argv: list[str] | None = None) -> int:
                     break
                 elapsed = (now - started) / 60
                 g, srv = series[0].samples[-1], series[1].samples[-1]
-                print(f"{elapsed:5.1f} min  gateway {g[1] / 2**20:6.1f} MB {g[2]:3d} fds   "
-                      f"server {srv[1] / 2**20:6.1f} MB {srv[2]:3d} fds   calls acked "
-                      f"{staff.acked}", flush=True)
+                print(
+                    f"{elapsed:5.1f} min  gateway {g[1] / 2**20:6.1f} MB {g[2]:3d} fds   "
+                    f"server {srv[1] / 2**20:6.1f} MB {srv[2]:3d} fds   calls acked "
+                    f"{staff.acked}",
+                    flush=True,
+                )
                 time.sleep(args.sample_s)
             metrics = svc.metrics()
         finally:
@@ -194,34 +237,38 @@ def main(argv: list[str] | None = None) -> int:
     rows = [verdict(s, t_warm, args.rss_growth) for s in series]
     ok = alive and all(r[0] for r in rows) and counts["rooms_err"] == 0
     stored = sum(v for k, v in metrics.items() if k.startswith("mamaroom_gateway_stored_total"))
-    text = "\n".join([
-        "# Soak: gateway and server, an accelerated day",
-        "",
-        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.node()} "
-        f"({os.cpu_count()} cores, shared; Python {platform.python_version()}), "
-        f"`python -m bench.soak_services --minutes {args.minutes:g} --rooms {args.rooms} "
-        f"--speed {args.speed:g} --call-every {args.call_every:g}`.",
-        f"{args.rooms} simulated rooms at {args.speed:g}× (≈ {args.minutes * args.speed / 60:.0f}"
-        " h of use, at the rooms' late-morning rate from the simulator's hour weights "
-        f"for {args.busy_hour}:00 on; it does not cycle through a day's hours), "
-        "embedded SQLite storage, a staff console acknowledging every call, "
-        "a phone polling `GET /api/rooms` every 2 s, one staff SSE stream. Samples every "
-        f"{args.sample_s:g} s; warm-up {args.warmup:.0%} of the run.",
-        "",
-        "| process | RSS after warm-up → end, MB | RSS slope, MB/h | open fds after warm-up → end"
-        " | flat |",
-        "|---|---|---|---|---|",
-        *[r[1] for r in rows],
-        "",
-        f"- Messages stored: {stored:.0f}; calls acknowledged by the console: {staff.acked}; "
-        f"longest a call waited open for the console: {staff.slowest_open_s:.1f} s.",
-        f"- `GET /api/rooms`: {counts['rooms_ok']} ok, {counts['rooms_err']} failed; SSE "
-        f"events: {counts['sse_events']}, stream reconnects: {counts['sse_reconnects']}.",
-        f"- All processes alive to the end: {'yes' if alive else 'NO'}. "
-        f"Verdict: {'PASS' if ok else 'FAIL'} (RSS growth ≤ {args.rss_growth:.0%} + 10 MB, "
-        "open files ≤ +5, after warm-up).",
-        "",
-    ])
+    text = "\n".join(
+        [
+            "# Soak: gateway and server, an accelerated day",
+            "",
+            f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.node()} "
+            f"({os.cpu_count()} cores, shared; Python {platform.python_version()}), "
+            f"`python -m bench.soak_services --minutes {args.minutes:g} --rooms {args.rooms} "
+            f"--speed {args.speed:g} --call-every {args.call_every:g}`.",
+            f"{args.rooms} simulated rooms at {args.speed:g}× "
+            f"(≈ {args.minutes * args.speed / 60:.0f}"
+            " h of use, at the rooms' late-morning rate from the simulator's hour weights "
+            f"for {args.busy_hour}:00 on; it does not cycle through a day's hours), "
+            "embedded SQLite storage, a staff console acknowledging every call, "
+            "a phone polling `GET /api/rooms` every 2 s, one staff SSE stream. Samples every "
+            f"{args.sample_s:g} s; warm-up {args.warmup:.0%} of the run.",
+            "",
+            "| process | RSS after warm-up → end, MB | RSS slope, MB/h "
+            "| open fds after warm-up → end"
+            " | flat |",
+            "|---|---|---|---|---|",
+            *[r[1] for r in rows],
+            "",
+            f"- Messages stored: {stored:.0f}; calls acknowledged by the console: {staff.acked}; "
+            f"longest a call waited open for the console: {staff.slowest_open_s:.1f} s.",
+            f"- `GET /api/rooms`: {counts['rooms_ok']} ok, {counts['rooms_err']} failed; SSE "
+            f"events: {counts['sse_events']}, stream reconnects: {counts['sse_reconnects']}.",
+            f"- All processes alive to the end: {'yes' if alive else 'NO'}. "
+            f"Verdict: {'PASS' if ok else 'FAIL'} (RSS growth ≤ {args.rss_growth:.0%} + 10 MB, "
+            "open files ≤ +5, after warm-up).",
+            "",
+        ]
+    )
     print("\n" + text)
     RESULTS.write_text(text, encoding="utf-8")
     return 0 if ok else 1

@@ -134,8 +134,7 @@ class Change(NamedTuple):
     listeners_cpu: float  # s of CPU of all listener processes together
 
 
-def fan_out(svc: Services, device: Device, clients: int, changes: int,
-            procs: int) -> list[Change]:
+def fan_out(svc: Services, device: Device, clients: int, changes: int, procs: int) -> list[Change]:
     """Per change: when the clients had it, and the CPU it cost."""
     per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     pipes = []
@@ -178,9 +177,15 @@ def fan_out(svc: Services, device: Device, clients: int, changes: int,
                 arrivals += times
                 listeners_cpu += cpu
             lat = sorted(a - t0 for a in arrivals)
-            out.append(Change(lat[-1] if lat else float("inf"),
-                              lat[len(lat) // 2] if lat else float("inf"), len(lat),
-                              cpu_s(server) - cpu0, listeners_cpu))
+            out.append(
+                Change(
+                    lat[-1] if lat else float("inf"),
+                    lat[len(lat) // 2] if lat else float("inf"),
+                    len(lat),
+                    cpu_s(server) - cpu0,
+                    listeners_cpu,
+                )
+            )
     finally:
         for p in pipes:
             p.send(("stop",))
@@ -192,8 +197,11 @@ def fan_out(svc: Services, device: Device, clients: int, changes: int,
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(prog="python -m bench.sse_fanout", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.sse_fanout",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--clients", type=int, default=5000, help="stream clients (5000)")
     parser.add_argument("--changes", type=int, default=10, help="changes timed (10)")
     parser.add_argument("--procs", type=int, default=4, help="listener processes (4)")
@@ -219,6 +227,7 @@ def main(argv: list[str] | None = None) -> str:
                 device.close()
             svc.stop()
             broker.stop()
+
     def ms(values: list[float]) -> float:
         return statistics.median(values) * 1000
 
@@ -226,35 +235,47 @@ def main(argv: list[str] | None = None) -> str:
     m_last = ms([c.last for c in many])
     m_worst = max(c.last for c in many) * 1000
     reached = min(c.reached for c in many)
-    console.print(f"one client: {b_last:.1f} ms; {args.clients} clients: last "
-                  f"{m_last:.0f} ms (median of {args.changes}), worst "
-                  f"{m_worst:.0f} ms, ratio ×{m_last / b_last:.0f}; fewest reached "
-                  f"{reached}/{args.clients}; CPU per change: server "
-                  f"{ms([c.server_cpu for c in many]):.0f} ms, listeners "
-                  f"{ms([c.listeners_cpu for c in many]):.0f} ms")
+    console.print(
+        f"one client: {b_last:.1f} ms; {args.clients} clients: last "
+        f"{m_last:.0f} ms (median of {args.changes}), worst "
+        f"{m_worst:.0f} ms, ratio ×{m_last / b_last:.0f}; fewest reached "
+        f"{reached}/{args.clients}; CPU per change: server "
+        f"{ms([c.server_cpu for c in many]):.0f} ms, listeners "
+        f"{ms([c.listeners_cpu for c in many]):.0f} ms"
+    )
 
     def row(name: str, changes: list[Change], ratio: str) -> str:
-        return (f"| {name} | {ms([c.last for c in changes]):.1f} | "
-                f"{max(c.last for c in changes) * 1000:.1f} | "
-                f"{ms([c.median for c in changes]):.1f} | {ratio} | "
-                f"{ms([c.server_cpu for c in changes]):.0f} | "
-                f"{ms([c.listeners_cpu for c in changes]):.0f} |")
+        return (
+            f"| {name} | {ms([c.last for c in changes]):.1f} | "
+            f"{max(c.last for c in changes) * 1000:.1f} | "
+            f"{ms([c.median for c in changes]):.1f} | {ratio} | "
+            f"{ms([c.server_cpu for c in changes]):.0f} | "
+            f"{ms([c.listeners_cpu for c in changes]):.0f} |"
+        )
 
-    return "\n".join([
-        "## SSE fan-out", "",
-        f"Machine: {machine()}. One occupancy change published while {args.clients} clients "
-        "hold `/api/stream` open (raw sockets in "
-        f"{args.procs} listener processes); timed from the publish to the moment the last "
-        f"client has the `event: room`. {args.changes} changes; baseline: the same with one "
-        "client, same run. CPU per change: of the server process, and of all listener "
-        "processes together (on the same cores; medians; the server's in 10 ms ticks).", "",
-        "| clients | to the last client, median ms | worst ms | median client ms | ratio "
-        "| server CPU ms | listeners CPU ms |",
-        "|---|---|---|---|---|---|---|",
-        row("1 (baseline)", base, "1"),
-        row(str(args.clients), many, f"{m_last / b_last:.0f}"), "",
-        f"Target: ≤ 1,000 ms to the last client. Fewest clients reached in a change: "
-        f"{reached} of {args.clients}.", ""])
+    return "\n".join(
+        [
+            "## SSE fan-out",
+            "",
+            f"Machine: {machine()}. One occupancy change published while {args.clients} clients "
+            "hold `/api/stream` open (raw sockets in "
+            f"{args.procs} listener processes); timed from the publish to the moment the last "
+            f"client has the `event: room`. {args.changes} changes; baseline: the same with one "
+            "client, same run. CPU per change: of the server process, and of all listener "
+            "processes together (on the same cores; medians; the server's in 10 ms ticks).",
+            "",
+            "| clients | to the last client, median ms | worst ms | median client ms | ratio "
+            "| server CPU ms | listeners CPU ms |",
+            "|---|---|---|---|---|---|---|",
+            row("1 (baseline)", base, "1"),
+            row(str(args.clients), many, f"{m_last / b_last:.0f}"),
+            "",
+            f"Target: ≤ 1,000 ms to the last client. Fewest clients reached in a change: "
+            f"{reached} of {args.clients}.",
+            "",
+        ]
+    )
+
 
 if __name__ == "__main__":
     print(main())

@@ -33,8 +33,12 @@ ROOMS = 10
 
 def percentiles(samples: list[float]) -> dict[str, float]:
     s = sorted(samples)
-    return {"p50": s[len(s) // 2], "p99": s[min(len(s) - 1, int(len(s) * 0.99))],
-            "mean": statistics.fmean(s), "max": s[-1]}
+    return {
+        "p50": s[len(s) // 2],
+        "p99": s[min(len(s) - 1, int(len(s) * 0.99))],
+        "mean": statistics.fmean(s),
+        "max": s[-1],
+    }
 
 
 def broker_baseline(port: int, n: int) -> list[float]:
@@ -108,14 +112,18 @@ def sse_changes(svc: Services, devices: list[Device], n: int) -> tuple[list[floa
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(prog="python -m bench.sse_latency", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.sse_latency",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--changes", type=int, default=1000, help="changes timed (default 1000)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mamaroom-bench-") as tmp:
         root = Path(tmp)
-        csv = write_rooms_csv(root / "rooms.csv", [(f"BR-{k:02d}", f"bench-{k:02d}")
-                                                   for k in range(ROOMS)])
+        csv = write_rooms_csv(
+            root / "rooms.csv", [(f"BR-{k:02d}", f"bench-{k:02d}") for k in range(ROOMS)]
+        )
         broker = Mosquitto(root / "broker").start()
         svc = Services(broker, root, csv, MAMAROOM_LOG__LEVEL="warning")
         devices: list[Device] = []
@@ -133,23 +141,35 @@ def main(argv: list[str] | None = None) -> str:
     table = Table(title=f"Door event → SSE client, {args.changes} changes (ms)")
     for col in ("path", "p50", "p99", "mean", "max"):
         table.add_column(col)
-    for name, p in (("broker publish → subscribe (baseline)", b),
-                    ("occupancy → gateway → server → SSE", s)):
+    for name, p in (
+        ("broker publish → subscribe (baseline)", b),
+        ("occupancy → gateway → server → SSE", s),
+    ):
         table.add_row(name, *(f"{p[k] * 1000:.2f}" for k in ("p50", "p99", "mean", "max")))
     console.print(table)
-    console.print(f"ratio to baseline: p50 ×{s['p50'] / b['p50']:.1f}, "
-                  f"p99 ×{s['p99'] / b['p99']:.1f}; failures {failures}; machine: {machine()}")
-    return "\n".join([
-        "## Door event → SSE latency", "",
-        f"Machine: {machine()}. {args.changes} occupancy changes, one at a time, each "
-        "timed from publish (QoS 1) to the matching `event: room` on a real HTTP client.", "",
-        "| path | p50 ms | p99 ms | mean ms | p50 ratio | p99 ratio |", "|---|---|---|---|---|---|",
-        f"| broker publish → subscribe (baseline) | {b['p50'] * 1000:.2f} | "
-        f"{b['p99'] * 1000:.2f} | {b['mean'] * 1000:.2f} | 1 | 1 |",
-        f"| occupancy → gateway → server → SSE | {s['p50'] * 1000:.2f} | "
-        f"{s['p99'] * 1000:.2f} | {s['mean'] * 1000:.2f} | {s['p50'] / b['p50']:.1f} | "
-        f"{s['p99'] / b['p99']:.1f} |", "",
-        f"Changes that did not arrive within 10 s: {failures}.", ""])
+    console.print(
+        f"ratio to baseline: p50 ×{s['p50'] / b['p50']:.1f}, "
+        f"p99 ×{s['p99'] / b['p99']:.1f}; failures {failures}; machine: {machine()}"
+    )
+    return "\n".join(
+        [
+            "## Door event → SSE latency",
+            "",
+            f"Machine: {machine()}. {args.changes} occupancy changes, one at a time, each "
+            "timed from publish (QoS 1) to the matching `event: room` on a real HTTP client.",
+            "",
+            "| path | p50 ms | p99 ms | mean ms | p50 ratio | p99 ratio |",
+            "|---|---|---|---|---|---|",
+            f"| broker publish → subscribe (baseline) | {b['p50'] * 1000:.2f} | "
+            f"{b['p99'] * 1000:.2f} | {b['mean'] * 1000:.2f} | 1 | 1 |",
+            f"| occupancy → gateway → server → SSE | {s['p50'] * 1000:.2f} | "
+            f"{s['p99'] * 1000:.2f} | {s['mean'] * 1000:.2f} | {s['p50'] / b['p50']:.1f} | "
+            f"{s['p99'] / b['p99']:.1f} |",
+            "",
+            f"Changes that did not arrive within 10 s: {failures}.",
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -47,15 +47,35 @@ TARGET_MS = 500
 
 
 def generate(data_dir: Path, backend: str, days: int, influx: InfluxDB) -> float:
-    env = {**os.environ, "MAMAROOM_DATA_DIR": str(data_dir), "MAMAROOM_LOG__LEVEL": "warning",
-           "MAMAROOM_STORAGE__INFLUXDB__URL": influx.url,
-           "MAMAROOM_STORAGE__INFLUXDB__DATABASE": "bench",
-           # The generator's one year-long rollup refresh reads every event at once.
-           "MAMAROOM_STORAGE__INFLUXDB__TIMEOUT_S": "300"}
+    env = {
+        **os.environ,
+        "MAMAROOM_DATA_DIR": str(data_dir),
+        "MAMAROOM_LOG__LEVEL": "warning",
+        "MAMAROOM_STORAGE__INFLUXDB__URL": influx.url,
+        "MAMAROOM_STORAGE__INFLUXDB__DATABASE": "bench",
+        # The generator's one year-long rollup refresh reads every event at once.
+        "MAMAROOM_STORAGE__INFLUXDB__TIMEOUT_S": "300",
+    }
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "cli", "history", "generate", "--days",
-                    str(days), "--rooms", "190", "--backend", backend], env=env,
-                   cwd=data_dir.parent, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "history",
+            "generate",
+            "--days",
+            str(days),
+            "--rooms",
+            "190",
+            "--backend",
+            backend,
+        ],
+        env=env,
+        cwd=data_dir.parent,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - started
 
 
@@ -73,14 +93,18 @@ async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> float:
 ANSWERS: dict[str, dict[str, str]] = {}
 
 
-async def measure_backend(root: Path, influx: InfluxDB, backend: str, days: int,
-                          repeat: int) -> dict[str, float]:
+async def measure_backend(
+    root: Path, influx: InfluxDB, backend: str, days: int, repeat: int
+) -> dict[str, float]:
     rooms = read_rooms_csv(ROOT / "site" / "rooms.csv")
     today = datetime.now(TZ).date()
-    settings = Settings(data_dir=root / backend,
-                        storage={"backend": backend,
-                                 "influxdb": {"url": influx.url, "database": "bench",
-                                              "timeout_s": 120}})
+    settings = Settings(
+        data_dir=root / backend,
+        storage={
+            "backend": backend,
+            "influxdb": {"url": influx.url, "database": "bench", "timeout_s": 120},
+        },
+    )
     store: SqliteStore | InfluxStore
     if backend == "sqlite":
         store = SqliteStore(settings.store_path)
@@ -94,13 +118,17 @@ async def measure_backend(root: Path, influx: InfluxDB, backend: str, days: int,
 
     async def baseline() -> None:
         if isinstance(store, SqliteStore):
-            await store._run(lambda db: db.execute(
-                "SELECT COUNT(*) FROM occupancy_hourly WHERE hour_ms >= ? AND hour_ms < ?",
-                (rng.start_ms, rng.end_ms)).fetchone())
+            await store._run(
+                lambda db: db.execute(
+                    "SELECT COUNT(*) FROM occupancy_hourly WHERE hour_ms >= ? AND hour_ms < ?",
+                    (rng.start_ms, rng.end_ms),
+                ).fetchone()
+            )
         else:
             await store.client.query(
                 f'SELECT count("sessions") FROM "occupancy_hourly" WHERE time >= '
-                f"{rng.start_ms}ms AND time < {rng.end_ms}ms")
+                f"{rng.start_ms}ms AND time < {rng.end_ms}ms"
+            )
 
     trends: dict[str, Callable[[], Awaitable[Any]]] = {
         "baseline: count of the range's hourly rollups": baseline,
@@ -113,8 +141,11 @@ async def measure_backend(root: Path, influx: InfluxDB, backend: str, days: int,
     try:
         times = {name: await timed(fn, repeat) for name, fn in trends.items()}
         # The year's answers, as the API would serialise them: the parity check.
-        ANSWERS[backend] = {name: json.dumps(jsonable_encoder(await fn()), sort_keys=True)
-                            for name, fn in trends.items() if not name.startswith("baseline")}
+        ANSWERS[backend] = {
+            name: json.dumps(jsonable_encoder(await fn()), sort_keys=True)
+            for name, fn in trends.items()
+            if not name.startswith("baseline")
+        }
         return times
     finally:
         await calls.close()
@@ -124,15 +155,18 @@ async def measure_backend(root: Path, influx: InfluxDB, backend: str, days: int,
             await store.close()
 
 
-async def measure(root: Path, influx: InfluxDB, days: int, repeat: int
-                  ) -> dict[str, dict[str, float]]:
-    return {b: await measure_backend(root, influx, b, days, repeat)
-            for b in ("sqlite", "influxdb")}
+async def measure(
+    root: Path, influx: InfluxDB, days: int, repeat: int
+) -> dict[str, dict[str, float]]:
+    return {b: await measure_backend(root, influx, b, days, repeat) for b in ("sqlite", "influxdb")}
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(prog="python -m bench.trends", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.trends",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--days", type=int, default=365, help="days of history (default 365)")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per trend")
     parser.add_argument("--keep", type=Path, help="keep (or reuse) the generated data here")
@@ -156,19 +190,27 @@ def main(argv: list[str] | None = None) -> str:
     for col in ("trend", "SQLite", "× baseline", "InfluxDB", "× baseline"):
         table.add_column(col)
     lines = [
-        "## Trends: a year × 190 rooms", "",
+        "## Trends: a year × 190 rooms",
+        "",
         f"Machine: {machine()}. `mamaroom history generate --days {args.days} --rooms 190` "
         "into each backend, then each trend of the trends service timed over the whole "
         f"range (median of {args.repeat}; target ≤ {TARGET_MS} ms). Baseline: a plain count "
         "of the range's hourly rollup rows on the same backend. Uptime reads the hourly "
         "telemetry rollup of the last 30 days (raw telemetry's retention).",
-        "", "| trend | SQLite ms | × baseline | InfluxDB ms | × baseline |",
-        "|---|---|---|---|---|"]
+        "",
+        "| trend | SQLite ms | × baseline | InfluxDB ms | × baseline |",
+        "|---|---|---|---|---|",
+    ]
     base = {b: results[b][names[0]] for b in results}
     for name in names:
         s, i = results["sqlite"][name], results["influxdb"][name]
-        row = [name, f"{s:.1f}", f"{s / base['sqlite']:.1f}", f"{i:.1f}",
-               f"{i / base['influxdb']:.1f}"]
+        row = [
+            name,
+            f"{s:.1f}",
+            f"{s / base['sqlite']:.1f}",
+            f"{i:.1f}",
+            f"{i / base['influxdb']:.1f}",
+        ]
         table.add_row(*row)
         lines.append("| " + " | ".join(row) + " |")
     console.print(table)
@@ -176,13 +218,23 @@ def main(argv: list[str] | None = None) -> str:
         gen = ", ".join(f"{b} {s:.0f} s" for b, s in took.items())
         console.print(f"generation took {gen}")
         lines += ["", f"Generating the history took {gen}."]
-    differ = [n for n in ANSWERS.get("sqlite", {})
-              if ANSWERS["sqlite"][n] != ANSWERS.get("influxdb", {}).get(n)]
-    parity = ("identical on both backends" if not differ
-              else f"DIFFERENT on the two backends: {', '.join(differ)}")
+    differ = [
+        n
+        for n in ANSWERS.get("sqlite", {})
+        if ANSWERS["sqlite"][n] != ANSWERS.get("influxdb", {}).get(n)
+    ]
+    parity = (
+        "identical on both backends"
+        if not differ
+        else f"DIFFERENT on the two backends: {', '.join(differ)}"
+    )
     console.print(f"parity over {args.days} days: {parity}")
-    lines += ["", f"Parity over the {args.days} days: every trend's answer (as JSON) is {parity}."
-              if not differ else f"Parity over the {args.days} days: {parity}."]
+    lines += [
+        "",
+        f"Parity over the {args.days} days: every trend's answer (as JSON) is {parity}."
+        if not differ
+        else f"Parity over the {args.days} days: {parity}.",
+    ]
     over = [f"{b} {n}" for b in results for n in names[1:] if results[b][n] > TARGET_MS]
     lines += ["", f"Over the {TARGET_MS} ms target: {', '.join(over) or 'none'}.", ""]
     return "\n".join(lines)

@@ -73,9 +73,17 @@ def backup(data_dir: Path, dest: Path, *, now: dt.datetime | None = None) -> Pat
     for name in found:
         _copy(data_dir / name, folder / name)
         copied.append({"file": name, "bytes": (folder / name).stat().st_size})
-    (folder / MANIFEST).write_text(json.dumps({
-        "created": (now or dt.datetime.now()).isoformat(timespec="seconds"),
-        "data_dir": str(data_dir.resolve()), "files": copied}, indent=2) + "\n")
+    (folder / MANIFEST).write_text(
+        json.dumps(
+            {
+                "created": (now or dt.datetime.now()).isoformat(timespec="seconds"),
+                "data_dir": str(data_dir.resolve()),
+                "files": copied,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return folder
 
 
@@ -102,8 +110,9 @@ def restore(source: Path, data_dir: Path, *, now: dt.datetime | None = None) -> 
         manifest = json.loads((source / MANIFEST).read_text())
         names = [entry["file"] for entry in manifest["files"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BackupError(f"{source} is not a mamaroom backup (no usable {MANIFEST}): "
-                          f"{exc}") from None
+        raise BackupError(
+            f"{source} is not a mamaroom backup (no usable {MANIFEST}): {exc}"
+        ) from None
     for name in names:
         if name not in DATABASES:
             raise BackupError(f"{source}/{MANIFEST} names an unknown file {name!r}")
@@ -116,8 +125,10 @@ def restore(source: Path, data_dir: Path, *, now: dt.datetime | None = None) -> 
             db.close()
     in_use = [name for name in DATABASES if _in_use(data_dir / name)]
     if in_use:
-        raise BackupError(f"{', '.join(in_use)} in {data_dir} is open in another process: "
-                          "stop the gateway and the server first")
+        raise BackupError(
+            f"{', '.join(in_use)} in {data_dir} is open in another process: "
+            "stop the gateway and the server first"
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
     aside = data_dir / f"before-restore-{stamp}"

@@ -21,11 +21,17 @@ from mamaroom.storage import dead_letters
 
 
 def dead_letters_command(
-    ack: Annotated[list[str] | None, typer.Option(
-        "--ack", help="Acknowledge one, as FILE:ID from the list (`store:3`, `spool:7`; "
-                      "a bare id means store); repeatable")] = None,
-    ack_all: Annotated[bool, typer.Option("--ack-all",
-                                          help="Acknowledge every open dead letter")] = False,
+    ack: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ack",
+            help="Acknowledge one, as FILE:ID from the list (`store:3`, `spool:7`; "
+            "a bare id means store); repeatable",
+        ),
+    ] = None,
+    ack_all: Annotated[
+        bool, typer.Option("--ack-all", help="Acknowledge every open dead letter")
+    ] = False,
     show_all: Annotated[bool, typer.Option("--all", help="Include acknowledged ones")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
 ) -> None:
@@ -42,8 +48,9 @@ def dead_letters_command(
         name, _, number = item.rpartition(":")
         name = name or "store"
         if name not in files or not number.isdigit():
-            typer.echo(f"error: --ack wants FILE:ID with FILE store or spool, got {item!r}",
-                       err=True)
+            typer.echo(
+                f"error: --ack wants FILE:ID with FILE store or spool, got {item!r}", err=True
+            )
             raise typer.Exit(2)
         wanted.setdefault(name, []).append(int(number))
     console = Console()
@@ -64,16 +71,35 @@ def dead_letters_command(
         return
     if as_json:
         for name, d in rows:
-            typer.echo(json.dumps({"file": name, "id": d.id, "at_ms": d.at_ms,
-                                   "source": d.source, "reason": d.reason, "device": d.device,
-                                   "topic": d.topic, "payload": d.payload,
-                                   "acked_ms": d.acked_ms}, ensure_ascii=False))
+            typer.echo(
+                json.dumps(
+                    {
+                        "file": name,
+                        "id": d.id,
+                        "at_ms": d.at_ms,
+                        "source": d.source,
+                        "reason": d.reason,
+                        "device": d.device,
+                        "topic": d.topic,
+                        "payload": d.payload,
+                        "acked_ms": d.acked_ms,
+                    },
+                    ensure_ascii=False,
+                )
+            )
         return
     table = Table(title=f"{len(rows)} dead letter(s)" + ("" if show_all else ", open"))
     for column in ("file", "id", "at (UTC)", "source", "device", "reason", "payload"):
         table.add_column(column, overflow="fold")
     for name, d in rows:
         at = datetime.fromtimestamp(d.at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(name, str(d.id), at + (" (acked)" if d.acked_ms else ""), d.source,
-                      d.device or "", d.reason[:200], d.payload[:300])
+        table.add_row(
+            name,
+            str(d.id),
+            at + (" (acked)" if d.acked_ms else ""),
+            d.source,
+            d.device or "",
+            d.reason[:200],
+            d.payload[:300],
+        )
     console.print(table)

@@ -30,11 +30,12 @@ async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
     elif mqtt.host in LOCAL_HOSTS and not mqtt.tls:
         broker = EmbeddedBroker(mqtt.host, mqtt.port)
         await broker.start()
-        console.print(f"[green]✓[/green] no broker answered at {mqtt.url}: "
-                      "started an embedded one")
+        console.print(f"[green]✓[/green] no broker answered at {mqtt.url}: started an embedded one")
     else:
-        console.print(f"[red]no MQTT broker answers at {mqtt.url}[/red] "
-                      "(an embedded one can only listen on this machine)")
+        console.print(
+            f"[red]no MQTT broker answers at {mqtt.url}[/red] "
+            "(an embedded one can only listen on this machine)"
+        )
         return 1
 
     env = dict(os.environ)
@@ -42,9 +43,19 @@ async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
     # below; there is never a fixed default password.
     password = secrets.token_urlsafe(12)
     add = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli", "user", "add", "admin", "--role", "admin",
-        "--password-stdin", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
-        env=env)
+        sys.executable,
+        "-m",
+        "cli",
+        "user",
+        "add",
+        "admin",
+        "--role",
+        "admin",
+        "--password-stdin",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        env=env,
+    )
     await add.communicate((password + "\n").encode())
     if add.returncode != 0:
         console.print("[red]could not create the demo's admin account[/red]")
@@ -60,8 +71,19 @@ async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
     services = [("server", ["server"], env), ("gateway", ["gateway"], env)]
     # About six calls an hour across the park: enough to watch, not a flood.
     call_every_h = rooms * speed / 6
-    simulator = ("simulate", ["simulate", "--rooms", str(rooms), "--speed", str(speed),
-                              "--call-every", f"{call_every_h:.0f}"], quiet)
+    simulator = (
+        "simulate",
+        [
+            "simulate",
+            "--rooms",
+            str(rooms),
+            "--speed",
+            str(speed),
+            "--call-every",
+            f"{call_every_h:.0f}",
+        ],
+        quiet,
+    )
     procs: list[tuple[str, asyncio.subprocess.Process]] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -69,9 +91,11 @@ async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
         loop.add_signal_handler(sig, stop.set)
     code = 0
     seeding: asyncio.Task[None] | None = None
+
     async def start(name: str, args: list[str], child_env: dict[str, str]) -> None:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cli", *args, env=child_env)
+            sys.executable, "-m", "cli", *args, env=child_env
+        )
         procs.append((name, proc))
         console.print(f"[green]✓[/green] started {name} (pid {proc.pid})")
 
@@ -88,23 +112,37 @@ async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
         if ready:
             # Weeks of past for the trends, written beside the live rooms
             # (cli/history.py): it ends where they begin.
-            seeding = asyncio.create_task(seed_demo(settings, rooms, int(time.time() * 1000),
-                                                    lambda text: console.print(text, markup=False)))
+            seeding = asyncio.create_task(
+                seed_demo(
+                    settings,
+                    rooms,
+                    int(time.time() * 1000),
+                    lambda text: console.print(text, markup=False),
+                )
+            )
             await start(*simulator)
         if not ready:
             code = 1
         else:
-            console.print(Panel.fit(
-                f"[bold]mamaroom is running[/bold]: {rooms} simulated rooms at {speed:g}× speed\n\n"
-                f"  rooms page   {url}/\n  staff        {url}/staff\n"
-                f"  trends       {url}/trends\n  admin        {url}/admin\n"
-                f"  API          {url}/api/rooms\n"
-                f"  live stream  {url}/api/stream\n  API schema   {url}/openapi.json\n"
-                f"  staff login  admin / {password}  (POST {url}/api/auth/token)\n\n"
-                + ("[yellow]Paging is off in this demo (paging.allow_no_target): emergency "
-                   "calls reach\nonly the staff console, marked \"nobody to page\".[/yellow]\n\n"
-                   if unpaged else "")
-                + "Press Ctrl-C to stop.", border_style="green"))
+            console.print(
+                Panel.fit(
+                    f"[bold]mamaroom is running[/bold]: {rooms} simulated rooms "
+                    f"at {speed:g}× speed\n\n"
+                    f"  rooms page   {url}/\n  staff        {url}/staff\n"
+                    f"  trends       {url}/trends\n  admin        {url}/admin\n"
+                    f"  API          {url}/api/rooms\n"
+                    f"  live stream  {url}/api/stream\n  API schema   {url}/openapi.json\n"
+                    f"  staff login  admin / {password}  (POST {url}/api/auth/token)\n\n"
+                    + (
+                        "[yellow]Paging is off in this demo (paging.allow_no_target): emergency "
+                        'calls reach\nonly the staff console, marked "nobody to page".[/yellow]\n\n'
+                        if unpaged
+                        else ""
+                    )
+                    + "Press Ctrl-C to stop.",
+                    border_style="green",
+                )
+            )
             exited = asyncio.create_task(_first_exit(procs))
             stopped = asyncio.create_task(stop.wait())
             await asyncio.wait({exited, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -144,8 +182,12 @@ async def _is_ready(client: httpx.AsyncClient, url: str) -> bool:
     return False
 
 
-async def _wait_ready(urls: list[str], procs: list[tuple[str, asyncio.subprocess.Process]],
-                      stop: asyncio.Event, timeout_s: float = 90) -> bool:
+async def _wait_ready(
+    urls: list[str],
+    procs: list[tuple[str, asyncio.subprocess.Process]],
+    stop: asyncio.Event,
+    timeout_s: float = 90,
+) -> bool:
     """Poll server readiness and the gateway's `ready` gauge until both say yes."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     async with httpx.AsyncClient(timeout=2) as client:

@@ -26,8 +26,10 @@ from mamaroom.firmware_bundle import (
     write_tree,
 )
 
-device_app = typer.Typer(help="Room nodes: firmware bundles, over-the-air rollouts, "
-                         "provisioning new boards.", no_args_is_help=True)
+device_app = typer.Typer(
+    help="Room nodes: firmware bundles, over-the-air rollouts, provisioning new boards.",
+    no_args_is_help=True,
+)
 out = Console()
 err = Console(stderr=True)
 
@@ -47,14 +49,24 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 @device_app.command("bundle")
 def bundle(
-    version: Annotated[str | None, typer.Option(
-        help="Version the bundle reports [default: firmware/version.py's]")] = None,
-    out_file: Annotated[Path | None, typer.Option(
-        "--out", help="Write the bundle here (and FILE.sha256) instead of data_dir/firmware, "
-        "where the server offers it")] = None,
-    source: Annotated[bool, typer.Option(
-        help="Ship .py source instead of mpy-cross bytecode (for a board whose MicroPython "
-        "does not load this mpy-cross's .mpy version)")] = False,
+    version: Annotated[
+        str | None, typer.Option(help="Version the bundle reports [default: firmware/version.py's]")
+    ] = None,
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write the bundle here (and FILE.sha256) instead of data_dir/firmware, "
+            "where the server offers it",
+        ),
+    ] = None,
+    source: Annotated[
+        bool,
+        typer.Option(
+            help="Ship .py source instead of mpy-cross bytecode (for a board whose MicroPython "
+            "does not load this mpy-cross's .mpy version)"
+        ),
+    ] = False,
     firmware: Annotated[Path, typer.Option(help="The firmware folder")] = FIRMWARE_DIR,
 ) -> None:
     """Build a firmware bundle for over-the-air updates: the modules of firmware/
@@ -71,32 +83,56 @@ def bundle(
     else:
         out_file.parent.mkdir(parents=True, exist_ok=True)
         out_file.write_bytes(b.data)
-        out_file.with_name(out_file.name + ".sha256").write_text(
-            f"{b.sha256}  {out_file.name}\n")
+        out_file.with_name(out_file.name + ".sha256").write_text(f"{b.sha256}  {out_file.name}\n")
         path = out_file
-    out.print(f"bundle {b.version}: {len(b.files)} files, {len(b.data)} bytes\n"
-              f"sha256 {b.sha256}\n{path}", highlight=False)
+    out.print(
+        f"bundle {b.version}: {len(b.files)} files, {len(b.data)} bytes\nsha256 {b.sha256}\n{path}",
+        highlight=False,
+    )
 
 
 @device_app.command("ota")
 def ota(
-    version: Annotated[str, typer.Option(help="The firmware version to roll out (a bundle "
-                                         "made with `device bundle`, offered by the server)")],
-    rooms: Annotated[list[str] | None, typer.Option(
-        "--rooms", help="Room ids, in this order (repeat, or comma-separated)")] = None,
-    building: Annotated[str | None, typer.Option(
-        help="Every room of this building (Chinese or English name), in registry order")] = None,
-    devices: Annotated[list[str] | None, typer.Option(
-        "--devices", help="Device ids, in this order (repeat, or comma-separated)")] = None,
+    version: Annotated[
+        str,
+        typer.Option(
+            help="The firmware version to roll out (a bundle "
+            "made with `device bundle`, offered by the server)"
+        ),
+    ],
+    rooms: Annotated[
+        list[str] | None,
+        typer.Option("--rooms", help="Room ids, in this order (repeat, or comma-separated)"),
+    ] = None,
+    building: Annotated[
+        str | None,
+        typer.Option(
+            help="Every room of this building (Chinese or English name), in registry order"
+        ),
+    ] = None,
+    devices: Annotated[
+        list[str] | None,
+        typer.Option("--devices", help="Device ids, in this order (repeat, or comma-separated)"),
+    ] = None,
     all_rooms: Annotated[bool, typer.Option("--all", help="Every room with a node")] = False,
-    server: Annotated[str | None, typer.Option(
-        help="The server's URL as the nodes reach it, e.g. http://10.20.0.5:8000 "
-        "[default: http://http.host:http.port]")] = None,
-    timeout: Annotated[float, typer.Option(
-        min=10, help="Seconds each node has to end on the new version (download, restart, "
-        "and a rollback's ota_confirm_s, 300 by default on the nodes)")] = 900,
-    dry_run: Annotated[bool, typer.Option(help="Check the bundle and list the rooms; "
-                                          "send nothing")] = False,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="The server's URL as the nodes reach it, e.g. http://10.20.0.5:8000 "
+            "[default: http://http.host:http.port]"
+        ),
+    ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            min=10,
+            help="Seconds each node has to end on the new version (download, restart, "
+            "and a rollback's ota_confirm_s, 300 by default on the nodes)",
+        ),
+    ] = 900,
+    dry_run: Annotated[
+        bool, typer.Option(help="Check the bundle and list the rooms; send nothing")
+    ] = False,
 ) -> None:
     """Roll a firmware version out, one room at a time: each node is sent the
     `ota` command over MQTT and watched until its telemetry shows the new version
@@ -128,15 +164,26 @@ def ota(
     targets, missing = pick(known, room_ids, building, device_ids)
     if missing:
         raise _fail(f"no node for: {', '.join(missing)}", 2)
-    out.print(f"firmware {cmd.version}: {cmd.size} bytes, sha256 {cmd.sha256[:16]}..., "
-              f"from {cmd.url}", highlight=False)
-    out.print(f"{len(targets)} node(s), one at a time: "
-              + ", ".join(f"{t.room} ({t.device})" for t in targets), highlight=False)
+    out.print(
+        f"firmware {cmd.version}: {cmd.size} bytes, sha256 {cmd.sha256[:16]}..., from {cmd.url}",
+        highlight=False,
+    )
+    out.print(
+        f"{len(targets)} node(s), one at a time: "
+        + ", ".join(f"{t.room} ({t.device})" for t in targets),
+        highlight=False,
+    )
     if dry_run:
         return
     results: list[Result] = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=out, transient=False) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=out,
+        transient=False,
+    ) as bar:
         task = bar.add_task("starting", total=len(targets))
 
         def progress(t: Target, what: str) -> None:
@@ -144,40 +191,58 @@ def ota(
 
         def done(r: Result) -> None:
             mark = "[green]ok[/green]" if r.outcome.ok else "[red]FAILED[/red]"
-            bar.console.print(f"{mark} {r.target.room} {r.target.device}: {r.outcome}: "
-                              f"{r.detail} ({r.seconds:.0f} s)", highlight=False)
+            bar.console.print(
+                f"{mark} {r.target.room} {r.target.device}: {r.outcome}: "
+                f"{r.detail} ({r.seconds:.0f} s)",
+                highlight=False,
+            )
             bar.advance(task)
 
         try:
-            results = asyncio.run(run_rollout(settings.mqtt, cmd, targets, timeout,
-                                              progress, done))
+            results = asyncio.run(run_rollout(settings.mqtt, cmd, targets, timeout, progress, done))
         except RolloutError as exc:
             raise _fail(str(exc)) from None
         bar.update(task, description="done")
     updated = sum(r.outcome == Outcome.UPDATED for r in results)
     if results and not results[-1].outcome.ok:
-        left = [t.room for t in targets[len(results):]]
-        raise _fail(f"rollout stopped at {results[-1].target.room}: {results[-1].outcome}. "
-                    f"{updated} updated; not attempted: {', '.join(left) or 'none'}")
-    out.print(f"rollout of {cmd.version} done: {updated} updated, "
-              f"{len(results) - updated} already on it", highlight=False)
+        left = [t.room for t in targets[len(results) :]]
+        raise _fail(
+            f"rollout stopped at {results[-1].target.room}: {results[-1].outcome}. "
+            f"{updated} updated; not attempted: {', '.join(left) or 'none'}"
+        )
+    out.print(
+        f"rollout of {cmd.version} done: {updated} updated, {len(results) - updated} already on it",
+        highlight=False,
+    )
 
 
 @device_app.command("provision")
 def provision(
     device: Annotated[str, typer.Option(help="The board's device id (as in rooms_csv)")],
-    port: Annotated[str | None, typer.Option(
-        help="The board's USB serial port, e.g. /dev/ttyUSB0")] = None,
-    config: Annotated[Path | None, typer.Option(
-        help="config.json template (Wi-Fi, broker, credentials...); the device id is filled "
-        "in [default: firmware/config.example.json]")] = None,
-    out_dir: Annotated[Path | None, typer.Option(
-        "--out", help="Write the board's files into this folder instead of copying them "
-        "(no board needed)")] = None,
-    dry_run: Annotated[bool, typer.Option(help="Build and check everything, list the files; "
-                                          "write nothing")] = False,
-    source: Annotated[bool, typer.Option(
-        help="Copy .py source instead of mpy-cross bytecode")] = False,
+    port: Annotated[
+        str | None, typer.Option(help="The board's USB serial port, e.g. /dev/ttyUSB0")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="config.json template (Wi-Fi, broker, credentials...); the device id is filled "
+            "in [default: firmware/config.example.json]"
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write the board's files into this folder instead of copying them "
+            "(no board needed)",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="Build and check everything, list the files; write nothing")
+    ] = False,
+    source: Annotated[
+        bool, typer.Option(help="Copy .py source instead of mpy-cross bytecode")
+    ] = False,
     firmware: Annotated[Path, typer.Option(help="The firmware folder")] = FIRMWARE_DIR,
 ) -> None:
     """Put the firmware and a config.json on a board over USB serial (mpremote):
@@ -194,8 +259,10 @@ def provision(
         raise _fail(f"{device!r} is not a device id (a-z, 0-9 and -, 1-32 characters)", 2)
     try:
         template = json.loads(config.read_text()) if config else None
-        files = [*board_files(firmware, compiled=not source),
-                 FirmwareFile("config.json", board_config(device, template, firmware))]
+        files = [
+            *board_files(firmware, compiled=not source),
+            FirmwareFile("config.json", board_config(device, template, firmware)),
+        ]
     except (OSError, ValueError, BundleError) as exc:
         raise _fail(f"{config or 'config'}: {exc}") from None
     total = sum(len(f.data) for f in files)
@@ -212,8 +279,13 @@ def provision(
         raise _fail("--port (or --out / --dry-run) is needed", 2)
     from cli.provision import ProvisionError, copy_to_board
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=out) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=out,
+    ) as bar:
         task = bar.add_task(f"connecting to {port}", total=total)
 
         def progress(path: str, done_bytes: int) -> None:

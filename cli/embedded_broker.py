@@ -90,8 +90,9 @@ def _str(b: bytes) -> bytes:
     return _U16.pack(len(b)) + b
 
 
-def publish_packet(topic: bytes, payload: bytes, qos: int, retain: bool,
-                   pid: int = 0, dup: bool = False) -> bytes:
+def publish_packet(
+    topic: bytes, payload: bytes, qos: int, retain: bool, pid: int = 0, dup: bool = False
+) -> bytes:
     head = (PUBLISH << 4) | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
     body = _str(topic) + (_U16.pack(pid) if qos else b"")
     return bytes([head]) + _length(len(body) + len(payload)) + body + payload
@@ -159,8 +160,11 @@ class Session:
             self.queued.popleft()
             self.dropped += 1
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
-                log.warning("embedded broker: session queue full, oldest dropped",
-                            client_id=self.client_id, dropped=self.dropped)
+                log.warning(
+                    "embedded broker: session queue full, oldest dropped",
+                    client_id=self.client_id,
+                    dropped=self.dropped,
+                )
         self.queued.append(msg)
 
     def _send(self, conn: Connection, msg: Message) -> None:
@@ -188,8 +192,9 @@ class Session:
 
 
 class Connection:
-    def __init__(self, broker: EmbeddedBroker, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, broker: EmbeddedBroker, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.broker = broker
         self.reader = reader
         self.writer = writer
@@ -208,8 +213,10 @@ class Connection:
             return
         transport.write(data)
         if transport.get_write_buffer_size() > MAX_BUFFERED:
-            log.warning("embedded broker: client does not read; disconnected",
-                        client_id=self.session.client_id if self.session else None)
+            log.warning(
+                "embedded broker: client does not read; disconnected",
+                client_id=self.session.client_id if self.session else None,
+            )
             self.closed = True
             transport.abort()
 
@@ -240,7 +247,7 @@ class Connection:
                 raise ProtocolError(f"packet of {length} bytes")
             if i + length > size:
                 break
-            out.append((buf[pos] >> 4, buf[pos] & 0x0F, bytes(buf[i:i + length])))
+            out.append((buf[pos] >> 4, buf[pos] & 0x0F, bytes(buf[i : i + length])))
             pos = i + length
         del buf[:pos]
         return out
@@ -275,14 +282,23 @@ class Connection:
         except (ConnectionError, TimeoutError):
             pass
         except ProtocolError as exc:
-            log.debug("embedded broker: protocol error", error=str(exc),
-                      client_id=self.session.client_id if self.session else None)
+            log.debug(
+                "embedded broker: protocol error",
+                error=str(exc),
+                client_id=self.session.client_id if self.session else None,
+            )
         except (IndexError, struct.error, UnicodeDecodeError) as exc:
-            log.debug("embedded broker: malformed packet", error=repr(exc),
-                      client_id=self.session.client_id if self.session else None)
+            log.debug(
+                "embedded broker: malformed packet",
+                error=repr(exc),
+                client_id=self.session.client_id if self.session else None,
+            )
         except Exception as exc:  # one bad connection never takes the broker down
-            log.warning("embedded broker: connection failed", error=repr(exc),
-                        client_id=self.session.client_id if self.session else None)
+            log.warning(
+                "embedded broker: connection failed",
+                error=repr(exc),
+                client_id=self.session.client_id if self.session else None,
+            )
         finally:
             self.broker.disconnected(self, publish_will=not clean_end)
             self.close()
@@ -296,7 +312,7 @@ class Connection:
             if pos + 2 + n > len(body):
                 raise ProtocolError("string past the end of the packet")
             pos += 2 + n
-            return body[pos - n:pos]
+            return body[pos - n : pos]
 
         name = take_bytes()
         level, flags = body[pos], body[pos + 1]
@@ -312,8 +328,9 @@ class Connection:
         if flags & 0x04:
             will_topic = take_bytes()
             will_payload = take_bytes()
-            self.will = Message(will_topic, will_payload, min((flags >> 3) & 0x03, 1),
-                                bool(flags & 0x20))
+            self.will = Message(
+                will_topic, will_payload, min((flags >> 3) & 0x03, 1), bool(flags & 0x20)
+            )
         # The user name (0x80) and password (0x40) follow; the demo ignores them.
         if not client_id:
             if not clean:
@@ -332,7 +349,7 @@ class Connection:
         if kind == PUBLISH:
             qos = (flags >> 1) & 0x03
             (n,) = _U16.unpack_from(body, 0)
-            topic = body[2:2 + n]
+            topic = body[2 : 2 + n]
             if qos == 3 or not topic or b"+" in topic or b"#" in topic:
                 raise ProtocolError("bad PUBLISH")
             pos = 2 + n
@@ -363,7 +380,7 @@ class Connection:
             pos, granted, added = 2, bytearray(), []
             while pos < len(body):
                 (n,) = _U16.unpack_from(body, pos)
-                pattern = body[pos + 2:pos + 2 + n].decode()
+                pattern = body[pos + 2 : pos + 2 + n].decode()
                 qos = body[pos + 2 + n]
                 pos += 3 + n
                 if not valid_filter(pattern) or qos > 2:
@@ -375,8 +392,9 @@ class Connection:
             if not granted:
                 raise ProtocolError("SUBSCRIBE without a topic filter")
             self.broker.subscriptions_changed()
-            self.send(bytes([SUBACK << 4]) + _length(2 + len(granted)) + _U16.pack(pid)
-                      + bytes(granted))
+            self.send(
+                bytes([SUBACK << 4]) + _length(2 + len(granted)) + _U16.pack(pid) + bytes(granted)
+            )
             for pattern in added:
                 self.broker.send_retained(session, pattern)
         elif kind == UNSUBSCRIBE:
@@ -384,7 +402,7 @@ class Connection:
             pos = 2
             while pos < len(body):
                 (n,) = _U16.unpack_from(body, pos)
-                session.subscriptions.pop(body[pos + 2:pos + 2 + n].decode(), None)
+                session.subscriptions.pop(body[pos + 2 : pos + 2 + n].decode(), None)
                 pos += 2 + n
             self.broker.subscriptions_changed()
             self.send(bytes([UNSUBACK << 4, 2]) + _U16.pack(pid))
@@ -395,8 +413,9 @@ class Connection:
 
 
 class EmbeddedBroker:
-    def __init__(self, host: str, port: int, *, max_inflight: int = 1000,
-                 max_queued: int = 100_000) -> None:
+    def __init__(
+        self, host: str, port: int, *, max_inflight: int = 1000, max_queued: int = 100_000
+    ) -> None:
         self.host = host
         self.port = port
         self.max_inflight = max_inflight
@@ -411,8 +430,9 @@ class EmbeddedBroker:
         self._stopping = False
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, self.port,
-                                                  reuse_address=True)
+        self._server = await asyncio.start_server(
+            self._accept, self.host, self.port, reuse_address=True
+        )
 
     async def stop(self) -> None:
         """Close the listener and every connection; return once all is gone."""
@@ -444,7 +464,8 @@ class EmbeddedBroker:
             return
         with contextlib.suppress(OSError):
             writer.transport.get_extra_info("socket").setsockopt(
-                socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+            )
         conn = Connection(self, reader, writer)
         self._tasks.add(task)
         self._connections.add(conn)
@@ -503,8 +524,14 @@ class EmbeddedBroker:
             name = topic.decode(errors="replace")
             routes = []
             for session in self._sessions.values():
-                qos = max((q for pattern, q in session.subscriptions.items()
-                           if topic_matches(pattern, name)), default=-1)
+                qos = max(
+                    (
+                        q
+                        for pattern, q in session.subscriptions.items()
+                        if topic_matches(pattern, name)
+                    ),
+                    default=-1,
+                )
                 if qos >= 0:
                     routes.append((session, qos))
             if len(self._routes) > 100_000:

@@ -34,8 +34,21 @@ from server.history import HistoricCall
 log = get_logger(__name__)
 
 #: Expected new sessions per room per hour on a workday, by local hour.
-WORKDAY_RATE = {7: 0.05, 8: 0.25, 9: 0.45, 10: 0.7, 11: 0.6, 12: 0.8, 13: 0.6, 14: 0.5,
-                15: 0.55, 16: 0.45, 17: 0.25, 18: 0.1, 19: 0.05}
+WORKDAY_RATE = {
+    7: 0.05,
+    8: 0.25,
+    9: 0.45,
+    10: 0.7,
+    11: 0.6,
+    12: 0.8,
+    13: 0.6,
+    14: 0.5,
+    15: 0.55,
+    16: 0.45,
+    17: 0.25,
+    18: 0.1,
+    19: 0.05,
+}
 #: Weekends and public holidays: the park is nearly empty.
 OFF_DAY_FACTOR = 0.06
 OUTAGES_PER_ROOM_YEAR = 3.0
@@ -97,8 +110,14 @@ def _session_minutes(rng: random.Random) -> float:
     return min(max(rng.lognormvariate(math.log(25), 0.3), 8), 60)
 
 
-def _records_for_day(node: NodeHistory, day: date, tz: ZoneInfo, telemetry_every_min: int,
-                     telemetry_from: date, window: tuple[int, int]) -> Iterator[Record]:
+def _records_for_day(
+    node: NodeHistory,
+    day: date,
+    tz: ZoneInfo,
+    telemetry_every_min: int,
+    telemetry_from: date,
+    window: tuple[int, int],
+) -> Iterator[Record]:
     """The day's messages within `window` [start, end) ms: whole sessions and
     calls only (a session cut at the end would leave its room occupied)."""
     room, rng = node.room, node.rng
@@ -131,19 +150,26 @@ def _records_for_day(node: NodeHistory, day: date, tz: ZoneInfo, telemetry_every
             events.append((end, Kind.OCCUPANCY, {"occupied": False, "radar": "none"}))
             raised = begin + rng.randrange(max(1, end - begin))
             ack, arrive, resolve = _response_times(rng, raised)
-            if rng.random() < 1 / SESSIONS_PER_CALL and resolve < w_end and not any(
-                    node.down(t) for t in (raised, arrive, resolve)):
+            if (
+                rng.random() < 1 / SESSIONS_PER_CALL
+                and resolve < w_end
+                and not any(node.down(t) for t in (raised, arrive, resolve))
+            ):
                 call_id = f"{room.device}-h{raised}"
-                node.calls.append(HistoricCall(room.id, room.device, call_id, raised, ack,
-                                               arrive, resolve))
+                node.calls.append(
+                    HistoricCall(room.id, room.device, call_id, raised, ack, arrive, resolve)
+                )
                 events.append((raised, Kind.CALL, {"action": "press", "call_id": call_id}))
                 events.append((arrive, Kind.CALL, {"action": "presence", "call_id": call_id}))
                 events.append((resolve, Kind.CALL, {"action": "reset", "call_id": call_id}))
     step = telemetry_every_min * 60_000
     first_tel = day_ms + rng.randrange(step)
     if day >= telemetry_from:  # older raw telemetry would fall to retention anyway
-        for t_ms in range(max(first_tel, first_tel + -(-(w_start - first_tel) // step) * step),
-                          min(day_ms + 86_400_000, w_end), step):
+        for t_ms in range(
+            max(first_tel, first_tel + -(-(w_start - first_tel) // step) * step),
+            min(day_ms + 86_400_000, w_end),
+            step,
+        ):
             events.append((t_ms, Kind.TELEMETRY, {}))
     events.sort(key=lambda e: e[0])
     was_down = False
@@ -160,14 +186,17 @@ def _records_for_day(node: NodeHistory, day: date, tz: ZoneInfo, telemetry_every
         elif kind is Kind.CALL:
             msg = Call(**env, **body)  # type: ignore[arg-type]
         else:
-            msg = Telemetry(uptime_s=max(0, (t_ms - node.uptime_start_ms) // 1000),
-                            rssi=rng.randint(-80, -50), heap_free=rng.randint(80_000, 95_000),
-                            fw="1.0.0",
-                            reset_reason="power_on" if node.boot > node.first_boot
-                            else None,
-                            **env)
-        yield Record(room.device, room.id, kind, msg, t_ms, building=room.building,
-                     floor=room.floor)
+            msg = Telemetry(
+                uptime_s=max(0, (t_ms - node.uptime_start_ms) // 1000),
+                rssi=rng.randint(-80, -50),
+                heap_free=rng.randint(80_000, 95_000),
+                fw="1.0.0",
+                reset_reason="power_on" if node.boot > node.first_boot else None,
+                **env,
+            )
+        yield Record(
+            room.device, room.id, kind, msg, t_ms, building=room.building, floor=room.floor
+        )
 
 
 class OtherDataError(Exception):
@@ -184,31 +213,59 @@ def day_span(settings: Settings, days: int, end: date) -> tuple[int, int]:
     """[start, end) ms of `days` whole local days ending the day before `end`."""
     tz = ZoneInfo(settings.timezone)
     first = datetime.combine(end - timedelta(days=days), time(0), tz)
-    return int(first.timestamp() * 1000), int(datetime.combine(end, time(0), tz)
-                                              .timestamp() * 1000)
+    return int(first.timestamp() * 1000), int(datetime.combine(end, time(0), tz).timestamp() * 1000)
 
 
-async def generate(settings: Settings, rooms: list[RegistryRoom], *, days: int, end: date,
-                   backend: str, seed: int, telemetry_every_min: int,
-                   batch: int = 5000, show_progress: bool = True,
-                   calls: list[HistoricCall] | None = None, force: bool = False
-                   ) -> dict[str, int]:
+async def generate(
+    settings: Settings,
+    rooms: list[RegistryRoom],
+    *,
+    days: int,
+    end: date,
+    backend: str,
+    seed: int,
+    telemetry_every_min: int,
+    batch: int = 5000,
+    show_progress: bool = True,
+    calls: list[HistoricCall] | None = None,
+    force: bool = False,
+) -> dict[str, int]:
     """Write `days` of history ending the day before `end`; counts by kind.
     The emergency calls made are appended to `calls` (the server stores them
     as alerts: see the CLI). Raises OtherDataError when the span already
     holds messages of other boots, unless `force`."""
     start_ms, end_ms = day_span(settings, days, end)
-    return await generate_span(settings, rooms, start_ms, end_ms, backend=backend, seed=seed,
-                               telemetry_every_min=telemetry_every_min, batch=batch,
-                               show_progress=show_progress, calls=calls, force=force)
+    return await generate_span(
+        settings,
+        rooms,
+        start_ms,
+        end_ms,
+        backend=backend,
+        seed=seed,
+        telemetry_every_min=telemetry_every_min,
+        batch=batch,
+        show_progress=show_progress,
+        calls=calls,
+        force=force,
+    )
 
 
-async def generate_span(settings: Settings, rooms: list[RegistryRoom], start_ms: int,
-                        end_ms: int, *, backend: str, seed: int, telemetry_every_min: int,
-                        batch: int = 5000, show_progress: bool = True,
-                        calls: list[HistoricCall] | None = None, force: bool = False,
-                        fill: bool = False, on_day: Callable[[int, int], None] | None = None
-                        ) -> dict[str, int]:
+async def generate_span(
+    settings: Settings,
+    rooms: list[RegistryRoom],
+    start_ms: int,
+    end_ms: int,
+    *,
+    backend: str,
+    seed: int,
+    telemetry_every_min: int,
+    batch: int = 5000,
+    show_progress: bool = True,
+    calls: list[HistoricCall] | None = None,
+    force: bool = False,
+    fill: bool = False,
+    on_day: Callable[[int, int], None] | None = None,
+) -> dict[str, int]:
     """Write the history of [start_ms, end_ms): sessions and calls that fit
     in it whole, telemetry within it. `on_day(done, total)` after each day.
     `fill`: start after the last message the span already holds instead
@@ -217,9 +274,12 @@ async def generate_span(settings: Settings, rooms: list[RegistryRoom], start_ms:
     store: SqliteStore | InfluxStore
     influx: InfluxStore | None = None
     if backend == "influxdb":
-        influx = InfluxStore(settings.storage.influxdb, settings.spool_path,
-                             gateway="history",
-                             telemetry_retention_days=settings.storage.telemetry_retention_days)
+        influx = InfluxStore(
+            settings.storage.influxdb,
+            settings.spool_path,
+            gateway="history",
+            telemetry_retention_days=settings.storage.telemetry_retention_days,
+        )
         store = influx
     else:
         store = SqliteStore(settings.store_path)
@@ -235,47 +295,92 @@ async def generate_span(settings: Settings, rooms: list[RegistryRoom], start_ms:
         other = None if force else await store.data_times(start_ms, end_ms, boots)
         if other is not None:
             raise OtherDataError(*other)
-        counts = await _write_history(store, settings, rooms, start_ms, end_ms, tz, boots[0],
-                                      seed=seed, telemetry_every_min=telemetry_every_min,
-                                      batch=batch, show_progress=show_progress, calls=calls,
-                                      on_day=on_day, backend=backend)
+        counts = await _write_history(
+            store,
+            settings,
+            rooms,
+            start_ms,
+            end_ms,
+            tz,
+            boots[0],
+            seed=seed,
+            telemetry_every_min=telemetry_every_min,
+            batch=batch,
+            show_progress=show_progress,
+            calls=calls,
+            on_day=on_day,
+            backend=backend,
+        )
     finally:
         if drainer:
             drainer.cancel()
             await asyncio.gather(drainer, return_exceptions=True)
         await store.close()
-    log.info("history written", backend=backend, start_ms=start_ms, end_ms=end_ms,
-             rooms=len(rooms), **counts)
+    log.info(
+        "history written",
+        backend=backend,
+        start_ms=start_ms,
+        end_ms=end_ms,
+        rooms=len(rooms),
+        **counts,
+    )
     return counts
 
 
-async def _write_history(store: SqliteStore | InfluxStore, settings: Settings,
-                         rooms: list[RegistryRoom], start_ms: int, end_ms: int, tz: ZoneInfo,
-                         first_boot: int, *, seed: int, telemetry_every_min: int, batch: int,
-                         show_progress: bool, calls: list[HistoricCall] | None,
-                         on_day: Callable[[int, int], None] | None, backend: str
-                         ) -> dict[str, int]:
+async def _write_history(
+    store: SqliteStore | InfluxStore,
+    settings: Settings,
+    rooms: list[RegistryRoom],
+    start_ms: int,
+    end_ms: int,
+    tz: ZoneInfo,
+    first_boot: int,
+    *,
+    seed: int,
+    telemetry_every_min: int,
+    batch: int,
+    show_progress: bool,
+    calls: list[HistoricCall] | None,
+    on_day: Callable[[int, int], None] | None,
+    backend: str,
+) -> dict[str, int]:
     rng = random.Random(seed)
     first_day = datetime.fromtimestamp(start_ms / 1000, tz).date()
     last_day = datetime.fromtimestamp((end_ms - 1) / 1000, tz).date()
     days = (last_day - first_day).days + 1
     telemetry_from = date.today() - timedelta(days=settings.storage.telemetry_retention_days - 1)
-    nodes = [NodeHistory(r, random.Random(rng.random()), boot=first_boot, first_boot=first_boot,
-                         uptime_start_ms=start_ms)
-             for r in rooms if r.device]
+    nodes = [
+        NodeHistory(
+            r,
+            random.Random(rng.random()),
+            boot=first_boot,
+            first_boot=first_boot,
+            uptime_start_ms=start_ms,
+        )
+        for r in rooms
+        if r.device
+    ]
     counts = {"occupancy": 0, "telemetry": 0, "call": 0, "duplicates": 0, "rollups": 0}
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeRemainingColumn(), disable=not show_progress)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=not show_progress,
+    )
     with progress:
         task = progress.add_task(f"history → {backend}", total=days)
         for offset in range(days):
             day = first_day + timedelta(days=offset)
             pending: list[Record] = []
             for node in nodes:
-                pending.extend(_records_for_day(node, day, tz, telemetry_every_min,
-                                                telemetry_from, (start_ms, end_ms)))
+                pending.extend(
+                    _records_for_day(
+                        node, day, tz, telemetry_every_min, telemetry_from, (start_ms, end_ms)
+                    )
+                )
             for i in range(0, len(pending), batch):
-                chunk = pending[i:i + batch]
+                chunk = pending[i : i + batch]
                 if isinstance(store, SqliteStore):
                     fresh = await store.write(chunk, live=False)
                 else:
@@ -292,7 +397,8 @@ async def _write_history(store: SqliteStore | InfluxStore, settings: Settings,
                 await asyncio.sleep(0.5)
         progress.add_task("hourly rollups", total=None)
         counts["rollups"] = await refresh_rollups(
-            store, start_ms // HOUR_MS * HOUR_MS, end_ms // HOUR_MS * HOUR_MS)
+            store, start_ms // HOUR_MS * HOUR_MS, end_ms // HOUR_MS * HOUR_MS
+        )
     if calls is not None:
         calls.extend(c for node in nodes for c in node.calls)
     return counts
@@ -303,8 +409,9 @@ async def _write_history(store: SqliteStore | InfluxStore, settings: Settings,
 DEMO_HISTORY_DAYS = 28
 
 
-async def seed_demo(settings: Settings, rooms: int, until_ms: int,
-                    say: Callable[[str], None]) -> None:
+async def seed_demo(
+    settings: Settings, rooms: int, until_ms: int, say: Callable[[str], None]
+) -> None:
     """The demo's past (see write_demo_history), written by a child process
     at low priority: generating it is seconds of CPU, and the demo's own
     process may be carrying the embedded broker. Its lines go to `say`;
@@ -316,24 +423,37 @@ async def seed_demo(settings: Settings, rooms: int, until_ms: int,
     # A session of its own: a Ctrl-C in the terminal is the demo's to handle
     # (it stops this child itself), not a KeyboardInterrupt mid-import here.
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli", "history", "seed-demo", "--rooms", str(rooms),
-        "--until-ms", str(until_ms), env=env, stdout=asyncio.subprocess.PIPE,
-        start_new_session=True)
+        sys.executable,
+        "-m",
+        "cli",
+        "history",
+        "seed-demo",
+        "--rooms",
+        str(rooms),
+        "--until-ms",
+        str(until_ms),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
     assert proc.stdout is not None
     try:
         async for line in proc.stdout:
             say(line.decode(errors="replace").rstrip())
         if await proc.wait() != 0:
-            say(f"history: not seeded (exit code {proc.returncode}); the trends show the "
-                "live rooms only")
+            say(
+                f"history: not seeded (exit code {proc.returncode}); the trends show the "
+                "live rooms only"
+            )
     finally:
         if proc.returncode is None:
             proc.terminate()
             await proc.wait()
 
 
-async def write_demo_history(settings: Settings, rooms: int, until_ms: int,
-                             say: Callable[[str], None]) -> None:
+async def write_demo_history(
+    settings: Settings, rooms: int, until_ms: int, say: Callable[[str], None]
+) -> None:
     """The demo's past: up to DEMO_HISTORY_DAYS before `until_ms` (when its
     live rooms started), from where the store's data ends (an earlier demo
     run), for its first `rooms` rooms with a node. Runs beside the live
@@ -352,13 +472,25 @@ async def write_demo_history(settings: Settings, rooms: int, until_ms: int,
             said[0] = done
             say(f"history: {done} of {total} days written")
 
-    say(f"history: seeding up to {DEMO_HISTORY_DAYS} days before now for {len(room_list)} "
-        "rooms in the background, so the trends have data")
+    say(
+        f"history: seeding up to {DEMO_HISTORY_DAYS} days before now for {len(room_list)} "
+        "rooms in the background, so the trends have data"
+    )
     try:
-        counts = await generate_span(settings, room_list, start_ms, until_ms,
-                                     backend=settings.storage.backend, seed=1,
-                                     telemetry_every_min=30, batch=1000, show_progress=False,
-                                     calls=calls, fill=True, on_day=on_day)
+        counts = await generate_span(
+            settings,
+            room_list,
+            start_ms,
+            until_ms,
+            backend=settings.storage.backend,
+            seed=1,
+            telemetry_every_min=30,
+            batch=1000,
+            show_progress=False,
+            calls=calls,
+            fill=True,
+            on_day=on_day,
+        )
         counts["alerts"] = await store_past_calls(settings, calls)
     except Exception as exc:  # the demo runs on without its past
         log.warning("demo history not seeded", error=repr(exc))
@@ -367,5 +499,7 @@ async def write_demo_history(settings: Settings, rooms: int, until_ms: int,
     if not counts["occupancy"] and not counts["telemetry"]:
         say("history: already there from an earlier run")
         return
-    say(f"history: seeded {counts['occupancy'] // 2} sessions, {counts['telemetry']} "
-        f"telemetry reports and {counts['alerts']} past calls")
+    say(
+        f"history: seeded {counts['occupancy'] // 2} sessions, {counts['telemetry']} "
+        f"telemetry reports and {counts['alerts']} past calls"
+    )

@@ -37,8 +37,9 @@ app = typer.Typer(
 rooms_app = typer.Typer(help="Check and inspect the rooms CSV.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 user_app = typer.Typer(help="Staff accounts (staff, manager, admin).", no_args_is_help=True)
-history_app = typer.Typer(help="Generate realistic history for trends and benchmarks.",
-                          no_args_is_help=True)
+history_app = typer.Typer(
+    help="Generate realistic history for trends and benchmarks.", no_args_is_help=True
+)
 app.add_typer(rooms_app, name="rooms")
 app.add_typer(config_app, name="config")
 app.add_typer(history_app, name="history")
@@ -121,8 +122,11 @@ def server(
     from server.services.escalation import refuse_unpaged
 
     # A `web` server never pages (its calls server does): nothing to refuse.
-    why = None if settings.server.role == "web" else refuse_unpaged(settings.escalation,
-                                                                    settings.paging)
+    why = (
+        None
+        if settings.server.role == "web"
+        else refuse_unpaged(settings.escalation, settings.paging)
+    )
     if why is not None:
         _error(why)
         raise typer.Exit(2)
@@ -150,16 +154,25 @@ def watchdog() -> None:
 
 @app.command()
 def simulate(
-    rooms: Annotated[int, typer.Option(
-        min=1, help="How many rooms to simulate (the first N of rooms_csv)")] = 190,
-    speed: Annotated[float, typer.Option(
-        min=0.1, max=3600, help="Time compression of sessions and gaps (1 = real time)")] = 1.0,
-    keepalive: Annotated[int, typer.Option(
-        min=2, max=3600, help="MQTT keepalive of each node, seconds")] = 30,
+    rooms: Annotated[
+        int, typer.Option(min=1, help="How many rooms to simulate (the first N of rooms_csv)")
+    ] = 190,
+    speed: Annotated[
+        float,
+        typer.Option(
+            min=0.1, max=3600, help="Time compression of sessions and gaps (1 = real time)"
+        ),
+    ] = 1.0,
+    keepalive: Annotated[
+        int, typer.Option(min=2, max=3600, help="MQTT keepalive of each node, seconds")
+    ] = 30,
     seed: Annotated[int | None, typer.Option(help="Random seed, for a repeatable run")] = None,
-    call_every: Annotated[float, typer.Option(
-        min=0, help="Mean hours between emergency calls per room, simulated time "
-        "(0 = no calls)")] = 0.0,
+    call_every: Annotated[
+        float,
+        typer.Option(
+            min=0, help="Mean hours between emergency calls per room, simulated time (0 = no calls)"
+        ),
+    ] = 0.0,
 ) -> None:
     """Simulate N room nodes: one MQTT connection each, with its own last will,
     boot counter and seq; door-lock sessions of realistic length; telemetry every 60 s;
@@ -176,15 +189,24 @@ def simulate(
     except (RoomsCsvError, ValueError) as exc:
         _error(str(exc))
         raise typer.Exit(2) from None
-    _run(run_population(settings, devices, speed=speed, keepalive_s=keepalive, seed=seed,
-                        call_every_h=call_every))
+    _run(
+        run_population(
+            settings,
+            devices,
+            speed=speed,
+            keepalive_s=keepalive,
+            seed=seed,
+            call_every_h=call_every,
+        )
+    )
 
 
 @app.command()
 def demo(
     rooms: Annotated[int, typer.Option(min=1, help="Rooms to simulate")] = 190,
-    speed: Annotated[float, typer.Option(
-        min=0.1, help="Time compression of the simulated rooms")] = 20.0,
+    speed: Annotated[
+        float, typer.Option(min=0.1, help="Time compression of the simulated rooms")
+    ] = 20.0,
 ) -> None:
     """Run the whole system on this machine: broker (the one at mqtt.url, or an
     embedded one when none answers), gateway, server and simulated rooms.
@@ -207,8 +229,9 @@ def _check_csv(path: Path) -> list[RegistryRoom]:
 
 @rooms_app.command("check")
 def rooms_check(
-    csv: Annotated[Path | None, typer.Argument(
-        help="The CSV [default: rooms_csv from config]")] = None,
+    csv: Annotated[
+        Path | None, typer.Argument(help="The CSV [default: rooms_csv from config]")
+    ] = None,
 ) -> None:
     """Check a rooms CSV: every bad row by line number, duplicates refused."""
     path = csv or _settings("rooms").rooms_csv
@@ -219,8 +242,13 @@ def rooms_check(
     by_building = Counter(r.building for r in rooms)
     for building, count in by_building.items():
         rs = [r for r in rooms if r.building == building]
-        table.add_row(building, str(count), str(len({r.floor for r in rs})),
-                      str(sum(1 for r in rs if r.device)), str(sum(1 for r in rs if r.in_service)))
+        table.add_row(
+            building,
+            str(count),
+            str(len({r.floor for r in rs})),
+            str(sum(1 for r in rs if r.device)),
+            str(sum(1 for r in rs if r.in_service)),
+        )
     Console().print(table)
     # Valid, but a mother choosing between two rooms of the same name cannot tell them apart.
     for field in ("name", "name_en"):
@@ -228,26 +256,44 @@ def rooms_check(
         for name, n in same.items():
             if n > 1:
                 ids = ", ".join(r.id for r in rooms if getattr(r, field) == name)
-                err.print(f"warning: {n} rooms share the {field} {name!r}: {ids}",
-                          style="yellow", markup=False, highlight=False, soft_wrap=True)
+                err.print(
+                    f"warning: {n} rooms share the {field} {name!r}: {ids}",
+                    style="yellow",
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                )
 
 
 @history_app.command("generate")
 def history_generate(
     days: Annotated[int, typer.Option(min=1, max=3660, help="How many days of history")] = 365,
     rooms: Annotated[int, typer.Option(min=1, help="Rooms (the first N of rooms_csv)")] = 190,
-    backend: Annotated[str, typer.Option(
-        help="sqlite or influxdb [default: storage.backend]")] = "",
-    end: Annotated[str, typer.Option(
-        help="Day after the last generated day, YYYY-MM-DD [default: today]")] = "",
+    backend: Annotated[
+        str, typer.Option(help="sqlite or influxdb [default: storage.backend]")
+    ] = "",
+    end: Annotated[
+        str, typer.Option(help="Day after the last generated day, YYYY-MM-DD [default: today]")
+    ] = "",
     seed: Annotated[int, typer.Option(help="Random seed; the same seed adds nothing twice")] = 1,
-    telemetry_every: Annotated[int, typer.Option(
-        min=1, max=60, help="Minutes between telemetry points (60 s live; sparser here "
-        "keeps a year within what SQLite holds comfortably; at most an hour, as a node's "
-        "telemetry_s)")] = 30,
-    force: Annotated[bool, typer.Option(
-        "--force", help="Write even where the store already holds other messages (live "
-        "nodes' or another run's): their sessions and the generated ones would mix")] = False,
+    telemetry_every: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=60,
+            help="Minutes between telemetry points (60 s live; sparser here "
+            "keeps a year within what SQLite holds comfortably; at most an hour, as a node's "
+            "telemetry_s)",
+        ),
+    ] = 30,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Write even where the store already holds other messages (live "
+            "nodes' or another run's): their sessions and the generated ones would mix",
+        ),
+    ] = False,
 ) -> None:
     """Write a realistic past of occupancy (workday/hour patterns, lunch-time
     peaks, 15-40 min sessions, quiet public holidays), device outages and
@@ -275,10 +321,19 @@ def history_generate(
     room_list = _check_csv(settings.rooms_csv)[:rooms]
     calls: list[HistoricCall] = []
     try:
-        counts = asyncio.run(generate(settings, room_list, days=days, end=end_day,
-                                      backend=chosen, seed=seed,
-                                      telemetry_every_min=telemetry_every, calls=calls,
-                                      force=force))
+        counts = asyncio.run(
+            generate(
+                settings,
+                room_list,
+                days=days,
+                end=end_day,
+                backend=chosen,
+                seed=seed,
+                telemetry_every_min=telemetry_every,
+                calls=calls,
+                force=force,
+            )
+        )
     except OtherDataError as exc:
         tz = ZoneInfo(settings.timezone)
 
@@ -286,25 +341,33 @@ def history_generate(
             return dt.datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M")
 
         first_day = dt.datetime.fromtimestamp(exc.first_ms / 1000, tz).date()
-        _error(f"not written: {chosen} already holds other messages (live nodes', or another "
-               f"history run's) from {when(exc.first_ms)} to {when(exc.last_ms)}, inside the "
-               f"{days} days before {end_day}. Generated sessions would mix with theirs in "
-               f"the same rooms and hours. Choose --end {first_day} or earlier (and --days to "
-               "fit), or --force to write anyway.")
+        _error(
+            f"not written: {chosen} already holds other messages (live nodes', or another "
+            f"history run's) from {when(exc.first_ms)} to {when(exc.last_ms)}, inside the "
+            f"{days} days before {end_day}. Generated sessions would mix with theirs in "
+            f"the same rooms and hours. Choose --end {first_day} or earlier (and --days to "
+            "fit), or --force to write anyway."
+        )
         raise typer.Exit(1) from None
     counts["alerts"] = asyncio.run(store_past_calls(settings, calls))
-    Console().print(f"wrote {counts['occupancy']} occupancy events, {counts['telemetry']} "
-                    f"telemetry points, {counts['call']} call events "
-                    f"({counts['duplicates']} already there) and {counts['rollups']} hourly "
-                    f"rollups to {chosen}, and {counts['alerts']} past calls as alerts")
+    Console().print(
+        f"wrote {counts['occupancy']} occupancy events, {counts['telemetry']} "
+        f"telemetry points, {counts['call']} call events "
+        f"({counts['duplicates']} already there) and {counts['rollups']} hourly "
+        f"rollups to {chosen}, and {counts['alerts']} past calls as alerts"
+    )
 
 
 @history_app.command("seed-demo", hidden=True)
 def history_seed_demo(
     rooms: Annotated[int, typer.Option(min=1, help="The demo's rooms (the first N with a node)")],
-    until_ms: Annotated[int, typer.Option(
-        min=0, help="When the demo's live rooms started, ms since the epoch: the past ends "
-        "there")],
+    until_ms: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="When the demo's live rooms started, ms since the epoch: the past ends there",
+        ),
+    ],
 ) -> None:
     """Write `mamaroom demo`'s past in a process of its own, at low priority:
     the four weeks before its live rooms, or from where an earlier run's data
@@ -319,8 +382,9 @@ def history_seed_demo(
 
     async def main() -> None:
         # Stopped by the demo (SIGTERM); and if the demo is gone, by itself.
-        task = asyncio.create_task(write_demo_history(
-            settings, rooms, until_ms, lambda text: print(text, flush=True)))
+        task = asyncio.create_task(
+            write_demo_history(settings, rooms, until_ms, lambda text: print(text, flush=True))
+        )
         try:
             while not task.done():
                 await asyncio.wait({task}, timeout=1)
@@ -337,8 +401,12 @@ def history_seed_demo(
 def user_add(
     name: Annotated[str, typer.Argument(help="Login name (letters, digits, . _ -)")],
     role: Annotated[str, typer.Option(help="staff, manager or admin")] = "staff",
-    password_stdin: Annotated[bool, typer.Option(
-        "--password-stdin", help="Read the password from standard input (for scripts)")] = False,
+    password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--password-stdin", help="Read the password from standard input (for scripts)"
+        ),
+    ] = False,
 ) -> None:
     """Create an account, or set a new role and password for an existing one
     (which logs it out everywhere). The password is stored as an argon2id hash.
@@ -403,8 +471,12 @@ def user_list() -> None:
 
 @app.command("backup")
 def backup_command(
-    dest: Annotated[Path, typer.Argument(help="Folder to put the backup in (a new "
-                                              "mamaroom-YYYYmmdd-HHMMSS folder inside)")],
+    dest: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder to put the backup in (a new mamaroom-YYYYmmdd-HHMMSS folder inside)"
+        ),
+    ],
 ) -> None:
     """Back up the embedded databases of data_dir (registry, alerts, accounts,
     stored messages) while the services run: SQLite's online backup, each copy
@@ -444,14 +516,21 @@ SECRET_KEY = re.compile(r"(password|token|secret|private_key)$")
 
 @app.command("purge")
 def purge_command(
-    before: Annotated[str, typer.Option(
-        "--before", metavar="DATE",
-        help="Delete records from before this day, YYYY-MM-DD, 00:00 site time "
-             "(timezone); tomorrow's date deletes everything up to now")],
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Only count what would be deleted")] = False,
-    yes: Annotated[bool, typer.Option(
-        "--yes", "-y", help="Do not ask for confirmation (for scripts)")] = False,
+    before: Annotated[
+        str,
+        typer.Option(
+            "--before",
+            metavar="DATE",
+            help="Delete records from before this day, YYYY-MM-DD, 00:00 site time "
+            "(timezone); tomorrow's date deletes everything up to now",
+        ),
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only count what would be deleted")
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts)")
+    ] = False,
 ) -> None:
     """Delete the records about people from before a date, from the server's
     database: mothers' reminders (a phone's push address; set before DATE)
@@ -475,8 +554,10 @@ def purge_command(
     tz = ZoneInfo(settings.timezone)
     tomorrow = dt.datetime.now(tz).date() + dt.timedelta(days=1)
     if day > tomorrow:
-        _error(f"--before {day} is in the future; {tomorrow} (tomorrow) already deletes "
-               "everything up to now")
+        _error(
+            f"--before {day} is in the future; {tomorrow} (tomorrow) already deletes "
+            "everything up to now"
+        )
         raise typer.Exit(2)
     if not settings.server_db_path.exists():
         _error(f"no server database at {settings.server_db_path} (data_dir)")

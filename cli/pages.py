@@ -68,8 +68,12 @@ def _rooms(settings: Settings) -> list[RegistryRoom]:
 
 def qr(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the sheet and the SVGs")],
-    base_url: Annotated[str | None, typer.Option(
-        help="Address the phones open (default: pages.public_url, else http.host:port)")] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Address the phones open (default: pages.public_url, else http.host:port)"
+        ),
+    ] = None,
     building: Annotated[str | None, typer.Option(help="Only this building's rooms")] = None,
 ) -> None:
     """Print a sheet of QR codes, one per room door, each opening /r/{room}.
@@ -84,13 +88,17 @@ def qr(
     if host in ("127.0.0.1", "localhost", "::1", "0.0.0.0") or host.startswith("127."):
         # Printed and screwed to 190 doors, this address would open nothing on
         # a phone: say so loudly (and keep going: a test print is fine).
-        err.print(f"[yellow]warning: the QR codes open {base}, an address of this machine "
-                  "only; a phone cannot reach it. Give --base-url or set "
-                  "pages.public_url to the address phones use "
-                  "(e.g. https://mamaroom.park.example).[/yellow]", highlight=False,
-                  soft_wrap=True)
-    rooms = [r for r in _rooms(settings)
-             if building is None or building in (r.building, r.building_en)]
+        err.print(
+            f"[yellow]warning: the QR codes open {base}, an address of this machine "
+            "only; a phone cannot reach it. Give --base-url or set "
+            "pages.public_url to the address phones use "
+            "(e.g. https://mamaroom.park.example).[/yellow]",
+            highlight=False,
+            soft_wrap=True,
+        )
+    rooms = [
+        r for r in _rooms(settings) if building is None or building in (r.building, r.building_en)
+    ]
     if not rooms:
         err.print("no rooms to print")
         raise typer.Exit(1)
@@ -103,16 +111,21 @@ def qr(
         code.save(str(svg_dir / f"{r.id}.svg"), scale=8, border=2, title=r.id)
         doors.append(
             f'<div class="door"><h2>{html.escape(r.name)}</h2>'
-            f'{code.svg_inline(scale=4, border=2, title=r.id)}'
+            f"{code.svg_inline(scale=4, border=2, title=r.id)}"
             f'<p class="call">扫码查看是否空闲 · Scan: is it free?</p>'
             f'<p lang="en">{html.escape(r.name_en)}</p>'
-            f'<p class="url">{html.escape(url)}</p></div>')
+            f'<p class="url">{html.escape(url)}</p></div>'
+        )
     (out_dir / "index.html").write_text(
         '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
         f"<title>母婴室二维码 · {len(doors)}</title><style>{SHEET_CSS}</style></head>"
-        f'<body><div class="sheet">{"".join(doors)}</div></body></html>', encoding="utf-8")
-    out.print(f"{len(doors)} QR codes for {base}/r/… in {out_dir}/index.html (print it on A4)"
-              f" and {svg_dir}/")
+        f'<body><div class="sheet">{"".join(doors)}</div></body></html>',
+        encoding="utf-8",
+    )
+    out.print(
+        f"{len(doors)} QR codes for {base}/r/… in {out_dir}/index.html (print it on A4)"
+        f" and {svg_dir}/"
+    )
 
 
 @webpush_app.command("keys")

@@ -19,17 +19,20 @@ MODULE_EXTS = (".py", ".mpy")
 #: (board/esp32.py, 8 s), which neither Ctrl-C nor a soft reset stops: it is
 #: fed from a timer while the files are copied. (Not checkable without a
 #: board; on a port without these it does nothing.)
-FEED_WATCHDOG = ("try:\n import machine\n _w = machine.WDT(timeout=8000)\n"
-                 " _t = machine.Timer(0)\n _t.init(period=1000, callback=lambda t: _w.feed())\n"
-                 "except Exception:\n pass\n")
+FEED_WATCHDOG = (
+    "try:\n import machine\n _w = machine.WDT(timeout=8000)\n"
+    " _t = machine.Timer(0)\n _t.init(period=1000, callback=lambda t: _w.feed())\n"
+    "except Exception:\n pass\n"
+)
 
 
 class ProvisionError(Exception):
     pass
 
 
-def copy_to_board(port: str, files: list[FirmwareFile],
-                  progress: Callable[[str, int], None]) -> list[str]:
+def copy_to_board(
+    port: str, files: list[FirmwareFile], progress: Callable[[str, int], None]
+) -> list[str]:
     """Copy `files` into the board's root; returns the stale files removed."""
     from mpremote.transport import (  # type: ignore[import-untyped]
         TransportError,
@@ -52,9 +55,12 @@ def copy_to_board(port: str, files: list[FirmwareFile],
             folder = f.path.rpartition("/")[0]
             if folder and not board.fs_isdir(folder):
                 board.fs_mkdir(folder)
-            board.fs_writefile(f.path, f.data, chunk_size=256,
-                               progress_callback=lambda n, _t, base=done, p=f.path:
-                               progress(p, base + n))
+            board.fs_writefile(
+                f.path,
+                f.data,
+                chunk_size=256,
+                progress_callback=lambda n, _t, base=done, p=f.path: progress(p, base + n),
+            )
             got = board.fs_hashfile(f.path, "sha256")
             if got != hashlib.sha256(f.data).digest():
                 raise ProvisionError(f"{f.path}: the board holds something else than was sent")

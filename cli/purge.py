@@ -15,8 +15,9 @@ from mamaroom.logs import get_logger
 log = get_logger(__name__)
 
 
-async def purge(settings: Settings, day: dt.date, before_ms: int, *, dry_run: bool,
-                yes: bool) -> None:
+async def purge(
+    settings: Settings, day: dt.date, before_ms: int, *, dry_run: bool, yes: bool
+) -> None:
     """Count, confirm (unless `yes`), delete batch by batch, say what went."""
     from server.alerts_db import AlertsDb
     from server.services.retention import alerts, delete_before, reminders
@@ -29,8 +30,11 @@ async def purge(settings: Settings, day: dt.date, before_ms: int, *, dry_run: bo
     try:
         kinds = [reminders(push), alerts(alerts_db, settings.retention)]
         counts = [await k.count(before_ms) for k in kinds]
-        out.print(f"Records from before {day} 00:00 ({settings.timezone}) in "
-                  f"{settings.server_db_path}:", markup=False, highlight=False)
+        out.print(
+            f"Records from before {day} 00:00 ({settings.timezone}) in {settings.server_db_path}:",
+            markup=False,
+            highlight=False,
+        )
         for found in counts:
             for key, n in found.items():
                 out.print(f"  {key:<14} {n:>9,}", markup=False, highlight=False)
@@ -49,13 +53,19 @@ async def purge(settings: Settings, day: dt.date, before_ms: int, *, dry_run: bo
             total = found[kind.name]
 
             def progress(done: dict[str, int], name: str = kind.name, total: int = total) -> None:
-                out.print(f"  deleting {name}: {done.get(name, 0):,} of {total:,}",
-                          markup=False, highlight=False)
+                out.print(
+                    f"  deleting {name}: {done.get(name, 0):,} of {total:,}",
+                    markup=False,
+                    highlight=False,
+                )
 
             deleted |= await delete_before(kind, before_ms, progress=progress)
         log.info("purge", before=str(day), **deleted)
-        out.print("Deleted: " + ", ".join(f"{k} {n:,}" for k, n in deleted.items()) + ".",
-                  markup=False, highlight=False)
+        out.print(
+            "Deleted: " + ", ".join(f"{k} {n:,}" for k, n in deleted.items()) + ".",
+            markup=False,
+            highlight=False,
+        )
     finally:
         await alerts_db.close()
         await push.close()

@@ -80,8 +80,11 @@ def offered_bundle(server_url: str, version: str, timeout_s: float = 30) -> OtaC
     url = f"{server_url.rstrip('/')}/api/firmware/{version}.bundle"
     try:
         data = httpx.get(url, timeout=timeout_s).raise_for_status().content
-        published = httpx.get(url.removesuffix(".bundle") + ".sha256",
-                              timeout=timeout_s).raise_for_status().text.split()[0]
+        published = (
+            httpx.get(url.removesuffix(".bundle") + ".sha256", timeout=timeout_s)
+            .raise_for_status()
+            .text.split()[0]
+        )
     except (httpx.HTTPError, IndexError) as exc:
         raise RolloutError(f"{url}: {exc}") from None
     try:
@@ -90,13 +93,16 @@ def offered_bundle(server_url: str, version: str, timeout_s: float = 30) -> OtaC
         raise RolloutError(f"{url}: not a good bundle: {exc}") from None
     digest = hashlib.sha256(data).hexdigest()
     if bundle.version != version or digest != published:
-        raise RolloutError(f"{url}: bundle {bundle.version} sha256 {digest[:12]}... does not "
-                           f"match {version} {published[:12]}...")
+        raise RolloutError(
+            f"{url}: bundle {bundle.version} sha256 {digest[:12]}... does not "
+            f"match {version} {published[:12]}..."
+        )
     return OtaCommand(url=url, sha256=digest, version=version, size=len(data))
 
 
-def pick(rooms: list[RegistryRoom], room_ids: list[str], building: str | None,
-         devices: list[str]) -> tuple[list[Target], list[str]]:
+def pick(
+    rooms: list[RegistryRoom], room_ids: list[str], building: str | None, devices: list[str]
+) -> tuple[list[Target], list[str]]:
     """The nodes to update, in registry order; and what was asked for but has no node."""
     missing: list[str] = []
     if room_ids or devices:
@@ -111,12 +117,18 @@ def pick(rooms: list[RegistryRoom], room_ids: list[str], building: str | None,
                 chosen.append(room)
         for dev in devices:
             room = by_device.get(dev)
-            chosen.append(room if room else RegistryRoom(
-                id="-", name="-", name_en="-", building="-", floor=0, device=dev))
+            chosen.append(
+                room
+                if room
+                else RegistryRoom(id="-", name="-", name_en="-", building="-", floor=0, device=dev)
+            )
         targets = [Target(r.id, r.device) for r in chosen if r.device]
     else:
-        targets = [Target(r.id, r.device) for r in rooms if r.device and (
-            building is None or building in (r.building, r.building_en))]
+        targets = [
+            Target(r.id, r.device)
+            for r in rooms
+            if r.device and (building is None or building in (r.building, r.building_en))
+        ]
         if not targets:
             missing.append(building or "(all rooms)")
     seen: set[str] = set()
@@ -130,11 +142,16 @@ def pick(rooms: list[RegistryRoom], room_ids: list[str], building: str | None,
 
 def _client(settings: MqttSettings) -> aiomqtt.Client:
     return aiomqtt.Client(
-        settings.host, settings.port, identifier=f"mamaroom-ota-{uuid.uuid4().hex[:8]}",
-        username=settings.username, password=settings.password,
-        keepalive=settings.keepalive_s, clean_session=True,
+        settings.host,
+        settings.port,
+        identifier=f"mamaroom-ota-{uuid.uuid4().hex[:8]}",
+        username=settings.username,
+        password=settings.password,
+        keepalive=settings.keepalive_s,
+        clean_session=True,
         tls_params=aiomqtt.TLSParameters() if settings.tls else None,
-        socket_options=[NO_DELAY])
+        socket_options=[NO_DELAY],
+    )
 
 
 async def registry_rooms(settings: MqttSettings, wait_s: float = 5) -> list[RegistryRoom] | None:
@@ -154,9 +171,14 @@ async def registry_rooms(settings: MqttSettings, wait_s: float = 5) -> list[Regi
 Progress = Callable[[Target, str], None]
 
 
-async def rollout(settings: MqttSettings, cmd: OtaCommand, targets: list[Target],
-                  timeout_s: float, progress: Progress,
-                  done: Callable[[Result], None]) -> list[Result]:
+async def rollout(
+    settings: MqttSettings,
+    cmd: OtaCommand,
+    targets: list[Target],
+    timeout_s: float,
+    progress: Progress,
+    done: Callable[[Result], None],
+) -> list[Result]:
     """Update the targets one after the other; stop at the first that fails."""
     results: list[Result] = []
     try:
@@ -174,12 +196,19 @@ async def rollout(settings: MqttSettings, cmd: OtaCommand, targets: list[Target]
     return results
 
 
-async def update_one(client: aiomqtt.Client, target: Target, cmd: OtaCommand,
-                     timeout_s: float, progress: Progress,
-                     status_wait_s: float = 10) -> tuple[Outcome, str]:
+async def update_one(
+    client: aiomqtt.Client,
+    target: Target,
+    cmd: OtaCommand,
+    timeout_s: float,
+    progress: Progress,
+    status_wait_s: float = 10,
+) -> tuple[Outcome, str]:
     dev = target.device
-    status_topic, telemetry_topic = device_topic(dev, Kind.STATUS), device_topic(dev,
-                                                                                 Kind.TELEMETRY)
+    status_topic, telemetry_topic = (
+        device_topic(dev, Kind.STATUS),
+        device_topic(dev, Kind.TELEMETRY),
+    )
     await client.subscribe(status_topic, qos=1)
     await client.subscribe(telemetry_topic, qos=1)
     try:
@@ -200,8 +229,12 @@ async def update_one(client: aiomqtt.Client, target: Target, cmd: OtaCommand,
                             state = parse_status(bytes(message.payload))
                             # A live birth, not the retained copy: a new connection.
                             reborn |= state == "online" and not message.retain
-                            progress(target, "restarting" if state == "offline" else
-                                     "back online; waiting for its telemetry")
+                            progress(
+                                target,
+                                "restarting"
+                                if state == "offline"
+                                else "back online; waiting for its telemetry",
+                            )
                         continue
                     if topic != telemetry_topic:
                         continue
@@ -220,8 +253,9 @@ async def update_one(client: aiomqtt.Client, target: Target, cmd: OtaCommand,
         await client.unsubscribe(telemetry_topic)
 
 
-def judge(t: dict[str, object], version: str, since_s: float,
-          reborn: bool) -> tuple[Outcome, str] | None:
+def judge(
+    t: dict[str, object], version: str, since_s: float, reborn: bool
+) -> tuple[Outcome, str] | None:
     """What one telemetry message says about the update (`since_s` after the
     command; `reborn`: the node connected again since); None: nothing yet."""
     fw, note, uptime = t.get("fw"), t.get("ota"), t.get("uptime_s")

@@ -18,8 +18,21 @@ def main(path="config.json", trial=None):
     # next fills those holes instead of leaving them scattered through the
     # heap (measured in 64 KB: the largest free block at rest went from
     # ~1.5 KB to ~2.8 KB).
-    for m in ("log", "contract", "store", "filters", "ld2410", "version", "supervisor", "node",
-              "mqtt", "calls", "commands", "report", "board"):
+    for m in (
+        "log",
+        "contract",
+        "store",
+        "filters",
+        "ld2410",
+        "version",
+        "supervisor",
+        "node",
+        "mqtt",
+        "calls",
+        "commands",
+        "report",
+        "board",
+    ):
         __import__(m)
         gc.collect()
     import node
@@ -127,8 +140,10 @@ def _node(board, cfg, error, client):
     if client:
         commands.attach(n, client)
     show(n)  # a call from before a reboot is on the lamp at once
-    log("INFO", "node %s fw %s boot %d (%s) on %s" % (
-        dev, VERSION, n.boot, n.reset_reason, board.name))
+    log(
+        "INFO",
+        "node %s fw %s boot %d (%s) on %s" % (dev, VERSION, n.boot, n.reset_reason, board.name),
+    )
     if n.calls.active():
         log("WARN", "call %s restored: %s" % (n.calls.id, n.calls.shown()))
     return n
@@ -161,6 +176,15 @@ def _client(cfg):
             log("WARN", "mqtts without a CA: the broker is not verified")
     # Client id and user name are the device id: the broker's ACL pins the
     # node to its own topics. Persistent session; retained birth and will.
-    return Client(dev, cfg["host"], cfg["port"], user=dev, password=cfg["password"] or None,
-                  keepalive=cfg["keepalive_s"], will=(status, b"offline", 1, True),
-                  birth=(status, b"online"), subs=(device_topic(dev, "cmd"),), ssl=ctx)
+    return Client(
+        dev,
+        cfg["host"],
+        cfg["port"],
+        user=dev,
+        password=cfg["password"] or None,
+        keepalive=cfg["keepalive_s"],
+        will=(status, b"offline", 1, True),
+        birth=(status, b"online"),
+        subs=(device_topic(dev, "cmd"),),
+        ssl=ctx,
+    )

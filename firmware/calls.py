@@ -18,8 +18,13 @@ from contract import CALL_ACK_STATUSES, PRESS_REPEAT_MS
 from ticks import ticks_diff
 
 ORDER = ("calling",) + CALL_ACK_STATUSES  # noqa: RUF005 (no PEP 448 unpacking on MicroPython)
-LAMP = {"calling": "fast", "received": "slow", "acknowledged": "steady",
-        "arrived": "steady", "resolved": "off"}
+LAMP = {
+    "calling": "fast",
+    "received": "slow",
+    "acknowledged": "steady",
+    "arrived": "steady",
+    "resolved": "off",
+}
 OUTBOX_MAX = 8
 
 
@@ -151,5 +156,14 @@ class Calls:
             if (self.id is None or self.status == "resolved") and not self.outbox:
                 st.remove("call")
             else:
-                st.save("call", {"id": self.id, "status": self.status, "local": self.local,
-                                 "staff": self.staff, "test": self.test, "outbox": self.outbox})
+                st.save(
+                    "call",
+                    {
+                        "id": self.id,
+                        "status": self.status,
+                        "local": self.local,
+                        "staff": self.staff,
+                        "test": self.test,
+                        "outbox": self.outbox,
+                    },
+                )

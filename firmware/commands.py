@@ -43,8 +43,7 @@ def on_msg(node, topic, payload):
             show(node)
             node.wake.set()
     elif name == "test_mode":
-        node.test_until = ticks_add(now, int(cmd.get("minutes", 60) * 60000)) \
-            if cmd["on"] else None
+        node.test_until = ticks_add(now, int(cmd.get("minutes", 60) * 60000)) if cmd["on"] else None
         log("INFO", "test mode %s" % cmd["on"])
         node.due["telemetry"] = None
     elif name == "identify":
@@ -69,8 +68,7 @@ async def _ota(node, cmd):
         gc.collect()
         free, grow, _ = node.board.heap()
         if free + grow < OTA_FREE:
-            raise MemoryError("%d bytes of heap free, an update needs %d" % (
-                free + grow, OTA_FREE))
+            raise MemoryError("%d bytes of heap free, an update needs %d" % (free + grow, OTA_FREE))
         import ota
 
         await ota.update(node, cmd)

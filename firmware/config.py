@@ -3,18 +3,39 @@
 # hardware/README.md (ESP32-DevKitC-32E) and the timings of docs/firmware.md.
 import json
 
-PINS = {"door": 27, "button": 14, "button_lamp": 25, "staff": 13, "corridor_lamp": 26,
-        "buzzer": 33, "status_led": 2, "radar_rx": 16, "radar_tx": 17, "radar_out": 34}
+PINS = {
+    "door": 27,
+    "button": 14,
+    "button_lamp": 25,
+    "staff": 13,
+    "corridor_lamp": 26,
+    "buzzer": 33,
+    "status_led": 2,
+    "radar_rx": 16,
+    "radar_tx": 17,
+    "radar_out": 34,
+}
 # The LD2410's settings, written at boot (radarcfg.py): farthest gates
 # (0.75 m each) and sensitivities (0-100, all gates). Bluetooth is always off.
 RADAR = {"move_gate": 8, "still_gate": 8, "move_sens": 50, "still_sens": 40}
-FILTERS = {"door_ms": 200, "button_ms": 30, "delayed_on_ms": 2000, "delayed_off_ms": 30000,
-           "radar_timeout_ms": 5000, "radar_stuck_s": 14400}
+FILTERS = {
+    "door_ms": 200,
+    "button_ms": 30,
+    "delayed_on_ms": 2000,
+    "delayed_off_ms": 30000,
+    "radar_timeout_ms": 5000,
+    "radar_stuck_s": 14400,
+}
 # key: (default, low, high) for the integers; strings below.
-NUMBERS = {"ntp_port": (123, 1, 65535), "keepalive_s": (30, 5, 600),
-           "occupancy_s": (300, 1, 3600), "telemetry_s": (60, 1, 3600),
-           "ota_confirm_s": (300, 5, 3600), "sim_port": (0, 0, 65535),
-           "ntp_every_s": (3600, 10, 86400)}
+NUMBERS = {
+    "ntp_port": (123, 1, 65535),
+    "keepalive_s": (30, 5, 600),
+    "occupancy_s": (300, 1, 3600),
+    "telemetry_s": (60, 1, 3600),
+    "ota_confirm_s": (300, 5, 3600),
+    "sim_port": (0, 0, 65535),
+    "ntp_every_s": (3600, 10, 86400),
+}
 STRINGS = {"device": None, "broker": None, "password": "", "ca": "", "ntp": ""}
 PIN_RANGE = (0, 39)
 
@@ -49,7 +70,7 @@ def _broker(url, errors):
     """(tls, host, port) from mqtt://host[:port] or mqtts://host[:port]."""
     for scheme, tls, port in (("mqtt://", False, 1883), ("mqtts://", True, 8883)):
         if url.startswith(scheme):
-            rest = url[len(scheme):].rstrip("/")
+            rest = url[len(scheme) :].rstrip("/")
             host = rest
             if ":" in rest:
                 host, p = rest.rsplit(":", 1)
@@ -62,8 +83,10 @@ def _broker(url, errors):
             if not host or "/" in host or "@" in host:
                 errors.append("broker: no host in %r (mqtt://10.0.0.5:1883)" % url)
             elif not is_ip(host):
-                errors.append("broker: %r is a host name: give the broker's IP address "
-                              "(mqtt://10.0.0.5:1883); a look-up blocks the node" % host)
+                errors.append(
+                    "broker: %r is a host name: give the broker's IP address "
+                    "(mqtt://10.0.0.5:1883); a look-up blocks the node" % host
+                )
             return tls, host, port
     errors.append("broker: must start with mqtt:// or mqtts://, got %r" % url)
     return False, "", 0
@@ -110,17 +133,23 @@ def validate(raw):
             n = number
         cfg[k] = n
     if isinstance(cfg["device"], str) and not is_device_id(cfg["device"]):
-        errors.append("device: %r is not a device id (a-z, 0-9 and -, 1-32 characters)"
-                      % cfg["device"])
+        errors.append(
+            "device: %r is not a device id (a-z, 0-9 and -, 1-32 characters)" % cfg["device"]
+        )
     if isinstance(cfg["ntp"], str) and cfg["ntp"] and not is_ip(cfg["ntp"]):
-        errors.append("ntp: %r is a host name: give the NTP server's IP address "
-                      "(a look-up blocks the node)" % cfg["ntp"])
+        errors.append(
+            "ntp: %r is a host name: give the NTP server's IP address "
+            "(a look-up blocks the node)" % cfg["ntp"]
+        )
     if isinstance(cfg["broker"], str):
         cfg["tls"], cfg["host"], cfg["port"] = _broker(cfg["broker"], errors)
     wifi = raw.get("wifi", {})
-    if not isinstance(wifi, dict) or not isinstance(wifi.get("ssid", ""), str) \
-            or not isinstance(wifi.get("password", ""), str):
-        errors.append("wifi: must be {\"ssid\": \"...\", \"password\": \"...\"}")
+    if (
+        not isinstance(wifi, dict)
+        or not isinstance(wifi.get("ssid", ""), str)
+        or not isinstance(wifi.get("password", ""), str)
+    ):
+        errors.append('wifi: must be {"ssid": "...", "password": "..."}')
         wifi = {}
     cfg["wifi"] = wifi
     cfg["pins"] = _section(raw, "pins", PINS, errors)
@@ -131,8 +160,7 @@ def validate(raw):
     cfg["radar"] = _section(raw, "radar", RADAR, errors)
     for k, v in cfg["radar"].items():
         if not (2 <= v <= 8 if k.endswith("gate") else v <= 100):
-            errors.append("radar.%s: %d is out of range (gates 2-8, sensitivities 0-100)"
-                          % (k, v))
+            errors.append("radar.%s: %d is out of range (gates 2-8, sensitivities 0-100)" % (k, v))
     if errors:
         raise ConfigError("config.json: " + "; ".join(errors))
     return cfg

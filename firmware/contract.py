@@ -58,8 +58,11 @@ def parse_cmd(payload):
     name = cmd["cmd"]
     if name == "call_ack":
         cid = cmd.get("call_id")
-        if cmd.get("status") not in CALL_ACK_STATUSES or not isinstance(cid, str) \
-                or not 1 <= len(cid) <= 64:
+        if (
+            cmd.get("status") not in CALL_ACK_STATUSES
+            or not isinstance(cid, str)
+            or not 1 <= len(cid) <= 64
+        ):
             return None
     elif name == "test_mode":
         m = cmd.get("minutes", 60)

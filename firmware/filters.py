@@ -20,7 +20,8 @@ class Delayed:
         if raw != self._last:
             self._last, self._since = raw, now
         if raw != self.value and ticks_diff(now, self._since) >= (
-                self.on_ms if raw else self.off_ms):
+            self.on_ms if raw else self.off_ms
+        ):
             self.value = raw
         return self.value
 

@@ -22,10 +22,23 @@ STATE, MOVE_CM, MOVE_ENERGY, STILL_CM, STILL_ENERGY, DETECT_CM = 0, 1, 2, 3, 4, 
 
 def encode(state, move_cm=0, move_energy=0, still_cm=0, still_energy=0, detect_cm=0):
     """A basic-mode data frame, as the radar sends it (the unix board uses it)."""
-    body = bytes((0x02, 0xAA, STATES.index(state),
-                  move_cm & 0xFF, move_cm >> 8, move_energy,
-                  still_cm & 0xFF, still_cm >> 8, still_energy,
-                  detect_cm & 0xFF, detect_cm >> 8, 0x55, 0x00))
+    body = bytes(
+        (
+            0x02,
+            0xAA,
+            STATES.index(state),
+            move_cm & 0xFF,
+            move_cm >> 8,
+            move_energy,
+            still_cm & 0xFF,
+            still_cm >> 8,
+            still_energy,
+            detect_cm & 0xFF,
+            detect_cm >> 8,
+            0x55,
+            0x00,
+        )
+    )
     return HEADER + bytes((len(body), 0)) + body + FOOTER
 
 
@@ -62,15 +75,22 @@ class Parser:
             # 2, 13 bytes) and engineering (type 1, 35: gate energies after
             # the target). Anything else is not a reading, whatever it says.
             kind = (n == 13 and b[0] == 2) or (n == 35 and b[0] == 1)
-            if not kind or buf[end:end + 4] != FOOTER or b[1] != 0xAA \
-                    or b[-2] != 0x55 or b[-1] != 0 or b[2] > 3:
+            if (
+                not kind
+                or buf[end : end + 4] != FOOTER
+                or b[1] != 0xAA
+                or b[-2] != 0x55
+                or b[-1] != 0
+                or b[2] > 3
+            ):
                 self.dropped += 1  # corrupt: look for the next header after this one
                 buf = buf[1:]
                 continue
-            buf = buf[end + 4:]
+            buf = buf[end + 4 :]
             self.frames += 1
-            out.append((STATES[b[2]], b[3] | b[4] << 8, b[5], b[6] | b[7] << 8, b[8],
-                        b[9] | b[10] << 8))
+            out.append(
+                (STATES[b[2]], b[3] | b[4] << 8, b[5], b[6] | b[7] << 8, b[8], b[9] | b[10] << 8)
+            )
         self._buf = buf
         return out
 

@@ -96,8 +96,9 @@ def choose():
     if trial:
         fw["boots"] = fw.get("boots", 0) + 1
         if n or fw["boots"] > MAX_TRIAL_BOOTS:
-            slot = rollback(fw, "crashed on trial" if n else
-                            "restarted %d times on trial" % MAX_TRIAL_BOOTS)
+            slot = rollback(
+                fw, "crashed on trial" if n else "restarted %d times on trial" % MAX_TRIAL_BOOTS
+            )
             trial = False
             n = 0  # the firmware rolled back to starts with a clean slate
             try:

@@ -58,7 +58,7 @@ def packet(kind, *parts):
     pkt = bytearray(i + n)
     pkt[:i] = head
     for p in parts:
-        pkt[i:i + len(p)] = p
+        pkt[i : i + len(p)] = p
         i += len(p)
     return pkt
 
@@ -89,8 +89,7 @@ async def session(c):
             if e.errno not in (115, 119):  # EINPROGRESS (Linux, lwIP)
                 raise
         if c.ssl:
-            sock = c.ssl.wrap_socket(sock, server_hostname=c.host,
-                                     do_handshake_on_connect=False)
+            sock = c.ssl.wrap_socket(sock, server_hostname=c.host, do_handshake_on_connect=False)
             sock.setblocking(False)
         c.sock = sock
         c.buf = b""
@@ -106,8 +105,14 @@ async def session(c):
             if c.password:
                 flags |= 0x40
                 tail += encode_str(c.password)
-        await c.send(packet(0x10, b"\x00\x04MQTT\x04", bytes(
-            (flags, c.keepalive >> 8, c.keepalive & 0xFF)), tail))
+        await c.send(
+            packet(
+                0x10,
+                b"\x00\x04MQTT\x04",
+                bytes((flags, c.keepalive >> 8, c.keepalive & 0xFF)),
+                tail,
+            )
+        )
         tail = None
         ack = await c.read(4)
         if ack[0] != 0x20 or ack[3]:
@@ -126,8 +131,11 @@ async def session(c):
             await c.put(c.birth[0], c.birth[1], 1, True)
         c.up = True
         c.connects += 1
-        log("INFO", "mqtt: online at %s:%d (session %s)" % (
-            c.host, c.port, "resumed" if ack[2] & 1 else "new"))
+        log(
+            "INFO",
+            "mqtt: online at %s:%d (session %s)"
+            % (c.host, c.port, "resumed" if ack[2] & 1 else "new"),
+        )
         if c.on_up:
             c.on_up(c.ctx)
         while True:
@@ -208,7 +216,7 @@ class _Buf(io.IOBase):
     def write(self, d):
         n = self.n
         k = len(d)
-        self.b[n:n + k] = d  # (grows the buffer if a message is ever longer)
+        self.b[n : n + k] = d  # (grows the buffer if a message is ever longer)
         self.n = n + k
         return k
 
@@ -217,9 +225,23 @@ class Client:
     """`run()` keeps the connection up for ever; `publish()` raises MQTTError
     while it is down (the caller decides what to keep for later)."""
 
-    def __init__(self, client_id, host, port, user=None, password=None, keepalive=30,
-                 will=None, birth=None, subs=(), on_msg=None, on_up=None, ssl=None,
-                 cap_ms=30000, max_inflight=4):
+    def __init__(
+        self,
+        client_id,
+        host,
+        port,
+        user=None,
+        password=None,
+        keepalive=30,
+        will=None,
+        birth=None,
+        subs=(),
+        on_msg=None,
+        on_up=None,
+        ssl=None,
+        cap_ms=30000,
+        max_inflight=4,
+    ):
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -302,7 +324,7 @@ class Client:
         n = o.n - head + len(t) + 2  # the remaining length
         i = head - len(t) - 2
         pid = self.next_pid()
-        b[i:i + len(t)] = t
+        b[i : i + len(t)] = t
         b[head - 2] = pid >> 8
         b[head - 1] = pid & 0xFF
         r = bytearray()
@@ -314,18 +336,22 @@ class Client:
                 break
         i -= len(r) + 1  # right before the topic: type, then the remaining length
         b[i] = 0x32  # PUBLISH, QoS 1
-        b[i + 1:i + 1 + len(r)] = r
+        b[i + 1 : i + 1 + len(r)] = r
         self._order += 1
         self.inflight[pid] = [self._order, None]  # None: not sent again
-        await self.send(memoryview(b)[i:o.n])
+        await self.send(memoryview(b)[i : o.n])
         return pid
 
     async def put(self, topic, payload, qos, retain):
         if isinstance(payload, str):
             payload = payload.encode()
         pid = self.next_pid() if qos else 0
-        pkt = packet(0x30 | qos << 1 | retain, encode_str(topic),
-                     bytes((pid >> 8, pid & 0xFF)) if qos else b"", payload)
+        pkt = packet(
+            0x30 | qos << 1 | retain,
+            encode_str(topic),
+            bytes((pid >> 8, pid & 0xFF)) if qos else b"",
+            payload,
+        )
         if qos:
             self._order += 1
             self.inflight[pid] = [self._order, pkt]
@@ -444,7 +470,8 @@ class Client:
         # the network is back), and the link coming back ends it at once.
         t0 = ticks_ms()
         while not self.kick and ticks_diff(ticks_ms(), t0) < (
-                min(delay, URGENT_MS) if self.urgent else delay):
+            min(delay, URGENT_MS) if self.urgent else delay
+        ):
             self._beat()
             await asyncio.sleep_ms(100)
         if self.kick:

@@ -146,8 +146,10 @@ async def panel(n):
         was = n.button.value
         if n.button.update(button or lt[0], now) and not was:
             t = n.test_until
-            new = c.press("%s-%d-%d-%06x" % (n.device, n.boot, n.seq + 1, random.getrandbits(24)),
-                          t is not None and ticks_diff(t, now) > 0)
+            new = c.press(
+                "%s-%d-%d-%06x" % (n.device, n.boot, n.seq + 1, random.getrandbits(24)),
+                t is not None and ticks_diff(t, now) > 0,
+            )
             show(n)  # lamp and buzzer first; then the flash (it can take 100s of ms)
             c.save()
             if new:
@@ -202,8 +204,11 @@ async def radar(n):
         if why:
             log("ERROR", "radar: not configured: %s" % why)
         else:
-            log("INFO", "radar: configured: bluetooth off, gates %(move_gate)d/%(still_gate)d, "
-                "sensitivity %(move_sens)d/%(still_sens)d, read back" % n.cfg["radar"])
+            log(
+                "INFO",
+                "radar: configured: bluetooth off, gates %(move_gate)d/%(still_gate)d, "
+                "sensitivity %(move_sens)d/%(still_sens)d, read back" % n.cfg["radar"],
+            )
     while True:
         data = uart.read(64)  # None when nothing came: the radar sends ~10 frames/s
         if data:

@@ -47,9 +47,15 @@ def check(cmd):
     """The `ota` command's (url, sha256, version, size), or ValueError (the
     contract's OtaCommand; `size` is held to the download's length)."""
     url, want, v, size = cmd.get("url"), cmd.get("sha256"), cmd.get("version"), cmd.get("size")
-    if not (isinstance(url, str) and url.startswith("http://") and isinstance(want, str)
-            and len(want) == 64 and not want.lower().strip("0123456789abcdef")
-            and isinstance(v, str) and 0 < len(v) <= 32):
+    if not (
+        isinstance(url, str)
+        and url.startswith("http://")
+        and isinstance(want, str)
+        and len(want) == 64
+        and not want.lower().strip("0123456789abcdef")
+        and isinstance(v, str)
+        and 0 < len(v) <= 32
+    ):
         raise ValueError("bad command")
     return url, want, v, size
 
@@ -80,8 +86,17 @@ async def update(node, cmd):
     except BaseException:
         _clear(slot)  # the flash back; nothing points at the slot
         raise
-    save("fw", {"slot": slot, "state": "trial", "version": v, "boots": 0,
-                "prev": cur, "prev_version": VERSION})
+    save(
+        "fw",
+        {
+            "slot": slot,
+            "state": "trial",
+            "version": v,
+            "boots": 0,
+            "prev": cur,
+            "prev_version": VERSION,
+        },
+    )
     save("reset", "ota")
     log("INFO", "ota: %s verified in %s; restarting on trial" % (v, slot))
     from board import module
@@ -97,7 +112,7 @@ async def _fetch(url, want, v, slot, size):
     i = url.find("/")
     hp, path = (url, "/") if i < 0 else (url[:i], url[i:])
     i = hp.find(":")
-    host, port = (hp, 80) if i < 0 else (hp[:i], int(hp[i + 1:]))
+    host, port = (hp, 80) if i < 0 else (hp[:i], int(hp[i + 1 :]))
     if host.count(".") != 3 or not host.replace(".", "").isdigit():
         # A name would be looked up with a blocking call: seconds of a frozen node.
         raise ValueError("the url must name the server by IP address, not " + host)
@@ -114,7 +129,7 @@ async def _fetch(url, want, v, slot, size):
         if length < 0 or (size is not None and length != size) or length > MAX_BUNDLE:
             raise ValueError("bad size: %d bytes offered, %s expected" % (length, size))
         files = await _manifest(s, mv, v, slot, length)
-        h = hashlib.sha256(mv[:files.pop()])
+        h = hashlib.sha256(mv[: files.pop()])
         await _files(s, mv, h, slot, files)
         got = hexlify(h.digest()).decode()
         if got != want:
@@ -136,8 +151,9 @@ async def _fetch(url, want, v, slot, size):
 
 async def _get(s, mv, hp, path):
     """The request sent, the status line and headers read: the body's length."""
-    q = ("GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: mamaroom-node/%s\r\n\r\n"
-         % (path, hp, VERSION)).encode()
+    q = (
+        "GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: mamaroom-node/%s\r\n\r\n" % (path, hp, VERSION)
+    ).encode()
     while q:
         n = s.write(q)
         if n is None:
@@ -167,13 +183,18 @@ async def _manifest(s, mv, v, slot, length):
         raise ValueError("the bundle is not version " + v)
     mpy, ours = m.get("mpy"), getattr(sys.implementation, "_mpy", None)
     if mpy and ours is not None and mpy != [ours & 0xFF, ours >> 8 & 3]:
-        raise ValueError(".mpy v%d.%d; this board runs v%d.%d"
-                         % (mpy[0], mpy[1], ours & 0xFF, ours >> 8 & 3))
+        raise ValueError(
+            ".mpy v%d.%d; this board runs v%d.%d" % (mpy[0], mpy[1], ours & 0xFF, ours >> 8 & 3)
+        )
     files = m["files"]
     total = n
     for name, size in files:
-        if ".." in name or name[0] == "/" or name.split(".")[0] in KEEP \
-                or not (name.endswith(".py") or name.endswith(".mpy")):
+        if (
+            ".." in name
+            or name[0] == "/"
+            or name.split(".")[0] in KEEP
+            or not (name.endswith(".py") or name.endswith(".mpy"))
+        ):
             raise ValueError("bad file in bundle: " + name)
         total += size
     if total != length:
@@ -199,7 +220,7 @@ async def _files(s, mv, h, slot, files):
                 pass
         with open(slot + "/" + name, "wb") as f:  # noqa: ASYNC230
             while n > 0:
-                k = s.readinto(mv[:min(n, CHUNK)])
+                k = s.readinto(mv[: min(n, CHUNK)])
                 if k is None:
                     await _io(s)
                     continue
@@ -215,7 +236,7 @@ async def _line(s, mv, n=0):
     it: what follows is read straight into the buffer); its length."""
     i = n
     while i < len(mv):
-        k = s.readinto(mv[i:i + 1])
+        k = s.readinto(mv[i : i + 1])
         if k is None:
             await _io(s)
         elif not k:

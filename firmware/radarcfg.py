@@ -29,8 +29,16 @@ def frame(cmd, value=b""):
 
 def _word(word, value):
     """A parameter: its word, then its value in 4 bytes (little-endian)."""
-    return bytes((word & 0xFF, word >> 8, value & 0xFF, value >> 8 & 0xFF,
-                  value >> 16 & 0xFF, value >> 24 & 0xFF))
+    return bytes(
+        (
+            word & 0xFF,
+            word >> 8,
+            value & 0xFF,
+            value >> 8 & 0xFF,
+            value >> 16 & 0xFF,
+            value >> 24 & 0xFF,
+        )
+    )
 
 
 async def _ack(uart, cmd, ms=1000):
@@ -49,8 +57,8 @@ async def _ack(uart, cmd, ms=1000):
             if len(buf) < i + 10 + n:
                 break
             if buf[i + 6] | buf[i + 7] << 8 == cmd | 0x100:
-                return buf[i + 8:i + 6 + n]
-            buf = buf[i + 10 + n:]
+                return buf[i + 8 : i + 6 + n]
+            buf = buf[i + 10 + n :]
             i = buf.find(HEAD)
         await asyncio.sleep_ms(20)
     return None
@@ -66,9 +74,11 @@ def check(got, r):
     if len(got) < 8 + 2 * (n + 1):
         return "a short parameter answer"
     k = 8 + 2 * n
-    for name, i, want in [("move_gate", 4, r["move_gate"]), ("still_gate", 5, r["still_gate"])] \
-            + [("move_sens", 6 + g, r["move_sens"]) for g in range(n + 1)] \
-            + [("still_sens", 7 + n + g, r["still_sens"]) for g in range(2, n + 1)]:
+    for name, i, want in (
+        [("move_gate", 4, r["move_gate"]), ("still_gate", 5, r["still_gate"])]
+        + [("move_sens", 6 + g, r["move_sens"]) for g in range(n + 1)]
+        + [("still_sens", 7 + n + g, r["still_sens"]) for g in range(2, n + 1)]
+    ):
         if got[i] != want:
             g = "" if i < 6 else " at gate %d" % ((i - 6) % (n + 1))
             return "%s %d%s, config.json says %d" % (name, got[i], g, want)
@@ -82,14 +92,17 @@ async def setup(uart, r):
     are config.json's, else what went wrong."""
     why = None
     for cmd, value, what in (
-            (0x00FF, b"\x01\x00", "config mode"),
-            (0x00A4, b"\x00\x00", "bluetooth off"),
-            (0x0060, _word(0, r["move_gate"]) + _word(1, r["still_gate"]) + _word(2, IDLE_S),
-             "gates"),
-            (0x0064, _word(0, 0xFFFF) + _word(1, r["move_sens"]) + _word(2, r["still_sens"]),
-             "sensitivities"),
-            (0x0061, b"", "read back"),
-            (RESTART, b"", "restart")):
+        (0x00FF, b"\x01\x00", "config mode"),
+        (0x00A4, b"\x00\x00", "bluetooth off"),
+        (0x0060, _word(0, r["move_gate"]) + _word(1, r["still_gate"]) + _word(2, IDLE_S), "gates"),
+        (
+            0x0064,
+            _word(0, 0xFFFF) + _word(1, r["move_sens"]) + _word(2, r["still_sens"]),
+            "sensitivities",
+        ),
+        (0x0061, b"", "read back"),
+        (RESTART, b"", "restart"),
+    ):
         if why and cmd != RESTART:
             continue
         got = None

@@ -61,8 +61,9 @@ async def publisher(node):
             sent = False
             if c.press_due(now):
                 c.pressed_at = now
-                await mqtt.publish_json(topics["call"], call(_envelope(node), "press", c.id,
-                                                             test=c.test))
+                await mqtt.publish_json(
+                    topics["call"], call(_envelope(node), "press", c.id, test=c.test)
+                )
                 sent = True
             for kind, every in (("occupancy", "occupancy_s"), ("telemetry", "telemetry_s")):
                 if due[kind] is None or ticks_diff(now, due[kind]) >= 0:
@@ -139,16 +140,31 @@ def health(node, now, state, stale, stuck):
     # (null on the unix port).
     free, grow, idf = node.board.heap()
     node.seq += 1
-    return {"v": 1, "boot": node.boot, "seq": node.seq, "ts": _ts(node),
-            "uptime_s": node.uptime_s, "rssi": node.board.link()[1],
-            "heap_free": free + grow, "heap_grow": grow, "idf_free": idf,
-            "fw": VERSION, "reset_reason": node.reset_reason,
-            "radar": state, "radar_move_energy": last[2], "radar_still_energy": last[4],
-            "radar_dropped": p.dropped, "radar_stale": stale, "radar_stuck": stuck,
-            "radar_config": node.radar_cfg,
-            "restarts": node.sup.restarts, "mqtt_connects": node.mqtt.connects,
-            "ntp": node.epoch is not None, "test_mode": t is not None and ticks_diff(t, now) > 0,
-            "ota": node.ota_note}
+    return {
+        "v": 1,
+        "boot": node.boot,
+        "seq": node.seq,
+        "ts": _ts(node),
+        "uptime_s": node.uptime_s,
+        "rssi": node.board.link()[1],
+        "heap_free": free + grow,
+        "heap_grow": grow,
+        "idf_free": idf,
+        "fw": VERSION,
+        "reset_reason": node.reset_reason,
+        "radar": state,
+        "radar_move_energy": last[2],
+        "radar_still_energy": last[4],
+        "radar_dropped": p.dropped,
+        "radar_stale": stale,
+        "radar_stuck": stuck,
+        "radar_config": node.radar_cfg,
+        "restarts": node.sup.restarts,
+        "mqtt_connects": node.mqtt.connects,
+        "ntp": node.epoch is not None,
+        "test_mode": t is not None and ticks_diff(t, now) > 0,
+        "ota": node.ota_note,
+    }
 
 
 # NTP: wall-clock time from the site's own server (SNTP over UDP, RFC 4330), in

@@ -25,8 +25,7 @@ else:
     _MASK = const((1 << 30) - 1)  # the ESP32's period, 2**30 (on a 32-bit port)
     _HALF = const(1 << 29)
     _skip = 0  # ms of waiting skipped (MAMAROOM_TICKS_FAST)
-    _off = int(os.getenv("MAMAROOM_TICKS_START") or 0) \
-        - time.ticks_ms()  # type: ignore[operator]  # (the stubs' ticks type)
+    _off = int(os.getenv("MAMAROOM_TICKS_START") or 0) - time.ticks_ms()  # type: ignore[operator]  # (the stubs' ticks type)
 
     def ticks_ms():
         return (time.ticks_ms() + _skip + _off) & _MASK  # type: ignore[operator]

@@ -185,8 +185,9 @@ class MqttLink:
         if sock is self._sock and not _unsent(sock):
             self._loop.remove_writer(self._fd)
 
-    def _on_connect(self, client: paho.Client, _u: object, _f: object, rc: object,
-                    _p: object = None) -> None:
+    def _on_connect(
+        self, client: paho.Client, _u: object, _f: object, rc: object, _p: object = None
+    ) -> None:
         if getattr(rc, "is_failure", False):
             log.warning("mqtt connect refused", reason=str(rc), url=self._settings.url)
             return
@@ -197,26 +198,41 @@ class MqttLink:
             client.subscribe(topic, qos)
         if self._birth:
             client.publish(self._birth[0], self._birth[1], qos=1, retain=True)
-        log.info("mqtt connected", url=self._settings.url, client_id=self._client_id,
-                 connection=self._connection)
+        log.info(
+            "mqtt connected",
+            url=self._settings.url,
+            client_id=self._client_id,
+            connection=self._connection,
+        )
         self.connected.set()
         if self._on_connected:
             self._on_connected()
 
-    def _on_disconnect(self, _c: paho.Client, _u: object, _f: object, rc: object,
-                       _p: object = None) -> None:
+    def _on_disconnect(
+        self, _c: paho.Client, _u: object, _f: object, rc: object, _p: object = None
+    ) -> None:
         self._on_loop(self._disconnected_now, str(rc))
 
     def _disconnected_now(self, reason: str) -> None:
         if self.connected.is_set() and not self._stopping:
-            log.warning("mqtt connection lost; reconnecting", client_id=self._client_id,
-                        reason=reason)
+            log.warning(
+                "mqtt connection lost; reconnecting", client_id=self._client_id, reason=reason
+            )
         self.connected.clear()
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
         qos = msg.qos
-        self._inbox.append(Inbox(msg.topic, bytes(msg.payload), bool(msg.retain), msg.mid, qos,
-                                 self._connection, bool(msg.dup)))
+        self._inbox.append(
+            Inbox(
+                msg.topic,
+                bytes(msg.payload),
+                bool(msg.retain),
+                msg.mid,
+                qos,
+                self._connection,
+                bool(msg.dup),
+            )
+        )
         if self._manual_ack and qos > 0:
             self._delivered += 1
         if self._backlog() >= self._max_pending:
@@ -286,9 +302,17 @@ class MqttLink:
                     sock.consume(end)
                     # A topic that is not UTF-8 is kept, visibly replaced, and
                     # refused by the contract's topic check like any bad topic.
-                    inbox.append(Inbox(buf[start + 2:topic_end].decode("utf-8", "replace"),
-                                       buf[body:end], bool(header & 1), mid, qos,
-                                       self._connection, bool(header & 8)))
+                    inbox.append(
+                        Inbox(
+                            buf[start + 2 : topic_end].decode("utf-8", "replace"),
+                            buf[body:end],
+                            bool(header & 1),
+                            mid,
+                            qos,
+                            self._connection,
+                            bool(header & 8),
+                        )
+                    )
                     if qos:
                         if auto_ack:
                             sock.send(PUBACK.pack(0x40, 2, mid))
@@ -359,14 +383,22 @@ class MqttLink:
             try:
                 # Blocking (DNS, TCP, TLS handshake): on a worker thread.
                 if first:
-                    await asyncio.to_thread(self._client.connect, self._settings.host,
-                                            self._settings.port, self._settings.keepalive_s)
+                    await asyncio.to_thread(
+                        self._client.connect,
+                        self._settings.host,
+                        self._settings.port,
+                        self._settings.keepalive_s,
+                    )
                 else:
                     await asyncio.to_thread(self._client.reconnect)
                 first = False
             except (OSError, ValueError) as exc:
-                log.warning("mqtt connect failed; retrying", url=self._settings.url,
-                            error=str(exc), retry_in_s=round(delay, 1))
+                log.warning(
+                    "mqtt connect failed; retrying",
+                    url=self._settings.url,
+                    error=str(exc),
+                    retry_in_s=round(delay, 1),
+                )
             else:
                 while not self._lost.is_set():
                     with contextlib.suppress(TimeoutError):
@@ -389,7 +421,8 @@ class MqttLink:
             info = self._client.publish(self._will[0], self._will[1], qos=1, retain=True)
             # paho calls on_publish on this loop (it reads in `_readable`).
             self._client.on_publish = lambda _c, _u, mid, *_: (
-                acked.set() if mid == info.mid else None)
+                acked.set() if mid == info.mid else None
+            )
             if info.is_published():
                 acked.set()
             with contextlib.suppress(TimeoutError):

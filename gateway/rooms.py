@@ -58,8 +58,7 @@ OLD_BOOTS = 8
 
 
 class RoomTracker:
-    def __init__(self, supervision_s: float, *,
-                 mono: Callable[[], int] = monotonic_ms) -> None:
+    def __init__(self, supervision_s: float, *, mono: Callable[[], int] = monotonic_ms) -> None:
         self.supervision_ms = int(supervision_s * 1000)
         self.mono = mono
         self.registry: Registry | None = None
@@ -73,8 +72,13 @@ class RoomTracker:
 
     # --- inputs -------------------------------------------------------------
 
-    def restore(self, devices: list[DeviceRow], rooms: list[RoomStateRow],
-                now_ms: int, boots: dict[str, list[int]] | None = None) -> None:
+    def restore(
+        self,
+        devices: list[DeviceRow],
+        rooms: list[RoomStateRow],
+        now_ms: int,
+        boots: dict[str, list[int]] | None = None,
+    ) -> None:
         """Resume from the store after a restart, so states and `since` survive.
         Stored times are wall times: one in the future (the clock went back
         while the gateway was down) counts as now, never later. `boots`: each
@@ -85,16 +89,19 @@ class RoomTracker:
             last_seen = None if d.last_seen_ms is None else min(d.last_seen_ms, now_ms)
             heard = None if last_seen is None else mono - (now_ms - last_seen)
             self.devices[d.device] = DeviceView(
-                status=d.status, last_seen_ms=last_seen, occupied=d.occupied,
-                boot=d.boot, seq=d.seq, time_ms=d.occupied_ms, heard_mono=heard,
+                status=d.status,
+                last_seen_ms=last_seen,
+                occupied=d.occupied,
+                boot=d.boot,
+                seq=d.seq,
+                time_ms=d.occupied_ms,
+                heard_mono=heard,
                 boot_heard_mono=heard,
                 old_boots=tuple(b for b in boots.get(d.device, ()) if b != d.boot)[:OLD_BOOTS],
             )
         for r in rooms:
             since = None if r.since_ms is None else min(r.since_ms, now_ms)
-            self.published[r.room] = (
-                _Derived(RoomStateName(r.state), r.device, r.reason), since
-            )
+            self.published[r.room] = (_Derived(RoomStateName(r.state), r.device, r.reason), since)
 
     def set_registry(self, registry: Registry, now_ms: int) -> tuple[list[RoomState], list[str]]:
         """Apply a new registry: (room states that changed, rooms that no longer exist)."""
@@ -102,8 +109,10 @@ class RoomTracker:
         self.rooms = {r.id: r for r in registry.rooms}
         self.room_device = {r.id: r.device for r in registry.rooms}
         self.device_room = registry.device_rooms()
-        self.device_place = {device: (room, self.rooms[room].building, self.rooms[room].floor)
-                             for device, room in self.device_room.items()}
+        self.device_place = {
+            device: (room, self.rooms[room].building, self.rooms[room].floor)
+            for device, room in self.device_room.items()
+        }
         removed = [room for room in self.published if room not in self.room_device]
         for room in removed:
             del self.published[room]
@@ -141,18 +150,23 @@ class RoomTracker:
             newer = view.seq is None or msg.seq > view.seq
             view.boot_heard_mono = mono
         else:
-            newer = (msg.boot not in view.old_boots or view.boot_heard_mono is None
-                     or mono - view.boot_heard_mono > self.supervision_ms)
+            newer = (
+                msg.boot not in view.old_boots
+                or view.boot_heard_mono is None
+                or mono - view.boot_heard_mono > self.supervision_ms
+            )
             if newer and view.boot is not None:
-                view.old_boots = (view.boot, *(b for b in view.old_boots
-                                               if b != msg.boot))[:OLD_BOOTS]
+                view.old_boots = (view.boot, *(b for b in view.old_boots if b != msg.boot))[
+                    :OLD_BOOTS
+                ]
         if newer:
             view.boot_heard_mono = mono
             view.boot, view.seq, view.time_ms = msg.boot, msg.seq, min(time_ms, now_ms)
             if isinstance(msg, Occupancy):
                 view.occupied = msg.occupied
-        return self._refresh_device(device, now_ms,
-                                    event_ms=min(time_ms, now_ms) if newer else None)
+        return self._refresh_device(
+            device, now_ms, event_ms=min(time_ms, now_ms) if newer else None
+        )
 
     def clock_stepped(self, step_ms: int, now_ms: int) -> list[RoomState]:
         """The wall clock jumped by `step_ms`: move the wall times kept so far
@@ -204,20 +218,26 @@ class RoomTracker:
         derived, since_ms = entry
         view = self.devices.get(derived.device) if derived.device else None
         return RoomState(
-            room=room, state=derived.state, since=from_ms(since_ms), device=derived.device,
-            reason=derived.reason, last_seen=from_ms(view.last_seen_ms if view else None),
+            room=room,
+            state=derived.state,
+            since=from_ms(since_ms),
+            device=derived.device,
+            reason=derived.reason,
+            last_seen=from_ms(view.last_seen_ms if view else None),
         )
 
     def all_states(self) -> list[RoomState]:
         return [s for room in self.room_device if (s := self.state_of(room)) is not None]
 
-    def _refresh_device(self, device: str, now_ms: int,
-                        event_ms: int | None = None) -> list[RoomState]:
+    def _refresh_device(
+        self, device: str, now_ms: int, event_ms: int | None = None
+    ) -> list[RoomState]:
         room = self.device_room.get(device)
         return [] if room is None else self._refresh([room], now_ms, event_ms)
 
-    def _refresh(self, rooms: list[str], now_ms: int,
-                 event_ms: int | None = None) -> list[RoomState]:
+    def _refresh(
+        self, rooms: list[str], now_ms: int, event_ms: int | None = None
+    ) -> list[RoomState]:
         changed: list[RoomState] = []
         for room in rooms:
             derived = self.derive(room, now_ms)
@@ -225,8 +245,9 @@ class RoomTracker:
             if old is not None and old[0] == derived:
                 continue
             # A door event dates the change; a timeout or a will dates it now.
-            since = (min(event_ms, now_ms) if event_ms is not None and derived.reason is None
-                     else now_ms)
+            since = (
+                min(event_ms, now_ms) if event_ms is not None and derived.reason is None else now_ms
+            )
             if old is not None and old[0].state == derived.state:
                 since = old[1] if old[1] is not None else since  # same state, other detail
             self.published[room] = (derived, since)

@@ -88,8 +88,13 @@ class Decoded:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, *, clock: Callable[[], int] = wall_ms,
-                 mono: Callable[[], int] = monotonic_ms) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], int] = wall_ms,
+        mono: Callable[[], int] = monotonic_ms,
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.mono = mono
@@ -105,10 +110,13 @@ class Gateway:
         self.influx: InfluxStore | None = None
         if settings.storage.backend == "influxdb":
             self.influx = InfluxStore(
-                settings.storage.influxdb, settings.spool_path,
+                settings.storage.influxdb,
+                settings.spool_path,
                 gateway=settings.gateway.client_id,
                 telemetry_retention_days=settings.storage.telemetry_retention_days,
-                on_batch=self._influx_batch, on_error=self.metrics.influx_errors.inc)
+                on_batch=self._influx_batch,
+                on_error=self.metrics.influx_errors.inc,
+            )
             self.series = self.influx
         else:
             self.series = self.state_store
@@ -132,49 +140,75 @@ class Gateway:
         # a late message from one of them must not flip state after a restart.
         boots: dict[str, list[int]] = {}
         with contextlib.suppress(StorageError):
-            audit = await (self.influx.seq_gaps() if self.influx
-                           else self.state_store.seq_gaps())
+            audit = await (self.influx.seq_gaps() if self.influx else self.state_store.seq_gaps())
             for gap in sorted(audit, key=lambda g: g.updated_ms, reverse=True):
                 boots.setdefault(gap.device, []).append(gap.boot)
-        self.tracker.restore(await self.state_store.devices(),
-                             await self.state_store.room_states(), self.clock(), boots)
+        self.tracker.restore(
+            await self.state_store.devices(),
+            await self.state_store.room_states(),
+            self.clock(),
+            boots,
+        )
         await self._count_dead_letters()
         metrics_server = None
         if cfg.metrics_port:
             metrics_server, _ = start_http_server(
-                cfg.metrics_port, cfg.metrics_host, registry=self.metrics.registry)
+                cfg.metrics_port, cfg.metrics_host, registry=self.metrics.registry
+            )
             log.info("metrics served", url=f"http://{cfg.metrics_host}:{cfg.metrics_port}/metrics")
         mqtt = self.settings.mqtt
         # The registry has its own connection: device messages held unacknowledged
         # on the ingest connection fill the broker's in-flight window, and must
         # not stand in front of the registry the gateway waits for.
-        registry_link = MqttLink(mqtt, client_id=f"{cfg.client_id}-registry",
-                                 subscriptions=[(REGISTRY_TOPIC, 1)], clean_session=True,
-                                 manual_ack=False)
+        registry_link = MqttLink(
+            mqtt,
+            client_id=f"{cfg.client_id}-registry",
+            subscriptions=[(REGISTRY_TOPIC, 1)],
+            clean_session=True,
+            manual_ack=False,
+        )
         if cfg.share_group:
-            ingest_subs = [(shared_subscription(cfg.share_group, DEVICE_TREE), 1),
-                           # Retained messages never reach shared subscriptions.
-                           (device_subscription(Kind.STATUS), 1)]
+            ingest_subs = [
+                (shared_subscription(cfg.share_group, DEVICE_TREE), 1),
+                # Retained messages never reach shared subscriptions.
+                (device_subscription(Kind.STATUS), 1),
+            ]
         else:
             ingest_subs = [(DEVICE_TREE, 1)]
         self._ingest = MqttLink(
-            mqtt, client_id=cfg.client_id, subscriptions=ingest_subs, clean_session=False,
-            manual_ack=True, max_pending=cfg.max_pending, on_connected=self._republish_all,
+            mqtt,
+            client_id=cfg.client_id,
+            subscriptions=ingest_subs,
+            clean_session=False,
+            manual_ack=True,
+            max_pending=cfg.max_pending,
+            on_connected=self._republish_all,
             will=(gateway_topic(cfg.client_id, GatewayTopicKind.STATUS), b"offline"),
-            birth=(gateway_topic(cfg.client_id, GatewayTopicKind.STATUS), b"online"))
+            birth=(gateway_topic(cfg.client_id, GatewayTopicKind.STATUS), b"online"),
+        )
         self._links = [registry_link, self._ingest]
         ingest = self._ingest
         self.metrics.pending.set_function(lambda: ingest.unacked)
         state_link = None
         if cfg.share_group:
-            state_link = MqttLink(mqtt, client_id=f"{cfg.client_id}-state",
-                                  subscriptions=[(DEVICE_TREE, 1)], clean_session=True,
-                                  manual_ack=False, max_pending=cfg.max_pending)
+            state_link = MqttLink(
+                mqtt,
+                client_id=f"{cfg.client_id}-state",
+                subscriptions=[(DEVICE_TREE, 1)],
+                clean_session=True,
+                manual_ack=False,
+                max_pending=cfg.max_pending,
+            )
             self._links.append(state_link)
         for link in self._links:
             link.start()
-        log.info("gateway started", broker=mqtt.url, backend=self.settings.storage.backend,
-                 client_id=cfg.client_id, share_group=cfg.share_group or None)
+        log.info(
+            "gateway started",
+            broker=mqtt.url,
+            backend=self.settings.storage.backend,
+            client_id=cfg.client_id,
+            share_group=cfg.share_group or None,
+        )
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._follow_registry(registry_link))
@@ -220,11 +254,17 @@ class Gateway:
             self.call_budget.forget(devices)
             for room in removed:
                 self._publish_raw(room_state_topic(room), b"")
-            await self._store_retrying(functools.partial(
-                self.state_store.forget_room_states, removed))
+            await self._store_retrying(
+                functools.partial(self.state_store.forget_room_states, removed)
+            )
             await self._publish_states(changed)
-            log.info("registry applied", version=registry.version, rooms=len(registry.rooms),
-                     changed=len(changed), removed=len(removed))
+            log.info(
+                "registry applied",
+                version=registry.version,
+                rooms=len(registry.rooms),
+                changed=len(changed),
+                removed=len(removed),
+            )
             first = not self.registry_ready.is_set()
             self.registry_ready.set()
             if first:
@@ -239,8 +279,10 @@ class Gateway:
             try:
                 await asyncio.wait_for(self.registry_ready.wait(), timeout=15)
             except TimeoutError:
-                log.warning("still waiting for the room registry; is the server running?",
-                            topic=REGISTRY_TOPIC)
+                log.warning(
+                    "still waiting for the room registry; is the server running?",
+                    topic=REGISTRY_TOPIC,
+                )
 
     # --- ingest ---------------------------------------------------------------
 
@@ -278,10 +320,18 @@ class Gateway:
                 self._reject(item, exc.reason, exc.detail)
                 continue
             except Exception as exc:  # a bug must not stop ingest: set it aside
-                log.exception("message broke the decoder; kept as a dead letter",
-                              topic=item.topic[:120])
-                out.dead.append(NewDeadLetter("gateway", f"decode: {exc!r}", None,
-                                              item.topic[:200], repr(item.payload[:4096])))
+                log.exception(
+                    "message broke the decoder; kept as a dead letter", topic=item.topic[:120]
+                )
+                out.dead.append(
+                    NewDeadLetter(
+                        "gateway",
+                        f"decode: {exc!r}",
+                        None,
+                        item.topic[:200],
+                        repr(item.payload[:4096]),
+                    )
+                )
                 continue
             if inbound is None:
                 continue
@@ -295,8 +345,9 @@ class Gateway:
                 self._rate_limited(item, inbound.device, inbound.kind)
             else:
                 room, building, floor = place
-                rec = Record(inbound.device, room, inbound.kind, inbound.message, now,
-                             building, floor)
+                rec = Record(
+                    inbound.device, room, inbound.kind, inbound.message, now, building, floor
+                )
                 records.append(rec)
                 if inbound.message.ts is not None and rec.ts_flagged:
                     self._flag_ts(rec)
@@ -322,29 +373,42 @@ class Gateway:
     def _flag_ts(self, rec: Record) -> None:
         self.metrics.flagged.labels(TS_OUT_OF_RANGE).inc()
         if self._warn_once(rec.device, TS_OUT_OF_RANGE):
-            log.warning("device clock out of range; message dated by its arrival",
-                        device=rec.device, ts=rec.message.ts, received_ms=rec.received_ms)
+            log.warning(
+                "device clock out of range; message dated by its arrival",
+                device=rec.device,
+                ts=rec.message.ts,
+                received_ms=rec.received_ms,
+            )
 
     def _rate_limited(self, item: Inbox, device: str, kind: Kind) -> None:
         self.metrics.rejected.labels(RejectReason.RATE_LIMITED.value).inc()
         self.metrics.rate_limited.labels(device).inc()
         if self._warn_once(device, RejectReason.RATE_LIMITED.value):
-            log.warning("message rejected", reason=RejectReason.RATE_LIMITED.value,
-                        topic=item.topic[:120], device=device, kind=kind.value,
-                        detail="over the device's message budget; further drops of this "
-                               "device are counted, not logged, for a minute")
+            log.warning(
+                "message rejected",
+                reason=RejectReason.RATE_LIMITED.value,
+                topic=item.topic[:120],
+                device=device,
+                kind=kind.value,
+                detail="over the device's message budget; further drops of this "
+                "device are counted, not logged, for a minute",
+            )
 
     async def _commit_batch(self, link: MqttLink, batch: Decoded) -> None:
         """Store, derive room state, publish, then acknowledge: in that order."""
         now = batch.now
         changed: list[RoomState] = []
         for device, topic in batch.unknown:
-            await self._store_retrying(functools.partial(
-                self.state_store.note_unknown_device, device, topic, now))
+            await self._store_retrying(
+                functools.partial(self.state_store.note_unknown_device, device, topic, now)
+            )
         for status, room in batch.statuses:
             live = not status.retained
-            await self._store_retrying(functools.partial(
-                self.state_store.note_status, status.device, room, status.status, now, live))
+            await self._store_retrying(
+                functools.partial(
+                    self.state_store.note_status, status.device, room, status.status, now, live
+                )
+            )
             changed += self.tracker.on_status(status.device, status.status, live, now)
         if batch.dead:
             await self._set_aside(batch.dead)
@@ -364,8 +428,7 @@ class Gateway:
             # A dead letter is still a valid message from the node: a sign of life.
             for rec in new + dead:
                 try:
-                    changed += self.tracker.on_message(rec.device, rec.message, rec.time_ms,
-                                                       now)
+                    changed += self.tracker.on_message(rec.device, rec.message, rec.time_ms, now)
                 except Exception:  # never let one message stop the commit stage
                     log.exception("room state not derived from a message", device=rec.device)
         await self._publish_states(changed)
@@ -381,27 +444,48 @@ class Gateway:
         except Exception as exc:  # RefusedError, or a bug (OverflowError, ValueError, ...)
             if len(records) > 1:
                 half = len(records) // 2
-                return (await self._write_isolating(records[:half], dead)
-                        + await self._write_isolating(records[half:], dead))
+                return await self._write_isolating(
+                    records[:half], dead
+                ) + await self._write_isolating(records[half:], dead)
             [rec] = records
-            log.error("record refused by storage; kept as a dead letter", device=rec.device,
-                      kind=rec.kind.value, error=str(exc)[:300])
-            await self._set_aside([NewDeadLetter(
-                "gateway", f"{type(exc).__name__}: {exc}", rec.device,
-                device_topic(rec.device, rec.kind),
-                json.dumps({"record": {"room": rec.room, "received_ms": rec.received_ms},
-                            "message": rec.message.model_dump(mode="json")}))])
+            log.error(
+                "record refused by storage; kept as a dead letter",
+                device=rec.device,
+                kind=rec.kind.value,
+                error=str(exc)[:300],
+            )
+            await self._set_aside(
+                [
+                    NewDeadLetter(
+                        "gateway",
+                        f"{type(exc).__name__}: {exc}",
+                        rec.device,
+                        device_topic(rec.device, rec.kind),
+                        json.dumps(
+                            {
+                                "record": {"room": rec.room, "received_ms": rec.received_ms},
+                                "message": rec.message.model_dump(mode="json"),
+                            }
+                        ),
+                    )
+                ]
+            )
             dead.append(rec)
             return [False]
 
     async def _set_aside(self, letters: list[NewDeadLetter]) -> None:
         try:
-            await self._store_retrying(functools.partial(
-                self.state_store.dead_letter, letters, self.clock()))
+            await self._store_retrying(
+                functools.partial(self.state_store.dead_letter, letters, self.clock())
+            )
         except Exception:  # the last resort: the log, never a wedged commit stage
             for letter in letters:
-                log.exception("dead letter not kept; logged instead", reason=letter.reason,
-                              device=letter.device, payload=letter.payload[:4096])
+                log.exception(
+                    "dead letter not kept; logged instead",
+                    reason=letter.reason,
+                    device=letter.device,
+                    payload=letter.payload[:4096],
+                )
         await self._count_dead_letters()
 
     async def _count_dead_letters(self) -> None:
@@ -414,8 +498,13 @@ class Gateway:
 
     def _reject(self, item: Inbox, reason: RejectReason, detail: str) -> None:
         self.metrics.rejected.labels(reason.value).inc()
-        log.warning("message rejected", reason=reason.value, topic=item.topic[:120],
-                    detail=detail[:200], size=len(item.payload))
+        log.warning(
+            "message rejected",
+            reason=reason.value,
+            topic=item.topic[:120],
+            detail=detail[:200],
+            size=len(item.payload),
+        )
 
     async def _store_retrying(self, op: Callable[[], Awaitable[T]]) -> T:
         """Retry a storage call until it works: the messages stay unacknowledged
@@ -445,17 +534,18 @@ class Gateway:
                     if inbound is None or self.tracker.room_of(inbound.device) is None:
                         continue
                     if isinstance(inbound, StatusUpdate):
-                        changed += self.tracker.on_status(inbound.device, inbound.status,
-                                                          not inbound.retained, now)
+                        changed += self.tracker.on_status(
+                            inbound.device, inbound.status, not inbound.retained, now
+                        )
                     else:
                         msg = inbound.message
                         changed += self.tracker.on_message(
-                            inbound.device, msg, message_time(msg.ts, now), now)
+                            inbound.device, msg, message_time(msg.ts, now), now
+                        )
                 except ContractError:
                     continue
                 except Exception:  # one message must not stop room states for all
-                    log.exception("room state not derived from a message",
-                                  topic=item.topic[:120])
+                    log.exception("room state not derived from a message", topic=item.topic[:120])
             await self._publish_states(changed)
 
     # --- room states -------------------------------------------------------------
@@ -472,8 +562,11 @@ class Gateway:
             step = self.steps.check()
             if step:
                 self.metrics.clock_steps.inc()
-                log.warning("wall clock stepped; supervision is unaffected (monotonic), "
-                            "kept times moved with the step", step_s=round(step / 1000, 3))
+                log.warning(
+                    "wall clock stepped; supervision is unaffected (monotonic), "
+                    "kept times moved with the step",
+                    step_s=round(step / 1000, 3),
+                )
                 await self._publish_states(self.tracker.clock_stepped(step, now))
             await self._publish_states(self.tracker.tick(now))
 
@@ -481,8 +574,11 @@ class Gateway:
         if not states:
             return
         latest = {s.room: s for s in states}  # a batch may change a room twice
-        await self._store_retrying(functools.partial(
-            self.state_store.save_room_states, self.tracker.rows(list(latest.values()))))
+        await self._store_retrying(
+            functools.partial(
+                self.state_store.save_room_states, self.tracker.rows(list(latest.values()))
+            )
+        )
         # One level check per batch: a call that is filtered out still costs
         # structlog's processor chain, per message under load.
         # Every change at debug: 190 rooms make hundreds a minute at start and
@@ -491,13 +587,19 @@ class Gateway:
         logged = log.is_enabled_for(logging.DEBUG)
         for state in latest.values():
             self._publish_raw(self._state_topic(state.room), dumps(state))
-            if state.state is RoomStateName.OFFLINE and state.reason in ("silent",
-                                                                         "device_offline"):
-                log.info("room offline", room=state.room, reason=state.reason,
-                         device=state.device)
+            if state.state is RoomStateName.OFFLINE and state.reason in (
+                "silent",
+                "device_offline",
+            ):
+                log.info("room offline", room=state.room, reason=state.reason, device=state.device)
             elif logged:
-                log.debug("room state", room=state.room, state=state.state.value,
-                          reason=state.reason, device=state.device)
+                log.debug(
+                    "room state",
+                    room=state.room,
+                    state=state.state.value,
+                    reason=state.reason,
+                    device=state.device,
+                )
         self.state_changes += len(latest)
         self.metrics.room_states.inc(len(latest))
 
@@ -555,8 +657,13 @@ class Gateway:
     def _log_summary(self) -> None:
         """One line a minute: how the rooms stand, and how busy it was."""
         counts = Counter(d.state.value for d, _ in self.tracker.published.values())
-        log.info("rooms", free=counts.get("free", 0), occupied=counts.get("occupied", 0),
-                 offline=counts.get("offline", 0), changes=self.state_changes)
+        log.info(
+            "rooms",
+            free=counts.get("free", 0),
+            occupied=counts.get("occupied", 0),
+            offline=counts.get("offline", 0),
+            changes=self.state_changes,
+        )
         self.state_changes = 0
 
     async def _rollups(self) -> None:
@@ -579,11 +686,13 @@ class Gateway:
             try:
                 if self.influx:
                     forgotten = await self.influx.spool.forget_before(
-                        now - storage.dedupe_window_days * 86_400_000)
+                        now - storage.dedupe_window_days * 86_400_000
+                    )
                     log.info("dedupe ledger pruned", entries=forgotten)
                 else:
                     pruned = await self.state_store.prune_telemetry(
-                        now - storage.telemetry_retention_days * 86_400_000)
+                        now - storage.telemetry_retention_days * 86_400_000
+                    )
                     log.info("telemetry retention applied", rows_deleted=pruned)
             except StorageError as exc:
                 log.error("housekeeping failed; will retry", error=str(exc))

@@ -41,8 +41,13 @@ class WallStepWatch:
     while the wall clock runs freely (NTP slewing moves it by ms per minute);
     a change above `threshold_ms` between two checks is a step."""
 
-    def __init__(self, threshold_ms: int = 2000, *, wall: Callable[[], int] = wall_ms,
-                 mono: Callable[[], int] = monotonic_ms) -> None:
+    def __init__(
+        self,
+        threshold_ms: int = 2000,
+        *,
+        wall: Callable[[], int] = wall_ms,
+        mono: Callable[[], int] = monotonic_ms,
+    ) -> None:
         self.threshold_ms = threshold_ms
         self._wall = wall
         self._mono = mono

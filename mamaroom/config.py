@@ -36,8 +36,9 @@ from mamaroom.contract import Hours
 CONFIG_ENV = "MAMAROOM_CONFIG"
 #: MAMAROOM_* variables that are not settings: the config file's name, and
 #: those a command or the tests read for themselves.
-NOT_SETTINGS = frozenset({CONFIG_ENV, "MAMAROOM_ADMIN_PASSWORD", "MAMAROOM_BROKER_PASSWD_FILE",
-                          "MAMAROOM_CHROMIUM"})
+NOT_SETTINGS = frozenset(
+    {CONFIG_ENV, "MAMAROOM_ADMIN_PASSWORD", "MAMAROOM_BROKER_PASSWD_FILE", "MAMAROOM_CHROMIUM"}
+)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -50,6 +51,7 @@ class _Section(BaseModel):
     # mean a dead room is never offline.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
+
 #: The longest any timer may be set to: a day. A longer supervision,
 #: escalation step or alert delay means, in practice, never.
 DAY_S = 86_400.0
@@ -57,14 +59,29 @@ DAY_S = 86_400.0
 
 #: Values that are placeholders or well-known defaults, never a site's secret:
 #: a process given one refuses to start (an empty `KEY=` line in an env file too).
-NOT_SECRETS = frozenset({"", "...", "changeme", "change-me", "change_me", "password",
-                         "secret", "admin", "mamaroom", "mosquitto", "influxdb", "test"})
+NOT_SECRETS = frozenset(
+    {
+        "",
+        "...",
+        "changeme",
+        "change-me",
+        "change_me",
+        "password",
+        "secret",
+        "admin",
+        "mamaroom",
+        "mosquitto",
+        "influxdb",
+        "test",
+    }
+)
 
 
 def _real_secret(value: str | None) -> str | None:
     if value is not None and value.strip().lower() in NOT_SECRETS:
-        raise ValueError("a placeholder, not a secret: set the real one "
-                         "(deploy/README.md), or leave the key out")
+        raise ValueError(
+            "a placeholder, not a secret: set the real one (deploy/README.md), or leave the key out"
+        )
     return value
 
 
@@ -360,7 +377,8 @@ class DutyShift(_Section):
 class EscalationSettings(_Section):
     #: At least one tier: an empty list would page nobody, ever.
     tiers: Annotated[list[EscalationTier], Field(min_length=1)] = Field(
-        default_factory=lambda: [EscalationTier(after_s=0, on_duty=True, repeat_s=60)])
+        default_factory=lambda: [EscalationTier(after_s=0, on_duty=True, repeat_s=60)]
+    )
     roster: list[DutyShift] = Field(default_factory=list)
     #: How often escalation timers are checked.
     tick_s: Annotated[float, Field(gt=0, le=10)] = 1.0
@@ -373,8 +391,7 @@ class WatchdogSettings(_Section):
     #: How often the server and the broker are checked.
     check_s: Annotated[float, Field(gt=0, le=60)] = 5.0
     #: Client ids of the gateways that must be alive; empty = [gateway.client_id].
-    gateways: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
-        default_factory=list)
+    gateways: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list)
     #: A gateway publishes its stats every 10 s; this long without them, it is down.
     gateway_silence_s: Annotated[float, Field(gt=10, le=3600)] = 60.0
     #: The server's base URL; empty = http://http.host:http.port.
@@ -419,9 +436,14 @@ class PagesSettings(_Section):
     #: Push services a subscription may name (a host and its subdomains, over
     #: https; `http://host` allows plain http to that host). Anything else is
     #: refused, so nobody can make the server post to an address of their choosing.
-    push_hosts: list[str] = Field(default_factory=lambda: [
-        "fcm.googleapis.com", "push.services.mozilla.com", "push.apple.com",
-        "notify.windows.com"])
+    push_hosts: list[str] = Field(
+        default_factory=lambda: [
+            "fcm.googleapis.com",
+            "push.services.mozilla.com",
+            "push.apple.com",
+            "notify.windows.com",
+        ]
+    )
 
 
 #: What a WeChat template keyword may be filled with (wechat.template_data).
@@ -442,8 +464,9 @@ class WechatSettings(_Section):
     template_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]*$", max_length=128)] = ""
     #: The template's keywords and what fills them: `{room}` (the room's name),
     #: `{place}` (building and floor), `{status}` (空闲), `{time}` (HH:MM).
-    template_data: dict[str, str] = Field(default_factory=lambda: {
-        "thing1": "{room}", "phrase2": "{status}", "time3": "{time}"})
+    template_data: dict[str, str] = Field(
+        default_factory=lambda: {"thing1": "{room}", "phrase2": "{status}", "time3": "{time}"}
+    )
     #: WeChat's API (tokens, OAuth code exchange, JS-SDK ticket, bizsend).
     api_base_url: str = "https://api.weixin.qq.com"
     #: WeChat's OAuth page (`/connect/oauth2/authorize`).
@@ -476,15 +499,19 @@ class WechatSettings(_Section):
             try:
                 pattern.format_map(dict.fromkeys(WECHAT_FIELDS, ""))
             except (KeyError, ValueError, IndexError) as exc:
-                raise ValueError(f"{key}: {pattern!r}: only {{room}}, {{place}}, {{status}} "
-                                 f"and {{time}} are known ({exc})") from None
+                raise ValueError(
+                    f"{key}: {pattern!r}: only {{room}}, {{place}}, {{status}} "
+                    f"and {{time}} are known ({exc})"
+                ) from None
         return value
 
     @model_validator(mode="after")
     def _complete(self) -> WechatSettings:
         if self.app_id and not (self.secret and self.template_id):
-            raise ValueError("wechat.app_id is set: wechat.secret and wechat.template_id "
-                             "are needed too (docs/wechat.md)")
+            raise ValueError(
+                "wechat.app_id is set: wechat.secret and wechat.template_id "
+                "are needed too (docs/wechat.md)"
+            )
         return self
 
     @property
@@ -596,13 +623,14 @@ def _check_env_names() -> None:
         if not name.upper().startswith("MAMAROOM_") or name.upper() in NOT_SETTINGS:
             continue
         model: type[BaseModel] | None = Settings
-        for part in name[len("MAMAROOM_"):].lower().split("__"):
+        for part in name[len("MAMAROOM_") :].lower().split("__"):
             if model is None:  # inside a mapping (e.g. paging.im.destinations)
                 break
             field = model.model_fields.get(part)
             if field is None:
-                raise ConfigError(f"config error: {name}: no such setting "
-                                  "(see docs/configuration.md)")
+                raise ConfigError(
+                    f"config error: {name}: no such setting (see docs/configuration.md)"
+                )
             ann = field.annotation
             model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
 

@@ -240,8 +240,7 @@ def trusted_ts(ts: int | None, received_ms: int) -> bool:
 
 def message_time(ts: int | None, received_ms: int) -> int:
     """The time a message is filed under: its `ts` when trusted, else its arrival."""
-    return ts if ts is not None and -TS_SKEW_MS <= ts - received_ms <= TS_SKEW_MS \
-        else received_ms
+    return ts if ts is not None and -TS_SKEW_MS <= ts - received_ms <= TS_SKEW_MS else received_ms
 
 
 class Occupancy(Envelope):
@@ -362,9 +361,7 @@ def parse_status(payload: bytes) -> DeviceStatus:
 def parse_payload(kind: Kind, payload: bytes) -> Envelope:
     """Validate a JSON device payload for `kind`; ContractError says why not."""
     if len(payload) > MAX_PAYLOAD_BYTES:
-        raise ContractError(
-            RejectReason.OVERSIZE, f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}"
-        )
+        raise ContractError(RejectReason.OVERSIZE, f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
     model = _PAYLOAD_MODELS.get(kind)
     if model is None:
         raise ContractError(RejectReason.BAD_TOPIC, f"devices do not publish {kind.value!r}")
@@ -375,8 +372,9 @@ def parse_payload(kind: Kind, payload: bytes) -> Envelope:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise ContractError(RejectReason.NOT_JSON, _summarise(exc)) from None
         if any(e["type"] == "model_type" for e in exc.errors()):
-            raise ContractError(RejectReason.INVALID_PAYLOAD,
-                                "payload is not a JSON object") from None
+            raise ContractError(
+                RejectReason.INVALID_PAYLOAD, "payload is not a JSON object"
+            ) from None
         raise ContractError(RejectReason.INVALID_PAYLOAD, _summarise(exc)) from None
 
 
@@ -445,7 +443,8 @@ Command = Annotated[CallAck | SetTestMode | Identify | OtaCommand, Field(discrim
 _COMMAND: TypeAdapter[CallAck | SetTestMode | Identify | OtaCommand] = TypeAdapter(Command)
 #: Every command a node knows, by its `cmd`.
 COMMANDS: Mapping[str, type[BaseModel]] = MappingProxyType(
-    {m.model_fields["cmd"].default: m for m in (CallAck, SetTestMode, Identify, OtaCommand)})
+    {m.model_fields["cmd"].default: m for m in (CallAck, SetTestMode, Identify, OtaCommand)}
+)
 
 
 def parse_command(payload: bytes) -> CallAck | SetTestMode | Identify | OtaCommand:
@@ -469,28 +468,37 @@ class GatewayStats(BaseModel):
 
     received: Annotated[float | None, Field(description="Messages received")] = None
     stored: Annotated[float | None, Field(description="New messages stored")] = None
-    rejected: Annotated[dict[str, float], Field(
-        default_factory=dict, description="Messages refused, by reason (RejectReason)")]
-    flagged: Annotated[dict[str, float], Field(
-        default_factory=dict, description="Messages kept but flagged, by reason "
-                                          "(ts_out_of_range: dated by arrival)")]
-    dead_letters: Annotated[float | None, Field(
-        description="Records a backend refused, set aside (mamaroom dead-letters)")] = None
-    duplicates: Annotated[float | None, Field(
-        description="Duplicates not stored again")] = None
+    rejected: Annotated[
+        dict[str, float],
+        Field(default_factory=dict, description="Messages refused, by reason (RejectReason)"),
+    ]
+    flagged: Annotated[
+        dict[str, float],
+        Field(
+            default_factory=dict,
+            description="Messages kept but flagged, by reason (ts_out_of_range: dated by arrival)",
+        ),
+    ]
+    dead_letters: Annotated[
+        float | None,
+        Field(description="Records a backend refused, set aside (mamaroom dead-letters)"),
+    ] = None
+    duplicates: Annotated[float | None, Field(description="Duplicates not stored again")] = None
     redelivered: Annotated[float | None, Field(description="Broker re-sends (DUP)")] = None
-    pending: Annotated[float | None, Field(
-        description="Delivered, not yet acknowledged")] = None
-    spool_depth: Annotated[float | None, Field(
-        description="Points spooled for InfluxDB")] = None
-    spool_age_s: Annotated[float | None, Field(
-        description="Age of the oldest spooled point, seconds")] = None
+    pending: Annotated[float | None, Field(description="Delivered, not yet acknowledged")] = None
+    spool_depth: Annotated[float | None, Field(description="Points spooled for InfluxDB")] = None
+    spool_age_s: Annotated[
+        float | None, Field(description="Age of the oldest spooled point, seconds")
+    ] = None
 
     @classmethod
     def figures(cls) -> dict[str, str]:
         """The single figures (not the by-reason counts), name → description."""
-        return {name: field.description or name for name, field in cls.model_fields.items()
-                if field.annotation == float | None}
+        return {
+            name: field.description or name
+            for name, field in cls.model_fields.items()
+            if field.annotation == float | None
+        }
 
 
 # --- gateway → server: derived room state -----------------------------------
@@ -562,4 +570,3 @@ class Registry(BaseModel):
 
 def dumps(model: BaseModel) -> bytes:
     return model.model_dump_json().encode()
-

@@ -75,7 +75,7 @@ def source_version(src: Path = FIRMWARE_DIR) -> str:
     """The version in the firmware's version.py."""
     found = _VERSION_PY.search((src / "version.py").read_text())
     if not found:
-        raise BundleError(f"{src / 'version.py'}: no VERSION = \"...\" line")
+        raise BundleError(f'{src / "version.py"}: no VERSION = "..." line')
     return check_version(found.group(1))
 
 
@@ -104,8 +104,9 @@ def mpy_cross() -> str:
 
 def mpy_version() -> list[int]:
     """[version, sub-version] of the .mpy files mpy-cross emits (the board must match)."""
-    out = subprocess.run([mpy_cross(), "--version"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [mpy_cross(), "--version"], capture_output=True, text=True, check=True
+    ).stdout
     found = re.search(r"mpy v(\d+)\.(\d+)", out)
     if not found:
         raise BundleError(f"mpy-cross --version said {out.strip()!r}")
@@ -117,15 +118,19 @@ def compile_module(source: str, name: str) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         src, out = Path(tmp) / "m.py", Path(tmp) / "m.mpy"
         src.write_text(source)
-        done = subprocess.run([mpy_cross(), "-O1", "-s", name, "-o", str(out), str(src)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [mpy_cross(), "-O1", "-s", name, "-o", str(out), str(src)],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             raise BundleError(f"mpy-cross {name}: {done.stderr.strip() or done.stdout.strip()}")
         return out.read_bytes()
 
 
-def firmware_files(src: Path = FIRMWARE_DIR, version: str | None = None,
-                   compiled: bool = True) -> list[FirmwareFile]:
+def firmware_files(
+    src: Path = FIRMWARE_DIR, version: str | None = None, compiled: bool = True
+) -> list[FirmwareFile]:
     """The modules of one release: compiled to .mpy (or as source), with
     version.py saying `version` (default: the one in version.py)."""
     version = check_version(version) if version else source_version(src)
@@ -141,16 +146,16 @@ def firmware_files(src: Path = FIRMWARE_DIR, version: str | None = None,
     return files
 
 
-def build_bundle(src: Path = FIRMWARE_DIR, version: str | None = None,
-                 compiled: bool = True) -> Bundle:
+def build_bundle(
+    src: Path = FIRMWARE_DIR, version: str | None = None, compiled: bool = True
+) -> Bundle:
     version = check_version(version) if version else source_version(src)
     files = firmware_files(src, version, compiled)
     return pack(version, files, mpy_version() if compiled else None)
 
 
 def pack(version: str, files: list[FirmwareFile], mpy: list[int] | None) -> Bundle:
-    manifest = {"version": version, "mpy": mpy,
-                "files": [[f.path, len(f.data)] for f in files]}
+    manifest = {"version": version, "mpy": mpy, "files": [[f.path, len(f.data)] for f in files]}
     line = json.dumps(manifest, separators=(",", ":")).encode() + b"\n"
     if len(line) > MAX_MANIFEST:
         raise BundleError(f"manifest of {len(line)} bytes: the node reads at most {MAX_MANIFEST}")
@@ -167,11 +172,11 @@ def read_bundle(data: bytes) -> Bundle:
     end = data.find(b"\n", len(MAGIC))
     if end < 0:
         raise BundleError("no manifest line")
-    manifest = json.loads(data[len(MAGIC):end])
+    manifest = json.loads(data[len(MAGIC) : end])
     pos = end + 1
     files = []
     for path, size in manifest["files"]:
-        f = FirmwareFile(path, data[pos:pos + size])
+        f = FirmwareFile(path, data[pos : pos + size])
         if len(f.data) != size:
             raise BundleError(f"{path}: the bundle ends inside it")
         files.append(f)
@@ -199,9 +204,10 @@ class FirmwareStore:
         """Written atomically: a node never downloads half a bundle."""
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.path(bundle.version)
-        for target, data in ((path, bundle.data),
-                             (path.with_suffix(".sha256"),
-                              f"{bundle.sha256}  {path.name}\n".encode())):
+        for target, data in (
+            (path, bundle.data),
+            (path.with_suffix(".sha256"), f"{bundle.sha256}  {path.name}\n".encode()),
+        ):
             tmp = target.with_name(target.name + ".tmp")
             tmp.write_bytes(data)
             tmp.replace(target)
@@ -222,8 +228,11 @@ class FirmwareStore:
     def versions(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.stem for p in self.root.glob("*.bundle")
-                      if VERSION_RE.match(p.stem) and p.with_suffix(".sha256").exists())
+        return sorted(
+            p.stem
+            for p in self.root.glob("*.bundle")
+            if VERSION_RE.match(p.stem) and p.with_suffix(".sha256").exists()
+        )
 
 
 # --- a new board (provisioning) ---------------------------------------------
@@ -242,12 +251,16 @@ def _firmware_config(src: Path):  # type: ignore[no-untyped-def]
     return module
 
 
-def board_config(device: str, template: dict[str, object] | None = None,
-                 src: Path = FIRMWARE_DIR) -> bytes:
+def board_config(
+    device: str, template: dict[str, object] | None = None, src: Path = FIRMWARE_DIR
+) -> bytes:
     """config.json for `device`: the template (default config.example.json) with
     the device id filled in, validated as the board will validate it."""
-    raw = dict(template) if template is not None else json.loads(
-        (src / "config.example.json").read_text())
+    raw = (
+        dict(template)
+        if template is not None
+        else json.loads((src / "config.example.json").read_text())
+    )
     raw["device"] = device
     fw = _firmware_config(src)
     try:
@@ -257,15 +270,19 @@ def board_config(device: str, template: dict[str, object] | None = None,
     return (json.dumps(raw, indent=2, ensure_ascii=False) + "\n").encode()
 
 
-def board_files(src: Path = FIRMWARE_DIR, compiled: bool = True,
-                version: str | None = None) -> list[FirmwareFile]:
+def board_files(
+    src: Path = FIRMWARE_DIR, compiled: bool = True, version: str | None = None
+) -> list[FirmwareFile]:
     """What a board's root holds (its factory image): main.py as source (the
     board runs it by name), loader and trial, and every module."""
     files = [FirmwareFile("main.py", (src / "main.py").read_bytes())]
     for name in ROOT_ONLY[1:]:
         text = (src / name).read_text()
-        files.append(FirmwareFile(name[:-3] + ".mpy", compile_module(text, name))
-                     if compiled else FirmwareFile(name, text.encode()))
+        files.append(
+            FirmwareFile(name[:-3] + ".mpy", compile_module(text, name))
+            if compiled
+            else FirmwareFile(name, text.encode())
+        )
     return files + firmware_files(src, version, compiled)
 
 

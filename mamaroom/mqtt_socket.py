@@ -74,8 +74,7 @@ class BufferedSocket:
             return False
         try:
             data: bytes = self._sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
-                ssl.SSLWantWriteError):
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return False
         except OSError as exc:  # reset, ...: paho's next read reports it
             self._error = exc
@@ -134,7 +133,7 @@ class BufferedSocket:
             raise BlockingIOError("no data yet")
         take = min(n, stop - pos)  # a short read, as a socket may give; paho asks again
         self.pos = pos + take
-        return self.buffer[pos:pos + take]
+        return self.buffer[pos : pos + take]
 
     def pending(self) -> int:
         """Bytes already read from the kernel (here, or inside TLS)."""

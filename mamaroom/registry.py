@@ -18,7 +18,13 @@ from mamaroom.contract import RegistryRoom, check_hours
 
 REQUIRED_COLUMNS = ("room_id", "name", "name_en", "building", "floor")
 OPTIONAL_COLUMNS = (
-    "building_en", "device", "access", "company", "hours", "amenities", "in_service",
+    "building_en",
+    "device",
+    "access",
+    "company",
+    "hours",
+    "amenities",
+    "in_service",
 )
 _TRUE = {"", "1", "yes", "y", "true", "是", "在用"}
 _FALSE = {"0", "no", "n", "false", "否", "停用"}
@@ -57,8 +63,10 @@ def parse_rooms_csv(data: bytes, source: str = "rooms.csv") -> list[RegistryRoom
     try:
         text = data.decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a BOM
     except UnicodeDecodeError as exc:
-        raise RoomsCsvError(source, [RowProblem(
-            0, f"not UTF-8 (byte {exc.start}); in Excel use 'Save as: CSV UTF-8'")]) from None
+        raise RoomsCsvError(
+            source,
+            [RowProblem(0, f"not UTF-8 (byte {exc.start}); in Excel use 'Save as: CSV UTF-8'")],
+        ) from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
@@ -84,13 +92,18 @@ def parse_rooms_csv(data: bytes, source: str = "rooms.csv") -> list[RegistryRoom
             problems.append(RowProblem(line, _explain(exc)))
             continue
         if room.id in room_lines:
-            problems.append(RowProblem(
-                line, f"duplicate room {room.id!r} (first on line {room_lines[room.id]})"))
+            problems.append(
+                RowProblem(
+                    line, f"duplicate room {room.id!r} (first on line {room_lines[room.id]})"
+                )
+            )
             continue
         if room.device and room.device in device_lines:
-            problems.append(RowProblem(
-                line,
-                f"device {room.device!r} already used on line {device_lines[room.device]}"))
+            problems.append(
+                RowProblem(
+                    line, f"device {room.device!r} already used on line {device_lines[room.device]}"
+                )
+            )
             continue
         room_lines[room.id] = line
         if room.device:
@@ -148,8 +161,20 @@ def write_rooms_csv(rooms: list[RegistryRoom]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
     for r in rooms:
-        writer.writerow([
-            r.id, r.name, r.name_en, r.building, r.floor, r.building_en, r.device or "",
-            r.access, r.company, r.hours, ";".join(r.amenities), "yes" if r.in_service else "no",
-        ])
+        writer.writerow(
+            [
+                r.id,
+                r.name,
+                r.name_en,
+                r.building,
+                r.floor,
+                r.building_en,
+                r.device or "",
+                r.access,
+                r.company,
+                r.hours,
+                ";".join(r.amenities),
+                "yes" if r.in_service else "no",
+            ]
+        )
     return out.getvalue()

@@ -78,8 +78,9 @@ class Page:
     done: Callable[[bool, str], None] | None = None
 
 
-def from_settings(paging: PagingSettings,
-                  on_link_change: LinkChange | None = None) -> EspaLink | None:
+def from_settings(
+    paging: PagingSettings, on_link_change: LinkChange | None = None
+) -> EspaLink | None:
     """The ESPA link `paging.espa` configures (None without a port)."""
     if not paging.espa.port:
         return None
@@ -92,8 +93,7 @@ class EspaLink:
     name = "espa"
     ascii_only = True
 
-    def __init__(self, settings: EspaSettings,
-                 on_link_change: LinkChange | None = None) -> None:
+    def __init__(self, settings: EspaSettings, on_link_change: LinkChange | None = None) -> None:
         """`on_link_change("espa", up, detail)`: one serial line, one state."""
         self.settings = settings
         self._on_link_change = on_link_change
@@ -140,9 +140,15 @@ class EspaLink:
     def _open(self) -> serial.Serial:
         if self._port is None or not self._port.is_open:
             s = self.settings
-            self._port = serial.Serial(s.port, baudrate=s.baud, bytesize=s.bytesize,
-                                       parity=s.parity, stopbits=s.stopbits,
-                                       timeout=0.1, write_timeout=s.timeout_s)
+            self._port = serial.Serial(
+                s.port,
+                baudrate=s.baud,
+                bytesize=s.bytesize,
+                parity=s.parity,
+                stopbits=s.stopbits,
+                timeout=0.1,
+                write_timeout=s.timeout_s,
+            )
         return self._port
 
     def _run(self) -> None:
@@ -164,8 +170,7 @@ class EspaLink:
     def _run_control(self) -> None:
         while True:
             try:
-                page = self._pages.get(timeout=self.settings.probe_s if self.up is False
-                                       else None)
+                page = self._pages.get(timeout=self.settings.probe_s if self.up is False else None)
             except queue.Empty:
                 self._probe()
                 continue
@@ -174,10 +179,12 @@ class EspaLink:
             try:
                 self._transmit(page)
             except Exception as exc:  # termios.error is no OSError
-                detail = f"{type(exc).__name__}: {exc}" if not isinstance(exc, EspaError) \
-                    else str(exc)
-                log.error("ESPA page failed", pager=page.pager, error=detail,
-                          port=self.settings.port)
+                detail = (
+                    f"{type(exc).__name__}: {exc}" if not isinstance(exc, EspaError) else str(exc)
+                )
+                log.error(
+                    "ESPA page failed", pager=page.pager, error=detail, port=self.settings.port
+                )
                 self._link(False, detail)
                 if not isinstance(exc, EspaError):
                     self._close_port()  # reopen on the next page
@@ -201,8 +208,7 @@ class EspaLink:
         try:
             port = self._open()
             port.reset_input_buffer()
-            port.write(EOT + s.own_address.encode() + ENQ + s.pager_system_address.encode()
-                       + ENQ)
+            port.write(EOT + s.own_address.encode() + ENQ + s.pager_system_address.encode() + ENQ)
             if self._read_reply(port) == ACK:
                 port.write(EOT)
                 self._link(True, "paging system answers again")
@@ -221,8 +227,12 @@ class EspaLink:
     def _link(self, up: bool, detail: str) -> None:
         if up != self.up:
             self.up = up
-            log.log(20 if up else 40, "ESPA link " + ("up" if up else "down"),
-                    port=self.settings.port, detail=detail)
+            log.log(
+                20 if up else 40,
+                "ESPA link " + ("up" if up else "down"),
+                port=self.settings.port,
+                detail=detail,
+            )
             if self._on_link_change:
                 try:
                     self._on_link_change(self.name, up, detail)
@@ -254,8 +264,11 @@ class EspaLink:
             if reply == ACK:
                 port.write(EOT)  # hand the line back
                 return
-            log.warning("ESPA block not acknowledged; resending", attempt=attempt,
-                        reply=reply.hex() or "silence")
+            log.warning(
+                "ESPA block not acknowledged; resending",
+                attempt=attempt,
+                reply=reply.hex() or "silence",
+            )
         port.write(EOT)
         raise EspaError(f"paging system refused or ignored the block {s.tries} times")
 
@@ -288,11 +301,11 @@ class EspaLink:
                 continue
             at = buf.find(poll)
             if at < 0:
-                del buf[:-len(poll)]  # keep a possible partial poll
+                del buf[: -len(poll)]  # keep a possible partial poll
                 if time.monotonic() - last_poll > s.poll_silence_s:
                     self._link(False, f"no poll from the paging system in {s.poll_silence_s:g} s")
                 continue
-            del buf[:at + len(poll)]
+            del buf[: at + len(poll)]
             last_poll = time.monotonic()
             self._link(True, "polled")
             if pending is None:

@@ -21,8 +21,9 @@ from paging.channel import Done, LinkChange
 log = get_logger(__name__)
 
 
-def from_settings(paging: PagingSettings,
-                  on_link_change: LinkChange | None = None) -> ImChannel | None:
+def from_settings(
+    paging: PagingSettings, on_link_change: LinkChange | None = None
+) -> ImChannel | None:
     """The IM channel `paging.im` configures (None without destinations)."""
     if not paging.im.destinations:
         return None
@@ -33,8 +34,13 @@ class ImChannel:
     name = "im"
     ascii_only = False
 
-    def __init__(self, destinations: dict[str, str], *, workers: int = 4,
-                 on_link_change: LinkChange | None = None) -> None:
+    def __init__(
+        self,
+        destinations: dict[str, str],
+        *,
+        workers: int = 4,
+        on_link_change: LinkChange | None = None,
+    ) -> None:
         """`destinations`: a name (used in escalation tiers) → an apprise URL.
         `on_link_change("im:<destination>", up, detail)` is told when delivery
         to one destination starts failing or works again: each destination
@@ -63,8 +69,7 @@ class ImChannel:
             return
         self._pool.submit(self._deliver, target, url, text, done)
 
-    def _deliver(self, target: str, url: str, text: str,
-                 done: Done | None) -> None:
+    def _deliver(self, target: str, url: str, text: str, done: Done | None) -> None:
         sender = apprise.Apprise()
         sender.add(url)
         try:
@@ -77,8 +82,11 @@ class ImChannel:
             self.up[target] = ok
             if self._on_link_change:
                 try:
-                    self._on_link_change(f"{self.name}:{target}", ok, "delivered" if ok
-                                         else f"could not deliver to {target}")
+                    self._on_link_change(
+                        f"{self.name}:{target}",
+                        ok,
+                        "delivered" if ok else f"could not deliver to {target}",
+                    )
                 except Exception:  # a caller's bug must not stop paging
                     log.exception("IM link-change callback failed")
         if done:

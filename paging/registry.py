@@ -25,8 +25,9 @@ KINDS: dict[str, Factory] = {
 }
 
 
-def build_channels(paging: PagingSettings,
-                   on_link_change: LinkChange | None = None) -> dict[str, Channel]:
+def build_channels(
+    paging: PagingSettings, on_link_change: LinkChange | None = None
+) -> dict[str, Channel]:
     """The channels `paging` configures, not yet started."""
     channels: dict[str, Channel] = {}
     for name, factory in KINDS.items():

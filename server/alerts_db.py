@@ -54,15 +54,34 @@ CREATE TABLE IF NOT EXISTS test_mode (
 );
 """
 
-ALERT_COLUMNS = ("id", "kind", "priority", "room", "device", "call_id", "status",
-                 "raised_at_ms", "acknowledged_at_ms", "acknowledged_by", "arrived_at_ms",
-                 "resolved_at_ms", "resolved_by", "escalation_level", "next_page_ms", "test",
-                 "subject", "paging", "nobody")
+ALERT_COLUMNS = (
+    "id",
+    "kind",
+    "priority",
+    "room",
+    "device",
+    "call_id",
+    "status",
+    "raised_at_ms",
+    "acknowledged_at_ms",
+    "acknowledged_by",
+    "arrived_at_ms",
+    "resolved_at_ms",
+    "resolved_by",
+    "escalation_level",
+    "next_page_ms",
+    "test",
+    "subject",
+    "paging",
+    "nobody",
+)
 #: Columns added after the first release: (name, declaration), added on open.
 ADDED_COLUMNS = (("paging", "TEXT"), ("nobody", "INTEGER NOT NULL DEFAULT 0"))
 #: An alert past its retention: closed, and closed before a time (the ? twice).
-_CLOSED_BEFORE = ("status IN ('resolved', 'cancelled')"
-                  " AND COALESCE(resolved_at_ms, acknowledged_at_ms, raised_at_ms) < ?")
+_CLOSED_BEFORE = (
+    "status IN ('resolved', 'cancelled')"
+    " AND COALESCE(resolved_at_ms, acknowledged_at_ms, raised_at_ms) < ?"
+)
 #: What an alert's deletion counts, in this order.
 RETENTION_COUNTS = ("alerts", "alert_events", "joined_calls")
 #: A journalled call and a stored one of the same device and call_id raised
@@ -119,8 +138,9 @@ class AlertsDb(SqliteDatabase):
         except sqlite3.Error as exc:
             raise StorageError(f"{self.path}: {exc}") from exc
 
-    async def raise_call(self, *, room: str, device: str, call_id: str, at_ms: int,
-                         channel: str, test: bool) -> tuple[Alert, bool]:
+    async def raise_call(
+        self, *, room: str, device: str, call_id: str, at_ms: int, channel: str, test: bool
+    ) -> tuple[Alert, bool]:
         """The open alert for this device's `call_id`, created if there is none;
         (alert, created). A press for a call already resolved raises a new
         alert: a node may reuse an id (its boot counter reset), and paging
@@ -134,72 +154,110 @@ class AlertsDb(SqliteDatabase):
                 row = db.execute(
                     f"SELECT {cols} FROM alerts WHERE device=? AND call_id=?"
                     " AND status NOT IN ('resolved', 'cancelled') ORDER BY id DESC LIMIT 1",
-                    (device, call_id)).fetchone()
+                    (device, call_id),
+                ).fetchone()
                 if row is None:  # a press that already joined the room's call
                     row = db.execute(
                         f"SELECT {cols} FROM alerts WHERE id=(SELECT alert_id FROM joined_calls"
                         " WHERE device=? AND call_id=?) AND status NOT IN ('resolved',"
-                        " 'cancelled')", (device, call_id)).fetchone()
+                        " 'cancelled')",
+                        (device, call_id),
+                    ).fetchone()
                 if row is None:  # the room's open call: this press joins it
                     row = db.execute(
                         f"SELECT {cols} FROM alerts WHERE kind='call' AND room=? AND status NOT"
-                        " IN ('resolved', 'cancelled') ORDER BY id LIMIT 1", (room,)).fetchone()
+                        " IN ('resolved', 'cancelled') ORDER BY id LIMIT 1",
+                        (room,),
+                    ).fetchone()
                     if row is not None:
-                        db.execute("INSERT OR REPLACE INTO joined_calls VALUES (?, ?, ?, ?)",
-                                   (device, call_id, row[0], at_ms))
-                        db.execute("INSERT INTO alert_events (alert_id, at_ms, what, who,"
-                                   " channel, detail) VALUES (?, ?, 'joined', ?, ?, ?)",
-                                   (row[0], at_ms, device, channel,
-                                    f"another press in the room (call {call_id})"))
+                        db.execute(
+                            "INSERT OR REPLACE INTO joined_calls VALUES (?, ?, ?, ?)",
+                            (device, call_id, row[0], at_ms),
+                        )
+                        db.execute(
+                            "INSERT INTO alert_events (alert_id, at_ms, what, who,"
+                            " channel, detail) VALUES (?, ?, 'joined', ?, ?, ?)",
+                            (
+                                row[0],
+                                at_ms,
+                                device,
+                                channel,
+                                f"another press in the room (call {call_id})",
+                            ),
+                        )
                 created = row is None
                 if created:
                     cur = db.execute(
                         "INSERT INTO alerts (kind, priority, room, device, call_id, status,"
                         " raised_at_ms, test) VALUES ('call', 'high', ?, ?, ?, 'open', ?, ?)",
-                        (room, device, call_id, at_ms, test))
-                    row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE id=?",
-                                     (cur.lastrowid,)).fetchone()
+                        (room, device, call_id, at_ms, test),
+                    )
+                    row = db.execute(
+                        f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE id=?",
+                        (cur.lastrowid,),
+                    ).fetchone()
                 if created:
-                    db.execute("INSERT INTO alert_events (alert_id, at_ms, what, who, channel)"
-                               " VALUES (?, ?, 'raised', ?, ?)", (row[0], at_ms, device, channel))
+                    db.execute(
+                        "INSERT INTO alert_events (alert_id, at_ms, what, who, channel)"
+                        " VALUES (?, ?, 'raised', ?, ?)",
+                        (row[0], at_ms, device, channel),
+                    )
             return _alert(row), created
 
         return await self._run(run)
 
-    async def raise_once(self, kind: str, subject: str, *, priority: str, at_ms: int,
-                         detail: str, channel: str, room: str | None = None,
-                         device: str | None = None) -> tuple[Alert, bool]:
+    async def raise_once(
+        self,
+        kind: str,
+        subject: str,
+        *,
+        priority: str,
+        at_ms: int,
+        detail: str,
+        channel: str,
+        room: str | None = None,
+        device: str | None = None,
+    ) -> tuple[Alert, bool]:
         """An alert of `kind` about `subject` (a channel, device, building),
         unless one is already open; (alert, created)."""
 
         def run(db: sqlite3.Connection) -> tuple[Alert, bool]:
             with db:
                 _write_lock(db)
-                row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE kind=?"
-                                 " AND subject=? AND status NOT IN ('resolved', 'cancelled')",
-                                 (kind, subject)).fetchone()
+                row = db.execute(
+                    f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE kind=?"
+                    " AND subject=? AND status NOT IN ('resolved', 'cancelled')",
+                    (kind, subject),
+                ).fetchone()
                 if row is not None:
                     return _alert(row), False
-                cur = db.execute("INSERT INTO alerts (kind, priority, status, raised_at_ms,"
-                                 " subject, room, device) VALUES (?, ?, 'open', ?, ?, ?, ?)",
-                                 (kind, priority, at_ms, subject, room, device))
-                db.execute("INSERT INTO alert_events (alert_id, at_ms, what, channel, detail)"
-                           " VALUES (?, ?, 'raised', ?, ?)",
-                           (cur.lastrowid, at_ms, channel, detail))
-                row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE id=?",
-                                 (cur.lastrowid,)).fetchone()
+                cur = db.execute(
+                    "INSERT INTO alerts (kind, priority, status, raised_at_ms,"
+                    " subject, room, device) VALUES (?, ?, 'open', ?, ?, ?, ?)",
+                    (kind, priority, at_ms, subject, room, device),
+                )
+                db.execute(
+                    "INSERT INTO alert_events (alert_id, at_ms, what, channel, detail)"
+                    " VALUES (?, ?, 'raised', ?, ?)",
+                    (cur.lastrowid, at_ms, channel, detail),
+                )
+                row = db.execute(
+                    f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE id=?", (cur.lastrowid,)
+                ).fetchone()
             return _alert(row), True
 
         return await self._run(run)
 
-    async def advance(self, alert_id: int, status: str, *, at_ms: int, who: str | None,
-                      channel: str) -> tuple[Alert, bool]:
+    async def advance(
+        self, alert_id: int, status: str, *, at_ms: int, who: str | None, channel: str
+    ) -> tuple[Alert, bool]:
         """Move an alert forwards to `status`; (alert, changed). Going back is a no-op."""
 
         def run(db: sqlite3.Connection) -> tuple[Alert, bool]:
             with db:
-                row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE id=?",
-                                 (alert_id,)).fetchone()
+                row = db.execute(
+                    f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE id=?", (alert_id,)
+                ).fetchone()
                 if row is None:
                     raise KeyError(alert_id)
                 alert = _alert(row)
@@ -214,41 +272,59 @@ class AlertsDb(SqliteDatabase):
                         sets |= {"acknowledged_at_ms": at_ms, "acknowledged_by": who}
                 elif status in ("resolved", "cancelled"):
                     sets |= {"resolved_at_ms": at_ms, "resolved_by": who}
-                db.execute(f"UPDATE alerts SET {', '.join(f'{k}=?' for k in sets)} WHERE id=?",
-                           (*sets.values(), alert_id))
-                db.execute("INSERT INTO alert_events (alert_id, at_ms, what, who, channel)"
-                           " VALUES (?, ?, ?, ?, ?)", (alert_id, at_ms, status, who, channel))
+                db.execute(
+                    f"UPDATE alerts SET {', '.join(f'{k}=?' for k in sets)} WHERE id=?",
+                    (*sets.values(), alert_id),
+                )
+                db.execute(
+                    "INSERT INTO alert_events (alert_id, at_ms, what, who, channel)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (alert_id, at_ms, status, who, channel),
+                )
             return cast(Alert, {**alert, **sets}), True
 
         return await self._run(run)
 
-    async def note(self, alert_id: int, what: str, *, at_ms: int, who: str | None,
-                   channel: str, detail: str | None = None) -> None:
+    async def note(
+        self,
+        alert_id: int,
+        what: str,
+        *,
+        at_ms: int,
+        who: str | None,
+        channel: str,
+        detail: str | None = None,
+    ) -> None:
         """A timeline entry that does not change the status (e.g. `shown`)."""
 
         def run(db: sqlite3.Connection) -> None:
             with db:
-                db.execute("INSERT INTO alert_events (alert_id, at_ms, what, who, channel,"
-                           " detail) VALUES (?, ?, ?, ?, ?, ?)",
-                           (alert_id, at_ms, what, who, channel, detail))
+                db.execute(
+                    "INSERT INTO alert_events (alert_id, at_ms, what, who, channel,"
+                    " detail) VALUES (?, ?, ?, ?, ?, ?)",
+                    (alert_id, at_ms, what, who, channel, detail),
+                )
 
         await self._run(run)
 
-    async def note_paged(self, alert_id: int, *, channel: str, target: str, ok: bool,
-                         at_ms: int, detail: str) -> None:
+    async def note_paged(
+        self, alert_id: int, *, channel: str, target: str, ok: bool, at_ms: int, detail: str
+    ) -> None:
         """A page's outcome: a timeline entry, and the target's last outcome in
         `paging` (what the console shows: "paged 101 ✓", "page to 101 failed")."""
 
         def run(db: sqlite3.Connection) -> None:
             with db:
-                db.execute("INSERT INTO alert_events (alert_id, at_ms, what, who, channel,"
-                           " detail) VALUES (?, ?, ?, ?, ?, ?)",
-                           (alert_id, at_ms, "paged" if ok else "page failed", target, channel,
-                            detail))
-                db.execute("UPDATE alerts SET paging = json_set(coalesce(paging, '{}'),"
-                           " '$.' || json_quote(?), json(?)) WHERE id=?",
-                           (target, json.dumps({"channel": channel, "ok": ok, "at_ms": at_ms}),
-                            alert_id))
+                db.execute(
+                    "INSERT INTO alert_events (alert_id, at_ms, what, who, channel,"
+                    " detail) VALUES (?, ?, ?, ?, ?, ?)",
+                    (alert_id, at_ms, "paged" if ok else "page failed", target, channel, detail),
+                )
+                db.execute(
+                    "UPDATE alerts SET paging = json_set(coalesce(paging, '{}'),"
+                    " '$.' || json_quote(?), json(?)) WHERE id=?",
+                    (target, json.dumps({"channel": channel, "ok": ok, "at_ms": at_ms}), alert_id),
+                )
 
         await self._run(run)
 
@@ -257,9 +333,11 @@ class AlertsDb(SqliteDatabase):
 
         def run(db: sqlite3.Connection) -> None:
             with db:
-                db.execute("INSERT INTO alert_events (alert_id, at_ms, what, channel, detail)"
-                           " VALUES (?, ?, 'nobody to page', 'escalation', ?)",
-                           (alert_id, at_ms, detail))
+                db.execute(
+                    "INSERT INTO alert_events (alert_id, at_ms, what, channel, detail)"
+                    " VALUES (?, ?, 'nobody to page', 'escalation', ?)",
+                    (alert_id, at_ms, detail),
+                )
                 db.execute("UPDATE alerts SET nobody=1 WHERE id=?", (alert_id,))
 
         await self._run(run)
@@ -275,11 +353,16 @@ class AlertsDb(SqliteDatabase):
             cols = ", ".join(ALERT_COLUMNS)
             with db:
                 _write_lock(db)  # two servers: one decides "new or joined" at a time
-                row = db.execute(f"SELECT {cols} FROM alerts WHERE device=? AND call_id=? AND"
-                                 " kind='call' AND raised_at_ms BETWEEN ? AND ?",
-                                 (alert["device"], alert["call_id"],
-                                  alert["raised_at_ms"] - JOURNAL_MATCH_MS,
-                                  alert["raised_at_ms"] + JOURNAL_MATCH_MS)).fetchone()
+                row = db.execute(
+                    f"SELECT {cols} FROM alerts WHERE device=? AND call_id=? AND"
+                    " kind='call' AND raised_at_ms BETWEEN ? AND ?",
+                    (
+                        alert["device"],
+                        alert["call_id"],
+                        alert["raised_at_ms"] - JOURNAL_MATCH_MS,
+                        alert["raised_at_ms"] + JOURNAL_MATCH_MS,
+                    ),
+                ).fetchone()
                 if row is not None:
                     return _alert(row), False
                 cur = db.execute(
@@ -287,20 +370,42 @@ class AlertsDb(SqliteDatabase):
                     " raised_at_ms, acknowledged_at_ms, acknowledged_by, arrived_at_ms,"
                     " resolved_at_ms, resolved_by, escalation_level, next_page_ms, test, paging,"
                     " nobody) VALUES ('call', 'high', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (alert["room"], alert["device"], alert["call_id"], alert["status"],
-                     alert["raised_at_ms"], alert.get("acknowledged_at_ms"),
-                     alert.get("acknowledged_by"), alert.get("arrived_at_ms"),
-                     alert.get("resolved_at_ms"), alert.get("resolved_by"),
-                     alert.get("escalation_level", 0), alert.get("next_page_ms"),
-                     bool(alert.get("test")), json.dumps(alert.get("paging") or {}),
-                     bool(alert.get("nobody"))))
+                    (
+                        alert["room"],
+                        alert["device"],
+                        alert["call_id"],
+                        alert["status"],
+                        alert["raised_at_ms"],
+                        alert.get("acknowledged_at_ms"),
+                        alert.get("acknowledged_by"),
+                        alert.get("arrived_at_ms"),
+                        alert.get("resolved_at_ms"),
+                        alert.get("resolved_by"),
+                        alert.get("escalation_level", 0),
+                        alert.get("next_page_ms"),
+                        bool(alert.get("test")),
+                        json.dumps(alert.get("paging") or {}),
+                        bool(alert.get("nobody")),
+                    ),
+                )
                 db.executemany(
                     "INSERT INTO alert_events (alert_id, at_ms, what, who, channel, detail)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
-                    [(cur.lastrowid, e["at_ms"], e["what"], e.get("who"), e.get("channel"),
-                      e.get("detail")) for e in alert.get("timeline", [])])
-                row = db.execute(f"SELECT {cols} FROM alerts WHERE id=?",
-                                 (cur.lastrowid,)).fetchone()
+                    [
+                        (
+                            cur.lastrowid,
+                            e["at_ms"],
+                            e["what"],
+                            e.get("who"),
+                            e.get("channel"),
+                            e.get("detail"),
+                        )
+                        for e in alert.get("timeline", [])
+                    ],
+                )
+                row = db.execute(
+                    f"SELECT {cols} FROM alerts WHERE id=?", (cur.lastrowid,)
+                ).fetchone()
             return _alert(row), True
 
         return await self._run(run)
@@ -311,10 +416,12 @@ class AlertsDb(SqliteDatabase):
 
         def run(db: sqlite3.Connection) -> bool:
             with db:
-                db.execute("INSERT INTO leases VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE"
-                           " SET holder=excluded.holder, until_ms=excluded.until_ms"
-                           " WHERE leases.holder=excluded.holder OR leases.until_ms < ?",
-                           (name, holder, now_ms + ttl_ms, now_ms))
+                db.execute(
+                    "INSERT INTO leases VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE"
+                    " SET holder=excluded.holder, until_ms=excluded.until_ms"
+                    " WHERE leases.holder=excluded.holder OR leases.until_ms < ?",
+                    (name, holder, now_ms + ttl_ms, now_ms),
+                )
                 row = db.execute("SELECT holder FROM leases WHERE name=?", (name,)).fetchone()
             return bool(row and row[0] == holder)
 
@@ -325,37 +432,55 @@ class AlertsDb(SqliteDatabase):
 
         def run(db: sqlite3.Connection) -> None:
             with db:
-                db.execute("CREATE TABLE IF NOT EXISTS health_probe (one INTEGER PRIMARY KEY,"
-                           " at TEXT)")
-                db.execute("INSERT OR REPLACE INTO health_probe VALUES (1, ?)",
-                           (str(sqlite3.Binary(os.urandom(512)).hex()),))
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS health_probe (one INTEGER PRIMARY KEY, at TEXT)"
+                )
+                db.execute(
+                    "INSERT OR REPLACE INTO health_probe VALUES (1, ?)",
+                    (str(sqlite3.Binary(os.urandom(512)).hex()),),
+                )
 
         await self._run(run)
 
-    async def add_past_call(self, *, room: str, device: str, call_id: str, raised_ms: int,
-                            acknowledged_ms: int, arrived_ms: int, resolved_ms: int) -> bool:
+    async def add_past_call(
+        self,
+        *,
+        room: str,
+        device: str,
+        call_id: str,
+        raised_ms: int,
+        acknowledged_ms: int,
+        arrived_ms: int,
+        resolved_ms: int,
+    ) -> bool:
         """A resolved call from the history generator; False if already there."""
 
         def run(db: sqlite3.Connection) -> bool:
             with db:
-                if db.execute("SELECT 1 FROM alerts WHERE device=? AND call_id=?",
-                              (device, call_id)).fetchone():
+                if db.execute(
+                    "SELECT 1 FROM alerts WHERE device=? AND call_id=?", (device, call_id)
+                ).fetchone():
                     return False
                 cur = db.execute(
                     "INSERT INTO alerts (kind, priority, room, device, call_id, status,"
                     " raised_at_ms, acknowledged_at_ms, acknowledged_by, arrived_at_ms,"
                     " resolved_at_ms, resolved_by, escalation_level) VALUES ('call', 'high', ?, ?,"
                     " ?, 'resolved', ?, ?, 'history', ?, ?, 'staff key', 1)",
-                    (room, device, call_id, raised_ms, acknowledged_ms, arrived_ms, resolved_ms))
+                    (room, device, call_id, raised_ms, acknowledged_ms, arrived_ms, resolved_ms),
+                )
                 if cur.rowcount != 1:
                     return False
-                steps = [(raised_ms, "raised", device, "button"),
-                         (acknowledged_ms, "acknowledged", "history", "console"),
-                         (arrived_ms, "arrived", "staff key", "staff key"),
-                         (resolved_ms, "resolved", "staff key", "staff key")]
-                db.executemany("INSERT INTO alert_events (alert_id, at_ms, what, who, channel)"
-                               " VALUES (?, ?, ?, ?, ?)",
-                               [(cur.lastrowid, *step) for step in steps])
+                steps = [
+                    (raised_ms, "raised", device, "button"),
+                    (acknowledged_ms, "acknowledged", "history", "console"),
+                    (arrived_ms, "arrived", "staff key", "staff key"),
+                    (resolved_ms, "resolved", "staff key", "staff key"),
+                ]
+                db.executemany(
+                    "INSERT INTO alert_events (alert_id, at_ms, what, who, channel)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(cur.lastrowid, *step) for step in steps],
+                )
                 return True
 
         return await self._run(run)
@@ -363,11 +488,15 @@ class AlertsDb(SqliteDatabase):
     async def count_closed_before(self, before_ms: int) -> dict[str, int]:
         """Closed alerts that closed before `before_ms`, and their timelines'
         entries and joined presses: what `delete_closed_before` would delete."""
-        row = await self._run(lambda db: db.execute(
-            f"SELECT count(*), (SELECT count(*) FROM alert_events WHERE alert_id IN"
-            f" (SELECT id FROM alerts WHERE {_CLOSED_BEFORE})), (SELECT count(*) FROM"
-            f" joined_calls WHERE alert_id IN (SELECT id FROM alerts WHERE {_CLOSED_BEFORE}))"
-            f" FROM alerts WHERE {_CLOSED_BEFORE}", (before_ms, before_ms, before_ms)).fetchone())
+        row = await self._run(
+            lambda db: db.execute(
+                f"SELECT count(*), (SELECT count(*) FROM alert_events WHERE alert_id IN"
+                f" (SELECT id FROM alerts WHERE {_CLOSED_BEFORE})), (SELECT count(*) FROM"
+                f" joined_calls WHERE alert_id IN (SELECT id FROM alerts WHERE {_CLOSED_BEFORE}))"
+                f" FROM alerts WHERE {_CLOSED_BEFORE}",
+                (before_ms, before_ms, before_ms),
+            ).fetchone()
+        )
         return dict(zip(RETENTION_COUNTS, (int(n) for n in row), strict=True))
 
     async def delete_closed_before(self, before_ms: int, limit: int = 500) -> dict[str, int]:
@@ -378,52 +507,69 @@ class AlertsDb(SqliteDatabase):
 
         def run(db: sqlite3.Connection) -> dict[str, int]:
             with db:
-                ids = [r[0] for r in db.execute(
-                    f"SELECT id FROM alerts WHERE {_CLOSED_BEFORE} ORDER BY id LIMIT ?",
-                    (before_ms, limit))]
+                ids = [
+                    r[0]
+                    for r in db.execute(
+                        f"SELECT id FROM alerts WHERE {_CLOSED_BEFORE} ORDER BY id LIMIT ?",
+                        (before_ms, limit),
+                    )
+                ]
                 if not ids:
                     return dict.fromkeys(RETENTION_COUNTS, 0)
                 marks = ",".join("?" * len(ids))
-                events = db.execute(f"DELETE FROM alert_events WHERE alert_id IN ({marks})",
-                                    ids).rowcount
-                joined = db.execute(f"DELETE FROM joined_calls WHERE alert_id IN ({marks})",
-                                    ids).rowcount
+                events = db.execute(
+                    f"DELETE FROM alert_events WHERE alert_id IN ({marks})", ids
+                ).rowcount
+                joined = db.execute(
+                    f"DELETE FROM joined_calls WHERE alert_id IN ({marks})", ids
+                ).rowcount
                 alerts = db.execute(f"DELETE FROM alerts WHERE id IN ({marks})", ids).rowcount
                 return dict(zip(RETENTION_COUNTS, (alerts, events, joined), strict=True))
 
         return await self._run(run)
 
-    async def set_test_mode(self, room: str, tester_pager: str | None, until_ms: int,
-                            who: str) -> None:
+    async def set_test_mode(
+        self, room: str, tester_pager: str | None, until_ms: int, who: str
+    ) -> None:
         def run(db: sqlite3.Connection) -> None:
             with db:
                 if tester_pager is None:
                     db.execute("DELETE FROM test_mode WHERE room=?", (room,))
                 else:
-                    db.execute("INSERT OR REPLACE INTO test_mode VALUES (?, ?, ?, ?)",
-                               (room, tester_pager, until_ms, who))
+                    db.execute(
+                        "INSERT OR REPLACE INTO test_mode VALUES (?, ?, ?, ?)",
+                        (room, tester_pager, until_ms, who),
+                    )
 
         await self._run(run)
 
     async def test_mode(self, room: str, now_ms: int) -> str | None:
         """The tester's pager if the room is in test mode now, else None."""
-        row = await self._run(lambda db: db.execute(
-            "SELECT tester_pager FROM test_mode WHERE room=? AND until_ms > ?",
-            (room, now_ms)).fetchone())
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT tester_pager FROM test_mode WHERE room=? AND until_ms > ?", (room, now_ms)
+            ).fetchone()
+        )
         return str(row[0]) if row else None
 
-    async def set_escalation(self, alert_id: int, level: int, next_page_ms: int | None,
-                             at_ms: int, detail: str) -> None:
+    async def set_escalation(
+        self, alert_id: int, level: int, next_page_ms: int | None, at_ms: int, detail: str
+    ) -> None:
         def run(db: sqlite3.Connection) -> None:
             with db:
-                old = db.execute("SELECT escalation_level FROM alerts WHERE id=?",
-                                 (alert_id,)).fetchone()
-                db.execute("UPDATE alerts SET escalation_level=?, next_page_ms=? WHERE id=?",
-                           (level, next_page_ms, alert_id))
+                old = db.execute(
+                    "SELECT escalation_level FROM alerts WHERE id=?", (alert_id,)
+                ).fetchone()
+                db.execute(
+                    "UPDATE alerts SET escalation_level=?, next_page_ms=? WHERE id=?",
+                    (level, next_page_ms, alert_id),
+                )
                 if old and old[0] != level:
-                    db.execute("INSERT INTO alert_events (alert_id, at_ms, what, channel, detail)"
-                               " VALUES (?, ?, 'escalated', 'escalation', ?)",
-                               (alert_id, at_ms, detail))
+                    db.execute(
+                        "INSERT INTO alert_events (alert_id, at_ms, what, channel, detail)"
+                        " VALUES (?, ?, 'escalated', 'escalation', ?)",
+                        (alert_id, at_ms, detail),
+                    )
 
         await self._run(run)
 
@@ -432,12 +578,16 @@ class AlertsDb(SqliteDatabase):
 
         def run(db: sqlite3.Connection) -> Alert | None:
             cols = ", ".join(ALERT_COLUMNS)
-            row = db.execute(f"SELECT {cols} FROM alerts WHERE device=? AND call_id=?"
-                             " ORDER BY id DESC LIMIT 1", (device, call_id)).fetchone()
+            row = db.execute(
+                f"SELECT {cols} FROM alerts WHERE device=? AND call_id=? ORDER BY id DESC LIMIT 1",
+                (device, call_id),
+            ).fetchone()
             if row is None:
-                row = db.execute(f"SELECT {cols} FROM alerts WHERE id=(SELECT alert_id FROM"
-                                 " joined_calls WHERE device=? AND call_id=?)",
-                                 (device, call_id)).fetchone()
+                row = db.execute(
+                    f"SELECT {cols} FROM alerts WHERE id=(SELECT alert_id FROM"
+                    " joined_calls WHERE device=? AND call_id=?)",
+                    (device, call_id),
+                ).fetchone()
             return _alert(row) if row else None
 
         return await self._run(run)
@@ -446,31 +596,48 @@ class AlertsDb(SqliteDatabase):
         """(device, call_id) of the presses that joined this alert."""
 
         def run(db: sqlite3.Connection) -> list[tuple[str, str]]:
-            return [(r[0], r[1]) for r in db.execute(
-                "SELECT device, call_id FROM joined_calls WHERE alert_id=? ORDER BY at_ms",
-                (alert_id,))]
+            return [
+                (r[0], r[1])
+                for r in db.execute(
+                    "SELECT device, call_id FROM joined_calls WHERE alert_id=? ORDER BY at_ms",
+                    (alert_id,),
+                )
+            ]
 
         return await self._run(run)
 
     async def get(self, alert_id: int) -> Alert | None:
         def run(db: sqlite3.Connection) -> Alert | None:
-            row = db.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE id=?",
-                             (alert_id,)).fetchone()
+            row = db.execute(
+                f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE id=?", (alert_id,)
+            ).fetchone()
             if row is None:
                 return None
             alert = _alert(row)
             alert["timeline"] = [
-                cast(TimelineEntry,
-                     dict(zip(("at_ms", "what", "who", "channel", "detail"), e, strict=True)))
-                for e in db.execute("SELECT at_ms, what, who, channel, detail FROM alert_events"
-                                    " WHERE alert_id=? ORDER BY at_ms, id", (alert_id,))]
+                cast(
+                    TimelineEntry,
+                    dict(zip(("at_ms", "what", "who", "channel", "detail"), e, strict=True)),
+                )
+                for e in db.execute(
+                    "SELECT at_ms, what, who, channel, detail FROM alert_events"
+                    " WHERE alert_id=? ORDER BY at_ms, id",
+                    (alert_id,),
+                )
+            ]
             return alert
 
         return await self._run(run)
 
-    async def query(self, *, status: str | None = None, kind: str | None = None,
-                    device: str | None = None, open_only: bool = False,
-                    limit: int = 500) -> list[Alert]:
+    async def query(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        device: str | None = None,
+        open_only: bool = False,
+        limit: int = 500,
+    ) -> list[Alert]:
         def run(db: sqlite3.Connection) -> list[Alert]:
             where, args = [], []
             if status:

@@ -60,8 +60,11 @@ def create_app(settings: Settings) -> FastAPI:
     # Innermost first: the public surface's 404 still gets the security headers.
     app.add_middleware(PublicSurface)
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(BodyLimit, default=settings.http.max_body_bytes,
-                       larger={"/api/admin/rooms/import": settings.http.max_import_bytes})
+    app.add_middleware(
+        BodyLimit,
+        default=settings.http.max_body_bytes,
+        larger={"/api/admin/rooms/import": settings.http.max_import_bytes},
+    )
     app.include_router(rooms.router)
     app.include_router(auth.router)
     app.include_router(devices.router)

@@ -80,10 +80,21 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
     await alerts.load()
     fanout = Fanout(settings.server.stream_queue)
     live = LiveRooms(tz, fanout)
-    welfare = (WelfareCheck(alerts, settings.alerts.welfare_after_s)
-               if settings.alerts.welfare_enabled and handles_calls else None)
-    mqtt = ServerMqtt(settings.mqtt, settings.server.client_id, live, current, alerts, welfare,
-                      handles_calls=handles_calls, on_newer_registry=registry.refresh)
+    welfare = (
+        WelfareCheck(alerts, settings.alerts.welfare_after_s)
+        if settings.alerts.welfare_enabled and handles_calls
+        else None
+    )
+    mqtt = ServerMqtt(
+        settings.mqtt,
+        settings.server.client_id,
+        live,
+        current,
+        alerts,
+        welfare,
+        handles_calls=handles_calls,
+        on_newer_registry=registry.refresh,
+    )
     alerts.connect(mqtt.send_call_ack)  # a call's status back to its node
     alerts.connect_peers(mqtt.tell_peers)  # and to the other servers' consoles
     alerts.on_change(lambda a: fanout.publish("alert", present(a), staff_only=True))
@@ -94,18 +105,26 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
     registry.on_change(live.set_registry)
     registry.on_change(mqtt.publish_registry)
 
-    escalator = Escalator(alerts_db, settings.escalation, tz, registry.find, call_text,
-                          on_paged=page_recorder(alerts), open_calls=alerts.calls_to_page,
-                          on_nobody=alerts.note_nobody, set_escalation=alerts.set_escalation,
-                          lease=functools.partial(alerts_db.lease, "escalation",
-                                                  settings.server.client_id))
+    escalator = Escalator(
+        alerts_db,
+        settings.escalation,
+        tz,
+        registry.find,
+        call_text,
+        on_paged=page_recorder(alerts),
+        open_calls=alerts.calls_to_page,
+        on_nobody=alerts.note_nobody,
+        set_escalation=alerts.set_escalation,
+        lease=functools.partial(alerts_db.lease, "escalation", settings.server.client_id),
+    )
     channels = build_channels(settings.paging, link_watcher(alerts)) if handles_calls else {}
     if handles_calls:
         alerts.on_change(lambda a: escalator.wake() if a["kind"] == "call" else None)
         for gap in paging_gaps(settings.escalation, channels):
             # Chosen on purpose (paging.allow_no_target: a demo): said once, quietly.
-            log.log(20 if settings.paging.allow_no_target else 30, "paging configuration",
-                    problem=gap)
+            log.log(
+                20 if settings.paging.allow_no_target else 30, "paging configuration", problem=gap
+            )
         for channel in channels.values():
             channel.start()
             # A channel's stop joins its worker thread: off the event loop.
@@ -113,14 +132,17 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
             escalator.add_channel(channel)
 
     # The pages' services: site layout, wait estimates, roster, Web Push, trends.
-    roster = Roster(await _opened(stack, RosterDb(settings.server_db_path)),
-                    settings.escalation)
+    roster = Roster(await _opened(stack, RosterDb(settings.server_db_path)), settings.escalation)
     await roster.load()
     site = SiteService(read_site_file(settings.pages.site_file), settings.pages.near_minutes)
     waits = WaitPredictor(store, settings.pages.wait_history_days)
-    push = WebPush(await _opened(stack, PushDb(settings.server_db_path)), settings.pages,
-                   public_url(settings), lambda room_id: _room_name(registry, room_id),
-                   staff_url=staff_url(settings))
+    push = WebPush(
+        await _opened(stack, PushDb(settings.server_db_path)),
+        settings.pages,
+        public_url(settings),
+        lambda room_id: _room_name(registry, room_id),
+        staff_url=staff_url(settings),
+    )
     # The park's WeChat service account: reminders as subscription messages.
     # Not in a `calls` server: nothing of the mothers' pages is near the call path.
     wechat_db = await _opened(stack, WechatDb(settings.server_db_path))
@@ -129,23 +151,35 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
     trends_store: TrendsStore = store
     if settings.storage.backend == "influxdb":
         # Reads and rollups only: the spool stays the gateway's (never opened).
-        influx = InfluxStore(settings.storage.influxdb, settings.spool_path,
-                             gateway="server-trends")
+        influx = InfluxStore(
+            settings.storage.influxdb, settings.spool_path, gateway="server-trends"
+        )
         stack.push_async_callback(influx.client.close)
         trends_store = influx
-    trends = TrendsService(settings, trends_store,
-                           await _opened(stack, CallsDb(settings.server_db_path)),
-                           lambda: registry.current.rooms)
+    trends = TrendsService(
+        settings,
+        trends_store,
+        await _opened(stack, CallsDb(settings.server_db_path)),
+        lambda: registry.current.rooms,
+    )
 
     # Privacy by default: lapsed reminders and old alert timelines are deleted
     # (docs/privacy.md). Every server applies it; deleting twice deletes nothing.
-    retention = Retention(settings.retention, [reminders(push.db),
-                                               retention_alerts(alerts_db, settings.retention)])
+    retention = Retention(
+        settings.retention, [reminders(push.db), retention_alerts(alerts_db, settings.retention)]
+    )
 
     # Device-outage alerts come from the server that handles calls.
     outages = OutageWatch(live, alerts, settings.alerts) if handles_calls else None
-    tasks = [mqtt.run(), fanout.keepalive(), alerts.run(), _refresh(settings, live, outages),
-             watch_wall_clock(), waits.warm(), retention.run()]
+    tasks = [
+        mqtt.run(),
+        fanout.keepalive(),
+        alerts.run(),
+        _refresh(settings, live, outages),
+        watch_wall_clock(),
+        waits.warm(),
+        retention.run(),
+    ]
     if handles_calls:
         tasks.append(escalator.run())
     if push.enabled:
@@ -155,13 +189,32 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
         tasks.append(wechat.run(fanout))
         log.info("wechat on", app_id=settings.wechat.app_id, api=settings.wechat.api_base_url)
     _start(stack, tasks)
-    log.info("server started", role=role, rooms=len(current.rooms), broker=settings.mqtt.url,
-             paging=sorted(channels))
-    return ServerContext(settings=settings, db=db, store=store, registry=registry, rooms=live,
-                         mqtt=mqtt, alerts=alerts, accounts=accounts,
-                         login_limiter=LoginLimiter(settings.auth), fanout=fanout,
-                         escalator=escalator, roster=roster, site=site, waits=waits, push=push,
-                         wechat=wechat, trends=trends)
+    log.info(
+        "server started",
+        role=role,
+        rooms=len(current.rooms),
+        broker=settings.mqtt.url,
+        paging=sorted(channels),
+    )
+    return ServerContext(
+        settings=settings,
+        db=db,
+        store=store,
+        registry=registry,
+        rooms=live,
+        mqtt=mqtt,
+        alerts=alerts,
+        accounts=accounts,
+        login_limiter=LoginLimiter(settings.auth),
+        fanout=fanout,
+        escalator=escalator,
+        roster=roster,
+        site=site,
+        waits=waits,
+        push=push,
+        wechat=wechat,
+        trends=trends,
+    )
 
 
 class _Closes(Protocol):
@@ -221,6 +274,9 @@ async def watch_wall_clock(every_s: float = 5.0, tolerance_s: float = 2.0) -> No
         new_wall, new_mono = time.time(), time.monotonic()
         step = (new_wall - wall) - (new_mono - mono)
         if abs(step) > tolerance_s:
-            log.warning("wall clock stepped; timers are unaffected (monotonic), times "
-                        "stamped on alerts jump by the step", step_s=round(step, 1))
+            log.warning(
+                "wall clock stepped; timers are unaffected (monotonic), times "
+                "stamped on alerts jump by the step",
+                step_s=round(step, 1),
+            )
         wall, mono = new_wall, new_mono

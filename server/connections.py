@@ -58,8 +58,10 @@ MIN_CONNECTIONS = 16
 LOG_BURST = 5
 LOG_INTERVAL_S = 10.0
 
-_REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-            b"retry-after: 5\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s")
+_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"retry-after: 5\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
+)
 
 
 def _refusal(detail: str) -> bytes:
@@ -75,8 +77,9 @@ def raise_fd_limit() -> tuple[int, int, int]:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError) as exc:  # e.g. above fs.nr_open
-            log.warning("could not raise the file-descriptor limit", soft=soft, hard=hard,
-                        error=str(exc))
+            log.warning(
+                "could not raise the file-descriptor limit", soft=soft, hard=hard, error=str(exc)
+            )
     now = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     return soft, now, hard
 
@@ -177,23 +180,33 @@ class ConnectionGuard:
     by_client: dict[str, int] = field(default_factory=dict)
     lingering: int = 0
     quota: TickQuota = field(default_factory=lambda: TickQuota(REQUESTS_PER_TICK))
-    summary: LogSummary = field(default_factory=lambda: LogSummary(
-        "web connections refused or timed out (since the last such line)"))
+    summary: LogSummary = field(
+        default_factory=lambda: LogSummary(
+            "web connections refused or timed out (since the last such line)"
+        )
+    )
 
     @classmethod
     def from_settings(cls, server: ServerSettings, fd_limit: int) -> ConnectionGuard:
         budget = connection_budget(fd_limit, server.fd_reserve)
         total = server.max_connections or budget
         if total > budget:
-            log.warning("server.max_connections is more than the file-descriptor limit "
-                        "allows; using the lower figure", configured=total, used=budget,
-                        fd_limit=fd_limit, fd_reserve=server.fd_reserve)
+            log.warning(
+                "server.max_connections is more than the file-descriptor limit "
+                "allows; using the lower figure",
+                configured=total,
+                used=budget,
+                fd_limit=fd_limit,
+                fd_reserve=server.fd_reserve,
+            )
             total = budget
-        return cls(total=total, per_client=server.max_connections_per_client,
-                   header_timeout_s=server.header_timeout_s,
-                   idle_timeout_s=server.idle_timeout_s,
-                   trusted=[ipaddress.ip_network(p, strict=False)
-                            for p in server.trusted_proxies])
+        return cls(
+            total=total,
+            per_client=server.max_connections_per_client,
+            header_timeout_s=server.header_timeout_s,
+            idle_timeout_s=server.idle_timeout_s,
+            trusted=[ipaddress.ip_network(p, strict=False) for p in server.trusted_proxies],
+        )
 
     def is_trusted(self, host: str) -> bool:
         try:
@@ -307,8 +320,9 @@ class GuardedH11Protocol(H11Protocol):
             self._idle_timer.cancel()
             self._idle_timer = None
         if state is h11.SEND_BODY:  # a body on its way: it must keep coming
-            self._idle_timer = self.loop.call_later(self.guard.idle_timeout_s,
-                                                    self._timed_out, "request body stalled")
+            self._idle_timer = self.loop.call_later(
+                self.guard.idle_timeout_s, self._timed_out, "request body stalled"
+            )
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -320,8 +334,9 @@ class GuardedH11Protocol(H11Protocol):
     def _arm_header_timer(self) -> None:
         if self._header_timer is not None:
             self._header_timer.cancel()
-        self._header_timer = self.loop.call_later(self.guard.header_timeout_s,
-                                                  self._timed_out, "request headers too slow")
+        self._header_timer = self.loop.call_later(
+            self.guard.header_timeout_s, self._timed_out, "request headers too slow"
+        )
 
     def _timed_out(self, what: str) -> None:
         self._header_timer = self._idle_timer = None
@@ -393,21 +408,35 @@ def serve(app: Starlette, settings: Settings) -> None:
     before, fd_limit, hard = raise_fd_limit()
     guard = ConnectionGuard.from_settings(settings.server, fd_limit)
     trusted = [str(n) for n in guard.trusted]
-    log.info("web connection limits", fd_limit_before=before, fd_limit=fd_limit,
-             fd_hard_limit=hard, fd_reserve=settings.server.fd_reserve,
-             max_connections=guard.total, max_connections_per_client=guard.per_client,
-             accept_batch=ACCEPT_BATCH, header_timeout_s=guard.header_timeout_s,
-             idle_timeout_s=guard.idle_timeout_s, trusted_proxies=trusted or "none")
+    log.info(
+        "web connection limits",
+        fd_limit_before=before,
+        fd_limit=fd_limit,
+        fd_hard_limit=hard,
+        fd_reserve=settings.server.fd_reserve,
+        max_connections=guard.total,
+        max_connections_per_client=guard.per_client,
+        accept_batch=ACCEPT_BATCH,
+        header_timeout_s=guard.header_timeout_s,
+        idle_timeout_s=guard.idle_timeout_s,
+        trusted_proxies=trusted or "none",
+    )
     rate_limit_logs()
     from server.security import LoginGate
 
     config = uvicorn.Config(
-        LoginGate(app), host=settings.http.host, port=settings.http.port, log_config=None,
-        access_log=False, timeout_graceful_shutdown=3,
-        http=protocol_class(guard), backlog=ACCEPT_BATCH,
+        LoginGate(app),
+        host=settings.http.host,
+        port=settings.http.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=3,
+        http=protocol_class(guard),
+        backlog=ACCEPT_BATCH,
         # X-Forwarded-For only from the configured proxies (uvicorn's default
         # trusts 127.0.0.1, so anything on this machine could claim any address).
-        proxy_headers=bool(trusted), forwarded_allow_ips=trusted,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted,
     )
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run()

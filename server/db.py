@@ -33,7 +33,8 @@ class ServerDb(SqliteDatabase):
                 return None
             rows = db.execute("SELECT body FROM rooms ORDER BY id").fetchall()
             return Registry(
-                version=meta[0], updated_at=datetime.fromisoformat(meta[1]),
+                version=meta[0],
+                updated_at=datetime.fromisoformat(meta[1]),
                 rooms=[RegistryRoom.model_validate_json(r[0]) for r in rows],
             )
 
@@ -48,11 +49,15 @@ class ServerDb(SqliteDatabase):
                 meta = db.execute("SELECT version FROM registry_meta").fetchone()
                 version = (meta[0] if meta else 0) + 1
                 db.execute("DELETE FROM rooms")
-                db.executemany("INSERT INTO rooms VALUES (?, ?)",
-                               [(r.id, r.model_dump_json()) for r in rooms])
-                db.execute("INSERT OR REPLACE INTO registry_meta VALUES (1, ?, ?)",
-                           (version, now.isoformat()))
-            return Registry(version=version, updated_at=now,
-                            rooms=sorted(rooms, key=lambda r: r.id))
+                db.executemany(
+                    "INSERT INTO rooms VALUES (?, ?)", [(r.id, r.model_dump_json()) for r in rooms]
+                )
+                db.execute(
+                    "INSERT OR REPLACE INTO registry_meta VALUES (1, ?, ?)",
+                    (version, now.isoformat()),
+                )
+            return Registry(
+                version=version, updated_at=now, rooms=sorted(rooms, key=lambda r: r.id)
+            )
 
         return await self._run(run)

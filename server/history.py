@@ -29,9 +29,14 @@ async def store_past_calls(settings: Settings, calls: list[HistoricCall]) -> int
         added = 0
         for c in calls:
             added += await db.add_past_call(
-                room=c.room, device=c.device, call_id=c.call_id, raised_ms=c.raised_ms,
-                acknowledged_ms=c.acknowledged_ms, arrived_ms=c.arrived_ms,
-                resolved_ms=c.resolved_ms)
+                room=c.room,
+                device=c.device,
+                call_id=c.call_id,
+                raised_ms=c.raised_ms,
+                acknowledged_ms=c.acknowledged_ms,
+                arrived_ms=c.arrived_ms,
+                resolved_ms=c.resolved_ms,
+            )
         return added
     finally:
         await db.close()

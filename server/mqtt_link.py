@@ -62,10 +62,18 @@ class GatewayView:
 
 
 class ServerMqtt:
-    def __init__(self, settings: MqttSettings, client_id: str, rooms: LiveRooms,
-                 registry: Registry, alerts: AlertService,
-                 welfare: WelfareCheck | None = None, *, handles_calls: bool = True,
-                 on_newer_registry: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        client_id: str,
+        rooms: LiveRooms,
+        registry: Registry,
+        alerts: AlertService,
+        welfare: WelfareCheck | None = None,
+        *,
+        handles_calls: bool = True,
+        on_newer_registry: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
         """`handles_calls`: subscribe to the nodes' calls and statuses (not so
         on a server of role `web`, which learns of alerts from its peers).
         `on_newer_registry`: another server published a newer registry."""
@@ -92,19 +100,22 @@ class ServerMqtt:
             try:
                 await self._client.publish(REGISTRY_TOPIC, dumps(registry), qos=1, retain=True)
             except aiomqtt.MqttError as exc:
-                log.warning("registry publish failed; will re-publish on reconnect",
-                            error=str(exc))
+                log.warning("registry publish failed; will re-publish on reconnect", error=str(exc))
 
     async def run(self) -> None:
         delay = 1.0
         while True:
             try:
                 async with aiomqtt.Client(
-                    self._settings.host, self._settings.port, identifier=self._client_id,
-                    username=self._settings.username, password=self._settings.password,
+                    self._settings.host,
+                    self._settings.port,
+                    identifier=self._client_id,
+                    username=self._settings.username,
+                    password=self._settings.password,
                     # A persistent session: calls and staff-key resets sent while
                     # this server restarts wait at the broker (queued QoS 1).
-                    keepalive=self._settings.keepalive_s, clean_session=False,
+                    keepalive=self._settings.keepalive_s,
+                    clean_session=False,
                     tls_params=aiomqtt.TLSParameters() if self._settings.tls else None,
                     socket_options=[NO_DELAY],
                 ) as client:
@@ -121,8 +132,7 @@ class ServerMqtt:
                         await client.subscribe(REGISTRY_TOPIC, qos=1)
                     if self._welfare is not None:
                         await client.subscribe(device_subscription(Kind.OCCUPANCY), qos=1)
-                    await client.publish(REGISTRY_TOPIC, dumps(self._registry), qos=1,
-                                         retain=True)
+                    await client.publish(REGISTRY_TOPIC, dumps(self._registry), qos=1, retain=True)
                     self.connected.set()
                     delay = 1.0
                     log.info("mqtt connected", url=self._settings.url)
@@ -136,8 +146,12 @@ class ServerMqtt:
                 if self.connected.is_set():
                     log.warning("mqtt connection lost; reconnecting", error=str(exc))
                 else:
-                    log.warning("mqtt broker unreachable; retrying", url=self._settings.url,
-                                error=str(exc), retry_in_s=round(delay, 1))
+                    log.warning(
+                        "mqtt broker unreachable; retrying",
+                        url=self._settings.url,
+                        error=str(exc),
+                        retry_in_s=round(delay, 1),
+                    )
             finally:
                 self.connected.clear()
                 self._client = None
@@ -148,8 +162,12 @@ class ServerMqtt:
         """A call's status to its node (QoS 1, persistent session at the node)."""
         client = self._client
         if client is None or not self.connected.is_set():
-            log.warning("broker away: call status not sent now; re-sent when the node or "
-                        "the server reconnects", device=device, call_id=ack.call_id)
+            log.warning(
+                "broker away: call status not sent now; re-sent when the node or "
+                "the server reconnects",
+                device=device,
+                call_id=ack.call_id,
+            )
             return
         try:
             # The message loop waits here, so never long: aiomqtt does not fail a
@@ -158,8 +176,9 @@ class ServerMqtt:
             # `received` lost this way is sent again on the node's next press
             # (3 s); a later status when the node is back online (its retained
             # `online` reaches the server again on every reconnect of either).
-            await client.publish(device_topic(device, Kind.CMD), dumps(ack), qos=1,
-                                 timeout=ACK_PUBLISH_TIMEOUT_S)
+            await client.publish(
+                device_topic(device, Kind.CMD), dumps(ack), qos=1, timeout=ACK_PUBLISH_TIMEOUT_S
+            )
         except aiomqtt.MqttError as exc:
             log.warning("call status not sent", device=device, error=str(exc))
 
@@ -182,8 +201,11 @@ class ServerMqtt:
                 assert isinstance(occupancy, Occupancy)
                 await self._welfare.on_occupancy(device, room, occupancy)
         except ContractError as exc:
-            log.debug("ignoring a bad device message (the gateway counts it)", topic=topic,
-                      reason=exc.reason.value)
+            log.debug(
+                "ignoring a bad device message (the gateway counts it)",
+                topic=topic,
+                reason=exc.reason.value,
+            )
 
     def tell_peers(self, alert: Alert) -> None:
         """An alert change made here, for the other servers' consoles."""
@@ -195,11 +217,16 @@ class ServerMqtt:
 
     async def _publish_peer(self, client: aiomqtt.Client, alert: Alert) -> None:
         try:
-            await client.publish(server_alert_topic(self._client_id), json.dumps(alert), qos=1,
-                                 timeout=ACK_PUBLISH_TIMEOUT_S)
+            await client.publish(
+                server_alert_topic(self._client_id),
+                json.dumps(alert),
+                qos=1,
+                timeout=ACK_PUBLISH_TIMEOUT_S,
+            )
         except aiomqtt.MqttError as exc:
-            log.warning("alert change not sent to other servers", alert=alert.get("id"),
-                        error=str(exc))
+            log.warning(
+                "alert change not sent to other servers", alert=alert.get("id"), error=str(exc)
+            )
 
     def _on_peer(self, topic: str, payload: bytes) -> None:
         if topic == server_alert_topic(self._client_id):

@@ -31,8 +31,9 @@ def csrf_for(session_token: str) -> str:
     return hashlib.sha256(b"csrf:" + session_token.encode()).hexdigest()[:32]
 
 
-async def optional_user(ctx: Ctx, request: Request,
-                        token: Annotated[str | None, Depends(oauth2)]) -> User | None:
+async def optional_user(
+    ctx: Ctx, request: Request, token: Annotated[str | None, Depends(oauth2)]
+) -> User | None:
     """The caller, from a bearer token or a session cookie; None if anonymous.
     A cookie alone never authorises a change: unsafe methods must also carry
     the session's CSRF token in X-CSRF-Token (a forged form cannot)."""
@@ -42,15 +43,17 @@ async def optional_user(ctx: Ctx, request: Request,
     if not session:
         return None
     if request.method not in SAFE_METHODS and not hmac.compare_digest(
-            request.headers.get(CSRF_HEADER, ""), csrf_for(session)):
+        request.headers.get(CSRF_HEADER, ""), csrf_for(session)
+    ):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "CSRF token missing or wrong")
     return await ctx.accounts.user_for_token(session)
 
 
 async def current_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
     if user is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "login required",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "login required", headers={"WWW-Authenticate": "Bearer"}
+        )
     return user
 
 
@@ -75,7 +78,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     # Everything is served from here: no CDN, no inline scripts.
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
-                               "style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+    "style-src 'self'; script-src 'self'; frame-ancestors 'none'",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
 
@@ -126,23 +129,33 @@ class LoginGate:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in LOGIN_PATHS \
-                and scope["method"] == "POST":
+        if scope["type"] == "http" and scope["path"] in LOGIN_PATHS and scope["method"] == "POST":
             ctx = getattr(self.app.state, "ctx", None)
             client = scope.get("client")
             limiter = ctx.login_limiter if ctx is not None else None
             refusal = limiter.precheck(client[0] if client else "?") if limiter else None
             if limiter is not None and refusal is not None:
                 limiter.refused(refusal)
-                await send({"type": "http.response.start", "status": refusal.status,
-                            "headers": _refusal_headers(refusal.retry_after_s)})
-                await send({"type": "http.response.body",
-                            "body": json.dumps({"detail": str(refusal)}).encode()})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": refusal.status,
+                        "headers": _refusal_headers(refusal.retry_after_s),
+                    }
+                )
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": json.dumps({"detail": str(refusal)}).encode(),
+                    }
+                )
                 return
         await self.app(scope, receive, send)
 
 
 def _refusal_headers(retry_after_s: float) -> list[tuple[bytes, bytes]]:
-    return [(b"content-type", b"application/json"),
-            (b"retry-after", str(math.ceil(retry_after_s)).encode()),
-            *((k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items())]
+    return [
+        (b"content-type", b"application/json"),
+        (b"retry-after", str(math.ceil(retry_after_s)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()),
+    ]

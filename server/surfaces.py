@@ -33,86 +33,90 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: (method, path) of the public routes; a path in the app's own spelling
 #: (`{name}` is one path segment; a mount's files are `{path}`).
-PUBLIC: Final = frozenset({
-    # The mothers' pages, their service worker and manifest.
-    ("GET", "/"),
-    ("GET", "/r/{room_id}"),
-    ("GET", "/sw.js"),
-    ("GET", "/manifest.webmanifest"),
-    ("GET", "/static/{path}"),  # only the files in PUBLIC_STATIC
-    # Room and site data, the live stream, wait estimates (server/api/rooms.py, public.py).
-    ("GET", "/api/rooms"),
-    ("GET", "/api/rooms/{room_id}"),
-    ("GET", "/api/stream"),
-    ("GET", "/api/site"),
-    ("GET", "/api/wait"),
-    # Reminders: "tell me when a room near me is free" (Web Push).
-    ("GET", "/api/push/key"),
-    ("POST", "/api/push/reminder"),
-    ("POST", "/api/push/unsubscribe"),
-    # The same through the park's WeChat service account (docs/wechat.md):
-    # WeChat's OAuth round trip, the subscribe button's signature, the reminder.
-    ("GET", "/wechat/oauth/start"),
-    ("GET", "/wechat/oauth/callback"),
-    ("GET", "/api/wechat/config"),
-    ("GET", "/api/wechat/jssdk"),
-    ("POST", "/api/wechat/reminder"),
-    ("DELETE", "/api/wechat/reminder"),
-})
+PUBLIC: Final = frozenset(
+    {
+        # The mothers' pages, their service worker and manifest.
+        ("GET", "/"),
+        ("GET", "/r/{room_id}"),
+        ("GET", "/sw.js"),
+        ("GET", "/manifest.webmanifest"),
+        ("GET", "/static/{path}"),  # only the files in PUBLIC_STATIC
+        # Room and site data, the live stream, wait estimates (server/api/rooms.py, public.py).
+        ("GET", "/api/rooms"),
+        ("GET", "/api/rooms/{room_id}"),
+        ("GET", "/api/stream"),
+        ("GET", "/api/site"),
+        ("GET", "/api/wait"),
+        # Reminders: "tell me when a room near me is free" (Web Push).
+        ("GET", "/api/push/key"),
+        ("POST", "/api/push/reminder"),
+        ("POST", "/api/push/unsubscribe"),
+        # The same through the park's WeChat service account (docs/wechat.md):
+        # WeChat's OAuth round trip, the subscribe button's signature, the reminder.
+        ("GET", "/wechat/oauth/start"),
+        ("GET", "/wechat/oauth/callback"),
+        ("GET", "/api/wechat/config"),
+        ("GET", "/api/wechat/jssdk"),
+        ("POST", "/api/wechat/reminder"),
+        ("DELETE", "/api/wechat/reminder"),
+    }
+)
 
 #: The files under /static the mothers' pages load (dashboard/index.html,
 #: room.html); the staff pages' scripts stay on the intranet.
 PUBLIC_STATIC: Final = frozenset({"common.js", "mothers.js", "style.css", "icon.svg"})
 
 #: Everything else the app serves: intranet only.
-STAFF: Final = frozenset({
-    # Pages: the console, admin, trends; their scripts and libraries.
-    ("GET", "/staff"),
-    ("GET", "/admin"),
-    ("GET", "/trends"),
-    ("GET", "/vendor/{path}"),
-    ("GET", "/openapi.json"),
-    # Logins and accounts.
-    ("POST", "/api/auth/token"),
-    ("POST", "/api/auth/session"),
-    ("POST", "/api/auth/logout"),
-    ("GET", "/api/auth/me"),
-    # Alerts, devices, staff push.
-    ("GET", "/api/alerts"),
-    ("GET", "/api/alerts/{alert_id}"),
-    ("POST", "/api/alerts/{alert_id}/ack"),
-    ("POST", "/api/alerts/{alert_id}/resolve"),
-    ("GET", "/api/devices"),
-    ("POST", "/api/push/staff"),
-    # Admin.
-    ("GET", "/api/admin/registry"),
-    ("PUT", "/api/admin/rooms/{room_id}"),
-    ("PATCH", "/api/admin/rooms/{room_id}"),
-    ("DELETE", "/api/admin/rooms/{room_id}"),
-    ("PUT", "/api/admin/rooms/{room_id}/test-mode"),
-    ("GET", "/api/admin/rooms.csv"),
-    ("POST", "/api/admin/rooms/import"),
-    ("GET", "/api/admin/users"),
-    ("PUT", "/api/admin/users/{name}"),
-    ("DELETE", "/api/admin/users/{name}"),
-    ("POST", "/api/admin/devices/{device}/adopt"),
-    ("POST", "/api/admin/devices/{device}/move"),
-    ("GET", "/api/admin/roster"),
-    ("PUT", "/api/admin/roster"),
-    # Trends (managers).
-    ("GET", "/api/trends/heatmap"),
-    ("GET", "/api/trends/rooms"),
-    ("GET", "/api/trends/sessions"),
-    ("GET", "/api/trends/calls"),
-    ("GET", "/api/trends/uptime"),
-    # Operations: health, readiness, metrics; firmware bundles for the nodes.
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    ("GET", "/metrics"),
-    ("GET", "/api/firmware"),
-    ("GET", "/api/firmware/{version}.bundle"),
-    ("GET", "/api/firmware/{version}.sha256"),
-})
+STAFF: Final = frozenset(
+    {
+        # Pages: the console, admin, trends; their scripts and libraries.
+        ("GET", "/staff"),
+        ("GET", "/admin"),
+        ("GET", "/trends"),
+        ("GET", "/vendor/{path}"),
+        ("GET", "/openapi.json"),
+        # Logins and accounts.
+        ("POST", "/api/auth/token"),
+        ("POST", "/api/auth/session"),
+        ("POST", "/api/auth/logout"),
+        ("GET", "/api/auth/me"),
+        # Alerts, devices, staff push.
+        ("GET", "/api/alerts"),
+        ("GET", "/api/alerts/{alert_id}"),
+        ("POST", "/api/alerts/{alert_id}/ack"),
+        ("POST", "/api/alerts/{alert_id}/resolve"),
+        ("GET", "/api/devices"),
+        ("POST", "/api/push/staff"),
+        # Admin.
+        ("GET", "/api/admin/registry"),
+        ("PUT", "/api/admin/rooms/{room_id}"),
+        ("PATCH", "/api/admin/rooms/{room_id}"),
+        ("DELETE", "/api/admin/rooms/{room_id}"),
+        ("PUT", "/api/admin/rooms/{room_id}/test-mode"),
+        ("GET", "/api/admin/rooms.csv"),
+        ("POST", "/api/admin/rooms/import"),
+        ("GET", "/api/admin/users"),
+        ("PUT", "/api/admin/users/{name}"),
+        ("DELETE", "/api/admin/users/{name}"),
+        ("POST", "/api/admin/devices/{device}/adopt"),
+        ("POST", "/api/admin/devices/{device}/move"),
+        ("GET", "/api/admin/roster"),
+        ("PUT", "/api/admin/roster"),
+        # Trends (managers).
+        ("GET", "/api/trends/heatmap"),
+        ("GET", "/api/trends/rooms"),
+        ("GET", "/api/trends/sessions"),
+        ("GET", "/api/trends/calls"),
+        ("GET", "/api/trends/uptime"),
+        # Operations: health, readiness, metrics; firmware bundles for the nodes.
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+        ("GET", "/api/firmware"),
+        ("GET", "/api/firmware/{version}.bundle"),
+        ("GET", "/api/firmware/{version}.sha256"),
+    }
+)
 
 SURFACE_HEADER: Final = "X-Mamaroom-Surface"
 _SURFACE_KEY = SURFACE_HEADER.lower().encode()
@@ -124,8 +128,11 @@ _PUBLIC_COOKIES = ("mamaroom_wx", "mamaroom_wx_csrf", "mamaroom_wx_oauth")
 
 
 def _public_cookies(value: bytes) -> bytes:
-    kept = [c.strip() for c in value.split(b";")
-            if c.strip().split(b"=", 1)[0].decode("latin-1") in _PUBLIC_COOKIES]
+    kept = [
+        c.strip()
+        for c in value.split(b";")
+        if c.strip().split(b"=", 1)[0].decode("latin-1") in _PUBLIC_COOKIES
+    ]
     return b"; ".join(kept)
 
 
@@ -136,9 +143,11 @@ def _pattern(path: str) -> str:
 
 
 _PUBLIC_RE: Final = {
-    method: re.compile("^(?:" + "|".join(_pattern(p) for m, p in sorted(PUBLIC)
-                                          if m == method) + ")$")
-    for method in {m for m, _ in PUBLIC}}
+    method: re.compile(
+        "^(?:" + "|".join(_pattern(p) for m, p in sorted(PUBLIC) if m == method) + ")$"
+    )
+    for method in {m for m, _ in PUBLIC}
+}
 
 
 def is_public(method: str, path: str) -> bool:
@@ -162,26 +171,37 @@ class PublicSurface:
             return
         if not is_public(scope["method"], scope["path"]):
             body = json.dumps({"detail": "Not Found"}).encode()
-            await send({"type": "http.response.start", "status": 404,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 404,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         headers = [(k, v) for k, v in scope["headers"] if k not in _CREDENTIALS]
-        headers += [(k, kept) for k, v in scope["headers"]
-                    if k == b"cookie" and (kept := _public_cookies(v))]
+        headers += [
+            (k, kept)
+            for k, v in scope["headers"]
+            if k == b"cookie" and (kept := _public_cookies(v))
+        ]
         scope = {**scope, "headers": headers}
 
         async def marked(message: Message) -> None:
             # The page learns where it is (mothers.js hides its staff link).
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []),
-                                                  (_SURFACE_KEY, b"public")]}
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (_SURFACE_KEY, b"public")],
+                }
             await send(message)
 
         await self.app(scope, receive, marked)
 
 
 def _marked_public(scope: Scope) -> bool:
-    return any(k == _SURFACE_KEY and v.strip().lower() == b"public"
-               for k, v in scope["headers"])
+    return any(k == _SURFACE_KEY and v.strip().lower() == b"public" for k, v in scope["headers"])

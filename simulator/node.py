@@ -51,8 +51,7 @@ class CallState:
 
 
 #: The status that ends the repeats of each staff-key action, and what comes after it.
-_UNTIL = {"presence": (CallStatus.ARRIVED, CallStatus.RESOLVED),
-          "reset": (CallStatus.RESOLVED,)}
+_UNTIL = {"presence": (CallStatus.ARRIVED, CallStatus.RESOLVED), "reset": (CallStatus.RESOLVED,)}
 
 
 @dataclass
@@ -77,8 +76,15 @@ class Behaviour:
 
 
 class SimNode:
-    def __init__(self, device: str, boot: int, mqtt: MqttSettings, behaviour: Behaviour,
-                 *, keepalive_s: int = 30) -> None:
+    def __init__(
+        self,
+        device: str,
+        boot: int,
+        mqtt: MqttSettings,
+        behaviour: Behaviour,
+        *,
+        keepalive_s: int = 30,
+    ) -> None:
         self.device = device
         self.boot = boot
         self.seq = 0
@@ -112,18 +118,28 @@ class SimNode:
 
     async def send_occupancy(self) -> None:
         still = int(time.monotonic() - self.occupied_since) if self.occupied else 0
-        await self._send(Kind.OCCUPANCY, {
-            "occupied": self.occupied, "source": "door",
-            "radar": "still" if self.occupied else "none", "still_s": still,
-        })
+        await self._send(
+            Kind.OCCUPANCY,
+            {
+                "occupied": self.occupied,
+                "source": "door",
+                "radar": "still" if self.occupied else "none",
+                "still_s": still,
+            },
+        )
 
     async def send_telemetry(self) -> None:
         rng = self.behaviour.rng
-        await self._send(Kind.TELEMETRY, {
-            "uptime_s": int(time.monotonic() - self.started),
-            "rssi": rng.randint(-78, -48), "heap_free": rng.randint(78_000, 96_000),
-            "fw": FW_VERSION, "reset_reason": "power_on",
-        })
+        await self._send(
+            Kind.TELEMETRY,
+            {
+                "uptime_s": int(time.monotonic() - self.started),
+                "rssi": rng.randint(-78, -48),
+                "heap_free": rng.randint(78_000, 96_000),
+                "fw": FW_VERSION,
+                "reset_reason": "power_on",
+            },
+        )
 
     async def run(self) -> None:
         """Stay connected forever (reconnect with backoff); behave while connected."""
@@ -132,15 +148,21 @@ class SimNode:
         while True:
             try:
                 async with aiomqtt.Client(
-                    self.mqtt.host, self.mqtt.port, identifier=self.device,
-                    username=self.mqtt.username, password=self.mqtt.password,
-                    keepalive=self.keepalive_s, clean_session=False, will=will,
+                    self.mqtt.host,
+                    self.mqtt.port,
+                    identifier=self.device,
+                    username=self.mqtt.username,
+                    password=self.mqtt.password,
+                    keepalive=self.keepalive_s,
+                    clean_session=False,
+                    will=will,
                     socket_options=[NO_DELAY],
                 ) as client:
                     self._client = client
                     await client.subscribe(device_topic(self.device, Kind.CMD), qos=1)
-                    await client.publish(device_topic(self.device, Kind.STATUS), b"online",
-                                         qos=1, retain=True)
+                    await client.publish(
+                        device_topic(self.device, Kind.STATUS), b"online", qos=1, retain=True
+                    )
                     self.connected.set()
                     delay = 1.0
                     async with asyncio.TaskGroup() as tasks:
@@ -151,8 +173,11 @@ class SimNode:
                         tasks.create_task(self._calls())
                         tasks.create_task(self._press_until_received())
             except* aiomqtt.MqttError as group:
-                log.debug("simulated node disconnected", device=self.device,
-                          error=str(group.exceptions[0]))
+                log.debug(
+                    "simulated node disconnected",
+                    device=self.device,
+                    error=str(group.exceptions[0]),
+                )
             finally:
                 self.connected.clear()
                 self._client = None
@@ -169,8 +194,7 @@ class SimNode:
     async def _behave(self) -> None:
         await self.send_occupancy()  # announce the current state on (re)connect
         while True:
-            remaining = (self.behaviour.session_s() if self.occupied
-                         else self.behaviour.gap_s())
+            remaining = self.behaviour.session_s() if self.occupied else self.behaviour.gap_s()
             await asyncio.sleep(remaining)
             self.occupied = not self.occupied
             self.occupied_since = time.monotonic()
@@ -191,8 +215,11 @@ class SimNode:
     async def _calls(self) -> None:
         """Now and then a mother presses the button (rate: `call_every_h` per room)."""
         while self.behaviour.call_every_h > 0:
-            await asyncio.sleep(self.behaviour.rng.expovariate(
-                1 / (self.behaviour.call_every_h * 3600 / self.behaviour.speed)))
+            await asyncio.sleep(
+                self.behaviour.rng.expovariate(
+                    1 / (self.behaviour.call_every_h * 3600 / self.behaviour.speed)
+                )
+            )
             if self.call is None:
                 self.call = CallState(f"{self.device}-{self.boot}-{self.seq + 1}")
                 log.info("simulated emergency call", device=self.device, call_id=self.call.id)

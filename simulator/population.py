@@ -37,17 +37,29 @@ def pick_devices(settings: Settings, count: int) -> list[str]:
     return devices[:count]
 
 
-async def run_population(settings: Settings, devices: list[str], *, speed: float = 1.0,
-                         keepalive_s: int = 30, seed: int | None = None,
-                         ramp_s: float = 3.0, call_every_h: float = 0.0) -> None:
+async def run_population(
+    settings: Settings,
+    devices: list[str],
+    *,
+    speed: float = 1.0,
+    keepalive_s: int = 30,
+    seed: int | None = None,
+    ramp_s: float = 3.0,
+    call_every_h: float = 0.0,
+) -> None:
     rng = random.Random(seed)
     boots = next_boots(settings.data_dir / "simulator" / "boots.json", devices)
     tz = ZoneInfo(settings.timezone)
     nodes = [
-        SimNode(d, boots[d], settings.mqtt,
-                Behaviour(speed=speed, tz=tz, rng=random.Random(rng.random()),
-                          call_every_h=call_every_h),
-                keepalive_s=keepalive_s)
+        SimNode(
+            d,
+            boots[d],
+            settings.mqtt,
+            Behaviour(
+                speed=speed, tz=tz, rng=random.Random(rng.random()), call_every_h=call_every_h
+            ),
+            keepalive_s=keepalive_s,
+        )
         for d in devices
     ]
     log.info("simulation starting", nodes=len(nodes), broker=settings.mqtt.url, speed=speed)

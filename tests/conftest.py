@@ -48,7 +48,13 @@ def device_factory(broker: Mosquitto) -> Iterator[type[Device]]:
 @pytest.fixture
 def vapid() -> tuple[str, str]:
     """Web Push keys, made as an operator makes them."""
-    out = subprocess.run([sys.executable, "-m", "cli", "webpush", "keys"], cwd=ROOT,
-                         capture_output=True, text=True, check=True, timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "cli", "webpush", "keys"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     keys = dict(line.split(" = ") for line in out.splitlines() if " = " in line)
     return keys["vapid_public_key"].strip('"'), keys["vapid_private_key"].strip('"')

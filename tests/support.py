@@ -45,8 +45,13 @@ def free_port() -> int:
             return port
 
 
-def wait_for(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05,
-             what: str = "condition", detail: Callable[[], str] | None = None) -> T:
+def wait_for(
+    check: Callable[[], T | None],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "condition",
+    detail: Callable[[], str] | None = None,
+) -> T:
     """Poll `check` until it returns something truthy; fail after `timeout`."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -64,8 +69,9 @@ def wait_for(check: Callable[[], T | None], timeout: float = 30.0, interval: flo
 
 
 def mosquitto_binary() -> str:
-    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
-                                          if os.path.exists("/usr/sbin/mosquitto") else None)
+    found = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
+    )
     if not found:
         raise RuntimeError("mosquitto is not installed: run `make test` (it installs it)")
     return found
@@ -83,33 +89,56 @@ class Mosquitto:
         self.conf = workdir / "mosquitto.conf"
         # The shipped config (queue and in-flight sizing, autosave), with only
         # the listener, paths and persistence templated for the test.
-        templated = ("listener", "persistence", "allow_anonymous",
-                     # The production listeners' auth and TLS: tests/security/ keep them.
-                     "per_listener_settings", "password_file", "acl_file",
-                     "use_username_as_clientid", "cafile", "certfile", "keyfile",
-                     "tls_version")
-        shipped = [line for line in SHIPPED_MOSQUITTO_CONF.read_text().splitlines()
-                   if not line.startswith(templated)]
-        self.conf.write_text("\n".join([
-            *shipped,
-            f"listener {self.port} 127.0.0.1",
-            # Started as root, mosquitto would drop to user `mosquitto`, which
-            # cannot write the persistence file or log in a private temp dir.
-            f"user {getpass.getuser()}",
-            "allow_anonymous true",
-            f"persistence {'true' if persistence else 'false'}",
-            f"persistence_location {workdir}/",
-            f"log_dest file {workdir}/mosquitto.log",
-            "log_type error", "log_type warning", "log_type notice", "log_type information",
-        ]) + "\n")
+        templated = (
+            "listener",
+            "persistence",
+            "allow_anonymous",
+            # The production listeners' auth and TLS: tests/security/ keep them.
+            "per_listener_settings",
+            "password_file",
+            "acl_file",
+            "use_username_as_clientid",
+            "cafile",
+            "certfile",
+            "keyfile",
+            "tls_version",
+        )
+        shipped = [
+            line
+            for line in SHIPPED_MOSQUITTO_CONF.read_text().splitlines()
+            if not line.startswith(templated)
+        ]
+        self.conf.write_text(
+            "\n".join(
+                [
+                    *shipped,
+                    f"listener {self.port} 127.0.0.1",
+                    # Started as root, mosquitto would drop to user `mosquitto`, which
+                    # cannot write the persistence file or log in a private temp dir.
+                    f"user {getpass.getuser()}",
+                    "allow_anonymous true",
+                    f"persistence {'true' if persistence else 'false'}",
+                    f"persistence_location {workdir}/",
+                    f"log_dest file {workdir}/mosquitto.log",
+                    "log_type error",
+                    "log_type warning",
+                    "log_type notice",
+                    "log_type information",
+                ]
+            )
+            + "\n"
+        )
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self) -> Mosquitto:
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for(self._answers, timeout=15, what=f"mosquitto on port {self.port}")
         return self
 
@@ -138,11 +167,13 @@ class Mosquitto:
 
 
 def influxd_binary() -> str:
-    found = shutil.which("influxd") or ("/usr/bin/influxd"
-                                        if os.path.exists("/usr/bin/influxd") else None)
+    found = shutil.which("influxd") or (
+        "/usr/bin/influxd" if os.path.exists("/usr/bin/influxd") else None
+    )
     if not found:
-        raise RuntimeError("influxd is not installed: run `make test` (it installs Debian's "
-                           "influxdb)")
+        raise RuntimeError(
+            "influxd is not installed: run `make test` (it installs Debian's influxdb)"
+        )
     return found
 
 
@@ -174,8 +205,9 @@ class InfluxDB:
 
     def start(self) -> InfluxDB:
         log = (self.workdir / "influxd.log").open("ab")
-        self.proc = subprocess.Popen([influxd_binary(), "-config", str(self.conf)],
-                                     stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [influxd_binary(), "-config", str(self.conf)], stdout=log, stderr=subprocess.STDOUT
+        )
         log.close()
         wait_for(self._answers, timeout=60, what=f"influxd on port {self.port}")
         return self
@@ -209,8 +241,9 @@ class InfluxDB:
 
     def log_tail(self, lines: int = 30) -> str:
         log = self.workdir / "influxd.log"
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) \
-            if log.exists() else ""
+        return (
+            "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
+        )
 
 
 class Proc:
@@ -225,9 +258,13 @@ class Proc:
 
     def start(self) -> Proc:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cli", *self.args],
-                                     env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     cwd=ROOT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", *self.args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
         log.close()
         return self
 
@@ -260,18 +297,22 @@ def write_rooms_csv(path: Path, rooms: list[tuple[str, str | None]]) -> Path:
     """A small rooms CSV: (room id, device id or None) per room."""
     lines = ["room_id,name,name_en,building,building_en,floor,device"]
     for i, (room, device) in enumerate(rooms):
-        lines.append(f"{room},测试楼{i + 1}层母婴室,Test Bldg {i + 1}F,测试楼,Test Bldg,"
-                     f"{i + 1},{device or ''}")
+        lines.append(
+            f"{room},测试楼{i + 1}层母婴室,Test Bldg {i + 1}F,测试楼,Test Bldg,"
+            f"{i + 1},{device or ''}"
+        )
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
-def sse_events(url: str, headers: dict[str, str] | None = None,
-               timeout: float | None = 30,
-               verify: ssl.SSLContext | bool = True) -> Iterator[tuple[str, Any]]:
+def sse_events(
+    url: str,
+    headers: dict[str, str] | None = None,
+    timeout: float | None = 30,
+    verify: ssl.SSLContext | bool = True,
+) -> Iterator[tuple[str, Any]]:
     """(event, decoded data) from a Server-Sent Events stream, as they come."""
-    with httpx.stream("GET", url, headers=headers or {}, timeout=timeout,
-                      verify=verify) as resp:
+    with httpx.stream("GET", url, headers=headers or {}, timeout=timeout, verify=verify) as resp:
         event = "message"
         for line in resp.iter_lines():
             if line.startswith("event: "):
@@ -288,8 +329,12 @@ class Device:
         self.device = device
         self.boot = boot
         self.seq = 0
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=device,
-                                  clean_session=False, protocol=paho.MQTTv311)
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=device,
+            clean_session=False,
+            protocol=paho.MQTTv311,
+        )
         self.client.will_set(device_topic(device, Kind.STATUS), b"offline", qos=1, retain=True)
         #: Commands received on the node's `cmd` topic (decoded JSON), in order.
         self.commands: list[dict[str, Any]] = []
@@ -308,8 +353,7 @@ class Device:
 
     def envelope(self, **fields: Any) -> dict[str, Any]:
         self.seq += 1
-        return {"v": 1, "boot": self.boot, "seq": self.seq, "ts": int(time.time() * 1000),
-                **fields}
+        return {"v": 1, "boot": self.boot, "seq": self.seq, "ts": int(time.time() * 1000), **fields}
 
     def occupancy(self, occupied: bool, **extra: Any) -> dict[str, Any]:
         msg = self.envelope(occupied=occupied, source="door", **extra)
@@ -323,8 +367,11 @@ class Device:
 
     def statuses(self, call_id: str) -> list[str]:
         """The call statuses the server sent this node, in order."""
-        return [c["status"] for c in self.commands
-                if c.get("cmd") == "call_ack" and c.get("call_id") == call_id]
+        return [
+            c["status"]
+            for c in self.commands
+            if c.get("cmd") == "call_ack" and c.get("call_id") == call_id
+        ]
 
     def telemetry(self) -> dict[str, Any]:
         msg = self.envelope(uptime_s=10, rssi=-60, heap_free=80000, fw="test")
@@ -348,16 +395,25 @@ class Device:
 class Services:
     """Gateway and server of one test, against one broker, in one data dir."""
 
-    def __init__(self, broker: Mosquitto, workdir: Path, rooms_csv: Path,
-                 influx: InfluxDB | None = None, **env: str) -> None:
+    def __init__(
+        self,
+        broker: Mosquitto,
+        workdir: Path,
+        rooms_csv: Path,
+        influx: InfluxDB | None = None,
+        **env: str,
+    ) -> None:
         self.broker = broker
         self.workdir = workdir
         self.http_port = free_port()
         self.metrics_port = free_port()
         if influx is not None:
-            env = {"MAMAROOM_STORAGE__BACKEND": "influxdb",
-                   "MAMAROOM_STORAGE__INFLUXDB__URL": influx.url,
-                   "MAMAROOM_STORAGE__INFLUXDB__FLUSH_INTERVAL_S": "0.2", **env}
+            env = {
+                "MAMAROOM_STORAGE__BACKEND": "influxdb",
+                "MAMAROOM_STORAGE__INFLUXDB__URL": influx.url,
+                "MAMAROOM_STORAGE__INFLUXDB__FLUSH_INTERVAL_S": "0.2",
+                **env,
+            }
         self.env = {
             **os.environ,
             "MAMAROOM_MQTT__URL": broker.url,
@@ -379,25 +435,55 @@ class Services:
         return f"http://127.0.0.1:{self.http_port}"
 
     def logs(self) -> str:
-        return "\n".join([self.server.log_tail(), self.gateway.log_tail(),
-                          "--- mosquitto ---", self.broker.log_tail()])
+        return "\n".join(
+            [
+                self.server.log_tail(),
+                self.gateway.log_tail(),
+                "--- mosquitto ---",
+                self.broker.log_tail(),
+            ]
+        )
 
     ADMIN_PASSWORD = "test-admin-password"
 
     def start_server(self) -> None:
         # An admin account, made the way an operator makes one.
-        subprocess.run([sys.executable, "-m", "cli", "user", "add", "admin", "--role",
-                        "admin", "--password-stdin"], input=self.ADMIN_PASSWORD + "\n",
-                       text=True, env=self.env, cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cli",
+                "user",
+                "add",
+                "admin",
+                "--role",
+                "admin",
+                "--password-stdin",
+            ],
+            input=self.ADMIN_PASSWORD + "\n",
+            text=True,
+            env=self.env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
         self.server.start()
-        wait_for(lambda: self.http.get("/readyz").status_code == 200, timeout=60,
-                 what="server ready", detail=self.logs)
+        wait_for(
+            lambda: self.http.get("/readyz").status_code == 200,
+            timeout=60,
+            what="server ready",
+            detail=self.logs,
+        )
         self._token: str | None = None
 
     def start_gateway(self) -> None:
         self.gateway.start()
-        wait_for(lambda: self.metrics()["mamaroom_gateway_ready"] == 1, timeout=60,
-                 what="gateway connected with the registry loaded", detail=self.logs)
+        wait_for(
+            lambda: self.metrics()["mamaroom_gateway_ready"] == 1,
+            timeout=60,
+            what="gateway connected with the registry loaded",
+            detail=self.logs,
+        )
 
     def start(self) -> Services:
         self.start_server()
@@ -415,8 +501,12 @@ class Services:
         return dict(r.json())
 
     def wait_room_state(self, room_id: str, state: str, timeout: float = 30) -> dict[str, Any]:
-        return wait_for(lambda: (r := self.room(room_id))["state"] == state and r,
-                        timeout=timeout, what=f"room {room_id} {state}", detail=self.logs)
+        return wait_for(
+            lambda: (r := self.room(room_id))["state"] == state and r,
+            timeout=timeout,
+            what=f"room {room_id} {state}",
+            detail=self.logs,
+        )
 
     def new_gateway(self, name: str, **env: str) -> Proc:
         """Another gateway process on the same broker and data dir."""
@@ -442,8 +532,9 @@ class Services:
         """A request as the admin account (logged in once per server start)."""
         if getattr(self, "_token", None) is None:
             self._token = self.login("admin", self.ADMIN_PASSWORD)
-        return self.http.request(method, path, headers={"Authorization":
-                                                        f"Bearer {self._token}"}, **kwargs)
+        return self.http.request(
+            method, path, headers={"Authorization": f"Bearer {self._token}"}, **kwargs
+        )
 
 
 RESULTS_CHAOS = ROOT / "bench" / "RESULTS-chaos.md"
@@ -461,28 +552,44 @@ def record_fault(fault: str, result: str) -> None:
     (else printed only); `make chaos` rewrites the rest of that file and
     keeps this section (tests/chaos/test_chaos.py)."""
     if not RECORD_RESULTS:
-        print(f"fault result (RECORD_RESULTS=1 writes it to {RESULTS_CHAOS.name}): "
-              f"{fault}: {result}")
+        print(
+            f"fault result (RECORD_RESULTS=1 writes it to {RESULTS_CHAOS.name}): {fault}: {result}"
+        )
         return
     text = RESULTS_CHAOS.read_text(encoding="utf-8") if RESULTS_CHAOS.exists() else ""
     head, _, section = text.partition(FAULTS_HEADING)
     # This section ends at the next heading; the sections after it are kept.
     mine, found, rest = section.partition("\n## ")
-    rows = {line.split("|")[1].strip(): line for line in mine.splitlines()
-            if line.startswith("| ") and not line.startswith("| fault") and "---" not in line}
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in mine.splitlines()
+        if line.startswith("| ") and not line.startswith("| fault") and "---" not in line
+    }
     when = time.strftime("%Y-%m-%d", time.gmtime())
     rows[fault] = f"| {fault} | {result} | {when} |"
     RESULTS_CHAOS.write_text(
-        head.rstrip("\n") + "\n\n" + fault_section(list(rows.values()))
-        + ("\n## " + rest if found else ""), encoding="utf-8")
+        head.rstrip("\n")
+        + "\n\n"
+        + fault_section(list(rows.values()))
+        + ("\n## " + rest if found else ""),
+        encoding="utf-8",
+    )
 
 
 def fault_section(rows: list[str]) -> str:
-    return "\n".join([
-        FAULTS_HEADING, "",
-        "Each fault injected into real processes by a test in `make test`; every "
-        "row is rewritten by its test's latest run with `RECORD_RESULTS=1 make test`.", "",
-        "| fault | result | run |", "|---|---|---|", *sorted(rows), ""])
+    return "\n".join(
+        [
+            FAULTS_HEADING,
+            "",
+            "Each fault injected into real processes by a test in `make test`; every "
+            "row is rewritten by its test's latest run with `RECORD_RESULTS=1 make test`.",
+            "",
+            "| fault | result | run |",
+            "|---|---|---|",
+            *sorted(rows),
+            "",
+        ]
+    )
 
 
 def kept_fault_section() -> str:

@@ -43,8 +43,9 @@ def test_a_call_from_press_to_reset(services: Services, device_factory: Any) -> 
     services.wait_room_state("T1-0101", "free")
 
     full = services.admin("GET", f"/api/alerts/{alert['id']}").json()
-    steps = [e["what"] for e in full["timeline"]
-             if e["what"] not in ("escalated", "nobody to page")]
+    steps = [
+        e["what"] for e in full["timeline"] if e["what"] not in ("escalated", "nobody to page")
+    ]
     assert steps == ["raised", "acknowledged", "shown", "arrived", "resolved"]
     # These services page nobody (paging.allow_no_target): the alert says so.
     assert full["nobody"] is True and full["paging"] == {}
@@ -62,7 +63,8 @@ def test_a_call_from_press_to_reset(services: Services, device_factory: Any) -> 
 
 
 def test_a_database_that_refuses_the_call_and_a_kill_lose_nothing(
-        services: Services, device_factory: Any) -> None:
+    services: Services, device_factory: Any
+) -> None:
     """The database is locked (it cannot commit): the call goes to the call
     journal, the node hears `received`, staff see it. The server is then
     killed with the call still only in the journal; after the restart the
@@ -82,9 +84,12 @@ def test_a_database_that_refuses_the_call_and_a_kill_lose_nothing(
     repeater = threading.Thread(target=node_repeats_press, daemon=True)
     try:
         repeater.start()
-        wait_for(lambda: "received" in dev.statuses("b-1-1"), timeout=30,
-                 what="received from the journal while the database is locked",
-                 detail=services.logs)
+        wait_for(
+            lambda: "received" in dev.statuses("b-1-1"),
+            timeout=30,
+            what="received from the journal while the database is locked",
+            detail=services.logs,
+        )
         assert "kept in the call journal" in services.server.log()
         # The database's worker may still be waiting out SQLite's lock timeout.
         listed = services.admin("GET", "/api/alerts", timeout=30).json()
@@ -97,15 +102,19 @@ def test_a_database_that_refuses_the_call_and_a_kill_lose_nothing(
     stop.set()
     repeater.join(10)
     services.start_server()
-    found = wait_for(lambda: [a for a in alerts(services) if a["call_id"] == "b-1-1"
-                              and a["id"] > 0], timeout=30, what="the call committed")
+    found = wait_for(
+        lambda: [a for a in alerts(services) if a["call_id"] == "b-1-1" and a["id"] > 0],
+        timeout=30,
+        what="the call committed",
+    )
     assert len(found) == 1 and found[0]["room"] == "T1-0201"
     assert [a for a in alerts(services) if a["call_id"] == "b-1-1"] == found  # exactly once
     assert services.http.get("/readyz").json()["checks"]["call_journal"] == "ok"
 
 
-def test_a_node_back_online_hears_its_open_calls_again(services: Services,
-                                                       device_factory: Any) -> None:
+def test_a_node_back_online_hears_its_open_calls_again(
+    services: Services, device_factory: Any
+) -> None:
     dev: Device = device_factory("dev-a")
     dev.call("press", "a-2-1")
     wait_for(lambda: "received" in dev.statuses("a-2-1"), what="received")
@@ -117,30 +126,56 @@ def test_a_node_back_online_hears_its_open_calls_again(services: Services,
 def test_the_simulator_calls_like_a_node(services: Services) -> None:
     from tests.support import Proc
 
-    sim = Proc("simulate", ["simulate", "--rooms", "1", "--speed", "3600", "--seed", "3",
-                            "--call-every", "0.5"], services.env, services.workdir).start()
+    sim = Proc(
+        "simulate",
+        ["simulate", "--rooms", "1", "--speed", "3600", "--seed", "3", "--call-every", "0.5"],
+        services.env,
+        services.workdir,
+    ).start()
     try:
-        opened = wait_for(lambda: (a := alerts(services)) and a[0], timeout=60,
-                          what="a simulated call", detail=sim.log_tail)
+        opened = wait_for(
+            lambda: (a := alerts(services)) and a[0],
+            timeout=60,
+            what="a simulated call",
+            detail=sim.log_tail,
+        )
         services.admin("POST", f"/api/alerts/{opened['id']}/ack").raise_for_status()
         # The simulated staff walk over (presence) and reset the call in the room.
-        done = wait_for(lambda: (a := services.admin("GET", f"/api/alerts/{opened['id']}")
-                                 .json())["status"] == "resolved" and a,
-                        timeout=60, what="call resolved by the staff key",
-                        detail=sim.log_tail)
-        steps = [e["what"] for e in done["timeline"]
-                     if e["what"] not in ("shown", "escalated", "nobody to page")]
+        done = wait_for(
+            lambda: (
+                (a := services.admin("GET", f"/api/alerts/{opened['id']}").json())["status"]
+                == "resolved"
+                and a
+            ),
+            timeout=60,
+            what="call resolved by the staff key",
+            detail=sim.log_tail,
+        )
+        steps = [
+            e["what"]
+            for e in done["timeline"]
+            if e["what"] not in ("shown", "escalated", "nobody to page")
+        ]
         assert steps == ["raised", "acknowledged", "arrived", "resolved"]
         # The node showed every status on its lamp and said so.
-        wait_for(lambda: [e["detail"] for e in services.admin(
-            "GET", f"/api/alerts/{opened['id']}").json()["timeline"] if e["what"] == "shown"]
-            == ["received", "acknowledged", "arrived", "resolved"], what="every status shown")
+        wait_for(
+            lambda: (
+                [
+                    e["detail"]
+                    for e in services.admin("GET", f"/api/alerts/{opened['id']}").json()["timeline"]
+                    if e["what"] == "shown"
+                ]
+                == ["received", "acknowledged", "arrived", "resolved"]
+            ),
+            what="every status shown",
+        )
     finally:
         sim.stop()
 
 
 def test_the_staff_stream_carries_alerts_and_the_public_one_does_not(
-        services: Services, device_factory: Any) -> None:
+    services: Services, device_factory: Any
+) -> None:
     import json
 
     token = services.login("admin", Services.ADMIN_PASSWORD)
@@ -158,9 +193,12 @@ def test_the_staff_stream_carries_alerts_and_the_public_one_does_not(
             if event == "room" and data["id"] == "T1-0101":
                 return
 
-    threads = [threading.Thread(target=listen, args=("staff", {
-        "Authorization": f"Bearer {token}"}), daemon=True),
-        threading.Thread(target=listen, args=("public", {}), daemon=True)]
+    threads = [
+        threading.Thread(
+            target=listen, args=("staff", {"Authorization": f"Bearer {token}"}), daemon=True
+        ),
+        threading.Thread(target=listen, args=("public", {}), daemon=True),
+    ]
     for t in threads:
         t.start()
     assert all(e.wait(15) for e in ready.values())
@@ -173,8 +211,9 @@ def test_the_staff_stream_carries_alerts_and_the_public_one_does_not(
     assert "s-1" not in json.dumps(seen["public"])
 
 
-def test_a_reused_call_id_after_resolution_is_a_new_emergency(services: Services,
-                                                              device_factory: Any) -> None:
+def test_a_reused_call_id_after_resolution_is_a_new_emergency(
+    services: Services, device_factory: Any
+) -> None:
     dev: Device = device_factory("dev-a")
     dev.call("press", "a-1-5")
     wait_for(lambda: "received" in dev.statuses("a-1-5"), what="first call received")

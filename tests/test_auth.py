@@ -15,11 +15,18 @@ from server.security import SECURITY_HEADERS, SecurityHeaders
 from tests.support import ROOT, Services, wait_for
 
 
-def add_user(svc: Services, name: str, role: str,
-             password: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", "user", "add", name, "--role", role,
-                           "--password-stdin"], input=password + "\n", text=True, env=svc.env,
-                          cwd=ROOT, capture_output=True, timeout=60)
+def add_user(
+    svc: Services, name: str, role: str, password: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli", "user", "add", name, "--role", role, "--password-stdin"],
+        input=password + "\n",
+        text=True,
+        env=svc.env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+    )
 
 
 def test_roles_are_enforced(services: Services) -> None:
@@ -27,13 +34,16 @@ def test_roles_are_enforced(services: Services) -> None:
     token = services.login("wang.li", "correct horse battery")
     staff = {"Authorization": f"Bearer {token}"}
     assert services.http.get("/api/auth/me", headers=staff).json() == {
-        "name": "wang.li", "role": "staff"}
+        "name": "wang.li",
+        "role": "staff",
+    }
     assert services.http.get("/api/alerts", headers=staff).status_code == 200
-    r = services.http.patch("/api/admin/rooms/T1-0101", json={"in_service": False},
-                            headers=staff)
+    r = services.http.patch("/api/admin/rooms/T1-0101", json={"in_service": False}, headers=staff)
     assert r.status_code == 403 and r.json() == {"detail": "needs the admin role"}
-    assert services.admin("PATCH", "/api/admin/rooms/T1-0101",
-                          json={"in_service": False}).status_code == 200
+    assert (
+        services.admin("PATCH", "/api/admin/rooms/T1-0101", json={"in_service": False}).status_code
+        == 200
+    )
     # Opening hours the live room list could not read are refused, not stored.
     r = services.admin("PATCH", "/api/admin/rooms/T1-0101", json={"hours": "08:00-24:30"})
     assert r.status_code == 422 and "hours" in r.text
@@ -51,11 +61,13 @@ def test_wrong_passwords_are_refused_then_slowed_never_locked_out(services: Serv
     for _ in range(5):
         r = services.http.post("/api/auth/token", data={"username": "admin", "password": "x"})
         assert r.status_code == 401 and r.json() == {"detail": "wrong name or password"}
+
     # After the free attempts a delay, not a lockout: the right password gets in
     # at the first try after it (auth.backoff_base_s, 1 s here).
     def right() -> bool:
-        r = services.http.post("/api/auth/token",
-                               data={"username": "admin", "password": Services.ADMIN_PASSWORD})
+        r = services.http.post(
+            "/api/auth/token", data={"username": "admin", "password": Services.ADMIN_PASSWORD}
+        )
         assert r.status_code in (200, 429), r.text
         assert r.status_code == 200 or int(r.headers["retry-after"]) >= 1
         return r.status_code == 200
@@ -71,8 +83,10 @@ def test_security_headers(services: Services) -> None:
     assert r.headers["x-frame-options"] == "DENY"
     assert "default-src 'self'" in r.headers["content-security-policy"]
     page = services.http.get("/")
-    assert page.status_code == 200 and "frame-ancestors 'none'" in page.headers[
-        "content-security-policy"]
+    assert (
+        page.status_code == 200
+        and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    )
 
 
 async def test_security_headers_keep_what_a_route_set() -> None:
@@ -91,16 +105,20 @@ async def test_security_headers_keep_what_a_route_set() -> None:
             assert r.headers[name] == value
 
 
-def test_admin_manages_accounts_and_adopts_a_device(services: Services,
-                                                    device_factory: Any) -> None:
-    r = services.admin("PUT", "/api/admin/users/chen", json={"role": "manager",
-                                                             "password": "a fine password"})
+def test_admin_manages_accounts_and_adopts_a_device(
+    services: Services, device_factory: Any
+) -> None:
+    r = services.admin(
+        "PUT", "/api/admin/users/chen", json={"role": "manager", "password": "a fine password"}
+    )
     assert r.status_code == 204
     token = services.login("chen", "a fine password")
     me = {"Authorization": f"Bearer {token}"}
     assert services.http.get("/api/auth/me", headers=me).json()["role"] == "manager"
     assert {u["name"] for u in services.admin("GET", "/api/admin/users").json()} >= {
-        "admin", "chen"}
+        "admin",
+        "chen",
+    }
     assert services.admin("DELETE", "/api/admin/users/chen").status_code == 204
     assert services.http.get("/api/auth/me", headers=me).status_code == 401  # logged out
     assert services.admin("DELETE", "/api/admin/users/admin").status_code == 409
@@ -108,8 +126,13 @@ def test_admin_manages_accounts_and_adopts_a_device(services: Services,
     # A node the registry does not know is refused, remembered, then adopted.
     ghost = device_factory("ghost-7")
     ghost.occupancy(True)
-    wait_for(lambda: [u["device"] for u in services.admin("GET", "/api/devices")
-                      .json()["unknown"]] == ["ghost-7"], what="an unknown device")
+    wait_for(
+        lambda: (
+            [u["device"] for u in services.admin("GET", "/api/devices").json()["unknown"]]
+            == ["ghost-7"]
+        ),
+        what="an unknown device",
+    )
     r = services.admin("POST", "/api/admin/devices/ghost-7/adopt", json={"room": "T1-0301"})
     assert r.status_code == 200 and r.json()["device"] == "ghost-7"
     ghost.occupancy(False)
@@ -121,13 +144,15 @@ def test_browser_session_with_csrf(services: Services) -> None:
     import httpx
 
     browser = httpx.Client(base_url=services.base_url, timeout=10)
-    r = browser.post("/api/auth/session",
-                     data={"username": "admin", "password": Services.ADMIN_PASSWORD})
+    r = browser.post(
+        "/api/auth/session", data={"username": "admin", "password": Services.ADMIN_PASSWORD}
+    )
     assert r.status_code == 200
     csrf = r.json()["csrf_token"]
     cookie = r.headers.get_list("set-cookie")
-    assert any("mamaroom_session=" in c and "HttpOnly" in c and "SameSite=strict" in c
-               for c in cookie)
+    assert any(
+        "mamaroom_session=" in c and "HttpOnly" in c and "SameSite=strict" in c for c in cookie
+    )
     assert browser.get("/api/alerts").status_code == 200  # reading needs no CSRF token
     # A change with the cookie alone (what a forged cross-site form sends) is refused.
     r = browser.post("/api/alerts/999/ack")

@@ -16,8 +16,14 @@ from tests.support import ROOT, Device, Services, wait_for
 
 
 def mamaroom(svc: Services, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", *args], env=svc.env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        env=svc.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def flat(text: str) -> str:
@@ -35,9 +41,25 @@ def test_backup_online_then_restore(services: Services, tmp_path: Path) -> None:
     try:
         dev.call("press", "before-backup")
         wait_for(lambda: services.admin("GET", "/api/alerts").json(), what="the alert")
-        subprocess.run([sys.executable, "-m", "cli", "user", "add", "nurse-li", "--role",
-                        "staff", "--password-stdin"], input="a long password\n", text=True,
-                       env=services.env, cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cli",
+                "user",
+                "add",
+                "nurse-li",
+                "--role",
+                "staff",
+                "--password-stdin",
+            ],
+            input="a long password\n",
+            text=True,
+            env=services.env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
         # A writer keeps the gateway busy while the backup runs.
         stop = threading.Event()
 
@@ -62,10 +84,13 @@ def test_backup_online_then_restore(services: Services, tmp_path: Path) -> None:
         other = Device(services.broker.port, "dev-b")
         other.call("press", "after-backup")
         other.close()
-        wait_for(lambda: len(services.admin("GET", "/api/alerts").json()) == 2,
-                 what="the second alert")
-        wait_for(lambda: occupancy_rows(data / "store.sqlite") > at_backup,
-                 what="the writer's last rows stored")
+        wait_for(
+            lambda: len(services.admin("GET", "/api/alerts").json()) == 2, what="the second alert"
+        )
+        wait_for(
+            lambda: occupancy_rows(data / "store.sqlite") > at_backup,
+            what="the writer's last rows stored",
+        )
         refused = mamaroom(services, "restore", str(folder))
         assert refused.returncode == 2 and "stop the gateway and the server" in flat(refused.stderr)
     finally:

@@ -31,15 +31,27 @@ def test_an_anonymous_huge_body_is_refused_before_parsing(services: Services) ->
     server = psutil.Process(services.server.proc.pid)  # type: ignore[union-attr]
     rss_before = server.memory_info().rss
     # Declared length: refused at once, nothing read.
-    r = services.http.put("/api/admin/roster", content=b"[" + b" " * (200 * MB) + b"]",
-                          headers={"Content-Type": "application/json"}, timeout=120)
+    r = services.http.put(
+        "/api/admin/roster",
+        content=b"[" + b" " * (200 * MB) + b"]",
+        headers={"Content-Type": "application/json"},
+        timeout=120,
+    )
     assert r.status_code == 413 and "request body over" in r.json()["detail"]
     # Chunked, so no length to go by: refused once the limit is passed.
-    r = services.http.put("/api/admin/roster", content=big_json(50 * MB),
-                          headers={"Content-Type": "application/json"}, timeout=120)
+    r = services.http.put(
+        "/api/admin/roster",
+        content=big_json(50 * MB),
+        headers={"Content-Type": "application/json"},
+        timeout=120,
+    )
     assert r.status_code == 413
-    r = services.http.post("/api/push/unsubscribe", content=big_json(50 * MB),
-                           headers={"Content-Type": "application/json"}, timeout=120)
+    r = services.http.post(
+        "/api/push/unsubscribe",
+        content=big_json(50 * MB),
+        headers={"Content-Type": "application/json"},
+        timeout=120,
+    )
     assert r.status_code == 413
     assert server.memory_info().rss - rss_before < 50 * MB
     # The server is fine, and an ordinary body still works.

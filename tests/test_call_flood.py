@@ -19,19 +19,27 @@ TEXT = "紧急呼叫：测试楼1层母婴室（T1-0101）\nCALL Test Bldg 1F (T
 
 
 def test_a_flood_of_presses_is_one_alert_paged_once(
-        broker: Mosquitto, tmp_path: Path, rooms_csv: Path) -> None:
+    broker: Mosquitto, tmp_path: Path, rooms_csv: Path
+) -> None:
     im = ImHook()
-    svc = Services(broker, tmp_path, rooms_csv,
-                   MAMAROOM_PAGING__IM__DESTINATIONS=json.dumps(
-                       {"desk": f"json://127.0.0.1:{im.port}/hook"}),
-                   MAMAROOM_ESCALATION__TIERS='[{"after_s": 0, "im": ["desk"]}]').start()
+    svc = Services(
+        broker,
+        tmp_path,
+        rooms_csv,
+        MAMAROOM_PAGING__IM__DESTINATIONS=json.dumps({"desk": f"json://127.0.0.1:{im.port}/hook"}),
+        MAMAROOM_ESCALATION__TIERS='[{"after_s": 0, "im": ["desk"]}]',
+    ).start()
     dev = Device(broker.port, "dev-a")
     try:
         for i in range(PRESSES):
             dev.call("press", f"flood-{i}")
         for i in range(PRESSES):
-            wait_for(lambda i=i: "received" in dev.statuses(f"flood-{i}"), timeout=60,
-                     what=f"received for flood-{i}", detail=svc.logs)
+            wait_for(
+                lambda i=i: "received" in dev.statuses(f"flood-{i}"),
+                timeout=60,
+                what=f"received for flood-{i}",
+                detail=svc.logs,
+            )
         calls = svc.admin("GET", "/api/alerts", params={"kind": "call"}).json()
         assert len(calls) == 1 and calls[0]["call_id"] == "flood-0"
         timeline = svc.admin("GET", f"/api/alerts/{calls[0]['id']}").json()["timeline"]
@@ -39,10 +47,17 @@ def test_a_flood_of_presses_is_one_alert_paged_once(
         wait_for(lambda: TEXT in im.messages, what="the page")
         # The staff key on any joined press ends the one call, and every press hears it.
         dev.call("reset", f"flood-{PRESSES - 1}")
-        wait_for(lambda: svc.admin("GET", f"/api/alerts/{calls[0]['id']}").json()["status"]
-                 == "resolved", what="resolved by a joined press's reset")
-        wait_for(lambda: all("resolved" in dev.statuses(f"flood-{i}") for i in range(PRESSES)),
-                 timeout=60, what="resolved told to every press")
+        wait_for(
+            lambda: (
+                svc.admin("GET", f"/api/alerts/{calls[0]['id']}").json()["status"] == "resolved"
+            ),
+            what="resolved by a joined press's reset",
+        )
+        wait_for(
+            lambda: all("resolved" in dev.statuses(f"flood-{i}") for i in range(PRESSES)),
+            timeout=60,
+            what="resolved told to every press",
+        )
         assert im.messages.count(TEXT) == 1
     finally:
         dev.close()
@@ -67,9 +82,14 @@ def test_two_servers_raising_the_same_call_at_once_make_one_alert(tmp_path: Path
             await db.open()
             go.wait()
             for i in range(50):
-                _, created = await db.raise_call(room=f"R-{i:04d}", device=f"d-{i}",
-                                                 call_id="c-1", at_ms=i, channel="button",
-                                                 test=False)
+                _, created = await db.raise_call(
+                    room=f"R-{i:04d}",
+                    device=f"d-{i}",
+                    call_id="c-1",
+                    at_ms=i,
+                    channel="button",
+                    test=False,
+                )
                 results.append(created)
             await db.close()
 

@@ -29,55 +29,82 @@ class LimitedProc(Proc):
         def limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
 
-        self.proc = subprocess.Popen([sys.executable, "-m", "cli", *self.args],
-                                     env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     cwd=ROOT, preexec_fn=limit)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", *self.args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            preexec_fn=limit,
+        )
         log.close()
         return self
 
 
-def test_a_press_is_acked_through_a_connection_flood(broker: Mosquitto, tmp_path: Path,
-                                                     rooms_csv: Path,
-                                                     device_factory: Any) -> None:
+def test_a_press_is_acked_through_a_connection_flood(
+    broker: Mosquitto, tmp_path: Path, rooms_csv: Path, device_factory: Any
+) -> None:
     # This process holds 2,000 sockets itself.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
-    svc = Services(broker, tmp_path, rooms_csv, MAMAROOM_SERVER__HEADER_TIMEOUT_S="3",
-                   MAMAROOM_LOG__LEVEL="info")
+    svc = Services(
+        broker,
+        tmp_path,
+        rooms_csv,
+        MAMAROOM_SERVER__HEADER_TIMEOUT_S="3",
+        MAMAROOM_LOG__LEVEL="info",
+    )
     svc.server = LimitedProc("server", ["server"], svc.env, tmp_path)
     svc.start()
     try:
         cap = connection_budget(NOFILE, 256)
-        assert re.search(rf"fd_limit={NOFILE}\b.*max_connections={cap}\b", svc.server.log()) \
-            or re.search(rf"max_connections={cap}\b.*fd_limit={NOFILE}\b", svc.server.log()), \
+        assert re.search(
+            rf"fd_limit={NOFILE}\b.*max_connections={cap}\b", svc.server.log()
+        ) or re.search(rf"max_connections={cap}\b.*fd_limit={NOFILE}\b", svc.server.log()), (
             svc.server.log_tail()
+        )
         dev: Device = device_factory("dev-a")
         dev.occupancy(False)
         svc.wait_room_state("T1-0101", "free")
         with ConnectionFlood(svc.http_port, n=2000, addresses=20) as flood:
             held = len(flood.socks)
             dev.call("press", "flood-1")
-            wait_for(lambda: "received" in dev.statuses("flood-1"), timeout=60,
-                     what="received during the flood", detail=svc.logs)
+            wait_for(
+                lambda: "received" in dev.statuses("flood-1"),
+                timeout=60,
+                what="received during the flood",
+                detail=svc.logs,
+            )
             # Beyond the cap: a 503, then closed.
-            seen = wait_for(lambda: (c := flood.poll())["refused"] > 0 and c, timeout=60,
-                            what="a 503 beyond the cap")
+            seen = wait_for(
+                lambda: (c := flood.poll())["refused"] > 0 and c,
+                timeout=60,
+                what="a 503 beyond the cap",
+            )
             # Every half-sent request is closed by the header timeout; the silent
             # ones too; the streams (complete requests) stay, within the cap.
-            seen = wait_for(lambda: (c := flood.poll())["slowloris open"] == 0
-                            and c["silent open"] == 0 and c, timeout=60,
-                            what="half-sent and silent connections closed",
-                            detail=lambda: str(flood.poll()))
+            seen = wait_for(
+                lambda: (c := flood.poll())["slowloris open"] == 0 and c["silent open"] == 0 and c,
+                timeout=60,
+                what="half-sent and silent connections closed",
+                detail=lambda: str(flood.poll()),
+            )
             assert 0 < seen["stream open"] <= cap, seen
             dev.call("reset", "flood-1")
-            wait_for(lambda: "resolved" in dev.statuses("flood-1"), timeout=60,
-                     what="resolved during the flood", detail=svc.logs)
+            wait_for(
+                lambda: "resolved" in dev.statuses("flood-1"),
+                timeout=60,
+                what="resolved during the flood",
+                detail=svc.logs,
+            )
         assert held >= 1000, (held, flood.connect_failures)  # the flood was real
         # Once the flood is gone the server serves again, and the call is there.
-        wait_for(lambda: svc.http.get("/readyz").status_code == 200, timeout=60,
-                 what="ready after the flood")
-        [alert] = [a for a in svc.admin("GET", "/api/alerts").json()
-                   if a["call_id"] == "flood-1"]
+        wait_for(
+            lambda: svc.http.get("/readyz").status_code == 200,
+            timeout=60,
+            what="ready after the flood",
+        )
+        [alert] = [a for a in svc.admin("GET", "/api/alerts").json() if a["call_id"] == "flood-1"]
         assert alert["status"] == "resolved"
         # No log loop: the refusals are summed up, not logged one by one.
         log = svc.server.log()
@@ -98,4 +125,5 @@ def test_repeated_log_lines_are_rate_limited(caplog: Any) -> None:
             logger.error("socket.accept() out of system resource")
         logger.error("something else")
     assert [r.getMessage() for r in caplog.records] == [
-        "socket.accept() out of system resource"] * 5 + ["something else"]
+        "socket.accept() out of system resource"
+    ] * 5 + ["something else"]

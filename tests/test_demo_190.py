@@ -33,8 +33,12 @@ TEST_DEVICE, TEST_ROOM = "n-test-9901", "TEST-9901"
 CALL_EVERY_S = 5.0
 POLL_S = 1.0
 #: Signs of the old failure, in anything the demo or its children printed.
-BAD_SIGNS = ("malformed command ignored", "dictionary changed size", "Traceback",
-             "embedded broker:")
+BAD_SIGNS = (
+    "malformed command ignored",
+    "dictionary changed size",
+    "Traceback",
+    "embedded broker:",
+)
 
 
 class Demo:
@@ -48,19 +52,27 @@ class Demo:
         rows = (PROJECT_ROOT / "site" / "rooms.csv").read_text(encoding="utf-8")
         rooms_csv.write_text(
             rows.rstrip("\n") + f"\n{TEST_ROOM},测试母婴室,Test room,测试楼,Test Bldg,1,"
-            f"{TEST_DEVICE},public,,00:00-24:00,哺乳椅,yes\n", encoding="utf-8")
-        self.env = {**os.environ,
-                    "MAMAROOM_MQTT__URL": f"mqtt://127.0.0.1:{self.mqtt_port}",
-                    "MAMAROOM_HTTP__PORT": str(self.http_port),
-                    "MAMAROOM_GATEWAY__METRICS_PORT": str(free_port()),
-                    "MAMAROOM_DATA_DIR": str(workdir / "data"),
-                    "MAMAROOM_ROOMS_CSV": str(rooms_csv)}
+            f"{TEST_DEVICE},public,,00:00-24:00,哺乳椅,yes\n",
+            encoding="utf-8",
+        )
+        self.env = {
+            **os.environ,
+            "MAMAROOM_MQTT__URL": f"mqtt://127.0.0.1:{self.mqtt_port}",
+            "MAMAROOM_HTTP__PORT": str(self.http_port),
+            "MAMAROOM_GATEWAY__METRICS_PORT": str(free_port()),
+            "MAMAROOM_DATA_DIR": str(workdir / "data"),
+            "MAMAROOM_ROOMS_CSV": str(rooms_csv),
+        }
         self.log_path = workdir / "demo.log"
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cli", "demo", "--rooms", str(ROOMS), "--speed", "60"],
-            env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}", timeout=10)
 
@@ -71,8 +83,10 @@ class Demo:
         return "--- demo output ---\n" + self.output()[-6000:]
 
     def children(self) -> dict[str, int]:
-        return {name: int(pid) for name, pid in
-                re.findall(r"started (\w+) \(pid (\d+)\)", self.output())}
+        return {
+            name: int(pid)
+            for name, pid in re.findall(r"started (\w+) \(pid (\d+)\)", self.output())
+        }
 
     def simulated(self) -> list[dict[str, Any]]:
         rooms = self.http.get("/api/rooms").json()
@@ -80,15 +94,31 @@ class Demo:
 
     def wait_all_live(self) -> None:
         self.wait_started()
-        wait_for(lambda: (rs := self.simulated()) and len(rs) == ROOMS
-                 and all(r["state"] != "offline" for r in rs),
-                 timeout=180, interval=1, what=f"all {ROOMS} rooms live", detail=self.tail)
+        wait_for(
+            lambda: (
+                (rs := self.simulated())
+                and len(rs) == ROOMS
+                and all(r["state"] != "offline" for r in rs)
+            ),
+            timeout=180,
+            interval=1,
+            what=f"all {ROOMS} rooms live",
+            detail=self.tail,
+        )
 
     def wait_started(self) -> None:
-        wait_for(lambda: "started an embedded one" in self.output(), timeout=60,
-                 what="the embedded broker", detail=self.tail)
-        wait_for(lambda: "started simulate" in self.output(), timeout=120,
-                 what="server and gateway ready, simulator started", detail=self.tail)
+        wait_for(
+            lambda: "started an embedded one" in self.output(),
+            timeout=60,
+            what="the embedded broker",
+            detail=self.tail,
+        )
+        wait_for(
+            lambda: "started simulate" in self.output(),
+            timeout=120,
+            what="server and gateway ready, simulator started",
+            detail=self.tail,
+        )
 
     def session_processes(self) -> list[psutil.Process]:
         """Every process still in the demo's session: itself and all it started."""
@@ -110,8 +140,9 @@ class Demo:
             return self.proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
             cpu = psutil.Process(self.proc.pid).cpu_percent(interval=2)
-            pytest.fail(f"the demo did not exit 90 s after {sig.name} "
-                        f"({cpu:.0f} % CPU)\n{self.tail()}")
+            pytest.fail(
+                f"the demo did not exit 90 s after {sig.name} ({cpu:.0f} % CPU)\n{self.tail()}"
+            )
 
     def cleanup(self) -> None:
         self.http.close()
@@ -133,11 +164,21 @@ class Caller:
         self.calls += 1
         call_id = f"{TEST_DEVICE}-{self.node.boot}-{self.calls}"
         self.node.call("press", call_id)
-        wait_for(lambda: "received" in self.node.statuses(call_id), timeout=60,
-                 interval=0.2, what=f"call {call_id} received", detail=self.demo.tail)
+        wait_for(
+            lambda: "received" in self.node.statuses(call_id),
+            timeout=60,
+            interval=0.2,
+            what=f"call {call_id} received",
+            detail=self.demo.tail,
+        )
         self.node.call("reset", call_id)
-        wait_for(lambda: "resolved" in self.node.statuses(call_id), timeout=60,
-                 interval=0.2, what=f"call {call_id} resolved", detail=self.demo.tail)
+        wait_for(
+            lambda: "resolved" in self.node.statuses(call_id),
+            timeout=60,
+            interval=0.2,
+            what=f"call {call_id} resolved",
+            detail=self.demo.tail,
+        )
 
     def close(self) -> None:
         self.node.close()

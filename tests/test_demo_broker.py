@@ -38,8 +38,7 @@ async def until(check: Callable[[], object], what: str, within: float = 20) -> N
 
 
 def client(broker: EmbeddedBroker, name: str, **kwargs: object) -> aiomqtt.Client:
-    return aiomqtt.Client("127.0.0.1", broker.port, identifier=name, timeout=10,
-                          **kwargs)  # type: ignore[arg-type]
+    return aiomqtt.Client("127.0.0.1", broker.port, identifier=name, timeout=10, **kwargs)  # type: ignore[arg-type]
 
 
 class Inbox:
@@ -54,8 +53,11 @@ class Inbox:
             self.messages.append(m)
 
     def payloads(self, topic: str | None = None) -> list[bytes]:
-        return [bytes(m.payload) for m in self.messages  # type: ignore[arg-type]
-                if topic is None or m.topic.value == topic]
+        return [
+            bytes(m.payload)
+            for m in self.messages  # type: ignore[arg-type]
+            if topic is None or m.topic.value == topic
+        ]
 
     async def close(self) -> None:
         self._task.cancel()
@@ -70,13 +72,21 @@ class Raw:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def connect(cls, broker: EmbeddedBroker, client_id: str, *, clean: bool = True,
-                      keepalive: int = 60, will: tuple[str, bytes] | None = None) -> Raw:
+    async def connect(
+        cls,
+        broker: EmbeddedBroker,
+        client_id: str,
+        *,
+        clean: bool = True,
+        keepalive: int = 60,
+        will: tuple[str, bytes] | None = None,
+    ) -> Raw:
         reader, writer = await asyncio.open_connection("127.0.0.1", broker.port)
         raw = cls(reader, writer)
         flags = (0x02 if clean else 0) | (0x04 | 0x08 | 0x20 if will else 0)
-        body = _s(b"MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) \
-            + _s(client_id.encode())
+        body = (
+            _s(b"MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + _s(client_id.encode())
+        )
         if will:
             body += _s(will[0].encode()) + _s(will[1])
         raw.send(0x10, body)
@@ -139,14 +149,20 @@ async def test_qos1_wildcards_and_retained(broker: EmbeddedBroker) -> None:
             await gw.subscribe("mr/v1/dev/#", qos=1)
             await until(lambda: inbox.messages, "the retained status")
             first = inbox.messages[0]
-            assert (first.topic.value, first.payload, first.retain) == \
-                ("mr/v1/dev/n-1/status", b"online", True)
+            assert (first.topic.value, first.payload, first.retain) == (
+                "mr/v1/dev/n-1/status",
+                b"online",
+                True,
+            )
             await pub.publish("mr/v1/dev/n-1/occupancy", b'{"seq":1}', qos=1)
             await pub.publish("mr/v1/other", b"x", qos=1)
             await until(lambda: len(inbox.messages) >= 2, "the live message")
             live = inbox.messages[1]
-            assert (live.topic.value, live.qos, live.retain) == \
-                ("mr/v1/dev/n-1/occupancy", 1, False)
+            assert (live.topic.value, live.qos, live.retain) == (
+                "mr/v1/dev/n-1/occupancy",
+                1,
+                False,
+            )
             assert inbox.payloads("mr/v1/dev/n-2/status") == []
             assert inbox.payloads("mr/v1/other") == []
             await inbox.close()
@@ -169,8 +185,7 @@ async def test_a_node_hears_only_its_own_topics(broker: EmbeddedBroker) -> None:
         await inbox.close()
 
 
-async def test_a_persistent_session_keeps_what_came_while_away(
-        broker: EmbeddedBroker) -> None:
+async def test_a_persistent_session_keeps_what_came_while_away(broker: EmbeddedBroker) -> None:
     async with client(broker, "gw", clean_session=False) as gw:
         await gw.subscribe("mr/v1/dev/#", qos=1)
     async with client(broker, "node") as node:
@@ -211,7 +226,7 @@ async def test_unacknowledged_messages_come_again_with_dup(broker: EmbeddedBroke
     head, body = await raw.packet()
     assert head & 0xF0 == 0x30 and head & 0x08, "sent again, flagged DUP"
     assert body.endswith(b"ack me")
-    raw.send(0x40, body[2 + struct.unpack("!H", body[:2])[0]:][:2])  # PUBACK
+    raw.send(0x40, body[2 + struct.unpack("!H", body[:2])[0] :][:2])  # PUBACK
     await raw.close()
 
 
@@ -223,20 +238,26 @@ async def test_last_wills(broker: EmbeddedBroker) -> None:
         gone = await Raw.connect(broker, "n-gone", will=("mr/v1/dev/n-gone/status", b"offline"))
         gone.writer.transport.abort()
         # Says DISCONNECT: no will.
-        polite = await Raw.connect(broker, "n-polite",
-                                   will=("mr/v1/dev/n-polite/status", b"offline"))
+        polite = await Raw.connect(
+            broker, "n-polite", will=("mr/v1/dev/n-polite/status", b"offline")
+        )
         polite.send(0xE0, b"")
         await polite.close()
         # Silent past 1.5 × its keepalive.
-        silent = await Raw.connect(broker, "n-silent", keepalive=1,
-                                   will=("mr/v1/dev/n-silent/status", b"offline"))
+        silent = await Raw.connect(
+            broker, "n-silent", keepalive=1, will=("mr/v1/dev/n-silent/status", b"offline")
+        )
         # Taken over by a new connection with its client id (a node back after
         # a Wi-Fi drop, its old TCP connection still half open).
-        twice = await Raw.connect(broker, "n-twice",
-                                  will=("mr/v1/dev/n-twice/status", b"offline"))
+        twice = await Raw.connect(broker, "n-twice", will=("mr/v1/dev/n-twice/status", b"offline"))
         again = await Raw.connect(broker, "n-twice")
-        await until(lambda: all(inbox.payloads(f"mr/v1/dev/{d}/status") == [b"offline"]
-                                for d in ("n-gone", "n-silent", "n-twice")), "three wills")
+        await until(
+            lambda: all(
+                inbox.payloads(f"mr/v1/dev/{d}/status") == [b"offline"]
+                for d in ("n-gone", "n-silent", "n-twice")
+            ),
+            "three wills",
+        )
         assert inbox.payloads("mr/v1/dev/n-polite/status") == []
         # The silent one and the one taken over were closed by the broker.
         assert await asyncio.wait_for(silent.reader.read(), 20) == b""

@@ -30,7 +30,8 @@ def test_door_lock_reaches_the_room_list(services: Services, device_factory: Any
     free = services.http.get("/api/rooms", params={"state": "free"}).json()
     assert [r["id"] for r in free] == ["T1-0101"]
     assert [r["id"] for r in services.http.get("/api/rooms", params={"floor": 2}).json()] == [
-        "T1-0201"]
+        "T1-0201"
+    ]
     # Every event was stored once, in order.
     stored = services.http.get("/metrics").text
     assert 'mamaroom_rooms{state="free"} 1.0' in stored
@@ -48,19 +49,28 @@ def test_the_room_list_follows_every_change(services: Services, device_factory: 
     dev.occupancy(False)
     services.wait_room_state("T1-0101", "free")
     assert listed()["T1-0101"]["state"] == "free" and list(listed(state="free")) == ["T1-0101"]
-    assert services.admin("PATCH", "/api/admin/rooms/T1-0101",
-                          json={"in_service": False}).status_code == 200
+    assert (
+        services.admin("PATCH", "/api/admin/rooms/T1-0101", json={"in_service": False}).status_code
+        == 200
+    )
     wait_for(lambda: services.room("T1-0101")["in_service"] is False, what="out of service")
-    assert listed()["T1-0101"]["available"] is False and listed(floor=1)["T1-0101"][
-        "in_service"] is False
+    assert (
+        listed()["T1-0101"]["available"] is False
+        and listed(floor=1)["T1-0101"]["in_service"] is False
+    )
     # The same bytes as FastAPI's own encoding of each room (GET /api/rooms/{id}).
     body = services.http.get("/api/rooms").content
-    assert body == b"[" + b",".join(services.http.get(f"/api/rooms/{room}").content
-                                    for room in listed()) + b"]"
+    assert (
+        body
+        == b"["
+        + b",".join(services.http.get(f"/api/rooms/{room}").content for room in listed())
+        + b"]"
+    )
 
 
-def test_mosquitto_pub_door_event_shows_in_api_and_stream(services: Services,
-                                                          device_factory: Any) -> None:
+def test_mosquitto_pub_door_event_shows_in_api_and_stream(
+    services: Services, device_factory: Any
+) -> None:
     """The issue's acceptance check, with the real `mosquitto_pub` client."""
     dev = device_factory("dev-b")
     dev.occupancy(False)
@@ -81,31 +91,53 @@ def test_mosquitto_pub_door_event_shows_in_api_and_stream(services: Services,
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
     assert got_snapshot.wait(15), "no snapshot on /api/stream"
-    payload = json.dumps({"v": 1, "boot": 1, "seq": 100, "ts": None, "occupied": True,
-                          "source": "door"})
-    subprocess.run(["mosquitto_pub", "-p", str(services.broker.port), "-q", "1",
-                    "-t", device_topic("dev-b", Kind.OCCUPANCY), "-m", payload], check=True)
+    payload = json.dumps(
+        {"v": 1, "boot": 1, "seq": 100, "ts": None, "occupied": True, "source": "door"}
+    )
+    subprocess.run(
+        [
+            "mosquitto_pub",
+            "-p",
+            str(services.broker.port),
+            "-q",
+            "1",
+            "-t",
+            device_topic("dev-b", Kind.OCCUPANCY),
+            "-m",
+            payload,
+        ],
+        check=True,
+    )
     listener.join(30)
     assert any(e["id"] == "T1-0201" and e["state"] == "occupied" for e in events), events
     assert services.room("T1-0201")["state"] == "occupied"
 
 
-def test_bad_input_is_counted_and_the_next_valid_message_works(services: Services,
-                                                               device_factory: Any) -> None:
+def test_bad_input_is_counted_and_the_next_valid_message_works(
+    services: Services, device_factory: Any
+) -> None:
     dev = device_factory("dev-a")
     occ = device_topic("dev-a", Kind.OCCUPANCY)
     junk = [
         (occ, b"not json at all", "not_json"),
         (occ, b"\xff\xfe\x00garbage", "not_json"),
-        (occ, json.dumps({"v": 1, "boot": 1, "seq": 1, "ts": None, "occupied": "yes",
-                          "source": "door"}).encode(), "invalid_payload"),
-        (occ, json.dumps({"v": 1, "boot": 1, "seq": 1, "ts": None}).encode(),
-         "invalid_payload"),
+        (
+            occ,
+            json.dumps(
+                {"v": 1, "boot": 1, "seq": 1, "ts": None, "occupied": "yes", "source": "door"}
+            ).encode(),
+            "invalid_payload",
+        ),
+        (occ, json.dumps({"v": 1, "boot": 1, "seq": 1, "ts": None}).encode(), "invalid_payload"),
         (occ, b"[1, 2, 3]", "invalid_payload"),
         (occ, b'{"pad": "' + b"x" * 5000 + b'"}', "oversize"),
-        (device_topic("ghost-node", Kind.OCCUPANCY),
-         json.dumps({"v": 1, "boot": 1, "seq": 1, "ts": None, "occupied": True,
-                     "source": "door"}).encode(), "unknown_device"),
+        (
+            device_topic("ghost-node", Kind.OCCUPANCY),
+            json.dumps(
+                {"v": 1, "boot": 1, "seq": 1, "ts": None, "occupied": True, "source": "door"}
+            ).encode(),
+            "unknown_device",
+        ),
         ("mr/v1/dev/dev-a/bogus", b"{}", "bad_topic"),
         ("mr/v1/dev/Bad Id/occupancy", b"{}", "bad_topic"),
         ("mr/v1/dev/dev-a/occupancy/extra", b"{}", "bad_topic"),
@@ -119,8 +151,10 @@ def test_bad_input_is_counted_and_the_next_valid_message_works(services: Service
 
     def counted() -> bool:
         m = services.metrics()
-        return all(m.get(f'mamaroom_gateway_rejected_total{{reason="{r}"}}') == n
-                   for r, n in expected.items())
+        return all(
+            m.get(f'mamaroom_gateway_rejected_total{{reason="{r}"}}') == n
+            for r, n in expected.items()
+        )
 
     wait_for(counted, what=f"rejects counted {expected}", detail=lambda: str(services.metrics()))
     assert services.gateway.alive()
@@ -130,10 +164,14 @@ def test_bad_input_is_counted_and_the_next_valid_message_works(services: Service
     assert services.metrics()['mamaroom_gateway_stored_total{kind="occupancy"}'] == 1
     # The server's /metrics summarises each gateway from its retained stats.
     summary = 'mamaroom_gateway_rejected{gateway="mamaroom-gateway",reason="not_json"} 2.0'
-    wait_for(lambda: summary in services.http.get("/metrics").text, timeout=30,
-             what="gateway summary in the server's /metrics")
-    assert 'mamaroom_gateway_up{gateway="mamaroom-gateway"} 1.0' in \
-        services.http.get("/metrics").text
+    wait_for(
+        lambda: summary in services.http.get("/metrics").text,
+        timeout=30,
+        what="gateway summary in the server's /metrics",
+    )
+    assert (
+        'mamaroom_gateway_up{gateway="mamaroom-gateway"} 1.0' in services.http.get("/metrics").text
+    )
     services.gateway.stop()
     [event] = stored_occupancy(services.workdir / "data")
     assert (event["device"], event["room"], event["occupied"]) == ("dev-a", "T1-0101", 1)
@@ -154,8 +192,10 @@ def test_a_replayed_message_is_ignored(services: Services, device_factory: Any) 
     services.wait_room_state("T1-0101", "free")
     # The same (device, boot, seq) again, e.g. a redelivery: not stored, no state change.
     dev.publish(Kind.OCCUPANCY, first)
-    wait_for(lambda: services.metrics()["mamaroom_gateway_duplicates_total"] == 1,
-             what="duplicate counted")
+    wait_for(
+        lambda: services.metrics()["mamaroom_gateway_duplicates_total"] == 1,
+        what="duplicate counted",
+    )
     assert services.metrics()['mamaroom_gateway_stored_total{kind="occupancy"}'] == 2
     assert services.room("T1-0101")["state"] == "free"
     # A new boot starts seq again from 1, and that is new.
@@ -167,11 +207,15 @@ def test_a_replayed_message_is_ignored(services: Services, device_factory: Any) 
 def test_device_dropped_without_disconnect_goes_offline_by_last_will(services: Services) -> None:
     from tests.support import Proc
 
-    sim = Proc("simulate", ["simulate", "--rooms", "1", "--seed", "1"], services.env,
-               services.workdir).start()
+    sim = Proc(
+        "simulate", ["simulate", "--rooms", "1", "--seed", "1"], services.env, services.workdir
+    ).start()
     try:
-        room = wait_for(lambda: (r := services.room("T1-0101"))["state"] != "offline" and r,
-                        what="simulated room online", detail=lambda: sim.log_tail())
+        room = wait_for(
+            lambda: (r := services.room("T1-0101"))["state"] != "offline" and r,
+            what="simulated room online",
+            detail=lambda: sim.log_tail(),
+        )
         assert room["state"] in ("free", "occupied")
     finally:
         sim.kill()  # SIGKILL: no DISCONNECT, the broker publishes the last will
@@ -200,13 +244,27 @@ def read_store(data_dir: Path, query: Any) -> Any:
 
 def _retained_state(services: Services, room: str) -> dict[str, Any] | None:
     out = subprocess.run(
-        ["mosquitto_sub", "-p", str(services.broker.port), "-t", f"mr/v1/room/{room}/state",
-         "-C", "1", "-W", "5"], capture_output=True, text=True, check=False)
+        [
+            "mosquitto_sub",
+            "-p",
+            str(services.broker.port),
+            "-t",
+            f"mr/v1/room/{room}/state",
+            "-C",
+            "1",
+            "-W",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return json.loads(out.stdout) if out.stdout.strip() else None
 
 
-def test_restarted_server_rebuilds_state_from_retained_messages(services: Services,
-                                                                device_factory: Any) -> None:
+def test_restarted_server_rebuilds_state_from_retained_messages(
+    services: Services, device_factory: Any
+) -> None:
     dev = device_factory("dev-a")
     dev.occupancy(True)
     services.wait_room_state("T1-0101", "occupied")
@@ -217,8 +275,9 @@ def test_restarted_server_rebuilds_state_from_retained_messages(services: Servic
     assert after["since"] == before["since"]
 
 
-def test_moving_a_device_takes_effect_in_the_running_gateway(services: Services,
-                                                             device_factory: Any) -> None:
+def test_moving_a_device_takes_effect_in_the_running_gateway(
+    services: Services, device_factory: Any
+) -> None:
     dev = device_factory("dev-a")
     dev.occupancy(True)
     services.wait_room_state("T1-0101", "occupied")
@@ -235,12 +294,12 @@ def test_moving_a_device_takes_effect_in_the_running_gateway(services: Services,
     # A device can be in one room only.
     r = services.admin("PATCH", "/api/admin/rooms/T1-0201", json={"device": "dev-a"})
     assert r.status_code == 409 and "T1-0301" in r.json()["detail"]
-    assert services.http.patch("/api/admin/rooms/T1-0201", json={"device": None}).status_code \
-        == 401
+    assert services.http.patch("/api/admin/rooms/T1-0201", json={"device": None}).status_code == 401
 
 
 def test_silent_device_goes_offline_after_the_supervision_window(
-        broker: Any, tmp_path: Any, rooms_csv: Any, device_factory: Any) -> None:
+    broker: Any, tmp_path: Any, rooms_csv: Any, device_factory: Any
+) -> None:
     svc = Services(broker, tmp_path, rooms_csv, MAMAROOM_GATEWAY__SUPERVISION_S="2").start()
     try:
         dev = device_factory("dev-a")
@@ -266,8 +325,7 @@ def test_unknown_room_is_a_json_404_and_bad_filters_are_422(services: Services) 
     assert "paths" in services.http.get("/openapi.json").json()
 
 
-def test_gateway_and_broker_restarts_lose_no_valid_message(
-        tmp_path: Any, rooms_csv: Any) -> None:
+def test_gateway_and_broker_restarts_lose_no_valid_message(tmp_path: Any, rooms_csv: Any) -> None:
     # Persistence on, as in production: sessions and queues survive the restart.
     broker = Mosquitto(tmp_path / "persistent-broker", persistence=True).start()
     svc = Services(broker, tmp_path, rooms_csv).start()
@@ -285,8 +343,11 @@ def test_gateway_and_broker_restarts_lose_no_valid_message(
         svc.gateway = type(svc.gateway)("gateway2", ["gateway"], svc.env, svc.workdir)
         svc.start_gateway()
         svc.wait_room_state("T1-0101", "free")
-        wait_for(lambda: svc.metrics().get('mamaroom_gateway_stored_total{kind="occupancy"}')
-                 == 21, what="all 21 queued messages stored", detail=svc.logs)
+        wait_for(
+            lambda: svc.metrics().get('mamaroom_gateway_stored_total{kind="occupancy"}') == 21,
+            what="all 21 queued messages stored",
+            detail=svc.logs,
+        )
         # Broker restart: everyone reconnects and carries on.
         broker.restart()
         dev2 = Device(broker.port, "dev-b")
@@ -305,4 +366,5 @@ def test_gateway_and_broker_restarts_lose_no_valid_message(
     # Every message stored exactly once, whatever was redelivered.
     events = stored_occupancy(tmp_path / "data")
     assert sorted((e["device"], e["seq"]) for e in events) == sorted(
-        [("dev-a", seq) for seq in range(1, 24)] + [("dev-b", 1)])
+        [("dev-a", seq) for seq in range(1, 24)] + [("dev-b", 1)]
+    )

@@ -25,16 +25,27 @@ from server.services.escalation import Escalator, paging_gaps, refuse_unpaged
 
 # 2026-11-24 10:00 in Shanghai: inside the day shift below.
 T0 = int(datetime(2026, 11, 24, 2, 0, tzinfo=UTC).timestamp() * 1000)
-ROOM = RegistryRoom(id="SP1-0301", name="软件园1号楼3层母婴室", name_en="SP1 3F",
-                    building="软件园1号楼", building_en="Software Park Bldg 1", floor=3,
-                    device="n-sp1-0301")
+ROOM = RegistryRoom(
+    id="SP1-0301",
+    name="软件园1号楼3层母婴室",
+    name_en="SP1 3F",
+    building="软件园1号楼",
+    building_en="Software Park Bldg 1",
+    floor=3,
+    device="n-sp1-0301",
+)
 SETTINGS = EscalationSettings(
-    tiers=[EscalationTier(after_s=0, on_duty=True, repeat_s=30),
-           EscalationTier(after_s=60, pagers=["200", "900"]),
-           EscalationTier(after_s=180, pagers=["800"])],
-    roster=[DutyShift(name="Wang", pager="101", buildings=["软件园1号楼"], hours="08:00-20:00"),
-            DutyShift(name="Li", pager="102", buildings=["软件园1号楼"], hours="20:00-08:00"),
-            DutyShift(name="Zhou", pager="103", buildings=["腾飞园区A座"])])
+    tiers=[
+        EscalationTier(after_s=0, on_duty=True, repeat_s=30),
+        EscalationTier(after_s=60, pagers=["200", "900"]),
+        EscalationTier(after_s=180, pagers=["800"]),
+    ],
+    roster=[
+        DutyShift(name="Wang", pager="101", buildings=["软件园1号楼"], hours="08:00-20:00"),
+        DutyShift(name="Li", pager="102", buildings=["软件园1号楼"], hours="20:00-08:00"),
+        DutyShift(name="Zhou", pager="103", buildings=["腾飞园区A座"]),
+    ],
+)
 
 
 class Recorder:
@@ -54,8 +65,7 @@ class Recorder:
         self.clock = clock
         self.pages: list[tuple[int, str]] = []
 
-    def send(self, target: str, text: str,
-             done: Callable[[bool, str], None] | None = None) -> None:
+    def send(self, target: str, text: str, done: Callable[[bool, str], None] | None = None) -> None:
         # 7-bit: the English name, never Chinese; a commissioning call says so.
         assert text in ("CALL SP1 3F (SP1-0301)", "TEST CALL SP1 3F (SP1-0301)")
         self.pages.append(((self.clock() - T0) // 1000, target))
@@ -69,16 +79,24 @@ def test_tiers_repeats_roster_and_a_restart(tmp_path: Path) -> None:
     recorder = Recorder(clock)
 
     def escalator(db: AlertsDb) -> Escalator:
-        e = Escalator(db, SETTINGS, ZoneInfo("Asia/Shanghai"), lambda _r: ROOM, call_text,
-                      clock=clock, monotonic=lambda: now[0] / 1000)
+        e = Escalator(
+            db,
+            SETTINGS,
+            ZoneInfo("Asia/Shanghai"),
+            lambda _r: ROOM,
+            call_text,
+            clock=clock,
+            monotonic=lambda: now[0] / 1000,
+        )
         e.add_channel(recorder)
         return e
 
     async def run() -> tuple[list[tuple[int, str]], dict[str, object]]:
         db = AlertsDb(tmp_path / "server.sqlite")
         await db.open()
-        alert, _ = await db.raise_call(room=ROOM.id, device="n-sp1-0301", call_id="c-1",
-                                       at_ms=T0, channel="button", test=False)
+        alert, _ = await db.raise_call(
+            room=ROOM.id, device="n-sp1-0301", call_id="c-1", at_ms=T0, channel="button", test=False
+        )
         esc = escalator(db)
         for t in range(0, 91):  # one tick a second, 0..90 s
             now[0] = T0 + t * 1000
@@ -92,8 +110,9 @@ def test_tiers_repeats_roster_and_a_restart(tmp_path: Path) -> None:
             now[0] = T0 + t * 1000
             await esc.tick()
             if t == 185:  # acknowledged: paging stops
-                await db.advance(alert["id"], "acknowledged", at_ms=now[0], who="wang",
-                                 channel="console")
+                await db.advance(
+                    alert["id"], "acknowledged", at_ms=now[0], who="wang", channel="console"
+                )
         final = await db.get(alert["id"])
         await db.close()
         assert final is not None
@@ -101,12 +120,16 @@ def test_tiers_repeats_roster_and_a_restart(tmp_path: Path) -> None:
 
     pages, final = asyncio.run(run())
     assert pages == [
-        (0, "101"),                          # tier 1: only the day shift of this building
-        (30, "101"),                         # repeated every 30 s
-        (60, "101"), (60, "200"), (60, "900"),  # tier 2 starts; tier 1 repeats
-        (90, "101"),                         # just before the restart
-        (120, "101"), (150, "101"),          # after the restart: same rhythm, no re-page burst
-        (180, "101"), (180, "800"),          # tier 3
+        (0, "101"),  # tier 1: only the day shift of this building
+        (30, "101"),  # repeated every 30 s
+        (60, "101"),
+        (60, "200"),
+        (60, "900"),  # tier 2 starts; tier 1 repeats
+        (90, "101"),  # just before the restart
+        (120, "101"),
+        (150, "101"),  # after the restart: same rhythm, no re-page burst
+        (180, "101"),
+        (180, "800"),  # tier 3
     ]
     assert final["escalation_level"] == 3 and final["status"] == "acknowledged"
     steps = [e["what"] for e in final["timeline"]]  # type: ignore[attr-defined]
@@ -115,8 +138,14 @@ def test_tiers_repeats_roster_and_a_restart(tmp_path: Path) -> None:
 
 def test_the_night_shift_and_other_buildings(tmp_path: Path) -> None:
     night = int(datetime(2026, 11, 24, 14, 0, tzinfo=UTC).timestamp() * 1000)  # 22:00 local
-    esc = Escalator(AlertsDb(tmp_path / "x.sqlite"), SETTINGS, ZoneInfo("Asia/Shanghai"),
-                    lambda _r: ROOM, call_text, clock=lambda: night)
+    esc = Escalator(
+        AlertsDb(tmp_path / "x.sqlite"),
+        SETTINGS,
+        ZoneInfo("Asia/Shanghai"),
+        lambda _r: ROOM,
+        call_text,
+        clock=lambda: night,
+    )
     assert esc.targets(SETTINGS.tiers[0], ROOM, night) == [("espa", "102")]
     other = ROOM.model_copy(update={"building": "腾飞园区A座", "building_en": "Tengfei A"})
     assert esc.targets(SETTINGS.tiers[0], other, night) == [("espa", "103")]
@@ -131,10 +160,18 @@ def test_a_room_in_test_mode_pages_only_the_tester(tmp_path: Path) -> None:
         await db.open()
         await db.set_test_mode(ROOM.id, "555", T0 + 3_600_000, who="installer")
         assert await db.test_mode(ROOM.id, T0) == "555"
-        alert, _ = await db.raise_call(room=ROOM.id, device="n-sp1-0301", call_id="t-1",
-                                       at_ms=T0, channel="button", test=True)
-        esc = Escalator(db, SETTINGS, ZoneInfo("Asia/Shanghai"), lambda _r: ROOM, call_text,
-                        clock=lambda: now[0], monotonic=lambda: now[0] / 1000)
+        alert, _ = await db.raise_call(
+            room=ROOM.id, device="n-sp1-0301", call_id="t-1", at_ms=T0, channel="button", test=True
+        )
+        esc = Escalator(
+            db,
+            SETTINGS,
+            ZoneInfo("Asia/Shanghai"),
+            lambda _r: ROOM,
+            call_text,
+            clock=lambda: now[0],
+            monotonic=lambda: now[0] / 1000,
+        )
         esc.add_channel(recorder)
         for t in range(0, 200, 10):
             now[0] = T0 + t * 1000
@@ -161,8 +198,9 @@ def test_a_configuration_that_pages_nobody_is_reported() -> None:
     assert any("duty roster, which is empty" in g for g in gaps)
     assert refuse_unpaged(EscalationSettings(), PagingSettings()) is not None
     # Pagers without a serial port, an IM name that is not configured.
-    gaps = gaps_of(EscalationSettings(tiers=[EscalationTier(pagers=["200"], im=["wecom"])]),
-                   PagingSettings())
+    gaps = gaps_of(
+        EscalationSettings(tiers=[EscalationTier(pagers=["200"], im=["wecom"])]), PagingSettings()
+    )
     assert gaps[0].startswith("no escalation tier can page anyone")
     assert any("pages espa 200, but paging.espa.port is empty" in g for g in gaps)
     assert any("pages im wecom, but paging.im.destinations is empty" in g for g in gaps)
@@ -190,10 +228,18 @@ def test_a_wall_clock_step_neither_stops_nor_bunches_pages(tmp_path: Path) -> No
     async def run() -> list[tuple[int, str]]:
         db = AlertsDb(tmp_path / "server.sqlite")
         await db.open()
-        await db.raise_call(room=ROOM.id, device="n-sp1-0301", call_id="c-1", at_ms=T0,
-                            channel="button", test=False)
-        esc = Escalator(db, SETTINGS, ZoneInfo("Asia/Shanghai"), lambda _r: ROOM, call_text,
-                        clock=lambda: wall[0], monotonic=lambda: mono[0])
+        await db.raise_call(
+            room=ROOM.id, device="n-sp1-0301", call_id="c-1", at_ms=T0, channel="button", test=False
+        )
+        esc = Escalator(
+            db,
+            SETTINGS,
+            ZoneInfo("Asia/Shanghai"),
+            lambda _r: ROOM,
+            call_text,
+            clock=lambda: wall[0],
+            monotonic=lambda: mono[0],
+        )
         esc.add_channel(recorder)
         for t in range(0, 200):
             mono[0] = 1000.0 + t
@@ -204,8 +250,18 @@ def test_a_wall_clock_step_neither_stops_nor_bunches_pages(tmp_path: Path) -> No
         return recorder.pages
 
     pages = asyncio.run(run())
-    assert pages == [(0, "101"), (30, "101"), (60, "101"), (60, "200"), (60, "900"),
-                     (90, "101"), (120, "101"), (150, "101"), (180, "101"), (180, "800")]
+    assert pages == [
+        (0, "101"),
+        (30, "101"),
+        (60, "101"),
+        (60, "200"),
+        (60, "900"),
+        (90, "101"),
+        (120, "101"),
+        (150, "101"),
+        (180, "101"),
+        (180, "800"),
+    ]
 
 
 class Refusing:
@@ -221,8 +277,7 @@ class Refusing:
 
     def stop(self) -> None: ...
 
-    def send(self, target: str, text: str,
-             done: Callable[[bool, str], None] | None = None) -> None:
+    def send(self, target: str, text: str, done: Callable[[bool, str], None] | None = None) -> None:
         if done:
             done(False, f"no IM destination named {target!r}")
 
@@ -231,24 +286,39 @@ def test_nobody_to_page_and_failed_pages_are_on_the_alert(tmp_path: Path) -> Non
     """The console must never say "paged" when nobody was: a tier with no
     reachable target marks the alert, and a failed page is recorded per target."""
     now = [T0]
-    settings = EscalationSettings(tiers=[EscalationTier(after_s=0, on_duty=True),
-                                         EscalationTier(after_s=60, im=["desk"])])
+    settings = EscalationSettings(
+        tiers=[EscalationTier(after_s=0, on_duty=True), EscalationTier(after_s=60, im=["desk"])]
+    )
 
     async def run() -> dict[str, object]:
         db = AlertsDb(tmp_path / "server.sqlite")
         await db.open()
-        alert, _ = await db.raise_call(room=ROOM.id, device="n-sp1-0301", call_id="c-1",
-                                       at_ms=T0, channel="button", test=False)
+        alert, _ = await db.raise_call(
+            room=ROOM.id, device="n-sp1-0301", call_id="c-1", at_ms=T0, channel="button", test=False
+        )
         loop = asyncio.get_running_loop()
         outcomes: list[asyncio.Future[None]] = []
 
         def paged(alert_id: int, channel: str, target: str, ok: bool, detail: str) -> None:
-            outcomes.append(asyncio.ensure_future(db.note_paged(
-                alert_id, channel=channel, target=target, ok=ok, at_ms=now[0], detail=detail),
-                loop=loop))
+            outcomes.append(
+                asyncio.ensure_future(
+                    db.note_paged(
+                        alert_id, channel=channel, target=target, ok=ok, at_ms=now[0], detail=detail
+                    ),
+                    loop=loop,
+                )
+            )
 
-        esc = Escalator(db, settings, ZoneInfo("Asia/Shanghai"), lambda _r: ROOM, call_text,
-                        clock=lambda: now[0], monotonic=lambda: now[0] / 1000, on_paged=paged)
+        esc = Escalator(
+            db,
+            settings,
+            ZoneInfo("Asia/Shanghai"),
+            lambda _r: ROOM,
+            call_text,
+            clock=lambda: now[0],
+            monotonic=lambda: now[0] / 1000,
+            on_paged=paged,
+        )
         esc.add_channel(Refusing())
         await esc.tick()  # tier 1: the duty roster is empty, no ESPA channel at all
         first = await db.get(alert["id"])

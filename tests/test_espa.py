@@ -21,17 +21,17 @@ from tests.support import Device, Services, wait_for
 
 # SOH 1 STX 1 US 100 RS 2 US "CALL SP1-0101 1F" ETX BCC, BCC = 0x76 (XOR of all
 # bytes after SOH through ETX, worked out by hand for this exact text).
-BLOCK = (b"\x01" b"1" b"\x02" b"1" b"\x1f" b"100" b"\x1e" b"2" b"\x1f"
-         b"CALL SP1-0101 1F" b"\x03" b"\x76")
-SELECT = b"\x04" b"1" b"\x05" b"2" b"\x05"
+BLOCK = b"\x011\x021\x1f100\x1e2\x1fCALL SP1-0101 1F\x03\x76"
+SELECT = b"\x041\x052\x05"
 ACK, NAK, EOT = b"\x06", b"\x15", b"\x04"
 
 
 class PagingSystem(threading.Thread):
     """The site's paging system on the other end of the line."""
 
-    def __init__(self, fd: int, *, naks: int = 0, silent: bool = False,
-                 block: bytes = BLOCK) -> None:
+    def __init__(
+        self, fd: int, *, naks: int = 0, silent: bool = False, block: bytes = BLOCK
+    ) -> None:
         super().__init__(daemon=True)
         self.fd, self.naks, self.silent, self.expected = fd, naks, silent, block
         self.received = bytearray()
@@ -52,7 +52,7 @@ class PagingSystem(threading.Thread):
                 buf.clear()
                 continue
             if buf.startswith(SELECT):
-                del buf[:len(SELECT)]
+                del buf[: len(SELECT)]
                 os.write(self.fd, ACK)
             elif buf.startswith(b"\x01") and b"\x03" in buf and len(buf) > buf.index(b"\x03") + 1:
                 end = buf.index(b"\x03") + 2
@@ -64,7 +64,7 @@ class PagingSystem(threading.Thread):
                     os.write(self.fd, NAK)
                 else:
                     os.write(self.fd, ACK)
-            elif buf.startswith(EOT) and not buf.startswith(SELECT[:len(buf)]):
+            elif buf.startswith(EOT) and not buf.startswith(SELECT[: len(buf)]):
                 del buf[:1]
 
 
@@ -90,19 +90,23 @@ def test_the_block_is_byte_exact() -> None:
         page_block("1x", "text")
 
 
-def test_a_page_is_selected_sent_acknowledged_and_the_line_released(
-        line: tuple[int, str]) -> None:
+def test_a_page_is_selected_sent_acknowledged_and_the_line_released(line: tuple[int, str]) -> None:
     master, name = line
     peer = PagingSystem(master)
     peer.start()
     changes: list[bool] = []
-    link = EspaLink(EspaSettings(port=name),
-                    on_link_change=lambda _subject, up, _: changes.append(up))
+    link = EspaLink(
+        EspaSettings(port=name), on_link_change=lambda _subject, up, _: changes.append(up)
+    )
     link.start()
     try:
         run_page(link)
-        wait_for(lambda: bytes(peer.received) == SELECT + BLOCK + EOT, timeout=10,
-                 what="select, block, EOT", detail=lambda: bytes(peer.received).hex())
+        wait_for(
+            lambda: bytes(peer.received) == SELECT + BLOCK + EOT,
+            timeout=10,
+            what="select, block, EOT",
+            detail=lambda: bytes(peer.received).hex(),
+        )
         assert changes == [True]
     finally:
         peer.stop.set()
@@ -119,8 +123,11 @@ def test_a_nak_makes_it_resend_the_block(line: tuple[int, str]) -> None:
     try:
         run_page(link)
         assert peer.blocks == [BLOCK, BLOCK]
-        wait_for(lambda: bytes(peer.received).endswith(BLOCK + EOT), timeout=10,
-                 what="EOT after the acknowledged block")
+        wait_for(
+            lambda: bytes(peer.received).endswith(BLOCK + EOT),
+            timeout=10,
+            what="EOT after the acknowledged block",
+        )
     finally:
         peer.stop.set()
         peer.join(5)
@@ -148,14 +155,20 @@ def test_silence_marks_the_link_down(line: tuple[int, str]) -> None:
     peer = PagingSystem(master, silent=True)
     peer.start()
     changes: list[bool] = []
-    link = EspaLink(EspaSettings(port=name, timeout_s=0.3),
-                    on_link_change=lambda _subject, up, _: changes.append(up))
+    link = EspaLink(
+        EspaSettings(port=name, timeout_s=0.3),
+        on_link_change=lambda _subject, up, _: changes.append(up),
+    )
     link.start()
     try:
         with pytest.raises(EspaError, match="did not answer the selection 3 times"):
             run_page(link)
-        wait_for(lambda: bytes(peer.received) == SELECT * 3, timeout=10,
-                 what="three selections on the line", detail=lambda: bytes(peer.received).hex())
+        wait_for(
+            lambda: bytes(peer.received) == SELECT * 3,
+            timeout=10,
+            what="three selections on the line",
+            detail=lambda: bytes(peer.received).hex(),
+        )
         assert changes == [False] and link.up is False
     finally:
         peer.stop.set()
@@ -164,35 +177,52 @@ def test_silence_marks_the_link_down(line: tuple[int, str]) -> None:
 
 
 # The same block for room T1-0101 of the test site; BCC 0x3B worked out by hand.
-CALL_BLOCK = (b"\x01" b"1" b"\x02" b"1" b"\x1f" b"100" b"\x1e" b"2" b"\x1f"
-              b"CALL Test Bldg 1F (T1-0101)" b"\x03" b"\x3b")
+CALL_BLOCK = b"\x011\x021\x1f100\x1e2\x1fCALL Test Bldg 1F (T1-0101)\x03\x3b"
 
 
 def test_a_call_pages_over_espa_and_a_dead_link_raises_its_own_alert(
-        line: tuple[int, str], broker: Any, tmp_path: Path, rooms_csv: Path) -> None:
+    line: tuple[int, str], broker: Any, tmp_path: Path, rooms_csv: Path
+) -> None:
     master, name = line
-    svc = Services(broker, tmp_path, rooms_csv, MAMAROOM_PAGING__ESPA__PORT=name,
-                   MAMAROOM_ESCALATION__TIERS='[{"after_s": 0, "pagers": ["100"]}]',
-                   MAMAROOM_PAGING__ESPA__TIMEOUT_S="0.5").start()
+    svc = Services(
+        broker,
+        tmp_path,
+        rooms_csv,
+        MAMAROOM_PAGING__ESPA__PORT=name,
+        MAMAROOM_ESCALATION__TIERS='[{"after_s": 0, "pagers": ["100"]}]',
+        MAMAROOM_PAGING__ESPA__TIMEOUT_S="0.5",
+    ).start()
     peer = PagingSystem(master, block=CALL_BLOCK)
     peer.start()
     dev = Device(broker.port, "dev-a")
     try:
         dev.call("press", "espa-1")
-        wait_for(lambda: bytes(peer.received) == SELECT + CALL_BLOCK + EOT, timeout=30,
-                 what="the page on the serial line", detail=lambda: bytes(peer.received).hex())
+        wait_for(
+            lambda: bytes(peer.received) == SELECT + CALL_BLOCK + EOT,
+            timeout=30,
+            what="the page on the serial line",
+            detail=lambda: bytes(peer.received).hex(),
+        )
         [alert] = svc.admin("GET", "/api/alerts").json()
-        wait_for(lambda: any(e["what"] == "paged" and e["channel"] == "espa"
-                             for e in svc.admin("GET", f"/api/alerts/{alert['id']}")
-                             .json()["timeline"]), what="'paged' in the timeline")
+        wait_for(
+            lambda: any(
+                e["what"] == "paged" and e["channel"] == "espa"
+                for e in svc.admin("GET", f"/api/alerts/{alert['id']}").json()["timeline"]
+            ),
+            what="'paged' in the timeline",
+        )
         # The paging system goes silent: the next call still reaches its node
         # at once, and the link raises its own alert.
         peer.silent = True
         svc.admin("POST", f"/api/alerts/{alert['id']}/resolve").raise_for_status()
         dev.call("press", "espa-2")  # a new call (the first is over)
         wait_for(lambda: "received" in dev.statuses("espa-2"), what="received despite ESPA")
-        wait_for(lambda: svc.admin("GET", "/api/alerts", params={"kind": "paging_link"}).json(),
-                 timeout=30, what="a paging_link alert", detail=svc.logs)
+        wait_for(
+            lambda: svc.admin("GET", "/api/alerts", params={"kind": "paging_link"}).json(),
+            timeout=30,
+            what="a paging_link alert",
+            detail=svc.logs,
+        )
     finally:
         dev.close()
         peer.stop.set()
@@ -213,20 +243,23 @@ def read_exactly(fd: int, n: int, timeout: float = 10) -> bytes:
 def test_passive_mode_answers_the_paging_systems_polls(line: tuple[int, str]) -> None:
     master, name = line
     changes: list[bool] = []
-    link = EspaLink(EspaSettings(port=name, mode="passive", poll_silence_s=1.0),
-                    on_link_change=lambda _subject, up, _: changes.append(up))
+    link = EspaLink(
+        EspaSettings(port=name, mode="passive", poll_silence_s=1.0),
+        on_link_change=lambda _subject, up, _: changes.append(up),
+    )
     link.start()
     outcome: list[bool] = []
     try:
+
         def idle_poll() -> bool:  # the paging system polls address 1 (again and again)
-            os.write(master, b"\x04" b"1\x05")
+            os.write(master, b"\x041\x05")
             return read_exactly(master, 1, timeout=0.5) == b"\x04"  # idle: EOT
 
         wait_for(idle_poll, what="EOT to an idle poll")
         link.send("100", "CALL SP1-0101 1F", lambda ok, _: outcome.append(ok))
 
         def poll() -> bool:  # as the paging system does, until mamaroom has news
-            os.write(master, b"\x04" b"1\x05")
+            os.write(master, b"\x041\x05")
             return read_exactly(master, 1) == b"2"
 
         wait_for(poll, what="mamaroom selecting the paging system")

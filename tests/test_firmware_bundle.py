@@ -20,8 +20,14 @@ from tests.support import ROOT, Mosquitto, Services
 
 
 def mamaroom(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True,
-                          text=True, cwd=ROOT, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_a_bundle_is_reproducible_and_holds_only_the_slot_modules() -> None:
@@ -43,15 +49,23 @@ def test_a_bundle_is_reproducible_and_holds_only_the_slot_modules() -> None:
         fb.check_version("../etc")
 
 
-def test_the_bundle_loads_on_the_real_micropython_and_reports_its_version(
-        tmp_path: Path) -> None:
+def test_the_bundle_loads_on_the_real_micropython_and_reports_its_version(tmp_path: Path) -> None:
     b = fb.build_bundle(version="3.1.4-rc1")
     fb.write_tree(list(b.files), tmp_path)
     out = subprocess.run(
-        [micropython(), "-X", "heapsize=256K", "-c",
-         "import sys; sys.path.insert(0, '.'); import version, ota, contract;"
-         "m = sys.implementation._mpy; print(version.VERSION, m & 0xFF, m >> 8 & 3)"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        [
+            micropython(),
+            "-X",
+            "heapsize=256K",
+            "-c",
+            "import sys; sys.path.insert(0, '.'); import version, ota, contract;"
+            "m = sys.implementation._mpy; print(version.VERSION, m & 0xFF, m >> 8 & 3)",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     version, mpy, sub = out.stdout.split()
     assert version == "3.1.4-rc1"
@@ -73,8 +87,16 @@ def test_provision_out_writes_a_board_with_a_checked_config(tmp_path: Path) -> N
     template["broker"] = "mqtt://10.9.8.7:1883"
     (tmp_path / "site.json").write_text(json.dumps(template))
     board = tmp_path / "board"
-    out = mamaroom("device", "provision", "--device", "n-b7-0301", "--config",
-                   str(tmp_path / "site.json"), "--out", str(board))
+    out = mamaroom(
+        "device",
+        "provision",
+        "--device",
+        "n-b7-0301",
+        "--config",
+        str(tmp_path / "site.json"),
+        "--out",
+        str(board),
+    )
     assert out.returncode == 0, out.stderr
     cfg = json.loads((board / "config.json").read_text())
     assert cfg["device"] == "n-b7-0301" and cfg["broker"] == "mqtt://10.9.8.7:1883"
@@ -86,18 +108,25 @@ def test_provision_out_writes_a_board_with_a_checked_config(tmp_path: Path) -> N
     # A config the board would refuse is refused here, with the board's words.
     template["broker"] = "http://10.9.8.7"
     (tmp_path / "bad.json").write_text(json.dumps(template))
-    out = mamaroom("device", "provision", "--device", "n-b7-0301", "--config",
-                   str(tmp_path / "bad.json"), "--dry-run")
+    out = mamaroom(
+        "device",
+        "provision",
+        "--device",
+        "n-b7-0301",
+        "--config",
+        str(tmp_path / "bad.json"),
+        "--dry-run",
+    )
     assert out.returncode == 1 and "must start with mqtt://" in out.stderr, out.stderr
     out = mamaroom("device", "provision", "--device", "Bad_Id", "--dry-run")
     assert out.returncode == 2 and "not a device id" in out.stderr
 
 
 def test_the_server_offers_bundles_to_nodes_without_login(
-        broker: Mosquitto, tmp_path: Path, rooms_csv: Path) -> None:
+    broker: Mosquitto, tmp_path: Path, rooms_csv: Path
+) -> None:
     svc = Services(broker, tmp_path, rooms_csv)
-    made = mamaroom("device", "bundle", "--version", "1.4.0",
-                    env={**os.environ, **svc.env})
+    made = mamaroom("device", "bundle", "--version", "1.4.0", env={**os.environ, **svc.env})
     assert made.returncode == 0, made.stderr
     data = (tmp_path / "data" / "firmware" / "1.4.0.bundle").read_bytes()
     svc.start_server()
@@ -129,8 +158,14 @@ class PtyBoard:
         tty.setraw(board_tty)  # as a UART: no line discipline between the two
         self.port = os.ttyname(theirs)
         self._keep = theirs  # the port stays open for mpremote to open
-        self.proc = subprocess.Popen([micropython()], stdin=board_tty, stdout=board_tty,
-                                     stderr=board_tty, cwd=flash, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [micropython()],
+            stdin=board_tty,
+            stdout=board_tty,
+            stderr=board_tty,
+            cwd=flash,
+            start_new_session=True,
+        )
         os.close(board_tty)
         banner = b""
         while b">>> " not in banner:  # the board is up, at its prompt
@@ -168,13 +203,24 @@ def test_provision_copies_the_firmware_onto_a_board_over_serial(tmp_path: Path) 
     (flash / "var" / "fw.json").write_text('{"slot": "ota/a", "state": "ok"}')
     (flash / "var" / "boot.json").write_text('{"boot": 41}')
     # Loopback only: the example's broker and NTP server are site addresses.
-    template = {**json.loads((fb.FIRMWARE_DIR / "config.example.json").read_text()),
-                "broker": "mqtt://127.0.0.1:9", "ntp": ""}
+    template = {
+        **json.loads((fb.FIRMWARE_DIR / "config.example.json").read_text()),
+        "broker": "mqtt://127.0.0.1:9",
+        "ntp": "",
+    }
     (tmp_path / "site.json").write_text(json.dumps(template))
     board = PtyBoard(flash)
     try:
-        out = mamaroom("device", "provision", "--device", "n-pty-0101", "--port", board.port,
-                       "--config", str(tmp_path / "site.json"))
+        out = mamaroom(
+            "device",
+            "provision",
+            "--device",
+            "n-pty-0101",
+            "--port",
+            board.port,
+            "--config",
+            str(tmp_path / "site.json"),
+        )
     finally:
         board.close()
     assert out.returncode == 0, out.stdout + out.stderr
@@ -186,8 +232,13 @@ def test_provision_copies_the_firmware_onto_a_board_over_serial(tmp_path: Path) 
     assert not (flash / "app.py").exists() and not (flash / "var" / "fw.json").exists()
     assert json.loads((flash / "var" / "boot.json").read_text()) == {"boot": 41}  # kept
     # What was copied boots: the node starts as n-pty-0101, on its 42nd boot.
-    node = subprocess.Popen([micropython(), "-X", "heapsize=256K", "main.py"], cwd=flash,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    node = subprocess.Popen(
+        [micropython(), "-X", "heapsize=256K", "main.py"],
+        cwd=flash,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert node.stdout is not None
         first = node.stdout.readline()

@@ -42,14 +42,17 @@ def operations() -> list[tuple[str, str]]:
     spec = create_app(Settings()).openapi()
     # The login endpoints last: fuzzing them trips the failed-login limit,
     # after which the admin could not log in again.
-    return sorted(((m.upper(), p) for p, ops in spec["paths"].items() for m in ops),
-                  key=lambda op: (op[1].startswith("/api/auth/"), op))
+    return sorted(
+        ((m.upper(), p) for p, ops in spec["paths"].items() for m in ops),
+        key=lambda op: (op[1].startswith("/api/auth/"), op),
+    )
 
 
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("method, path", operations())
-def test_no_input_makes_a_server_error(method: str, path: str,
-                                       running: tuple[Services, str]) -> None:
+def test_no_input_makes_a_server_error(
+    method: str, path: str, running: tuple[Services, str]
+) -> None:
     if (method, path) in SKIP:
         pytest.skip("tested elsewhere")
     svc, token = running
@@ -58,12 +61,19 @@ def test_no_input_makes_a_server_error(method: str, path: str,
         token = svc.login("admin", svc.ADMIN_PASSWORD)
     seen: list[int] = []
     api = schemathesis.openapi.from_url(f"{svc.base_url}/openapi.json")
-    [operation] = [r.ok() for r in api.get_all_operations()
-                   if (r.ok().method.upper(), r.ok().path) == (method, path)]
+    [operation] = [
+        r.ok()
+        for r in api.get_all_operations()
+        if (r.ok().method.upper(), r.ok().path) == (method, path)
+    ]
 
     @given(case=operation.as_strategy())
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     def no_5xx(case: Any) -> None:
         for headers in ({"Authorization": f"Bearer {token}"}, {}):
             response = case.call(base_url=svc.base_url, headers=headers, timeout=30)
@@ -71,7 +81,8 @@ def test_no_input_makes_a_server_error(method: str, path: str,
                 seen.append(response.status_code)
             assert response.status_code < 500, (
                 f"{case.method} {case.formatted_path} {case.body!r} -> "
-                f"{response.status_code}: {response.text[:300]}\n{svc.server.log_tail(20)}")
+                f"{response.status_code}: {response.text[:300]}\n{svc.server.log_tail(20)}"
+            )
 
     no_5xx()
     # As the admin, the requests got past the login into the handlers.

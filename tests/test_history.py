@@ -27,11 +27,22 @@ RECENT = date.today() + timedelta(days=1)
 TZ = ZoneInfo("Asia/Shanghai")
 
 
-def run(tmp_path: Path, backend: str = "sqlite", end: date = END, days: int = 21,
-        **env: object) -> dict[str, int]:
+def run(
+    tmp_path: Path, backend: str = "sqlite", end: date = END, days: int = 21, **env: object
+) -> dict[str, int]:
     settings = load_settings(data_dir=tmp_path / "data", **env)
-    return asyncio.run(generate(settings, ROOMS, days=days, end=end, backend=backend, seed=7,
-                                telemetry_every_min=60, show_progress=False))
+    return asyncio.run(
+        generate(
+            settings,
+            ROOMS,
+            days=days,
+            end=end,
+            backend=backend,
+            seed=7,
+            telemetry_every_min=60,
+            show_progress=False,
+        )
+    )
 
 
 def test_history_has_the_shape_of_working_life(tmp_path: Path) -> None:
@@ -39,8 +50,9 @@ def test_history_has_the_shape_of_working_life(tmp_path: Path) -> None:
     assert counts["occupancy"] > 500
     assert counts["telemetry"] == 0  # older than the 30-day telemetry retention
     db = sqlite3.connect(tmp_path / "data" / "store.sqlite")
-    rows = db.execute("SELECT device, time_ms, occupied FROM occupancy "
-                      "ORDER BY device, time_ms").fetchall()
+    rows = db.execute(
+        "SELECT device, time_ms, occupied FROM occupancy ORDER BY device, time_ms"
+    ).fetchall()
     sessions: dict[date, int] = defaultdict(int)
     by_device: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for device, t, occupied in rows:
@@ -64,7 +76,8 @@ def test_history_has_the_shape_of_working_life(tmp_path: Path) -> None:
     # Running it again with the same seed adds nothing.
     again = run(tmp_path)
     assert again["occupancy"] == 0 and again["duplicates"] == (
-        counts["occupancy"] + counts["telemetry"] + counts["call"])
+        counts["occupancy"] + counts["telemetry"] + counts["call"]
+    )
     # Rollups: every room, every hour; a day's occupied time matches the sessions.
     assert counts["rollups"] == 20 * 21 * 24
     total = db.execute("SELECT SUM(occupied_s), SUM(sessions) FROM occupancy_hourly").fetchone()
@@ -78,12 +91,12 @@ def test_the_same_history_lands_in_influxdb(tmp_path: Path) -> None:
     try:
         sqlite_counts = run(tmp_path / "a", end=RECENT)
         assert sqlite_counts["telemetry"] > 20 * 20 * 20  # recent: within retention
-        influx_counts = run(tmp_path / "b", "influxdb", end=RECENT,
-                            storage={"influxdb": {"url": influx.url}})
+        influx_counts = run(
+            tmp_path / "b", "influxdb", end=RECENT, storage={"influxdb": {"url": influx.url}}
+        )
         assert influx_counts == sqlite_counts
         assert influx.count("occupancy", "occupied") == sqlite_counts["occupancy"]
-        assert influx.count("telemetry", "rssi", rp="telemetry_30d") == \
-            sqlite_counts["telemetry"]
+        assert influx.count("telemetry", "rssi", rp="telemetry_30d") == sqlite_counts["telemetry"]
         # The rollups are the same numbers on both backends.
         series = influx.query('SELECT sum("occupied_s"), sum("sessions") FROM occupancy_hourly')
         db = sqlite3.connect(tmp_path / "a" / "data" / "store.sqlite")
@@ -103,7 +116,7 @@ def test_generated_boots_are_above_any_live_boot_and_apart_per_run(tmp_path: Pat
     settings = load_settings(data_dir=tmp_path / "data")
     start, _ = day_span(settings, 21, END)
     first, end = history_boots(start)
-    assert first >= HISTORY_BOOT_BASE == 2 ** 40
+    assert first >= HISTORY_BOOT_BASE == 2**40
     assert history_boots(start + 60_000)[0] >= end  # a run a minute later: other boots
     run(tmp_path)
     db = sqlite3.connect(tmp_path / "data" / "store.sqlite")
@@ -111,8 +124,9 @@ def test_generated_boots_are_above_any_live_boot_and_apart_per_run(tmp_path: Pat
         lo, hi = db.execute(f"SELECT MIN(boot), MAX(boot) FROM {table}").fetchone()
         assert lo is None or first <= lo <= hi < end, table
     # Device health is the live messages' to tell: generated ones leave it empty.
-    health = db.execute("SELECT COUNT(*), COUNT(last_seen_ms), COUNT(boot), SUM(boots)"
-                        " FROM devices").fetchone()
+    health = db.execute(
+        "SELECT COUNT(*), COUNT(last_seen_ms), COUNT(boot), SUM(boots) FROM devices"
+    ).fetchone()
     assert health == (20, 0, 0, 0)
     assert db.execute("SELECT COUNT(*) FROM seq_audit").fetchone()[0] == 0
 
@@ -141,9 +155,25 @@ def test_the_cli_refuses_a_span_that_holds_live_data(tmp_path: Path) -> None:
     asyncio.run(add_live())
 
     def generate_cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cli", "history", "generate",
-                               "--rooms", "3", "--days", "10", *args], env=env, cwd=ROOT,
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cli",
+                "history",
+                "generate",
+                "--rooms",
+                "3",
+                "--days",
+                "10",
+                *args,
+            ],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     def stored() -> int:
         db = sqlite3.connect(tmp_path / "data" / "store.sqlite")
@@ -164,8 +194,9 @@ def test_the_cli_refuses_a_span_that_holds_live_data(tmp_path: Path) -> None:
     assert stored() > before
 
 
-def test_history_beside_live_nodes_leaves_them_alone(services: Services,
-                                                     device_factory: Any) -> None:
+def test_history_beside_live_nodes_leaves_them_alone(
+    services: Services, device_factory: Any
+) -> None:
     """Issue 14: `history generate` beside a running demo made live messages
     duplicates (rooms froze). Live rooms keep changing, nothing is a
     duplicate, and the nodes' health stays their own."""
@@ -176,9 +207,14 @@ def test_history_beside_live_nodes_leaves_them_alone(services: Services,
     dev.telemetry()
     dev.occupancy(True)
     services.wait_room_state("T1-0101", "occupied")
-    out = subprocess.run([sys.executable, "-m", "cli", "history", "generate", "--days", "3",
-                          "--rooms", "3"], env=services.env, cwd=services.workdir,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "cli", "history", "generate", "--days", "3", "--rooms", "3"],
+        env=services.env,
+        cwd=services.workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     for occupied in (False, True, False):
         dev.occupancy(occupied)
@@ -187,8 +223,7 @@ def test_history_beside_live_nodes_leaves_them_alone(services: Services,
     assert metrics["mamaroom_gateway_duplicates_total"] == 0
     assert metrics['mamaroom_gateway_stored_total{kind="occupancy"}'] == 4
     token = services.login("admin", Services.ADMIN_PASSWORD)
-    health = services.http.get("/api/devices",
-                               headers={"Authorization": f"Bearer {token}"}).json()
+    health = services.http.get("/api/devices", headers={"Authorization": f"Bearer {token}"}).json()
     dev_a = next(d for d in health["devices"] if d["device"] == "dev-a")
     assert (dev_a["reboots"], dev_a["fw"], dev_a["reset_reason"]) == (0, "test", None)
 
@@ -199,13 +234,33 @@ def test_the_cli_adds_past_calls_with_response_times(tmp_path: Path) -> None:
     import sys
 
     env = {**os.environ, "MAMAROOM_DATA_DIR": str(tmp_path / "data")}
-    out = subprocess.run([sys.executable, "-m", "cli", "history", "generate", "--days",
-                          "90", "--rooms", "30", "--end", "2026-10-01", "--seed", "5"],
-                         env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "history",
+            "generate",
+            "--days",
+            "90",
+            "--rooms",
+            "30",
+            "--end",
+            "2026-10-01",
+            "--seed",
+            "5",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     db = sqlite3.connect(tmp_path / "data" / "server.sqlite")
-    rows = db.execute("SELECT raised_at_ms, acknowledged_at_ms, arrived_at_ms, resolved_at_ms,"
-                      " status FROM alerts WHERE kind='call'").fetchall()
+    rows = db.execute(
+        "SELECT raised_at_ms, acknowledged_at_ms, arrived_at_ms, resolved_at_ms,"
+        " status FROM alerts WHERE kind='call'"
+    ).fetchall()
     assert len(rows) >= 3 and all(r[4] == "resolved" for r in rows)
     for raised, ack, arrived, resolved, _ in rows:
         assert raised < ack <= arrived <= resolved

@@ -22,18 +22,26 @@ ROOMS = 12
 class Demo:
     """One `mamaroom demo` run against a private Mosquitto, in a data dir."""
 
-    def __init__(self, tmp_path: Path, broker: Mosquitto, data_dir: Path, name: str,
-                 rooms: int = ROOMS) -> None:
+    def __init__(
+        self, tmp_path: Path, broker: Mosquitto, data_dir: Path, name: str, rooms: int = ROOMS
+    ) -> None:
         self.http_port, self.metrics_port = free_port(), free_port()
         self.log_path = tmp_path / f"{name}.log"
-        env = {**os.environ, "MAMAROOM_MQTT__URL": broker.url,
-               "MAMAROOM_HTTP__PORT": str(self.http_port),
-               "MAMAROOM_GATEWAY__METRICS_PORT": str(self.metrics_port),
-               "MAMAROOM_DATA_DIR": str(data_dir)}
+        env = {
+            **os.environ,
+            "MAMAROOM_MQTT__URL": broker.url,
+            "MAMAROOM_HTTP__PORT": str(self.http_port),
+            "MAMAROOM_GATEWAY__METRICS_PORT": str(self.metrics_port),
+            "MAMAROOM_DATA_DIR": str(data_dir),
+        }
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cli", "demo", "--rooms", str(rooms), "--speed",
-                 "60"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                [sys.executable, "-m", "cli", "demo", "--rooms", str(rooms), "--speed", "60"],
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}", timeout=30)
 
     def output(self) -> str:
@@ -44,28 +52,38 @@ class Demo:
 
     def wait_seeded(self) -> str:
         """The demo's last word on its history."""
-        found = wait_for(lambda: re.search(r"history: (seeded|already there|not seeded).*",
-                                           self.output()),
-                         timeout=300, interval=0.5, what="history seeded", detail=self.tail)
+        found = wait_for(
+            lambda: re.search(r"history: (seeded|already there|not seeded).*", self.output()),
+            timeout=300,
+            interval=0.5,
+            what="history seeded",
+            detail=self.tail,
+        )
         return found.group(0)
 
     def token(self) -> str:
-        password = wait_for(lambda: re.search(r"admin / (\S+)", self.output()), timeout=120,
-                            what="the admin login on the panel", detail=self.tail).group(1)
+        password = wait_for(
+            lambda: re.search(r"admin / (\S+)", self.output()),
+            timeout=120,
+            what="the admin login on the panel",
+            detail=self.tail,
+        ).group(1)
         r = self.http.post("/api/auth/token", data={"username": "admin", "password": password})
         r.raise_for_status()
         return str(r.json()["access_token"])
 
     def trend(self, name: str, token: str, **params: str) -> Any:
-        r = self.http.get(f"/api/trends/{name}", params=params,
-                          headers={"Authorization": f"Bearer {token}"})
+        r = self.http.get(
+            f"/api/trends/{name}", params=params, headers={"Authorization": f"Bearer {token}"}
+        )
         r.raise_for_status()
         return r.json()
 
     def duplicates(self) -> float:
         text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
-        return float(re.search(r"^mamaroom_gateway_duplicates_total (\S+)$", text,
-                               re.MULTILINE).group(1))  # type: ignore[union-attr]
+        return float(
+            re.search(r"^mamaroom_gateway_duplicates_total (\S+)$", text, re.MULTILINE).group(1)
+        )  # type: ignore[union-attr]
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGINT)  # Ctrl-C
@@ -88,8 +106,10 @@ def test_a_fresh_demo_has_weeks_of_trends(tmp_path: Path) -> None:
             assert out.index("mamaroom is running") < out.index("history: seeded")
             token = demo.token()
             today = date.today()
-            weeks = {"from": (today - timedelta(days=28)).isoformat(),
-                     "to": (today - timedelta(days=1)).isoformat()}
+            weeks = {
+                "from": (today - timedelta(days=28)).isoformat(),
+                "to": (today - timedelta(days=1)).isoformat(),
+            }
             heatmap = demo.trend("heatmap", token, **weeks)
             # The busiest hour, over all 190 rooms of the site (12 of them seeded).
             assert heatmap["max"] > 0.1 * ROOMS / 190, heatmap["max"]
@@ -98,8 +118,10 @@ def test_a_fresh_demo_has_weeks_of_trends(tmp_path: Path) -> None:
             ranked = demo.trend("rooms", token, **weeks)
             assert sum(r["sessions"] > 0 for r in ranked["rooms"]) == ROOMS
             # Reports every 30 minutes, the nodes' own interval: near 100 %, not 3.2 %.
-            week = {"from": (today - timedelta(days=7)).isoformat(),
-                    "to": (today - timedelta(days=1)).isoformat()}
+            week = {
+                "from": (today - timedelta(days=7)).isoformat(),
+                "to": (today - timedelta(days=1)).isoformat(),
+            }
             uptime = demo.trend("uptime", token, **week)
             seeded = [d for d in uptime["devices"] if d["reports"]]
             assert len(seeded) == ROOMS
@@ -117,8 +139,12 @@ def test_a_fresh_demo_has_weeks_of_trends(tmp_path: Path) -> None:
             said = again.wait_seeded()
             assert "not seeded" not in said, again.tail()
             assert "history: seeding" in again.output()
-            wait_for(lambda: "mamaroom is running" in again.output(), timeout=120,
-                     what="the second demo running", detail=again.tail)
+            wait_for(
+                lambda: "mamaroom is running" in again.output(),
+                timeout=120,
+                what="the second demo running",
+                detail=again.tail,
+            )
             assert again.duplicates() == 0
         finally:
             code = again.stop()
@@ -132,8 +158,11 @@ def _seeders(data_dir: Path) -> list[int]:
     found = []
     for proc in Path("/proc").iterdir():
         try:
-            if (proc.name.isdigit() and b"seed-demo" in (proc / "cmdline").read_bytes()
-                    and str(data_dir).encode() in (proc / "environ").read_bytes()):
+            if (
+                proc.name.isdigit()
+                and b"seed-demo" in (proc / "cmdline").read_bytes()
+                and str(data_dir).encode() in (proc / "environ").read_bytes()
+            ):
                 found.append(int(proc.name))
         except OSError:
             continue  # gone meanwhile, or not ours to read
@@ -147,8 +176,12 @@ def test_stopping_the_demo_while_it_seeds_stops_the_seeding(tmp_path: Path) -> N
         # All 190 rooms: their past takes long enough to stop in the middle of it.
         demo = Demo(tmp_path, broker, data, "stopped", rooms=190)
         try:
-            wait_for(lambda: "history: seeding" in demo.output(), timeout=120,
-                     what="seeding started", detail=demo.tail)
+            wait_for(
+                lambda: "history: seeding" in demo.output(),
+                timeout=120,
+                what="seeding started",
+                detail=demo.tail,
+            )
             wait_for(lambda: _seeders(data), timeout=30, what="the seeding process")
         finally:
             code = demo.stop()  # Ctrl-C, seeding or not

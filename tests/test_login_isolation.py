@@ -22,19 +22,24 @@ from tests.web_load import LoginStorm, client_address, concurrent_logins
 CALLS = 20
 
 
-def login(base_url: str, name: str, password: str, address: str,
-          forwarded_for: str | None = None) -> httpx.Response:
+def login(
+    base_url: str, name: str, password: str, address: str, forwarded_for: str | None = None
+) -> httpx.Response:
     headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
-    with httpx.Client(base_url=base_url, timeout=30,
-                      transport=httpx.HTTPTransport(local_address=address)) as c:
-        return c.post("/api/auth/token", data={"username": name, "password": password},
-                      headers=headers)
+    with httpx.Client(
+        base_url=base_url, timeout=30, transport=httpx.HTTPTransport(local_address=address)
+    ) as c:
+        return c.post(
+            "/api/auth/token", data={"username": name, "password": password}, headers=headers
+        )
 
 
-def test_calls_are_acked_during_a_login_storm(broker: Mosquitto, tmp_path: Path,
-                                               rooms_csv: Path, device_factory: Any) -> None:
-    svc = Services(broker, tmp_path, rooms_csv, MAMAROOM_AUTH__BACKOFF_MAX_S="4",
-                   MAMAROOM_LOG__LEVEL="info").start()
+def test_calls_are_acked_during_a_login_storm(
+    broker: Mosquitto, tmp_path: Path, rooms_csv: Path, device_factory: Any
+) -> None:
+    svc = Services(
+        broker, tmp_path, rooms_csv, MAMAROOM_AUTH__BACKOFF_MAX_S="4", MAMAROOM_LOG__LEVEL="info"
+    ).start()
     try:
         dev: Device = device_factory("dev-a")
         dev.occupancy(False)
@@ -45,17 +50,31 @@ def test_calls_are_acked_during_a_login_storm(broker: Mosquitto, tmp_path: Path,
             for i in range(CALLS):
                 call_id = f"storm-{i}"
                 dev.call("press", call_id)
-                wait_for(lambda c=call_id: "received" in dev.statuses(c),  # type: ignore[misc]
-                         timeout=120, what=f"{call_id} received", detail=svc.logs)
+                wait_for(
+                    lambda c=call_id: "received" in dev.statuses(c),  # type: ignore[misc]
+                    timeout=120,
+                    what=f"{call_id} received",
+                    detail=svc.logs,
+                )
                 dev.call("reset", call_id)
-                wait_for(lambda c=call_id: "resolved" in dev.statuses(c),  # type: ignore[misc]
-                         timeout=120, what=f"{call_id} resolved", detail=svc.logs)
+                wait_for(
+                    lambda c=call_id: "resolved" in dev.statuses(c),  # type: ignore[misc]
+                    timeout=120,
+                    what=f"{call_id} resolved",
+                    detail=svc.logs,
+                )
             checked_during = storm.counts[401] - checked_before
             # The real admin, from an address of its own, gets in during the
             # storm (after a 503 or two while every login slot is taken).
-            wait_for(lambda: login(svc.base_url, "admin", Services.ADMIN_PASSWORD,
-                                   "127.0.0.1").status_code == 200,
-                     timeout=60, interval=0.5, what="admin login during the storm")
+            wait_for(
+                lambda: (
+                    login(svc.base_url, "admin", Services.ADMIN_PASSWORD, "127.0.0.1").status_code
+                    == 200
+                ),
+                timeout=60,
+                interval=0.5,
+                what="admin login during the storm",
+            )
             counts = dict(storm.counts)
         # The storm was real: passwords were being checked while the calls ran.
         assert checked_during > 0, counts
@@ -67,15 +86,21 @@ def test_calls_are_acked_during_a_login_storm(broker: Mosquitto, tmp_path: Path,
         # The right password still works from an address that failed hundreds
         # of times: slowed (at most auth.backoff_max_s here), never locked out.
         stormer = client_address(0)
-        wait_for(lambda: login(svc.base_url, "admin", Services.ADMIN_PASSWORD,
-                               stormer).status_code == 200,
-                 timeout=60, interval=0.5, what="the right password from a stormer's address")
+        wait_for(
+            lambda: (
+                login(svc.base_url, "admin", Services.ADMIN_PASSWORD, stormer).status_code == 200
+            ),
+            timeout=60,
+            interval=0.5,
+            what="the right password from a stormer's address",
+        )
         # Without trusted proxies, X-Forwarded-For from 127.0.0.1 is ignored.
         r = login(svc.base_url, "nobody-xff", "wrong password", "127.0.0.1", "10.66.0.1")
         assert r.status_code == 401
         logged = [line for line in svc.server.log().splitlines() if "nobody-xff" in line]
-        assert logged and all("127.0.0.1" in line and "10.66.0.1" not in line
-                              for line in logged), logged
+        assert logged and all("127.0.0.1" in line and "10.66.0.1" not in line for line in logged), (
+            logged
+        )
     finally:
         svc.stop()
 
@@ -84,17 +109,23 @@ def test_calls_are_acked_during_a_login_storm(broker: Mosquitto, tmp_path: Path,
 def strict(broker: Mosquitto, tmp_path: Path, rooms_csv: Path) -> Iterator[Services]:
     """A server with a long delay (no try can slip in after it by timing) that
     trusts X-Forwarded-For from 127.0.0.1 only."""
-    svc = Services(broker, tmp_path, rooms_csv, MAMAROOM_AUTH__BACKOFF_BASE_S="600",
-                   MAMAROOM_AUTH__BACKOFF_MAX_S="600",
-                   MAMAROOM_SERVER__TRUSTED_PROXIES='["127.0.0.1"]').start()
+    svc = Services(
+        broker,
+        tmp_path,
+        rooms_csv,
+        MAMAROOM_AUTH__BACKOFF_BASE_S="600",
+        MAMAROOM_AUTH__BACKOFF_MAX_S="600",
+        MAMAROOM_SERVER__TRUSTED_PROXIES='["127.0.0.1"]',
+    ).start()
     yield svc
     svc.stop()
 
 
 def test_concurrent_tries_count_exactly(strict: Services) -> None:
     attacker, elsewhere = "127.0.3.1", "127.0.3.2"
-    counts = asyncio.run(concurrent_logins(strict.base_url, 200, "admin", "not the password",
-                                           attacker))
+    counts = asyncio.run(
+        concurrent_logins(strict.base_url, 200, "admin", "not the password", attacker)
+    )
     assert counts[401] == 5, counts  # auth.free_attempts, not one more
     # The rest: refused unchecked (429), or over the per-address connection cap
     # (503, or a reset once too many refused connections are lingering).
@@ -114,8 +145,12 @@ def test_forwarded_for_only_from_a_trusted_proxy(strict: Services) -> None:
         r = login(strict.base_url, f"px-{i}", "wrong password", "127.0.0.1", f"10.9.0.{i + 1}")
         assert r.status_code == 401, r.text
     # From anyone else the header is ignored: one address, slowed after five.
-    codes = [login(strict.base_url, f"dx-{i}", "wrong password", "127.0.3.3",
-                   f"10.9.1.{i + 1}").status_code for i in range(6)]
+    codes = [
+        login(
+            strict.base_url, f"dx-{i}", "wrong password", "127.0.3.3", f"10.9.1.{i + 1}"
+        ).status_code
+        for i in range(6)
+    ]
     assert codes == [401] * 5 + [429]
     log = strict.server.log()
     assert "addr=10.9.0.1" in log and "addr=10.9.0.6" in log
@@ -135,28 +170,42 @@ BAD_PASSWORDS = {
 
 def test_password_policy_in_the_admin_api_and_the_cli(strict: Services) -> None:
     for password, why in BAD_PASSWORDS.items():
-        r = strict.admin("PUT", "/api/admin/users/li.ming",
-                         json={"role": "staff", "password": password})
+        r = strict.admin(
+            "PUT", "/api/admin/users/li.ming", json={"role": "staff", "password": password}
+        )
         assert r.status_code == 422 and why in r.json()["detail"], (password, r.text)
     assert strict.admin("GET", "/api/admin/users").json() == [
-        {"name": "admin", "role": "admin", "disabled": False}]  # nothing was stored
-    r = strict.admin("PUT", "/api/admin/users/li.ming",
-                     json={"role": "staff", "password": "li.ming's night shift"})
+        {"name": "admin", "role": "admin", "disabled": False}
+    ]  # nothing was stored
+    r = strict.admin(
+        "PUT",
+        "/api/admin/users/li.ming",
+        json={"role": "staff", "password": "li.ming's night shift"},
+    )
     assert r.status_code == 204
-    cli = subprocess.run([sys.executable, "-m", "cli", "user", "add", "wu", "--role",
-                          "staff", "--password-stdin"], input="1q2w3e4r5t\n", text=True,
-                         env=strict.env, cwd=ROOT, capture_output=True, timeout=60)
+    cli = subprocess.run(
+        [sys.executable, "-m", "cli", "user", "add", "wu", "--role", "staff", "--password-stdin"],
+        input="1q2w3e4r5t\n",
+        text=True,
+        env=strict.env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+    )
     assert cli.returncode == 2 and "most common passwords" in cli.stderr, cli.stderr
 
 
-@pytest.mark.parametrize(("name", "password", "why"), [
-    ("li.ming", pw, why) for pw, why in BAD_PASSWORDS.items()] + [
-    ("admin", "Password123", "most common"),
-    ("admin", "test-admin-password", None),
-    ("li.ming", "correct horse battery", None),
-    ("zhang", "梅花香自苦寒来也", "at least 10"),
-    ("zhang", "梅花香自苦寒来也要等", None),
-])
+@pytest.mark.parametrize(
+    ("name", "password", "why"),
+    [("li.ming", pw, why) for pw, why in BAD_PASSWORDS.items()]
+    + [
+        ("admin", "Password123", "most common"),
+        ("admin", "test-admin-password", None),
+        ("li.ming", "correct horse battery", None),
+        ("zhang", "梅花香自苦寒来也", "at least 10"),
+        ("zhang", "梅花香自苦寒来也要等", None),
+    ],
+)
 def test_password_rules(name: str, password: str, why: str | None) -> None:
     problem = password_problem(name, password)
     assert (problem is None) if why is None else (problem is not None and why in problem)
@@ -172,8 +221,9 @@ class FakeClock:
 
 def test_the_limiter_slows_down_and_forgets() -> None:
     clock = FakeClock()
-    limiter = LoginLimiter(AuthSettings(backoff_base_s=1, backoff_max_s=8,
-                                        failure_window_s=100), clock)
+    limiter = LoginLimiter(
+        AuthSettings(backoff_base_s=1, backoff_max_s=8, failure_window_s=100), clock
+    )
     # Five tries admitted at once take every free attempt; the sixth waits.
     tickets = [limiter.admit("admin", "a") for _ in range(5)]
     with pytest.raises(LoginRefused) as refused:

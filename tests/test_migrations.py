@@ -27,8 +27,12 @@ FIXTURE = Path(__file__).parent / "fixtures" / "previous-release"
 def counts(path: Path) -> dict[str, int]:
     db = sqlite3.connect(path)
     try:
-        names = [r[0] for r in db.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
+        names = [
+            r[0]
+            for r in db.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
         return {n: db.execute(f'SELECT COUNT(*) FROM "{n}"').fetchone()[0] for n in names}
     finally:
         db.close()
@@ -42,8 +46,7 @@ def versions(path: Path) -> dict[str, int]:
         db.close()
 
 
-def test_the_previous_release_opens_with_every_row_kept(broker: Mosquitto,
-                                                        tmp_path: Path) -> None:
+def test_the_previous_release_opens_with_every_row_kept(broker: Mosquitto, tmp_path: Path) -> None:
     manifest = json.loads((FIXTURE / "manifest.json").read_text())
     data = tmp_path / "data"
     data.mkdir()
@@ -70,8 +73,13 @@ def test_the_previous_release_opens_with_every_row_kept(broker: Mosquitto,
         lost = {t: (n, after.get(t, 0)) for t, n in before.items() if after.get(t, 0) < n}
         assert not lost, f"{name}: rows lost (before, after): {lost}"
         assert "schema_versions" in after, name
-    assert versions(data / "server.sqlite").keys() >= {"registry", "alerts", "accounts",
-                                                        "push", "roster"}
+    assert versions(data / "server.sqlite").keys() >= {
+        "registry",
+        "alerts",
+        "accounts",
+        "push",
+        "roster",
+    }
     assert "store" in versions(data / "store.sqlite")
 
 
@@ -81,10 +89,12 @@ class Toy(SqliteDatabase):
                                                    lang TEXT NOT NULL DEFAULT 'zh');
                 CREATE INDEX IF NOT EXISTS notes_lang ON notes (lang);"""
     migrations = (
-        Migration(2, "notes get a language",
-                  add_column("notes", "lang", "TEXT NOT NULL DEFAULT 'zh'")),
-        Migration(3, "an index on it",
-                  sql("CREATE INDEX IF NOT EXISTS notes_lang ON notes (lang)")),
+        Migration(
+            2, "notes get a language", add_column("notes", "lang", "TEXT NOT NULL DEFAULT 'zh'")
+        ),
+        Migration(
+            3, "an index on it", sql("CREATE INDEX IF NOT EXISTS notes_lang ON notes (lang)")
+        ),
     )
 
 
@@ -93,8 +103,10 @@ def make_v1(path: Path, *, versioned: bool) -> None:
     db.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
     db.executemany("INSERT INTO notes (body) VALUES (?)", [("a",), ("b",)])
     if versioned:
-        db.execute("CREATE TABLE schema_versions (component TEXT PRIMARY KEY, "
-                   "version INTEGER NOT NULL, updated_ms INTEGER NOT NULL)")
+        db.execute(
+            "CREATE TABLE schema_versions (component TEXT PRIMARY KEY, "
+            "version INTEGER NOT NULL, updated_ms INTEGER NOT NULL)"
+        )
         db.execute("INSERT INTO schema_versions VALUES ('toy', 1, 0)")
     db.commit()
     db.close()
@@ -112,8 +124,10 @@ def test_an_old_file_is_migrated_step_by_step(tmp_path: Path, versioned: bool) -
 
     asyncio.run(go())
     db = sqlite3.connect(path)
-    assert db.execute("SELECT body, lang FROM notes ORDER BY id").fetchall() == [("a", "zh"),
-                                                                                 ("b", "zh")]
+    assert db.execute("SELECT body, lang FROM notes ORDER BY id").fetchall() == [
+        ("a", "zh"),
+        ("b", "zh"),
+    ]
     assert db.execute("SELECT name FROM sqlite_master WHERE name='notes_lang'").fetchone()
     db.close()
     assert versions(path) == {"toy": 3}
@@ -147,8 +161,10 @@ def test_a_file_from_a_newer_release_is_refused_untouched(tmp_path: Path) -> Non
 
 def test_a_failing_migration_keeps_the_file_at_its_last_good_version(tmp_path: Path) -> None:
     class Broken(Toy):
-        migrations = (Toy.migrations[0],
-                      Migration(3, "a bad step", sql("CREATE INDEX x ON no_such_table (y)")))
+        migrations = (
+            Toy.migrations[0],
+            Migration(3, "a bad step", sql("CREATE INDEX x ON no_such_table (y)")),
+        )
 
     path = tmp_path / "toy.sqlite"
     make_v1(path, versioned=True)

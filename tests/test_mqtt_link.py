@@ -102,8 +102,14 @@ def test_link_acks_only_when_told_and_bounds_what_it_holds(broker: Mosquitto) ->
     settings = MqttSettings(url=broker.url)
 
     def link(max_pending: int) -> MqttLink:
-        return MqttLink(settings, client_id="link-test", subscriptions=[(topic, 1)],
-                        clean_session=False, manual_ack=True, max_pending=max_pending)
+        return MqttLink(
+            settings,
+            client_id="link-test",
+            subscriptions=[(topic, 1)],
+            clean_session=False,
+            manual_ack=True,
+            max_pending=max_pending,
+        )
 
     async def take(lnk: MqttLink, n: int) -> list[Inbox]:
         got: list[Inbox] = []
@@ -159,8 +165,9 @@ def test_link_acks_only_when_told_and_bounds_what_it_holds(broker: Mosquitto) ->
 
 
 def publish(port: int, topic: str, count: int) -> None:
-    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id="link-test-pub",
-                      protocol=paho.MQTTv311)
+    pub = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id="link-test-pub", protocol=paho.MQTTv311
+    )
     pub.connect("127.0.0.1", port)
     pub.loop_start()
     try:

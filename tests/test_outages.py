@@ -21,10 +21,13 @@ T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
 
 def registry() -> Registry:
-    rooms = [RegistryRoom(id=f"A-{i}", name=f"A{i}", name_en=f"A{i}", building="A", floor=i,
-                          device=f"a-{i}") for i in range(6)]
-    rooms += [RegistryRoom(id="B-1", name="B1", name_en="B1", building="B", floor=1,
-                           device="b-1")]
+    rooms = [
+        RegistryRoom(
+            id=f"A-{i}", name=f"A{i}", name_en=f"A{i}", building="A", floor=i, device=f"a-{i}"
+        )
+        for i in range(6)
+    ]
+    rooms += [RegistryRoom(id="B-1", name="B1", name_en="B1", building="B", floor=1, device="b-1")]
     return Registry(version=1, updated_at=T0, rooms=rooms)
 
 
@@ -61,46 +64,64 @@ def test_one_node_then_a_whole_building(tmp_path: Path) -> None:
 
 
 def test_a_dead_node_raises_device_offline_in_the_running_server(
-        broker: Any, tmp_path: Path, rooms_csv: Path) -> None:
-    svc = Services(broker, tmp_path, rooms_csv,
-                   MAMAROOM_ALERTS__DEVICE_OFFLINE_AFTER_S="1").start()
+    broker: Any, tmp_path: Path, rooms_csv: Path
+) -> None:
+    svc = Services(broker, tmp_path, rooms_csv, MAMAROOM_ALERTS__DEVICE_OFFLINE_AFTER_S="1").start()
     sim = Proc("simulate", ["simulate", "--rooms", "1"], svc.env, svc.workdir).start()
     try:
         wait_for(lambda: svc.room("T1-0101")["state"] != "offline", what="room live")
         sim.kill()  # the last will marks it offline
+
         def dev_a_alerts(**params: str) -> list[dict[str, Any]]:
-            return [a for a in svc.admin("GET", "/api/alerts", params={
-                "kind": "device_offline", **params}).json() if a["subject"] == "dev-a"]
+            return [
+                a
+                for a in svc.admin(
+                    "GET", "/api/alerts", params={"kind": "device_offline", **params}
+                ).json()
+                if a["subject"] == "dev-a"
+            ]
 
         # Only the open one: on a slow machine the node may have been late on
         # its first connect, raised an alert then, and cleared it on arrival.
-        [alert] = wait_for(lambda: dev_a_alerts(status="open"), timeout=60,
-                           what="device_offline alert", detail=svc.logs)
+        [alert] = wait_for(
+            lambda: dev_a_alerts(status="open"),
+            timeout=60,
+            what="device_offline alert",
+            detail=svc.logs,
+        )
         assert alert["room"] == "T1-0101"
         sim = Proc("simulate2", ["simulate", "--rooms", "1"], svc.env, svc.workdir).start()
-        wait_for(lambda: svc.admin("GET", f"/api/alerts/{alert['id']}").json()["status"]
-                 == "resolved", timeout=60, what="the alert cleared when the node came back",
-                 detail=svc.logs)
+        wait_for(
+            lambda: svc.admin("GET", f"/api/alerts/{alert['id']}").json()["status"] == "resolved",
+            timeout=60,
+            what="the alert cleared when the node came back",
+            detail=svc.logs,
+        )
         assert dev_a_alerts(status="open") == []
     finally:
         sim.stop()
         svc.stop()
 
 
-def test_the_welfare_check_raises_gently_and_clears(broker: Any, tmp_path: Path,
-                                                   rooms_csv: Path, device_factory: Any) -> None:
+def test_the_welfare_check_raises_gently_and_clears(
+    broker: Any, tmp_path: Path, rooms_csv: Path, device_factory: Any
+) -> None:
     svc = Services(broker, tmp_path, rooms_csv, MAMAROOM_ALERTS__WELFARE_AFTER_S="600").start()
     try:
         dev = device_factory("dev-a")
         dev.occupancy(True, radar="still", still_s=300)  # 5 min still: nothing yet
         dev.occupancy(True, radar="still", still_s=610)  # over 10 min: knock
-        [alert] = wait_for(lambda: svc.admin("GET", "/api/alerts",
-                                             params={"kind": "welfare"}).json(),
-                           what="welfare alert", detail=svc.logs)
+        [alert] = wait_for(
+            lambda: svc.admin("GET", "/api/alerts", params={"kind": "welfare"}).json(),
+            what="welfare alert",
+            detail=svc.logs,
+        )
         assert (alert["room"], alert["priority"], alert["status"]) == ("T1-0101", "low", "open")
         dev.occupancy(True, radar="moving", still_s=0)  # she moves: all is well
-        wait_for(lambda: svc.admin("GET", f"/api/alerts/{alert['id']}").json()["status"]
-                 == "resolved", what="welfare alert cleared")
+        wait_for(
+            lambda: svc.admin("GET", f"/api/alerts/{alert['id']}").json()["status"] == "resolved",
+            what="welfare alert cleared",
+        )
         assert svc.room("T1-0101")["state"] == "occupied"  # never shown to the public
     finally:
         svc.stop()

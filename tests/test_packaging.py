@@ -13,7 +13,6 @@ def test_license_is_an_spdx_expression_with_its_files() -> None:
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     project = meta["project"]
     assert project["license"] == "MIT"
-    assert project["license-files"] and all((ROOT / f).is_file()
-                                            for f in project["license-files"])
+    assert project["license-files"] and all((ROOT / f).is_file() for f in project["license-files"])
     assert "MIT License" in (ROOT / "LICENSE").read_text()
     assert "setuptools>=77" in meta["build-system"]["requires"]

@@ -14,18 +14,25 @@ from tests.support import ROOT, Device, Mosquitto, Services
 
 def test_site_lists_buildings_floors_and_walking_minutes(services: Services) -> None:
     site = services.http.get("/api/site").json()
-    assert site["buildings"] == [{"name": "测试楼", "name_en": "Test Bldg", "floors": [1, 2, 3],
-                                  "rooms": 3}]
+    assert site["buildings"] == [
+        {"name": "测试楼", "name_en": "Test Bldg", "floors": [1, 2, 3], "rooms": 3}
+    ]
     assert site["floor_minutes"] == 0.5 and site["near_minutes"] == 5
 
 
-def test_predicted_wait_from_stored_history(broker: Mosquitto, tmp_path: Path, rooms_csv: Path,
-                                            device_factory: type[Device]) -> None:
+def test_predicted_wait_from_stored_history(
+    broker: Mosquitto, tmp_path: Path, rooms_csv: Path, device_factory: type[Device]
+) -> None:
     services = Services(broker, tmp_path, rooms_csv)
     # History first: the server reads it once at start, then only what is new.
-    subprocess.run([sys.executable, "-m", "cli", "history", "generate", "--days", "14",
-                    "--rooms", "3"], env=services.env, cwd=ROOT, check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "cli", "history", "generate", "--days", "14", "--rooms", "3"],
+        env=services.env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     services.start()
     try:
         _check_waits(services, device_factory)
@@ -67,13 +74,15 @@ async def test_the_wait_model_on_known_sessions() -> None:
         events += [OccupancyEvent("A", t, True), OccupancyEvent("A", t + minutes * 60_000, False)]
         t += 200 * 60_000
     assert session_lengths([(e.room, e.time_ms, e.occupied) for e in events], {})["A"] == [
-        m * 60.0 for m in range(10, 110, 10)]
+        m * 60.0 for m in range(10, 110, 10)
+    ]
     span = t - first
     events += [OccupancyEvent(e.room, e.time_ms + span, e.occupied) for e in events]
 
     class Store:
-        async def occupancy_window(self, start_ms: int, end_ms: int
-                                   ) -> tuple[list[OccupancyEvent], dict[str, bool]]:
+        async def occupancy_window(
+            self, start_ms: int, end_ms: int
+        ) -> tuple[list[OccupancyEvent], dict[str, bool]]:
             return [e for e in events if start_ms <= e.time_ms < end_ms], {}  # twenty sessions
 
         async def write_rollups(self, rows: object) -> None: ...
@@ -84,10 +93,24 @@ async def test_the_wait_model_on_known_sessions() -> None:
     from mamaroom.contract import RoomStateName
     from server.services.rooms import PublicRoom
 
-    room = PublicRoom(id="A", name="A", name_en="A", building="B", building_en="B", floor=1,
-                      device="d", state=RoomStateName.OCCUPIED, since=now - timedelta(minutes=45),
-                      access="public", company="", hours="", amenities=[], in_service=True,
-                      open_now=True, available=False)
+    room = PublicRoom(
+        id="A",
+        name="A",
+        name_en="A",
+        building="B",
+        building_en="B",
+        floor=1,
+        device="d",
+        state=RoomStateName.OCCUPIED,
+        since=now - timedelta(minutes=45),
+        access="public",
+        company="",
+        hours="",
+        amenities=[],
+        in_service=True,
+        open_now=True,
+        available=False,
+    )
     # In use 45 min: of the sessions longer than that (50..100), half (50, 60,
     # 70) are over 25 min later, and all but the 100-minute ones 45 min later.
     predictor = WaitPredictor(Store(), 28, clock=lambda: now.timestamp())  # type: ignore[arg-type]
@@ -97,11 +120,28 @@ async def test_the_wait_model_on_known_sessions() -> None:
 
 def test_qr_sheet_one_code_per_door(rooms_csv: Path, tmp_path: Path) -> None:
     out = tmp_path / "qr"
-    env = {"MAMAROOM_ROOMS_CSV": str(rooms_csv), "MAMAROOM_DATA_DIR": str(tmp_path / "data"),
-           "PATH": "/usr/bin:/bin"}
-    r = subprocess.run([sys.executable, "-m", "cli", "qr", "--out", str(out),
-                        "--base-url", "https://mamaroom.park.example/"], env=env, cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
+    env = {
+        "MAMAROOM_ROOMS_CSV": str(rooms_csv),
+        "MAMAROOM_DATA_DIR": str(tmp_path / "data"),
+        "PATH": "/usr/bin:/bin",
+    }
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "qr",
+            "--out",
+            str(out),
+            "--base-url",
+            "https://mamaroom.park.example/",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     sheet = (out / "index.html").read_text(encoding="utf-8")
     for room in ("T1-0101", "T1-0201", "T1-0301"):
@@ -111,7 +151,13 @@ def test_qr_sheet_one_code_per_door(rooms_csv: Path, tmp_path: Path) -> None:
     assert "warning" not in r.stderr  # a real public address: no warning
     # The default address is this machine's own: printed on doors, it would open
     # nothing on a phone, and the command says so.
-    local = subprocess.run([sys.executable, "-m", "cli", "qr", "--out", str(tmp_path / "q2")],
-                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    local = subprocess.run(
+        [sys.executable, "-m", "cli", "qr", "--out", str(tmp_path / "q2")],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert local.returncode == 0 and "warning" in local.stderr
     assert "a phone cannot reach it" in " ".join(local.stderr.split())

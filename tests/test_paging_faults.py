@@ -80,19 +80,22 @@ class Adapter:
 
 
 def test_an_unplugged_espa_adapter_is_an_alert_paged_over_im_and_recovers(
-        broker: Mosquitto, tmp_path: Path, rooms_csv: Path) -> None:
+    broker: Mosquitto, tmp_path: Path, rooms_csv: Path
+) -> None:
     from tests.test_espa import CALL_BLOCK
 
     adapter = Adapter(tmp_path / "ttyESPA")
     adapter.plug(CALL_BLOCK)
     im = ImHook()
-    svc = Services(broker, tmp_path, rooms_csv,
-                   MAMAROOM_PAGING__ESPA__PORT=str(adapter.path),
-                   MAMAROOM_PAGING__ESPA__TIMEOUT_S="0.5",
-                   MAMAROOM_PAGING__IM__DESTINATIONS=json.dumps(
-                       {"desk": f"json://127.0.0.1:{im.port}/hook"}),
-                   MAMAROOM_ESCALATION__TIERS=json.dumps(
-                       [{"after_s": 0, "pagers": ["100"], "im": ["desk"]}])).start()
+    svc = Services(
+        broker,
+        tmp_path,
+        rooms_csv,
+        MAMAROOM_PAGING__ESPA__PORT=str(adapter.path),
+        MAMAROOM_PAGING__ESPA__TIMEOUT_S="0.5",
+        MAMAROOM_PAGING__IM__DESTINATIONS=json.dumps({"desk": f"json://127.0.0.1:{im.port}/hook"}),
+        MAMAROOM_ESCALATION__TIERS=json.dumps([{"after_s": 0, "pagers": ["100"], "im": ["desk"]}]),
+    ).start()
     dev = Device(broker.port, "dev-a")
 
     def alert_of(call_id: str) -> dict[str, Any]:
@@ -103,10 +106,16 @@ def test_an_unplugged_espa_adapter_is_an_alert_paged_over_im_and_recovers(
 
     try:
         dev.call("press", "before")
-        wait_for(lambda: adapter.pages() and CALL_TEXT in im.messages, timeout=30,
-                 what="the first call paged over ESPA and IM", detail=svc.logs)
-        wait_for(lambda: alert_of("before")["paging"].get("100", {}).get("ok"),
-                 what="'100 ok' on the first alert")
+        wait_for(
+            lambda: adapter.pages() and CALL_TEXT in im.messages,
+            timeout=30,
+            what="the first call paged over ESPA and IM",
+            detail=svc.logs,
+        )
+        wait_for(
+            lambda: alert_of("before")["paging"].get("100", {}).get("ok"),
+            what="'100 ok' on the first alert",
+        )
 
         # Each call ends before the next (a press in a room with an open call joins it).
         svc.admin("POST", f"/api/alerts/{alert_of('before')['id']}/resolve").raise_for_status()
@@ -114,38 +123,56 @@ def test_an_unplugged_espa_adapter_is_an_alert_paged_over_im_and_recovers(
         unplugged = time.monotonic()
         dev.call("press", "during")
         wait_for(lambda: "received" in dev.statuses("during"), what="the node hears received")
-        failed = wait_for(lambda: (a := alert_of("during"))["paging"].get("100", {}).get(
-            "ok") is False and a, timeout=30, what="'page to 100 failed' on the alert",
-            detail=svc.logs)
+        failed = wait_for(
+            lambda: (a := alert_of("during"))["paging"].get("100", {}).get("ok") is False and a,
+            timeout=30,
+            what="'page to 100 failed' on the alert",
+            detail=svc.logs,
+        )
         assert failed["paging"]["desk"]["ok"] is True  # IM still reached the desk
-        [link] = wait_for(lambda: svc.admin("GET", "/api/alerts",
-                                            params={"kind": "paging_link"}).json(),
-                          timeout=30, what="a paging_link alert", detail=svc.logs)
+        [link] = wait_for(
+            lambda: svc.admin("GET", "/api/alerts", params={"kind": "paging_link"}).json(),
+            timeout=30,
+            what="a paging_link alert",
+            detail=svc.logs,
+        )
         assert link["subject"] == "espa" and link["status"] == "open"
         # The fault itself is paged, over the channel that still works.
-        wait_for(lambda: any(m.startswith("寻呼故障：espa") and "PAGING FAULT espa" in m
-                                     for m in im.messages),
-                 timeout=30, what="the paging fault paged over IM", detail=svc.logs)
+        wait_for(
+            lambda: any(
+                m.startswith("寻呼故障：espa") and "PAGING FAULT espa" in m for m in im.messages
+            ),
+            timeout=30,
+            what="the paging fault paged over IM",
+            detail=svc.logs,
+        )
         timeline = svc.admin("GET", f"/api/alerts/{failed['id']}").json()["timeline"]
         assert any(e["what"] == "page failed" and e["who"] == "100" for e in timeline)
 
         adapter.plug(CALL_BLOCK)  # plugged back in (a new tty behind the same path)
-        wait_for(lambda: svc.admin("GET", f"/api/alerts/{link['id']}").json()["status"]
-                 == "resolved", timeout=60, what="the paging_link alert cleared by itself",
-                 detail=svc.logs)
+        wait_for(
+            lambda: svc.admin("GET", f"/api/alerts/{link['id']}").json()["status"] == "resolved",
+            timeout=60,
+            what="the paging_link alert cleared by itself",
+            detail=svc.logs,
+        )
         recovered_s = time.monotonic() - unplugged
         svc.admin("POST", f"/api/alerts/{failed['id']}/resolve").raise_for_status()
         dev.call("press", "after")
         wait_for(lambda: adapter.pages(), timeout=30, what="ESPA pages again", detail=svc.logs)
-        wait_for(lambda: alert_of("after")["paging"].get("100", {}).get("ok"),
-                 what="'100 ok' after the replug")
+        wait_for(
+            lambda: alert_of("after")["paging"].get("100", {}).get("ok"),
+            what="'100 ok' after the replug",
+        )
         # Every call was acknowledged to its node: nothing lost.
         for call_id in ("before", "during", "after"):
             assert "received" in dev.statuses(call_id)
-        record_fault("ESPA adapter unplugged (pty master closed), plugged back",
-                     f"calls lost 0 of 3; each failed page on its alert; `paging_link` alert "
-                     f"paged over IM; link up again and alert cleared {recovered_s:.1f} s "
-                     "after the unplug (replug included; a down link is probed every 10 s)")
+        record_fault(
+            "ESPA adapter unplugged (pty master closed), plugged back",
+            f"calls lost 0 of 3; each failed page on its alert; `paging_link` alert "
+            f"paged over IM; link up again and alert cleared {recovered_s:.1f} s "
+            "after the unplug (replug included; a down link is probed every 10 s)",
+        )
     finally:
         dev.close()
         svc.stop()

@@ -62,12 +62,21 @@ device_ids = st.from_regex(r"[a-z0-9-]{1,32}", fullmatch=True)
 kinds = st.sampled_from(list(Kind))
 # Topics near the real ones: right prefix, odd segments; and any text at all.
 segment = st.text(st.characters(codec="utf-8", exclude_characters="/"), max_size=40)
-near_topics = st.builds(lambda parts: "/".join(parts),
-                        st.lists(st.one_of(segment, st.sampled_from(
-                            ["mr", "v1", "dev", "cmd", "call", "status", "dev-a", ""])),
-                            min_size=1, max_size=7))
-topics = st.one_of(near_topics, st.text(max_size=80),
-                   st.builds(lambda d, k: f"mr/v1/dev/{d}/{k}", segment, segment))
+near_topics = st.builds(
+    lambda parts: "/".join(parts),
+    st.lists(
+        st.one_of(
+            segment, st.sampled_from(["mr", "v1", "dev", "cmd", "call", "status", "dev-a", ""])
+        ),
+        min_size=1,
+        max_size=7,
+    ),
+)
+topics = st.one_of(
+    near_topics,
+    st.text(max_size=80),
+    st.builds(lambda d, k: f"mr/v1/dev/{d}/{k}", segment, segment),
+)
 
 
 @given(topics)
@@ -91,33 +100,49 @@ def test_every_device_topic_round_trips(device: str, kind: Kind) -> None:
 
 int64 = st.integers(0, 2**63 - 1)
 timestamps = st.one_of(st.none(), st.integers(0, 2**53))
-envelopes = st.fixed_dictionaries({"v": st.just(1), "boot": int64, "seq": int64,
-                                   "ts": timestamps})
-occupancies = st.builds(lambda e, o, s, r, still: {**e, "occupied": o, "source": s,
-                                                   "radar": r, "still_s": still},
-                        envelopes, st.booleans(),
-                        st.sampled_from(["door", "radar", "pir", "fused"]),
-                        st.sampled_from([None, "none", "moving", "still", "both"]),
-                        st.one_of(st.none(), st.integers(0, 2**31)))
-calls = st.builds(lambda e, a, c, s: {**e, "action": a, "call_id": c, "status": s},
-                  envelopes, st.sampled_from(["press", "presence", "reset", "shown"]),
-                  st.text(min_size=1, max_size=64),
-                  st.sampled_from([None, "received", "acknowledged", "arrived", "resolved"]))
-telemetries = st.builds(lambda e, u, r, h, fw: {**e, "uptime_s": u, "rssi": r,
-                                                "heap_free": h, "fw": fw},
-                        envelopes, st.one_of(st.none(), st.integers(0, 2**40)),
-                        st.one_of(st.none(), st.integers(-127, 20)),
-                        st.one_of(st.none(), st.integers(0, 2**31)),
-                        st.one_of(st.none(), st.text(max_size=64)))
-VALID = {Kind.OCCUPANCY: (occupancies, Occupancy), Kind.CALL: (calls, Call),
-         Kind.TELEMETRY: (telemetries, Telemetry)}
+envelopes = st.fixed_dictionaries({"v": st.just(1), "boot": int64, "seq": int64, "ts": timestamps})
+occupancies = st.builds(
+    lambda e, o, s, r, still: {**e, "occupied": o, "source": s, "radar": r, "still_s": still},
+    envelopes,
+    st.booleans(),
+    st.sampled_from(["door", "radar", "pir", "fused"]),
+    st.sampled_from([None, "none", "moving", "still", "both"]),
+    st.one_of(st.none(), st.integers(0, 2**31)),
+)
+calls = st.builds(
+    lambda e, a, c, s: {**e, "action": a, "call_id": c, "status": s},
+    envelopes,
+    st.sampled_from(["press", "presence", "reset", "shown"]),
+    st.text(min_size=1, max_size=64),
+    st.sampled_from([None, "received", "acknowledged", "arrived", "resolved"]),
+)
+telemetries = st.builds(
+    lambda e, u, r, h, fw: {**e, "uptime_s": u, "rssi": r, "heap_free": h, "fw": fw},
+    envelopes,
+    st.one_of(st.none(), st.integers(0, 2**40)),
+    st.one_of(st.none(), st.integers(-127, 20)),
+    st.one_of(st.none(), st.integers(0, 2**31)),
+    st.one_of(st.none(), st.text(max_size=64)),
+)
+VALID = {
+    Kind.OCCUPANCY: (occupancies, Occupancy),
+    Kind.CALL: (calls, Call),
+    Kind.TELEMETRY: (telemetries, Telemetry),
+}
 
 json_values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=False),
-              st.text(max_size=20)),
-    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                            st.dictionaries(st.text(max_size=10), inner, max_size=4)),
-    max_leaves=12)
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=False),
+        st.text(max_size=20),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 
 def mutate(base: dict[str, Any], key: str, value: Any) -> bytes:
@@ -129,14 +154,18 @@ def hostile_payloads(draw: st.DrawFn) -> bytes:
     """Near misses of valid messages, arbitrary JSON, and raw bytes."""
     kind = draw(st.sampled_from(list(VALID)))
     base = draw(VALID[kind][0])
-    return draw(st.one_of(
-        st.builds(mutate, st.just(base), st.sampled_from(sorted(base)), json_values),
-        st.builds(lambda v: json.dumps(v).encode(), json_values),
-        st.binary(max_size=200),
-        st.just(json.dumps(base).encode()[:-1]),  # cut short
-        st.builds(lambda n: json.dumps({**base, "pad": "x" * n}).encode(),
-                  st.integers(MAX_PAYLOAD_BYTES - 200, MAX_PAYLOAD_BYTES + 50)),
-    ))
+    return draw(
+        st.one_of(
+            st.builds(mutate, st.just(base), st.sampled_from(sorted(base)), json_values),
+            st.builds(lambda v: json.dumps(v).encode(), json_values),
+            st.binary(max_size=200),
+            st.just(json.dumps(base).encode()[:-1]),  # cut short
+            st.builds(
+                lambda n: json.dumps({**base, "pad": "x" * n}).encode(),
+                st.integers(MAX_PAYLOAD_BYTES - 200, MAX_PAYLOAD_BYTES + 50),
+            ),
+        )
+    )
 
 
 @given(kinds, hostile_payloads())
@@ -146,8 +175,7 @@ def hostile_payloads(draw: st.DrawFn) -> bytes:
 @example(Kind.TELEMETRY, b'{"v":1,"boot":0,"seq":9223372036854775808,"ts":null}')
 @example(Kind.TELEMETRY, b"[]")
 @example(Kind.TELEMETRY, b"\xff\xfe")
-def test_any_payload_is_accepted_valid_or_refused_with_a_reason(kind: Kind,
-                                                                 payload: bytes) -> None:
+def test_any_payload_is_accepted_valid_or_refused_with_a_reason(kind: Kind, payload: bytes) -> None:
     try:
         msg = parse_payload(kind, payload)
     except ContractError as exc:
@@ -179,19 +207,30 @@ def plain_line(rec: Record) -> str:
     """Line protocol the obvious way (docs/storage.md): the oracle for the
     gateway's faster `to_line`."""
     msg = rec.message
-    tags = sorted([("device", rec.device), ("room", rec.room or ""),
-                   ("building", rec.building or ""),
-                   ("floor", "" if rec.floor is None else str(rec.floor))])
+    tags = sorted(
+        [
+            ("device", rec.device),
+            ("room", rec.room or ""),
+            ("building", rec.building or ""),
+            ("floor", "" if rec.floor is None else str(rec.floor)),
+        ]
+    )
     # A device time more than 24 h from the arrival is not the point's time:
     # device_clock is false and the device's own ts is kept beside.
     trusted = msg.ts is not None and abs(msg.ts - rec.received_ms) <= 24 * 3600 * 1000
-    fields: dict[str, Any] = {"boot": msg.boot, "seq": msg.seq,
-                              "received_ms": rec.received_ms, "device_clock": trusted}
+    fields: dict[str, Any] = {
+        "boot": msg.boot,
+        "seq": msg.seq,
+        "received_ms": rec.received_ms,
+        "device_clock": trusted,
+    }
     if msg.ts is not None and not trusted:
         fields["device_ts_ms"] = msg.ts
-    names = {Occupancy: ("occupied", "source", "radar", "still_s"),
-             Telemetry: ("uptime_s", "rssi", "heap_free", "fw", "reset_reason"),
-             Call: ("action", "call_id", "status")}[type(msg)]
+    names = {
+        Occupancy: ("occupied", "source", "radar", "still_s"),
+        Telemetry: ("uptime_s", "rssi", "heap_free", "fw", "reset_reason"),
+        Call: ("action", "call_id", "status"),
+    }[type(msg)]
     fields.update({n: getattr(msg, n) for n in names})
     envelope = {"boot", "seq", "received_ms", "device_clock", "device_ts_ms"}
     for key, value in (msg.model_extra or {}).items():
@@ -224,14 +263,29 @@ def plain_line(rec: Record) -> str:
 tag_texts = st.one_of(st.none(), st.text(max_size=12))
 
 
-@given(st.data(), st.text(min_size=1, max_size=12), tag_texts, tag_texts,
-       st.one_of(st.none(), st.integers(-5, 99)),
-       st.dictionaries(st.one_of(st.text(max_size=10),  # and names that could clash:
-                                 st.sampled_from(["received_ms", "device_clock", "fw"])),
-                       json_values, max_size=3))
+@given(
+    st.data(),
+    st.text(min_size=1, max_size=12),
+    tag_texts,
+    tag_texts,
+    st.one_of(st.none(), st.integers(-5, 99)),
+    st.dictionaries(
+        st.one_of(
+            st.text(max_size=10),  # and names that could clash:
+            st.sampled_from(["received_ms", "device_clock", "fw"]),
+        ),
+        json_values,
+        max_size=3,
+    ),
+)
 def test_every_message_becomes_the_line_the_schema_says(
-        data: st.DataObject, device: str, room: str | None, building: str | None,
-        floor: int | None, extras: dict[str, Any]) -> None:
+    data: st.DataObject,
+    device: str,
+    room: str | None,
+    building: str | None,
+    floor: int | None,
+    extras: dict[str, Any],
+) -> None:
     kind = data.draw(st.sampled_from(list(VALID)))
     body = data.draw(VALID[kind][0])
     if kind is Kind.TELEMETRY:
@@ -252,11 +306,15 @@ def test_status_is_online_offline_or_refused(payload: bytes) -> None:
     assert payload.strip() == status.encode()
 
 
-@given(topics | st.builds(device_topic, device_ids, kinds),
-       hostile_payloads() | st.sampled_from([b"online", b"offline", b""]), st.booleans())
+@given(
+    topics | st.builds(device_topic, device_ids, kinds),
+    hostile_payloads() | st.sampled_from([b"online", b"offline", b""]),
+    st.booleans(),
+)
 @settings(max_examples=300)
-def test_the_gateway_decoder_never_fails_but_with_a_reason(topic: str, payload: bytes,
-                                                           retained: bool) -> None:
+def test_the_gateway_decoder_never_fails_but_with_a_reason(
+    topic: str, payload: bytes, retained: bool
+) -> None:
     try:
         inbound = decode(topic, payload, retained)
     except ContractError as exc:
@@ -293,14 +351,16 @@ def test_any_page_text_makes_one_well_framed_block(pager: str, text: str) -> Non
     assert len(got_text) <= MAX_TEXT and all(32 <= ord(c) < 127 for c in got_text)
 
 
-@given(st.text(min_size=1, max_size=16).filter(lambda p: not (p.isascii() and p.isdigit())),
-       st.text(max_size=20))
+@given(
+    st.text(min_size=1, max_size=16).filter(lambda p: not (p.isascii() and p.isdigit())),
+    st.text(max_size=20),
+)
 def test_a_pager_number_that_is_not_digits_is_refused(pager: str, text: str) -> None:
     with pytest.raises(ValueError):
         page_block(pager, text)
 
 
-POLL = b"\x04" b"1" b"\x05"
+POLL = b"\x041\x05"
 
 
 @pytest.mark.timeout(600)
@@ -309,8 +369,7 @@ def test_passive_mode_answers_polls_through_any_line_noise() -> None:
     link still answers every poll (EOT: nothing to send) and never dies."""
     master, slave = os.openpty()
     tty.setraw(master)
-    link = EspaLink(EspaSettings(port=os.ttyname(slave), mode="passive",
-                                 poll_silence_s=60))
+    link = EspaLink(EspaSettings(port=os.ttyname(slave), mode="passive", poll_silence_s=60))
     link.start()
 
     def answer(noise: bytes) -> bytes:
@@ -325,8 +384,7 @@ def test_passive_mode_answers_polls_through_any_line_noise() -> None:
         return got
 
     @given(st.binary(max_size=64))
-    @settings(max_examples=40, deadline=None,
-              suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @example(b"\x04")  # half a poll before the poll
     @example(b"\x04\x01")
     def noisy(noise: bytes) -> None:
@@ -369,11 +427,16 @@ def load_ld2410() -> ModuleType:
 
 
 ld2410 = load_ld2410()
-readings = st.fixed_dictionaries({
-    "state": st.sampled_from(["none", "moving", "still", "both"]),
-    "move_cm": st.integers(0, 0xFFFF), "move_energy": st.integers(0, 255),
-    "still_cm": st.integers(0, 0xFFFF), "still_energy": st.integers(0, 255),
-    "detect_cm": st.integers(0, 0xFFFF)})
+readings = st.fixed_dictionaries(
+    {
+        "state": st.sampled_from(["none", "moving", "still", "both"]),
+        "move_cm": st.integers(0, 0xFFFF),
+        "move_energy": st.integers(0, 255),
+        "still_cm": st.integers(0, 0xFFFF),
+        "still_energy": st.integers(0, 255),
+        "detect_cm": st.integers(0, 0xFFFF),
+    }
+)
 garbage = st.binary(max_size=40).filter(lambda b: ld2410.HEADER not in b)
 
 
@@ -382,7 +445,7 @@ def feed_in_chunks(data: bytes, sizes: list[int]) -> list[Any]:
     out: list[Any] = []
     i = 0
     for size in sizes or [len(data) or 1]:
-        out += parser.feed(data[i:i + size])
+        out += parser.feed(data[i : i + size])
         i += size
     out += parser.feed(data[i:])
     return out
@@ -390,15 +453,24 @@ def feed_in_chunks(data: bytes, sizes: list[int]) -> list[Any]:
 
 def as_dict(r: Any) -> dict[str, Any]:
     # A reading is a plain tuple on the board (heap): field order as ld2410.py's indices.
-    return dict(zip(("state", "move_cm", "move_energy", "still_cm", "still_energy",
-                     "detect_cm"), r, strict=True))
+    return dict(
+        zip(
+            ("state", "move_cm", "move_energy", "still_cm", "still_energy", "detect_cm"),
+            r,
+            strict=True,
+        )
+    )
 
 
-@given(st.lists(st.tuples(garbage, readings), max_size=6), garbage,
-       st.lists(st.integers(1, 30), max_size=40))
+@given(
+    st.lists(st.tuples(garbage, readings), max_size=6),
+    garbage,
+    st.lists(st.integers(1, 30), max_size=40),
+)
 @settings(max_examples=300)
 def test_every_frame_is_found_through_garbage_in_any_chunking(
-        frames: list[tuple[bytes, dict[str, Any]]], tail: bytes, sizes: list[int]) -> None:
+    frames: list[tuple[bytes, dict[str, Any]]], tail: bytes, sizes: list[int]
+) -> None:
     stream = b"".join(junk + ld2410.encode(**r) for junk, r in frames) + tail
     got = feed_in_chunks(stream, sizes)
     assert [as_dict(r) for r in got] == [r for _, r in frames]

@@ -24,9 +24,14 @@ def at(ms: int) -> int:
 
 
 def registry(*pairs: tuple[str, str | None], version: int = 1) -> Registry:
-    return Registry(version=version, updated_at=datetime.now(UTC), rooms=[
-        RegistryRoom(id=room, name=room, name_en=room, building="B", floor=1, device=dev)
-        for room, dev in pairs])
+    return Registry(
+        version=version,
+        updated_at=datetime.now(UTC),
+        rooms=[
+            RegistryRoom(id=room, name=room, name_en=room, building="B", floor=1, device=dev)
+            for room, dev in pairs
+        ],
+    )
 
 
 def occ(occupied: bool, seq: int, boot: int = 1, ts: int | None = None) -> Occupancy:
@@ -42,7 +47,10 @@ def tracker() -> RoomTracker:
 def test_unknown_is_offline_with_a_reason() -> None:
     t = tracker()
     assert {s.room: s.reason for s in t.all_states()} == {
-        "R1": "no_data", "R2": "no_data", "R3": "no_device"}
+        "R1": "no_data",
+        "R2": "no_data",
+        "R3": "no_device",
+    }
     # Online but no occupancy reported yet: still not free.
     t.on_status("d1", "online", live=True, now_ms=T0)
     assert t.derive("R1", T0).reason == "no_data"
@@ -86,16 +94,38 @@ def test_moving_a_device_moves_its_state() -> None:
     changed, removed = t.set_registry(registry(("R1", None), ("R3", "d1"), version=2), T0 + 10)
     assert removed == ["R2"]
     states = {s.room: (s.state, s.reason) for s in changed}
-    assert states == {"R1": (RoomStateName.OFFLINE, "no_device"),
-                      "R3": (RoomStateName.OCCUPIED, None)}
+    assert states == {
+        "R1": (RoomStateName.OFFLINE, "no_device"),
+        "R3": (RoomStateName.OCCUPIED, None),
+    }
 
 
 def test_restore_keeps_since_across_a_restart() -> None:
     t = RoomTracker(supervision_s=150, mono=lambda: MONO[0])
     since = T0 - 600_000
-    t.restore([DeviceRow("d1", "R1", T0 - 1000, "online", T0 - 5000, 1, 9, 1, True, since,
-                         None, None, None, None, None)],
-              [RoomStateRow("R1", "occupied", since, "d1", None)], at(T0))
+    t.restore(
+        [
+            DeviceRow(
+                "d1",
+                "R1",
+                T0 - 1000,
+                "online",
+                T0 - 5000,
+                1,
+                9,
+                1,
+                True,
+                since,
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
+        ],
+        [RoomStateRow("R1", "occupied", since, "d1", None)],
+        at(T0),
+    )
     changed, _ = t.set_registry(registry(("R1", "d1")), T0)
     assert changed == []  # nothing changed, nothing re-announced
     state = t.state_of("R1")
@@ -146,9 +176,29 @@ def test_a_device_clock_a_year_ahead_decides_nothing() -> None:
 def test_restore_never_dates_anything_in_the_future() -> None:
     t = RoomTracker(supervision_s=150, mono=lambda: MONO[0])
     later = T0 + HOUR  # stored before the clock went back an hour
-    t.restore([DeviceRow("d1", "R1", later, "online", later, 1, 9, 1, False, later,
-                         None, None, None, None, None)],
-              [RoomStateRow("R1", "free", later, "d1", None)], at(T0))
+    t.restore(
+        [
+            DeviceRow(
+                "d1",
+                "R1",
+                later,
+                "online",
+                later,
+                1,
+                9,
+                1,
+                False,
+                later,
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
+        ],
+        [RoomStateRow("R1", "free", later, "d1", None)],
+        at(T0),
+    )
     t.set_registry(registry(("R1", "d1")), T0)
     state = t.state_of("R1")
     assert state is not None and state.since is not None and state.last_seen is not None
@@ -172,9 +222,12 @@ def test_a_reused_boot_is_taken_once_the_current_one_is_silent() -> None:
 
 def test_restored_boots_keep_a_late_old_boot_message_out() -> None:
     t = RoomTracker(supervision_s=150, mono=lambda: MONO[0])
-    t.restore([DeviceRow("d1", "R1", T0, "online", T0, 2, 9, 2, True, T0,
-                         None, None, None, None, None)],
-              [RoomStateRow("R1", "occupied", T0, "d1", None)], at(T0), {"d1": [2, 1]})
+    t.restore(
+        [DeviceRow("d1", "R1", T0, "online", T0, 2, 9, 2, True, T0, None, None, None, None, None)],
+        [RoomStateRow("R1", "occupied", T0, "d1", None)],
+        at(T0),
+        {"d1": [2, 1]},
+    )
     t.set_registry(registry(("R1", "d1")), T0)
     assert t.on_message("d1", occ(False, 50, boot=1), T0, at(T0 + 10)) == []
     assert t.derive("R1", T0 + 10).state is RoomStateName.OCCUPIED

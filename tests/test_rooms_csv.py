@@ -33,16 +33,18 @@ def test_excel_bom_and_blank_lines_are_fine() -> None:
 
 
 def test_every_bad_row_is_reported_with_its_line_number() -> None:
-    data = (HEADER
-            + "A-1,一号,One,楼,1,d-1,,\n"          # line 2: fine
-            + "A 2,二号,Two,楼,1,d-2,,\n"          # line 3: space in room id
-            + "A-3,三号,Three,楼,first,d-3,,\n"    # line 4: floor
-            + "A-1,重复,Dup,楼,2,d-4,,\n"          # line 5: duplicate room
-            + "A-5,五号,Five,楼,2,d-1,,\n"         # line 6: duplicate device
-            + "A-6,六号,Six,楼,2,D_6,,\n"          # line 7: bad device id
-            + "A-7,七号,Seven,楼,2,d-7,8-20,\n"    # line 8: hours
-            + "A-8,八号,Eight,楼,2,d-8,,maybe\n"   # line 9: in_service
-            + "A-9,,Nine,楼,2,d-9,,\n").encode()    # line 10: empty name
+    data = (
+        HEADER
+        + "A-1,一号,One,楼,1,d-1,,\n"  # line 2: fine
+        + "A 2,二号,Two,楼,1,d-2,,\n"  # line 3: space in room id
+        + "A-3,三号,Three,楼,first,d-3,,\n"  # line 4: floor
+        + "A-1,重复,Dup,楼,2,d-4,,\n"  # line 5: duplicate room
+        + "A-5,五号,Five,楼,2,d-1,,\n"  # line 6: duplicate device
+        + "A-6,六号,Six,楼,2,D_6,,\n"  # line 7: bad device id
+        + "A-7,七号,Seven,楼,2,d-7,8-20,\n"  # line 8: hours
+        + "A-8,八号,Eight,楼,2,d-8,,maybe\n"  # line 9: in_service
+        + "A-9,,Nine,楼,2,d-9,,\n"
+    ).encode()  # line 10: empty name
     with pytest.raises(RoomsCsvError) as err:
         parse_rooms_csv(data)
     lines = [p.line for p in err.value.problems]
@@ -67,18 +69,28 @@ def test_export_round_trips() -> None:
 def test_rooms_check_command(tmp_path: Path) -> None:
     bad = tmp_path / "rooms.csv"
     bad.write_text(HEADER + "A-1,一号,One,楼,x,d-1,,\n", encoding="utf-8")
-    out = subprocess.run([sys.executable, "-m", "cli", "rooms", "check", str(bad)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "cli", "rooms", "check", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "line 2" in out.stderr and "floor" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "cli", "rooms", "check"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "cli", "rooms", "check"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0 and "190 rooms" in out.stdout
     assert "warning" not in out.stderr
     twins = tmp_path / "twins.csv"
-    twins.write_text(HEADER + "A-1,一号,One,楼,1,d-1,,\nA-2,一号,Two,楼,1,d-2,,\n",
-                     encoding="utf-8")
-    out = subprocess.run([sys.executable, "-m", "cli", "rooms", "check", str(twins)],
-                         capture_output=True, text=True, timeout=60)
+    twins.write_text(
+        HEADER + "A-1,一号,One,楼,1,d-1,,\nA-2,一号,Two,楼,1,d-2,,\n", encoding="utf-8"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "cli", "rooms", "check", str(twins)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0  # valid, but said
     assert "2 rooms share the name '一号': A-1, A-2" in " ".join(out.stderr.split())
 
@@ -94,6 +106,9 @@ def test_opening_hours_are_checked_strictly(hours: str) -> None:
 
 
 def test_hours_may_cross_midnight_or_end_at_24() -> None:
-    rooms = parse_rooms_csv((HEADER + "A-1,一号,One,楼,1,d-1,22:00-06:00,\n"
-                             + "A-2,二号,Two,楼,1,d-2,07:30-24:00,\n").encode())
+    rooms = parse_rooms_csv(
+        (
+            HEADER + "A-1,一号,One,楼,1,d-1,22:00-06:00,\n" + "A-2,二号,Two,楼,1,d-2,07:30-24:00,\n"
+        ).encode()
+    )
     assert [r.hours for r in rooms] == ["22:00-06:00", "07:30-24:00"]

@@ -85,8 +85,14 @@ TABLE: dict[tuple[str, str], str | None] = {
 }
 RANK = {None: 0, "staff": 1, "manager": 2, "admin": 3}
 # Sample path values: an unknown room, so mutating routes touch nothing real.
-VALUES = {"room_id": "NOPE", "alert_id": "999999", "name": "nobody", "device": "nobody",
-          "version": "0.0.0", "path": "app.js"}
+VALUES = {
+    "room_id": "NOPE",
+    "alert_id": "999999",
+    "name": "nobody",
+    "device": "nobody",
+    "version": "0.0.0",
+    "path": "app.js",
+}
 
 
 def app_routes(routes: list[Any], prefix: str = "") -> set[tuple[str, str]]:
@@ -95,8 +101,7 @@ def app_routes(routes: list[Any], prefix: str = "") -> set[tuple[str, str]]:
     out: set[tuple[str, str]] = set()
     for route in routes:
         if hasattr(route, "original_router"):  # an included router (FastAPI >= 0.1xx)
-            out |= app_routes(route.original_router.routes,
-                              prefix + route.include_context.prefix)
+            out |= app_routes(route.original_router.routes, prefix + route.include_context.prefix)
         elif isinstance(route, Mount):
             out.add(("GET", f"{prefix}{route.path}/{{path}}"))
         else:
@@ -115,9 +120,25 @@ def test_every_route_for_every_role(services: Services) -> None:
     assert routes <= set(TABLE), f"routes not in the table: {routes - set(TABLE)}"
     tokens: dict[str | None, str | None] = {None: None}
     for role in ("staff", "manager", "admin"):
-        subprocess.run([sys.executable, "-m", "cli", "user", "add", f"t-{role}", "--role",
-                        role, "--password-stdin"], input="a long password\n", text=True,
-                       env=services.env, cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cli",
+                "user",
+                "add",
+                f"t-{role}",
+                "--role",
+                role,
+                "--password-stdin",
+            ],
+            input="a long password\n",
+            text=True,
+            env=services.env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
         tokens[role] = services.login(f"t-{role}", "a long password")
     failures = []
     for (method, path), needed in sorted(TABLE.items(), key=str):

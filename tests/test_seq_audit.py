@@ -16,10 +16,18 @@ from tests.support import Services, wait_for
 
 
 def rec(device: str, boot: int, seq: int) -> Record:
-    msg = (Occupancy(v=1, boot=boot, seq=seq, ts=1_700_000_000_000 + seq % 10**6,
-                     occupied=seq % 2 == 0,
-                     source="door") if seq % 3 else
-           Telemetry(v=1, boot=boot, seq=seq, ts=None, rssi=-60))
+    msg = (
+        Occupancy(
+            v=1,
+            boot=boot,
+            seq=seq,
+            ts=1_700_000_000_000 + seq % 10**6,
+            occupied=seq % 2 == 0,
+            source="door",
+        )
+        if seq % 3
+        else Telemetry(v=1, boot=boot, seq=seq, ts=None, rssi=-60)
+    )
     kind = Kind.OCCUPANCY if isinstance(msg, Occupancy) else Kind.TELEMETRY
     return Record(device, "R1", kind, msg, 1_700_000_000_000 + seq % 10**6)
 
@@ -34,7 +42,10 @@ async def check(store: SqliteStore | InfluxStore, path: Path) -> None:
     await store.write([rec("dev-b", 7, 1)])
     gaps = await store.seq_gaps()
     assert [(g.device, g.boot, g.first_seq, g.last_seq, g.stored, g.lost) for g in gaps] == [
-        ("dev-a", 1, 1, 10, 7, 3), ("dev-a", 2, 1, 5, 5, 0), ("dev-b", 7, 1, 3, 2, 1)]
+        ("dev-a", 1, 1, 10, 7, 3),
+        ("dev-a", 2, 1, 5, 5, 0),
+        ("dev-b", 7, 1, 3, 2, 1),
+    ]
     # The late message closes its gap.
     await store.write([rec("dev-b", 7, 2)])
     assert lost_by_device(await store.seq_gaps()) == {"dev-a": 3, "dev-b": 0}
@@ -53,8 +64,9 @@ async def test_the_embedded_store_counts_seq_gaps(tmp_path: Path) -> None:
 
 async def test_the_influxdb_spool_counts_seq_gaps_with_its_ledger(tmp_path: Path) -> None:
     # No InfluxDB needed: the audit is kept in the spool, beside the dedupe ledger.
-    store = InfluxStore(InfluxSettings(url="http://127.0.0.1:9"), tmp_path / "spool.sqlite",
-                        gateway="gw")
+    store = InfluxStore(
+        InfluxSettings(url="http://127.0.0.1:9"), tmp_path / "spool.sqlite", gateway="gw"
+    )
     await store.open()
     try:
         await check(store, tmp_path / "spool.sqlite")
@@ -66,8 +78,9 @@ async def test_no_audit_yet_reads_as_nothing_lost(tmp_path: Path) -> None:
     assert await read_gaps_file(tmp_path / "missing.sqlite") == []
 
 
-def test_lost_messages_show_in_device_health_and_metrics(services: Services,
-                                                         device_factory: Any) -> None:
+def test_lost_messages_show_in_device_health_and_metrics(
+    services: Services, device_factory: Any
+) -> None:
     dev = device_factory("dev-a")
     dev.occupancy(True)
     dev.seq += 3  # three messages that never reach the broker
@@ -79,12 +92,18 @@ def test_lost_messages_show_in_device_health_and_metrics(services: Services,
         health = services.admin("GET", "/api/devices").json()["devices"]
         [dev_a] = [d for d in health if d["device"] == "dev-a"]
         metrics = services.http.get("/metrics").text
-        [total] = [float(line.split()[-1]) for line in metrics.splitlines()
-                   if line.startswith("mamaroom_messages_lost ")]
+        [total] = [
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("mamaroom_messages_lost ")
+        ]
         return dev_a["lost_messages"], total
 
-    assert wait_for(lambda: lost() == (3, 3.0) and lost(), what="3 lost messages counted",
-                    detail=lambda: str(lost()))
+    assert wait_for(
+        lambda: lost() == (3, 3.0) and lost(),
+        what="3 lost messages counted",
+        detail=lambda: str(lost()),
+    )
 
 
 async def check_impossible_gap(store: SqliteStore | InfluxStore) -> None:
@@ -102,8 +121,9 @@ async def check_impossible_gap(store: SqliteStore | InfluxStore) -> None:
 
 async def test_an_impossible_seq_gap_is_a_reset_not_a_loss(tmp_path: Path) -> None:
     sqlite = SqliteStore(tmp_path / "store.sqlite")
-    influx = InfluxStore(InfluxSettings(url="http://127.0.0.1:9"), tmp_path / "spool.sqlite",
-                         gateway="gw")
+    influx = InfluxStore(
+        InfluxSettings(url="http://127.0.0.1:9"), tmp_path / "spool.sqlite", gateway="gw"
+    )
     for store in (sqlite, influx):
         await store.open()
         try:
@@ -117,9 +137,11 @@ async def test_an_audit_from_before_resets_is_migrated(tmp_path: Path) -> None:
 
     path = tmp_path / "store.sqlite"
     old = sqlite3.connect(path)
-    old.execute("CREATE TABLE seq_audit (device TEXT NOT NULL, boot INTEGER NOT NULL,"
-                " first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, stored INTEGER NOT NULL,"
-                " updated_ms INTEGER NOT NULL, PRIMARY KEY (device, boot)) WITHOUT ROWID")
+    old.execute(
+        "CREATE TABLE seq_audit (device TEXT NOT NULL, boot INTEGER NOT NULL,"
+        " first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, stored INTEGER NOT NULL,"
+        " updated_ms INTEGER NOT NULL, PRIMARY KEY (device, boot)) WITHOUT ROWID"
+    )
     old.execute("INSERT INTO seq_audit VALUES ('dev-a', 1, 1, 10, 8, 0)")
     old.commit()
     # A reader of the old file (the server, before the gateway is upgraded).

@@ -40,12 +40,14 @@ class PublicStream(threading.Thread):
 
     def since(self, after: float) -> list[tuple[str, float]]:
         """(state, since) of each change of the room seen after `after`."""
-        return [(d["state"], datetime.fromisoformat(d["since"]).timestamp())
-                for t, _, d in self.events if t >= after]
+        return [
+            (d["state"], datetime.fromisoformat(d["since"]).timestamp())
+            for t, _, d in self.events
+            if t >= after
+        ]
 
 
-def test_a_call_looks_like_a_door_to_the_public(services: Services,
-                                                device_factory: Any) -> None:
+def test_a_call_looks_like_a_door_to_the_public(services: Services, device_factory: Any) -> None:
     dev: Device = device_factory("dev-a")
     stream = PublicStream(services.base_url)
     stream.start()
@@ -58,20 +60,26 @@ def test_a_call_looks_like_a_door_to_the_public(services: Services,
         `since` is the moment of that change (not an earlier time)."""
         t0 = time.time()
         begin()
-        wait_for(lambda: [s for s, _ in stream.since(t0)] == ["occupied"],
-                 what="occupied on the public stream")
+        wait_for(
+            lambda: [s for s, _ in stream.since(t0)] == ["occupied"],
+            what="occupied on the public stream",
+        )
         t1 = time.time()
         end()
-        wait_for(lambda: [s for s, _ in stream.since(t0)] == ["occupied", "free"],
-                 what="free again on the public stream")
+        wait_for(
+            lambda: [s for s, _ in stream.since(t0)] == ["occupied", "free"],
+            what="free again on the public stream",
+        )
         seen = stream.since(t0)
         # `since` within a second of the change (device clocks here are this clock).
         return [(seen[0][0], seen[0][1] >= t0 - 1), (seen[1][0], seen[1][1] >= t1 - 1)]
 
     door = record(lambda: dev.occupancy(True), lambda: dev.occupancy(False))
     time.sleep(1.5)  # so a `since` kept from before the call would be visibly older
-    call = record(lambda: dev.call("press", "side-1"), lambda: (
-        dev.call("presence", "side-1"), dev.call("reset", "side-1")))
+    call = record(
+        lambda: dev.call("press", "side-1"),
+        lambda: (dev.call("presence", "side-1"), dev.call("reset", "side-1")),
+    )
     assert door == [("occupied", True), ("free", True)]
     assert call == door
     # And nothing else in the public data differs between the two.

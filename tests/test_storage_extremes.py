@@ -34,14 +34,39 @@ MAX = 2**63 - 1
 
 def extremes(now: int) -> list[Record]:
     def occ(boot: int, seq: int, ts: int | None) -> Record:
-        return Record("dev-x", "R1", Kind.OCCUPANCY, Occupancy(
-            v=1, boot=boot, seq=seq, ts=ts, occupied=seq % 2 == 0, source="door"), now)
+        return Record(
+            "dev-x",
+            "R1",
+            Kind.OCCUPANCY,
+            Occupancy(v=1, boot=boot, seq=seq, ts=ts, occupied=seq % 2 == 0, source="door"),
+            now,
+        )
 
-    return [occ(1, 1, 2**53), occ(1, 2, now * 1000), occ(1, 3, 0), occ(1, MAX, now),
-            occ(MAX, MAX - 1, None), occ(MAX, 0, now + TS_SKEW_MS + 1),
-            Record("dev-x", "R1", Kind.TELEMETRY, Telemetry(
-                v=1, boot=MAX, seq=1, ts=2**53, uptime_s=MAX, heap_free=MAX,
-                rssi=-127, big=2**70, neg=-(2**63)), now)]  # type: ignore[call-arg]
+    return [
+        occ(1, 1, 2**53),
+        occ(1, 2, now * 1000),
+        occ(1, 3, 0),
+        occ(1, MAX, now),
+        occ(MAX, MAX - 1, None),
+        occ(MAX, 0, now + TS_SKEW_MS + 1),
+        Record(
+            "dev-x",
+            "R1",
+            Kind.TELEMETRY,
+            Telemetry(
+                v=1,
+                boot=MAX,
+                seq=1,
+                ts=2**53,
+                uptime_s=MAX,
+                heap_free=MAX,
+                rssi=-127,
+                big=2**70,
+                neg=-(2**63),
+            ),
+            now,
+        ),
+    ]  # type: ignore[call-arg]
 
 
 def test_a_device_time_is_trusted_within_the_skew_only() -> None:
@@ -88,9 +113,13 @@ def influx(tmp_path: Path) -> Iterator[InfluxDB]:
 
 
 async def test_influxdb_spool_and_drain_take_every_extreme_value(
-        tmp_path: Path, influx: InfluxDB) -> None:
-    store = InfluxStore(InfluxSettings(url=influx.url, flush_interval_s=0.1),
-                        tmp_path / "spool.sqlite", gateway="gw")
+    tmp_path: Path, influx: InfluxDB
+) -> None:
+    store = InfluxStore(
+        InfluxSettings(url=influx.url, flush_interval_s=0.1),
+        tmp_path / "spool.sqlite",
+        gateway="gw",
+    )
     await store.open()
     drainer = asyncio.create_task(store.run_drainer())
     try:

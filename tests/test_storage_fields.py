@@ -28,12 +28,30 @@ from mamaroom.storage.sqlite import _INSERTS, DeviceRow, SqliteStore
 T0 = 1_732_400_000_000
 #: A message of each kind with every field set (none left at its default).
 FULL: dict[Kind, Envelope] = {
-    Kind.OCCUPANCY: Occupancy(v=1, boot=7, seq=1, ts=T0, occupied=True, source="radar",
-                              radar="still", still_s=310),
-    Kind.TELEMETRY: Telemetry(v=1, boot=7, seq=2, ts=T0, uptime_s=3600, rssi=-61,
-                              heap_free=81234, fw="1.0.0", reset_reason="power_on"),
-    Kind.CALL: Call(v=1, boot=7, seq=3, ts=T0, action="shown", call_id="b3f1-7-43",
-                    status=CallStatus.RECEIVED, test=True),
+    Kind.OCCUPANCY: Occupancy(
+        v=1, boot=7, seq=1, ts=T0, occupied=True, source="radar", radar="still", still_s=310
+    ),
+    Kind.TELEMETRY: Telemetry(
+        v=1,
+        boot=7,
+        seq=2,
+        ts=T0,
+        uptime_s=3600,
+        rssi=-61,
+        heap_free=81234,
+        fw="1.0.0",
+        reset_reason="power_on",
+    ),
+    Kind.CALL: Call(
+        v=1,
+        boot=7,
+        seq=3,
+        ts=T0,
+        action="shown",
+        call_id="b3f1-7-43",
+        status=CallStatus.RECEIVED,
+        test=True,
+    ),
 }
 TABLES = {Kind.OCCUPANCY: "occupancy", Kind.TELEMETRY: "telemetry", Kind.CALL: "calls"}
 #: The envelope as SQLite keeps it, before the payload's own columns.
@@ -65,8 +83,9 @@ def _sqlite(tmp_path: Path) -> sqlite3.Connection:
         store = SqliteStore(tmp_path / "store.sqlite")
         await store.open()
         try:
-            assert await store.write([Record("dev-a", "SP1-0101", kind, msg, T0 + 5)
-                                      for kind, msg in FULL.items()]) == [True] * len(FULL)
+            assert await store.write(
+                [Record("dev-a", "SP1-0101", kind, msg, T0 + 5) for kind, msg in FULL.items()]
+            ) == [True] * len(FULL)
         finally:
             await store.close()
 
@@ -96,8 +115,11 @@ def test_the_devices_table_keeps_every_telemetry_field(tmp_path: Path) -> None:
     db = _sqlite(tmp_path)
     [row] = db.execute("SELECT * FROM devices").fetchall()
     tel = FULL[Kind.TELEMETRY]
-    assert set(stored_fields(Telemetry)) <= set(row.keys()) <= {
-        f.name for f in DeviceRow.__dataclass_fields__.values()}
+    assert (
+        set(stored_fields(Telemetry))
+        <= set(row.keys())
+        <= {f.name for f in DeviceRow.__dataclass_fields__.values()}
+    )
     for name in stored_fields(Telemetry):
         assert row[name] == getattr(tel, name), name
     assert row["occupied"] == 1  # and the latest occupancy
@@ -114,6 +136,11 @@ def test_influxdb_fields_are_the_model_fields(kind: Kind) -> None:
     assert list(fields) == envelope + list(stored_fields(type(msg)))
     for name in stored_fields(type(msg)):
         value = getattr(msg, name)
-        expected = (f'"{value}"' if isinstance(value, str) else str(value).lower()
-                    if isinstance(value, bool) else f"{value}i")
+        expected = (
+            f'"{value}"'
+            if isinstance(value, str)
+            else str(value).lower()
+            if isinstance(value, bool)
+            else f"{value}i"
+        )
         assert fields[name] == expected, name

@@ -30,8 +30,9 @@ class RawStream:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(15)
         self.sock.connect(("127.0.0.1", port))
-        self.sock.sendall(b"GET /api/stream HTTP/1.1\r\nHost: test\r\n"
-                          b"Accept: text/event-stream\r\n\r\n")
+        self.sock.sendall(
+            b"GET /api/stream HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n"
+        )
         self.raw = b""
         self.body = b""
         self.ended = False
@@ -61,7 +62,7 @@ class RawStream:
             if size == 0:
                 self.ended = True
             self.body += rest[:size]
-            self.raw = rest[size + 2:]
+            self.raw = rest[size + 2 :]
 
     def frame(self) -> bytes:
         """The next whole SSE frame, with its blank-line terminator; comments
@@ -87,8 +88,13 @@ class RawStream:
 
 def stream_clients(services: Services) -> float:
     text = services.http.get("/metrics").text
-    return float(next(line.split()[1] for line in text.splitlines()
-                      if line.startswith("mamaroom_stream_clients ")))
+    return float(
+        next(
+            line.split()[1]
+            for line in text.splitlines()
+            if line.startswith("mamaroom_stream_clients ")
+        )
+    )
 
 
 def test_frames_and_headers_on_the_wire(services: Services, device_factory: Any) -> None:
@@ -126,12 +132,14 @@ def test_closed_streams_are_unsubscribed(services: Services) -> None:
     assert stream_clients(services) == before + 5
     for c in clients:
         c.close()
-    wait_for(lambda: stream_clients(services) == before, timeout=15,
-             what="closed streams unsubscribed")
+    wait_for(
+        lambda: stream_clients(services) == before, timeout=15, what="closed streams unsubscribed"
+    )
 
 
-def test_a_client_too_slow_is_disconnected(broker: Mosquitto, tmp_path: Path,
-                                           device_factory: Any) -> None:
+def test_a_client_too_slow_is_disconnected(
+    broker: Mosquitto, tmp_path: Path, device_factory: Any
+) -> None:
     """A client that stops reading is dropped once `server.stream_queue`
     events wait for it, and its stream ends (a browser reconnects and resyncs)
     instead of the server buffering for it without end."""
@@ -139,9 +147,11 @@ def test_a_client_too_slow_is_disconnected(broker: Mosquitto, tmp_path: Path,
     # buffers between server and client (megabytes on loopback).
     amenities = ";".join(f"amenity {i}" for i in range(3000))
     csv = tmp_path / "rooms.csv"
-    csv.write_text("room_id,name,name_en,building,building_en,floor,device,amenities\n"
-                   f"T1-0101,测试楼1层母婴室,Test Bldg 1F,测试楼,Test Bldg,1,dev-a,{amenities}\n",
-                   encoding="utf-8")
+    csv.write_text(
+        "room_id,name,name_en,building,building_en,floor,device,amenities\n"
+        f"T1-0101,测试楼1层母婴室,Test Bldg 1F,测试楼,Test Bldg,1,dev-a,{amenities}\n",
+        encoding="utf-8",
+    )
     svc = Services(broker, tmp_path, csv, MAMAROOM_SERVER__STREAM_QUEUE="10").start()
     slow = RawStream(svc.http_port, rcvbuf=4096)
     try:
@@ -174,8 +184,7 @@ def test_the_stream_is_documented_as_fastapi_documents_sse() -> None:
     def ok(spec: dict[str, Any], path: str) -> Any:
         return spec["paths"][path]["get"]["responses"]["200"]
 
-    assert ok(create_app(Settings()).openapi(), "/api/stream") == ok(reference.openapi(),
-                                                                      "/stream")
+    assert ok(create_app(Settings()).openapi(), "/api/stream") == ok(reference.openapi(), "/stream")
 
 
 async def test_slow_queues_end_and_quiet_streams_get_a_keepalive() -> None:

@@ -19,10 +19,16 @@ from tests.support import Device, Services, sse_events, wait_for
 from tests.test_route_roles import app_routes
 
 #: Sample values for the routes' path parameters.
-VALUES = {"room_id": "T1-0101", "alert_id": "1", "name": "admin", "device": "dev-a",
-          "version": "1.2.3"}
-STAFF_FILES = sorted(p.name for p in (DASHBOARD / "static").iterdir()
-                     if p.name not in PUBLIC_STATIC)
+VALUES = {
+    "room_id": "T1-0101",
+    "alert_id": "1",
+    "name": "admin",
+    "device": "dev-a",
+    "version": "1.2.3",
+}
+STAFF_FILES = sorted(
+    p.name for p in (DASHBOARD / "static").iterdir() if p.name not in PUBLIC_STATIC
+)
 
 
 def samples(method: str, path: str) -> list[tuple[str, str]]:
@@ -40,8 +46,7 @@ def samples(method: str, path: str) -> list[tuple[str, str]]:
 def nginx_allow_list() -> list[re.Pattern[str]]:
     """The regexes of the public listener's map, as nginx (PCRE) reads them."""
     text = SHIPPED.read_text()
-    block = re.search(r'map "\$request_method \$uri" \$mamaroom_public \{(.*?)\n\}', text,
-                      re.S)
+    block = re.search(r'map "\$request_method \$uri" \$mamaroom_public \{(.*?)\n\}', text, re.S)
     assert block, "no public allow-list map in the shipped nginx config"
     out = []
     for line in block.group(1).splitlines():
@@ -58,8 +63,9 @@ def test_every_route_is_public_or_staff() -> None:
     routes = app_routes(create_app(Settings()).routes)
     assert not PUBLIC & STAFF, f"both public and staff: {PUBLIC & STAFF}"
     unclassified = routes - PUBLIC - STAFF
-    assert not unclassified, (f"routes in neither PUBLIC nor STAFF (server/surfaces.py): "
-                              f"{sorted(unclassified)}")
+    assert not unclassified, (
+        f"routes in neither PUBLIC nor STAFF (server/surfaces.py): {sorted(unclassified)}"
+    )
     gone = (PUBLIC | STAFF) - routes
     assert not gone, f"classified but not served any more: {sorted(gone)}"
     assert "staff.js" in STAFF_FILES and "mothers.js" not in STAFF_FILES
@@ -80,10 +86,18 @@ def test_the_nginx_allow_list_is_the_public_set() -> None:
     unused = {rx.pattern for rx in allow} - used
     assert not unused, f"nginx allows what no public route serves: {unused}"
     # A public path with another method, a path below a public one: not public.
-    for m, p in [("POST", "/api/rooms"), ("DELETE", "/api/rooms/T1-0101"),
-                 ("GET", "/api/rooms/T1-0101/x"), ("GET", "/r/"), ("PUT", "/api/push/reminder"),
-                 ("GET", "/static/"), ("GET", "/static/sub/mothers.js"), ("GET", "//api/alerts"),
-                 ("HEAD", "/api/rooms"), ("OPTIONS", "/api/push/reminder")]:
+    for m, p in [
+        ("POST", "/api/rooms"),
+        ("DELETE", "/api/rooms/T1-0101"),
+        ("GET", "/api/rooms/T1-0101/x"),
+        ("GET", "/r/"),
+        ("PUT", "/api/push/reminder"),
+        ("GET", "/static/"),
+        ("GET", "/static/sub/mothers.js"),
+        ("GET", "//api/alerts"),
+        ("HEAD", "/api/rooms"),
+        ("OPTIONS", "/api/push/reminder"),
+    ]:
         assert not any(rx.match(f"{m} {p}") for rx in allow), (m, p)
         assert not is_public(m, p), (m, p)
 
@@ -126,13 +140,24 @@ def test_requests_marked_public_get_only_public_routes(services: Services) -> No
     token = services.login("admin", services.ADMIN_PASSWORD)
     admin = {"Authorization": f"Bearer {token}"}
     assert http.get("/api/alerts", headers=admin).status_code == 200  # unmarked: intranet
-    for path in ("/api/alerts", "/api/auth/me", "/staff", "/metrics", "/readyz",
-                 "/openapi.json", "/static/staff.js", "/api/admin/users"):
+    for path in (
+        "/api/alerts",
+        "/api/auth/me",
+        "/staff",
+        "/metrics",
+        "/readyz",
+        "/openapi.json",
+        "/static/staff.js",
+        "/api/admin/users",
+    ):
         r = http.get(path, headers=_public(admin))
         assert r.status_code == 404, (path, r.status_code)
         assert r.headers["x-content-type-options"] == "nosniff"  # still the security headers
-    r = http.post("/api/auth/token", headers=_public(),
-                  data={"username": "admin", "password": services.ADMIN_PASSWORD})
+    r = http.post(
+        "/api/auth/token",
+        headers=_public(),
+        data={"username": "admin", "password": services.ADMIN_PASSWORD},
+    )
     assert r.status_code == 404
     page = http.get("/", headers=_public(admin))
     assert page.status_code == 200 and page.headers[SURFACE_HEADER.lower()] == "public"
@@ -140,10 +165,14 @@ def test_requests_marked_public_get_only_public_routes(services: Services) -> No
     assert http.get("/r/T1-0101", headers=_public()).status_code == 200
     # A staff token on the public surface is no login: the staff-only push route
     # is not there, and the stream carries no alerts.
-    sub = {"endpoint": "https://fcm.googleapis.com/fcm/send/x",
-           "keys": {"p256dh": "B" * 40, "auth": "a" * 16}}
-    assert http.post("/api/push/staff", json={"subscription": sub},
-                     headers=_public(admin)).status_code == 404
+    sub = {
+        "endpoint": "https://fcm.googleapis.com/fcm/send/x",
+        "keys": {"p256dh": "B" * 40, "auth": "a" * 16},
+    }
+    assert (
+        http.post("/api/push/staff", json={"subscription": sub}, headers=_public(admin)).status_code
+        == 404
+    )
     _no_alerts_on_the_public_stream(services, admin)
 
 

@@ -49,10 +49,12 @@ MONDAY = TODAY - timedelta(days=TODAY.weekday() + 7)
 MAKEUP = date(2026, 10, 10)  # a make-up workday (Saturday) of National Day 2026
 MIN = 60_000
 ROOMS = [
-    RegistryRoom(id="R1", name="一号母婴室", name_en="Room one", building="A座", floor=1,
-                 device="dev-1"),
-    RegistryRoom(id="R2", name="二号母婴室", name_en="Room two", building="B座", floor=2,
-                 device="dev-2"),
+    RegistryRoom(
+        id="R1", name="一号母婴室", name_en="Room one", building="A座", floor=1, device="dev-1"
+    ),
+    RegistryRoom(
+        id="R2", name="二号母婴室", name_en="Room two", building="B座", floor=2, device="dev-2"
+    ),
     RegistryRoom(id="R3", name="无节点", name_en="No node", building="B座", floor=3),
 ]
 
@@ -71,13 +73,13 @@ class Writer:
         return {"v": 1, "boot": boot, "seq": self.seq[device], "ts": t_ms}
 
     def occupancy(self, room: str, device: str, t_ms: int, occupied: bool) -> None:
-        msg = Occupancy(source="door", still_s=0, occupied=occupied,
-                        **self._env(device, 1, t_ms))
+        msg = Occupancy(source="door", still_s=0, occupied=occupied, **self._env(device, 1, t_ms))
         self.records.append(Record(device, room, Kind.OCCUPANCY, msg, t_ms))
 
     def telemetry(self, room: str, device: str, t_ms: int, boot: int) -> None:
-        msg = Telemetry(uptime_s=1, rssi=-60, heap_free=90_000, fw="1.0.0",
-                        **self._env(device, boot, t_ms))
+        msg = Telemetry(
+            uptime_s=1, rssi=-60, heap_free=90_000, fw="1.0.0", **self._env(device, boot, t_ms)
+        )
         self.records.append(Record(device, room, Kind.TELEMETRY, msg, t_ms))
 
 
@@ -112,13 +114,15 @@ def influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxDB]:
     db.stop()
 
 
-async def _store(backend: str, tmp: Path, influx: InfluxDB | None, records: list[Record],
-                 span: tuple[int, int]) -> AsyncIterator[tuple[Settings, TrendsStore]]:
+async def _store(
+    backend: str, tmp: Path, influx: InfluxDB | None, records: list[Record], span: tuple[int, int]
+) -> AsyncIterator[tuple[Settings, TrendsStore]]:
     env: dict[str, Any] = {"data_dir": tmp}
     if influx is not None:
-        env["storage"] = {"backend": "influxdb",
-                          "influxdb": {"url": influx.url, "database": tmp.name,
-                                       "flush_interval_s": 0.1}}
+        env["storage"] = {
+            "backend": "influxdb",
+            "influxdb": {"url": influx.url, "database": tmp.name, "flush_interval_s": 0.1},
+        }
     settings = Settings(**env)
     store: SqliteStore | InfluxStore
     if influx is None:
@@ -147,21 +151,28 @@ async def _store(backend: str, tmp: Path, influx: InfluxDB | None, records: list
 
 
 @pytest.fixture(params=["sqlite", "influxdb"])
-async def service(request: pytest.FixtureRequest, tmp_path: Path
-                  ) -> AsyncIterator[TrendsService]:
+async def service(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TrendsService]:
     influx = request.getfixturevalue("influx") if request.param == "influxdb" else None
-    span = (min(at(MONDAY), at(date(2026, 9, 28))) - 24 * HOUR_MS,
-            at(max(MONDAY + timedelta(days=3), date(2026, 10, 12))))
-    async for settings, store in _store(request.param, tmp_path, influx,
-                                        known_data().records, span):
+    span = (
+        min(at(MONDAY), at(date(2026, 9, 28))) - 24 * HOUR_MS,
+        at(max(MONDAY + timedelta(days=3), date(2026, 10, 12))),
+    )
+    async for settings, store in _store(
+        request.param, tmp_path, influx, known_data().records, span
+    ):
         calls = CallsDb(settings.server_db_path)
         await calls.open()
         for i, (ack_s, arrive_s) in enumerate([(30, 120), (90, 400)]):
             raised = at(MONDAY, 9, 5) + i * MIN
-            await calls.add_past_call(room="R1", device="dev-1", call_id=f"c{i}",
-                                      raised_ms=raised, acknowledged_ms=raised + ack_s * 1000,
-                                      arrived_ms=raised + arrive_s * 1000,
-                                      resolved_ms=raised + 600_000)
+            await calls.add_past_call(
+                room="R1",
+                device="dev-1",
+                call_id=f"c{i}",
+                raised_ms=raised,
+                acknowledged_ms=raised + ack_s * 1000,
+                arrived_ms=raised + arrive_s * 1000,
+                resolved_ms=raised + 600_000,
+            )
         yield TrendsService(settings, store, calls, lambda: ROOMS)
         await calls.close()
 
@@ -209,8 +220,9 @@ async def test_rooms_ranked_and_flagged(service: TrendsService) -> None:
     assert (r1["flag"], r2["flag"]) == ("over", "under")
     assert r1["name"] == "一号母婴室"
     # Over several days: whole UTC days from the daily rollups, the edges hourly.
-    week = await service.rooms_ranked(service.range(MONDAY - timedelta(days=3),
-                                                    MONDAY + timedelta(days=2)))
+    week = await service.rooms_ranked(
+        service.range(MONDAY - timedelta(days=3), MONDAY + timedelta(days=2))
+    )
     assert (week["rooms"][0]["occupied_h"], week["rooms"][0]["sessions"]) == (0.5, 1)
     assert week["rooms"][0]["utilisation"] == round(1800 / (6 * 86400), 6)
 
@@ -219,7 +231,9 @@ async def test_sessions_per_day_and_lengths(service: TrendsService) -> None:
     tuesday = MONDAY + timedelta(days=1)
     data = await service.sessions(service.range(MONDAY, tuesday))
     assert [(d["date"], d["sessions"], d["occupied_h"]) for d in data["days"]] == [
-        (MONDAY.isoformat(), 1, 0.5), (tuesday.isoformat(), 0, 0.0)]
+        (MONDAY.isoformat(), 1, 0.5),
+        (tuesday.isoformat(), 0, 0.0),
+    ]
     lengths = data["lengths"]
     assert (lengths["sessions"], lengths["p50_min"], lengths["p90_min"]) == (1, 30, 30)
     assert [b["sessions"] for b in lengths["buckets"] if b["from_min"] == 30] == [1]
@@ -259,8 +273,12 @@ async def test_uptime_from_the_gaps_between_reports(service: TrendsService) -> N
     assert [d["device"] for d in data["devices"]] == ["dev-2", "dev-1"]  # worst first
     # The afternoon alone: dev-1 sent nothing, dev-2 was away 2.5 of 12 hours.
     # (Ranges are whole days: the hours come from the rollup rows directly.)
-    totals = {d: (n, online) for d, n, online, _ in await service.store.telemetry_totals(
-        at(MONDAY, 12), at(MONDAY + timedelta(days=1)))}
+    totals = {
+        d: (n, online)
+        for d, n, online, _ in await service.store.telemetry_totals(
+            at(MONDAY, 12), at(MONDAY + timedelta(days=1))
+        )
+    }
     assert totals == {"dev-2": (20, int(9.5 * 3600 * 1000))}
     # Outside raw telemetry's retention nothing can be measured.
     old = await service.uptime(service.range(date(2026, 1, 5), date(2026, 1, 5)))
@@ -291,8 +309,11 @@ def test_range_rules() -> None:
     with pytest.raises(RangeError):
         make_range(date(2010, 1, 1), MONDAY, TZ, now)
     # Dates at the ends of the calendar are a 422, not an overflow (found by schemathesis).
-    for first, last in ((None, date(1, 1, 1)), (date(9999, 12, 31), None),
-                        (MONDAY, date(9999, 12, 31))):
+    for first, last in (
+        (None, date(1, 1, 1)),
+        (date(9999, 12, 31), None),
+        (MONDAY, date(9999, 12, 31)),
+    ):
         with pytest.raises(RangeError, match="between"):
             make_range(first, last, TZ, now)
 
@@ -305,9 +326,14 @@ def ev(minute: int, occupied: bool, room: str = "R1") -> OccupancyEvent:
 
 
 def test_session_lengths_by_start_hour() -> None:
-    events = [ev(50, True), ev(55, True), ev(80, False),  # 30 min, started in hour 0
-              ev(100, True), ev(130, False),  # 30 min, started in hour 1, ends after end
-              ev(170, True)]  # still going at the horizon: not yet counted
+    events = [
+        ev(50, True),
+        ev(55, True),
+        ev(80, False),  # 30 min, started in hour 0
+        ev(100, True),
+        ev(130, False),  # 30 min, started in hour 1, ends after end
+        ev(170, True),
+    ]  # still going at the horizon: not yet counted
     rows = session_lengths(events, H0, H0 + 2 * HOUR_MS, {}, H0 + 200 * MIN)
     assert rows == [SessionRollup("R1", H0, 30, 1), SessionRollup("R1", H0 + HOUR_MS, 30, 1)]
     # Occupied before the window: that session belongs to an earlier window.
@@ -319,13 +345,18 @@ def test_session_lengths_by_start_hour() -> None:
 
 def test_coarse_rollups_sum_whole_utc_days() -> None:
     day = H0 // DAY_MS * DAY_MS
-    hourly = [HourRollup("R1", day, 600.0, 1), HourRollup("R2", day, 1200.5, 2),
-              HourRollup("R1", day + HOUR_MS, 60.0, 0),
-              HourRollup("R1", day + DAY_MS, 5.0, 1)]  # the next day: outside
+    hourly = [
+        HourRollup("R1", day, 600.0, 1),
+        HourRollup("R2", day, 1200.5, 2),
+        HourRollup("R1", day + HOUR_MS, 60.0, 0),
+        HourRollup("R1", day + DAY_MS, 5.0, 1),
+    ]  # the next day: outside
     sessions = [SessionRollup("R1", day, 10, 1), SessionRollup("R2", day + HOUR_MS, 10, 2)]
     coarse = coarse_rollups(hourly, sessions, day, day + DAY_MS)
-    assert coarse.site_hours == [SiteHourRollup(day, 1800.5, 3),
-                                 SiteHourRollup(day + HOUR_MS, 60.0, 0)]
+    assert coarse.site_hours == [
+        SiteHourRollup(day, 1800.5, 3),
+        SiteHourRollup(day + HOUR_MS, 60.0, 0),
+    ]
     assert coarse.days == [DayRollup("R1", day, 660.0, 1), DayRollup("R2", day, 1200.5, 2)]
     assert coarse.site_sessions == [SiteSessionDay(day, 10, 3)]
     with pytest.raises(ValueError):
@@ -339,9 +370,11 @@ async def test_telemetry_rollups_from_before_online_time(tmp_path: Path) -> None
     path = tmp_path / "store.sqlite"
     hour = at(MONDAY, 9)
     db = sqlite3.connect(path)
-    db.execute("CREATE TABLE telemetry_hourly (device TEXT NOT NULL, hour_ms INTEGER NOT NULL,"
-               " points INTEGER NOT NULL, min_boot INTEGER NOT NULL, max_boot INTEGER NOT NULL,"
-               " PRIMARY KEY (hour_ms, device)) WITHOUT ROWID")
+    db.execute(
+        "CREATE TABLE telemetry_hourly (device TEXT NOT NULL, hour_ms INTEGER NOT NULL,"
+        " points INTEGER NOT NULL, min_boot INTEGER NOT NULL, max_boot INTEGER NOT NULL,"
+        " PRIMARY KEY (hour_ms, device)) WITHOUT ROWID"
+    )
     db.execute("INSERT INTO telemetry_hourly VALUES ('dev-1', ?, 30, 1, 2)", (hour,))
     db.commit()
     db.close()
@@ -360,12 +393,14 @@ async def test_csv_rows_in_chinese(service: TrendsService) -> None:
     """`lang=zh`: the header and the words among the values in Chinese; the
     numbers, ids and names as in English."""
     rng = service.range(MONDAY, MONDAY)
-    for kind, data, table in (("heatmap", await service.heatmap(rng), "days"),
-                              ("rooms", await service.rooms_ranked(rng), "days"),
-                              ("sessions", await service.sessions(rng), "days"),
-                              ("sessions", await service.sessions(rng), "lengths"),
-                              ("calls", await service.calls(rng), "days"),
-                              ("uptime", await service.uptime(rng), "days")):
+    for kind, data, table in (
+        ("heatmap", await service.heatmap(rng), "days"),
+        ("rooms", await service.rooms_ranked(rng), "days"),
+        ("sessions", await service.sessions(rng), "days"),
+        ("sessions", await service.sessions(rng), "lengths"),
+        ("calls", await service.calls(rng), "days"),
+        ("uptime", await service.uptime(rng), "days"),
+    ):
         en, zh = csv_rows(kind, data, table), csv_rows(kind, data, table, "zh")
         assert len(zh[0]) == len(en[0]) and len(set(zh[0])) == len(zh[0]), (kind, zh[0])
         assert all(re.search("[\u4e00-\u9fff]", c) for c in zh[0]), (kind, zh[0])

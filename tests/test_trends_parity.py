@@ -36,24 +36,50 @@ from tests.support import ROOT, InfluxDB
 TZ = ZoneInfo("Asia/Shanghai")
 TODAY = datetime.now(TZ).date()
 #: The latest make-up workday before today, if recent enough to generate history back to.
-MAKEUP = max((d for d in cc.workdays if d < TODAY - timedelta(days=1)
-              and (TODAY - d).days <= 136), default=None)
+MAKEUP = max(
+    (d for d in cc.workdays if d < TODAY - timedelta(days=1) and (TODAY - d).days <= 136),
+    default=None,
+)
 DAYS = max(28, (TODAY - MAKEUP).days + 14) if MAKEUP else 28
 RETENTION_DAYS = 8  # telemetry only for the last week (the generator honours retention)
 
 
 def generate(workdir: Path, backend: str, influx: InfluxDB | None) -> dict[str, str]:
-    env = {**os.environ, "MAMAROOM_DATA_DIR": str(workdir / "data"),
-           "MAMAROOM_STORAGE__TELEMETRY_RETENTION_DAYS": str(RETENTION_DAYS),
-           "MAMAROOM_LOG__LEVEL": "warning"}
+    env = {
+        **os.environ,
+        "MAMAROOM_DATA_DIR": str(workdir / "data"),
+        "MAMAROOM_STORAGE__TELEMETRY_RETENTION_DAYS": str(RETENTION_DAYS),
+        "MAMAROOM_LOG__LEVEL": "warning",
+    }
     if influx is not None:
-        env |= {"MAMAROOM_STORAGE__INFLUXDB__URL": influx.url,
-                "MAMAROOM_STORAGE__INFLUXDB__DATABASE": "parity",
-                # One rollup refresh reads the whole span's events; CI machines are busy.
-                "MAMAROOM_STORAGE__INFLUXDB__TIMEOUT_S": "120"}
-    subprocess.run([sys.executable, "-m", "cli", "history", "generate", "--days", str(DAYS),
-                    "--rooms", "190", "--backend", backend, "--telemetry-every", "15"],
-                   env=env, cwd=workdir, check=True, capture_output=True, timeout=900)
+        env |= {
+            "MAMAROOM_STORAGE__INFLUXDB__URL": influx.url,
+            "MAMAROOM_STORAGE__INFLUXDB__DATABASE": "parity",
+            # One rollup refresh reads the whole span's events; CI machines are busy.
+            "MAMAROOM_STORAGE__INFLUXDB__TIMEOUT_S": "120",
+        }
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "history",
+            "generate",
+            "--days",
+            str(DAYS),
+            "--rooms",
+            "190",
+            "--backend",
+            backend,
+            "--telemetry-every",
+            "15",
+        ],
+        env=env,
+        cwd=workdir,
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
     return env
 
 
@@ -86,21 +112,24 @@ async def services(generated: tuple[Path, InfluxDB]) -> AsyncIterator[dict[str, 
         for backend in ("sqlite", "influxdb"):
             settings = Settings(
                 data_dir=base / backend / "data",
-                storage={"backend": backend, "telemetry_retention_days": RETENTION_DAYS,
-                         "influxdb": {"url": influx.url, "database": "parity",
-                                      "timeout_s": 120}})
+                storage={
+                    "backend": backend,
+                    "telemetry_retention_days": RETENTION_DAYS,
+                    "influxdb": {"url": influx.url, "database": "parity", "timeout_s": 120},
+                },
+            )
             store: SqliteStore | InfluxStore
             if backend == "sqlite":
                 store = SqliteStore(settings.store_path)
                 await store.open()
             else:
-                store = InfluxStore(settings.storage.influxdb, settings.spool_path,
-                                    gateway="trends")
+                store = InfluxStore(
+                    settings.storage.influxdb, settings.spool_path, gateway="trends"
+                )
             calls = CallsDb(settings.server_db_path)
             await calls.open()
             made.append((store, calls))
-            out[backend] = TrendsService(settings, store, calls, lambda: rooms,
-                                         now_ms=lambda: NOW)
+            out[backend] = TrendsService(settings, store, calls, lambda: rooms, now_ms=lambda: NOW)
         yield out
     finally:
         for store, calls in made:
@@ -117,12 +146,15 @@ def today() -> date:
 
 def ranges() -> list[tuple[str, date, date]]:
     t = today()
-    out = [("all", t - timedelta(days=DAYS), t - timedelta(days=1)),
-           ("default (last 30 days, today so far)", t - timedelta(days=29), t),
-           ("one day", t - timedelta(days=3), t - timedelta(days=3))]
+    out = [
+        ("all", t - timedelta(days=DAYS), t - timedelta(days=1)),
+        ("default (last 30 days, today so far)", t - timedelta(days=29), t),
+        ("one day", t - timedelta(days=3), t - timedelta(days=3)),
+    ]
     if MAKEUP:
-        out.append(("around a make-up workday", MAKEUP - timedelta(days=13),
-                    MAKEUP + timedelta(days=1)))
+        out.append(
+            ("around a make-up workday", MAKEUP - timedelta(days=13), MAKEUP + timedelta(days=1))
+        )
     return out
 
 
@@ -141,20 +173,25 @@ async def all_trends(svc: TrendsService, first: date, last: date) -> dict[str, A
         "calls": await svc.calls(rng),
         "uptime": await svc.uptime(rng),
     }
-    out["csv"] = {name: csv_rows(name.split("_")[0], data) for name, data in out.items()
-                  if name in ("heatmap", "rooms", "sessions", "calls", "uptime")}
+    out["csv"] = {
+        name: csv_rows(name.split("_")[0], data)
+        for name, data in out.items()
+        if name in ("heatmap", "rooms", "sessions", "calls", "uptime")
+    }
     out["csv"]["lengths"] = csv_rows("sessions", out["sessions"], "lengths")
     return out
 
 
 @pytest.mark.parametrize("label, first, last", ranges(), ids=[r[0] for r in ranges()])
 async def test_every_trend_identical_on_both_backends(
-        services: dict[str, TrendsService], label: str, first: date, last: date) -> None:
+    services: dict[str, TrendsService], label: str, first: date, last: date
+) -> None:
     sqlite = await all_trends(services["sqlite"], first, last)
     influx = await all_trends(services["influxdb"], first, last)
     for name in sqlite:
-        assert json.dumps(sqlite[name], sort_keys=True) == json.dumps(influx[name],
-                                                                     sort_keys=True), name
+        assert json.dumps(sqlite[name], sort_keys=True) == json.dumps(
+            influx[name], sort_keys=True
+        ), name
 
 
 async def test_the_generated_history_is_not_trivial(services: dict[str, TrendsService]) -> None:
@@ -170,8 +207,10 @@ async def test_the_generated_history_is_not_trivial(services: dict[str, TrendsSe
     assert data["calls"]["total"]["calls"] > 10
     assert 20 < data["calls"]["total"]["acknowledged"]["p50_s"] < 80
     flags = {r["flag"] for r in data["rooms"]["rooms"]}
-    assert len(data["rooms"]["rooms"]) == 190 and sum(r["sessions"] for r in
-                                                      data["rooms"]["rooms"]) > 10_000
+    assert (
+        len(data["rooms"]["rooms"]) == 190
+        and sum(r["sessions"] for r in data["rooms"]["rooms"]) > 10_000
+    )
     assert flags <= {None, "over", "under"}
     week = await svc.uptime(svc.range(t - timedelta(days=7), t - timedelta(days=1)))
     assert 0.8 < week["uptime"] <= 1.0

@@ -37,8 +37,11 @@ class Clock:
 
 def test_the_decisions_on_a_clock() -> None:
     clock, pages = Clock(), []
-    settings = Settings(watchdog=WatchdogSettings(gateway_silence_s=60, server_silence_s=30,
-                                                  broker_silence_s=30, repeat_s=300))
+    settings = Settings(
+        watchdog=WatchdogSettings(
+            gateway_silence_s=60, server_silence_s=30, broker_silence_s=30, repeat_s=300
+        )
+    )
     wd = Watchdog(settings, send=pages.append, clock=clock)
     gw = "gateway mamaroom-gateway"
     clock.now += 29
@@ -49,8 +52,9 @@ def test_the_decisions_on_a_clock() -> None:
     clock.now += 31
     wd.alive(BROKER)
     wd.evaluate()
-    assert pages == ["MAMAROOM DOWN: server not answering or not ready: calls are not paged "
-                     "(silent for 31 s)"]
+    assert pages == [
+        "MAMAROOM DOWN: server not answering or not ready: calls are not paged (silent for 31 s)"
+    ]
     wd.dead(gw, "its last will: offline")
     wd.dead(gw, "its last will: offline")  # told twice, paged once
     assert len(pages) == 2 and pages[1].startswith("MAMAROOM DOWN: gateway mamaroom-gateway")
@@ -72,7 +76,8 @@ def test_the_decisions_on_a_clock() -> None:
     wd.evaluate()
     assert [p.split(" (")[0] for p in pages] == [
         "MAMAROOM DOWN: MQTT broker not answering: no call can arrive",
-        "MAMAROOM STILL DOWN: MQTT broker not answering: no call can arrive"]
+        "MAMAROOM STILL DOWN: MQTT broker not answering: no call can arrive",
+    ]
     wd.server_answered(ready=False, live=True)  # waiting to reconnect: not its fault
     wd.alive(BROKER)
     assert pages[-1] == "MAMAROOM RESTORED: broker"
@@ -94,8 +99,9 @@ def test_the_decisions_on_a_clock() -> None:
         wd.alive(BROKER)
         wd.server_answered(ready=False, live=True)
         wd.evaluate()
-    assert pages[-1] == ("MAMAROOM DOWN: server not answering or not ready: calls are not "
-                         "paged (silent for 31 s)")
+    assert pages[-1] == (
+        "MAMAROOM DOWN: server not answering or not ready: calls are not paged (silent for 31 s)"
+    )
 
 
 class Desk(threading.Thread):
@@ -116,19 +122,19 @@ class Desk(threading.Thread):
                 buf += os.read(self.fd, 1024)
             while buf:
                 if buf.startswith(SELECT):
-                    del buf[:len(SELECT)]
+                    del buf[: len(SELECT)]
                     os.write(self.fd, ACK)
                 elif buf.startswith(SOH):
                     end = buf.find(ETX)
                     if end < 0 or len(buf) < end + 2:
                         break  # wait for the rest
-                    block = bytes(buf[:end + 2])
-                    del buf[:end + 2]
+                    block = bytes(buf[: end + 2])
+                    del buf[: end + 2]
                     if bcc(block[1:-1]) != block[-1]:
                         os.write(self.fd, NAK)
                         continue
-                    pager = block[block.index(US) + 1:block.index(RS)].decode()
-                    text = block[block.index(RS) + 3:-2].decode()
+                    pager = block[block.index(US) + 1 : block.index(RS)].decode()
+                    text = block[block.index(RS) + 3 : -2].decode()
                     self.pages.append((pager, text))
                     os.write(self.fd, ACK)
                 elif SELECT.startswith(bytes(buf)):
@@ -175,24 +181,34 @@ def im_hook() -> Iterator[tuple[list[str], int]]:
 
 
 def test_kills_and_restarts_are_paged_over_espa_and_im(
-        broker: Mosquitto, tmp_path: Path, rooms_csv: Path, desk_line: tuple[Desk, str],
-        im_hook: tuple[list[str], int]) -> None:
+    broker: Mosquitto,
+    tmp_path: Path,
+    rooms_csv: Path,
+    desk_line: tuple[Desk, str],
+    im_hook: tuple[list[str], int],
+) -> None:
     desk, tty_name = desk_line
     im, im_port = im_hook
     svc = Services(broker, tmp_path, rooms_csv).start()
-    watchdog = Proc("watchdog", ["watchdog"], {
-        **svc.env,
-        "MAMAROOM_WATCHDOG__CHECK_S": "0.5",
-        "MAMAROOM_WATCHDOG__GATEWAY_SILENCE_S": "15",
-        "MAMAROOM_WATCHDOG__SERVER_SILENCE_S": "2",
-        "MAMAROOM_WATCHDOG__BROKER_SILENCE_S": "2",
-        "MAMAROOM_WATCHDOG__REPEAT_S": "0",
-        "MAMAROOM_WATCHDOG__PAGERS": '["900"]',
-        "MAMAROOM_WATCHDOG__ESPA_PORT": tty_name,
-        "MAMAROOM_WATCHDOG__IM": '["desk"]',
-        "MAMAROOM_PAGING__IM__DESTINATIONS": json.dumps(
-            {"desk": f"json://127.0.0.1:{im_port}/hook"}),
-    }, tmp_path).start()
+    watchdog = Proc(
+        "watchdog",
+        ["watchdog"],
+        {
+            **svc.env,
+            "MAMAROOM_WATCHDOG__CHECK_S": "0.5",
+            "MAMAROOM_WATCHDOG__GATEWAY_SILENCE_S": "15",
+            "MAMAROOM_WATCHDOG__SERVER_SILENCE_S": "2",
+            "MAMAROOM_WATCHDOG__BROKER_SILENCE_S": "2",
+            "MAMAROOM_WATCHDOG__REPEAT_S": "0",
+            "MAMAROOM_WATCHDOG__PAGERS": '["900"]',
+            "MAMAROOM_WATCHDOG__ESPA_PORT": tty_name,
+            "MAMAROOM_WATCHDOG__IM": '["desk"]',
+            "MAMAROOM_PAGING__IM__DESTINATIONS": json.dumps(
+                {"desk": f"json://127.0.0.1:{im_port}/hook"}
+            ),
+        },
+        tmp_path,
+    ).start()
     expected: list[str] = []
 
     def paged(text: str) -> None:
@@ -200,21 +216,32 @@ def test_kills_and_restarts_are_paged_over_espa_and_im(
         expected.append(text)
 
         def both() -> bool:
-            got = [[t[:len(e)] for t, e in zip(ch, expected, strict=False)]
-                   for ch in (im, desk.texts())]
+            got = [
+                [t[: len(e)] for t, e in zip(ch, expected, strict=False)]
+                for ch in (im, desk.texts())
+            ]
             return got == [expected, expected]
 
-        wait_for(both, timeout=60, what=f"page {text!r}",
-                 detail=lambda: f"IM {im}\nESPA {desk.pages}\n{watchdog.log_tail()}")
+        wait_for(
+            both,
+            timeout=60,
+            what=f"page {text!r}",
+            detail=lambda: f"IM {im}\nESPA {desk.pages}\n{watchdog.log_tail()}",
+        )
 
     try:
         for check in ("broker", "server", "'gateway mamaroom-gateway'"):
-            wait_for(lambda c=check: f"check={c}" in watchdog.log(),  # type: ignore[misc]
-                     timeout=30, what=f"the watchdog seeing {check} alive",
-                     detail=watchdog.log_tail)
+            wait_for(
+                lambda c=check: f"check={c}" in watchdog.log(),  # type: ignore[misc]
+                timeout=30,
+                what=f"the watchdog seeing {check} alive",
+                detail=watchdog.log_tail,
+            )
         svc.gateway.kill()  # its last will tells at once
-        paged("MAMAROOM DOWN: gateway mamaroom-gateway stopped: room states stale "
-              "(status offline: stopped, or its last will)")
+        paged(
+            "MAMAROOM DOWN: gateway mamaroom-gateway stopped: room states stale "
+            "(status offline: stopped, or its last will)"
+        )
         svc.start_gateway()
         paged("MAMAROOM RESTORED: gateway mamaroom-gateway")
         assert svc.gateway.proc is not None
@@ -238,31 +265,50 @@ def test_kills_and_restarts_are_paged_over_espa_and_im(
 
 
 def test_a_cleanly_stopped_gateway_is_paged_at_once_not_after_its_silence(
-        broker: Mosquitto, tmp_path: Path, rooms_csv: Path,
-        im_hook: tuple[list[str], int]) -> None:
+    broker: Mosquitto, tmp_path: Path, rooms_csv: Path, im_hook: tuple[list[str], int]
+) -> None:
     # A clean DISCONNECT makes the broker discard the gateway's last will; the
     # gateway must announce itself, or the watchdog waits out gateway_silence_s.
     im, im_port = im_hook
     svc = Services(broker, tmp_path, rooms_csv).start()
-    watchdog = Proc("watchdog", ["watchdog"], {
-        **svc.env,
-        "MAMAROOM_WATCHDOG__CHECK_S": "0.5",
-        "MAMAROOM_WATCHDOG__GATEWAY_SILENCE_S": "300",  # far beyond the wait below
-        "MAMAROOM_WATCHDOG__REPEAT_S": "0",
-        "MAMAROOM_WATCHDOG__IM": '["desk"]',
-        "MAMAROOM_PAGING__IM__DESTINATIONS": json.dumps(
-            {"desk": f"json://127.0.0.1:{im_port}/hook"}),
-    }, tmp_path).start()
+    watchdog = Proc(
+        "watchdog",
+        ["watchdog"],
+        {
+            **svc.env,
+            "MAMAROOM_WATCHDOG__CHECK_S": "0.5",
+            "MAMAROOM_WATCHDOG__GATEWAY_SILENCE_S": "300",  # far beyond the wait below
+            "MAMAROOM_WATCHDOG__REPEAT_S": "0",
+            "MAMAROOM_WATCHDOG__IM": '["desk"]',
+            "MAMAROOM_PAGING__IM__DESTINATIONS": json.dumps(
+                {"desk": f"json://127.0.0.1:{im_port}/hook"}
+            ),
+        },
+        tmp_path,
+    ).start()
     try:
-        wait_for(lambda: "check='gateway mamaroom-gateway'" in watchdog.log(), timeout=30,
-                 what="the watchdog seeing the gateway alive", detail=watchdog.log_tail)
+        wait_for(
+            lambda: "check='gateway mamaroom-gateway'" in watchdog.log(),
+            timeout=30,
+            what="the watchdog seeing the gateway alive",
+            detail=watchdog.log_tail,
+        )
         assert svc.gateway.stop() == 0  # SIGTERM: a clean stop
-        wait_for(lambda: any(t.startswith("MAMAROOM DOWN: gateway mamaroom-gateway stopped")
-                             for t in im), timeout=30, what="the gateway paged down",
-                 detail=lambda: f"IM {im}\n{watchdog.log_tail()}")
+        wait_for(
+            lambda: any(
+                t.startswith("MAMAROOM DOWN: gateway mamaroom-gateway stopped") for t in im
+            ),
+            timeout=30,
+            what="the gateway paged down",
+            detail=lambda: f"IM {im}\n{watchdog.log_tail()}",
+        )
         svc.start_gateway()
-        wait_for(lambda: "MAMAROOM RESTORED: gateway mamaroom-gateway" in im, timeout=30,
-                 what="the gateway paged back", detail=lambda: f"IM {im}")
+        wait_for(
+            lambda: "MAMAROOM RESTORED: gateway mamaroom-gateway" in im,
+            timeout=30,
+            what="the gateway paged back",
+            detail=lambda: f"IM {im}",
+        )
     finally:
         watchdog.stop()
         svc.stop()

@@ -55,31 +55,42 @@ class Browser:
     def __init__(self, endpoint: str) -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.auth = os.urandom(16)
-        public = self.key.public_key().public_bytes(serialization.Encoding.X962,
-                                                    serialization.PublicFormat.UncompressedPoint)
-        self.subscription = {"endpoint": endpoint, "keys": {"p256dh": b64(public),
-                                                            "auth": b64(self.auth)}}
+        public = self.key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        self.subscription = {
+            "endpoint": endpoint,
+            "keys": {"p256dh": b64(public), "auth": b64(self.auth)},
+        }
 
     def decrypt(self, body: bytes) -> dict[str, Any]:
-        plain = http_ece.decrypt(body, private_key=self.key, auth_secret=self.auth,
-                                 version="aes128gcm")
+        plain = http_ece.decrypt(
+            body, private_key=self.key, auth_secret=self.auth, version="aes128gcm"
+        )
         return dict(json.loads(plain))
 
 
 @pytest.fixture
-def push_services(broker: Mosquitto, tmp_path: Path, rooms_csv: Path,
-                  vapid: tuple[str, str]) -> Iterator[Services]:
-    svc = Services(broker, tmp_path, rooms_csv, MAMAROOM_PAGES__VAPID_PUBLIC_KEY=vapid[0],
-                   MAMAROOM_PAGES__PUSH_HOSTS='["http://127.0.0.1"]',
-                   MAMAROOM_PAGES__VAPID_PRIVATE_KEY=vapid[1],
-                   MAMAROOM_PAGES__PUBLIC_URL="https://mamaroom.park.example",
-                   MAMAROOM_PAGES__STAFF_URL="https://mamaroom.park.example:8443/").start()
+def push_services(
+    broker: Mosquitto, tmp_path: Path, rooms_csv: Path, vapid: tuple[str, str]
+) -> Iterator[Services]:
+    svc = Services(
+        broker,
+        tmp_path,
+        rooms_csv,
+        MAMAROOM_PAGES__VAPID_PUBLIC_KEY=vapid[0],
+        MAMAROOM_PAGES__PUSH_HOSTS='["http://127.0.0.1"]',
+        MAMAROOM_PAGES__VAPID_PRIVATE_KEY=vapid[1],
+        MAMAROOM_PAGES__PUBLIC_URL="https://mamaroom.park.example",
+        MAMAROOM_PAGES__STAFF_URL="https://mamaroom.park.example:8443/",
+    ).start()
     yield svc
     svc.stop()
 
 
 def test_a_mother_is_pushed_once_when_her_room_frees_up(
-        push_services: Services, device_factory: Any, vapid: tuple[str, str]) -> None:
+    push_services: Services, device_factory: Any, vapid: tuple[str, str]
+) -> None:
     svc = push_services
     assert svc.http.get("/api/push/key").json() == {"public_key": vapid[0], "enabled": True}
     node = device_factory("dev-a")
@@ -87,13 +98,14 @@ def test_a_mother_is_pushed_once_when_her_room_frees_up(
     svc.wait_room_state("T1-0101", "occupied")
     push = PushService()
     phone = Browser(push.url + "/push/mother-1")
-    r = svc.http.post("/api/push/reminder", json={"subscription": phone.subscription,
-                                                  "rooms": ["T1-0101"], "lang": "zh"})
+    r = svc.http.post(
+        "/api/push/reminder",
+        json={"subscription": phone.subscription, "rooms": ["T1-0101"], "lang": "zh"},
+    )
     assert r.status_code == 204, r.text
     # The server posts only to push services it knows, never where anyone says.
     elsewhere = Browser("https://push.example.invalid/anything").subscription
-    r = svc.http.post("/api/push/reminder", json={"subscription": elsewhere,
-                                                  "rooms": ["T1-0101"]})
+    r = svc.http.post("/api/push/reminder", json={"subscription": elsewhere, "rooms": ["T1-0101"]})
     assert r.status_code == 422 and "push service" in r.text
 
     node.occupancy(False)
@@ -119,18 +131,24 @@ def test_a_mother_is_pushed_once_when_her_room_frees_up(
 
 
 def test_staff_phones_get_new_calls_and_gone_subscriptions_are_dropped(
-        push_services: Services, device_factory: Any) -> None:
+    push_services: Services, device_factory: Any
+) -> None:
     svc = push_services
     token = svc.login("admin", svc.ADMIN_PASSWORD)
     gone = PushService(status=410)
     push = PushService()
     phones = [Browser(push.url + "/push/staff-1"), Browser(gone.url + "/push/old-phone")]
     for phone in phones:
-        r = svc.http.post("/api/push/staff", json={"subscription": phone.subscription},
-                          headers={"Authorization": f"Bearer {token}"})
+        r = svc.http.post(
+            "/api/push/staff",
+            json={"subscription": phone.subscription},
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert r.status_code == 204, r.text
-    assert svc.http.post("/api/push/staff", json={"subscription": phones[0].subscription}
-                         ).status_code == 401  # staff only
+    assert (
+        svc.http.post("/api/push/staff", json={"subscription": phones[0].subscription}).status_code
+        == 401
+    )  # staff only
     node = device_factory("dev-a")
     node.call("press", "push-1")
     wait_for(lambda: push.received and gone.received, what="pushes", detail=svc.logs)
@@ -153,10 +171,18 @@ def test_anonymous_reminders_are_rate_limited(push_services: Services) -> None:
     codes = []
     for i in range(30):
         sub = Browser(f"http://127.0.0.1:9/push/flood-{i}").subscription
-        codes.append(svc.http.post("/api/push/reminder", json={
-            "subscription": sub, "rooms": ["T1-0101"]}).status_code)
+        codes.append(
+            svc.http.post(
+                "/api/push/reminder", json={"subscription": sub, "rooms": ["T1-0101"]}
+            ).status_code
+        )
     assert codes[:3] == [204, 204, 204]  # a mother's few tries pass
     assert codes.count(204) <= 4 and codes.count(429) >= 26
-    r = svc.http.post("/api/push/reminder", json={
-        "subscription": Browser("http://127.0.0.1:9/push/x").subscription, "rooms": ["T1-0101"]})
+    r = svc.http.post(
+        "/api/push/reminder",
+        json={
+            "subscription": Browser("http://127.0.0.1:9/push/x").subscription,
+            "rooms": ["T1-0101"],
+        },
+    )
     assert r.status_code == 429 and r.headers["Retry-After"] == "60"

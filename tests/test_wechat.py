@@ -23,10 +23,12 @@ from server.services.wechat import Outgoing, WechatApi, WechatDb, WechatError, W
 from tests.support import Mosquitto, Services, wait_for
 from tests.wechat_standin import APP_ID, SECRET, TEMPLATE_ID, WechatStandin
 
-WECHAT_UA = ("Mozilla/5.0 (Linux; Android 13; V2244A) AppleWebKit/537.36 (KHTML, like Gecko) "
-             "Version/4.0 Chrome/116.0.0.0 Mobile Safari/537.36 XWEB/1160065 MMWEBSDK/20231202 "
-             "MMWEBID/2247 MicroMessenger/8.0.47.2560(0x28002F30) WeChat/arm64 Weixin "
-             "NetType/WIFI Language/zh_CN ABI/arm64")
+WECHAT_UA = (
+    "Mozilla/5.0 (Linux; Android 13; V2244A) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Version/4.0 Chrome/116.0.0.0 Mobile Safari/537.36 XWEB/1160065 MMWEBSDK/20231202 "
+    "MMWEBID/2247 MicroMessenger/8.0.47.2560(0x28002F30) WeChat/arm64 Weixin "
+    "NetType/WIFI Language/zh_CN ABI/arm64"
+)
 MENU_LINK = "/?building=%E6%B5%8B%E8%AF%95%E6%A5%BC&floor=1"  # ?building=测试楼&floor=1
 
 
@@ -38,8 +40,9 @@ def standin() -> Iterator[WechatStandin]:
 
 
 @pytest.fixture
-def wechat_services(broker: Mosquitto, tmp_path: Path, rooms_csv: Path,
-                    standin: WechatStandin) -> Iterator[Services]:
+def wechat_services(
+    broker: Mosquitto, tmp_path: Path, rooms_csv: Path, standin: WechatStandin
+) -> Iterator[Services]:
     svc = Services(broker, tmp_path, rooms_csv, **standin.env()).start()
     yield svc
     svc.stop()
@@ -64,8 +67,7 @@ class Phone:
     def sign_in(self, next_path: str = MENU_LINK) -> httpx.Response:
         """The tap on "tell me in WeChat": the silent OAuth round trip."""
         self.standin.user = self.openid  # whoever holds the phone
-        start = self.http.get(f"{self.svc.base_url}/wechat/oauth/start",
-                              params={"next": next_path})
+        start = self.http.get(f"{self.svc.base_url}/wechat/oauth/start", params={"next": next_path})
         assert start.status_code == 302, start.text
         authorize = start.headers["location"]
         assert authorize.startswith(f"{self.standin.url}/connect/oauth2/authorize?")
@@ -85,15 +87,19 @@ class Phone:
         return {"X-Wechat-CSRF": self.http.cookies.get("mamaroom_wx_csrf", "")}
 
     def remind(self, rooms: list[str], lang: str = "zh") -> httpx.Response:
-        return self.http.post(f"{self.svc.base_url}/api/wechat/reminder",
-                              json={"rooms": rooms, "lang": lang}, headers=self.csrf())
+        return self.http.post(
+            f"{self.svc.base_url}/api/wechat/reminder",
+            json={"rooms": rooms, "lang": lang},
+            headers=self.csrf(),
+        )
 
     def config(self) -> dict[str, Any]:
         return dict(self.http.get(f"{self.svc.base_url}/api/wechat/config").json())
 
 
 def test_menu_link_oauth_subscribe_room_frees_message_once_token_expiry_and_refusal(
-        wechat_services: Services, standin: WechatStandin, device_factory: Any) -> None:
+    wechat_services: Services, standin: WechatStandin, device_factory: Any
+) -> None:
     # Three reminders in all: the anonymous writes' budget of one address at once.
     svc = wechat_services
     node = device_factory("dev-a")
@@ -103,9 +109,14 @@ def test_menu_link_oauth_subscribe_room_frees_message_once_token_expiry_and_refu
     # The menu link opens the mothers' page; inside WeChat it offers WeChat.
     mother = Phone(svc, standin, "o-mother-ann")
     mother.open_menu_link()
-    assert mother.config() == {"enabled": True, "ready": False, "waiting": False,
-                               "app_id": APP_ID, "template_id": TEMPLATE_ID,
-                               "jssdk_url": f"{standin.url}/open/js/jweixin-1.6.0.js"}
+    assert mother.config() == {
+        "enabled": True,
+        "ready": False,
+        "waiting": False,
+        "app_id": APP_ID,
+        "template_id": TEMPLATE_ID,
+        "jssdk_url": f"{standin.url}/open/js/jweixin-1.6.0.js",
+    }
 
     # OAuth (snsapi_base): back on the page she came from, known to the server.
     back = mother.sign_in()
@@ -123,8 +134,9 @@ def test_menu_link_oauth_subscribe_room_frees_message_once_token_expiry_and_refu
 
     # The room frees: one subscription message, to her, opening the room's page.
     node.occupancy(False)
-    [message] = wait_for(lambda: standin.sent_to("o-mother-ann"), what="the WeChat message",
-                         detail=svc.logs)
+    [message] = wait_for(
+        lambda: standin.sent_to("o-mother-ann"), what="the WeChat message", detail=svc.logs
+    )
     assert message["template_id"] == TEMPLATE_ID
     assert message["page"] == f"{svc.base_url}/r/T1-0101"
     assert message["data"]["thing1"] == {"value": "测试楼1层母婴室"}
@@ -148,13 +160,17 @@ def test_menu_link_oauth_subscribe_room_frees_message_once_token_expiry_and_refu
     issued = standin.tokens_issued
     standin.expire_token()
     node.occupancy(False)
-    wait_for(lambda: len(standin.sent_to("o-mother-ann")) == 2, what="the message after "
-             "the token expired", detail=svc.logs)
+    wait_for(
+        lambda: len(standin.sent_to("o-mother-ann")) == 2,
+        what="the message after the token expired",
+        detail=svc.logs,
+    )
     codes = standin.codes_of("/cgi-bin/message/subscribe/bizsend")
     assert codes[-2:] == [42001, 0], codes
     assert standin.tokens_issued == issued + 1
     assert standin.sent_to("o-mother-ann")[1]["data"]["thing1"] == {
-        "value": "Test Bldg 1F"}  # her page was in English
+        "value": "Test Bldg 1F"
+    }  # her page was in English
     assert "wechat access token refused; renewing it" in svc.server.log()
 
     # A second mother who never agreed in the popup (or cancelled): 43101,
@@ -165,8 +181,11 @@ def test_menu_link_oauth_subscribe_room_frees_message_once_token_expiry_and_refu
     assert other.sign_in().status_code == 303
     assert other.remind(["T1-0101"]).status_code == 204
     node.occupancy(False)
-    wait_for(lambda: "wechat message refused" in svc.server.log(), what="the refusal logged",
-             detail=svc.logs)
+    wait_for(
+        lambda: "wechat message refused" in svc.server.log(),
+        what="the refusal logged",
+        detail=svc.logs,
+    )
     assert standin.attempts["o-mother-bea"] == 1
     assert other.config()["waiting"] is False
     for _ in range(2):
@@ -184,19 +203,25 @@ def test_menu_link_oauth_subscribe_room_frees_message_once_token_expiry_and_refu
 
 
 def test_oauth_state_is_checked_and_next_stays_on_this_site(
-        wechat_services: Services, standin: WechatStandin) -> None:
+    wechat_services: Services, standin: WechatStandin
+) -> None:
     svc = wechat_services
     phone = Phone(svc, standin, "o-mother-cat")
     # No session: no reminder. (All phones here share 127.0.0.1, and with it
     # the anonymous writes' budget: 3 at once. These are two of them.)
     assert phone.remind(["T1-0101"]).status_code == 401
     phone.sign_in()
-    assert phone.http.post(f"{svc.base_url}/api/wechat/reminder",
-                           json={"rooms": ["T1-0101"]}).status_code == 403  # no CSRF token
+    assert (
+        phone.http.post(
+            f"{svc.base_url}/api/wechat/reminder", json={"rooms": ["T1-0101"]}
+        ).status_code
+        == 403
+    )  # no CSRF token
     phone.http.cookies.clear()
     # A callback this browser never started (a forged link): refused, no session.
-    forged = phone.http.get(f"{svc.base_url}/wechat/oauth/callback",
-                            params={"code": "abc", "state": "0" * 32})
+    forged = phone.http.get(
+        f"{svc.base_url}/wechat/oauth/callback", params={"code": "abc", "state": "0" * 32}
+    )
     assert forged.status_code == 400
     assert "mamaroom_wx" not in phone.http.cookies
     # A round trip started by another browser: its state is not this one's.
@@ -204,8 +229,9 @@ def test_oauth_state_is_checked_and_next_stays_on_this_site(
     start = attacker.get(f"{svc.base_url}/wechat/oauth/start")
     state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
     phone.http.get(f"{svc.base_url}/wechat/oauth/start")  # her own, other state
-    r = phone.http.get(f"{svc.base_url}/wechat/oauth/callback",
-                       params={"code": "abc", "state": state})
+    r = phone.http.get(
+        f"{svc.base_url}/wechat/oauth/callback", params={"code": "abc", "state": state}
+    )
     assert r.status_code == 400 and "mamaroom_wx" not in phone.http.cookies
     attacker.close()
     # `next` elsewhere is refused: back to this site's front page.
@@ -222,17 +248,29 @@ def test_oauth_state_is_checked_and_next_stays_on_this_site(
     phone.http.get(f"{svc.base_url}/wechat/oauth/start", params={"next": "/r/T1-0101"})
     state = phone.http.cookies.get("mamaroom_wx_oauth", path="/wechat/oauth").split(".")[0]
     code = parse_qs(urlsplit(callback).query)["code"][0]
-    again = phone.http.get(f"{svc.base_url}/wechat/oauth/callback",
-                           params={"code": code, "state": state})
+    again = phone.http.get(
+        f"{svc.base_url}/wechat/oauth/callback", params={"code": code, "state": state}
+    )
     assert again.headers["location"] == "/r/T1-0101#wx-failed"
     # The JS-SDK signature, only for this site's pages, checked by "WeChat".
-    cfg = phone.http.get(f"{svc.base_url}/api/wechat/jssdk",
-                         params={"url": f"{svc.base_url}/r/T1-0101"}).json()
-    assert standin.signature_ok({"appId": cfg["app_id"], "nonceStr": cfg["nonce_str"],
-                                 "timestamp": cfg["timestamp"],
-                                 "signature": cfg["signature"]}, f"{svc.base_url}/r/T1-0101")
-    assert phone.http.get(f"{svc.base_url}/api/wechat/jssdk",
-                          params={"url": "https://evil.example/"}).status_code == 422
+    cfg = phone.http.get(
+        f"{svc.base_url}/api/wechat/jssdk", params={"url": f"{svc.base_url}/r/T1-0101"}
+    ).json()
+    assert standin.signature_ok(
+        {
+            "appId": cfg["app_id"],
+            "nonceStr": cfg["nonce_str"],
+            "timestamp": cfg["timestamp"],
+            "signature": cfg["signature"],
+        },
+        f"{svc.base_url}/r/T1-0101",
+    )
+    assert (
+        phone.http.get(
+            f"{svc.base_url}/api/wechat/jssdk", params={"url": "https://evil.example/"}
+        ).status_code
+        == 422
+    )
     # The page may load WeChat's JS-SDK (here the stand-in's): in the CSP.
     csp = phone.http.get(svc.base_url + "/").headers["content-security-policy"]
     assert f"script-src 'self' {standin.url}" in csp
@@ -242,24 +280,46 @@ def test_oauth_state_is_checked_and_next_stays_on_this_site(
 def test_wechat_off_by_default(services: Services) -> None:
     assert services.http.get("/api/wechat/config").json()["enabled"] is False
     assert services.http.get("/wechat/oauth/start").status_code == 404
-    assert services.http.post("/api/wechat/reminder", json={"rooms": ["T1-0101"]}
-                              ).status_code == 404
+    assert (
+        services.http.post("/api/wechat/reminder", json={"rooms": ["T1-0101"]}).status_code == 404
+    )
     csp = services.http.get("/").headers["content-security-policy"]
     assert "script-src 'self';" in csp
 
 
 # --- the API client alone ----------------------------------------------------
 
+
 def _settings(standin: WechatStandin, **more: Any) -> WechatSettings:
-    return WechatSettings(app_id=APP_ID, secret=SECRET, template_id=TEMPLATE_ID,
-                          api_base_url=standin.url, oauth_base_url=standin.url, **more)
+    return WechatSettings(
+        app_id=APP_ID,
+        secret=SECRET,
+        template_id=TEMPLATE_ID,
+        api_base_url=standin.url,
+        oauth_base_url=standin.url,
+        **more,
+    )
 
 
 def _room() -> PublicRoom:
-    return PublicRoom(id="T1-0101", name="测试楼1层母婴室", name_en="Test Bldg 1F",
-                      building="测试楼", building_en="Test Bldg", floor=1, device="dev-a",
-                      state="free", since=None, access="public", company="", hours="",
-                      amenities=[], in_service=True, open_now=True, available=True)
+    return PublicRoom(
+        id="T1-0101",
+        name="测试楼1层母婴室",
+        name_en="Test Bldg 1F",
+        building="测试楼",
+        building_en="Test Bldg",
+        floor=1,
+        device="dev-a",
+        state="free",
+        since=None,
+        access="public",
+        company="",
+        hours="",
+        amenities=[],
+        in_service=True,
+        open_now=True,
+        available=True,
+    )
 
 
 def _known(standin: WechatStandin, openid: str, accepts: int = 1) -> None:
@@ -287,8 +347,14 @@ def test_token_cached_busy_retried_and_force_refresh(standin: WechatStandin) -> 
         await api.send_subscribe("o-1", {"thing1": "x"}, "http://p/r/1")
         assert standin.force_refreshes == 1
         # A wrong secret: the token cannot be had, said plainly, not retried.
-        bad = WechatApi(WechatSettings(app_id=APP_ID, secret="wrong-secret-123",
-                                       template_id=TEMPLATE_ID, api_base_url=standin.url))
+        bad = WechatApi(
+            WechatSettings(
+                app_id=APP_ID,
+                secret="wrong-secret-123",
+                template_id=TEMPLATE_ID,
+                api_base_url=standin.url,
+            )
+        )
         with pytest.raises(WechatError) as err:
             await bad.send_subscribe("o-1", {"thing1": "x"}, "http://p/r/1")
         assert err.value.errcode == 40125
@@ -319,9 +385,12 @@ def test_quotas_and_unreachable(standin: WechatStandin, tmp_path: Path) -> None:
         await asyncio.sleep(0.5)  # a retry would come after quota_retry_s (0.2 s)
         assert standin.attempts["o-2"] == 3
         # WeChat unreachable: `tries` tries, then dropped; nothing raised.
-        dead = WechatService(_settings(standin, tries=2).model_copy(update={
-            "api_base_url": "http://127.0.0.1:9"}), db, "https://park.example",
-            ZoneInfo("Asia/Shanghai"))
+        dead = WechatService(
+            _settings(standin, tries=2).model_copy(update={"api_base_url": "http://127.0.0.1:9"}),
+            db,
+            "https://park.example",
+            ZoneInfo("Asia/Shanghai"),
+        )
         await dead.send(Outgoing("o-2", _room(), "zh"))
         assert dead.failed == 1
         sender.cancel()

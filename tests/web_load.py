@@ -36,8 +36,9 @@ class LoginStorm:
     In a process of its own, so the clients' work does not take the GIL from
     the test's own simulated node, whose timing a benchmark measures."""
 
-    def __init__(self, base_url: str, workers: int = 300, net: int = 1,
-                 max_pause_s: float = 1.0) -> None:
+    def __init__(
+        self, base_url: str, workers: int = 300, net: int = 1, max_pause_s: float = 1.0
+    ) -> None:
         self.base_url = base_url
         self.workers = workers
         self.net = net
@@ -47,14 +48,18 @@ class LoginStorm:
         self._stop = ctx.Event()
         #: Set once every worker has had its first answer.
         self.warm = ctx.Event()
-        self._proc = ctx.Process(target=_storm, daemon=True, args=(
-            base_url, workers, net, max_pause_s, self._counts, self._stop, self.warm))
+        self._proc = ctx.Process(
+            target=_storm,
+            daemon=True,
+            args=(base_url, workers, net, max_pause_s, self._counts, self._stop, self.warm),
+        )
 
     @property
     def counts(self) -> Counter[int]:
-        return Counter({code: self._counts[i] for i, code in enumerate(STATUSES)
-                        if self._counts[i]} | ({-1: self._counts[-1]} if self._counts[-1]
-                                                 else {}))
+        return Counter(
+            {code: self._counts[i] for i, code in enumerate(STATUSES) if self._counts[i]}
+            | ({-1: self._counts[-1]} if self._counts[-1] else {})
+        )
 
     def __enter__(self) -> LoginStorm:
         self._proc.start()
@@ -67,8 +72,9 @@ class LoginStorm:
             self._proc.kill()
 
 
-def _storm(base_url: str, workers: int, net: int, max_pause_s: float, counts: Any,
-           stop: Any, warm: Any) -> None:
+def _storm(
+    base_url: str, workers: int, net: int, max_pause_s: float, counts: Any, stop: Any, warm: Any
+) -> None:
     answered = 0
 
     def count(code: int) -> None:
@@ -78,14 +84,14 @@ def _storm(base_url: str, workers: int, net: int, max_pause_s: float, counts: An
         nonlocal answered
         transport = httpx.AsyncHTTPTransport(local_address=client_address(i, net))
         first = True
-        async with httpx.AsyncClient(base_url=base_url, transport=transport,
-                                     timeout=60) as client:
+        async with httpx.AsyncClient(base_url=base_url, transport=transport, timeout=60) as client:
             while not stop.is_set():
                 name = f"storm-{uuid.uuid4().hex[:10]}"
                 pause = 0.0
                 try:
-                    r = await client.post("/api/auth/token",
-                                          data={"username": name, "password": "wrong-" + name})
+                    r = await client.post(
+                        "/api/auth/token", data={"username": name, "password": "wrong-" + name}
+                    )
                     count(r.status_code)
                     if r.status_code in (429, 503):
                         pause = min(max_pause_s, float(r.headers.get("retry-after", 1)))
@@ -106,8 +112,9 @@ def _storm(base_url: str, workers: int, net: int, max_pause_s: float, counts: An
     asyncio.run(run())
 
 
-async def concurrent_logins(base_url: str, n: int, user: str, password: str,
-                            address: str) -> Counter[int]:
+async def concurrent_logins(
+    base_url: str, n: int, user: str, password: str, address: str
+) -> Counter[int]:
     """`n` login tries for `user` at once from `address`: status codes."""
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=0)
     transport = httpx.AsyncHTTPTransport(local_address=address, limits=limits)
@@ -152,9 +159,11 @@ class ConnectionFlood:
     def _open(self, i: int) -> None:
         kind = self.KINDS[i % 3]
         try:
-            s = socket.create_connection(("127.0.0.1", self.port), timeout=10,
-                                         source_address=(client_address(i % self.addresses,
-                                                                        self.net), 0))
+            s = socket.create_connection(
+                ("127.0.0.1", self.port),
+                timeout=10,
+                source_address=(client_address(i % self.addresses, self.net), 0),
+            )
             if kind == "slowloris":
                 s.sendall(b"GET /api/rooms HTTP/1.1\r\nHost: x\r\n")
             elif kind == "stream":

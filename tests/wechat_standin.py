@@ -144,11 +144,15 @@ class WechatStandin:
     # --- what tests do ----------------------------------------------------
     def env(self, **more: str) -> dict[str, str]:
         """The server's settings pointing at this stand-in."""
-        return {"MAMAROOM_WECHAT__APP_ID": APP_ID, "MAMAROOM_WECHAT__SECRET": SECRET,
-                "MAMAROOM_WECHAT__TEMPLATE_ID": TEMPLATE_ID,
-                "MAMAROOM_WECHAT__API_BASE_URL": self.url,
-                "MAMAROOM_WECHAT__OAUTH_BASE_URL": self.url,
-                "MAMAROOM_WECHAT__JSSDK_URL": f"{self.url}/open/js/jweixin-1.6.0.js", **more}
+        return {
+            "MAMAROOM_WECHAT__APP_ID": APP_ID,
+            "MAMAROOM_WECHAT__SECRET": SECRET,
+            "MAMAROOM_WECHAT__TEMPLATE_ID": TEMPLATE_ID,
+            "MAMAROOM_WECHAT__API_BASE_URL": self.url,
+            "MAMAROOM_WECHAT__OAUTH_BASE_URL": self.url,
+            "MAMAROOM_WECHAT__JSSDK_URL": f"{self.url}/open/js/jweixin-1.6.0.js",
+            **more,
+        }
 
     def accept(self, openid: str, template: str = TEMPLATE_ID) -> None:
         """She tapped "allow" in the subscribe popup: one message may go to her."""
@@ -173,10 +177,14 @@ class WechatStandin:
 
     def signature_ok(self, config: dict[str, Any], url: str) -> bool:
         """Is wx.config's signature the one WeChat computes for `url`?"""
-        plain = (f"jsapi_ticket={self.ticket}&noncestr={config['nonceStr']}"
-                 f"&timestamp={config['timestamp']}&url={url}")
-        return bool(config.get("appId") == APP_ID
-                    and hashlib.sha1(plain.encode()).hexdigest() == config["signature"])
+        plain = (
+            f"jsapi_ticket={self.ticket}&noncestr={config['nonceStr']}"
+            f"&timestamp={config['timestamp']}&url={url}"
+        )
+        return bool(
+            config.get("appId") == APP_ID
+            and hashlib.sha1(plain.encode()).hexdigest() == config["signature"]
+        )
 
     # --- the HTTP side ----------------------------------------------------
     def _handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
@@ -188,8 +196,7 @@ class WechatStandin:
             try:
                 body = json.loads(raw) if raw else {}
             except ValueError:
-                self._json(h, method, url.path, {"errcode": 47001,
-                                                   "errmsg": "data format error"})
+                self._json(h, method, url.path, {"errcode": 47001, "errmsg": "data format error"})
                 return
         routes = {
             ("POST", "/cgi-bin/stable_token"): self._stable_token,
@@ -215,8 +222,9 @@ class WechatStandin:
             h.send_header("Content-Length", "0")
             h.end_headers()
 
-    def _json(self, h: BaseHTTPRequestHandler, method: str, path: str,
-              answer: dict[str, Any]) -> None:
+    def _json(
+        self, h: BaseHTTPRequestHandler, method: str, path: str, answer: dict[str, Any]
+    ) -> None:
         with self.lock:
             self.calls.append(Call(method, path, int(answer.get("errcode", 0))))
         data = json.dumps(answer, ensure_ascii=False).encode()
@@ -230,8 +238,10 @@ class WechatStandin:
         if token and token in self.expired:
             return {"errcode": 42001, "errmsg": "access_token expired"}
         if not token or token != self.token:
-            return {"errcode": 40001, "errmsg": "invalid credential, access_token is "
-                                                "invalid or not latest"}
+            return {
+                "errcode": 40001,
+                "errmsg": "invalid credential, access_token is invalid or not latest",
+            }
         return None
 
     def _stable_token(self, _: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
@@ -278,8 +288,7 @@ class WechatStandin:
             self.calls.append(Call("GET", "/connect/oauth2/authorize", 0))
         sep = "&" if "?" in redirect else "?"
         h.send_response(302)
-        h.send_header("Location", redirect + sep + urlencode({"code": code,
-                                                              "state": q["state"]}))
+        h.send_header("Location", redirect + sep + urlencode({"code": code, "state": q["state"]}))
         h.send_header("Content-Length", "0")
         h.end_headers()
 
@@ -292,9 +301,13 @@ class WechatStandin:
         if openid is None:
             return {"errcode": 40029, "errmsg": "invalid code"}
         self.known_users.add(openid)
-        return {"access_token": "sns-" + secrets.token_hex(8), "expires_in": 7200,
-                "refresh_token": "sns-refresh-" + secrets.token_hex(8), "openid": openid,
-                "scope": "snsapi_base"}
+        return {
+            "access_token": "sns-" + secrets.token_hex(8),
+            "expires_in": 7200,
+            "refresh_token": "sns-refresh-" + secrets.token_hex(8),
+            "openid": openid,
+            "scope": "snsapi_base",
+        }
 
     def _ticket(self, q: dict[str, str], _: dict[str, Any]) -> dict[str, Any]:
         bad = self._check_token(q.get("access_token"))
@@ -317,15 +330,20 @@ class WechatStandin:
             return {"errcode": 45009, "errmsg": "reach max api daily quota limit"}
         if self.minute_limited:
             self.minute_limited -= 1
-            return {"errcode": 45011, "errmsg": "api minute-quota reach limit, must slower, "
-                                                "retry next minute"}
+            return {
+                "errcode": 45011,
+                "errmsg": "api minute-quota reach limit, must slower, retry next minute",
+            }
         if body.get("template_id") != TEMPLATE_ID:
             return {"errcode": 40037, "errmsg": "invalid template_id"}
         if touser not in self.known_users:
             return {"errcode": 40003, "errmsg": "invalid openid"}
         data = body.get("data")
-        if not isinstance(data, dict) or not data or any(
-                not isinstance(v, dict) or not str(v.get("value", "")) for v in data.values()):
+        if (
+            not isinstance(data, dict)
+            or not data
+            or any(not isinstance(v, dict) or not str(v.get("value", "")) for v in data.values())
+        ):
             return {"errcode": 47003, "errmsg": "argument invalid! data is empty"}
         for key, v in data.items():
             if key.startswith("thing") and len(str(v["value"])) > 20:

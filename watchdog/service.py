@@ -70,8 +70,13 @@ class Check:
 class Watchdog:
     """The decisions, with an injected clock; the process feeds it events."""
 
-    def __init__(self, settings: Settings, *, send: Callable[[str], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        send: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         cfg = settings.watchdog
         self._send = send
         self._clock = clock
@@ -82,15 +87,21 @@ class Watchdog:
         self.server_why = ""
         gateways = cfg.gateways or [settings.gateway.client_id]
         self.checks: dict[str, Check] = {
-            BROKER: Check(BROKER, cfg.broker_silence_s,
-                          "MQTT broker not answering: no call can arrive", now),
-            SERVER: Check(SERVER, cfg.server_silence_s,
-                          "server not answering or not ready: calls are not paged", now),
+            BROKER: Check(
+                BROKER, cfg.broker_silence_s, "MQTT broker not answering: no call can arrive", now
+            ),
+            SERVER: Check(
+                SERVER,
+                cfg.server_silence_s,
+                "server not answering or not ready: calls are not paged",
+                now,
+            ),
         }
         for gw in gateways:
             name = gateway_check(gw)
-            self.checks[name] = Check(name, cfg.gateway_silence_s,
-                                      f"gateway {gw} stopped: room states stale", now)
+            self.checks[name] = Check(
+                name, cfg.gateway_silence_s, f"gateway {gw} stopped: room states stale", now
+            )
 
     def alive(self, name: str) -> None:
         """A sign of life from `name`."""
@@ -152,8 +163,12 @@ class Watchdog:
                 silent = now - check.last_ok
                 if silent > check.silence_s:
                     why = self.server_why if check.name == SERVER else ""
-                    self._down(check, f"{why}; not ready for {silent:.0f} s" if why
-                               else f"silent for {silent:.0f} s")
+                    self._down(
+                        check,
+                        f"{why}; not ready for {silent:.0f} s"
+                        if why
+                        else f"silent for {silent:.0f} s",
+                    )
 
     def _gateways(self) -> list[Check]:
         return [c for c in self.checks.values() if c.name.startswith("gateway ")]
@@ -193,18 +208,27 @@ class Pager:
             self._closers.append(im.stop)
             self.targets += [(im, n) for n in cfg.im]
         if not self.targets:
-            log.warning("watchdog has nobody to page: set watchdog.pagers (with "
-                        "watchdog.espa_port) or watchdog.im; it only logs")
+            log.warning(
+                "watchdog has nobody to page: set watchdog.pagers (with "
+                "watchdog.espa_port) or watchdog.im; it only logs"
+            )
 
     def send(self, text: str) -> None:
         for channel, target in self.targets:
-            def done(ok: bool, detail: str, channel: str = channel.name,
-                     target: str = target) -> None:
+
+            def done(
+                ok: bool, detail: str, channel: str = channel.name, target: str = target
+            ) -> None:
                 if ok:
                     log.info("watchdog paged", channel=channel, target=target, text=text)
                 else:
-                    log.error("watchdog page failed", channel=channel, target=target,
-                              detail=detail, text=text)
+                    log.error(
+                        "watchdog page failed",
+                        channel=channel,
+                        target=target,
+                        detail=detail,
+                        text=text,
+                    )
 
             channel.send(target, text, done)
 
@@ -222,9 +246,12 @@ class BrokerProbe:
         self._watchdog = watchdog
         self._settings = settings
         self.ping_topic = watchdog_ping_topic(settings.watchdog.client_id)
-        self._client = paho.Client(CallbackAPIVersion.VERSION2,
-                                   client_id=settings.watchdog.client_id, clean_session=True,
-                                   protocol=paho.MQTTv311)
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.watchdog.client_id,
+            clean_session=True,
+            protocol=paho.MQTTv311,
+        )
         if mqtt.username:
             self._client.username_pw_set(mqtt.username, mqtt.password)
         if mqtt.tls:
@@ -248,8 +275,9 @@ class BrokerProbe:
         if self._client.is_connected():
             self._client.publish(self.ping_topic, str(time.time()).encode(), qos=0)
 
-    def _on_connect(self, client: paho.Client, _u: object, _f: object, rc: object,
-                    _p: object = None) -> None:
+    def _on_connect(
+        self, client: paho.Client, _u: object, _f: object, rc: object, _p: object = None
+    ) -> None:
         if getattr(rc, "is_failure", False):
             log.warning("watchdog: broker refused the connection", reason=str(rc))
             return
@@ -276,11 +304,16 @@ async def run_watchdog(settings: Settings) -> None:
     pager = Pager(settings)
     watchdog = Watchdog(settings, send=pager.send)
     probe = BrokerProbe(settings, watchdog)
-    server_url = (cfg.server_url or f"http://{settings.http.host}:{settings.http.port}")
+    server_url = cfg.server_url or f"http://{settings.http.host}:{settings.http.port}"
     server_url = server_url.rstrip("/")
     probe.start()
-    log.info("watchdog started", broker=settings.mqtt.url, server=server_url,
-             checks=list(watchdog.checks), destinations=len(pager.targets))
+    log.info(
+        "watchdog started",
+        broker=settings.mqtt.url,
+        server=server_url,
+        checks=list(watchdog.checks),
+        destinations=len(pager.targets),
+    )
     try:
         async with httpx.AsyncClient(timeout=min(cfg.check_s, 5.0)) as http:
             while True:
@@ -292,7 +325,8 @@ async def run_watchdog(settings: Settings) -> None:
                     ready = answer.status_code == 200
                     live = ready or (await http.get(f"{server_url}/healthz")).status_code == 200
                     if not ready and answer.headers.get("content-type", "").startswith(
-                            "application/json"):
+                        "application/json"
+                    ):
                         checks = answer.json().get("checks", {})
                         why = ", ".join(f"{k} {v}" for k, v in checks.items() if v != "ok")
                 watchdog.server_answered(ready=ready, live=live, why=why[:100])

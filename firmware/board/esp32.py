@@ -40,9 +40,13 @@ IDF_KEEP = 24576
 # machine.reset_cause() in the words of telemetry's reset_reason. The ESP32
 # folds causes together: a brownout reports PWRON_RESET (power_on), a
 # panic HARD_RESET (hard) (docs/firmware.md, reset causes).
-CAUSES = {machine.PWRON_RESET: "power_on", machine.HARD_RESET: "hard",
-          machine.WDT_RESET: "watchdog", machine.DEEPSLEEP_RESET: "deepsleep",
-          machine.SOFT_RESET: "soft"}
+CAUSES = {
+    machine.PWRON_RESET: "power_on",
+    machine.HARD_RESET: "hard",
+    machine.WDT_RESET: "watchdog",
+    machine.DEEPSLEEP_RESET: "deepsleep",
+    machine.SOFT_RESET: "soft",
+}
 
 
 def reset():
@@ -67,12 +71,23 @@ class Board:
         self._staff.irq(handler=self._edge_staff, trigger=machine.Pin.IRQ_FALLING)
         out = machine.Pin.OUT
         # Outputs start low (off): the gate pull-downs hold them so through reset too.
-        self._lamps = (machine.Pin(p["corridor_lamp"], out, value=0),
-                       machine.Pin(p["button_lamp"], out, value=0))
+        self._lamps = (
+            machine.Pin(p["corridor_lamp"], out, value=0),
+            machine.Pin(p["button_lamp"], out, value=0),
+        )
         self._buzzer = machine.Pin(p["buzzer"], out, value=0)
         self._led = machine.Pin(p["status_led"], out, value=0)
-        self.uart = machine.UART(2, baudrate=RADAR_BAUD, bits=8, parity=None, stop=1,
-                                 tx=p["radar_tx"], rx=p["radar_rx"], rxbuf=512, timeout=0)
+        self.uart = machine.UART(
+            2,
+            baudrate=RADAR_BAUD,
+            bits=8,
+            parity=None,
+            stop=1,
+            tx=p["radar_tx"],
+            rx=p["radar_rx"],
+            rxbuf=512,
+            timeout=0,
+        )
         self.reset_cause = CAUSES.get(machine.reset_cause(), "unknown")
         w = cfg.get("wifi") or {}
         self._ssid = w.get("ssid", "")
@@ -192,5 +207,6 @@ class Board:
             # link coming back by itself ends it.
             t0 = ticks_ms()
             while not self.wlan.isconnected() and ticks_diff(ticks_ms(), t0) < (
-                    min(delay, URGENT_MS) if self._urgent() else delay):
+                min(delay, URGENT_MS) if self._urgent() else delay
+            ):
                 await asyncio.sleep_ms(POLL_MS)

@@ -41,8 +41,8 @@ def write(b, data):
         if len(buf) < i + 10 + n:
             break
         cmd = buf[i + 6] | buf[i + 7] << 8
-        v = buf[i + 8:i + 6 + n]
-        b.cmd = buf[i + 10 + n:]
+        v = buf[i + 8 : i + 6 + n]
+        b.cmd = buf[i + 10 + n :]
         out = b""
         status = 0
         if not b.cfg_mode and cmd != 0xFF:
@@ -72,8 +72,11 @@ def write(b, data):
             b.cfg_mode = False
         cmd = abs(cmd)
         n = 4 + len(out)
-        b.rx += bytes((0xFD, 0xFC, 0xFB, 0xFA, n, 0, cmd & 0xFF, cmd >> 8 | 1, status, 0)) \
-            + out + b"\x04\x03\x02\x01"
+        b.rx += (
+            bytes((0xFD, 0xFC, 0xFB, 0xFA, n, 0, cmd & 0xFF, cmd >> 8 | 1, status, 0))
+            + out
+            + b"\x04\x03\x02\x01"
+        )
     if not b.cfg_mode:  # set up: forgotten until the next command
         sys.modules.pop("board.sim", None)
         import board

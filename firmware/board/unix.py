@@ -194,8 +194,9 @@ class Board:
         elif w[0] == "radar" and w[1] in ENERGY and w[2].isdigit():
             self.target = (w[1], min(int(w[2]), 600))
         elif line == "lamp?":  # (no node: safe.py, lamp on or off)
-            return "lamp " + (self.node.lamp.name if self.node else
-                              "steady" if self.outs[0] else "off")
+            return "lamp " + (
+                self.node.lamp.name if self.node else "steady" if self.outs[0] else "off"
+            )
         elif line == "buzzer?":
             return "buzzer " + ("on" if self.outs[1] else "off")
         elif line == "led?":
@@ -231,7 +232,12 @@ class Board:
         elif line == "radar?":  # (sensitivities: gate 8's, as every gate from 2 on)
             g = self.gates
             return "radar bluetooth %s gates %d %d sens %d %d" % (
-                "on" if self.bt else "off", g[0], g[1], self.move[8], self.still[8])
+                "on" if self.bt else "off",
+                g[0],
+                g[1],
+                self.move[8],
+                self.still[8],
+            )
         elif line == "ticks?":
             return "ticks %d" % ticks_ms()
         elif line == "feeds?":

@@ -126,10 +126,22 @@ def board():
 
     WLAN.up = True
     WLAN.joins = 0
-    cfg = {"pins": {"door": 27, "button": 14, "button_lamp": 25, "staff": 13,
-                    "corridor_lamp": 26, "buzzer": 33, "status_led": 2, "radar_rx": 16,
-                    "radar_tx": 17, "radar_out": 34},
-           "wifi": {"ssid": "park", "password": "secret"}, "device": "n-test-0101"}
+    cfg = {
+        "pins": {
+            "door": 27,
+            "button": 14,
+            "button_lamp": 25,
+            "staff": 13,
+            "corridor_lamp": 26,
+            "buzzer": 33,
+            "status_led": 2,
+            "radar_rx": 16,
+            "radar_tx": 17,
+            "radar_out": 34,
+        },
+        "wifi": {"ssid": "park", "password": "secret"},
+        "device": "n-test-0101",
+    }
     b = m.Board(cfg)
     n = Node()
     b.tasks(n)
@@ -176,8 +188,7 @@ def test_a_call_open_keeps_the_wifi_retries_within_urgent_ms():
     m.POLL_MS, m.JOIN_MS, m.WIFI_BASE_MS, m.URGENT_MS = 10, 20, 400, 100
     waits = []
     log = m.log
-    m.log = lambda level, text: waits.append(int(text.split()[-2])) if "again in" in text \
-        else None
+    m.log = lambda level, text: waits.append(int(text.split()[-2])) if "again in" in text else None
 
     async def go():
         WLAN.up = False
@@ -194,7 +205,7 @@ def test_a_call_open_keeps_the_wifi_retries_within_urgent_ms():
     finally:
         m.log = log
     assert min(waits[1:k]) > m.URGENT_MS, waits  # (the backoff had grown past the cap)
-    assert max(waits[k + 1:]) <= m.URGENT_MS, waits
+    assert max(waits[k + 1 :]) <= m.URGENT_MS, waits
 
 
 def test_a_call_opened_cuts_a_long_wifi_wait_short():

@@ -28,7 +28,7 @@ def test_a_call_through_every_status():
     assert not c.press_due(2999) and c.press_due(3000)  # again every 3 s
     assert c.press("n-1-2-2") is False and c.id == "n-1-1-1"  # a second press: the same call
     assert c.ack("n-1-1-1", "received") == "received"
-    assert c.view() == ("slow", True) and not c.press_due(10 ** 6)
+    assert c.view() == ("slow", True) and not c.press_due(10**6)
     assert c.ack("n-1-1-1", "received") is None  # a repeat changes nothing
     assert c.ack("n-1-1-1", "acknowledged") == "acknowledged" and c.view() == ("steady", True)
     assert c.ack("n-1-1-1", "received") is None  # older than what is shown

@@ -30,8 +30,14 @@ def test_every_problem_is_reported_at_once():
         raise AssertionError("accepted")
     except config.ConfigError as e:
         text = str(e)
-    for words in ("device:", "broker:", "keepalive_s:", "pins.door", "filters.door_ms",
-                  "colour: unknown key"):
+    for words in (
+        "device:",
+        "broker:",
+        "keepalive_s:",
+        "pins.door",
+        "filters.door_ms",
+        "colour: unknown key",
+    ):
         assert words in text, (words, text)
 
 
@@ -67,9 +73,16 @@ def test_radar_settings_are_checked():
         config.validate(raw)
         raise AssertionError("taken")
     except config.ConfigError as e:
-        for words in ("radar.move_gate: 9 is out of range", "radar.still_sens: 101",
-                      "radar.colour: unknown key"):
+        for words in (
+            "radar.move_gate: 9 is out of range",
+            "radar.still_sens: 101",
+            "radar.colour: unknown key",
+        ):
             assert words in str(e), (words, str(e))
     raw["radar"] = {"move_gate": 4}
-    assert config.validate(raw)["radar"] == {"move_gate": 4, "still_gate": 8, "move_sens": 50,
-                                             "still_sens": 40}
+    assert config.validate(raw)["radar"] == {
+        "move_gate": 4,
+        "still_gate": 8,
+        "move_sens": 50,
+        "still_sens": 40,
+    }

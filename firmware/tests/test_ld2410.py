@@ -22,8 +22,33 @@ def test_one_frame():
 
 def test_hand_written_frame():
     # A moving target at 0x0123 cm, energy 0x40; bytes written out by hand.
-    frame = bytes([0xF4, 0xF3, 0xF2, 0xF1, 0x0D, 0x00, 0x02, 0xAA, 0x01, 0x23, 0x01, 0x40,
-                   0x00, 0x00, 0x00, 0x23, 0x01, 0x55, 0x00, 0xF8, 0xF7, 0xF6, 0xF5])
+    frame = bytes(
+        [
+            0xF4,
+            0xF3,
+            0xF2,
+            0xF1,
+            0x0D,
+            0x00,
+            0x02,
+            0xAA,
+            0x01,
+            0x23,
+            0x01,
+            0x40,
+            0x00,
+            0x00,
+            0x00,
+            0x23,
+            0x01,
+            0x55,
+            0x00,
+            0xF8,
+            0xF7,
+            0xF6,
+            0xF5,
+        ]
+    )
     [r] = Parser().feed(frame)
     assert r[STATE] == "moving" and r[MOVE_CM] == 0x123 and r[MOVE_ENERGY] == 0x40
 
@@ -32,23 +57,29 @@ def test_engineering_mode_frame_is_read():
     # Engineering mode (type 0x01, 35 bytes): the target, the two max gates,
     # 9 moving and 9 still gate energies, 2 more bytes, 55 00. The example
     # frame of Hi-Link's serial protocol document.
-    frame = bytes.fromhex("f4f3f2f1 2300 01aa 03 1e00 3c 0000 39 0000 0808"
-                          " 3c2205030304030605 0000391013060608 04 0305 5500 f8f7f6f5"
-                          .replace(" ", ""))
+    frame = bytes.fromhex(
+        "f4f3f2f1 2300 01aa 03 1e00 3c 0000 39 0000 0808"
+        " 3c2205030304030605 0000391013060608 04 0305 5500 f8f7f6f5".replace(" ", "")
+    )
     [r] = Parser().feed(frame)
     assert r[STATE] == "both" and r[MOVE_CM] == 30 and r[MOVE_ENERGY] == 60
 
 
 def test_garbage_and_split_frames():
-    stream = b"\x00\xff junk" + encode("moving", move_cm=80) + b"\xf4\xf3 noise" \
-        + encode("none") + HEADER[:2]
+    stream = (
+        b"\x00\xff junk"
+        + encode("moving", move_cm=80)
+        + b"\xf4\xf3 noise"
+        + encode("none")
+        + HEADER[:2]
+    )
     p = Parser()
     got = []
     # Fed in pieces of every size 1..7, as a UART hands them over.
     i = 0
     size = 1
     while i < len(stream):
-        got += p.feed(stream[i:i + size])
+        got += p.feed(stream[i : i + size])
         i += size
         size = size % 7 + 1
     assert [r[STATE] for r in got] == ["moving", "none"]
@@ -125,8 +156,11 @@ def test_only_data_frames_of_type_1_and_2_with_their_lengths():
     from ld2410 import FOOTER, HEADER
 
     def frame(kind, body_len):
-        body = bytes((kind, 0xAA, 2, 100, 0, 0, 100, 0, 50, 100, 0)) + bytes(body_len - 13) \
+        body = (
+            bytes((kind, 0xAA, 2, 100, 0, 0, 100, 0, 50, 100, 0))
+            + bytes(body_len - 13)
             + b"\x55\x00"
+        )
         return HEADER + bytes((len(body), 0)) + body + FOOTER
 
     p = Parser()

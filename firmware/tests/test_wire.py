@@ -5,10 +5,15 @@ from report import ntp_parse
 
 def test_remaining_length_encoding():
     # (The node never sends more than a few hundred bytes; 4 KiB is the contract's cap.)
-    for n, head in ((0, b"\x30\x00"), (127, b"\x30\x7f"), (128, b"\x30\x80\x01"),
-                    (200, b"\x30\xc8\x01"), (2000, b"\x30\xd0\x0f")):
+    for n, head in (
+        (0, b"\x30\x00"),
+        (127, b"\x30\x7f"),
+        (128, b"\x30\x80\x01"),
+        (200, b"\x30\xc8\x01"),
+        (2000, b"\x30\xd0\x0f"),
+    ):
         p = packet(0x30, bytes(n))
-        assert p[:len(head)] == head and len(p) == len(head) + n, n
+        assert p[: len(head)] == head and len(p) == len(head) + n, n
     assert encode_str("mr/v1") == b"\x00\x05mr/v1"
 
 

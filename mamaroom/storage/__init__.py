@@ -86,34 +86,39 @@ class Record(NamedTuple):
 class RollupStore(Protocol):
     """Hourly rollups (see rollups.py): read the events, write the rollups."""
 
-    async def occupancy_window(self, start_ms: int, end_ms: int
-                               ) -> tuple[list[OccupancyEvent], dict[str, bool]]: ...
+    async def occupancy_window(
+        self, start_ms: int, end_ms: int
+    ) -> tuple[list[OccupancyEvent], dict[str, bool]]: ...
 
     async def write_rollups(self, rows: list[HourRollup]) -> None: ...
 
     async def rollups(self, start_ms: int, end_ms: int) -> list[HourRollup]: ...
 
-    async def write_session_rollups(self, start_ms: int, end_ms: int,
-                                    rows: list[SessionRollup]) -> None:
+    async def write_session_rollups(
+        self, start_ms: int, end_ms: int, rows: list[SessionRollup]
+    ) -> None:
         """Replace the session-length rollups of the hours in [start, end)."""
 
     async def session_rollups(self, start_ms: int, end_ms: int) -> list[SessionRollup]: ...
 
-    async def write_coarse_rollups(self, day_start_ms: int, day_end_ms: int,
-                                   rows: CoarseRollups) -> None:
+    async def write_coarse_rollups(
+        self, day_start_ms: int, day_end_ms: int, rows: CoarseRollups
+    ) -> None:
         """Replace the coarse rollups (rollups.py) of the UTC days [start, end)."""
 
     async def telemetry_reports(self, start_ms: int, end_ms: int) -> list[TelemetryReport]:
         """Raw telemetry reports in [start, end): device, time, boot."""
         ...
 
-    async def write_telemetry_rollups(self, start_ms: int, end_ms: int,
-                                      rows: list[TelemetryHour]) -> None:
+    async def write_telemetry_rollups(
+        self, start_ms: int, end_ms: int, rows: list[TelemetryHour]
+    ) -> None:
         """Replace the telemetry rollups of the hours in [start, end)."""
 
 
-async def refresh_rollups(store: RollupStore, start_ms: int, end_ms: int, *,
-                          telemetry: bool = True) -> int:
+async def refresh_rollups(
+    store: RollupStore, start_ms: int, end_ms: int, *, telemetry: bool = True
+) -> int:
     """Recompute the hourly rollups of [start, end) (hour boundaries), and the
     session lengths of the sessions that started then; hourly rows written.
     `telemetry=False` leaves the telemetry rollup alone: it reads every
@@ -129,16 +134,24 @@ async def refresh_rollups(store: RollupStore, start_ms: int, end_ms: int, *,
     # The coarse rows of every UTC day the window touches; the parts of those
     # days outside the window are read back.
     day_start, day_end = start_ms // DAY_MS * DAY_MS, -(-end_ms // DAY_MS) * DAY_MS
-    hourly = [*await store.rollups(day_start, start_ms), *rows,
-              *await store.rollups(end_ms, day_end)]
-    sessions = [*await store.session_rollups(day_start, start_ms), *lengths,
-                *await store.session_rollups(end_ms, day_end)]
-    await store.write_coarse_rollups(day_start, day_end,
-                                     coarse_rollups(hourly, sessions, day_start, day_end))
+    hourly = [
+        *await store.rollups(day_start, start_ms),
+        *rows,
+        *await store.rollups(end_ms, day_end),
+    ]
+    sessions = [
+        *await store.session_rollups(day_start, start_ms),
+        *lengths,
+        *await store.session_rollups(end_ms, day_end),
+    ]
+    await store.write_coarse_rollups(
+        day_start, day_end, coarse_rollups(hourly, sessions, day_start, day_end)
+    )
     if telemetry:
         # Device uptime reads these, not a month of raw telemetry (8 million points).
-        reports = await store.telemetry_reports(start_ms - TELEMETRY_CONTEXT_MS,
-                                                end_ms + TELEMETRY_CONTEXT_MS)
+        reports = await store.telemetry_reports(
+            start_ms - TELEMETRY_CONTEXT_MS, end_ms + TELEMETRY_CONTEXT_MS
+        )
         # About a second per 400,000 reports: off the event loop (the
         # gateway's carries emergency calls).
         hours = await asyncio.to_thread(telemetry_hours, reports, start_ms, end_ms)
@@ -159,18 +172,21 @@ class TrendsStore(RollupStore, Protocol):
     """Aggregates for the trends service, computed inside the backend so a
     year of rollups never crosses the wire row by row. `rooms` None = all."""
 
-    async def rollup_hour_totals(self, start_ms: int, end_ms: int,
-                                 rooms: Sequence[str] | None = None) -> list[HourTotal]:
+    async def rollup_hour_totals(
+        self, start_ms: int, end_ms: int, rooms: Sequence[str] | None = None
+    ) -> list[HourTotal]:
         """Per hour in [start, end) that has rollups, in hour order."""
         ...
 
-    async def rollup_room_totals(self, start_ms: int, end_ms: int,
-                                 rooms: Sequence[str] | None = None) -> list[RoomTotal]:
+    async def rollup_room_totals(
+        self, start_ms: int, end_ms: int, rooms: Sequence[str] | None = None
+    ) -> list[RoomTotal]:
         """Per room that has rollups in [start, end), in room order."""
         ...
 
-    async def session_length_counts(self, start_ms: int, end_ms: int,
-                                    rooms: Sequence[str] | None = None) -> dict[int, int]:
+    async def session_length_counts(
+        self, start_ms: int, end_ms: int, rooms: Sequence[str] | None = None
+    ) -> dict[int, int]:
         """Sessions started in [start, end) by length in whole minutes."""
         ...
 
@@ -178,13 +194,15 @@ class TrendsStore(RollupStore, Protocol):
         """Per hour in [start, end), summed over every room (coarse rollups)."""
         ...
 
-    async def daily_room_totals(self, day_start_ms: int, day_end_ms: int,
-                                rooms: Sequence[str] | None = None) -> list[RoomTotal]:
+    async def daily_room_totals(
+        self, day_start_ms: int, day_end_ms: int, rooms: Sequence[str] | None = None
+    ) -> list[RoomTotal]:
         """Per room, over the UTC days in [start, end) (coarse rollups)."""
         ...
 
-    async def site_session_length_counts(self, day_start_ms: int,
-                                         day_end_ms: int) -> dict[int, int]:
+    async def site_session_length_counts(
+        self, day_start_ms: int, day_end_ms: int
+    ) -> dict[int, int]:
         """Sessions started in the UTC days [start, end), all rooms, by minutes."""
         ...
 

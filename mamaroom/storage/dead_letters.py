@@ -57,16 +57,18 @@ def add(db: sqlite3.Connection, letters: Iterable[NewDeadLetter], now_ms: int) -
     db.executemany(
         "INSERT INTO dead_letters (at_ms, source, reason, device, topic, payload)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        [(now_ms, d.source, d.reason[:REASON_MAX], d.device, d.topic, d.payload)
-         for d in letters])
+        [(now_ms, d.source, d.reason[:REASON_MAX], d.device, d.topic, d.payload) for d in letters],
+    )
 
 
 def read(db: sqlite3.Connection, *, include_acked: bool = False) -> list[DeadLetter]:
     try:
         rows = db.execute(
             "SELECT id, at_ms, source, reason, device, topic, payload, acked_ms"
-            " FROM dead_letters" + ("" if include_acked else " WHERE acked_ms IS NULL")
-            + " ORDER BY id").fetchall()
+            " FROM dead_letters"
+            + ("" if include_acked else " WHERE acked_ms IS NULL")
+            + " ORDER BY id"
+        ).fetchall()
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return []  # written by a gateway older than the table
@@ -76,8 +78,9 @@ def read(db: sqlite3.Connection, *, include_acked: bool = False) -> list[DeadLet
 
 def count_open(db: sqlite3.Connection) -> int:
     try:
-        return int(db.execute(
-            "SELECT COUNT(*) FROM dead_letters WHERE acked_ms IS NULL").fetchone()[0])
+        return int(
+            db.execute("SELECT COUNT(*) FROM dead_letters WHERE acked_ms IS NULL").fetchone()[0]
+        )
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return 0
@@ -88,10 +91,15 @@ def ack(db: sqlite3.Connection, ids: Sequence[int] | None, now_ms: int) -> int:
     """Acknowledge these (None: all open ones); how many were newly acknowledged."""
     with db:
         if ids is None:
-            return db.execute("UPDATE dead_letters SET acked_ms=? WHERE acked_ms IS NULL",
-                              (now_ms,)).rowcount
-        return sum(db.execute("UPDATE dead_letters SET acked_ms=? WHERE id=? AND"
-                              " acked_ms IS NULL", (now_ms, i)).rowcount for i in ids)
+            return db.execute(
+                "UPDATE dead_letters SET acked_ms=? WHERE acked_ms IS NULL", (now_ms,)
+            ).rowcount
+        return sum(
+            db.execute(
+                "UPDATE dead_letters SET acked_ms=? WHERE id=? AND acked_ms IS NULL", (now_ms, i)
+            ).rowcount
+            for i in ids
+        )
 
 
 def open_file(path: Path) -> sqlite3.Connection | None:

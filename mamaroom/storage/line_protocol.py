@@ -16,7 +16,10 @@ from mamaroom.contract import Call, Envelope, Occupancy, Telemetry
 from mamaroom.storage import Record, StorageError, stored_fields
 
 MEASUREMENTS: dict[type[Envelope], str] = {
-    Occupancy: "occupancy", Telemetry: "telemetry", Call: "call"}
+    Occupancy: "occupancy",
+    Telemetry: "telemetry",
+    Call: "call",
+}
 
 
 #: Spreads boots over the sub-millisecond digits (odd and not a divisor of
@@ -48,7 +51,7 @@ def _field(value: object) -> str | None:
     if isinstance(value, int):
         # A device extra beyond InfluxDB's 64-bit integers would make it refuse
         # the whole point; the extra alone is left out (SQLite keeps it, as JSON).
-        return f"{value}i" if -2**63 <= value < 2**63 else None
+        return f"{value}i" if -(2**63) <= value < 2**63 else None
     if isinstance(value, float):
         return repr(value) if value == value and abs(value) != float("inf") else None
     if isinstance(value, str):
@@ -86,7 +89,11 @@ def _bool(value: bool) -> str:
 #: Formatting by exact type: one dict lookup per value instead of an
 #: isinstance chain; anything else (None, subclasses) goes through `_field`.
 _BY_TYPE: dict[type, Callable[[Any], str | None]] = {
-    bool: _bool, int: _int, str: _field_str, type(None): lambda _: None}
+    bool: _bool,
+    int: _int,
+    str: _field_str,
+    type(None): lambda _: None,
+}
 
 _ENVELOPE = ("boot", "seq", "received_ms", "device_clock", "device_ts_ms")
 #: The fields each measurement carries after the envelope's, in order: the

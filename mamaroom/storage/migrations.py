@@ -92,21 +92,30 @@ def latest(migrations: Sequence[Migration]) -> int:
 def version_of(db: sqlite3.Connection, component: str) -> int | None:
     """The component's recorded version; None before versioning."""
     db.executescript(VERSIONS_TABLE)
-    row = db.execute("SELECT version FROM schema_versions WHERE component = ?",
-                     (component,)).fetchone()
+    row = db.execute(
+        "SELECT version FROM schema_versions WHERE component = ?", (component,)
+    ).fetchone()
     return None if row is None else int(row[0])
 
 
 def _record(db: sqlite3.Connection, component: str, version: int) -> None:
-    db.execute("INSERT INTO schema_versions (component, version, updated_ms) VALUES (?, ?, ?)"
-               " ON CONFLICT (component) DO UPDATE SET version = excluded.version,"
-               " updated_ms = excluded.updated_ms",
-               (component, version, int(time.time() * 1000)))
+    db.execute(
+        "INSERT INTO schema_versions (component, version, updated_ms) VALUES (?, ?, ?)"
+        " ON CONFLICT (component) DO UPDATE SET version = excluded.version,"
+        " updated_ms = excluded.updated_ms",
+        (component, version, int(time.time() * 1000)),
+    )
 
 
-def upgrade(db: sqlite3.Connection, *, path: str, component: str, schema: str,
-            migrations: Sequence[Migration],
-            legacy: Callable[[sqlite3.Connection], None]) -> int:
+def upgrade(
+    db: sqlite3.Connection,
+    *,
+    path: str,
+    component: str,
+    schema: str,
+    migrations: Sequence[Migration],
+    legacy: Callable[[sqlite3.Connection], None],
+) -> int:
     """Bring `component` in `db` to its latest version; returns that version.
     `legacy` is the pre-versioning fix-up (column additions made on open)."""
     steps = sorted(migrations, key=lambda m: m.version)
@@ -128,7 +137,8 @@ def upgrade(db: sqlite3.Connection, *, path: str, component: str, schema: str,
         raise MigrationError(
             f"{path}: {component} has schema version {version}, but this release knows "
             f"only up to {newest}: it was written by a newer mamaroom. Run that release, "
-            "or restore a backup made by this one")
+            "or restore a backup made by this one"
+        )
     if version == 1:
         # The fix-ups of before versioning skip a table the file does not
         # have yet; the full schema at the end makes it whole.
@@ -141,10 +151,16 @@ def upgrade(db: sqlite3.Connection, *, path: str, component: str, schema: str,
                 step.apply(db)
                 _record(db, component, step.version)
         except sqlite3.Error as exc:
-            raise MigrationError(f"{path}: {component} migration {step.version} "
-                                 f"({step.what}) failed: {exc}") from exc
-        log.info("schema migrated", file=path, component=component,
-                    version=step.version, change=step.what)
+            raise MigrationError(
+                f"{path}: {component} migration {step.version} ({step.what}) failed: {exc}"
+            ) from exc
+        log.info(
+            "schema migrated",
+            file=path,
+            component=component,
+            version=step.version,
+            change=step.what,
+        )
         version = step.version
     # Then the current schema's CREATE … IF NOT EXISTS: a no-op for what the
     # steps built, and the tables and indexes of a pre-versioning file's era.

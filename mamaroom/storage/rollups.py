@@ -32,8 +32,9 @@ class HourRollup:
     sessions: int
 
 
-def hourly_occupancy(events: Iterable[OccupancyEvent], start_ms: int, end_ms: int,
-                     before: dict[str, bool]) -> list[HourRollup]:
+def hourly_occupancy(
+    events: Iterable[OccupancyEvent], start_ms: int, end_ms: int, before: dict[str, bool]
+) -> list[HourRollup]:
     """Rollups for whole hours in [start_ms, end_ms) (both on hour boundaries).
 
     `events` are the occupancy events in the range; `before` is each room's
@@ -85,8 +86,13 @@ class SessionRollup:
     count: int
 
 
-def session_lengths(events: Iterable[OccupancyEvent], start_ms: int, end_ms: int,
-                    before: dict[str, bool], horizon_ms: int) -> list[SessionRollup]:
+def session_lengths(
+    events: Iterable[OccupancyEvent],
+    start_ms: int,
+    end_ms: int,
+    before: dict[str, bool],
+    horizon_ms: int,
+) -> list[SessionRollup]:
     """Sessions that started in [start_ms, end_ms) and ended before `horizon_ms`,
     by start hour and length. `events` cover [start_ms, horizon_ms) (the
     events after `end_ms` are only read to find the ends). A session still
@@ -113,8 +119,9 @@ def session_lengths(events: Iterable[OccupancyEvent], start_ms: int, end_ms: int
             state = e.occupied
         if began is not None and horizon_ms - began >= MAX_SESSION_MIN * MINUTE_MS:
             _count(counts, room, began, horizon_ms - began)
-    return [SessionRollup(room, hour, minutes, n)
-            for (room, hour, minutes), n in sorted(counts.items())]
+    return [
+        SessionRollup(room, hour, minutes, n) for (room, hour, minutes), n in sorted(counts.items())
+    ]
 
 
 def _count(counts: dict[tuple[str, int, int], int], room: str, began: int, length_ms: int) -> None:
@@ -167,8 +174,12 @@ class CoarseRollups:
     site_sessions: list[SiteSessionDay]
 
 
-def coarse_rollups(hourly: Iterable[HourRollup], sessions: Iterable[SessionRollup],
-                   day_start_ms: int, day_end_ms: int) -> CoarseRollups:
+def coarse_rollups(
+    hourly: Iterable[HourRollup],
+    sessions: Iterable[SessionRollup],
+    day_start_ms: int,
+    day_end_ms: int,
+) -> CoarseRollups:
     """The coarse rows of the UTC days [day_start, day_end), from every hourly
     and session row of those days. Sums run in (room, hour) order, so every
     backend gets the same floats."""
@@ -193,7 +204,8 @@ def coarse_rollups(hourly: Iterable[HourRollup], sessions: Iterable[SessionRollu
     return CoarseRollups(
         [SiteHourRollup(h, o, int(n)) for h, (o, n) in sorted(site.items())],
         [DayRollup(room, day, o, int(n)) for (room, day), (o, n) in sorted(days.items())],
-        [SiteSessionDay(day, m, n) for (day, m), n in sorted(lengths.items())])
+        [SiteSessionDay(day, m, n) for (day, m), n in sorted(lengths.items())],
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +259,7 @@ def _local_medians(gaps: list[int]) -> list[float]:
     each side (fewer at the ends), by a sorted sliding window."""
     k = GAP_NEIGHBOURS
     n = len(gaps)
-    window = sorted(gaps[:min(k, n)])
+    window = sorted(gaps[: min(k, n)])
     out: list[float] = []
     for i in range(n):
         if i + k < n:
@@ -259,8 +271,9 @@ def _local_medians(gaps: list[int]) -> list[float]:
     return out
 
 
-def telemetry_hours(reports: Iterable[TelemetryReport], start_ms: int,
-                    end_ms: int) -> list[TelemetryHour]:
+def telemetry_hours(
+    reports: Iterable[TelemetryReport], start_ms: int, end_ms: int
+) -> list[TelemetryHour]:
     """The telemetry rollup of the whole hours in [start_ms, end_ms).
 
     `reports` should cover TELEMETRY_CONTEXT_MS before and after the window

@@ -54,8 +54,10 @@ CREATE TABLE IF NOT EXISTS seq_audit (
 MAX_SEQ_GAP = 1_000_000
 
 # Every expression of an UPDATE sees the row as it was.
-_JUMP = (f"(excluded.first_seq - last_seq > {MAX_SEQ_GAP}"
-         f" OR first_seq - excluded.last_seq > {MAX_SEQ_GAP})")
+_JUMP = (
+    f"(excluded.first_seq - last_seq > {MAX_SEQ_GAP}"
+    f" OR first_seq - excluded.last_seq > {MAX_SEQ_GAP})"
+)
 _UPSERT = f"""
 INSERT INTO seq_audit (device, boot, first_seq, last_seq, stored, updated_ms)
 VALUES (?, ?, ?, ?, ?, ?)
@@ -101,8 +103,7 @@ class SeqGap:
         return int(max(self.last_seq - self.first_seq + 1 - self.stored, 0) + self.lost_before)
 
 
-def note_seqs(db: sqlite3.Connection, keys: Iterable[tuple[str, int, int]],
-              now_ms: int) -> None:
+def note_seqs(db: sqlite3.Connection, keys: Iterable[tuple[str, int, int]], now_ms: int) -> None:
     """Count newly stored messages `(device, boot, seq)`; call inside the
     transaction that stores them, with only the new (not duplicate) ones."""
     seqs: dict[tuple[str, int], list[int]] = {}
@@ -132,8 +133,9 @@ def note_seqs(db: sqlite3.Connection, keys: Iterable[tuple[str, int, int]],
 def read_gaps(db: sqlite3.Connection) -> list[SeqGap]:
     columns = "device, boot, first_seq, last_seq, stored, updated_ms"
     try:
-        rows = db.execute(f"SELECT {columns}, lost_before, resets"
-                          " FROM seq_audit ORDER BY device, boot").fetchall()
+        rows = db.execute(
+            f"SELECT {columns}, lost_before, resets FROM seq_audit ORDER BY device, boot"
+        ).fetchall()
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return []  # nothing stored yet by a gateway with the audit

@@ -132,20 +132,19 @@ def _online_time(db: sqlite3.Connection) -> None:
         # Rollups made before online time was measured from the gaps
         # between reports keep what they meant then: each report counted
         # as 60 s online, reboots the highest boot - the lowest.
-        db.execute("ALTER TABLE telemetry_hourly ADD COLUMN online_ms INTEGER NOT NULL"
-                   " DEFAULT 0")
-        db.execute("ALTER TABLE telemetry_hourly ADD COLUMN reboots INTEGER NOT NULL"
-                   " DEFAULT 0")
-        db.execute("UPDATE telemetry_hourly SET online_ms = MIN(points * 60000, 3600000),"
-                   " reboots = max_boot - min_boot")
+        db.execute("ALTER TABLE telemetry_hourly ADD COLUMN online_ms INTEGER NOT NULL DEFAULT 0")
+        db.execute("ALTER TABLE telemetry_hourly ADD COLUMN reboots INTEGER NOT NULL DEFAULT 0")
+        db.execute(
+            "UPDATE telemetry_hourly SET online_ms = MIN(points * 60000, 3600000),"
+            " reboots = max_boot - min_boot"
+        )
 
 
 class SqliteStore(SqliteDatabase):
     """The embedded time-series store (the default backend)."""
 
     component = "store"
-    migrations = (Migration(2, "telemetry rollups measure online time and reboots",
-                            _online_time),)
+    migrations = (Migration(2, "telemetry rollups measure online time and reboots", _online_time),)
     schema = SCHEMA + AUDIT_SCHEMA + dead_letters.SCHEMA
     # A batch of messages from many devices dirties about one page per message
     # (rows are clustered by device); with the default 1000 pages nearly every
@@ -156,7 +155,6 @@ class SqliteStore(SqliteDatabase):
     def migrate(self, db: sqlite3.Connection) -> None:
         migrate_audit(db)
 
-
     # --- writes (gateway) -------------------------------------------------
 
     async def write(self, records: list[Record], *, live: bool = True) -> list[bool]:
@@ -165,8 +163,9 @@ class SqliteStore(SqliteDatabase):
         boot and loss audit are what its live messages say."""
         return await self._run(lambda db: _write(db, records, live))
 
-    async def data_times(self, start_ms: int, end_ms: int,
-                         boots: tuple[int, int] | None = None) -> tuple[int, int] | None:
+    async def data_times(
+        self, start_ms: int, end_ms: int, boots: tuple[int, int] | None = None
+    ) -> tuple[int, int] | None:
         """The first and last time of a stored occupancy or call message in
         [start, end), of a boot outside [boots) when given; None if there is
         none. (What generated history could interleave with; telemetry of
@@ -178,9 +177,14 @@ class SqliteStore(SqliteDatabase):
             if boots is not None:
                 where += " AND (boot < ? OR boot >= ?)"
                 args += boots
-            found = [row for table in ("occupancy", "calls") for row in db.execute(
-                f"SELECT MIN(time_ms), MAX(time_ms) FROM {table} WHERE {where}", args)
-                if row[0] is not None]
+            found = [
+                row
+                for table in ("occupancy", "calls")
+                for row in db.execute(
+                    f"SELECT MIN(time_ms), MAX(time_ms) FROM {table} WHERE {where}", args
+                )
+                if row[0] is not None
+            ]
             if not found:
                 return None
             return min(a for a, _ in found), max(b for _, b in found)
@@ -213,18 +217,29 @@ class SqliteStore(SqliteDatabase):
 
         await self._run(run)
 
-    async def occupancy_window(self, start_ms: int, end_ms: int
-                               ) -> tuple[list[OccupancyEvent], dict[str, bool]]:
+    async def occupancy_window(
+        self, start_ms: int, end_ms: int
+    ) -> tuple[list[OccupancyEvent], dict[str, bool]]:
         """Occupancy events in [start, end) and each room's state just before."""
 
         def run(db: sqlite3.Connection) -> tuple[list[OccupancyEvent], dict[str, bool]]:
-            events = [OccupancyEvent(r, t, bool(o)) for r, t, o in db.execute(
-                "SELECT room, time_ms, occupied FROM occupancy WHERE room IS NOT NULL"
-                " AND time_ms >= ? AND time_ms < ? ORDER BY time_ms", (start_ms, end_ms))]
+            events = [
+                OccupancyEvent(r, t, bool(o))
+                for r, t, o in db.execute(
+                    "SELECT room, time_ms, occupied FROM occupancy WHERE room IS NOT NULL"
+                    " AND time_ms >= ? AND time_ms < ? ORDER BY time_ms",
+                    (start_ms, end_ms),
+                )
+            ]
             # SQLite returns the other columns of the row holding MAX().
-            before = {r: bool(o) for r, o, _ in db.execute(
-                "SELECT room, occupied, MAX(time_ms) FROM occupancy WHERE room IS NOT NULL"
-                " AND time_ms < ? GROUP BY room", (start_ms,))}
+            before = {
+                r: bool(o)
+                for r, o, _ in db.execute(
+                    "SELECT room, occupied, MAX(time_ms) FROM occupancy WHERE room IS NOT NULL"
+                    " AND time_ms < ? GROUP BY room",
+                    (start_ms,),
+                )
+            }
             return events, before
 
         return await self._run(run)
@@ -232,137 +247,237 @@ class SqliteStore(SqliteDatabase):
     async def write_rollups(self, rows: list[HourRollup]) -> None:
         def run(db: sqlite3.Connection) -> None:
             with db:
-                db.executemany("INSERT OR REPLACE INTO occupancy_hourly VALUES (?, ?, ?, ?)",
-                               [(r.room, r.hour_ms, r.occupied_s, r.sessions) for r in rows])
+                db.executemany(
+                    "INSERT OR REPLACE INTO occupancy_hourly VALUES (?, ?, ?, ?)",
+                    [(r.room, r.hour_ms, r.occupied_s, r.sessions) for r in rows],
+                )
 
         await self._run(run)
 
     async def rollups(self, start_ms: int, end_ms: int) -> list[HourRollup]:
         def run(db: sqlite3.Connection) -> list[HourRollup]:
-            return [HourRollup(*row) for row in db.execute(
-                "SELECT room, hour_ms, occupied_s, sessions FROM occupancy_hourly"
-                " WHERE hour_ms >= ? AND hour_ms < ? ORDER BY room, hour_ms",
-                (start_ms, end_ms))]
+            return [
+                HourRollup(*row)
+                for row in db.execute(
+                    "SELECT room, hour_ms, occupied_s, sessions FROM occupancy_hourly"
+                    " WHERE hour_ms >= ? AND hour_ms < ? ORDER BY room, hour_ms",
+                    (start_ms, end_ms),
+                )
+            ]
 
         return await self._run(run)
 
-    async def write_session_rollups(self, start_ms: int, end_ms: int,
-                                    rows: list[SessionRollup]) -> None:
+    async def write_session_rollups(
+        self, start_ms: int, end_ms: int, rows: list[SessionRollup]
+    ) -> None:
         def run(db: sqlite3.Connection) -> None:
             with db:
-                db.execute("DELETE FROM session_lengths WHERE hour_ms >= ? AND hour_ms < ?",
-                           (start_ms, end_ms))
-                db.executemany("INSERT INTO session_lengths VALUES (?, ?, ?, ?)",
-                               [(r.room, r.hour_ms, r.minutes, r.count) for r in rows])
+                db.execute(
+                    "DELETE FROM session_lengths WHERE hour_ms >= ? AND hour_ms < ?",
+                    (start_ms, end_ms),
+                )
+                db.executemany(
+                    "INSERT INTO session_lengths VALUES (?, ?, ?, ?)",
+                    [(r.room, r.hour_ms, r.minutes, r.count) for r in rows],
+                )
 
         await self._run(run)
 
     async def session_rollups(self, start_ms: int, end_ms: int) -> list[SessionRollup]:
-        return await self._run(lambda db: [SessionRollup(*row) for row in db.execute(
-            "SELECT room, hour_ms, minutes, count FROM session_lengths"
-            " WHERE hour_ms >= ? AND hour_ms < ? ORDER BY room, hour_ms, minutes",
-            (start_ms, end_ms))])
+        return await self._run(
+            lambda db: [
+                SessionRollup(*row)
+                for row in db.execute(
+                    "SELECT room, hour_ms, minutes, count FROM session_lengths"
+                    " WHERE hour_ms >= ? AND hour_ms < ? ORDER BY room, hour_ms, minutes",
+                    (start_ms, end_ms),
+                )
+            ]
+        )
 
-    async def write_coarse_rollups(self, day_start_ms: int, day_end_ms: int,
-                                   rows: CoarseRollups) -> None:
+    async def write_coarse_rollups(
+        self, day_start_ms: int, day_end_ms: int, rows: CoarseRollups
+    ) -> None:
         def run(db: sqlite3.Connection) -> None:
             span = (day_start_ms, day_end_ms)
             with db:
-                db.execute("DELETE FROM occupancy_site_hourly WHERE hour_ms >= ? AND hour_ms < ?",
-                           span)
+                db.execute(
+                    "DELETE FROM occupancy_site_hourly WHERE hour_ms >= ? AND hour_ms < ?", span
+                )
                 db.execute("DELETE FROM occupancy_daily WHERE day_ms >= ? AND day_ms < ?", span)
-                db.execute("DELETE FROM session_lengths_daily WHERE day_ms >= ? AND day_ms < ?",
-                           span)
-                db.executemany("INSERT INTO occupancy_site_hourly VALUES (?, ?, ?)",
-                               [(r.hour_ms, r.occupied_s, r.sessions) for r in rows.site_hours])
-                db.executemany("INSERT INTO occupancy_daily VALUES (?, ?, ?, ?)",
-                               [(r.room, r.day_ms, r.occupied_s, r.sessions) for r in rows.days])
-                db.executemany("INSERT INTO session_lengths_daily VALUES (?, ?, ?)",
-                               [(r.day_ms, r.minutes, r.count) for r in rows.site_sessions])
+                db.execute(
+                    "DELETE FROM session_lengths_daily WHERE day_ms >= ? AND day_ms < ?", span
+                )
+                db.executemany(
+                    "INSERT INTO occupancy_site_hourly VALUES (?, ?, ?)",
+                    [(r.hour_ms, r.occupied_s, r.sessions) for r in rows.site_hours],
+                )
+                db.executemany(
+                    "INSERT INTO occupancy_daily VALUES (?, ?, ?, ?)",
+                    [(r.room, r.day_ms, r.occupied_s, r.sessions) for r in rows.days],
+                )
+                db.executemany(
+                    "INSERT INTO session_lengths_daily VALUES (?, ?, ?)",
+                    [(r.day_ms, r.minutes, r.count) for r in rows.site_sessions],
+                )
 
         await self._run(run)
 
     # --- trends (aggregates; see TrendsStore) ------------------------------
 
     async def site_hour_totals(self, start_ms: int, end_ms: int) -> list[HourTotal]:
-        return await self._run(lambda db: [(int(h), float(o), int(n)) for h, o, n in db.execute(
-            "SELECT hour_ms, occupied_s, sessions FROM occupancy_site_hourly"
-            " WHERE hour_ms >= ? AND hour_ms < ? ORDER BY hour_ms", (start_ms, end_ms))])
+        return await self._run(
+            lambda db: [
+                (int(h), float(o), int(n))
+                for h, o, n in db.execute(
+                    "SELECT hour_ms, occupied_s, sessions FROM occupancy_site_hourly"
+                    " WHERE hour_ms >= ? AND hour_ms < ? ORDER BY hour_ms",
+                    (start_ms, end_ms),
+                )
+            ]
+        )
 
-    async def daily_room_totals(self, day_start_ms: int, day_end_ms: int,
-                                rooms: Sequence[str] | None = None) -> list[RoomTotal]:
+    async def daily_room_totals(
+        self, day_start_ms: int, day_end_ms: int, rooms: Sequence[str] | None = None
+    ) -> list[RoomTotal]:
         where, args = _range(day_start_ms, day_end_ms, rooms)
         where = where.replace("hour_ms", "day_ms")
-        return await self._run(lambda db: [(str(r), float(o), int(n)) for r, o, n in db.execute(
-            f"SELECT room, SUM(occupied_s), SUM(sessions) FROM occupancy_daily {where}"
-            " GROUP BY room ORDER BY room", args)])
+        return await self._run(
+            lambda db: [
+                (str(r), float(o), int(n))
+                for r, o, n in db.execute(
+                    f"SELECT room, SUM(occupied_s), SUM(sessions) FROM occupancy_daily {where}"
+                    " GROUP BY room ORDER BY room",
+                    args,
+                )
+            ]
+        )
 
-    async def site_session_length_counts(self, day_start_ms: int,
-                                         day_end_ms: int) -> dict[int, int]:
-        return await self._run(lambda db: {int(m): int(n) for m, n in db.execute(
-            "SELECT minutes, SUM(count) FROM session_lengths_daily WHERE day_ms >= ?"
-            " AND day_ms < ? GROUP BY minutes", (day_start_ms, day_end_ms))})
+    async def site_session_length_counts(
+        self, day_start_ms: int, day_end_ms: int
+    ) -> dict[int, int]:
+        return await self._run(
+            lambda db: {
+                int(m): int(n)
+                for m, n in db.execute(
+                    "SELECT minutes, SUM(count) FROM session_lengths_daily WHERE day_ms >= ?"
+                    " AND day_ms < ? GROUP BY minutes",
+                    (day_start_ms, day_end_ms),
+                )
+            }
+        )
 
-    async def rollup_hour_totals(self, start_ms: int, end_ms: int,
-                                 rooms: Sequence[str] | None = None) -> list[HourTotal]:
+    async def rollup_hour_totals(
+        self, start_ms: int, end_ms: int, rooms: Sequence[str] | None = None
+    ) -> list[HourTotal]:
         where, args = _range(start_ms, end_ms, rooms)
-        return await self._run(lambda db: [(int(h), float(o), int(n)) for h, o, n in db.execute(
-            f"SELECT hour_ms, SUM(occupied_s), SUM(sessions) FROM occupancy_hourly {where}"
-            " GROUP BY hour_ms ORDER BY hour_ms", args)])
+        return await self._run(
+            lambda db: [
+                (int(h), float(o), int(n))
+                for h, o, n in db.execute(
+                    f"SELECT hour_ms, SUM(occupied_s), SUM(sessions) FROM occupancy_hourly {where}"
+                    " GROUP BY hour_ms ORDER BY hour_ms",
+                    args,
+                )
+            ]
+        )
 
-    async def rollup_room_totals(self, start_ms: int, end_ms: int,
-                                 rooms: Sequence[str] | None = None) -> list[RoomTotal]:
+    async def rollup_room_totals(
+        self, start_ms: int, end_ms: int, rooms: Sequence[str] | None = None
+    ) -> list[RoomTotal]:
         where, args = _range(start_ms, end_ms, rooms)
-        return await self._run(lambda db: [(str(r), float(o), int(n)) for r, o, n in db.execute(
-            f"SELECT room, SUM(occupied_s), SUM(sessions) FROM occupancy_hourly {where}"
-            " GROUP BY room ORDER BY room", args)])
+        return await self._run(
+            lambda db: [
+                (str(r), float(o), int(n))
+                for r, o, n in db.execute(
+                    f"SELECT room, SUM(occupied_s), SUM(sessions) FROM occupancy_hourly {where}"
+                    " GROUP BY room ORDER BY room",
+                    args,
+                )
+            ]
+        )
 
-    async def session_length_counts(self, start_ms: int, end_ms: int,
-                                    rooms: Sequence[str] | None = None) -> dict[int, int]:
+    async def session_length_counts(
+        self, start_ms: int, end_ms: int, rooms: Sequence[str] | None = None
+    ) -> dict[int, int]:
         where, args = _range(start_ms, end_ms, rooms)
-        return await self._run(lambda db: {int(m): int(n) for m, n in db.execute(
-            f"SELECT minutes, SUM(count) FROM session_lengths {where} GROUP BY minutes", args)})
+        return await self._run(
+            lambda db: {
+                int(m): int(n)
+                for m, n in db.execute(
+                    f"SELECT minutes, SUM(count) FROM session_lengths {where} GROUP BY minutes",
+                    args,
+                )
+            }
+        )
 
     async def telemetry_reports(self, start_ms: int, end_ms: int) -> list[TelemetryReport]:
-        return await self._run(lambda db: [TelemetryReport(*row) for row in db.execute(
-            # Through `devices` (every device that wrote is there) so the
-            # (device, time_ms) index serves the range: no scan of a month
-            # (CROSS JOIN keeps SQLite from choosing the telemetry side first).
-            "SELECT t.device, t.time_ms, t.boot FROM devices d CROSS JOIN telemetry t"
-            " ON t.device = d.device AND t.time_ms >= ? AND t.time_ms < ?"
-            " ORDER BY t.device, t.time_ms", (start_ms, end_ms))])
+        return await self._run(
+            lambda db: [
+                TelemetryReport(*row)
+                for row in db.execute(
+                    # Through `devices` (every device that wrote is there) so the
+                    # (device, time_ms) index serves the range: no scan of a month
+                    # (CROSS JOIN keeps SQLite from choosing the telemetry side first).
+                    "SELECT t.device, t.time_ms, t.boot FROM devices d CROSS JOIN telemetry t"
+                    " ON t.device = d.device AND t.time_ms >= ? AND t.time_ms < ?"
+                    " ORDER BY t.device, t.time_ms",
+                    (start_ms, end_ms),
+                )
+            ]
+        )
 
-    async def write_telemetry_rollups(self, start_ms: int, end_ms: int,
-                                      rows: list[TelemetryHour]) -> None:
+    async def write_telemetry_rollups(
+        self, start_ms: int, end_ms: int, rows: list[TelemetryHour]
+    ) -> None:
         def run(db: sqlite3.Connection) -> None:
             with db:
-                db.execute("DELETE FROM telemetry_hourly WHERE hour_ms >= ? AND hour_ms < ?",
-                           (start_ms, end_ms))
-                db.executemany("INSERT INTO telemetry_hourly VALUES (?, ?, ?, ?, ?, ?, ?)",
-                               [(r.device, r.hour_ms, r.points, r.min_boot, r.max_boot,
-                                 r.online_ms, r.reboots) for r in rows])
+                db.execute(
+                    "DELETE FROM telemetry_hourly WHERE hour_ms >= ? AND hour_ms < ?",
+                    (start_ms, end_ms),
+                )
+                db.executemany(
+                    "INSERT INTO telemetry_hourly VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            r.device,
+                            r.hour_ms,
+                            r.points,
+                            r.min_boot,
+                            r.max_boot,
+                            r.online_ms,
+                            r.reboots,
+                        )
+                        for r in rows
+                    ],
+                )
 
         await self._run(run)
 
     async def telemetry_totals(self, start_ms: int, end_ms: int) -> list[DeviceReports]:
-        return await self._run(lambda db: [(str(d), int(n), int(online), int(reboots))
-                                           for d, n, online, reboots in db.execute(
-            "SELECT device, SUM(points), SUM(online_ms), SUM(reboots) FROM telemetry_hourly"
-            " WHERE hour_ms >= ? AND hour_ms < ? GROUP BY device ORDER BY device",
-            (start_ms, end_ms))])
+        return await self._run(
+            lambda db: [
+                (str(d), int(n), int(online), int(reboots))
+                for d, n, online, reboots in db.execute(
+                    "SELECT device, SUM(points), SUM(online_ms), SUM(reboots) FROM telemetry_hourly"
+                    " WHERE hour_ms >= ? AND hour_ms < ? GROUP BY device ORDER BY device",
+                    (start_ms, end_ms),
+                )
+            ]
+        )
 
     async def prune_telemetry(self, before_ms: int) -> int:
         """Retention: delete raw telemetry older than `before_ms`; rows deleted."""
 
         def run(db: sqlite3.Connection) -> int:
             with db:
-                return db.execute("DELETE FROM telemetry WHERE time_ms < ?",
-                                  (before_ms,)).rowcount
+                return db.execute("DELETE FROM telemetry WHERE time_ms < ?", (before_ms,)).rowcount
 
         return await self._run(run)
 
-    async def note_status(self, device: str, room: str | None, status: str, at_ms: int,
-                          live: bool) -> None:
+    async def note_status(
+        self, device: str, room: str | None, status: str, at_ms: int, live: bool
+    ) -> None:
         """A device's status (birth or last will); a live one is also a sign of life."""
 
         def run(db: sqlite3.Connection) -> None:
@@ -424,8 +539,14 @@ class SqliteStore(SqliteDatabase):
                 " occupied, occupied_ms, uptime_s, rssi, heap_free, fw, reset_reason"
                 " FROM devices ORDER BY device"
             ).fetchall()
-            return [DeviceRow(*r[:8], None if r[8] is None else bool(r[8]),  # type: ignore[call-arg]
-                              *r[9:]) for r in rows]
+            return [
+                DeviceRow(
+                    *r[:8],
+                    None if r[8] is None else bool(r[8]),  # type: ignore[call-arg]
+                    *r[9:],
+                )
+                for r in rows
+            ]
 
         return await self._run(run)
 
@@ -472,8 +593,7 @@ class SqliteStore(SqliteDatabase):
         return await self._run(lambda db: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
 
-def _range(start_ms: int, end_ms: int,
-           rooms: Sequence[str] | None) -> tuple[str, tuple[Any, ...]]:
+def _range(start_ms: int, end_ms: int, rooms: Sequence[str] | None) -> tuple[str, tuple[Any, ...]]:
     """The WHERE clause of a rollup table's hour range, optionally some rooms."""
     where = "WHERE hour_ms >= ? AND hour_ms < ?"
     args: tuple[Any, ...] = (start_ms, end_ms)
@@ -504,8 +624,14 @@ def _row(rec: Record) -> tuple[Any, ...]:
         return (*common, msg.occupied, msg.source, msg.radar, msg.still_s)
     if isinstance(msg, Telemetry):
         extra = msg.model_extra or {}
-        return (*common, msg.uptime_s, msg.rssi, msg.heap_free, msg.fw,
-                json.dumps(extra, ensure_ascii=False) if extra else None)
+        return (
+            *common,
+            msg.uptime_s,
+            msg.rssi,
+            msg.heap_free,
+            msg.fw,
+            json.dumps(extra, ensure_ascii=False) if extra else None,
+        )
     if isinstance(msg, Call):
         # The raw call events; alerts are the server's (emergency-calls issue).
         return (*common, msg.action, msg.call_id, msg.status)
@@ -540,13 +666,17 @@ def _write(db: sqlite3.Connection, records: list[Record], live: bool = True) -> 
         new = [rec for rec, is_new in zip(records, fresh, strict=True) if is_new]
         if not live:
             # Only known to exist (the telemetry rollup reads through `devices`).
-            db.executemany("INSERT INTO devices (device, room) VALUES (?, ?)"
-                           " ON CONFLICT(device) DO NOTHING",
-                           list({r.device: (r.device, r.room) for r in new}.values()))
+            db.executemany(
+                "INSERT INTO devices (device, room) VALUES (?, ?) ON CONFLICT(device) DO NOTHING",
+                list({r.device: (r.device, r.room) for r in new}.values()),
+            )
             return fresh
         _note_messages(db, new)
-        note_seqs(db, ((r.device, r.message.boot, r.message.seq) for r in new),
-                  max((r.received_ms for r in records), default=0))
+        note_seqs(
+            db,
+            ((r.device, r.message.boot, r.message.seq) for r in new),
+            max((r.received_ms for r in records), default=0),
+        )
     return fresh
 
 
@@ -579,8 +709,20 @@ def _note_messages(db: sqlite3.Connection, records: list[Record]) -> None:
         msg = rec.message
         row = latest.get(rec.device)
         if row is None:
-            row = latest[rec.device] = [rec.device, rec.room, 0, msg.boot, msg.seq,
-                                        None, None, None, None, None, None, None]
+            row = latest[rec.device] = [
+                rec.device,
+                rec.room,
+                0,
+                msg.boot,
+                msg.seq,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+            ]
         row[1] = rec.room
         row[2] = max(row[2], rec.received_ms)
         if msg.boot != row[3] or msg.seq > row[4]:

@@ -15,8 +15,13 @@ from mamaroom.storage import RefusedError, StorageError
 from mamaroom.storage.migrations import Migration, MigrationError, upgrade
 
 T = TypeVar("T")
-_REFUSALS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError,
-             sqlite3.ProgrammingError, OverflowError)
+_REFUSALS = (
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    OverflowError,
+)
 
 
 class SqliteDatabase:
@@ -65,8 +70,14 @@ class SqliteDatabase:
                 db.execute(f"PRAGMA wal_autocheckpoint={int(self.checkpoint_pages)}")
                 # Keep the WAL file no bigger than about twice that after a checkpoint.
                 db.execute(f"PRAGMA journal_size_limit={int(self.checkpoint_pages) * 8192}")
-                upgrade(db, path=str(self.path), component=self.component,
-                        schema=self.schema, migrations=self.migrations, legacy=self.migrate)
+                upgrade(
+                    db,
+                    path=str(self.path),
+                    component=self.component,
+                    schema=self.schema,
+                    migrations=self.migrations,
+                    legacy=self.migrate,
+                )
                 db.commit()
             except MigrationError as exc:
                 raise StorageError(str(exc)) from exc

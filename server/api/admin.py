@@ -44,8 +44,10 @@ async def get_registry(ctx: Ctx) -> Registry:
 @router.put("/rooms/{room_id}", response_model=RegistryRoom)
 async def put_room(ctx: Ctx, room_id: str, room: RegistryRoom) -> RegistryRoom:
     if room.id != room_id:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"room id in body ({room.id}) differs from the path ({room_id})")
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"room id in body ({room.id}) differs from the path ({room_id})",
+        )
     return await ctx.registry.put_room(room)
 
 
@@ -67,14 +69,16 @@ class TestMode(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tester_pager: str | None = Field(pattern=r"^[0-9]{1,16}$",
-                                     description="The tester's pager; null ends test mode")
+    tester_pager: str | None = Field(
+        pattern=r"^[0-9]{1,16}$", description="The tester's pager; null ends test mode"
+    )
     minutes: float = Field(60, gt=0, le=24 * 60)
 
 
 @router.put("/rooms/{room_id}/test-mode", status_code=status.HTTP_204_NO_CONTENT)
-async def test_mode(ctx: Ctx, room_id: str, body: TestMode,
-                    user: Annotated[User, Depends(require("admin"))]) -> Response:
+async def test_mode(
+    ctx: Ctx, room_id: str, body: TestMode, user: Annotated[User, Depends(require("admin"))]
+) -> Response:
     ctx.registry.room(room_id)  # 404 for an unknown room
     await ctx.alerts.set_test_mode(room_id, body.tester_pager, body.minutes, user.name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -100,8 +104,9 @@ async def list_users(ctx: Ctx) -> list[UserOut]:
 
 
 @router.put("/users/{name}", status_code=status.HTTP_204_NO_CONTENT)
-async def put_user(ctx: Ctx, name: Annotated[str, Path(pattern=NAME_PATTERN)],
-                   body: UserIn) -> Response:
+async def put_user(
+    ctx: Ctx, name: Annotated[str, Path(pattern=NAME_PATTERN)], body: UserIn
+) -> Response:
     """Create an account, or set its role and password (its sessions end).
     The password must pass the policy (docs/deployment.md: "Passwords"); if
     not, 422 says which rule."""
@@ -113,8 +118,9 @@ async def put_user(ctx: Ctx, name: Annotated[str, Path(pattern=NAME_PATTERN)],
 
 
 @router.delete("/users/{name}", status_code=status.HTTP_204_NO_CONTENT)
-async def disable_user(ctx: Ctx, name: str,
-                       user: Annotated[User, Depends(require("admin"))]) -> Response:
+async def disable_user(
+    ctx: Ctx, name: str, user: Annotated[User, Depends(require("admin"))]
+) -> Response:
     if name == user.name:
         raise HTTPException(status.HTTP_409_CONFLICT, "you cannot disable your own account")
     if not await ctx.accounts.disable(name):
@@ -129,8 +135,9 @@ class Adopt(BaseModel):
 
 
 @router.post("/devices/{device}/adopt", response_model=RegistryRoom)
-async def adopt_device(ctx: Ctx, device: Annotated[str, Path(pattern=DEVICE_ID_PATTERN)],
-                       body: Adopt) -> RegistryRoom:
+async def adopt_device(
+    ctx: Ctx, device: Annotated[str, Path(pattern=DEVICE_ID_PATTERN)], body: Adopt
+) -> RegistryRoom:
     """Give a device seen on the broker (GET /api/devices: unknown) a room."""
     room = await ctx.registry.patch_room(body.room, {"device": device})
     await ctx.store.forget_unknown_device(device)
@@ -147,17 +154,22 @@ class CsvImport(BaseModel):
     removed: list[str]
 
 
-@router.get("/rooms.csv", response_class=Response,
-            responses={200: {"content": {"text/csv": {}}}})
+@router.get("/rooms.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}})
 async def export_rooms_csv(ctx: Ctx) -> Response:
     """The registry as a rooms CSV (UTF-8 with BOM, so Excel shows Chinese)."""
     body = "\ufeff" + write_rooms_csv(ctx.registry.current.rooms)
-    return Response(body.encode(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": 'attachment; filename="rooms.csv"'})
+    return Response(
+        body.encode(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="rooms.csv"'},
+    )
 
 
-@router.post("/rooms/import", response_model=CsvImport,
-             responses={422: {"description": "The file's problems, each with its line"}})
+@router.post(
+    "/rooms/import",
+    response_model=CsvImport,
+    responses={422: {"description": "The file's problems, each with its line"}},
+)
 async def import_rooms_csv(ctx: Ctx, request: Request, apply: bool = False) -> CsvImport:
     """Check a rooms CSV (the body, as sent by a spreadsheet); with `apply=true`
     it replaces the whole registry in one new version."""
@@ -167,15 +179,17 @@ async def import_rooms_csv(ctx: Ctx, request: Request, apply: bool = False) -> C
     try:
         rooms = parse_rooms_csv(data, source="upload")
     except RoomsCsvError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            [str(p) for p in exc.problems]) from None
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, [str(p) for p in exc.problems]
+        ) from None
     removed = await ctx.registry.import_rooms(rooms, apply=apply)
     return CsvImport(rooms=len(rooms), applied=apply, removed=removed)
 
 
 @router.post("/devices/{device}/move", response_model=RegistryRoom)
-async def move_device(ctx: Ctx, device: Annotated[str, Path(pattern=DEVICE_ID_PATTERN)],
-                      body: Adopt) -> RegistryRoom:
+async def move_device(
+    ctx: Ctx, device: Annotated[str, Path(pattern=DEVICE_ID_PATTERN)], body: Adopt
+) -> RegistryRoom:
     """Move a device to another room in one registry version (its old room has none)."""
     moved = await ctx.registry.move_device(device, body.room)
     await ctx.store.forget_unknown_device(device)
@@ -195,8 +209,11 @@ async def get_roster(ctx: Ctx) -> RosterOut:
 
 
 @router.put("/roster", response_model=RosterOut)
-async def put_roster(ctx: Ctx, shifts: Annotated[list[DutyShift], Body()],
-                     user: Annotated[User, Depends(require("admin"))]) -> RosterOut:
+async def put_roster(
+    ctx: Ctx,
+    shifts: Annotated[list[DutyShift], Body()],
+    user: Annotated[User, Depends(require("admin"))],
+) -> RosterOut:
     """Replace the duty roster; kept in the server's database from now on."""
     roster = ctx.roster
     await roster.replace(shifts, user.name)

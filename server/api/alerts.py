@@ -20,27 +20,33 @@ AlertId = Annotated[int, Path(ge=-(2**31), le=2**63 - 1)]
 
 
 @router.get("", response_model=list[AlertOut])
-async def list_alerts(ctx: Ctx, status: AlertStatus | None = None,
-                      kind: AlertKind | None = None,
-                      limit: int = Query(500, ge=1, le=10_000,
-                                         description="newest first, at most this many"),
-                      ) -> list[dict[str, Any]]:
+async def list_alerts(
+    ctx: Ctx,
+    status: AlertStatus | None = None,
+    kind: AlertKind | None = None,
+    limit: int = Query(500, ge=1, le=10_000, description="newest first, at most this many"),
+) -> list[dict[str, Any]]:
     return [present(a) for a in await ctx.alerts.query(status=status, kind=kind, limit=limit)]
 
 
-@router.get("/{alert_id}", response_model=AlertOut,
-            responses={404: {"description": "No such alert"}})
+@router.get(
+    "/{alert_id}", response_model=AlertOut, responses={404: {"description": "No such alert"}}
+)
 async def get_alert(ctx: Ctx, alert_id: AlertId) -> dict[str, Any]:
     return present(await ctx.alerts.get(alert_id))
 
 
-@router.post("/{alert_id}/ack", response_model=AlertOut,
-             responses={404: {"description": "No such alert"}})
+@router.post(
+    "/{alert_id}/ack", response_model=AlertOut, responses={404: {"description": "No such alert"}}
+)
 async def acknowledge(ctx: Ctx, alert_id: AlertId, user: StaffUser) -> dict[str, Any]:
     return present(await ctx.alerts.acknowledge(alert_id, who=user.name))
 
 
-@router.post("/{alert_id}/resolve", response_model=AlertOut,
-             responses={404: {"description": "No such alert"}})
+@router.post(
+    "/{alert_id}/resolve",
+    response_model=AlertOut,
+    responses={404: {"description": "No such alert"}},
+)
 async def resolve(ctx: Ctx, alert_id: AlertId, user: StaffUser) -> dict[str, Any]:
     return present(await ctx.alerts.resolve(alert_id, who=user.name))

@@ -30,12 +30,18 @@ class Me(BaseModel):
     role: str
 
 
-@router.post("/token", response_model=Token,
-             responses={401: {"description": "Wrong name or password"},
-                        429: {"description": "Too many failed logins: wait Retry-After"},
-                        503: {"description": "Too many logins at once: wait Retry-After"}})
-async def login(ctx: Ctx, request: Request,
-                form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Token:
+@router.post(
+    "/token",
+    response_model=Token,
+    responses={
+        401: {"description": "Wrong name or password"},
+        429: {"description": "Too many failed logins: wait Retry-After"},
+        503: {"description": "Too many logins at once: wait Retry-After"},
+    },
+)
+async def login(
+    ctx: Ctx, request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]
+) -> Token:
     user = await _check_login(ctx, request, form)
     return Token(access_token=await ctx.accounts.issue_token(user), role=user.role)
 
@@ -54,8 +60,9 @@ async def _check_login(ctx: Ctx, request: Request, form: OAuth2PasswordRequestFo
         ticket = ctx.login_limiter.admit(form.username, address)
     except LoginRefused as exc:
         ctx.login_limiter.refused(exc)
-        raise HTTPException(exc.status, str(exc),
-                            headers={"Retry-After": str(math.ceil(exc.retry_after_s))}) from None
+        raise HTTPException(
+            exc.status, str(exc), headers={"Retry-After": str(math.ceil(exc.retry_after_s))}
+        ) from None
     try:
         user = await ctx.accounts.check_password(form.username, form.password)
     except BaseException:
@@ -64,34 +71,63 @@ async def _check_login(ctx: Ctx, request: Request, form: OAuth2PasswordRequestFo
     if user is None:
         ctx.login_limiter.failed(ticket)
         log.warning("login failed", user=form.username, addr=address)
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong name or password",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "wrong name or password",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     ctx.login_limiter.succeeded(ticket)
     log.info("login", user=user.name, role=user.role, addr=address)
     return user
 
 
-@router.post("/session", response_model=Session,
-             responses={401: {"description": "Wrong name or password"},
-                        429: {"description": "Too many failed logins: wait Retry-After"},
-                        503: {"description": "Too many logins at once: wait Retry-After"}})
-async def open_session(ctx: Ctx, request: Request, response: Response,
-                       form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Session:
+@router.post(
+    "/session",
+    response_model=Session,
+    responses={
+        401: {"description": "Wrong name or password"},
+        429: {"description": "Too many failed logins: wait Retry-After"},
+        503: {"description": "Too many logins at once: wait Retry-After"},
+    },
+)
+async def open_session(
+    ctx: Ctx,
+    request: Request,
+    response: Response,
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+) -> Session:
     """Login for the pages: an HttpOnly session cookie, plus a CSRF token."""
     user = await _check_login(ctx, request, form)
     token = await ctx.accounts.issue_token(user)
     secure = request.url.scheme == "https"
-    response.set_cookie(SESSION_COOKIE, token, max_age=TOKEN_TTL_S, httponly=True,
-                        samesite="strict", secure=secure, path="/")
-    response.set_cookie(CSRF_COOKIE, csrf_for(token), max_age=TOKEN_TTL_S, httponly=False,
-                        samesite="strict", secure=secure, path="/")
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=TOKEN_TTL_S,
+        httponly=True,
+        samesite="strict",
+        secure=secure,
+        path="/",
+    )
+    response.set_cookie(
+        CSRF_COOKIE,
+        csrf_for(token),
+        max_age=TOKEN_TTL_S,
+        httponly=False,
+        samesite="strict",
+        secure=secure,
+        path="/",
+    )
     return Session(role=user.role, csrf_token=csrf_for(token))
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(ctx: Ctx, request: Request,
-                 token: Annotated[str | None, Depends(oauth2)],
-                 _: Annotated[User, Depends(current_user)]) -> Response:
+async def logout(
+    ctx: Ctx,
+    request: Request,
+    token: Annotated[str | None, Depends(oauth2)],
+    _: Annotated[User, Depends(current_user)],
+) -> Response:
     """End this session (cookie) or token."""
     ended = token or request.cookies.get(SESSION_COOKIE)
     if ended:

@@ -50,8 +50,7 @@ async def loss_audit(ctx: ServerContext) -> list[SeqGap]:
     """The gateway's loss audit, where every device message meets: the
     embedded store, or the InfluxDB spool's dedupe ledger."""
     settings = ctx.settings
-    path = (settings.spool_path if settings.storage.backend == "influxdb"
-            else settings.store_path)
+    path = settings.spool_path if settings.storage.backend == "influxdb" else settings.store_path
     return await read_gaps_file(path)
 
 
@@ -64,11 +63,29 @@ async def devices(ctx: Ctx) -> Devices:
         lost = None  # health records are still worth showing without it
     unknown = await ctx.store.unknown_devices()
     return Devices(
-        devices=[DeviceHealth(
-            device=d.device, room=d.room, status=d.status, last_seen=from_ms(d.last_seen_ms),
-            rssi=d.rssi, heap_free=d.heap_free, fw=d.fw, uptime_s=d.uptime_s,
-            reboots=max(d.boots - 1, 0), reset_reason=d.reset_reason,
-            lost_messages=None if lost is None else lost.get(d.device, 0)) for d in rows],
-        unknown=[UnknownDevice(device=u["device"], first_seen=from_ms(u["first_seen_ms"]),
-                               last_seen=from_ms(u["last_seen_ms"]), messages=u["messages"])
-                 for u in unknown])
+        devices=[
+            DeviceHealth(
+                device=d.device,
+                room=d.room,
+                status=d.status,
+                last_seen=from_ms(d.last_seen_ms),
+                rssi=d.rssi,
+                heap_free=d.heap_free,
+                fw=d.fw,
+                uptime_s=d.uptime_s,
+                reboots=max(d.boots - 1, 0),
+                reset_reason=d.reset_reason,
+                lost_messages=None if lost is None else lost.get(d.device, 0),
+            )
+            for d in rows
+        ],
+        unknown=[
+            UnknownDevice(
+                device=u["device"],
+                first_seen=from_ms(u["first_seen_ms"]),
+                last_seen=from_ms(u["last_seen_ms"]),
+                messages=u["messages"],
+            )
+            for u in unknown
+        ],
+    )

@@ -40,13 +40,16 @@ def _known(store: FirmwareStore, version: str) -> str:
     return digest
 
 
-@router.get("", response_model=list[FirmwareBundle],
-            dependencies=[Depends(require("staff"))])
+@router.get("", response_model=list[FirmwareBundle], dependencies=[Depends(require("staff"))])
 async def bundles(ctx: Ctx) -> list[FirmwareBundle]:
     """The bundles on offer, for staff (the nodes need no list)."""
     store = _store(ctx)
-    return [FirmwareBundle(version=v, sha256=_known(store, v), size=store.size(v),
-                           url=f"/api/firmware/{v}.bundle") for v in store.versions()]
+    return [
+        FirmwareBundle(
+            version=v, sha256=_known(store, v), size=store.size(v), url=f"/api/firmware/{v}.bundle"
+        )
+        for v in store.versions()
+    ]
 
 
 @router.get("/{version}.bundle", response_class=FileResponse)
@@ -54,8 +57,11 @@ async def bundle(version: str, ctx: Ctx) -> FileResponse:
     store = _store(ctx)
     _known(store, version)
     # Content-Length is what the node checks the download against.
-    return FileResponse(store.path(version), media_type="application/octet-stream",
-                        headers={"Cache-Control": "no-cache"})
+    return FileResponse(
+        store.path(version),
+        media_type="application/octet-stream",
+        headers={"Cache-Control": "no-cache"},
+    )
 
 
 @router.get("/{version}.sha256", response_class=PlainTextResponse)

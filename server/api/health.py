@@ -29,9 +29,16 @@ async def healthz() -> dict[str, str]:
 LOW_DISK_BYTES = 64 * 1024 * 1024
 
 
-@router.get("/readyz", responses={503: {"description": "Broker or storage unreachable, "
-                                                       "the database refuses writes, or the "
-                                                       "data disk is nearly full"}})
+@router.get(
+    "/readyz",
+    responses={
+        503: {
+            "description": "Broker or storage unreachable, "
+            "the database refuses writes, or the "
+            "data disk is nearly full"
+        }
+    },
+)
 async def readyz(ctx: Ctx) -> JSONResponse:
     """Ready to take calls: broker connected, storage readable, the alerts
     database takes a real write (a `SELECT 1` passes on a full disk), the data
@@ -51,29 +58,47 @@ async def readyz(ctx: Ctx) -> JSONResponse:
     try:
         usage = await asyncio.to_thread(shutil.disk_usage, ctx.settings.data_dir)
         free = usage.free
-        checks["disk"] = "ok" if free >= min(LOW_DISK_BYTES, usage.total // 10) else (
-            f"low: {free // (1024 * 1024)} MiB free in {ctx.settings.data_dir}")
+        checks["disk"] = (
+            "ok"
+            if free >= min(LOW_DISK_BYTES, usage.total // 10)
+            else (f"low: {free // (1024 * 1024)} MiB free in {ctx.settings.data_dir}")
+        )
     except OSError as exc:
         checks["disk"] = f"error: {exc}"
     pending = ctx.alerts.provisional_count()
-    checks["call_journal"] = "ok" if not pending else (
-        f"{pending} call(s) not yet committed to the database")
+    checks["call_journal"] = (
+        "ok" if not pending else (f"{pending} call(s) not yet committed to the database")
+    )
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
 def _gateway_summary(reg: CollectorRegistry, gateways: dict[str, GatewayView]) -> None:
     """Each gateway's own summary (retained on mr/v1/gateway/{id}/stats)."""
-    up = Gauge("mamaroom_gateway_up", "1 while the gateway's MQTT session is alive",
-               ["gateway"], registry=reg)
+    up = Gauge(
+        "mamaroom_gateway_up",
+        "1 while the gateway's MQTT session is alive",
+        ["gateway"],
+        registry=reg,
+    )
     # Each single figure as mamaroom_gateway_<name>{gateway}; the counts by reason
     # as mamaroom_gateway_rejected / _flagged{gateway,reason}.
-    figures = {key: Gauge(f"mamaroom_gateway_{key}", help_, ["gateway"], registry=reg)
-               for key, help_ in GatewayStats.figures().items()}
-    rejected = Gauge("mamaroom_gateway_rejected", "Messages refused, by reason",
-                     ["gateway", "reason"], registry=reg)
-    flagged = Gauge("mamaroom_gateway_flagged", "Messages kept but flagged (e.g. a device "
-                    "time out of range), by reason", ["gateway", "reason"], registry=reg)
+    figures = {
+        key: Gauge(f"mamaroom_gateway_{key}", help_, ["gateway"], registry=reg)
+        for key, help_ in GatewayStats.figures().items()
+    }
+    rejected = Gauge(
+        "mamaroom_gateway_rejected",
+        "Messages refused, by reason",
+        ["gateway", "reason"],
+        registry=reg,
+    )
+    flagged = Gauge(
+        "mamaroom_gateway_flagged",
+        "Messages kept but flagged (e.g. a device time out of range), by reason",
+        ["gateway", "reason"],
+        registry=reg,
+    )
     for name, entry in gateways.items():
         up.labels(name).set(1 if entry.up else 0)
         stats = entry.stats
@@ -97,19 +122,29 @@ async def metrics(ctx: Ctx) -> PlainTextResponse:
     for state in RoomStateName:
         rooms.labels(state.value).set(len(ctx.rooms.query(state=state)))
     Gauge("mamaroom_stream_clients", "Open SSE connections", registry=reg).set(
-        ctx.fanout.client_count)
+        ctx.fanout.client_count
+    )
     Gauge("mamaroom_broker_connected", "1 when the server's MQTT link is up", registry=reg).set(
-        1 if ctx.mqtt.connected.is_set() else 0)
+        1 if ctx.mqtt.connected.is_set() else 0
+    )
     Gauge("mamaroom_registry_version", "Room registry version", registry=reg).set(
-        ctx.registry.current.version)
-    Gauge("mamaroom_calls_journalled", "Calls kept in the call journal because the database "
-          "refused them, not yet committed", registry=reg).set(ctx.alerts.provisional_count())
+        ctx.registry.current.version
+    )
+    Gauge(
+        "mamaroom_calls_journalled",
+        "Calls kept in the call journal because the database refused them, not yet committed",
+        registry=reg,
+    ).set(ctx.alerts.provisional_count())
     _gateway_summary(reg, ctx.mqtt.gateways)
     try:
         lost = sum(g.lost for g in await loss_audit(ctx))
     except StorageError:  # an unreadable audit must not take /metrics down
         lost = -1
-    Gauge("mamaroom_messages_lost", "Device messages missing from storage, counted from "
-          "seq gaps (-1: audit unreadable)", registry=reg).set(lost)
-    return PlainTextResponse(generate_latest(reg).decode(),
-                             media_type="text/plain; version=0.0.4; charset=utf-8")
+    Gauge(
+        "mamaroom_messages_lost",
+        "Device messages missing from storage, counted from seq gaps (-1: audit unreadable)",
+        registry=reg,
+    ).set(lost)
+    return PlainTextResponse(
+        generate_latest(reg).decode(), media_type="text/plain; version=0.0.4; charset=utf-8"
+    )

@@ -27,8 +27,9 @@ router = APIRouter(include_in_schema=False)
 
 
 def _page(name: str, headers: dict[str, str] | None = None) -> FileResponse:
-    return FileResponse(DASHBOARD / name, headers={**NO_CACHE, **(headers or {})},
-                        media_type="text/html")
+    return FileResponse(
+        DASHBOARD / name, headers={**NO_CACHE, **(headers or {})}, media_type="text/html"
+    )
 
 
 def _mothers_headers(ctx: ServerContext) -> dict[str, str]:
@@ -38,7 +39,8 @@ def _mothers_headers(ctx: ServerContext) -> dict[str, str]:
         return {}
     sdk = urlsplit(ctx.settings.wechat.jssdk_url)
     csp = SECURITY_HEADERS["Content-Security-Policy"].replace(
-        "script-src 'self'", f"script-src 'self' {sdk.scheme}://{sdk.netloc}")
+        "script-src 'self'", f"script-src 'self' {sdk.scheme}://{sdk.netloc}"
+    )
     return {"Content-Security-Policy": csp}
 
 
@@ -48,8 +50,9 @@ async def mothers(ctx: Ctx) -> FileResponse:
 
 
 @router.get("/r/{room_id}")
-async def room_page(ctx: Ctx, room_id: Annotated[str, PathParam(pattern=ROOM_ID_PATTERN)]
-                    ) -> FileResponse:
+async def room_page(
+    ctx: Ctx, room_id: Annotated[str, PathParam(pattern=ROOM_ID_PATTERN)]
+) -> FileResponse:
     # One page for every room: it reads its id from the address. An unknown
     # room (a mistyped or old QR code) gets the same page, saying so, as a 404.
     page = _page("room.html", _mothers_headers(ctx))
@@ -76,14 +79,18 @@ async def admin() -> FileResponse:
 @router.get("/sw.js")
 async def service_worker() -> FileResponse:
     # Served from the root so its scope covers every page.
-    return FileResponse(DASHBOARD / "sw.js", media_type="text/javascript",
-                        headers={**NO_CACHE, "Service-Worker-Allowed": "/"})
+    return FileResponse(
+        DASHBOARD / "sw.js",
+        media_type="text/javascript",
+        headers={**NO_CACHE, "Service-Worker-Allowed": "/"},
+    )
 
 
 @router.get("/manifest.webmanifest")
 async def manifest() -> FileResponse:
-    return FileResponse(DASHBOARD / "manifest.webmanifest",
-                        media_type="application/manifest+json", headers=NO_CACHE)
+    return FileResponse(
+        DASHBOARD / "manifest.webmanifest", media_type="application/manifest+json", headers=NO_CACHE
+    )
 
 
 def mount(app: FastAPI, root: Path = DASHBOARD) -> None:

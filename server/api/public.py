@@ -38,8 +38,9 @@ async def site(ctx: Ctx, layout: SiteDep) -> Site:
     return layout.site(ctx.registry.current)
 
 
-def near_rooms(ctx: Ctx, layout: SiteService, building: str, floor: int,
-               company: str | None) -> list[PublicRoom]:
+def near_rooms(
+    ctx: Ctx, layout: SiteService, building: str, floor: int, company: str | None
+) -> list[PublicRoom]:
     """Rooms a mother in `building`/`floor` may use within `pages.near_minutes`."""
     out = []
     for r in ctx.rooms.query():
@@ -53,11 +54,14 @@ def near_rooms(ctx: Ctx, layout: SiteService, building: str, floor: int,
 
 @router.get("/wait", response_model=WaitEstimate)
 async def wait(
-    ctx: Ctx, request: Request, layout: SiteDep,
+    ctx: Ctx,
+    request: Request,
+    layout: SiteDep,
     building: Annotated[str | None, Query(max_length=100)] = None,
     floor: Annotated[int, Query(ge=-10, le=200)] = 1,
-    rooms: Annotated[str | None, Query(max_length=2000,
-                                       description="Comma-separated room ids")] = None,
+    rooms: Annotated[
+        str | None, Query(max_length=2000, description="Comma-separated room ids")
+    ] = None,
     company: Annotated[str | None, Query(max_length=100)] = None,
 ) -> WaitEstimate:
     """Predicted wait for the rooms near `building`/`floor` (or the `rooms`
@@ -68,8 +72,9 @@ async def wait(
     elif building:
         chosen = near_rooms(ctx, layout, building, floor, company)
     else:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            "give building (and floor) or rooms")
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "give building (and floor) or rooms"
+        )
     return await ctx.waits.estimate(chosen)
 
 
@@ -109,8 +114,10 @@ def _need(push: WebPush, sub: Subscription) -> None:
     if not push.enabled:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Web Push is not configured")
     if not push_host_allowed(sub.endpoint, push.push_hosts):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            "the endpoint is not at a known push service (pages.push_hosts)")
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "the endpoint is not at a known push service (pages.push_hosts)",
+        )
 
 
 #: Mothers' reminders waiting at once; each lapses after MOTHER_TTL_S (2 h).
@@ -124,18 +131,25 @@ async def anonymous_write(request: Request) -> None:
     (429), so nobody can fill the server's disk with them."""
     client = request.client.host if request.client else "unknown"
     if not _writes.allow(client):
-        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                            "too many requests; try again in a minute",
-                            headers={"Retry-After": "60"})
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "too many requests; try again in a minute",
+            headers={"Retry-After": "60"},
+        )
 
 
 AnonymousWrite = Depends(anonymous_write)
 
 
-@router.post("/push/reminder", status_code=status.HTTP_204_NO_CONTENT,
-             dependencies=[AnonymousWrite],
-             responses={429: {"description": "Too many reminders from this client or in all"},
-                        503: {"description": "Too many reminders waiting"}})
+@router.post(
+    "/push/reminder",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[AnonymousWrite],
+    responses={
+        429: {"description": "Too many reminders from this client or in all"},
+        503: {"description": "Too many reminders waiting"},
+    },
+)
 async def push_reminder(ctx: Ctx, push: PushDep, body: RoomReminder) -> Response:
     """A one-time push when one of `rooms` becomes free (lapses after 2 h)."""
     _need(push, body.subscription)
@@ -145,10 +159,16 @@ async def push_reminder(ctx: Ctx, push: PushDep, body: RoomReminder) -> Response
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"no room {unknown[0]!r}")
     now_ms = int(time.time() * 1000)
     if await push.db.count("mother", now_ms) >= MAX_REMINDERS:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                            "too many reminders waiting; try again later")
-    await push.db.save(body.subscription, "mother", rooms=body.rooms, lang=body.lang,
-                       expires_ms=now_ms + int(MOTHER_TTL_S * 1000))
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "too many reminders waiting; try again later"
+        )
+    await push.db.save(
+        body.subscription,
+        "mother",
+        rooms=body.rooms,
+        lang=body.lang,
+        expires_ms=now_ms + int(MOTHER_TTL_S * 1000),
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -160,9 +180,12 @@ async def push_staff(push: PushDep, body: StaffPush, user: StaffUser) -> Respons
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/push/unsubscribe", status_code=status.HTTP_204_NO_CONTENT,
-             dependencies=[AnonymousWrite],
-             responses={429: {"description": "Too many requests from this client or in all"}})
+@router.post(
+    "/push/unsubscribe",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[AnonymousWrite],
+    responses={429: {"description": "Too many requests from this client or in all"}},
+)
 async def push_unsubscribe(push: PushDep, body: Unsubscribe) -> Response:
     await push.db.delete(body.endpoint)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

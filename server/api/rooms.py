@@ -34,13 +34,18 @@ async def list_rooms(
 ) -> Response:
     # Encoded once per change of the rooms, not once per request. response_model
     # still gives the schema; these are the bytes FastAPI would send for it.
-    body = ctx.rooms.encoded(("rooms", building, floor, state), lambda: ROOM_LIST.dump_json(
-        ctx.rooms.query(building=building, floor=floor, state=state), by_alias=True))
+    body = ctx.rooms.encoded(
+        ("rooms", building, floor, state),
+        lambda: ROOM_LIST.dump_json(
+            ctx.rooms.query(building=building, floor=floor, state=state), by_alias=True
+        ),
+    )
     return Response(body, media_type="application/json")
 
 
-@router.get("/rooms/{room_id}", response_model=PublicRoom,
-            responses={404: {"description": "No such room"}})
+@router.get(
+    "/rooms/{room_id}", response_model=PublicRoom, responses={404: {"description": "No such room"}}
+)
 async def get_room(ctx: Ctx, room_id: str) -> PublicRoom:
     return ctx.rooms.get(room_id)
 
@@ -59,10 +64,12 @@ SSE_EVENT_SCHEMA = {
 }
 
 
-@router.get("/stream", response_class=Response,
-            responses={200: {"content": {"text/event-stream": {"itemSchema": SSE_EVENT_SCHEMA}}}})
-async def stream(ctx: Ctx, user: Annotated[User | None, Depends(optional_user)]
-                 ) -> Response:
+@router.get(
+    "/stream",
+    response_class=Response,
+    responses={200: {"content": {"text/event-stream": {"itemSchema": SSE_EVENT_SCHEMA}}}},
+)
+async def stream(ctx: Ctx, user: Annotated[User | None, Depends(optional_user)]) -> Response:
     """Server-Sent Events: first `snapshot` (every room), then `room` on every
     change. A staff connection (bearer token or session cookie) also gets
     `event: alert`, first
@@ -94,21 +101,31 @@ class RoomStream(EventSourceResponse):
         ctx = self._ctx
         with ctx.fanout.subscribe(staff=self._staff) as queue:
             # Taken at once after subscribing, so no change can fall in between.
-            snapshot = ctx.rooms.encoded("snapshot", lambda: frame(
-                "snapshot", ctx.rooms.query(), retry=RETRY_MS))
+            snapshot = ctx.rooms.encoded(
+                "snapshot", lambda: frame("snapshot", ctx.rooms.query(), retry=RETRY_MS)
+            )
             gone = asyncio.create_task(self._on_disconnect(receive, queue))
             try:
-                await send({"type": "http.response.start", "status": self.status_code,
-                            "headers": self.raw_headers})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": self.status_code,
+                        "headers": self.raw_headers,
+                    }
+                )
                 await send({"type": "http.response.body", "body": snapshot, "more_body": True})
                 if self._staff:
                     for alert in await ctx.alerts.query(status=None, kind=None, open_only=True):
-                        await send({"type": "http.response.body",
-                                    "body": frame("alert", present(alert)), "more_body": True})
+                        await send(
+                            {
+                                "type": "http.response.body",
+                                "body": frame("alert", present(alert)),
+                                "more_body": True,
+                            }
+                        )
                 item: Event
                 while (item := await queue.get()) is not None:
-                    await send({"type": "http.response.body", "body": item[2],
-                                "more_body": True})
+                    await send({"type": "http.response.body", "body": item[2], "more_body": True})
                 # None: too slow, or gone. End the stream; a browser reconnects and resyncs.
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             except OSError:

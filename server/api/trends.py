@@ -15,8 +15,9 @@ from server.context import Ctx
 from server.security import require
 from server.services.trends import CsvLang, Range, RangeError, TrendsService, csv_rows
 
-router = APIRouter(prefix="/api/trends", tags=["trends"],
-                   dependencies=[Depends(require("manager"))])
+router = APIRouter(
+    prefix="/api/trends", tags=["trends"], dependencies=[Depends(require("manager"))]
+)
 
 
 async def _service(ctx: Ctx) -> TrendsService:
@@ -27,8 +28,11 @@ Service = Annotated[TrendsService, Depends(_service)]
 Format = Literal["json", "csv"]
 
 
-def _range(service: Service, first: Annotated[date | None, Query(alias="from")] = None,
-           last: Annotated[date | None, Query(alias="to")] = None) -> Range:
+def _range(
+    service: Service,
+    first: Annotated[date | None, Query(alias="from")] = None,
+    last: Annotated[date | None, Query(alias="to")] = None,
+) -> Range:
     try:
         return service.range(first, last)
     except RangeError as exc:
@@ -45,18 +49,29 @@ def _csv(name: str, rng: Range, rows: list[list[Any]]) -> Response:
     writer.writerows([["" if v is None else v for v in row] for row in rows])
     # The BOM makes Excel read UTF-8 (Chinese names) instead of the locale's code page.
     return Response(
-        ("\ufeff" + out.getvalue()).encode("utf-8"), media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="trends-{name}-'
-                                        f'{rng.first.isoformat()}_{rng.last.isoformat()}.csv"'})
+        ("\ufeff" + out.getvalue()).encode("utf-8"),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="trends-{name}-'
+            f'{rng.first.isoformat()}_{rng.last.isoformat()}.csv"'
+        },
+    )
 
 
-Lang = Annotated[CsvLang, Query(description="the CSV's column names (and words such as "
-                                            "weekdays) in English or Chinese")]
+Lang = Annotated[
+    CsvLang,
+    Query(description="the CSV's column names (and words such as weekdays) in English or Chinese"),
+]
 
 
-async def _answer(name: str, rng: Range, fmt: Format,
-                  compute: Callable[[], Awaitable[dict[str, Any]]],
-                  table: str = "days", lang: CsvLang = "en") -> dict[str, Any] | Response:
+async def _answer(
+    name: str,
+    rng: Range,
+    fmt: Format,
+    compute: Callable[[], Awaitable[dict[str, Any]]],
+    table: str = "days",
+    lang: CsvLang = "en",
+) -> dict[str, Any] | Response:
     data = await compute()
     if fmt == "csv":
         suffix = f"{name}-{table}" if name == "sessions" and table != "days" else name
@@ -65,42 +80,68 @@ async def _answer(name: str, rng: Range, fmt: Format,
 
 
 @router.get("/heatmap", response_model=None)
-async def heatmap(service: Service, rng: DateRange, building: Building = None,
-                  days: Literal["all", "workdays", "offdays"] = "all",
-                  format: Format = "json", lang: Lang = "en") -> dict[str, Any] | Response:
+async def heatmap(
+    service: Service,
+    rng: DateRange,
+    building: Building = None,
+    days: Literal["all", "workdays", "offdays"] = "all",
+    format: Format = "json",
+    lang: Lang = "en",
+) -> dict[str, Any] | Response:
     """Utilisation by weekday × hour, with China's holidays and make-up workdays."""
-    return await _answer("heatmap", rng, format,
-                         lambda: service.heatmap(rng, building, days), lang=lang)
+    return await _answer(
+        "heatmap", rng, format, lambda: service.heatmap(rng, building, days), lang=lang
+    )
 
 
 @router.get("/rooms", response_model=None)
-async def rooms(service: Service, rng: DateRange, building: Building = None,
-                format: Format = "json", lang: Lang = "en") -> dict[str, Any] | Response:
+async def rooms(
+    service: Service,
+    rng: DateRange,
+    building: Building = None,
+    format: Format = "json",
+    lang: Lang = "en",
+) -> dict[str, Any] | Response:
     """Rooms ranked by utilisation, over- and under-used flagged."""
-    return await _answer("rooms", rng, format, lambda: service.rooms_ranked(rng, building),
-                         lang=lang)
+    return await _answer(
+        "rooms", rng, format, lambda: service.rooms_ranked(rng, building), lang=lang
+    )
 
 
 @router.get("/sessions", response_model=None)
-async def sessions(service: Service, rng: DateRange, building: Building = None,
-                   format: Format = "json", table: Literal["days", "lengths"] = "days",
-                   lang: Lang = "en") -> dict[str, Any] | Response:
+async def sessions(
+    service: Service,
+    rng: DateRange,
+    building: Building = None,
+    format: Format = "json",
+    table: Literal["days", "lengths"] = "days",
+    lang: Lang = "en",
+) -> dict[str, Any] | Response:
     """Sessions per day and the session-length distribution."""
-    return await _answer("sessions", rng, format, lambda: service.sessions(rng, building),
-                         table, lang)
+    return await _answer(
+        "sessions", rng, format, lambda: service.sessions(rng, building), table, lang
+    )
 
 
 @router.get("/calls", response_model=None)
-async def calls(service: Service, rng: DateRange, building: Building = None,
-                format: Format = "json", lang: Lang = "en") -> dict[str, Any] | Response:
+async def calls(
+    service: Service,
+    rng: DateRange,
+    building: Building = None,
+    format: Format = "json",
+    lang: Lang = "en",
+) -> dict[str, Any] | Response:
     """Call response times by month against the targets."""
-    return await _answer("calls", rng, format, lambda: service.calls(rng, building),
-                         lang=lang)
+    return await _answer("calls", rng, format, lambda: service.calls(rng, building), lang=lang)
 
 
 @router.get("/uptime", response_model=None)
-async def uptime(service: Service, rng: DateRange, building: Building = None,
-                 format: Format = "json", lang: Lang = "en") -> dict[str, Any] | Response:
+async def uptime(
+    service: Service,
+    rng: DateRange,
+    building: Building = None,
+    format: Format = "json",
+    lang: Lang = "en",
+) -> dict[str, Any] | Response:
     """Device uptime per node and room."""
-    return await _answer("uptime", rng, format, lambda: service.uptime(rng, building),
-                         lang=lang)
+    return await _answer("uptime", rng, format, lambda: service.uptime(rng, building), lang=lang)

@@ -71,11 +71,18 @@ def _unpack(value: str) -> tuple[str, str] | None:
     return (state, next_path) if state and is_local_path(next_path) else None
 
 
-@router.get("/wechat/oauth/start", response_class=RedirectResponse, status_code=302,
-            responses={302: {"description": "To WeChat's OAuth page (snsapi_base)"},
-                       404: {"description": "WeChat is not configured"}})
-async def oauth_start(wechat: WechatDep,
-                      next: Annotated[str, Query(max_length=1000)] = "/") -> RedirectResponse:
+@router.get(
+    "/wechat/oauth/start",
+    response_class=RedirectResponse,
+    status_code=302,
+    responses={
+        302: {"description": "To WeChat's OAuth page (snsapi_base)"},
+        404: {"description": "WeChat is not configured"},
+    },
+)
+async def oauth_start(
+    wechat: WechatDep, next: Annotated[str, Query(max_length=1000)] = "/"
+) -> RedirectResponse:
     """Send the mother through WeChat's silent OAuth (`snsapi_base`) and back
     to `next` (a path on this site), her openid then known to the server."""
     assert wechat.api is not None
@@ -83,19 +90,34 @@ async def oauth_start(wechat: WechatDep,
         next = "/"
     state = secrets.token_hex(16)  # a-zA-Z0-9, at most 128 bytes: WeChat's rule
     response = RedirectResponse(wechat.api.authorize_url(wechat.callback_url, state), 302)
-    response.set_cookie(STATE_COOKIE, _pack(state, next), max_age=STATE_TTL_S, httponly=True,
-                        samesite="lax", secure=_secure(wechat), path="/wechat/oauth")
+    response.set_cookie(
+        STATE_COOKIE,
+        _pack(state, next),
+        max_age=STATE_TTL_S,
+        httponly=True,
+        samesite="lax",
+        secure=_secure(wechat),
+        path="/wechat/oauth",
+    )
     return response
 
 
-@router.get("/wechat/oauth/callback", response_class=RedirectResponse, status_code=303,
-            responses={303: {"description": "Back to the page the mother came from"},
-                       400: {"description": "State missing or not this browser's (CSRF)"},
-                       404: {"description": "WeChat is not configured"}})
-async def oauth_callback(wechat: WechatDep, request: Request,
-                         state: Annotated[str, Query(max_length=128)] = "",
-                         code: Annotated[str | None, Query(max_length=512)] = None,
-                         ) -> RedirectResponse:
+@router.get(
+    "/wechat/oauth/callback",
+    response_class=RedirectResponse,
+    status_code=303,
+    responses={
+        303: {"description": "Back to the page the mother came from"},
+        400: {"description": "State missing or not this browser's (CSRF)"},
+        404: {"description": "WeChat is not configured"},
+    },
+)
+async def oauth_callback(
+    wechat: WechatDep,
+    request: Request,
+    state: Annotated[str, Query(max_length=128)] = "",
+    code: Annotated[str | None, Query(max_length=512)] = None,
+) -> RedirectResponse:
     """WeChat's redirect after OAuth: `state` must be the one this browser
     was sent with (its cookie), so no other site can start a round trip for
     her; `code` becomes her openid, kept on the server behind a cookie."""
@@ -103,8 +125,9 @@ async def oauth_callback(wechat: WechatDep, request: Request,
     packed = _unpack(request.cookies.get(STATE_COOKIE, ""))
     if packed is None or not state or not hmac.compare_digest(packed[0], state):
         log.warning("wechat OAuth callback with a state this browser was not given; refused")
-        raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                            "OAuth state missing or wrong: start again from the page")
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, "OAuth state missing or wrong: start again from the page"
+        )
     next_path = packed[1]
     if not code:  # she declined (snsapi_userinfo only; snsapi_base never asks)
         response = RedirectResponse(f"{next_path}#wx-denied", 303)
@@ -112,17 +135,31 @@ async def oauth_callback(wechat: WechatDep, request: Request,
         try:
             openid = await wechat.api.openid_for_code(code)
         except WechatError as exc:
-            log.warning("wechat OAuth code not exchanged", errcode=exc.errcode,
-                        error=exc.errmsg[:200])
+            log.warning(
+                "wechat OAuth code not exchanged", errcode=exc.errcode, error=exc.errmsg[:200]
+            )
             response = RedirectResponse(f"{next_path}#wx-failed", 303)
         else:
             sid = await wechat.db.new_session(openid)
             response = RedirectResponse(f"{next_path}#wx-ready", 303)
             secure = _secure(wechat)
-            response.set_cookie(SESSION_COOKIE, sid, max_age=SESSION_TTL_S, httponly=True,
-                                samesite="lax", secure=secure, path="/")
-            response.set_cookie(CSRF_COOKIE, csrf_for(sid), max_age=SESSION_TTL_S,
-                                samesite="lax", secure=secure, path="/")
+            response.set_cookie(
+                SESSION_COOKIE,
+                sid,
+                max_age=SESSION_TTL_S,
+                httponly=True,
+                samesite="lax",
+                secure=secure,
+                path="/",
+            )
+            response.set_cookie(
+                CSRF_COOKIE,
+                csrf_for(sid),
+                max_age=SESSION_TTL_S,
+                samesite="lax",
+                secure=secure,
+                path="/",
+            )
             log.info("wechat OAuth done: the mother's openid is known for this session")
     response.delete_cookie(STATE_COOKIE, path="/wechat/oauth")
     return response
@@ -152,9 +189,14 @@ async def wechat_config(ctx: Ctx, request: Request) -> WechatConfig:
         return WechatConfig(enabled=False)
     s = ctx.wechat.settings
     openid = await _openid(ctx, request)
-    return WechatConfig(enabled=True, ready=openid is not None,
-                        waiting=openid is not None and await ctx.wechat.db.has_reminder(openid),
-                        app_id=s.app_id, template_id=s.template_id, jssdk_url=s.jssdk_url)
+    return WechatConfig(
+        enabled=True,
+        ready=openid is not None,
+        waiting=openid is not None and await ctx.wechat.db.has_reminder(openid),
+        app_id=s.app_id,
+        template_id=s.template_id,
+        jssdk_url=s.jssdk_url,
+    )
 
 
 class JsConfig(BaseModel):
@@ -164,23 +206,30 @@ class JsConfig(BaseModel):
     signature: str
 
 
-@router.get("/api/wechat/jssdk", response_model=JsConfig,
-            responses={404: {"description": "WeChat is not configured"},
-                       422: {"description": "Not a page of this site"},
-                       503: {"description": "WeChat's API cannot be reached"}})
-async def jssdk(wechat: WechatDep,
-                url: Annotated[str, Query(max_length=2000)]) -> JsConfig:
+@router.get(
+    "/api/wechat/jssdk",
+    response_model=JsConfig,
+    responses={
+        404: {"description": "WeChat is not configured"},
+        422: {"description": "Not a page of this site"},
+        503: {"description": "WeChat's API cannot be reached"},
+    },
+)
+async def jssdk(wechat: WechatDep, url: Annotated[str, Query(max_length=2000)]) -> JsConfig:
     """wx.config's signature for the page at `url` (its address without #...)."""
     assert wechat.api is not None
     if not url.startswith(wechat.public_url + "/") or "#" in url:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            "url must be a page of this site (pages.public_url), without #")
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "url must be a page of this site (pages.public_url), without #",
+        )
     try:
         return JsConfig(**await wechat.api.js_config(url))
     except WechatError as exc:
         log.warning("wechat JS-SDK ticket not had", errcode=exc.errcode, error=exc.errmsg[:200])
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                            "WeChat cannot be reached; try again later") from None
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "WeChat cannot be reached; try again later"
+        ) from None
 
 
 class WechatReminder(BaseModel):
@@ -196,8 +245,9 @@ async def _session_openid(ctx: Ctx, request: Request) -> str:
     session's CSRF token in X-Wechat-CSRF (a forged form cannot)."""
     sid = request.cookies.get(SESSION_COOKIE)
     if not sid:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED,
-                            "no WeChat session: open the page from WeChat first")
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "no WeChat session: open the page from WeChat first"
+        )
     if not hmac.compare_digest(request.headers.get(CSRF_HEADER, ""), csrf_for(sid)):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "CSRF token missing or wrong")
     openid = await ctx.wechat.db.openid_for(sid)
@@ -206,15 +256,21 @@ async def _session_openid(ctx: Ctx, request: Request) -> str:
     return openid
 
 
-@router.post("/api/wechat/reminder", status_code=status.HTTP_204_NO_CONTENT,
-             dependencies=[AnonymousWrite],
-             responses={401: {"description": "No WeChat session"},
-                        403: {"description": "CSRF token missing or wrong"},
-                        404: {"description": "WeChat is not configured"},
-                        429: {"description": "Too many reminders from this client or in all"},
-                        503: {"description": "Too many reminders waiting"}})
-async def wechat_reminder(ctx: Ctx, wechat: WechatDep, request: Request,
-                          body: WechatReminder) -> Response:
+@router.post(
+    "/api/wechat/reminder",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[AnonymousWrite],
+    responses={
+        401: {"description": "No WeChat session"},
+        403: {"description": "CSRF token missing or wrong"},
+        404: {"description": "WeChat is not configured"},
+        429: {"description": "Too many reminders from this client or in all"},
+        503: {"description": "Too many reminders waiting"},
+    },
+)
+async def wechat_reminder(
+    ctx: Ctx, wechat: WechatDep, request: Request, body: WechatReminder
+) -> Response:
     """After she agreed in WeChat's subscribe button: one message through the
     service account when one of `rooms` is free. Lapses after 2 h."""
     openid = await _session_openid(ctx, request)
@@ -222,21 +278,30 @@ async def wechat_reminder(ctx: Ctx, wechat: WechatDep, request: Request,
     unknown = [r for r in body.rooms if r not in known]
     if unknown:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"no room {unknown[0]!r}")
-    if not await wechat.db.has_reminder(openid) \
-            and await wechat.db.count_reminders() >= MAX_REMINDERS:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                            "too many reminders waiting; try again later")
-    await wechat.db.save_reminder(openid, list(dict.fromkeys(body.rooms)), body.lang,
-                                  REMINDER_TTL_S)
+    if (
+        not await wechat.db.has_reminder(openid)
+        and await wechat.db.count_reminders() >= MAX_REMINDERS
+    ):
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "too many reminders waiting; try again later"
+        )
+    await wechat.db.save_reminder(
+        openid, list(dict.fromkeys(body.rooms)), body.lang, REMINDER_TTL_S
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.delete("/api/wechat/reminder", status_code=status.HTTP_204_NO_CONTENT,
-               dependencies=[AnonymousWrite],
-               responses={401: {"description": "No WeChat session"},
-                          403: {"description": "CSRF token missing or wrong"},
-                          404: {"description": "WeChat is not configured"},
-                          429: {"description": "Too many requests from this client or in all"}})
+@router.delete(
+    "/api/wechat/reminder",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[AnonymousWrite],
+    responses={
+        401: {"description": "No WeChat session"},
+        403: {"description": "CSRF token missing or wrong"},
+        404: {"description": "WeChat is not configured"},
+        429: {"description": "Too many requests from this client or in all"},
+    },
+)
 async def cancel_wechat_reminder(ctx: Ctx, wechat: WechatDep, request: Request) -> Response:
     """Forget her reminder (and with it her openid's rooms)."""
     await wechat.db.delete_reminder(await _session_openid(ctx, request))

@@ -47,6 +47,7 @@ def page_recorder(alerts: AlertService) -> Callable[[int, str, str, bool, str], 
 
     def record(alert_id: int, channel: str, target: str, ok: bool, detail: str) -> None:
         asyncio.run_coroutine_threadsafe(
-            alerts.note_paged(alert_id, channel, target, ok, detail), loop)
+            alerts.note_paged(alert_id, channel, target, ok, detail), loop
+        )
 
     return record

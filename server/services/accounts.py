@@ -85,8 +85,7 @@ def _common_passwords() -> frozenset[str]:
     sets), those long enough to matter. Loaded once, on first use."""
     from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
-    return frozenset(p.casefold() for p in FREQUENCY_LISTS["passwords"]
-                     if len(p) >= _DENYLIST_FROM)
+    return frozenset(p.casefold() for p in FREQUENCY_LISTS["passwords"] if len(p) >= _DENYLIST_FROM)
 
 
 def password_problem(name: str, password: str, min_length: int = 10) -> str | None:
@@ -100,8 +99,10 @@ def password_problem(name: str, password: str, min_length: int = 10) -> str | No
     if len(password.strip()) < min_length:
         return f"passwords need at least {min_length} characters"
     if len(without_name.strip()) < min_length:
-        return (f"the password must not be the user's name: it needs {min_length} "
-                "characters besides the name")
+        return (
+            f"the password must not be the user's name: it needs {min_length} "
+            "characters besides the name"
+        )
     if len(set(folded)) < MIN_DISTINCT:
         return f"the password needs at least {MIN_DISTINCT} different characters"
     if folded in _common_passwords() or folded.strip() in _common_passwords():
@@ -128,9 +129,11 @@ class AccountsDb(SqliteDatabase):
         self.auth = auth or AuthSettings()
         # argon2-cffi releases the GIL while it hashes, so threads run beside
         # the event loop; each hash takes 0.1-0.2 s of CPU and 64 MiB, so few.
-        self._hashing = ThreadPoolExecutor(max_workers=self.auth.hash_workers,
-                                           thread_name_prefix="argon2",
-                                           initializer=_lower_priority)
+        self._hashing = ThreadPoolExecutor(
+            max_workers=self.auth.hash_workers,
+            thread_name_prefix="argon2",
+            initializer=_lower_priority,
+        )
 
     async def _hash(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._hashing, fn)
@@ -147,10 +150,13 @@ class AccountsDb(SqliteDatabase):
 
         def run(db: sqlite3.Connection) -> None:
             with db:
-                db.execute("INSERT INTO users (name, role, password_hash, created_ms)"
-                           " VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
-                           " role=excluded.role, password_hash=excluded.password_hash,"
-                           " disabled=0", (name, role, hashed, int(time.time() * 1000)))
+                db.execute(
+                    "INSERT INTO users (name, role, password_hash, created_ms)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
+                    " role=excluded.role, password_hash=excluded.password_hash,"
+                    " disabled=0",
+                    (name, role, hashed, int(time.time() * 1000)),
+                )
                 db.execute("DELETE FROM tokens WHERE user=?", (name,))  # new password: log out
 
         await self._run(run)
@@ -167,14 +173,19 @@ class AccountsDb(SqliteDatabase):
         return await self._run(run)
 
     async def users(self) -> list[tuple[str, str, bool]]:
-        return await self._run(lambda db: [
-            (n, r, bool(d)) for n, r, d in db.execute(
-                "SELECT name, role, disabled FROM users ORDER BY name")])
+        return await self._run(
+            lambda db: [
+                (n, r, bool(d))
+                for n, r, d in db.execute("SELECT name, role, disabled FROM users ORDER BY name")
+            ]
+        )
 
     async def check_password(self, name: str, password: str) -> User | None:
-        row = await self._run(lambda db: db.execute(
-            "SELECT role, password_hash FROM users WHERE name=? AND disabled=0",
-            (name,)).fetchone())
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT role, password_hash FROM users WHERE name=? AND disabled=0", (name,)
+            ).fetchone()
+        )
         if row is None:
             await self._hash(lambda: _hasher.hash(password))  # same cost: no name oracle
             return None
@@ -194,8 +205,9 @@ class AccountsDb(SqliteDatabase):
         def run(db: sqlite3.Connection) -> None:
             with db:
                 db.execute("DELETE FROM tokens WHERE expires_ms < ?", (int(time.time() * 1000),))
-                db.execute("INSERT INTO tokens VALUES (?, ?, ?)",
-                           (_digest(token), user.name, expires))
+                db.execute(
+                    "INSERT INTO tokens VALUES (?, ?, ?)", (_digest(token), user.name, expires)
+                )
 
         await self._run(run)
         return token
@@ -208,10 +220,13 @@ class AccountsDb(SqliteDatabase):
         await self._run(run)
 
     async def user_for_token(self, token: str) -> User | None:
-        row = await self._run(lambda db: db.execute(
-            "SELECT u.name, u.role FROM tokens t JOIN users u ON u.name = t.user"
-            " WHERE t.token_sha256=? AND t.expires_ms > ? AND u.disabled=0",
-            (_digest(token), int(time.time() * 1000))).fetchone())
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT u.name, u.role FROM tokens t JOIN users u ON u.name = t.user"
+                " WHERE t.token_sha256=? AND t.expires_ms > ? AND u.disabled=0",
+                (_digest(token), int(time.time() * 1000)),
+            ).fetchone()
+        )
         return User(row[0], row[1]) if row else None
 
 
@@ -272,8 +287,9 @@ class LoginLimiter:
     `admit` is synchronous: the slot is taken before the caller's first await,
     so 200 concurrent tries see the same count as 200 sequential ones."""
 
-    def __init__(self, auth: AuthSettings | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, auth: AuthSettings | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.auth = auth or AuthSettings()
         self.clock = clock
         self.in_flight = 0
@@ -282,8 +298,11 @@ class LoginLimiter:
 
     def _entry(self, key: str, now: float) -> _Failures | None:
         entry = self._failures.get(key)
-        if entry is not None and entry.pending == 0 and (
-                now - entry.last > self.auth.failure_window_s):
+        if (
+            entry is not None
+            and entry.pending == 0
+            and (now - entry.last > self.auth.failure_window_s)
+        ):
             del self._failures[key]
             return None
         return entry

@@ -27,8 +27,13 @@ class AlertStatus(StrEnum):
 
 
 #: How far along an alert is; a step is only ever taken forwards.
-ORDER: dict[str, int] = {AlertStatus.OPEN: 0, AlertStatus.ACKNOWLEDGED: 1, AlertStatus.ARRIVED: 2,
-         AlertStatus.RESOLVED: 3, AlertStatus.CANCELLED: 3}
+ORDER: dict[str, int] = {
+    AlertStatus.OPEN: 0,
+    AlertStatus.ACKNOWLEDGED: 1,
+    AlertStatus.ARRIVED: 2,
+    AlertStatus.RESOLVED: 3,
+    AlertStatus.CANCELLED: 3,
+}
 #: Not open any more: nothing to page, nothing to show as pending.
 CLOSED = frozenset({AlertStatus.RESOLVED, AlertStatus.CANCELLED})
 

@@ -33,9 +33,14 @@ from server.services.call_journal import CallJournal, JournalFull
 log = get_logger(__name__)
 
 #: What the node's lamp shows for each alert status.
-NODE_STATUS = {"open": CallStatus.RECEIVED, "acknowledged": CallStatus.ACKNOWLEDGED,
-               "arrived": CallStatus.ARRIVED, "resolved": CallStatus.RESOLVED,
-               "cancelled": CallStatus.RESOLVED}
+NODE_STATUS = {
+    "open": CallStatus.RECEIVED,
+    "acknowledged": CallStatus.ACKNOWLEDGED,
+    "arrived": CallStatus.ARRIVED,
+    "resolved": CallStatus.RESOLVED,
+    "cancelled": CallStatus.RESOLVED,
+}
+
 
 def present(alert: Alert) -> dict[str, Any]:
     """An alert as the API and the staff stream show it (AlertOut): the
@@ -44,21 +49,30 @@ def present(alert: Alert) -> dict[str, Any]:
     arrived, resolved)."""
     out: dict[str, Any] = dict(alert)
     raised = alert["raised_at_ms"]
-    steps = {"acknowledged": alert["acknowledged_at_ms"], "arrived": alert["arrived_at_ms"],
-             "resolved": alert["resolved_at_ms"]}
+    steps = {
+        "acknowledged": alert["acknowledged_at_ms"],
+        "arrived": alert["arrived_at_ms"],
+        "resolved": alert["resolved_at_ms"],
+    }
     out["raised_at"] = _iso(raised)
     for step, at_ms in steps.items():
         out[f"{step}_at"] = _iso(at_ms)
-    out["response_s"] = {step: (at_ms - raised) / 1000 if at_ms else None
-                         for step, at_ms in steps.items()}
+    out["response_s"] = {
+        step: (at_ms - raised) / 1000 if at_ms else None for step, at_ms in steps.items()
+    }
     if "timeline" in alert:
         out["timeline"] = [{**e, "at": _iso(e["at_ms"])} for e in alert["timeline"]]
     return out
 
 
 def _iso(ms: int | None) -> str | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(
-        timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        None
+        if ms is None
+        else datetime.fromtimestamp(ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 SendAck = Callable[[str, CallAck], Awaitable[None]]
@@ -72,8 +86,13 @@ COMMIT_DEADLINE_S = 2.0
 
 
 class AlertService:
-    def __init__(self, db: AlertsDb, *, clock: Callable[[], int] = wall_ms,
-                 journal: CallJournal | None = None) -> None:
+    def __init__(
+        self,
+        db: AlertsDb,
+        *,
+        clock: Callable[[], int] = wall_ms,
+        journal: CallJournal | None = None,
+    ) -> None:
         self._db = db
         self._clock = clock
         self._journal = journal
@@ -110,11 +129,20 @@ class AlertService:
         channel = subject.split(":", 1)[0]
         try:
             alert, created = await self._db.raise_once(
-                "paging_link", subject, priority="high", at_ms=self._clock(),
-                detail=f"{subject}: {detail}", channel=channel)
+                "paging_link",
+                subject,
+                priority="high",
+                at_ms=self._clock(),
+                detail=f"{subject}: {detail}",
+                channel=channel,
+            )
         except StorageError as exc:
-            log.error("paging link down, and its alert could not be stored", subject=subject,
-                      detail=detail, error=str(exc))
+            log.error(
+                "paging link down, and its alert could not be stored",
+                subject=subject,
+                detail=detail,
+                error=str(exc),
+            )
             return
         if created:
             log.error("paging link down", subject=subject, detail=detail, alert=alert["id"])
@@ -124,15 +152,29 @@ class AlertService:
         log.info("paging link up", subject=subject)
         await self.clear("paging_link", {subject}, who=subject.split(":", 1)[0])
 
-    async def raise_once(self, kind: str, subject: str, *, priority: str, detail: str,
-                         room: str | None = None, device: str | None = None) -> None:
+    async def raise_once(
+        self,
+        kind: str,
+        subject: str,
+        *,
+        priority: str,
+        detail: str,
+        room: str | None = None,
+        device: str | None = None,
+    ) -> None:
         """A system alert (device_offline, paging_link...) unless one is open for `subject`."""
         alert, created = await self._db.raise_once(
-            kind, subject, priority=priority, at_ms=self._clock(), detail=detail,
-            channel="mamaroom", room=room, device=device)
+            kind,
+            subject,
+            priority=priority,
+            at_ms=self._clock(),
+            detail=detail,
+            channel="mamaroom",
+            room=room,
+            device=device,
+        )
         if created:
-            log.warning(kind.replace("_", " "), subject=subject, detail=detail,
-                        alert=alert["id"])
+            log.warning(kind.replace("_", " "), subject=subject, detail=detail, alert=alert["id"])
             self._changed(alert)
 
     async def clear(self, kind: str, subjects: set[str], *, who: str = "mamaroom") -> None:
@@ -142,32 +184,49 @@ class AlertService:
                 await self._advance(alert["id"], "resolved", who=who, channel="mamaroom")
 
     async def open_subjects(self, kind: str) -> set[str]:
-        return {a["subject"] for a in await self._db.query(kind=kind, open_only=True)
-                if a["subject"] is not None}
+        return {
+            a["subject"]
+            for a in await self._db.query(kind=kind, open_only=True)
+            if a["subject"] is not None
+        }
 
-    async def note_paged(self, alert_id: int, channel: str, target: str, ok: bool,
-                         detail: str) -> None:
+    async def note_paged(
+        self, alert_id: int, channel: str, target: str, ok: bool, detail: str
+    ) -> None:
         """A page's outcome on the alert: the console says what really happened."""
         now = self._clock()
         if alert_id < 0 and alert_id not in self._provisional:
             # A journalled call committed meanwhile: its outcome came too late
             # for the journal; the committed alert is paged on from here.
-            log.info("page outcome of a call committed meanwhile", provisional=alert_id,
-                     target=target, ok=ok)
+            log.info(
+                "page outcome of a call committed meanwhile",
+                provisional=alert_id,
+                target=target,
+                ok=ok,
+            )
             return
         if (p := self._provisional.get(alert_id)) is not None:
-            p["timeline"].append({"at_ms": now, "what": "paged" if ok else "page failed",
-                                  "who": target, "channel": channel, "detail": detail})
+            p["timeline"].append(
+                {
+                    "at_ms": now,
+                    "what": "paged" if ok else "page failed",
+                    "who": target,
+                    "channel": channel,
+                    "detail": detail,
+                }
+            )
             p["paging"][target] = {"channel": channel, "ok": ok, "at_ms": now}
             self._changed(p)
             return
         try:
-            await self._db.note_paged(alert_id, channel=channel, target=target, ok=ok,
-                                      at_ms=now, detail=detail)
+            await self._db.note_paged(
+                alert_id, channel=channel, target=target, ok=ok, at_ms=now, detail=detail
+            )
             alert = await self._db.get(alert_id)
         except StorageError as exc:
-            log.error("page outcome not stored", alert=alert_id, target=target, ok=ok,
-                      error=str(exc))
+            log.error(
+                "page outcome not stored", alert=alert_id, target=target, ok=ok, error=str(exc)
+            )
             return
         if alert is not None:
             alert.pop("timeline", None)
@@ -178,8 +237,15 @@ class AlertService:
         now = self._clock()
         log.error("NOBODY PAGED for an alert", alert=alert_id, detail=detail)
         if (p := self._provisional.get(alert_id)) is not None:
-            p["timeline"].append({"at_ms": now, "what": "nobody to page", "who": None,
-                                  "channel": "escalation", "detail": detail})
+            p["timeline"].append(
+                {
+                    "at_ms": now,
+                    "what": "nobody to page",
+                    "who": None,
+                    "channel": "escalation",
+                    "detail": detail,
+                }
+            )
             p["nobody"] = True
             self._changed(p)
             return
@@ -193,15 +259,23 @@ class AlertService:
             alert.pop("timeline", None)
             self._changed(alert)
 
-    async def set_escalation(self, alert_id: int, level: int, next_page_ms: int | None,
-                             detail: str) -> None:
+    async def set_escalation(
+        self, alert_id: int, level: int, next_page_ms: int | None, detail: str
+    ) -> None:
         """Escalation's progress, persisted so a restart carries on; best effort."""
         if (p := self._provisional.get(alert_id)) is not None:
             changed = p["escalation_level"] != level
             p["escalation_level"], p["next_page_ms"] = level, next_page_ms
             if changed:
-                p["timeline"].append({"at_ms": self._clock(), "what": "escalated",
-                                      "who": None, "channel": "escalation", "detail": detail})
+                p["timeline"].append(
+                    {
+                        "at_ms": self._clock(),
+                        "what": "escalated",
+                        "who": None,
+                        "channel": "escalation",
+                        "detail": detail,
+                    }
+                )
                 self._changed(p)
             return
         await self._db.set_escalation(alert_id, level, next_page_ms, self._clock(), detail)
@@ -213,10 +287,12 @@ class AlertService:
         provisional = [p.copy() for p in self._provisional.values() if p["status"] == "open"]
         try:
             self._stored_calls = await asyncio.wait_for(
-                self._db.query(kind="call", status="open"), COMMIT_DEADLINE_S)
+                self._db.query(kind="call", status="open"), COMMIT_DEADLINE_S
+            )
         except (StorageError, TimeoutError) as exc:
-            log.error("open calls unreadable; paging the last known ones",
-                      error=str(exc) or "timed out")
+            log.error(
+                "open calls unreadable; paging the last known ones", error=str(exc) or "timed out"
+            )
         return [*self._stored_calls, *provisional]
 
     def provisional_count(self) -> int:
@@ -242,9 +318,12 @@ class AlertService:
             try:
                 entries = await asyncio.to_thread(self._journal.open)
             except OSError as exc:  # calls still work; only the full-disk fallback is off
-                log.error("call journal unavailable: a call the database refuses will wait "
-                          "for the node's re-send", path=str(self._journal.path),
-                          error=str(exc))
+                log.error(
+                    "call journal unavailable: a call the database refuses will wait "
+                    "for the node's re-send",
+                    path=str(self._journal.path),
+                    error=str(exc),
+                )
                 self._journal = None
         if entries:
             for entry in entries:
@@ -253,12 +332,19 @@ class AlertService:
                 alert["journal_slot"] = entry.slot
                 self._provisional[alert["id"]] = alert
             if self._provisional:
-                log.warning("calls in the journal from before the restart",
-                            count=len(self._provisional))
-        self._open = {a["id"]: a["room"]
-                      for a in await self._db.query(open_only=True, kind="call") if a["room"]}
-        self._open |= {a["id"]: a["room"] for a in self._provisional.values()
-                       if a["room"] and a["status"] not in CLOSED}
+                log.warning(
+                    "calls in the journal from before the restart", count=len(self._provisional)
+                )
+        self._open = {
+            a["id"]: a["room"]
+            for a in await self._db.query(open_only=True, kind="call")
+            if a["room"]
+        }
+        self._open |= {
+            a["id"]: a["room"]
+            for a in self._provisional.values()
+            if a["room"] and a["status"] not in CLOSED
+        }
         await self.commit_provisional()
 
     async def run(self) -> None:
@@ -274,8 +360,11 @@ class AlertService:
                 try:
                     committed, created = await self._db.commit_journaled(alert)
                 except StorageError as exc:
-                    log.warning("journalled calls still wait for the database",
-                                count=len(self._provisional), error=str(exc))
+                    log.warning(
+                        "journalled calls still wait for the database",
+                        count=len(self._provisional),
+                        error=str(exc),
+                    )
                     return
                 slot = alert.get("journal_slot")
                 if self._journal is not None and slot is not None:
@@ -284,10 +373,14 @@ class AlertService:
                     except OSError as exc:  # committed is what counts; the slot is retried
                         log.error("journal slot not cleared", slot=slot, error=str(exc))
                 del self._provisional[pid]
-                log.warning("journalled call committed", provisional=pid,
-                            alert=committed["id"], created=created, room=committed["room"])
-                self._changed({**alert, "superseded_by": committed["id"],
-                               "status": "cancelled"})
+                log.warning(
+                    "journalled call committed",
+                    provisional=pid,
+                    alert=committed["id"],
+                    created=created,
+                    room=committed["room"],
+                )
+                self._changed({**alert, "superseded_by": committed["id"], "status": "cancelled"})
                 self._changed(committed)
 
     # --- from the node ----------------------------------------------------------
@@ -303,75 +396,131 @@ class AlertService:
                 return
             try:
                 alert, created = await asyncio.wait_for(
-                    self._raise(device, room, call.call_id, now), COMMIT_DEADLINE_S)
+                    self._raise(device, room, call.call_id, now), COMMIT_DEADLINE_S
+                )
             except (StorageError, TimeoutError) as exc:
                 # A late commit of this same attempt is found again by
                 # commit_provisional (same device, call_id and raise time).
-                await self._journal_call(device, room, call, now,
-                                         str(exc) or f"no commit in {COMMIT_DEADLINE_S:g} s")
+                await self._journal_call(
+                    device, room, call, now, str(exc) or f"no commit in {COMMIT_DEADLINE_S:g} s"
+                )
                 return
             if created:
-                log.warning("EMERGENCY CALL", room=room, device=device, call_id=call.call_id,
-                            alert=alert["id"])
+                log.warning(
+                    "EMERGENCY CALL",
+                    room=room,
+                    device=device,
+                    call_id=call.call_id,
+                    alert=alert["id"],
+                )
                 self._changed(alert)
             elif (alert["device"], alert["call_id"]) != (device, call.call_id):
-                log.info("press joined the room's open call", room=room, device=device,
-                         call_id=call.call_id, alert=alert["id"])
+                log.info(
+                    "press joined the room's open call",
+                    room=room,
+                    device=device,
+                    call_id=call.call_id,
+                    alert=alert["id"],
+                )
             # The node hears the status under its own call_id; escalation
             # pages staff on its next tick (once per room).
             await self._tell(alert, to=(device, call.call_id))
             return
-        known = provisional if provisional is not None else await self._db.by_call(
-            device, call.call_id)
+        known = (
+            provisional if provisional is not None else await self._db.by_call(device, call.call_id)
+        )
         if known is None:
-            log.warning("call event for an unknown call", device=device, call_id=call.call_id,
-                        action=call.action)
+            log.warning(
+                "call event for an unknown call",
+                device=device,
+                call_id=call.call_id,
+                action=call.action,
+            )
             return
         if call.action == "shown":
             if provisional is not None:
-                provisional["timeline"].append({"at_ms": now, "what": "shown", "who": device,
-                                                "channel": "lamp", "detail": call.status})
+                provisional["timeline"].append(
+                    {
+                        "at_ms": now,
+                        "what": "shown",
+                        "who": device,
+                        "channel": "lamp",
+                        "detail": call.status,
+                    }
+                )
                 return
-            await self._db.note(known["id"], "shown", at_ms=now, who=device, channel="lamp",
-                                detail=call.status)
+            await self._db.note(
+                known["id"], "shown", at_ms=now, who=device, channel="lamp", detail=call.status
+            )
             return
         status = "arrived" if call.action == "presence" else "resolved"
         await self._advance(known["id"], status, who="staff key", channel="staff key")
 
-    async def _raise(self, device: str, room: str, call_id: str,
-                     now: int) -> tuple[Alert, bool]:
+    async def _raise(self, device: str, room: str, call_id: str, now: int) -> tuple[Alert, bool]:
         test = await self._db.test_mode(room, now) is not None
-        return await self._db.raise_call(room=room, device=device, call_id=call_id, at_ms=now,
-                                         channel="button", test=test)
+        return await self._db.raise_call(
+            room=room, device=device, call_id=call_id, at_ms=now, channel="button", test=test
+        )
 
     def _provisional_in(self, room: str) -> Alert | None:
-        return next((p for p in self._provisional.values() if p["room"] == room
-                     and p["status"] not in ("resolved", "cancelled")), None)
+        return next(
+            (
+                p
+                for p in self._provisional.values()
+                if p["room"] == room and p["status"] not in ("resolved", "cancelled")
+            ),
+            None,
+        )
 
     def _provisional_of(self, device: str, call_id: str) -> Alert | None:
-        return next((p for p in self._provisional.values()
-                     if p["device"] == device and p["call_id"] == call_id), None)
+        return next(
+            (
+                p
+                for p in self._provisional.values()
+                if p["device"] == device and p["call_id"] == call_id
+            ),
+            None,
+        )
 
-    async def _journal_call(self, device: str, room: str, call: Call, now: int,
-                            error: str) -> None:
+    async def _journal_call(self, device: str, room: str, call: Call, now: int, error: str) -> None:
         """The database refused the call: journal it, tell the node, show and page it."""
         alert: Alert = {
             "id": 0,  # set below, from the journal slot
-            "kind": "call", "priority": "high", "room": room, "device": device,
-            "call_id": call.call_id, "status": "open", "raised_at_ms": now,
-            "acknowledged_at_ms": None, "acknowledged_by": None, "arrived_at_ms": None,
-            "resolved_at_ms": None, "resolved_by": None, "escalation_level": 0,
-            "next_page_ms": None, "test": False, "subject": None, "paging": {},
-            "nobody": False, "provisional": True,
-            "timeline": [{"at_ms": now, "what": "raised", "who": device, "channel": "button",
-                          "detail": "database refused the call; kept in the call journal"}]}
+            "kind": "call",
+            "priority": "high",
+            "room": room,
+            "device": device,
+            "call_id": call.call_id,
+            "status": "open",
+            "raised_at_ms": now,
+            "acknowledged_at_ms": None,
+            "acknowledged_by": None,
+            "arrived_at_ms": None,
+            "resolved_at_ms": None,
+            "resolved_by": None,
+            "escalation_level": 0,
+            "next_page_ms": None,
+            "test": False,
+            "subject": None,
+            "paging": {},
+            "nobody": False,
+            "provisional": True,
+            "timeline": [
+                {
+                    "at_ms": now,
+                    "what": "raised",
+                    "who": device,
+                    "channel": "button",
+                    "detail": "database refused the call; kept in the call journal",
+                }
+            ],
+        }
         durable = False
         if self._journal is not None:
             try:
                 slot = await asyncio.to_thread(self._journal.write, _journal_body(alert))
             except (OSError, ValueError, JournalFull) as exc:
-                log.error("call journal refused the call too", call_id=call.call_id,
-                          error=str(exc))
+                log.error("call journal refused the call too", call_id=call.call_id, error=str(exc))
                 slot = -1 - len(self._provisional) - 10_000  # in memory only
             else:
                 durable = True
@@ -380,9 +529,15 @@ class AlertService:
         alert["journal_slot"] = slot if durable else None
         alert["id"] = -(slot + 1) if durable else slot
         self._provisional[alert["id"]] = alert
-        log.error("EMERGENCY CALL kept in the call journal: the database refused it",
-                  room=room, device=device, call_id=call.call_id, alert=alert["id"],
-                  journalled=durable, error=error)
+        log.error(
+            "EMERGENCY CALL kept in the call journal: the database refused it",
+            room=room,
+            device=device,
+            call_id=call.call_id,
+            alert=alert["id"],
+            journalled=durable,
+            error=error,
+        )
         self._changed(alert)
         if durable:  # `received` promises a durable record; without one the node re-sends
             await self._tell(alert)
@@ -400,13 +555,14 @@ class AlertService:
     async def resolve(self, alert_id: int, who: str) -> Alert:
         return await self._advance(alert_id, "resolved", who=who, channel="console")
 
-    async def set_test_mode(self, room: str, tester_pager: str | None, minutes: float,
-                            who: str) -> None:
+    async def set_test_mode(
+        self, room: str, tester_pager: str | None, minutes: float, who: str
+    ) -> None:
         """Commissioning: the room's calls page only `tester_pager`, marked TEST."""
-        await self._db.set_test_mode(room, tester_pager, self._clock() + int(minutes * 60_000),
-                                     who)
-        log.info("test mode " + ("on" if tester_pager else "off"), room=room, by=who,
-                 tester=tester_pager)
+        await self._db.set_test_mode(room, tester_pager, self._clock() + int(minutes * 60_000), who)
+        log.info(
+            "test mode " + ("on" if tester_pager else "off"), room=room, by=who, tester=tester_pager
+        )
 
     async def tester_of(self, room: str) -> str | None:
         return await self._db.test_mode(room, self._clock())
@@ -419,15 +575,20 @@ class AlertService:
             raise NotFound(f"no alert {alert_id}")
         return alert
 
-    async def query(self, *, status: str | None, kind: str | None,
-                    open_only: bool = False, limit: int = 500) -> list[Alert]:
-        provisional = [_public(p, timeline=False) for p in self._provisional.values()
-                       if (status is None or p["status"] == status)
-                       and (kind is None or kind == "call")
-                       and (not open_only or p["status"] not in ("resolved", "cancelled"))]
+    async def query(
+        self, *, status: str | None, kind: str | None, open_only: bool = False, limit: int = 500
+    ) -> list[Alert]:
+        provisional = [
+            _public(p, timeline=False)
+            for p in self._provisional.values()
+            if (status is None or p["status"] == status)
+            and (kind is None or kind == "call")
+            and (not open_only or p["status"] not in ("resolved", "cancelled"))
+        ]
         try:
-            stored = await self._db.query(status=status, kind=kind, open_only=open_only,
-                                          limit=limit)
+            stored = await self._db.query(
+                status=status, kind=kind, open_only=open_only, limit=limit
+            )
         except StorageError:
             if not provisional:
                 raise
@@ -436,13 +597,13 @@ class AlertService:
 
     # --- internals ---------------------------------------------------------------
 
-    async def _advance(self, alert_id: int, status: str, *, who: str,
-                       channel: str) -> Alert:
+    async def _advance(self, alert_id: int, status: str, *, who: str, channel: str) -> Alert:
         if (p := self._provisional.get(alert_id)) is not None:
             return await self._advance_provisional(p, status, who=who, channel=channel)
         try:
-            alert, changed = await self._db.advance(alert_id, status, at_ms=self._clock(),
-                                                    who=who, channel=channel)
+            alert, changed = await self._db.advance(
+                alert_id, status, at_ms=self._clock(), who=who, channel=channel
+            )
         except KeyError:
             raise NotFound(f"no alert {alert_id}") from None
         if changed:
@@ -451,29 +612,33 @@ class AlertService:
         await self._tell(alert)
         return alert
 
-    async def _advance_provisional(self, alert: Alert, status: str, *, who: str,
-                                   channel: str) -> Alert:
+    async def _advance_provisional(
+        self, alert: Alert, status: str, *, who: str, channel: str
+    ) -> Alert:
         """As AlertsDb.advance, in memory and in the journal."""
         if ORDER[status] > ORDER[alert["status"]]:
             now = self._clock()
             alert["status"] = status
-            if status == "acknowledged" or (status == "arrived"
-                                            and alert["acknowledged_at_ms"] is None):
+            if status == "acknowledged" or (
+                status == "arrived" and alert["acknowledged_at_ms"] is None
+            ):
                 alert["acknowledged_at_ms"], alert["acknowledged_by"] = now, who
             if status == "arrived":
                 alert["arrived_at_ms"] = now
             if status in ("resolved", "cancelled"):
                 alert["resolved_at_ms"], alert["resolved_by"] = now, who
             alert.setdefault("timeline", []).append(
-                {"at_ms": now, "what": status, "who": who, "channel": channel, "detail": None})
+                {"at_ms": now, "what": status, "who": who, "channel": channel, "detail": None}
+            )
             slot = alert.get("journal_slot")
             if self._journal is not None and slot is not None:
                 try:
                     await asyncio.to_thread(self._journal.write, _journal_body(alert), slot)
                 except (OSError, ValueError) as exc:
                     log.error("journal not updated", alert=alert["id"], error=str(exc))
-            log.info("alert " + status, alert=alert["id"], room=alert["room"], by=who,
-                     provisional=True)
+            log.info(
+                "alert " + status, alert=alert["id"], room=alert["room"], by=who, provisional=True
+            )
             self._changed(alert)
         await self._tell(alert)
         return _public(alert)
@@ -526,6 +691,9 @@ def _journal_body(alert: Alert) -> dict[str, Any]:
     """What the journal keeps of a provisional alert: everything but its slot
     and id (the slot gives the id back on load); the timeline's last entries."""
     body = {k: v for k, v in alert.items() if k not in ("journal_slot", "id")}
-    body["timeline"] = alert["timeline"][:2] + alert["timeline"][-4:] \
-        if len(alert["timeline"]) > 6 else alert["timeline"]
+    body["timeline"] = (
+        alert["timeline"][:2] + alert["timeline"][-4:]
+        if len(alert["timeline"]) > 6
+        else alert["timeline"]
+    )
     return body

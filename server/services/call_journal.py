@@ -74,7 +74,7 @@ class CallJournal:
                 continue
             length = int.from_bytes(raw[1:3], "big")
             try:
-                body = json.loads(raw[_HEADER:_HEADER + length])
+                body = json.loads(raw[_HEADER : _HEADER + length])
             except ValueError:
                 log.error("call journal: unreadable slot skipped", slot=slot)
                 continue

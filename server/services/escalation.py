@@ -44,8 +44,7 @@ log = get_logger(__name__)
 
 
 #: What to set when a channel kind a tier names is not configured.
-HOW_TO_CONFIGURE = {"espa": "paging.espa.port is empty",
-                    "im": "paging.im.destinations is empty"}
+HOW_TO_CONFIGURE = {"espa": "paging.espa.port is empty", "im": "paging.im.destinations is empty"}
 
 
 def paging_gaps(escalation: EscalationSettings, channels: Mapping[str, Channel]) -> list[str]:
@@ -63,13 +62,14 @@ def paging_gaps(escalation: EscalationSettings, channels: Mapping[str, Channel])
             channel = channels.get(name)
             if channel is None:
                 how = HOW_TO_CONFIGURE.get(name, f"no channel named {name!r} is configured")
-                gaps.append(f"escalation tier {i} pages {name} {', '.join(targets)}, "
-                            f"but {how}")
+                gaps.append(f"escalation tier {i} pages {name} {', '.join(targets)}, but {how}")
                 continue
             unknown = [t for t in targets if not channel.reaches(t)]
             if unknown:
-                gaps.append(f"escalation tier {i}: {name} cannot reach {', '.join(unknown)}"
-                            + (" (not in paging.im.destinations)" if name == "im" else ""))
+                gaps.append(
+                    f"escalation tier {i}: {name} cannot reach {', '.join(unknown)}"
+                    + (" (not in paging.im.destinations)" if name == "im" else "")
+                )
             reachable |= len(unknown) < len(targets)
         if tier.on_duty and not escalation.roster:
             gaps.append(f"escalation tier {i} pages the duty roster, which is empty")
@@ -77,16 +77,20 @@ def paging_gaps(escalation: EscalationSettings, channels: Mapping[str, Channel])
             if "espa" in channels:
                 reachable = True
             else:
-                gaps.append(f"escalation tier {i} pages the duty roster over ESPA, "
-                            "but paging.espa.port is empty")
+                gaps.append(
+                    f"escalation tier {i} pages the duty roster over ESPA, "
+                    "but paging.espa.port is empty"
+                )
     if not reachable:
         gaps.insert(0, NOBODY)
     return gaps
 
 
-NOBODY = ("no escalation tier can page anyone: emergency calls reach only the staff console "
-          "and stream (set escalation.tiers, escalation.roster, paging.espa.port or "
-          "paging.im.destinations)")
+NOBODY = (
+    "no escalation tier can page anyone: emergency calls reach only the staff console "
+    "and stream (set escalation.tiers, escalation.roster, paging.espa.port or "
+    "paging.im.destinations)"
+)
 
 
 def refuse_unpaged(escalation: EscalationSettings, paging: PagingSettings) -> str | None:
@@ -94,8 +98,10 @@ def refuse_unpaged(escalation: EscalationSettings, paging: PagingSettings) -> st
     `paging.allow_no_target` starts it anyway (the demo)."""
     gaps = paging_gaps(escalation, build_channels(paging))
     if gaps and gaps[0] == NOBODY and not paging.allow_no_target:
-        return (f"config error: {NOBODY}; to run without paging on purpose (a demo), "
-                "set paging.allow_no_target = true (env MAMAROOM_PAGING__ALLOW_NO_TARGET=true)")
+        return (
+            f"config error: {NOBODY}; to run without paging on purpose (a demo), "
+            "set paging.allow_no_target = true (env MAMAROOM_PAGING__ALLOW_NO_TARGET=true)"
+        )
     return None
 
 
@@ -119,15 +125,22 @@ class _Schedule:
 
 
 class Escalator:
-    def __init__(self, db: AlertsDb, settings: EscalationSettings, tz: ZoneInfo,
-                 room_of: Callable[[str], RegistryRoom | None],
-                 text_of: Callable[[Alert, RegistryRoom | None, bool], str],
-                 *, clock: Callable[[], int] = wall_ms,
-                 monotonic: Callable[[], float] = time.monotonic,
-                 on_paged: Paged | None = None, open_calls: OpenCalls | None = None,
-                 on_nobody: Nobody | None = None,
-                 set_escalation: SetEscalation | None = None,
-                 lease: Lease | None = None) -> None:
+    def __init__(
+        self,
+        db: AlertsDb,
+        settings: EscalationSettings,
+        tz: ZoneInfo,
+        room_of: Callable[[str], RegistryRoom | None],
+        text_of: Callable[[Alert, RegistryRoom | None, bool], str],
+        *,
+        clock: Callable[[], int] = wall_ms,
+        monotonic: Callable[[], float] = time.monotonic,
+        on_paged: Paged | None = None,
+        open_calls: OpenCalls | None = None,
+        on_nobody: Nobody | None = None,
+        set_escalation: SetEscalation | None = None,
+        lease: Lease | None = None,
+    ) -> None:
         """`clock` (wall ms) is only for shift hours and what is stored;
         `monotonic` (seconds) times every page. `open_calls`, `on_nobody` and
         `set_escalation` default to the database alone (the alert service
@@ -174,11 +187,14 @@ class Escalator:
                 pass
 
     def _applies(self, tier: EscalationTier, room: RegistryRoom | None) -> bool:
-        return not tier.buildings or (room is not None and (
-            room.building in tier.buildings or room.building_en in tier.buildings))
+        return not tier.buildings or (
+            room is not None
+            and (room.building in tier.buildings or room.building_en in tier.buildings)
+        )
 
-    def targets(self, tier: EscalationTier, room: RegistryRoom | None,
-                now_ms: int) -> list[tuple[str, str]]:
+    def targets(
+        self, tier: EscalationTier, room: RegistryRoom | None, now_ms: int
+    ) -> list[tuple[str, str]]:
         """(channel, target) pairs: the tier's own, then whoever is on duty."""
         pairs = tier.named_targets()
         pairs += [("espa", p) for p in self.on_duty(tier, room, now_ms)]
@@ -190,8 +206,10 @@ class Escalator:
         if tier.on_duty:
             local = datetime.fromtimestamp(now_ms / 1000, self._tz)
             for shift in self._settings.roster:
-                covers = not shift.buildings or (room is not None and (
-                    room.building in shift.buildings or room.building_en in shift.buildings))
+                covers = not shift.buildings or (
+                    room is not None
+                    and (room.building in shift.buildings or room.building_en in shift.buildings)
+                )
                 if covers and is_open(shift.hours, local):
                     pagers.append(shift.pager)
         return list(dict.fromkeys(pagers))  # each pager once
@@ -204,8 +222,11 @@ class Escalator:
         except (StorageError, TimeoutError):
             leader = True  # cannot tell: paging twice beats paging nobody
         if leader != self.leader:
-            log.info("escalating the shared calls" if leader
-                     else "another server escalates the shared calls")
+            log.info(
+                "escalating the shared calls"
+                if leader
+                else "another server escalates the shared calls"
+            )
             self.leader = leader
         return leader
 
@@ -226,8 +247,9 @@ class Escalator:
             try:
                 await self._escalate(alert)
             except StorageError as exc:
-                log.error("escalation state not stored; paging goes on", alert=alert["id"],
-                          error=str(exc))
+                log.error(
+                    "escalation state not stored; paging goes on", alert=alert["id"], error=str(exc)
+                )
         for gone in set(self._schedules) - seen:  # acknowledged, closed, or not ours
             del self._schedules[gone]
         if leader:
@@ -244,8 +266,9 @@ class Escalator:
             next_page = None
             if alert["next_page_ms"] is not None:
                 next_page = now_mono + max(0.0, (alert["next_page_ms"] - now_wall) / 1000)
-            sched = _Schedule(raised=now_mono - age, level=alert["escalation_level"],
-                              next_page=next_page)
+            sched = _Schedule(
+                raised=now_mono - age, level=alert["escalation_level"], next_page=next_page
+            )
             self._schedules[alert["id"]] = sched
         return sched
 
@@ -258,8 +281,9 @@ class Escalator:
             # Commissioning: only the tester is paged, once, and it says TEST.
             if sched.level == 0:
                 sched.level = 1
-                tester = (await self._db.test_mode(alert["room"], now_wall)
-                          if alert["room"] else None)
+                tester = (
+                    await self._db.test_mode(alert["room"], now_wall) if alert["room"] else None
+                )
                 if tester:
                     self._page(alert["id"], "espa", tester, self._text_of(alert, room, True))
                 else:
@@ -275,25 +299,33 @@ class Escalator:
         if level == previous and not due_repeat:
             return
         # New tiers are paged now; on a repeat, every started tier that repeats.
-        to_page = started[previous:] if level > previous and not due_repeat else [
-            t for i, t in enumerate(started) if i >= previous or t.repeat_s > 0]
+        to_page = (
+            started[previous:]
+            if level > previous and not due_repeat
+            else [t for i, t in enumerate(started) if i >= previous or t.repeat_s > 0]
+        )
         sent = 0
         for tier in to_page:
             for channel, target in self.targets(tier, room, now_wall):
-                sent += self._page(alert["id"], channel, target,
-                                   self._text_of(alert, room, self._ascii(channel)))
+                sent += self._page(
+                    alert["id"], channel, target, self._text_of(alert, room, self._ascii(channel))
+                )
         if to_page and not sent:
-            await self._nobody(alert["id"], f"tier {level} of {len(tiers)}: no target that a "
-                                            "configured channel can reach")
-        next_times = [sched.raised + t.after_s for t in tiers
-                      if t.after_s > elapsed_s]  # the next tier's start
+            await self._nobody(
+                alert["id"],
+                f"tier {level} of {len(tiers)}: no target that a configured channel can reach",
+            )
+        next_times = [
+            sched.raised + t.after_s for t in tiers if t.after_s > elapsed_s
+        ]  # the next tier's start
         next_times += [now + t.repeat_s for t in started if t.repeat_s > 0]
         sched.level = level
         sched.next_page = min(next_times) if next_times else None
         if level > previous:
             log.warning("call escalated", alert=alert["id"], room=alert["room"], tier=level)
-        next_ms = (None if sched.next_page is None
-                   else now_wall + int((sched.next_page - now) * 1000))
+        next_ms = (
+            None if sched.next_page is None else now_wall + int((sched.next_page - now) * 1000)
+        )
         await self._store(alert["id"], level, next_ms, f"tier {level} of {len(tiers)}")
 
     async def _store(self, alert_id: int, level: int, next_ms: int | None, detail: str) -> None:
@@ -329,12 +361,16 @@ class Escalator:
                 for channel, target in self.targets(tier, None, self._clock()):
                     if channel == down[0] and (len(down) == 1 or down[1] == target):
                         continue  # not over the link that is down
-                    text = english if self._ascii(channel) else (
-                        f"寻呼故障：{alert['subject']}，呼叫可能无法送达寻呼机\n{english}")
+                    text = (
+                        english
+                        if self._ascii(channel)
+                        else (f"寻呼故障：{alert['subject']}，呼叫可能无法送达寻呼机\n{english}")
+                    )
                     sent += self._page(alert["id"], channel, target, text)
             if not sent:
-                log.error("paging link down and no other channel to tell anyone",
-                          subject=alert["subject"])
+                log.error(
+                    "paging link down and no other channel to tell anyone", subject=alert["subject"]
+                )
 
     def _ascii(self, channel_name: str) -> bool:
         channel = self.channels.get(channel_name)
@@ -344,8 +380,12 @@ class Escalator:
         """Queue one page; False if no configured channel can send it."""
         channel = self.channels.get(channel_name)
         if channel is None:
-            log.warning("page not sent: channel not configured", alert=alert_id,
-                        channel=channel_name, target=target)
+            log.warning(
+                "page not sent: channel not configured",
+                alert=alert_id,
+                channel=channel_name,
+                target=target,
+            )
             return False
 
         def done(ok: bool, detail: str) -> None:

@@ -44,14 +44,24 @@ class OutageWatch:
                 devices_down.update({r.device: r for r in down if r.device})
         for building, down in buildings_down.items():
             await self._alerts.raise_once(
-                "building_offline", building, priority="normal",
-                detail=f"{len(down)} of {len(by_building[building])} nodes offline in {building}")
+                "building_offline",
+                building,
+                priority="normal",
+                detail=f"{len(down)} of {len(by_building[building])} nodes offline in {building}",
+            )
         for device, room in devices_down.items():
             await self._alerts.raise_once(
-                "device_offline", device, priority="low", room=room.id, device=device,
-                detail=f"node {device} of room {room.id} offline since {room.since}")
-        for kind, current in (("building_offline", set(buildings_down)),
-                              ("device_offline", set(devices_down))):
+                "device_offline",
+                device,
+                priority="low",
+                room=room.id,
+                device=device,
+                detail=f"node {device} of room {room.id} offline since {room.since}",
+            )
+        for kind, current in (
+            ("building_offline", set(buildings_down)),
+            ("device_offline", set(devices_down)),
+        ):
             gone = await self._alerts.open_subjects(kind) - current
             if gone:
                 await self._alerts.clear(kind, gone)

@@ -14,8 +14,9 @@ from collections.abc import Callable
 class TokenBucket:
     """`rate` per second on average, bursts of up to `burst`."""
 
-    def __init__(self, rate: float, burst: float, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, rate: float, burst: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.rate, self.burst, self._clock = rate, burst, clock
         self.tokens = burst
         self._at = clock()
@@ -34,10 +35,16 @@ class WriteLimiter:
     """Per-address and global buckets; the per-address ones are bounded in
     number (least recently used dropped), so many addresses cannot grow memory."""
 
-    def __init__(self, *, per_client_per_min: float = 6, per_client_burst: float = 3,
-                 global_per_s: float = 20, global_burst: float = 40,
-                 max_clients: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        per_client_per_min: float = 6,
+        per_client_burst: float = 3,
+        global_per_s: float = 20,
+        global_burst: float = 40,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._clock = clock
         self._client_rate = per_client_per_min / 60
         self._client_burst = per_client_burst
@@ -48,7 +55,8 @@ class WriteLimiter:
 
     def allow(self, client: str) -> bool:
         bucket = self._clients.pop(client, None) or TokenBucket(
-            self._client_rate, self._client_burst, clock=self._clock)
+            self._client_rate, self._client_burst, clock=self._clock
+        )
         self._clients[client] = bucket
         while len(self._clients) > self._max_clients:
             self._clients.popitem(last=False)

@@ -59,8 +59,11 @@ class RegistryService:
             if registry is None or registry.version <= self.current.version:
                 return
             self._current = registry
-            log.info("registry changed by another server", version=registry.version,
-                     rooms=len(registry.rooms))
+            log.info(
+                "registry changed by another server",
+                version=registry.version,
+                rooms=len(registry.rooms),
+            )
             for listener in self._listeners:
                 await listener(registry)
 
@@ -119,8 +122,11 @@ class RegistryService:
         """The device to another room in one registry version (its old room has none)."""
         async with self._lock:
             target = self.room(room_id)
-            rooms = [r.model_copy(update={"device": None}) if r.device == device else r
-                     for r in self.current.rooms if r.id != target.id]
+            rooms = [
+                r.model_copy(update={"device": None}) if r.device == device else r
+                for r in self.current.rooms
+                if r.id != target.id
+            ]
             moved = target.model_copy(update={"device": device})
             await self._save([*rooms, moved])
         return moved

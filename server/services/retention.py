@@ -77,13 +77,18 @@ def alerts(db: AlertsDb, settings: RetentionSettings) -> Records:
     return Records("alerts", db.count_closed_before, db.delete_closed_before, expire)
 
 
-async def delete_before(records: Records, before_ms: int, *,
-                        progress: Callable[[dict[str, int]], None] | None = None,
-                        limit: int = BATCH) -> dict[str, int]:
+async def delete_before(
+    records: Records,
+    before_ms: int,
+    *,
+    progress: Callable[[dict[str, int]], None] | None = None,
+    limit: int = BATCH,
+) -> dict[str, int]:
     """Every record of a kind from before `before_ms`, batch by batch;
     `progress` gets the running totals after each batch."""
-    return await _batches(records.name, functools.partial(records.delete, before_ms),
-                          progress, limit)
+    return await _batches(
+        records.name, functools.partial(records.delete, before_ms), progress, limit
+    )
 
 
 async def expire(records: Records, now_ms: int, limit: int = BATCH) -> dict[str, int]:
@@ -91,9 +96,12 @@ async def expire(records: Records, now_ms: int, limit: int = BATCH) -> dict[str,
     return await _batches(records.name, functools.partial(records.expire, now_ms), None, limit)
 
 
-async def _batches(name: str, batch: Callable[[int], Awaitable[dict[str, int]]],
-                   progress: Callable[[dict[str, int]], None] | None,
-                   limit: int) -> dict[str, int]:
+async def _batches(
+    name: str,
+    batch: Callable[[int], Awaitable[dict[str, int]]],
+    progress: Callable[[dict[str, int]], None] | None,
+    limit: int,
+) -> dict[str, int]:
     total: dict[str, int] = {}
     while True:
         done = await batch(limit)
@@ -108,8 +116,12 @@ async def _batches(name: str, batch: Callable[[int], Awaitable[dict[str, int]]],
 class Retention:
     """The server's own retention: every kind, every `settings.interval_s`."""
 
-    def __init__(self, settings: RetentionSettings, kinds: list[Records],
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: RetentionSettings,
+        kinds: list[Records],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.kinds = list(kinds)
         self._clock = clock
@@ -125,13 +137,18 @@ class Retention:
         for records in self.kinds:
             deleted |= await expire(records, now_ms)
         gone = sum(deleted.get(r.name, 0) for r in self.kinds)
-        log.log(20 if gone else 10, "retention applied", **deleted,
-                alert_days=self.settings.alert_days)
+        log.log(
+            20 if gone else 10, "retention applied", **deleted, alert_days=self.settings.alert_days
+        )
         return deleted
 
     async def run(self) -> None:
-        log.info("retention on", kinds=[r.name for r in self.kinds],
-                 alert_days=self.settings.alert_days, every_s=self.settings.interval_s)
+        log.info(
+            "retention on",
+            kinds=[r.name for r in self.kinds],
+            alert_days=self.settings.alert_days,
+            every_s=self.settings.interval_s,
+        )
         while True:
             # A failed round (a busy or full disk) must not end the task.
             try:

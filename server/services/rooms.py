@@ -135,22 +135,40 @@ class LiveRooms:
         self._shown[reg.id] = (state, since, masked)
         open_now = is_open(reg.hours, now)
         return PublicRoom(
-            id=reg.id, name=reg.name, name_en=reg.name_en, building=reg.building,
-            building_en=reg.building_en, floor=reg.floor, device=reg.device, state=state,
-            since=since, access=reg.access, company=reg.company,
-            hours=reg.hours, amenities=reg.amenities, in_service=reg.in_service,
-            cleaning=reg.cleaning, open_now=open_now,
-            available=(state is RoomStateName.FREE and reg.in_service and open_now
-                       and not reg.cleaning),
+            id=reg.id,
+            name=reg.name,
+            name_en=reg.name_en,
+            building=reg.building,
+            building_en=reg.building_en,
+            floor=reg.floor,
+            device=reg.device,
+            state=state,
+            since=since,
+            access=reg.access,
+            company=reg.company,
+            hours=reg.hours,
+            amenities=reg.amenities,
+            in_service=reg.in_service,
+            cleaning=reg.cleaning,
+            open_now=open_now,
+            available=(
+                state is RoomStateName.FREE and reg.in_service and open_now and not reg.cleaning
+            ),
         )
 
     # --- reads ----------------------------------------------------------------
 
-    def query(self, *, building: str | None = None, floor: int | None = None,
-             state: RoomStateName | None = None) -> list[PublicRoom]:
+    def query(
+        self,
+        *,
+        building: str | None = None,
+        floor: int | None = None,
+        state: RoomStateName | None = None,
+    ) -> list[PublicRoom]:
         rooms = sorted(self._rooms.values(), key=lambda r: (r.building, r.floor, r.id))
         return [
-            r for r in rooms
+            r
+            for r in rooms
             if (building is None or building in (r.building, r.building_en))
             and (floor is None or r.floor == floor)
             and (state is None or r.state is state)

@@ -46,8 +46,10 @@ class RosterDb(SqliteDatabase):
 
         def run(db: sqlite3.Connection) -> None:
             with db:
-                db.execute("INSERT OR REPLACE INTO duty_roster VALUES (1, ?, ?, ?)",
-                           (body, int(time.time() * 1000), who))
+                db.execute(
+                    "INSERT OR REPLACE INTO duty_roster VALUES (1, ?, ?, ?)",
+                    (body, int(time.time() * 1000), who),
+                )
 
         await self._run(run)
 

@@ -98,8 +98,7 @@ class SiteService:
         self.near_minutes = near_minutes
         self._minutes = walking_minutes(layout)
 
-    def minutes(self, a_building: str, a_floor: int, b_building: str, b_floor: int
-                ) -> float | None:
+    def minutes(self, a_building: str, a_floor: int, b_building: str, b_floor: int) -> float | None:
         """Walking minutes between two places, None when the site file does not know."""
         if a_building == b_building:
             base: float | None = 0.0
@@ -112,16 +111,26 @@ class SiteService:
     def site(self, registry: Registry) -> Site:
         buildings: dict[str, SiteBuilding] = {}
         for r in registry.rooms:
-            b = buildings.setdefault(r.building, SiteBuilding(
-                name=r.building, name_en=r.building_en or r.building, floors=[], rooms=0))
+            b = buildings.setdefault(
+                r.building,
+                SiteBuilding(
+                    name=r.building, name_en=r.building_en or r.building, floors=[], rooms=0
+                ),
+            )
             b.rooms += 1
             if r.floor not in b.floors:
                 b.floors.append(r.floor)
         for b in buildings.values():
             b.floors.sort()
         known = set(buildings)
-        minutes = {a: {b: m for b, m in row.items() if b in known}
-                   for a, row in self._minutes.items() if a in known}
-        return Site(buildings=sorted(buildings.values(), key=lambda b: b.name),
-                    minutes=minutes, floor_minutes=self.layout.floor_minutes,
-                    near_minutes=self.near_minutes)
+        minutes = {
+            a: {b: m for b, m in row.items() if b in known}
+            for a, row in self._minutes.items()
+            if a in known
+        }
+        return Site(
+            buildings=sorted(buildings.values(), key=lambda b: b.name),
+            minutes=minutes,
+            floor_minutes=self.layout.floor_minutes,
+            near_minutes=self.near_minutes,
+        )

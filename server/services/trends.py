@@ -64,9 +64,13 @@ class Range:
         return datetime.fromtimestamp(ms / 1000, self.tz).isoformat()
 
     def header(self) -> dict[str, Any]:
-        return {"from": self.first.isoformat(), "to": self.last.isoformat(),
-                "timezone": self.tz.key, "start": self.iso(self.start_ms),
-                "end": self.iso(max(self.start_ms, self.end_ms))}
+        return {
+            "from": self.first.isoformat(),
+            "to": self.last.isoformat(),
+            "timezone": self.tz.key,
+            "start": self.iso(self.start_ms),
+            "end": self.iso(max(self.start_ms, self.end_ms)),
+        }
 
     def days(self) -> list[date]:
         return [self.first + timedelta(days=i) for i in range((self.last - self.first).days + 1)]
@@ -103,8 +107,9 @@ def make_range(first: date | None, last: date | None, tz: ZoneInfo, now_ms: int)
         raise RangeError(f"at most {MAX_DAYS} days at once")
     # Hour boundaries (a time zone with a half-hour offset rounds down).
     start = local_ms(first, tz) // HOUR_MS * HOUR_MS
-    end = min(local_ms(last + timedelta(days=1), tz) // HOUR_MS * HOUR_MS,
-              now_ms // HOUR_MS * HOUR_MS)
+    end = min(
+        local_ms(last + timedelta(days=1), tz) // HOUR_MS * HOUR_MS, now_ms // HOUR_MS * HOUR_MS
+    )
     return Range(first, last, tz, start, max(start, end))
 
 
@@ -145,8 +150,9 @@ def _frac(x: float) -> float:
     return round(x, 6)
 
 
-def heatmap(totals: Sequence[HourTotal], rng: Range, rooms: int,
-            days: DayFilter = "all") -> dict[str, Any]:
+def heatmap(
+    totals: Sequence[HourTotal], rng: Range, rooms: int, days: DayFilter = "all"
+) -> dict[str, Any]:
     """Occupied share of room-hours by local weekday × hour."""
     occupied = {h: _ms3(o) for h, o, _ in totals}
     seconds = [[0.0] * 24 for _ in range(7)]
@@ -164,25 +170,50 @@ def heatmap(totals: Sequence[HourTotal], rng: Range, rooms: int,
         hours[wd][h] += 1
         seconds[wd][h] += occupied.get(hour, 0.0)
     cells: list[list[float | None]] = [
-        [_frac(seconds[wd][h] / (hours[wd][h] * 3600 * rooms))
-         if hours[wd][h] and rooms else None for h in range(24)] for wd in range(7)]
+        [
+            _frac(seconds[wd][h] / (hours[wd][h] * 3600 * rooms))
+            if hours[wd][h] and rooms
+            else None
+            for h in range(24)
+        ]
+        for wd in range(7)
+    ]
     holidays, makeup = calendar_marks(rng.first, rng.last)
-    return {**rng.header(), "days": days, "rooms": rooms, "cells": cells, "hours": hours,
-            "max": max((c for row in cells for c in row if c is not None), default=None),
-            "holidays": holidays, "workdays": makeup}
+    return {
+        **rng.header(),
+        "days": days,
+        "rooms": rooms,
+        "cells": cells,
+        "hours": hours,
+        "max": max((c for row in cells for c in row if c is not None), default=None),
+        "holidays": holidays,
+        "workdays": makeup,
+    }
 
 
-def rank_rooms(totals: Sequence[tuple[str, float, int]], rooms: Sequence[RegistryRoom],
-               rng: Range, settings: TrendsSettings) -> dict[str, Any]:
+def rank_rooms(
+    totals: Sequence[tuple[str, float, int]],
+    rooms: Sequence[RegistryRoom],
+    rng: Range,
+    settings: TrendsSettings,
+) -> dict[str, Any]:
     by_room = {r: (_ms3(o), n) for r, o, n in totals}
     span_s = rng.hours * 3600
     rows: list[dict[str, Any]] = []
     for room in rooms:
         occupied_s, sessions = by_room.get(room.id, (0.0, 0))
-        rows.append({"id": room.id, "name": room.name, "name_en": room.name_en,
-                     "building": room.building, "floor": room.floor,
-                     "utilisation": _frac(occupied_s / span_s) if span_s else None,
-                     "occupied_h": round(occupied_s / 3600, 3), "sessions": sessions})
+        rows.append(
+            {
+                "id": room.id,
+                "name": room.name,
+                "name_en": room.name_en,
+                "building": room.building,
+                "floor": room.floor,
+                "utilisation": _frac(occupied_s / span_s) if span_s else None,
+                "occupied_h": round(occupied_s / 3600, 3),
+                "sessions": sessions,
+            }
+        )
     known = [r["utilisation"] for r in rows if r["utilisation"] is not None]
     median = _frac(statistics.median(known)) if known else None
     rows.sort(key=lambda r: (-(r["utilisation"] or 0.0), r["id"]))
@@ -194,9 +225,14 @@ def rank_rooms(totals: Sequence[tuple[str, float, int]], rooms: Sequence[Registr
             elif u <= settings.underused_factor * median:
                 flag = "under"
         row["rank"], row["flag"] = rank, flag
-    return {**rng.header(), "hours": rng.hours, "median": median,
-            "overused_factor": settings.overused_factor,
-            "underused_factor": settings.underused_factor, "rooms": rows}
+    return {
+        **rng.header(),
+        "hours": rng.hours,
+        "median": median,
+        "overused_factor": settings.overused_factor,
+        "underused_factor": settings.underused_factor,
+        "rooms": rows,
+    }
 
 
 def nearest_rank(counts: dict[int, int], share: float) -> int | None:
@@ -212,25 +248,45 @@ def nearest_rank(counts: dict[int, int], share: float) -> int | None:
     return max(counts)  # pragma: no cover - share ≤ 1 always stops above
 
 
-def sessions(totals: Sequence[HourTotal], lengths: dict[int, int], rng: Range
-             ) -> dict[str, Any]:
+def sessions(totals: Sequence[HourTotal], lengths: dict[int, int], rng: Range) -> dict[str, Any]:
     per_day: dict[date, list[float]] = {d: [0, 0.0] for d in rng.days()}
     for hour, occupied_s, n in totals:
         day = datetime.fromtimestamp(hour / 1000, rng.tz).date()
         if day in per_day:
             per_day[day][0] += n
             per_day[day][1] += _ms3(occupied_s)
-    days = [{"date": d.isoformat(), "sessions": int(n), "occupied_h": round(o / 3600, 3),
-             "kind": day_kind(d)} for d, (n, o) in per_day.items()]
+    days = [
+        {
+            "date": d.isoformat(),
+            "sessions": int(n),
+            "occupied_h": round(o / 3600, 3),
+            "kind": day_kind(d),
+        }
+        for d, (n, o) in per_day.items()
+    ]
     buckets = []
     for i, lo in enumerate(LENGTH_EDGES):
         hi = LENGTH_EDGES[i + 1] if i + 1 < len(LENGTH_EDGES) else None
-        buckets.append({"from_min": lo, "to_min": hi, "sessions": sum(
-            n for m, n in lengths.items() if m >= lo and (hi is None or m < hi))})
-    return {**rng.header(), "days": days, "lengths": {
-        "sessions": sum(lengths.values()), "p50_min": nearest_rank(lengths, 0.5),
-        "p90_min": nearest_rank(lengths, 0.9), "max_min": MAX_SESSION_MIN,
-        "buckets": buckets}}
+        buckets.append(
+            {
+                "from_min": lo,
+                "to_min": hi,
+                "sessions": sum(
+                    n for m, n in lengths.items() if m >= lo and (hi is None or m < hi)
+                ),
+            }
+        )
+    return {
+        **rng.header(),
+        "days": days,
+        "lengths": {
+            "sessions": sum(lengths.values()),
+            "p50_min": nearest_rank(lengths, 0.5),
+            "p90_min": nearest_rank(lengths, 0.9),
+            "max_min": MAX_SESSION_MIN,
+            "buckets": buckets,
+        },
+    }
 
 
 @dataclass(frozen=True)
@@ -251,21 +307,29 @@ def _percentiles(values: list[float]) -> tuple[float | None, float | None]:
     return round(statistics.median(values), 3), round(q[8], 3)
 
 
-def _step_figures(calls: Sequence[CallTimes], step: str, target: float | None
-                  ) -> dict[str, Any]:
-    values = sorted((getattr(c, f"{step}_ms") - c.raised_ms) / 1000 for c in calls
-                    if getattr(c, f"{step}_ms") is not None)
+def _step_figures(calls: Sequence[CallTimes], step: str, target: float | None) -> dict[str, Any]:
+    values = sorted(
+        (getattr(c, f"{step}_ms") - c.raised_ms) / 1000
+        for c in calls
+        if getattr(c, f"{step}_ms") is not None
+    )
     p50, p90 = _percentiles(values)
-    within = (_frac(sum(v <= target for v in values) / len(values))
-              if values and target is not None else None)
+    within = (
+        _frac(sum(v <= target for v in values) / len(values))
+        if values and target is not None
+        else None
+    )
     return {"n": len(values), "p50_s": p50, "p90_s": p90, "within_target": within}
 
 
-def call_figures(calls: Sequence[CallTimes], rng: Range, settings: TrendsSettings
-                 ) -> dict[str, Any]:
-    targets: dict[str, float | None] = {"acknowledged": settings.call_ack_target_s,
-                                        "arrived": settings.call_arrive_target_s,
-                                        "resolved": None}
+def call_figures(
+    calls: Sequence[CallTimes], rng: Range, settings: TrendsSettings
+) -> dict[str, Any]:
+    targets: dict[str, float | None] = {
+        "acknowledged": settings.call_ack_target_s,
+        "arrived": settings.call_arrive_target_s,
+        "resolved": None,
+    }
 
     def figures(group: Sequence[CallTimes]) -> dict[str, Any]:
         return {"calls": len(group), **{s: _step_figures(group, s, targets[s]) for s in STEPS}}
@@ -276,12 +340,21 @@ def call_figures(calls: Sequence[CallTimes], rng: Range, settings: TrendsSetting
     for c in sorted(calls, key=lambda c: c.raised_ms):
         key = datetime.fromtimestamp(c.raised_ms / 1000, rng.tz).strftime("%Y-%m")
         months.setdefault(key, []).append(c)
-    return {**rng.header(), "targets": targets, "total": figures(calls),
-            "months": [{"month": m, **figures(g)} for m, g in sorted(months.items())]}
+    return {
+        **rng.header(),
+        "targets": targets,
+        "total": figures(calls),
+        "months": [{"month": m, **figures(g)} for m, g in sorted(months.items())],
+    }
 
 
-def uptime(reports: Sequence[DeviceReports], rooms: Sequence[RegistryRoom],
-           rng: Range, measured: tuple[int, int], interval_s: float) -> dict[str, Any]:
+def uptime(
+    reports: Sequence[DeviceReports],
+    rooms: Sequence[RegistryRoom],
+    rng: Range,
+    measured: tuple[int, int],
+    interval_s: float,
+) -> dict[str, Any]:
     """Each device's online time from the telemetry rollup: the gaps between
     its reports that count as online (rollups.telemetry_hours). Rollups made
     before that was measured (InfluxDB: no `online_ms`) count each report
@@ -296,17 +369,30 @@ def uptime(reports: Sequence[DeviceReports], rooms: Sequence[RegistryRoom],
         n, online_ms, reboots = seen.get(room.device, (0, 0, 0))
         online = n * interval_s if online_ms is None else online_ms / 1000
         online_s = round(min(online, span_s), 3)
-        devices.append({"device": room.device, "room": room.id, "name": room.name,
-                        "name_en": room.name_en, "building": room.building,
-                        "floor": room.floor, "online_s": online_s, "reports": n,
-                        "uptime": _frac(online_s / span_s) if span_s else None,
-                        "reboots": reboots or 0})
+        devices.append(
+            {
+                "device": room.device,
+                "room": room.id,
+                "name": room.name,
+                "name_en": room.name_en,
+                "building": room.building,
+                "floor": room.floor,
+                "online_s": online_s,
+                "reports": n,
+                "uptime": _frac(online_s / span_s) if span_s else None,
+                "reboots": reboots or 0,
+            }
+        )
     devices.sort(key=lambda d: (d["uptime"] if d["uptime"] is not None else 2.0, d["device"]))
     total = sum(d["online_s"] for d in devices)
-    return {**rng.header(), "measured_start": rng.iso(start), "measured_end": rng.iso(end),
-            "telemetry_interval_s": interval_s,
-            "uptime": _frac(total / (span_s * len(devices))) if span_s and devices else None,
-            "devices": devices}
+    return {
+        **rng.header(),
+        "measured_start": rng.iso(start),
+        "measured_end": rng.iso(end),
+        "telemetry_interval_s": interval_s,
+        "uptime": _frac(total / (span_s * len(devices))) if span_s and devices else None,
+        "devices": devices,
+    }
 
 
 # --- the service ----------------------------------------------------------
@@ -316,18 +402,30 @@ class CallsDb(AlertsDb):
     """Reads call response times from the server's alerts database."""
 
     async def call_times(self, start_ms: int, end_ms: int) -> list[CallTimes]:
-        return await self._run(lambda db: [CallTimes(*row) for row in db.execute(
-            "SELECT room, raised_at_ms, acknowledged_at_ms, arrived_at_ms, resolved_at_ms"
-            " FROM alerts WHERE kind='call' AND test=0 AND raised_at_ms >= ?"
-            " AND raised_at_ms < ? ORDER BY raised_at_ms, id", (start_ms, end_ms))])
+        return await self._run(
+            lambda db: [
+                CallTimes(*row)
+                for row in db.execute(
+                    "SELECT room, raised_at_ms, acknowledged_at_ms, arrived_at_ms, resolved_at_ms"
+                    " FROM alerts WHERE kind='call' AND test=0 AND raised_at_ms >= ?"
+                    " AND raised_at_ms < ? ORDER BY raised_at_ms, id",
+                    (start_ms, end_ms),
+                )
+            ]
+        )
 
 
 class TrendsService:
     """The trends of one site. `rooms()` gives the registry's current rooms."""
 
-    def __init__(self, settings: Settings, store: TrendsStore, calls: CallsDb,
-                 rooms: Callable[[], Sequence[RegistryRoom]],
-                 now_ms: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: TrendsStore,
+        calls: CallsDb,
+        rooms: Callable[[], Sequence[RegistryRoom]],
+        now_ms: Callable[[], int] | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.calls_db = calls
@@ -341,8 +439,12 @@ class TrendsService:
         return make_range(first, last, self.tz, self._now())
 
     def rooms(self, building: str | None = None) -> list[RegistryRoom]:
-        return [r for r in self._rooms() if r.device is not None
-                and (building is None or building in (r.building, r.building_en))]
+        return [
+            r
+            for r in self._rooms()
+            if r.device is not None
+            and (building is None or building in (r.building, r.building_en))
+        ]
 
     async def _fresh(self, rng: Range) -> None:
         """Recompute the last day's rollups when the range reaches into it."""
@@ -362,11 +464,13 @@ class TrendsService:
         when the rollups were made); with one: that building's rooms' rows."""
         if building is None:
             return await self.store.site_hour_totals(rng.start_ms, rng.end_ms)
-        return await self.store.rollup_hour_totals(rng.start_ms, rng.end_ms,
-                                                   [r.id for r in self.rooms(building)])
+        return await self.store.rollup_hour_totals(
+            rng.start_ms, rng.end_ms, [r.id for r in self.rooms(building)]
+        )
 
-    async def heatmap(self, rng: Range, building: str | None = None,
-                      days: DayFilter = "all") -> dict[str, Any]:
+    async def heatmap(
+        self, rng: Range, building: str | None = None, days: DayFilter = "all"
+    ) -> dict[str, Any]:
         await self._fresh(rng)
         totals = await self._hour_totals(rng, building)
         return heatmap(totals, rng, len(self.rooms(building)), days)
@@ -379,7 +483,8 @@ class TrendsService:
         # Independent queries: concurrently (InfluxDB answers them in parallel).
         parts = await asyncio.gather(
             *([self.store.daily_room_totals(*whole, ids)] if whole else []),
-            *(self.store.rollup_room_totals(a, b, ids) for a, b in edges))
+            *(self.store.rollup_room_totals(a, b, ids) for a, b in edges),
+        )
         merged: dict[str, tuple[float, int]] = {}
         for part in parts:
             for room, occupied_s, n in part:
@@ -399,8 +504,9 @@ class TrendsService:
         else:
             ids = [r.id for r in self.rooms(building)]
             queries = [self.store.session_length_counts(rng.start_ms, rng.end_ms, ids)]
-        totals, parts = await asyncio.gather(self._hour_totals(rng, building),
-                                             asyncio.gather(*queries))
+        totals, parts = await asyncio.gather(
+            self._hour_totals(rng, building), asyncio.gather(*queries)
+        )
         for part in parts:
             for minutes, n in part.items():
                 lengths[minutes] = lengths.get(minutes, 0) + n
@@ -419,8 +525,13 @@ class TrendsService:
         start = -(-max(rng.start_ms, kept_from) // HOUR_MS) * HOUR_MS  # whole hours only
         end = max(start, rng.end_ms)
         reports = await self.store.telemetry_totals(start, end) if end > start else []
-        return uptime(reports, self.rooms(building), rng, (start, end),
-                      self.settings.trends.telemetry_interval_s)
+        return uptime(
+            reports,
+            self.rooms(building),
+            rng,
+            (start, end),
+            self.settings.trends.telemetry_interval_s,
+        )
 
 
 # --- CSV ------------------------------------------------------------------
@@ -429,24 +540,52 @@ class TrendsService:
 CsvLang = Literal["en", "zh"]
 #: Chinese column names (`lang=zh`): a manager opens the file in Excel.
 CSV_HEADERS_ZH = {
-    "weekday": "星期序号（0=周一）", "weekday_name": "星期", "hour": "小时",
-    "utilisation": "使用率", "hours": "统计小时数", "rank": "排名", "id": "房间编号",
-    "name": "名称", "name_en": "英文名称",
-    "building": "楼宇", "floor": "楼层", "occupied_h": "使用时长（小时）", "sessions": "使用次数",
-    "flag": "标记", "date": "日期", "kind": "日期类型", "from_min": "时长下限（分钟）",
-    "to_min": "时长上限（分钟，不含）", "month": "月份", "calls": "呼叫次数", "device": "设备编号",
-    "room": "房间编号", "reports": "上报次数", "online_s": "在线时长（秒）", "uptime": "在线率",
+    "weekday": "星期序号（0=周一）",
+    "weekday_name": "星期",
+    "hour": "小时",
+    "utilisation": "使用率",
+    "hours": "统计小时数",
+    "rank": "排名",
+    "id": "房间编号",
+    "name": "名称",
+    "name_en": "英文名称",
+    "building": "楼宇",
+    "floor": "楼层",
+    "occupied_h": "使用时长（小时）",
+    "sessions": "使用次数",
+    "flag": "标记",
+    "date": "日期",
+    "kind": "日期类型",
+    "from_min": "时长下限（分钟）",
+    "to_min": "时长上限（分钟，不含）",
+    "month": "月份",
+    "calls": "呼叫次数",
+    "device": "设备编号",
+    "room": "房间编号",
+    "reports": "上报次数",
+    "online_s": "在线时长（秒）",
+    "uptime": "在线率",
     "reboots": "重启次数",
 }
 _STEPS_ZH = {"ack": "接警", "arrived": "到场", "resolved": "解除"}
-_MEASURES_ZH = {"n": "次数", "p50_s": "中位数（秒）", "p90_s": "P90（秒）",
-                "target_s": "目标（秒）", "within_target": "达标比例"}
+_MEASURES_ZH = {
+    "n": "次数",
+    "p50_s": "中位数（秒）",
+    "p90_s": "P90（秒）",
+    "target_s": "目标（秒）",
+    "within_target": "达标比例",
+}
 #: Values that are words, not data: weekday names, kinds of day, flags.
 CSV_VALUES_ZH = {
-    "weekday_name": dict(zip(WEEKDAYS, ("周一", "周二", "周三", "周四", "周五", "周六", "周日"),
-                             strict=True)),
-    "kind": {"workday": "工作日", "weekend": "周末", "holiday": "节假日",
-             "makeup_workday": "调休上班"},
+    "weekday_name": dict(
+        zip(WEEKDAYS, ("周一", "周二", "周三", "周四", "周五", "周六", "周日"), strict=True)
+    ),
+    "kind": {
+        "workday": "工作日",
+        "weekend": "周末",
+        "holiday": "节假日",
+        "makeup_workday": "调休上班",
+    },
     "flag": {"over": "使用过度", "under": "使用偏少"},
 }
 
@@ -458,8 +597,9 @@ def _header_zh(column: str) -> str:
     return f"{_STEPS_ZH[step]} {_MEASURES_ZH[measure]}"
 
 
-def csv_rows(kind: str, data: dict[str, Any], table: str = "days",
-             lang: CsvLang = "en") -> list[list[Any]]:
+def csv_rows(
+    kind: str, data: dict[str, Any], table: str = "days", lang: CsvLang = "en"
+) -> list[list[Any]]:
     """The chart's data as CSV rows, the header first (docs/trends.md); with
     `lang="zh"` the header and the word values in Chinese."""
     rows = _csv_rows(kind, data, table)
@@ -468,18 +608,34 @@ def csv_rows(kind: str, data: dict[str, Any], table: str = "days",
     header = rows[0]
     maps = [CSV_VALUES_ZH.get(column) for column in header]
     return [[_header_zh(c) for c in header]] + [
-        [m.get(v, v) if m is not None and isinstance(v, str) else v
-         for v, m in zip(row, maps, strict=True)] for row in rows[1:]]
+        [
+            m.get(v, v) if m is not None and isinstance(v, str) else v
+            for v, m in zip(row, maps, strict=True)
+        ]
+        for row in rows[1:]
+    ]
 
 
 def _csv_rows(kind: str, data: dict[str, Any], table: str) -> list[list[Any]]:
     if kind == "heatmap":
         return [["weekday", "weekday_name", "hour", "utilisation", "hours"]] + [
             [wd, WEEKDAYS[wd], h, data["cells"][wd][h], data["hours"][wd][h]]
-            for wd in range(7) for h in range(24)]
+            for wd in range(7)
+            for h in range(24)
+        ]
     if kind == "rooms":
-        cols = ["rank", "id", "name", "name_en", "building", "floor", "utilisation",
-                "occupied_h", "sessions", "flag"]
+        cols = [
+            "rank",
+            "id",
+            "name",
+            "name_en",
+            "building",
+            "floor",
+            "utilisation",
+            "occupied_h",
+            "sessions",
+            "flag",
+        ]
         return [cols] + [[r[c] for c in cols] for r in data["rooms"]]
     if kind == "sessions" and table == "lengths":
         cols = ["from_min", "to_min", "sessions"]
@@ -489,8 +645,11 @@ def _csv_rows(kind: str, data: dict[str, Any], table: str) -> list[list[Any]]:
         return [cols] + [[d[c] for c in cols] for d in data["days"]]
     if kind == "calls":
         head = ["month", "calls"]
-        for short, step in (("ack", "acknowledged"), ("arrived", "arrived"),
-                            ("resolved", "resolved")):
+        for short, step in (
+            ("ack", "acknowledged"),
+            ("arrived", "arrived"),
+            ("resolved", "resolved"),
+        ):
             head += [f"{short}_n", f"{short}_p50_s", f"{short}_p90_s"]
             if step != "resolved":
                 head += [f"{short}_target_s", f"{short}_within_target"]
@@ -505,7 +664,17 @@ def _csv_rows(kind: str, data: dict[str, Any], table: str) -> list[list[Any]]:
             rows.append(row)
         return rows
     if kind == "uptime":
-        cols = ["device", "room", "name", "name_en", "building", "floor", "reports",
-                "online_s", "uptime", "reboots"]
+        cols = [
+            "device",
+            "room",
+            "name",
+            "name_en",
+            "building",
+            "floor",
+            "reports",
+            "online_s",
+            "uptime",
+            "reboots",
+        ]
         return [cols] + [[d[c] for c in cols] for d in data["devices"]]
     raise ValueError(kind)

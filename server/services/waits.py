@@ -94,12 +94,16 @@ class _Sessions:
             self.done[room] = [x for x in items if x[0] >= before_ms]
 
     def lengths(self) -> dict[str, list[float]]:
-        return {room: sorted(length for _, length in items)
-                for room, items in self.done.items() if items}
+        return {
+            room: sorted(length for _, length in items)
+            for room, items in self.done.items()
+            if items
+        }
 
 
-def session_lengths(events: list[tuple[str, int, bool]], before: dict[str, bool]
-                    ) -> dict[str, list[float]]:
+def session_lengths(
+    events: list[tuple[str, int, bool]], before: dict[str, bool]
+) -> dict[str, list[float]]:
     """room → lengths (s) of the sessions that both started and ended in the window."""
     sessions = _Sessions(before)
     for room, t_ms, occupied in events:
@@ -108,8 +112,9 @@ def session_lengths(events: list[tuple[str, int, bool]], before: dict[str, bool]
 
 
 class WaitPredictor:
-    def __init__(self, store: RollupStore, history_days: int,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: RollupStore, history_days: int, clock: Callable[[], float] = time.time
+    ) -> None:
         self._store = store
         self._days = history_days
         self._clock = clock
@@ -140,8 +145,13 @@ class WaitPredictor:
             self._lengths = self._sessions.lengths()
             self._pooled = _Survival(sorted(x for ls in self._lengths.values() for x in ls))
             self._loaded_at = now
-            log.info("wait history read", rooms=len(self._lengths), events=len(events),
-                     sessions=len(self._pooled.lengths), days=self._days)
+            log.info(
+                "wait history read",
+                rooms=len(self._lengths),
+                events=len(events),
+                sessions=len(self._pooled.lengths),
+                days=self._days,
+            )
 
     async def warm(self) -> None:
         """Read the history in the background at start, not on a mother's first tap."""
@@ -150,20 +160,23 @@ class WaitPredictor:
         except StorageError as exc:
             log.warning("wait history not read; will retry on demand", error=str(exc))
 
-    async def estimate(self, rooms: list[PublicRoom], now: datetime | None = None
-                       ) -> WaitEstimate:
-        considered = [r for r in rooms
-                      if r.in_service and r.open_now and not r.cleaning
-                      and r.state.value != "offline"]
+    async def estimate(self, rooms: list[PublicRoom], now: datetime | None = None) -> WaitEstimate:
+        considered = [
+            r
+            for r in rooms
+            if r.in_service and r.open_now and not r.cleaning and r.state.value != "offline"
+        ]
         available = [r.id for r in considered if r.available]
         ids = [r.id for r in considered]
         if available:
-            return WaitEstimate(rooms=ids, available=available, wait_minutes=0,
-                                within_minutes=0, sessions=0)
+            return WaitEstimate(
+                rooms=ids, available=available, wait_minutes=0, within_minutes=0, sessions=0
+            )
         busy = [r for r in considered if r.state.value == "occupied"]
         if not busy:
-            return WaitEstimate(rooms=ids, available=[], wait_minutes=None,
-                                within_minutes=None, sessions=0)
+            return WaitEstimate(
+                rooms=ids, available=[], wait_minutes=None, within_minutes=None, sessions=0
+            )
         await self._history()
         now_s = now.timestamp() if now else self._clock()
         models: list[tuple[_Survival, float]] = []
@@ -177,8 +190,9 @@ class WaitPredictor:
             elapsed = max(0.0, now_s - r.since.timestamp()) if r.since else 0.0
             models.append((model, elapsed))
         if not models:
-            return WaitEstimate(rooms=ids, available=[], wait_minutes=None,
-                                within_minutes=None, sessions=0)
+            return WaitEstimate(
+                rooms=ids, available=[], wait_minutes=None, within_minutes=None, sessions=0
+            )
         median = within = None
         for t in range(0, HORIZON_S + STEP_S, STEP_S):
             all_busy = math.prod(m.still_busy(e, t) for m, e in models)
@@ -188,7 +202,9 @@ class WaitPredictor:
                 within = t
                 break
         return WaitEstimate(
-            rooms=ids, available=[],
+            rooms=ids,
+            available=[],
             wait_minutes=None if median is None else round(median / 60, 1),
             within_minutes=None if within is None else round(within / 60, 1),
-            sessions=learned)
+            sessions=learned,
+        )

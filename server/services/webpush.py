@@ -79,8 +79,9 @@ def make_vapid_keys() -> tuple[str, str]:
     """(public, private): base64url, the forms browsers and pywebpush take."""
     vapid = Vapid02()
     vapid.generate_keys()
-    public = vapid.public_key.public_bytes(serialization.Encoding.X962,
-                                           serialization.PublicFormat.UncompressedPoint)
+    public = vapid.public_key.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
     private = vapid.private_key.private_numbers().private_value.to_bytes(32, "big")
     return _b64(public), _b64(private)
 
@@ -93,31 +94,54 @@ class PushDb(SqliteDatabase):
     component = "push"
     schema = SCHEMA
 
-    async def save(self, sub: Subscription, kind: str, *, who: str | None = None,
-                   rooms: list[str] | None = None, lang: str = "zh",
-                   expires_ms: int | None = None) -> None:
+    async def save(
+        self,
+        sub: Subscription,
+        kind: str,
+        *,
+        who: str | None = None,
+        rooms: list[str] | None = None,
+        lang: str = "zh",
+        expires_ms: int | None = None,
+    ) -> None:
         def run(db: sqlite3.Connection) -> None:
             with db:
-                db.execute("INSERT OR REPLACE INTO push_subscriptions VALUES (?,?,?,?,?,?,?,?)",
-                           (sub.endpoint, sub.model_dump_json(), kind, who,
-                            json.dumps(rooms or []), lang, int(time.time() * 1000),
-                            expires_ms))
+                db.execute(
+                    "INSERT OR REPLACE INTO push_subscriptions VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        sub.endpoint,
+                        sub.model_dump_json(),
+                        kind,
+                        who,
+                        json.dumps(rooms or []),
+                        lang,
+                        int(time.time() * 1000),
+                        expires_ms,
+                    ),
+                )
 
         await self._run(run)
 
     async def delete(self, endpoint: str) -> bool:
         def run(db: sqlite3.Connection) -> bool:
             with db:
-                return db.execute("DELETE FROM push_subscriptions WHERE endpoint=?",
-                                  (endpoint,)).rowcount > 0
+                return (
+                    db.execute(
+                        "DELETE FROM push_subscriptions WHERE endpoint=?", (endpoint,)
+                    ).rowcount
+                    > 0
+                )
 
         return await self._run(run)
 
     async def count_mothers_before(self, before_ms: int) -> int:
         """Mothers' reminders set before `before_ms` (each holds a phone's push address)."""
-        row = await self._run(lambda db: db.execute(
-            "SELECT count(*) FROM push_subscriptions WHERE kind='mother' AND created_ms < ?",
-            (before_ms,)).fetchone())
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT count(*) FROM push_subscriptions WHERE kind='mother' AND created_ms < ?",
+                (before_ms,),
+            ).fetchone()
+        )
         return int(row[0])
 
     async def delete_mothers_before(self, before_ms: int, limit: int = 500) -> int:
@@ -129,7 +153,8 @@ class PushDb(SqliteDatabase):
                 return db.execute(
                     "DELETE FROM push_subscriptions WHERE endpoint IN (SELECT endpoint FROM"
                     " push_subscriptions WHERE kind='mother' AND created_ms < ? LIMIT ?)",
-                    (before_ms, limit)).rowcount
+                    (before_ms, limit),
+                ).rowcount
 
         return await self._run(run)
 
@@ -142,48 +167,83 @@ class PushDb(SqliteDatabase):
                 return db.execute(
                     "DELETE FROM push_subscriptions WHERE endpoint IN (SELECT endpoint FROM"
                     " push_subscriptions WHERE expires_ms < ? LIMIT ?)",
-                    (now_ms, limit)).rowcount
+                    (now_ms, limit),
+                ).rowcount
 
         return await self._run(run)
 
     async def count(self, kind: str, now_ms: int) -> int:
         """Subscriptions of `kind` not yet lapsed."""
-        row = await self._run(lambda db: db.execute(
-            "SELECT count(*) FROM push_subscriptions WHERE kind=? AND (expires_ms IS NULL"
-            " OR expires_ms >= ?)", (kind, now_ms)).fetchone())
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT count(*) FROM push_subscriptions WHERE kind=? AND (expires_ms IS NULL"
+                " OR expires_ms >= ?)",
+                (kind, now_ms),
+            ).fetchone()
+        )
         return int(row[0])
 
     async def of_kind(self, kind: str, now_ms: int) -> list[dict[str, Any]]:
         def run(db: sqlite3.Connection) -> list[dict[str, Any]]:
             with db:
                 db.execute("DELETE FROM push_subscriptions WHERE expires_ms < ?", (now_ms,))
-            cur = db.execute("SELECT endpoint, body, who, rooms, lang FROM push_subscriptions"
-                             " WHERE kind=?", (kind,))
-            return [{"endpoint": e, "sub": json.loads(b), "who": w, "rooms": json.loads(r),
-                     "lang": lang} for e, b, w, r, lang in cur.fetchall()]
+            cur = db.execute(
+                "SELECT endpoint, body, who, rooms, lang FROM push_subscriptions WHERE kind=?",
+                (kind,),
+            )
+            return [
+                {
+                    "endpoint": e,
+                    "sub": json.loads(b),
+                    "who": w,
+                    "rooms": json.loads(r),
+                    "lang": lang,
+                }
+                for e, b, w, r, lang in cur.fetchall()
+            ]
 
         return await self._run(run)
 
 
 def room_free_message(room: PublicRoom, lang: str, url: str) -> dict[str, Any]:
     if lang == "en":
-        return {"title": "A nursing room is free", "body": f"{room.name_en} is free now.",
-                "url": url, "tag": f"free-{room.id}"}
-    return {"title": "母婴室有空位了", "body": f"{room.name} 现在空闲。", "url": url,
-            "tag": f"free-{room.id}"}
+        return {
+            "title": "A nursing room is free",
+            "body": f"{room.name_en} is free now.",
+            "url": url,
+            "tag": f"free-{room.id}",
+        }
+    return {
+        "title": "母婴室有空位了",
+        "body": f"{room.name} 现在空闲。",
+        "url": url,
+        "tag": f"free-{room.id}",
+    }
 
 
 def call_message(alert: dict[str, Any], room_name: str, url: str) -> dict[str, Any]:
     test = "【测试】" if alert.get("test") else ""
-    return {"title": f"{test}紧急呼叫 · Emergency call", "body": f"{room_name}（{alert['room']}）",
-            "url": url, "tag": f"alert-{alert['id']}", "requireInteraction": True}
+    return {
+        "title": f"{test}紧急呼叫 · Emergency call",
+        "body": f"{room_name}（{alert['room']}）",
+        "url": url,
+        "tag": f"alert-{alert['id']}",
+        "requireInteraction": True,
+    }
 
 
 class WebPush:
     """Sends the pushes; `run()` follows the live events of one server."""
 
-    def __init__(self, db: PushDb, settings: PagesSettings, public_url: str,
-                 room_name: Callable[[str], str], *, staff_url: str | None = None) -> None:
+    def __init__(
+        self,
+        db: PushDb,
+        settings: PagesSettings,
+        public_url: str,
+        room_name: Callable[[str], str],
+        *,
+        staff_url: str | None = None,
+    ) -> None:
         self.db = db
         self.public_key = settings.vapid_public_key
         self._private_key = settings.vapid_private_key
@@ -209,8 +269,14 @@ class WebPush:
             return False
         try:
             await asyncio.to_thread(
-                webpush, sub, json.dumps(message, ensure_ascii=False), self._private_key,
-                {"sub": self._subject}, ttl=ttl, timeout=10)
+                webpush,
+                sub,
+                json.dumps(message, ensure_ascii=False),
+                self._private_key,
+                {"sub": self._subject},
+                ttl=ttl,
+                timeout=10,
+            )
         except WebPushException as exc:
             status = exc.response.status_code if exc.response is not None else None
             if status in (404, 410):
@@ -232,8 +298,9 @@ class WebPush:
             if room.id in s["rooms"]:
                 await self.db.delete(s["endpoint"])  # once: the reminder is used up
                 url = f"{self._public_url}/r/{room.id}"
-                await self.send(s["sub"], room_free_message(room, s["lang"], url),
-                                PUSH_TTL_S["mother"])
+                await self.send(
+                    s["sub"], room_free_message(room, s["lang"], url), PUSH_TTL_S["mother"]
+                )
 
     async def alert_changed(self, alert: dict[str, Any]) -> None:
         if alert.get("kind") != "call" or alert.get("status") != "open":

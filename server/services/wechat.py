@@ -112,31 +112,40 @@ class WechatDb(SqliteDatabase):
     component = "wechat"
     schema = SCHEMA
 
-    async def save_reminder(self, openid: str, rooms: list[str], lang: str,
-                            ttl_s: float = REMINDER_TTL_S) -> None:
+    async def save_reminder(
+        self, openid: str, rooms: list[str], lang: str, ttl_s: float = REMINDER_TTL_S
+    ) -> None:
         now = _now_ms()
 
         def run(db: sqlite3.Connection) -> None:
             with db:
-                db.execute("INSERT OR REPLACE INTO wechat_reminders VALUES (?,?,?,?,?)",
-                           (openid, json.dumps(rooms), lang, now, now + int(ttl_s * 1000)))
+                db.execute(
+                    "INSERT OR REPLACE INTO wechat_reminders VALUES (?,?,?,?,?)",
+                    (openid, json.dumps(rooms), lang, now, now + int(ttl_s * 1000)),
+                )
 
         await self._run(run)
 
     async def delete_reminder(self, openid: str) -> bool:
-        return await self._run(lambda db: _delete(db, "DELETE FROM wechat_reminders WHERE "
-                                                      "openid=?", (openid,)) > 0)
+        return await self._run(
+            lambda db: _delete(db, "DELETE FROM wechat_reminders WHERE openid=?", (openid,)) > 0
+        )
 
     async def has_reminder(self, openid: str) -> bool:
-        row = await self._run(lambda db: db.execute(
-            "SELECT 1 FROM wechat_reminders WHERE openid=? AND expires_ms >= ?",
-            (openid, _now_ms())).fetchone())
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT 1 FROM wechat_reminders WHERE openid=? AND expires_ms >= ?",
+                (openid, _now_ms()),
+            ).fetchone()
+        )
         return row is not None
 
     async def count_reminders(self) -> int:
-        row = await self._run(lambda db: db.execute(
-            "SELECT count(*) FROM wechat_reminders WHERE expires_ms >= ?",
-            (_now_ms(),)).fetchone())
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT count(*) FROM wechat_reminders WHERE expires_ms >= ?", (_now_ms(),)
+            ).fetchone()
+        )
         return int(row[0])
 
     async def take_for_room(self, room_id: str) -> list[tuple[str, str]]:
@@ -146,11 +155,13 @@ class WechatDb(SqliteDatabase):
 
         def run(db: sqlite3.Connection) -> list[tuple[str, str]]:
             with db:
-                rows = db.execute("SELECT openid, rooms, lang FROM wechat_reminders "
-                                  "WHERE expires_ms >= ?", (now,)).fetchall()
+                rows = db.execute(
+                    "SELECT openid, rooms, lang FROM wechat_reminders WHERE expires_ms >= ?", (now,)
+                ).fetchall()
                 taken = [(o, lang) for o, rooms, lang in rows if room_id in json.loads(rooms)]
-                db.executemany("DELETE FROM wechat_reminders WHERE openid=?",
-                               [(o,) for o, _ in taken])
+                db.executemany(
+                    "DELETE FROM wechat_reminders WHERE openid=?", [(o,) for o, _ in taken]
+                )
             return taken
 
         return await self._run(run)
@@ -161,16 +172,21 @@ class WechatDb(SqliteDatabase):
 
         def run(db: sqlite3.Connection) -> None:
             with db:
-                db.execute("INSERT INTO wechat_sessions VALUES (?,?,?)",
-                           (_hash(sid), openid, _now_ms() + int(ttl_s * 1000)))
+                db.execute(
+                    "INSERT INTO wechat_sessions VALUES (?,?,?)",
+                    (_hash(sid), openid, _now_ms() + int(ttl_s * 1000)),
+                )
 
         await self._run(run)
         return sid
 
     async def openid_for(self, sid: str) -> str | None:
-        row = await self._run(lambda db: db.execute(
-            "SELECT openid FROM wechat_sessions WHERE sid_hash=? AND expires_ms >= ?",
-            (_hash(sid), _now_ms())).fetchone())
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT openid FROM wechat_sessions WHERE sid_hash=? AND expires_ms >= ?",
+                (_hash(sid), _now_ms()),
+            ).fetchone()
+        )
         return str(row[0]) if row else None
 
     async def purge(self) -> tuple[int, int]:
@@ -195,8 +211,9 @@ class WechatApi:
     """WeChat's server API: the cached access token, the OAuth code exchange,
     the JS-SDK ticket and signature, and sending a subscription notification."""
 
-    def __init__(self, settings: WechatSettings, *,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self, settings: WechatSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self.settings = settings
         self._http = httpx.AsyncClient(timeout=settings.timeout_s, transport=transport)
         self._lock = asyncio.Lock()
@@ -213,8 +230,14 @@ class WechatApi:
         await self._http.aclose()
 
     # --- transport --------------------------------------------------------
-    async def _request(self, method: str, url: str, *, params: dict[str, str] | None = None,
-                       body: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """One API call, tried again on a network error, HTTP 5xx or errcode -1."""
         delay = RETRY_BASE_S
         tries = self.settings.tries
@@ -222,10 +245,12 @@ class WechatApi:
             problem: str
             try:
                 r = await self._http.request(
-                    method, url, params=params,
-                    content=None if body is None else json.dumps(body, ensure_ascii=False)
-                    .encode(),
-                    headers=None if body is None else {"Content-Type": "application/json"})
+                    method,
+                    url,
+                    params=params,
+                    content=None if body is None else json.dumps(body, ensure_ascii=False).encode(),
+                    headers=None if body is None else {"Content-Type": "application/json"},
+                )
                 if r.status_code >= 500:
                     problem = f"HTTP {r.status_code}"
                 else:
@@ -242,8 +267,13 @@ class WechatApi:
             if attempt == tries:
                 raise WechatError(None, f"WeChat API not usable after {tries} tries: {problem}")
             # The URL carries the token or the secret: only its path is logged.
-            log.warning("wechat API call failed; trying again", path=httpx.URL(url).path,
-                        problem=problem, attempt=attempt, pause_s=delay)
+            log.warning(
+                "wechat API call failed; trying again",
+                path=httpx.URL(url).path,
+                problem=problem,
+                attempt=attempt,
+                pause_s=delay,
+            )
             await asyncio.sleep(delay)
             delay *= 2
         raise AssertionError("unreachable")
@@ -260,9 +290,16 @@ class WechatApi:
             return self._token
 
     async def _fetch_token(self, *, force: bool) -> None:
-        data = await self._request("POST", self._url("/cgi-bin/stable_token"), body={
-            "grant_type": "client_credential", "appid": self.settings.app_id,
-            "secret": self.settings.secret, "force_refresh": force})
+        data = await self._request(
+            "POST",
+            self._url("/cgi-bin/stable_token"),
+            body={
+                "grant_type": "client_credential",
+                "appid": self.settings.app_id,
+                "secret": self.settings.secret,
+                "force_refresh": force,
+            },
+        )
         token = data.get("access_token")
         if not isinstance(token, str) or not token:
             self._token = None
@@ -283,20 +320,29 @@ class WechatApi:
                 return self._token  # another call renewed it meanwhile
             self._token = None
             await self._fetch_token(force=False)
-            if self._token == rejected \
-                    and time.monotonic() - self._forced_at >= FORCE_REFRESH_GAP_S:
+            if (
+                self._token == rejected
+                and time.monotonic() - self._forced_at >= FORCE_REFRESH_GAP_S
+            ):
                 await self._fetch_token(force=True)
             assert self._token is not None
             return self._token
 
-    async def call(self, method: str, path: str, *, params: dict[str, str] | None = None,
-                   body: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """An API call with the access token; a refused token is renewed and the
         call repeated once. Raises WechatError for any other error code."""
         token = await self.access_token()
         for attempt in (1, 2):
-            data = await self._request(method, self._url(path), params={
-                **(params or {}), "access_token": token}, body=body)
+            data = await self._request(
+                method, self._url(path), params={**(params or {}), "access_token": token}, body=body
+            )
             code = data.get("errcode") or 0
             if code in TOKEN_INVALID and attempt == 1:
                 self.token_rejections += 1
@@ -312,16 +358,31 @@ class WechatApi:
     def authorize_url(self, redirect_uri: str, state: str) -> str:
         """WeChat's OAuth page, silent (`snsapi_base`): back to `redirect_uri`
         with ?code=&state=. The order of the parameters is WeChat's."""
-        query = str(httpx.QueryParams([
-            ("appid", self.settings.app_id), ("redirect_uri", redirect_uri),
-            ("response_type", "code"), ("scope", "snsapi_base"), ("state", state)]))
+        query = str(
+            httpx.QueryParams(
+                [
+                    ("appid", self.settings.app_id),
+                    ("redirect_uri", redirect_uri),
+                    ("response_type", "code"),
+                    ("scope", "snsapi_base"),
+                    ("state", state),
+                ]
+            )
+        )
         return f"{self.settings.oauth_base_url}/connect/oauth2/authorize?{query}#wechat_redirect"
 
     async def openid_for_code(self, code: str) -> str:
         """The mother's openid for an OAuth code (each code works once, 5 min)."""
-        data = await self._request("GET", self._url("/sns/oauth2/access_token"), params={
-            "appid": self.settings.app_id, "secret": self.settings.secret or "",
-            "code": code, "grant_type": "authorization_code"})
+        data = await self._request(
+            "GET",
+            self._url("/sns/oauth2/access_token"),
+            params={
+                "appid": self.settings.app_id,
+                "secret": self.settings.secret or "",
+                "code": code,
+                "grant_type": "authorization_code",
+            },
+        )
         openid = data.get("openid")
         if data.get("errcode") or not isinstance(openid, str) or not openid:
             raise WechatError(data.get("errcode"), str(data.get("errmsg", "no openid")))
@@ -336,7 +397,8 @@ class WechatApi:
                 raise WechatError(data.get("errcode"), "no ticket")
             self._ticket = ticket
             self._ticket_until = time.monotonic() + max(
-                30.0, float(data.get("expires_in") or 7200) - 60)
+                30.0, float(data.get("expires_in") or 7200) - 60
+            )
         return self._ticket
 
     async def js_config(self, url: str) -> dict[str, Any]:
@@ -345,32 +407,47 @@ class WechatApi:
         ticket = await self.jsapi_ticket()
         nonce, stamp = secrets.token_urlsafe(12), int(time.time())
         plain = f"jsapi_ticket={ticket}&noncestr={nonce}&timestamp={stamp}&url={url}"
-        return {"app_id": self.settings.app_id, "timestamp": stamp, "nonce_str": nonce,
-                "signature": hashlib.sha1(plain.encode()).hexdigest()}
+        return {
+            "app_id": self.settings.app_id,
+            "timestamp": stamp,
+            "nonce_str": nonce,
+            "signature": hashlib.sha1(plain.encode()).hexdigest(),
+        }
 
     async def send_subscribe(self, openid: str, data: dict[str, str], page: str) -> None:
         """One subscription notification (`bizsend`); `page` is the web page it opens."""
-        await self.call("POST", "/cgi-bin/message/subscribe/bizsend", body={
-            "touser": openid, "template_id": self.settings.template_id, "page": page,
-            "data": {k: {"value": v} for k, v in data.items()}})
+        await self.call(
+            "POST",
+            "/cgi-bin/message/subscribe/bizsend",
+            body={
+                "touser": openid,
+                "template_id": self.settings.template_id,
+                "page": page,
+                "data": {k: {"value": v} for k, v in data.items()},
+            },
+        )
 
 
-def template_values(template: dict[str, str], room: PublicRoom, when: datetime,
-                    lang: str = "zh") -> dict[str, str]:
+def template_values(
+    template: dict[str, str], room: PublicRoom, when: datetime, lang: str = "zh"
+) -> dict[str, str]:
     """The template's keywords filled for `room`, each within WeChat's limits.
     The template itself is Chinese; an English page's mother gets the room's
     English name in it (a `phrase` keyword takes Chinese only)."""
     floor = f"地下{-room.floor}层" if room.floor < 0 else f"{room.floor}层"
-    fields = {"room": room.name_en if lang == "en" else room.name,
-              "place": f"{room.building}{floor}", "status": "空闲",
-              "time": when.strftime("%H:%M")}
+    fields = {
+        "room": room.name_en if lang == "en" else room.name,
+        "place": f"{room.building}{floor}",
+        "status": "空闲",
+        "time": when.strftime("%H:%M"),
+    }
     out = {}
     for key, pattern in template.items():
         value = pattern.format_map(fields)
         kind = key.rstrip("0123456789")
         limit = VALUE_LIMITS.get(kind)
         if limit and len(value) > limit:
-            value = value[:limit - 1] + "…"
+            value = value[: limit - 1] + "…"
         out[key] = value
     return out
 
@@ -387,8 +464,15 @@ class WechatService:
     """Reminders through the service account: stored by the pages' API, sent
     by `run()` when a room frees up, then forgotten."""
 
-    def __init__(self, settings: WechatSettings, db: WechatDb, public_url: str,
-                 tz: ZoneInfo, *, api: WechatApi | None = None) -> None:
+    def __init__(
+        self,
+        settings: WechatSettings,
+        db: WechatDb,
+        public_url: str,
+        tz: ZoneInfo,
+        *,
+        api: WechatApi | None = None,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.api = api if api is not None or not settings.enabled else WechatApi(settings)
@@ -429,11 +513,13 @@ class WechatService:
     async def send(self, item: Outgoing) -> None:
         """One room-free message; every outcome logged, none raised."""
         assert self.api is not None
-        values = template_values(self.settings.template_data, item.room,
-                                 datetime.now(self._tz), item.lang)
+        values = template_values(
+            self.settings.template_data, item.room, datetime.now(self._tz), item.lang
+        )
         try:
-            await self.api.send_subscribe(item.openid, values,
-                                          f"{self._public_url}/r/{item.room.id}")
+            await self.api.send_subscribe(
+                item.openid, values, f"{self._public_url}/r/{item.room.id}"
+            )
         except WechatError as exc:
             self._failed(item, exc)
         else:
@@ -444,24 +530,37 @@ class WechatService:
         code = exc.errcode
         if code == USER_REFUSED:
             self.refused += 1
-            log.info("wechat message refused: the mother did not agree to it, or no "
-                     "longer does (43101); forgotten, not tried again", room=item.room.id)
+            log.info(
+                "wechat message refused: the mother did not agree to it, or no "
+                "longer does (43101); forgotten, not tried again",
+                room=item.room.id,
+            )
         elif code == MINUTE_QUOTA and not item.requeued:
-            log.warning("wechat minute quota reached (45011); trying once more later",
-                        room=item.room.id, after_s=self.settings.quota_retry_s)
+            log.warning(
+                "wechat minute quota reached (45011); trying once more later",
+                room=item.room.id,
+                after_s=self.settings.quota_retry_s,
+            )
             item.requeued = True
-            asyncio.get_running_loop().call_later(self.settings.quota_retry_s,
-                                                  self._requeue, item)
+            asyncio.get_running_loop().call_later(self.settings.quota_retry_s, self._requeue, item)
         elif code == INVALID_OPENID:
             self.failed += 1
-            log.warning("wechat says the openid is not this account's user (40003); "
-                        "forgotten", room=item.room.id)
+            log.warning(
+                "wechat says the openid is not this account's user (40003); forgotten",
+                room=item.room.id,
+            )
         else:
             self.failed += 1
-            what = {DAILY_QUOTA: "daily quota reached (45009): no more messages today",
-                    MINUTE_QUOTA: "minute quota reached again (45011)"}.get(code or 0, "")
-            log.error("wechat room-free message not sent; dropped", room=item.room.id,
-                      errcode=code, error=what or exc.errmsg[:200])
+            what = {
+                DAILY_QUOTA: "daily quota reached (45009): no more messages today",
+                MINUTE_QUOTA: "minute quota reached again (45011)",
+            }.get(code or 0, "")
+            log.error(
+                "wechat room-free message not sent; dropped",
+                room=item.room.id,
+                errcode=code,
+                error=what or exc.errmsg[:200],
+            )
 
     def _requeue(self, item: Outgoing) -> None:
         try:
@@ -483,8 +582,11 @@ class WechatService:
             try:
                 reminders, sessions = await self.db.purge()
                 if reminders or sessions:
-                    log.info("wechat reminders and sessions lapsed; deleted",
-                             reminders=reminders, sessions=sessions)
+                    log.info(
+                        "wechat reminders and sessions lapsed; deleted",
+                        reminders=reminders,
+                        sessions=sessions,
+                    )
             except Exception:
                 log.exception("wechat purge failed; will retry")
             await asyncio.sleep(PURGE_EVERY_S)
@@ -512,7 +614,10 @@ class WechatService:
 
 def is_local_path(value: str) -> bool:
     """A path on this site (an open redirect is refused)."""
-    return (value.startswith("/") and not value.startswith("//")
-            and "\\" not in value and len(value) <= 1000
-            and all(ord(c) > 32 and ord(c) != 127 for c in value))
-
+    return (
+        value.startswith("/")
+        and not value.startswith("//")
+        and "\\" not in value
+        and len(value) <= 1000
+        and all(ord(c) > 32 and ord(c) != 127 for c in value)
+    )

@@ -19,7 +19,12 @@ class WelfareCheck:
         still_s = msg.still_s or 0
         if msg.occupied and msg.radar in ("still", None) and still_s >= self._after_s:
             await self._alerts.raise_once(
-                "welfare", device, priority="low", room=room, device=device,
-                detail=f"occupied and still for {still_s // 60} min: please knock")
+                "welfare",
+                device,
+                priority="low",
+                room=room,
+                device=device,
+                detail=f"occupied and still for {still_s // 60} min: please knock",
+            )
         elif not msg.occupied or msg.radar in ("moving", "both", "none"):
             await self._alerts.clear("welfare", {device})

@@ -14,8 +14,15 @@ from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from tests.support import ROOT
 
 CHROMIUM = os.environ.get("MAMAROOM_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PHONE = {"width": 390, "height": 844}
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 AXE = ROOT / "dashboard" / "vendor" / "axe.min.js"
@@ -36,8 +43,14 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def context(browser: Browser) -> Iterator[BrowserContext]:
-    ctx = browser.new_context(viewport=PHONE, locale="zh-CN", timezone_id="Asia/Shanghai",
-                              device_scale_factor=2, is_mobile=True, has_touch=True)
+    ctx = browser.new_context(
+        viewport=PHONE,
+        locale="zh-CN",
+        timezone_id="Asia/Shanghai",
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+    )
     yield ctx
     ctx.close()
 
@@ -47,8 +60,10 @@ def page(context: BrowserContext) -> Iterator[Page]:
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error"
-          and "favicon" not in m.text else None)
+    pg.on(
+        "console",
+        lambda m: errors.append(m.text) if m.type == "error" and "favicon" not in m.text else None,
+    )
     pg.errors = errors  # type: ignore[attr-defined]
     yield pg
     # A page that threw is broken even if what the test looked at rendered.

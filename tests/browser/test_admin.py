@@ -10,11 +10,13 @@ from tests.browser.test_staff import login
 from tests.support import Device, Services, wait_for
 
 LIVE_TIMEOUT = 30_000
-CSV = ("room_id,name,name_en,building,building_en,floor,device\n"
-       "T1-0101,测试楼1层母婴室,Test Bldg 1F,测试楼,Test Bldg,1,dev-a\n"
-       "T1-0201,测试楼2层母婴室,Test Bldg 2F,测试楼,Test Bldg,2,dev-b\n"
-       "T1-0301,测试楼3层母婴室,Test Bldg 3F,测试楼,Test Bldg,3,\n"
-       "T1-0401,测试楼4层母婴室,Test Bldg 4F,测试楼,Test Bldg,4,\n")
+CSV = (
+    "room_id,name,name_en,building,building_en,floor,device\n"
+    "T1-0101,测试楼1层母婴室,Test Bldg 1F,测试楼,Test Bldg,1,dev-a\n"
+    "T1-0201,测试楼2层母婴室,Test Bldg 2F,测试楼,Test Bldg,2,dev-b\n"
+    "T1-0301,测试楼3层母婴室,Test Bldg 3F,测试楼,Test Bldg,3,\n"
+    "T1-0401,测试楼4层母婴室,Test Bldg 4F,测试楼,Test Bldg,4,\n"
+)
 
 
 def room(services: Services, room_id: str) -> dict[str, object]:
@@ -36,15 +38,19 @@ def test_admin_page(services: Services, device_factory: type[Device], page: Page
     screenshot(page, "admin")
 
     # Import a rooms CSV: checked first, then applied.
-    page.set_input_files("#csv-file", files=[{"name": "rooms.csv", "mimeType": "text/csv",
-                                              "buffer": ("\ufeff" + CSV).encode()}])
+    page.set_input_files(
+        "#csv-file",
+        files=[{"name": "rooms.csv", "mimeType": "text/csv", "buffer": ("\ufeff" + CSV).encode()}],
+    )
     expect(page.locator("#panel-rooms")).to_contain_text("文件有效：4 间", timeout=LIVE_TIMEOUT)
     page.click("#csv-apply")
     wait_for(lambda: room(services, "T1-0401"), what="imported room")
     expect(page.locator("#admin-rooms [data-room='T1-0401']")).to_be_visible()  # re-drawn
     assert room(services, "T1-0101")["cleaning"] is True  # kept across the import
-    page.set_input_files("#csv-file", files=[{"name": "bad.csv", "mimeType": "text/csv",
-                                              "buffer": b"room_id,name\nX,y\n"}])
+    page.set_input_files(
+        "#csv-file",
+        files=[{"name": "bad.csv", "mimeType": "text/csv", "buffer": b"room_id,name\nX,y\n"}],
+    )
     expect(page.locator("#panel-rooms")).to_contain_text("missing column", timeout=LIVE_TIMEOUT)
 
     # Adopt a device seen on the broker, then move another one.
@@ -82,8 +88,10 @@ def test_admin_page(services: Services, device_factory: type[Device], page: Page
     shift.get_by_label("寻呼号").fill("101")
     shift.get_by_label("负责楼宇（用；分隔，空为全部）").fill("测试楼")
     page.get_by_role("button", name="保存值班表").click()
-    wait_for(lambda: services.admin("GET", "/api/admin/roster").json()["source"] == "admin",
-             what="roster saved")
+    wait_for(
+        lambda: services.admin("GET", "/api/admin/roster").json()["source"] == "admin",
+        what="roster saved",
+    )
     roster = services.admin("GET", "/api/admin/roster").json()["shifts"]
     assert roster == [{"name": "王丽", "pager": "101", "buildings": ["测试楼"], "hours": ""}]
     assert axe_violations(page) == []

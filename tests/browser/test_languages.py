@@ -43,9 +43,29 @@ IDS = re.compile(
     r"|\b\d+(?:\.\d+)+\b"  # versions
 )
 #: Names of protocols, formats and standards, the same in Chinese text.
-ALLOWED_ZH = {"MQTT", "ESPA", "CSV", "UTF", "QR", "API", "ID", "URL", "Wi", "Fi", "RSSI", "OTA",
-              "P50", "P90", "IM", "SSE", "admin", "WeCom", "DingTalk",
-              "IP", "openid"}  # the privacy notice: WeChat's own word for a user's id
+ALLOWED_ZH = {
+    "MQTT",
+    "ESPA",
+    "CSV",
+    "UTF",
+    "QR",
+    "API",
+    "ID",
+    "URL",
+    "Wi",
+    "Fi",
+    "RSSI",
+    "OTA",
+    "P50",
+    "P90",
+    "IM",
+    "SSE",
+    "admin",
+    "WeCom",
+    "DingTalk",
+    "IP",
+    "openid",
+}  # the privacy notice: WeChat's own word for a user's id
 WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 
 VISIBLE_TEXT = """() => {
@@ -112,8 +132,10 @@ class Scan:
             self.findings[where] = sorted(set(found))
 
     def report(self) -> str:
-        return "\n".join(f"[{self.lang}] {where}:\n    " + "\n    ".join(found)
-                         for where, found in self.findings.items())
+        return "\n".join(
+            f"[{self.lang}] {where}:\n    " + "\n    ".join(found)
+            for where, found in self.findings.items()
+        )
 
 
 @pytest.fixture
@@ -131,12 +153,28 @@ def rooms_csv(tmp_path: Path) -> Path:
 def site(services: Services, device_factory: type[Device]) -> Iterator[Services]:
     """Something on every page: live rooms, an open call, an unknown device,
     weeks of history for the trends."""
-    subprocess.run([sys.executable, "-m", "cli", "history", "generate", "--days", "21",
-                    "--rooms", "7", "--telemetry-every", "60"],
-                   env=services.env, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "history",
+            "generate",
+            "--days",
+            "21",
+            "--rooms",
+            "7",
+            "--telemetry-every",
+            "60",
+        ],
+        env=services.env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     node = device_factory("n-sp1-0101")
-    node.publish(Kind.TELEMETRY, node.envelope(uptime_s=10, rssi=-60, heap_free=80_000,
-                                               fw="1.2.0"))
+    node.publish(Kind.TELEMETRY, node.envelope(uptime_s=10, rssi=-60, heap_free=80_000, fw="1.2.0"))
     node.occupancy(True)
     device_factory("n-sp1-0102").occupancy(False)
     device_factory("n-sp1-0201").occupancy(False)
@@ -149,20 +187,26 @@ def site(services: Services, device_factory: type[Device]) -> Iterator[Services]
 
 
 @pytest.fixture(params=["zh", "en"])
-def lang_context(request: pytest.FixtureRequest, browser: Browser
-                 ) -> Iterator[tuple[str, BrowserContext]]:
+def lang_context(
+    request: pytest.FixtureRequest, browser: Browser
+) -> Iterator[tuple[str, BrowserContext]]:
     lang = request.param
-    ctx = browser.new_context(viewport=PHONE, locale="zh-CN" if lang == "zh" else "en-US",
-                              timezone_id="Asia/Shanghai", device_scale_factor=1,
-                              is_mobile=True, has_touch=True)
-    ctx.add_init_script(f"try {{ localStorage.setItem('mamaroom.lang', '{lang}') }} "
-                        "catch (e) {}")
+    ctx = browser.new_context(
+        viewport=PHONE,
+        locale="zh-CN" if lang == "zh" else "en-US",
+        timezone_id="Asia/Shanghai",
+        device_scale_factor=1,
+        is_mobile=True,
+        has_touch=True,
+    )
+    ctx.add_init_script(f"try {{ localStorage.setItem('mamaroom.lang', '{lang}') }} catch (e) {{}}")
     yield lang, ctx
     ctx.close()
 
 
-def test_every_page_in_one_language(site: Services,
-                                    lang_context: tuple[str, BrowserContext]) -> None:
+def test_every_page_in_one_language(
+    site: Services, lang_context: tuple[str, BrowserContext]
+) -> None:
     lang, ctx = lang_context
     scan = Scan(lang)
     page = ctx.new_page()
@@ -173,16 +217,22 @@ def test_every_page_in_one_language(site: Services,
         ready()
 
     # The mothers' page: the whole list, then near a chosen floor.
-    visit("/", lambda: expect(page.locator("#rooms [data-room]").first)
-          .to_be_visible(timeout=LIVE_TIMEOUT))
+    visit(
+        "/",
+        lambda: expect(page.locator("#rooms [data-room]").first).to_be_visible(
+            timeout=LIVE_TIMEOUT
+        ),
+    )
     scan(page, "mothers' page")
     page.select_option("#my-building", index=1)
     page.select_option("#my-floor", index=1)
     expect(page.locator("#rooms [data-room]").first).to_be_visible(timeout=LIVE_TIMEOUT)
     scan(page, "mothers' page, near a floor")
     # A room's door page, and a room that does not exist.
-    visit("/r/SP1-0102", lambda: expect(page.locator(".big-state"))
-          .to_be_visible(timeout=LIVE_TIMEOUT))
+    visit(
+        "/r/SP1-0102",
+        lambda: expect(page.locator(".big-state")).to_be_visible(timeout=LIVE_TIMEOUT),
+    )
     scan(page, "room page")
     page.goto(base + "/r/NOPE-9999")
     scan(page, "unknown room page")
@@ -198,7 +248,8 @@ def test_every_page_in_one_language(site: Services,
     page.click("#unlock")
     page.locator("[data-alert][data-status=open] [data-action=ack]").click()
     expect(page.locator("[data-alert][data-status=acknowledged]")).to_be_visible(
-        timeout=LIVE_TIMEOUT)
+        timeout=LIVE_TIMEOUT
+    )
     open_details(page)
     scan(page, "staff console, call acknowledged")
     page.click("#tab-devices")
@@ -207,9 +258,14 @@ def test_every_page_in_one_language(site: Services,
 
     # Trends with every chart drawn (the charts' own text is their aria-label).
     page.goto(base + "/trends")
-    wait_for(lambda: page.evaluate(
-        f"{list(CHARTS)}.every(id => ((window.__chartsRendered || {{}})[id] || 0) > 0)"),
-        timeout=60, interval=0.2, what="every chart drawn")
+    wait_for(
+        lambda: page.evaluate(
+            f"{list(CHARTS)}.every(id => ((window.__chartsRendered || {{}})[id] || 0) > 0)"
+        ),
+        timeout=60,
+        interval=0.2,
+        what="every chart drawn",
+    )
     scan(page, "trends")
 
     # Admin, each tab.

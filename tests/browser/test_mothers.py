@@ -13,7 +13,8 @@ LIVE_TIMEOUT = 30_000  # ms; the machine is shared and slow, never a timing asse
 
 
 def test_the_list_changes_live_when_a_room_is_taken(
-        services: Services, device_factory: type[Device], page: Page) -> None:
+    services: Services, device_factory: type[Device], page: Page
+) -> None:
     a, b = device_factory("dev-a"), device_factory("dev-b")
     a.occupancy(False)
     b.occupancy(True)
@@ -45,8 +46,12 @@ def test_the_list_changes_live_when_a_room_is_taken(
     expect(page.locator("#remind")).to_have_attribute("aria-pressed", "true")
     b.occupancy(False)
     # Polled from here, not wait_for_function: see test_trends.py.
-    wait_for(lambda: page.evaluate("window.__reminders === 1"), timeout=LIVE_TIMEOUT / 1000,
-             interval=0.2, what="the reminder")
+    wait_for(
+        lambda: page.evaluate("window.__reminders === 1"),
+        timeout=LIVE_TIMEOUT / 1000,
+        interval=0.2,
+        what="the reminder",
+    )
     expect(page.locator("#remind-state")).to_contain_text("有空位了")
     page.evaluate("window.scrollTo(0, 0)")
 
@@ -61,7 +66,8 @@ def test_the_list_changes_live_when_a_room_is_taken(
 
 
 def test_without_eventsource_the_page_polls(
-        services: Services, device_factory: type[Device], page: Page) -> None:
+    services: Services, device_factory: type[Device], page: Page
+) -> None:
     """Some in-app browsers have no EventSource: the page polls the room list
     instead of staying on "正在加载…" for ever."""
     a = device_factory("dev-a")
@@ -77,7 +83,8 @@ def test_without_eventsource_the_page_polls(
 
 
 def test_without_eventsource_a_reminder_still_comes(
-        services: Services, device_factory: type[Device], page: Page) -> None:
+    services: Services, device_factory: type[Device], page: Page
+) -> None:
     """Polling hands the page snapshots, never single room changes: measured
     before, "tell me when a room is free" then never went off."""
     a, b = device_factory("dev-a"), device_factory("dev-b")
@@ -90,17 +97,23 @@ def test_without_eventsource_a_reminder_still_comes(
     page.select_option("#my-building", "测试楼")
     page.select_option("#my-floor", "2")
     expect(page.locator("#rooms [data-room='T1-0201']")).to_have_attribute(
-        "data-state", "occupied", timeout=LIVE_TIMEOUT)
+        "data-state", "occupied", timeout=LIVE_TIMEOUT
+    )
     page.click("#remind")
     expect(page.locator("#remind")).to_have_attribute("aria-pressed", "true")
     b.occupancy(False)  # seen at the next poll (10 s)
-    wait_for(lambda: page.evaluate("window.__reminders === 1"), timeout=LIVE_TIMEOUT / 1000,
-             interval=0.2, what="the reminder")
+    wait_for(
+        lambda: page.evaluate("window.__reminders === 1"),
+        timeout=LIVE_TIMEOUT / 1000,
+        interval=0.2,
+        what="the reminder",
+    )
     expect(page.locator("#remind-state")).to_contain_text("有空位了")
 
 
 def test_a_room_page_from_its_door_qr_code(
-        services: Services, device_factory: type[Device], page: Page) -> None:
+    services: Services, device_factory: type[Device], page: Page
+) -> None:
     a = device_factory("dev-a")
     a.occupancy(False)
     services.wait_room_state("T1-0101", "free")

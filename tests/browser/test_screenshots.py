@@ -45,21 +45,34 @@ def park(services: Services, rooms_csv: Path) -> Iterator[list[str]]:
     for i, device in enumerate(devices):
         if i % 23 == 7:
             continue  # silent: its room must show "status unknown"
-        body = {"v": 1, "boot": 1, "seq": 1, "ts": None, "occupied": rng.random() < 0.45,
-                "source": "door"}
+        body = {
+            "v": 1,
+            "boot": 1,
+            "seq": 1,
+            "ts": None,
+            "occupied": rng.random() < 0.45,
+            "source": "door",
+        }
         topic = device_topic(device, Kind.OCCUPANCY)
         client.publish(topic, json.dumps(body), qos=1).wait_for_publish(10)
         reported.append(device)
-    wait_for(lambda: sum(r["state"] != "offline"
-                         for r in services.http.get("/api/rooms").json()) >= len(reported),
-             timeout=60, what="park room states", detail=services.logs)
+    wait_for(
+        lambda: (
+            sum(r["state"] != "offline" for r in services.http.get("/api/rooms").json())
+            >= len(reported)
+        ),
+        timeout=60,
+        what="park room states",
+        detail=services.logs,
+    )
     yield reported
     client.loop_stop()
     client.disconnect()
 
 
-def test_screenshots(services: Services, park: list[str], device_factory: type[Device],
-                     page: Page) -> None:
+def test_screenshots(
+    services: Services, park: list[str], device_factory: type[Device], page: Page
+) -> None:
     page.goto(services.base_url + "/")
     page.select_option("#my-building", "软件园1号楼")
     page.select_option("#my-floor", "3")

@@ -19,7 +19,8 @@ def login(page: Page, services: Services) -> None:
 
 
 def test_a_call_rings_until_one_tap_acknowledges_it(
-        services: Services, device_factory: type[Device], page: Page) -> None:
+    services: Services, device_factory: type[Device], page: Page
+) -> None:
     node = device_factory("dev-a")
     node.occupancy(True)
     node.telemetry()
@@ -53,8 +54,11 @@ def test_a_call_rings_until_one_tap_acknowledges_it(
     assert axe_violations(page) == []
 
     card.locator("[data-action=ack]").click()  # one tap
-    wait_for(lambda: "acknowledged" in node.statuses("c-1-1"),
-             what="the node receives call_ack acknowledged", detail=services.logs)
+    wait_for(
+        lambda: "acknowledged" in node.statuses("c-1-1"),
+        what="the node receives call_ack acknowledged",
+        detail=services.logs,
+    )
     acked = page.locator("[data-alert][data-status=acknowledged]")
     expect(acked).to_contain_text("已接警", timeout=LIVE_TIMEOUT)
     expect(acked).to_contain_text("admin")
@@ -69,19 +73,26 @@ def test_a_call_rings_until_one_tap_acknowledges_it(
     expect(page.locator("#no-alerts")).to_be_visible(timeout=LIVE_TIMEOUT)
 
 
-def test_device_health_tab(services: Services, device_factory: type[Device],
-                           page: Page) -> None:
+def test_device_health_tab(services: Services, device_factory: type[Device], page: Page) -> None:
     node = device_factory("dev-a")
-    node.publish_raw("mr/v1/dev/dev-a/telemetry", (
-        b'{"v":1,"boot":1,"seq":99,"ts":null,"rssi":-88,"heap_free":12000,"fw":"1.2.3"}'
-    ))
+    node.publish_raw(
+        "mr/v1/dev/dev-a/telemetry",
+        (b'{"v":1,"boot":1,"seq":99,"ts":null,"rssi":-88,"heap_free":12000,"fw":"1.2.3"}'),
+    )
     stranger = device_factory("dev-new")
     stranger.occupancy(False)
-    wait_for(lambda: services.admin("GET", "/api/devices").json()["unknown"],
-             what="unknown device seen", detail=services.logs)
-    wait_for(lambda: any(d["rssi"] == -88 for d in
-                         services.admin("GET", "/api/devices").json()["devices"]),
-             what="telemetry stored", detail=services.logs)
+    wait_for(
+        lambda: services.admin("GET", "/api/devices").json()["unknown"],
+        what="unknown device seen",
+        detail=services.logs,
+    )
+    wait_for(
+        lambda: any(
+            d["rssi"] == -88 for d in services.admin("GET", "/api/devices").json()["devices"]
+        ),
+        what="telemetry stored",
+        detail=services.logs,
+    )
     page.goto(services.base_url + "/staff")
     login(page, services)
     page.click("#tab-devices")

@@ -28,8 +28,9 @@ def standin() -> Iterator[WechatStandin]:
 
 
 @pytest.fixture
-def wechat_services(broker: Mosquitto, tmp_path: Path, rooms_csv: Path,
-                    standin: WechatStandin) -> Iterator[Services]:
+def wechat_services(
+    broker: Mosquitto, tmp_path: Path, rooms_csv: Path, standin: WechatStandin
+) -> Iterator[Services]:
     svc = Services(broker, tmp_path, rooms_csv, **standin.env()).start()
     yield svc
     svc.stop()
@@ -37,9 +38,15 @@ def wechat_services(broker: Mosquitto, tmp_path: Path, rooms_csv: Path,
 
 @pytest.fixture
 def in_wechat(browser: Browser, standin: WechatStandin) -> Iterator[BrowserContext]:
-    ctx = browser.new_context(viewport=PHONE, locale="zh-CN", timezone_id="Asia/Shanghai",
-                              device_scale_factor=2, is_mobile=True, has_touch=True,
-                              user_agent=WECHAT_UA)
+    ctx = browser.new_context(
+        viewport=PHONE,
+        locale="zh-CN",
+        timezone_id="Asia/Shanghai",
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        user_agent=WECHAT_UA,
+    )
 
     def subscribe(template: str) -> str:
         """WeChat's popup, answered "allow" by the mother at the phone."""
@@ -54,8 +61,12 @@ def in_wechat(browser: Browser, standin: WechatStandin) -> Iterator[BrowserConte
 
 
 def test_in_wechat_the_page_offers_wechat_and_the_message_comes(
-        wechat_services: Services, standin: WechatStandin, device_factory: type[Device],
-        in_wechat: BrowserContext, page: Page) -> None:
+    wechat_services: Services,
+    standin: WechatStandin,
+    device_factory: type[Device],
+    in_wechat: BrowserContext,
+    page: Page,
+) -> None:
     svc = wechat_services
     node = device_factory("dev-a")
     node.occupancy(True)
@@ -63,8 +74,10 @@ def test_in_wechat_the_page_offers_wechat_and_the_message_comes(
     phone = in_wechat.new_page()
     errors: list[str] = []
     phone.on("pageerror", lambda e: errors.append(str(e)))
-    phone.on("console", lambda m: errors.append(m.text) if m.type == "error"
-             and "favicon" not in m.text else None)
+    phone.on(
+        "console",
+        lambda m: errors.append(m.text) if m.type == "error" and "favicon" not in m.text else None,
+    )
 
     # The service account's menu link: the page knows where she is.
     phone.goto(svc.base_url + MENU_LINK)
@@ -89,8 +102,7 @@ def test_in_wechat_the_page_offers_wechat_and_the_message_comes(
     assert standin.signature_ok(config, svc.base_url + MENU_LINK)
     assert subscribe.get_attribute("template") == TEMPLATE_ID
     subscribe.click()
-    expect(phone.locator("#remind-state")).to_contain_text("已开启微信提醒",
-                                                           timeout=LIVE_TIMEOUT)
+    expect(phone.locator("#remind-state")).to_contain_text("已开启微信提醒", timeout=LIVE_TIMEOUT)
     expect(remind).to_have_attribute("aria-pressed", "true")
     expect(subscribe).to_be_hidden()
     # Every string of it in English too.
@@ -100,13 +112,16 @@ def test_in_wechat_the_page_offers_wechat_and_the_message_comes(
 
     # The room frees: the service account's message, once.
     node.occupancy(False)
-    [message] = wait_for(lambda: standin.sent_to("o-mother-dora"), timeout=LIVE_TIMEOUT / 1000,
-                         what="the WeChat message", detail=svc.logs)
+    [message] = wait_for(
+        lambda: standin.sent_to("o-mother-dora"),
+        timeout=LIVE_TIMEOUT / 1000,
+        what="the WeChat message",
+        detail=svc.logs,
+    )
     assert message["page"] == f"{svc.base_url}/r/T1-0101"
     assert message["data"]["thing1"] == {"value": "测试楼1层母婴室"}  # she agreed in Chinese
     # The open page tells her too, at its next poll.
-    expect(phone.locator("#remind-state")).to_contain_text("A room is free",
-                                                           timeout=LIVE_TIMEOUT)
+    expect(phone.locator("#remind-state")).to_contain_text("A room is free", timeout=LIVE_TIMEOUT)
     assert [e for e in errors if "Content Security Policy" in e or "Error" in e] == [], errors
 
     # Outside WeChat the same server offers the in-page and Web Push reminder.

@@ -22,16 +22,23 @@ WECHAT_ANDROID = (
     "Mozilla/5.0 (Linux; Android 13; V2227A Build/TP1A.220624.014; wv) AppleWebKit/537.36 "
     "(KHTML, like Gecko) Version/4.0 Chrome/111.0.5563.116 Mobile Safari/537.36 XWEB/1110005 "
     "MMWEBSDK/20230805 MMWEBID/2615 MicroMessenger/8.0.42.2460(0x28002A3B) WeChat/arm64 "
-    "Weixin NetType/WIFI Language/zh_CN ABI/arm64")
+    "Weixin NetType/WIFI Language/zh_CN ABI/arm64"
+)
 #: What WeChat's browser lacks on some phones: the stream, and Web Push always.
 NO_EVENTSOURCE = "delete window.EventSource; delete window.PushManager;"
 
 
 @pytest.fixture
 def wechat(browser: Browser) -> Iterator[BrowserContext]:
-    ctx = browser.new_context(viewport=PHONE, locale="zh-CN", timezone_id="Asia/Shanghai",
-                              device_scale_factor=2, is_mobile=True, has_touch=True,
-                              user_agent=WECHAT_ANDROID)
+    ctx = browser.new_context(
+        viewport=PHONE,
+        locale="zh-CN",
+        timezone_id="Asia/Shanghai",
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        user_agent=WECHAT_ANDROID,
+    )
     yield ctx
     ctx.close()
 
@@ -40,8 +47,10 @@ def open_page(ctx: BrowserContext, *, eventsource: bool) -> Page:
     page = ctx.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error"
-            and "favicon" not in m.text else None)
+    page.on(
+        "console",
+        lambda m: errors.append(m.text) if m.type == "error" and "favicon" not in m.text else None,
+    )
     page.errors = errors  # type: ignore[attr-defined]
     if not eventsource:
         page.add_init_script(NO_EVENTSOURCE)
@@ -54,8 +63,9 @@ def no_errors(page: Page) -> None:
 
 
 @pytest.mark.parametrize("eventsource", [True, False], ids=["eventsource", "polling"])
-def test_the_mothers_pages_in_wechat(services: Services, device_factory: type[Device],
-                                     wechat: BrowserContext, eventsource: bool) -> None:
+def test_the_mothers_pages_in_wechat(
+    services: Services, device_factory: type[Device], wechat: BrowserContext, eventsource: bool
+) -> None:
     a, b = device_factory("dev-a"), device_factory("dev-b")
     a.occupancy(False)
     b.occupancy(True)
@@ -68,8 +78,7 @@ def test_the_mothers_pages_in_wechat(services: Services, device_factory: type[De
     assert page.evaluate("'EventSource' in window") is eventsource
     free_room = page.locator("#rooms [data-room='T1-0101']")
     expect(free_room).to_have_attribute("data-state", "free", timeout=LIVE_TIMEOUT)
-    expect(page.locator("#rooms [data-room='T1-0201']")).to_have_attribute(
-        "data-state", "occupied")
+    expect(page.locator("#rooms [data-room='T1-0201']")).to_have_attribute("data-state", "occupied")
     expect(page.locator("#summary")).to_contain_text("1 间空闲")
     expect(page.locator("#live")).to_have_text("● 实时")
     page.select_option("#my-building", "测试楼")
@@ -99,8 +108,9 @@ def test_the_mothers_pages_in_wechat(services: Services, device_factory: type[De
     no_errors(room)
 
 
-def test_wechat_through_the_public_listener(services: Services, device_factory: type[Device],
-                                            wechat: BrowserContext) -> None:
+def test_wechat_through_the_public_listener(
+    services: Services, device_factory: type[Device], wechat: BrowserContext
+) -> None:
     """As nginx's public listener passes it: every request marked public. The
     pages work, with no link to the staff console (404 there)."""
     a = device_factory("dev-a")
@@ -111,7 +121,8 @@ def test_wechat_through_the_public_listener(services: Services, device_factory: 
         page = open_page(wechat, eventsource=eventsource)
         page.goto(services.base_url + "/")
         expect(page.locator("#rooms [data-room='T1-0101']")).to_have_attribute(
-            "data-state", "free", timeout=LIVE_TIMEOUT)
+            "data-state", "free", timeout=LIVE_TIMEOUT
+        )
         expect(page.locator("#staff-link")).to_be_hidden()
         expect(page.locator("#privacy")).to_be_visible()
         room = page.goto(services.base_url + "/r/T1-0101")
@@ -125,5 +136,6 @@ def test_wechat_through_the_public_listener(services: Services, device_factory: 
     page = open_page(wechat, eventsource=True)
     page.goto(services.base_url + "/")
     expect(page.locator("#rooms [data-room='T1-0101']")).to_have_attribute(
-        "data-state", "free", timeout=LIVE_TIMEOUT)
+        "data-state", "free", timeout=LIVE_TIMEOUT
+    )
     expect(page.locator("#staff-link")).to_be_visible()

@@ -95,8 +95,10 @@ class Ledger:
         return [cid for cid, c in self.calls.items() if c.in_flight_at(t)]
 
     def first_received_after(self, t: float) -> float | None:
-        return min((r for c in self.calls.values()
-                    if (r := c.received_at) is not None and r > t), default=None)
+        return min(
+            (r for c in self.calls.values() if (r := c.received_at) is not None and r > t),
+            default=None,
+        )
 
     def received_since(self, t: float) -> int:
         return sum(1 for c in self.calls.values() if (r := c.received_at) is not None and r > t)

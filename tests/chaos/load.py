@@ -59,8 +59,9 @@ class Ledger:
 
     def write(self, ev: str, **fields: Any) -> None:
         # One line per event, flushed, so the test can follow it live.
-        self._file.write(json.dumps({"t": time.time(), "ev": ev, **fields},
-                                    separators=(",", ":")) + "\n")
+        self._file.write(
+            json.dumps({"t": time.time(), "ev": ev, **fields}, separators=(",", ":")) + "\n"
+        )
         self._file.flush()
 
     def close(self) -> None:
@@ -88,13 +89,21 @@ class Node:
 
     def enqueue(self, kind: Kind, **body: Any) -> None:
         self.seq += 1
-        self.outbox.append((kind, {"v": 1, "boot": self.boot, "seq": self.seq,
-                                   "ts": int(time.time() * 1000), **body}))
+        self.outbox.append(
+            (
+                kind,
+                {"v": 1, "boot": self.boot, "seq": self.seq, "ts": int(time.time() * 1000), **body},
+            )
+        )
         self.wake.set()
 
     def occupancy(self) -> None:
-        self.enqueue(Kind.OCCUPANCY, occupied=self.occupied, source="door",
-                     radar="moving" if self.occupied else "none")
+        self.enqueue(
+            Kind.OCCUPANCY,
+            occupied=self.occupied,
+            source="door",
+            radar="moving" if self.occupied else "none",
+        )
 
     async def behave(self) -> None:
         self.occupancy()
@@ -112,10 +121,13 @@ class Node:
     async def telemetry(self) -> None:
         await asyncio.sleep(self.rng.uniform(0, TELEMETRY_S))
         while not self.load.stopping:
-            self.enqueue(Kind.TELEMETRY, uptime_s=int(time.monotonic() - self.started),
-                         rssi=self.rng.randint(-75, -50), heap_free=self.rng.randint(80_000,
-                                                                                     95_000),
-                         fw="chaos-load")
+            self.enqueue(
+                Kind.TELEMETRY,
+                uptime_s=int(time.monotonic() - self.started),
+                rssi=self.rng.randint(-75, -50),
+                heap_free=self.rng.randint(80_000, 95_000),
+                fw="chaos-load",
+            )
             await asyncio.sleep(TELEMETRY_S)
 
     # --- calls -----------------------------------------------------------------------
@@ -163,25 +175,32 @@ class Node:
 
     async def run(self) -> None:
         args = self.load.args
-        will = aiomqtt.Will(device_topic(self.device, Kind.STATUS), b"offline", qos=1,
-                            retain=True)
+        will = aiomqtt.Will(device_topic(self.device, Kind.STATUS), b"offline", qos=1, retain=True)
         delay = 0.5
         while not self.load.closed:
             try:
                 async with aiomqtt.Client(
-                    args.host, args.port, identifier=self.device, keepalive=30,
-                    clean_session=False, will=will, socket_options=[NO_DELAY], timeout=10,
+                    args.host,
+                    args.port,
+                    identifier=self.device,
+                    keepalive=30,
+                    clean_session=False,
+                    will=will,
+                    socket_options=[NO_DELAY],
+                    timeout=10,
                 ) as client:
                     await client.subscribe(device_topic(self.device, Kind.CMD), qos=1)
-                    await client.publish(device_topic(self.device, Kind.STATUS), b"online",
-                                         qos=1, retain=True)
+                    await client.publish(
+                        device_topic(self.device, Kind.STATUS), b"online", qos=1, retain=True
+                    )
                     self.connected = True
                     self.load.ledger.write("conn", dev=self.device)
                     delay = 0.5
                     sender = asyncio.ensure_future(self.sender(client))
                     commands = asyncio.ensure_future(self.commands(client))
-                    done, pending = await asyncio.wait({sender, commands},
-                                                       return_when=asyncio.FIRST_COMPLETED)
+                    done, pending = await asyncio.wait(
+                        {sender, commands}, return_when=asyncio.FIRST_COMPLETED
+                    )
                     for task in pending:
                         task.cancel()
                     await asyncio.gather(*pending, return_exceptions=True)
@@ -206,13 +225,14 @@ class Node:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), 1)
             kind, body = self.outbox[0]
-            await client.publish(device_topic(self.device, kind),
-                                 json.dumps(body, separators=(",", ":")), qos=1)
+            await client.publish(
+                device_topic(self.device, kind), json.dumps(body, separators=(",", ":")), qos=1
+            )
             self.outbox.popleft()  # PUBACKed: only now is it in the ledger
-            extra = {k: body[k] for k in ("occupied", "action", "call_id", "status")
-                     if k in body}
-            self.load.ledger.write("pub", dev=self.device, boot=self.boot, seq=body["seq"],
-                                   kind=kind.value, **extra)
+            extra = {k: body[k] for k in ("occupied", "action", "call_id", "status") if k in body}
+            self.load.ledger.write(
+                "pub", dev=self.device, boot=self.boot, seq=body["seq"], kind=kind.value, **extra
+            )
 
     async def commands(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
@@ -221,8 +241,7 @@ class Node:
             except ValueError:
                 continue
             if isinstance(cmd, dict) and cmd.get("cmd") == "call_ack":
-                self.load.spawn(self.on_call_ack(str(cmd.get("call_id")),
-                                                 str(cmd.get("status"))))
+                self.load.spawn(self.on_call_ack(str(cmd.get("call_id")), str(cmd.get("status"))))
 
 
 class Load:
@@ -231,8 +250,10 @@ class Load:
         self.ledger = Ledger(Path(args.ledger))
         rng = random.Random(args.seed)
         boot = rng.randint(1, 1_000_000)
-        self.nodes = [Node(self, f"{args.prefix}{i:03d}", boot + i, random.Random(rng.random()))
-                      for i in range(args.nodes)]
+        self.nodes = [
+            Node(self, f"{args.prefix}{i:03d}", boot + i, random.Random(rng.random()))
+            for i in range(args.nodes)
+        ]
         self.rng = rng
         self.started_calls = 0
         self.open_calls: set[str] = set()
@@ -327,15 +348,28 @@ def main() -> None:
     p.add_argument("--nodes", type=int, default=100)
     p.add_argument("--prefix", default="chaos-")
     p.add_argument("--calls", type=int, default=1000)
-    p.add_argument("--duration-s", type=float, default=240.0,
-                   help="spread the calls over this long")
+    p.add_argument(
+        "--duration-s", type=float, default=240.0, help="spread the calls over this long"
+    )
     p.add_argument("--burst", type=int, default=20, help="calls started by one SIGUSR1")
-    p.add_argument("--bursts", type=int, default=4,
-                   help="bursts to expect: their calls are kept out of the schedule")
-    p.add_argument("--refresh-s", type=float, default=10.0,
-                   help="occupancy refresh interval (the contract's is 5 min)")
-    p.add_argument("--change-every-s", type=float, default=90.0,
-                   help="mean time between occupancy changes per room")
+    p.add_argument(
+        "--bursts",
+        type=int,
+        default=4,
+        help="bursts to expect: their calls are kept out of the schedule",
+    )
+    p.add_argument(
+        "--refresh-s",
+        type=float,
+        default=10.0,
+        help="occupancy refresh interval (the contract's is 5 min)",
+    )
+    p.add_argument(
+        "--change-every-s",
+        type=float,
+        default=90.0,
+        help="mean time between occupancy changes per room",
+    )
     p.add_argument("--seed", type=int, default=None)
     asyncio.run(Load(p.parse_args()).run())
 

@@ -64,9 +64,13 @@ CALLS = int(os.environ.get("CHAOS_CALLS", "1000"))
 CALLS_OVER_S = float(os.environ.get("CHAOS_CALLS_OVER_S", "240"))
 REFRESH_S = 10.0
 #: Mosquitto's autosave_interval in the shipped config: what a kill -9 can lose.
-AUTOSAVE_S = float(next(
-    line.split()[1] for line in SHIPPED_MOSQUITTO_CONF.read_text().splitlines()
-    if line.startswith("autosave_interval ")))
+AUTOSAVE_S = float(
+    next(
+        line.split()[1]
+        for line in SHIPPED_MOSQUITTO_CONF.read_text().splitlines()
+        if line.startswith("autosave_interval ")
+    )
+)
 RESULTS = ROOT / "bench" / "RESULTS-chaos.md"
 
 
@@ -76,8 +80,12 @@ class RoomWatcher:
     def __init__(self, port: int) -> None:
         self.states: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="chaos-watcher",
-                                  clean_session=True, protocol=paho.MQTTv311)
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id="chaos-watcher",
+            clean_session=True,
+            protocol=paho.MQTTv311,
+        )
         self.client.reconnect_delay_set(min_delay=1, max_delay=2)
         self.client.on_connect = lambda c, *_: c.subscribe("mr/v1/room/+/state", qos=1)
         self.client.on_message = self._on_message
@@ -110,8 +118,10 @@ class Fault:
 
     def row(self) -> str:
         ack = f"{self.first_ack - self.killed:.2f}" if self.first_ack else "n/a"
-        return (f"| {self.part} | {self.in_flight} | {self.answering - self.killed:.2f} | "
-                f"{ack} | {self.extra} |")
+        return (
+            f"| {self.part} | {self.in_flight} | {self.answering - self.killed:.2f} | "
+            f"{ack} | {self.extra} |"
+        )
 
 
 def room_of(device: str) -> str:
@@ -149,8 +159,7 @@ def influx(tmp_path: Path) -> Iterator[InfluxDB]:
 
 
 @pytest.mark.timeout(1800)
-def test_kill_9_of_each_part_under_load_loses_no_call(tmp_path: Path,
-                                                     influx: InfluxDB) -> None:
+def test_kill_9_of_each_part_under_load_loses_no_call(tmp_path: Path, influx: InfluxDB) -> None:
     broker = Mosquitto(tmp_path / "mosquitto", persistence=True).start()
     broker_started = time.monotonic()
     devices = [f"chaos-{i:03d}" for i in range(NODES)]
@@ -159,17 +168,33 @@ def test_kill_9_of_each_part_under_load_loses_no_call(tmp_path: Path,
     ledger = Ledger(tmp_path / "ledger.jsonl")
     load_log = (tmp_path / "load.log").open("ab")
     load = subprocess.Popen(
-        [sys.executable, "-m", "tests.chaos.load", "--port", str(broker.port),
-         "--ledger", str(ledger.path), "--nodes", str(NODES), "--calls", str(CALLS),
-         "--duration-s", str(CALLS_OVER_S), "--refresh-s", str(REFRESH_S)],
-        cwd=ROOT, stdout=load_log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "tests.chaos.load",
+            "--port",
+            str(broker.port),
+            "--ledger",
+            str(ledger.path),
+            "--nodes",
+            str(NODES),
+            "--calls",
+            str(CALLS),
+            "--duration-s",
+            str(CALLS_OVER_S),
+            "--refresh-s",
+            str(REFRESH_S),
+        ],
+        cwd=ROOT,
+        stdout=load_log,
+        stderr=subprocess.STDOUT,
+    )
     load_log.close()
     watcher = RoomWatcher(broker.port)
     faults: list[Fault] = []
 
     def logs() -> str:
-        tail = "\n".join((tmp_path / "load.log").read_text(errors="replace")
-                         .splitlines()[-20:])
+        tail = "\n".join((tmp_path / "load.log").read_text(errors="replace").splitlines()[-20:])
         return f"{svc.logs()}\n--- load ---\n{tail}\n--- influxd ---\n{influx.log_tail()}"
 
     def burst_then_kill(part: str, kill: Any) -> Fault:
@@ -187,8 +212,12 @@ def test_kill_9_of_each_part_under_load_loses_no_call(tmp_path: Path,
         try:
             t0 = time.time()
             load.send_signal(signal.SIGUSR1)
-            wait_for(lambda: ledger.refresh().presses_since(t0) >= 1, timeout=60,
-                     what=f"calls pressed before killing {part}", detail=logs)
+            wait_for(
+                lambda: ledger.refresh().presses_since(t0) >= 1,
+                timeout=60,
+                what=f"calls pressed before killing {part}",
+                detail=logs,
+            )
             kill()
             return Fault(part, time.time())
         finally:
@@ -197,29 +226,46 @@ def test_kill_9_of_each_part_under_load_loses_no_call(tmp_path: Path,
 
     def settle(fault: Fault, calls: int = max(CALLS // 50, 3)) -> None:
         """The call path works again: calls acknowledged since the part answered."""
-        wait_for(lambda: ledger.refresh().received_since(fault.answering) >= calls,
-                 timeout=120, what=f"{calls} calls acknowledged after {fault.part} came back",
-                 detail=logs)
+        wait_for(
+            lambda: ledger.refresh().received_since(fault.answering) >= calls,
+            timeout=120,
+            what=f"{calls} calls acknowledged after {fault.part} came back",
+            detail=logs,
+        )
         fault.first_ack = ledger.first_received_after(fault.answering)
         fault.in_flight = len(ledger.in_flight_at(fault.killed))
 
     try:
-        wait_for(lambda: ledger.refresh().event("connected"), timeout=120,
-                 what=f"{NODES} nodes connected", detail=logs)
-        wait_for(lambda: not wrong_rooms(ledger, watcher), timeout=60,
-                 what="every room shows its node's occupancy",
-                 detail=lambda: str(wrong_rooms(ledger, watcher)))
+        wait_for(
+            lambda: ledger.refresh().event("connected"),
+            timeout=120,
+            what=f"{NODES} nodes connected",
+            detail=logs,
+        )
+        wait_for(
+            lambda: not wrong_rooms(ledger, watcher),
+            timeout=60,
+            what="every room shows its node's occupancy",
+            detail=lambda: str(wrong_rooms(ledger, watcher)),
+        )
 
         # --- 1. Mosquitto. Its last autosave must hold the sessions (>= 60 s up).
-        wait_for(lambda: time.monotonic() - broker_started > AUTOSAVE_S + 5, timeout=120,
-                 interval=0.5, what="the broker's first autosave")
+        wait_for(
+            lambda: time.monotonic() - broker_started > AUTOSAVE_S + 5,
+            timeout=120,
+            interval=0.5,
+            what="the broker's first autosave",
+        )
         # Messages a live gateway has been sent are in its hands, not the broker's.
         # What a broker crash between autosaves loses is what waits in its memory:
         # messages queued for a gateway that is away (here: stopped for an upgrade).
         svc.gateway.stop()
         away = time.time()
-        wait_for(lambda: ledger.refresh().pubs_since(away) >= 100, timeout=60,
-                 what="100 messages queued for the stopped gateway")
+        wait_for(
+            lambda: ledger.refresh().pubs_since(away) >= 100,
+            timeout=60,
+            what="100 messages queued for the stopped gateway",
+        )
         fault = burst_then_kill("mosquitto", lambda: broker.stop(signal.SIGKILL))
         broker.start()
         fault.answering = time.time()
@@ -239,14 +285,19 @@ def test_kill_9_of_each_part_under_load_loses_no_call(tmp_path: Path,
             return len(right_at) == len(devices)
 
         # One refresh interval, plus the gateway's own restart and reconnects.
-        wait_for(all_rooms_right, timeout=REFRESH_S + gateway_back_s + 10,
-                 what=f"every room right within one refresh ({REFRESH_S:.0f} s) of the "
-                      "broker's and gateway's return",
-                 detail=lambda: str(wrong_rooms(ledger, watcher)))
+        wait_for(
+            all_rooms_right,
+            timeout=REFRESH_S + gateway_back_s + 10,
+            what=f"every room right within one refresh ({REFRESH_S:.0f} s) of the "
+            "broker's and gateway's return",
+            detail=lambda: str(wrong_rooms(ledger, watcher)),
+        )
         rooms_right_s = max(right_at.values()) - fault.answering
-        fault.extra = (f"the gateway (stopped before the kill) was back after "
-                       f"{gateway_back_s:.1f} s; all {NODES} room states right "
-                       f"{rooms_right_s:.1f} s after the broker's restart")
+        fault.extra = (
+            f"the gateway (stopped before the kill) was back after "
+            f"{gateway_back_s:.1f} s; all {NODES} room states right "
+            f"{rooms_right_s:.1f} s after the broker's restart"
+        )
         broker_killed = fault.killed
         settle(fault)
         faults.append(fault)
@@ -262,8 +313,12 @@ def test_kill_9_of_each_part_under_load_loses_no_call(tmp_path: Path,
         # --- 3. The server.
         fault = burst_then_kill("server", svc.server.kill)
         svc.server = Proc("server-2", ["server"], svc.env, tmp_path).start()
-        wait_for(lambda: svc.http.get("/readyz").status_code == 200, timeout=90,
-                 what="server ready again", detail=logs)
+        wait_for(
+            lambda: svc.http.get("/readyz").status_code == 200,
+            timeout=90,
+            what="server ready again",
+            detail=logs,
+        )
         fault.answering = time.time()
         svc._token = None  # log in again: a new process
         settle(fault)
@@ -273,22 +328,37 @@ def test_kill_9_of_each_part_under_load_loses_no_call(tmp_path: Path,
         fault = burst_then_kill("influxdb", lambda: influx.stop(signal.SIGKILL))
         influx.start()
         fault.answering = time.time()
-        wait_for(lambda: svc.metrics()["mamaroom_gateway_spool_depth"] == 0, timeout=120,
-                 what="spool drained into the restarted InfluxDB", detail=logs)
+        wait_for(
+            lambda: svc.metrics()["mamaroom_gateway_spool_depth"] == 0,
+            timeout=120,
+            what="spool drained into the restarted InfluxDB",
+            detail=logs,
+        )
         fault.extra = f"spool drained {time.time() - fault.killed:.1f} s after the kill"
         settle(fault)
         faults.append(fault)
 
         # --- The rest of the calls, then a clean stop of the load.
-        wait_for(lambda: ledger.refresh().event("calls_done"), timeout=CALLS_OVER_S + 300,
-                 interval=0.5, what=f"all {CALLS} calls received and reset", detail=logs)
+        wait_for(
+            lambda: ledger.refresh().event("calls_done"),
+            timeout=CALLS_OVER_S + 300,
+            interval=0.5,
+            what=f"all {CALLS} calls received and reset",
+            detail=logs,
+        )
         load.send_signal(signal.SIGTERM)
         assert load.wait(timeout=120) == 0, logs()
         ledger.refresh()
         assert ledger.event("stopped")["unsent"] == 0  # type: ignore[index]
-        wait_for(lambda: (m := svc.metrics())["mamaroom_gateway_pending"] == 0
-                 and m["mamaroom_gateway_spool_depth"] == 0, timeout=120,
-                 what="gateway idle, spool empty", detail=logs)
+        wait_for(
+            lambda: (
+                (m := svc.metrics())["mamaroom_gateway_pending"] == 0
+                and m["mamaroom_gateway_spool_depth"] == 0
+            ),
+            timeout=120,
+            what="gateway idle, spool empty",
+            detail=logs,
+        )
 
         # --- Calls: exactly one alert each, every node heard `received`.
         assert len(ledger.calls) == CALLS
@@ -311,10 +381,15 @@ def test_kill_9_of_each_part_under_load_loses_no_call(tmp_path: Path,
         twice = [k for k, n in stored.items() if n > 1]
         assert twice == [], f"stored twice: {twice[:10]}"
         missing = {k: p for k, p in ledger.pubs.items() if k not in stored}
-        unexplained = {k: p.t for k, p in missing.items()
-                       if not broker_killed - AUTOSAVE_S - 5 < p.t <= broker_killed}
-        assert unexplained == {}, ("lost outside the broker's crash window (gateway, "
-                                   f"server or InfluxDB kill): {list(unexplained)[:10]}")
+        unexplained = {
+            k: p.t
+            for k, p in missing.items()
+            if not broker_killed - AUTOSAVE_S - 5 < p.t <= broker_killed
+        }
+        assert unexplained == {}, (
+            "lost outside the broker's crash window (gateway, "
+            f"server or InfluxDB kill): {list(unexplained)[:10]}"
+        )
         unknown = [k for k in stored if k not in ledger.pubs]
         assert unknown == [], f"stored but never sent: {unknown[:10]}"
         lost_occupancy = sum(1 for p in missing.values() if p.kind == "occupancy")
@@ -325,25 +400,37 @@ def test_kill_9_of_each_part_under_load_loses_no_call(tmp_path: Path,
         # --- The system counted the same losses from seq gaps.
         def system_lost() -> tuple[float, dict[str, int]]:
             text = svc.http.get("/metrics").text
-            [total] = [float(line.split()[-1]) for line in text.splitlines()
-                       if line.startswith("mamaroom_messages_lost ")]
+            [total] = [
+                float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith("mamaroom_messages_lost ")
+            ]
             health = svc.admin("GET", "/api/devices").json()["devices"]
-            return total, {d["device"]: d["lost_messages"] for d in health
-                           if d["lost_messages"]}
+            return total, {d["device"]: d["lost_messages"] for d in health if d["lost_messages"]}
 
         per_device = Counter(k[0] for k in missing)
         assert system_lost() == (float(len(missing)), dict(per_device)), (
-            f"system counts {system_lost()}, the ledger {len(missing)}: {dict(per_device)}")
+            f"system counts {system_lost()}, the ledger {len(missing)}: {dict(per_device)}"
+        )
 
         # --- Room states match the nodes' last word.
-        wait_for(lambda: not wrong_rooms(ledger, watcher), timeout=30,
-                 what="final room states", detail=lambda: str(wrong_rooms(ledger, watcher)))
+        wait_for(
+            lambda: not wrong_rooms(ledger, watcher),
+            timeout=30,
+            what="final room states",
+            detail=lambda: str(wrong_rooms(ledger, watcher)),
+        )
         for f in faults:
             assert f.in_flight >= 1, f"{f.part} was killed with no call in flight"
 
-        report(faults, ledger, missing_total=len(missing), lost_occupancy=lost_occupancy,
-               stored_total=sum(stored.values()), redelivered=svc.metrics().get(
-                   "mamaroom_gateway_redelivered_total", 0))
+        report(
+            faults,
+            ledger,
+            missing_total=len(missing),
+            lost_occupancy=lost_occupancy,
+            stored_total=sum(stored.values()),
+            redelivered=svc.metrics().get("mamaroom_gateway_redelivered_total", 0),
+        )
     finally:
         if load.poll() is None:
             load.kill()
@@ -355,8 +442,9 @@ def test_kill_9_of_each_part_under_load_loses_no_call(tmp_path: Path,
 
 def report(faults: list[Fault], ledger: Ledger, **figures: Any) -> None:
     calls = ledger.calls.values()
-    latencies = sorted(r - c.presses[0] for c in calls
-                       if (r := c.received_at) is not None and c.presses)
+    latencies = sorted(
+        r - c.presses[0] for c in calls if (r := c.received_at) is not None and c.presses
+    )
     presses = Counter(len(c.presses) for c in calls)
     lines = [
         "# Fault injection (make chaos)",
@@ -382,10 +470,13 @@ def report(faults: list[Fault], ledger: Ledger, **figures: Any) -> None:
         "",
         f"- Calls: {len(ledger.calls)}, each exactly one alert; every node heard "
         "`received`. Presses per call: "
-        + ", ".join(f"{n}×{k}" for k, n in sorted(presses.items())) + ".",
+        + ", ".join(f"{n}×{k}" for k, n in sorted(presses.items()))
+        + ".",
         f"- press → `received` (ledger, wall clock): median "
         f"{_pct(latencies, 50):.3f} s, p99 {_pct(latencies, 99):.3f} s, "
-        f"max {latencies[-1]:.3f} s." if latencies else "- no latencies",
+        f"max {latencies[-1]:.3f} s."
+        if latencies
+        else "- no latencies",
         f"- Messages the broker acknowledged to nodes: {len(ledger.pubs)}; stored in "
         f"InfluxDB: {figures['stored_total']}, none twice; gateway saw "
         f"{figures['redelivered']:.0f} redeliveries (DUP).",
@@ -406,7 +497,8 @@ def report(faults: list[Fault], ledger: Ledger, **figures: Any) -> None:
             "10 s timeout (pending publishes are not failed on disconnect) before the server "
             "sees the disconnect and reconnects. Nodes re-press every 3 s meanwhile, so no "
             "call is lost; the delay is latency only (server/mqtt_link.py `send_call_ack`).",
-            ""]
+            "",
+        ]
     text = "\n".join(lines)
     print("\n" + text)
     kept = kept_fault_section()  # the call-path faults written by make test
@@ -424,4 +516,3 @@ def _version(cmd: list[str]) -> str:
         return "?"
     words = (out.stdout or out.stderr).split()
     return next((w for w in words if w[:1].isdigit() or w.startswith("v1")), "?")
-

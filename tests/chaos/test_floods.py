@@ -35,10 +35,10 @@ def change_shows(svc: Services, dev: Device, occupied: bool) -> float:
 
 
 def test_64_mb_payloads_are_refused_and_other_rooms_keep_moving(
-        services: Services, broker: Mosquitto) -> None:
+    services: Services, broker: Mosquitto
+) -> None:
     b = Device(broker.port, "dev-b")
-    flooder = paho.Client(CallbackAPIVersion.VERSION2, client_id="dev-a",
-                          protocol=paho.MQTTv311)
+    flooder = paho.Client(CallbackAPIVersion.VERSION2, client_id="dev-a", protocol=paho.MQTTv311)
     flooder.connect("127.0.0.1", broker.port)
     flooder.loop_start()
     assert broker.proc is not None
@@ -65,16 +65,19 @@ def test_64_mb_payloads_are_refused_and_other_rooms_keep_moving(
         assert "Client dev-a disconnected due to oversize packet" in broker.log_tail(200)
         assert peak < 200, f"broker peak RSS {peak:.0f} MB"
         assert max(during) < 5, during
-        print(f"\n64 MB floods: broker peak RSS {peak:.0f} MB; other room's change shown in "
-              f"{quiet * 1000:.0f} ms quiet, {', '.join(f'{d * 1000:.0f}' for d in during)} ms "
-              "during the flood")
+        print(
+            f"\n64 MB floods: broker peak RSS {peak:.0f} MB; other room's change shown in "
+            f"{quiet * 1000:.0f} ms quiet, {', '.join(f'{d * 1000:.0f}' for d in during)} ms "
+            "during the flood"
+        )
     finally:
         flooder.loop_stop()
         b.close()
 
 
 def test_a_node_flooding_valid_messages_is_held_to_its_budget(
-        broker: Mosquitto, tmp_path: Path, rooms_csv: Path) -> None:
+    broker: Mosquitto, tmp_path: Path, rooms_csv: Path
+) -> None:
     svc = Services(broker, tmp_path, rooms_csv).start()
     a, b = Device(broker.port, "dev-a"), Device(broker.port, "dev-b")
     try:
@@ -86,9 +89,11 @@ def test_a_node_flooding_valid_messages_is_held_to_its_budget(
             while not stop.is_set():
                 for _ in range(500):
                     a.seq += 1
-                    client.publish("mr/v1/dev/dev-a/telemetry",
-                                   b'{"v":1,"boot":1,"seq":%d,"ts":null,"rssi":-60}' % a.seq,
-                                   qos=1)
+                    client.publish(
+                        "mr/v1/dev/dev-a/telemetry",
+                        b'{"v":1,"boot":1,"seq":%d,"ts":null,"rssi":-60}' % a.seq,
+                        qos=1,
+                    )
                 sent[0] += 500
                 time.sleep(0.05)
 
@@ -99,13 +104,19 @@ def test_a_node_flooding_valid_messages_is_held_to_its_budget(
         during = [change_shows(svc, b, occupied) for occupied in (True, False, True, False)]
         stop.set()
         flooding.join(30)
-        wait_for(lambda: svc.metrics()['mamaroom_gateway_stored_total{kind="call"}'] == 200,
-                 timeout=120, what="all 200 presses stored", detail=svc.logs)
+        wait_for(
+            lambda: svc.metrics()['mamaroom_gateway_stored_total{kind="call"}'] == 200,
+            timeout=120,
+            what="all 200 presses stored",
+            detail=svc.logs,
+        )
         m = svc.metrics()
         limited = m['mamaroom_gateway_rate_limited_total{device="dev-a"}']
         assert limited > 0 and max(during) < 5, (limited, during)
-        print(f"\nvalid flood: {sent[0]} telemetry sent, {limited:.0f} over budget dropped; "
-              f"other room's change shown in {', '.join(f'{d * 1000:.0f}' for d in during)} ms")
+        print(
+            f"\nvalid flood: {sent[0]} telemetry sent, {limited:.0f} over budget dropped; "
+            f"other room's change shown in {', '.join(f'{d * 1000:.0f}' for d in during)} ms"
+        )
     finally:
         a.close()
         b.close()

@@ -28,18 +28,29 @@ def retained_state(port: int, room: str) -> dict[str, Any] | None:
 
 
 def test_a_restarted_gateway_corrects_stale_retained_room_states(
-        services: Services, device_factory: Any) -> None:
+    services: Services, device_factory: Any
+) -> None:
     # A broker restored from an autosave up to a minute old hands out old
     # retained room states; a gateway starting then must re-assert its own.
     dev = device_factory("dev-a")
     dev.occupancy(False)
     services.wait_room_state("T1-0101", "free")
     services.gateway.stop()
-    stale = {"v": 1, "room": "T1-0101", "state": "occupied", "since": None,
-             "device": "dev-a", "reason": None}
+    stale = {
+        "v": 1,
+        "room": "T1-0101",
+        "state": "occupied",
+        "since": None,
+        "device": "dev-a",
+        "reason": None,
+    }
     dev.publish_raw(room_state_topic("T1-0101"), json.dumps(stale).encode(), retain=True)
     assert retained_state(services.broker.port, "T1-0101")["state"] == "occupied"
     services.gateway = services.new_gateway("gateway-2")
     services.start_gateway()
-    wait_for(lambda: retained_state(services.broker.port, "T1-0101")["state"] == "free",
-             timeout=30, what="the gateway re-asserting the room's state", detail=services.logs)
+    wait_for(
+        lambda: retained_state(services.broker.port, "T1-0101")["state"] == "free",
+        timeout=30,
+        what="the gateway re-asserting the room's state",
+        detail=services.logs,
+    )

@@ -25,8 +25,9 @@ def server(broker: Mosquitto) -> Iterator[Server]:
 
 
 @pytest.fixture
-def node_factory(firmware: Path, broker: Mosquitto,
-                 tmp_path: Path) -> Iterator[Callable[..., Node]]:
+def node_factory(
+    firmware: Path, broker: Mosquitto, tmp_path: Path
+) -> Iterator[Callable[..., Node]]:
     made: list[Node] = []
 
     def make(device: str = "n-test-0101", start: bool = True, **config: Any) -> Node:

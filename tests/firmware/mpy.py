@@ -30,8 +30,9 @@ def mpy_cross() -> str:
 
 def sources(root: Path = FIRMWARE, tests: bool = False) -> list[Path]:
     skip = SKIP_DIRS - {"tests"} if tests else SKIP_DIRS
-    return sorted(p for p in root.rglob("*.py")
-                  if not skip.intersection(p.relative_to(root).parts[:-1]))
+    return sorted(
+        p for p in root.rglob("*.py") if not skip.intersection(p.relative_to(root).parts[:-1])
+    )
 
 
 # Kept as source: what the interpreter is started on.
@@ -59,8 +60,12 @@ def build(dest: Path, root: Path = FIRMWARE, tests: bool = False) -> Path:
         # its tests are made of them, so they keep theirs). `-s` keeps
         # tracebacks naming the source file relative to firmware/.
         opt = "-O0" if rel.parts[0] == "tests" else "-O1"
-        subprocess.run([tool, opt, "-s", str(rel), "-o", str(out.with_suffix(".mpy")),
-                        str(src)], check=True, capture_output=True, text=True)
+        subprocess.run(
+            [tool, opt, "-s", str(rel), "-o", str(out.with_suffix(".mpy")), str(src)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     return dest
 
 

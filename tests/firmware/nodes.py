@@ -46,8 +46,16 @@ class Node:
     """One firmware process in its own directory (config.json, var/), with its
     log lines collected as they come."""
 
-    def __init__(self, workdir: Path, firmware: Path, device: str, broker_port: int,
-                 heap: str = HEAP, env: dict[str, str] | None = None, **config: Any) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        firmware: Path,
+        device: str,
+        broker_port: int,
+        heap: str = HEAP,
+        env: dict[str, str] | None = None,
+        **config: Any,
+    ) -> None:
         self.workdir = workdir
         self.firmware = firmware
         self.device = device
@@ -56,10 +64,16 @@ class Node:
         self.sim_port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         self.config: dict[str, Any] = {
-            "device": device, "broker": f"mqtt://127.0.0.1:{broker_port}", "ntp": "",
-            "sim_port": self.sim_port, "telemetry_s": 60, "occupancy_s": 300,
+            "device": device,
+            "broker": f"mqtt://127.0.0.1:{broker_port}",
+            "ntp": "",
+            "sim_port": self.sim_port,
+            "telemetry_s": 60,
+            "occupancy_s": 300,
             # Short filters: tests wait seconds, not the half minute a room does.
-            "filters": {"delayed_on_ms": 300, "delayed_off_ms": 1500}, **config}
+            "filters": {"delayed_on_ms": 300, "delayed_off_ms": 1500},
+            **config,
+        }
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
         self._ctl: socket.socket | None = None
@@ -67,15 +81,20 @@ class Node:
 
     def write_config(self, raw: str | None = None) -> None:
         (self.workdir / "config.json").write_text(
-            raw if raw is not None else json.dumps(self.config))
+            raw if raw is not None else json.dumps(self.config)
+        )
 
     def start(self, config: bool = True) -> Node:
         if config:
             self.write_config()
         self.proc = self._popen()
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        wait_for(self._control_port_answers, timeout=30, what=f"{self.device} control port",
-                 detail=self.log_tail)
+        wait_for(
+            self._control_port_answers,
+            timeout=30,
+            what=f"{self.device} control port",
+            detail=self.log_tail,
+        )
         return self
 
     def _popen(self) -> subprocess.Popen[str]:
@@ -87,8 +106,13 @@ class Node:
             link.symlink_to(self.firmware)
         return subprocess.Popen(
             [micropython(), "-X", f"heapsize={self.heap_size}", "fw/main.py"],
-            cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            bufsize=1, env={**os.environ, **self.env} if self.env else None)
+            cwd=self.workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env={**os.environ, **self.env} if self.env else None,
+        )
 
     def run_to_exit(self, timeout: float = 30) -> tuple[int, str]:
         """One boot that is expected to end by itself: (exit code, output).
@@ -194,8 +218,9 @@ class Server:
         self.messages: queue.Queue[tuple[str, str, Any]] = queue.Queue()
         self.seen: list[tuple[str, str, Any]] = []  # (device, kind, payload)
         self.rejected: list[str] = []
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"srv-{free_port()}",
-                                  protocol=paho.MQTTv311)
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"srv-{free_port()}", protocol=paho.MQTTv311
+        )
         self.client.on_connect = lambda c, *_: c.subscribe("mr/v1/dev/#", qos=1)
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", broker_port, keepalive=30)
@@ -224,15 +249,24 @@ class Server:
     def of(self, device: str, kind: str) -> list[Any]:
         return [b for d, k, b in self.seen if d == device and k == kind]
 
-    def wait(self, device: str, kind: str, match: Any = None, timeout: float = 30,
-             what: str = "", detail: Callable[[], str] | None = None) -> Any:
+    def wait(
+        self,
+        device: str,
+        kind: str,
+        match: Any = None,
+        timeout: float = 30,
+        what: str = "",
+        detail: Callable[[], str] | None = None,
+    ) -> Any:
         """The first message of that kind seen (matching `match`, a function
         of the payload, if given), waiting for it if need be."""
+
         def check() -> Any:
             for b in self.of(device, kind):
                 if match is None or match(b):
                     return b or True
             return None
+
         return wait_for(check, timeout=timeout, what=what or f"{device} {kind}", detail=detail)
 
     def call_ack(self, device: str, call_id: str, status: str) -> None:

@@ -15,7 +15,8 @@ NodeFactory = Callable[..., Node]
 
 
 def test_out_of_memory_at_boot_restarts_and_then_runs_the_room_alone(
-        node_factory: NodeFactory) -> None:
+    node_factory: NodeFactory,
+) -> None:
     node = node_factory(start=False, heap="44K")
     node.write_config()
     crashes = node.workdir / "var" / "crashes"
@@ -27,13 +28,16 @@ def test_out_of_memory_at_boot_restarts_and_then_runs_the_room_alone(
     assert node.logged("3 crashes in a row: safe mode")
     assert node.ctl("led?") == "led safe" and node.lamp() == "off" and not node.buzzer()
     node.press()
-    wait_for(lambda: node.lamp() == "steady", timeout=10, what="lamp lit in safe mode",
-             detail=node.log_tail)
+    wait_for(
+        lambda: node.lamp() == "steady",
+        timeout=10,
+        what="lamp lit in safe mode",
+        detail=node.log_tail,
+    )
     assert node.buzzer()
     node.press()  # the mother cannot turn it off
     assert node.ctl("staff") == "ok"
-    wait_for(lambda: node.lamp() == "off", timeout=10, what="staff key: off",
-             detail=node.log_tail)
+    wait_for(lambda: node.lamp() == "off", timeout=10, what="staff key: off", detail=node.log_tail)
     assert not node.buzzer() and node.alive()
 
 
@@ -43,5 +47,9 @@ def test_a_crash_count_below_the_limit_boots_the_node(node_factory: NodeFactory)
     (node.workdir / "var" / "crashes").write_text("xx")
     node.start()
     assert node.ctl("led?") != "led safe"
-    wait_for(lambda: node.logged("mqtt: online at"), timeout=20, what="the node online",
-             detail=node.log_tail)
+    wait_for(
+        lambda: node.logged("mqtt: online at"),
+        timeout=20,
+        what="the node online",
+        detail=node.log_tail,
+    )

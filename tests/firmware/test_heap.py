@@ -38,8 +38,9 @@ def state(node: Node) -> str:
     return f"alive={node.alive()} {answers}\n{node.log_tail()}"
 
 
-def busy_run(node: Node, server: Server, seconds: float,
-             pause: float = 0.0) -> list[tuple[float, int, int, int]]:
+def busy_run(
+    node: Node, server: Server, seconds: float, pause: float = 0.0
+) -> list[tuple[float, int, int, int]]:
     """Drive the room for `seconds`, a whole call and a door and radar change
     every cycle, `pause` s between cycles; (time, allocated, free, largest
     free block) samples."""
@@ -59,13 +60,19 @@ def busy_run(node: Node, server: Server, seconds: float,
             server.cmd(dev, rng.choice([b"junk", b"{}", b'{"cmd":"identify","seconds":1}']))
         known = {m["call_id"] for m in server.of(dev, "call")}
         node.press()
-        call = server.wait(dev, "call", lambda m, k=known: m["action"] == "press"
-                           and m["call_id"] not in k, what="press", timeout=30,
-                           detail=lambda: state(node))
+        call = server.wait(
+            dev,
+            "call",
+            lambda m, k=known: m["action"] == "press" and m["call_id"] not in k,
+            what="press",
+            timeout=30,
+            detail=lambda: state(node),
+        )
         for status in ("received", "acknowledged", "arrived", "resolved"):
             server.call_ack(dev, call["call_id"], status)
-        wait_for(lambda: node.lamp() == "off", timeout=30, what="call resolved",
-                 detail=node.log_tail)
+        wait_for(
+            lambda: node.lamp() == "off", timeout=30, what="call resolved", detail=node.log_tail
+        )
         calls_done += 1
         assert node.alive(), node.log_tail()
         time.sleep(pause)  # the pace of the run, not a wait for anything
@@ -73,8 +80,9 @@ def busy_run(node: Node, server: Server, seconds: float,
     return samples
 
 
-def check_flat(node: Node, server: Server, samples: list[tuple[float, int, int, int]],
-               minutes: float = 1) -> None:
+def check_flat(
+    node: Node, server: Server, samples: list[tuple[float, int, int, int]], minutes: float = 1
+) -> None:
     assert node.alive() and not node.logged("MemoryError"), node.log_tail()
     # A message that does not fit the fragmented heap is caught and sent at the
     # next wake, 100 ms later, nothing lost (report.py; every press of the run
@@ -85,7 +93,7 @@ def check_flat(node: Node, server: Server, samples: list[tuple[float, int, int, 
     assert not node.logged("failed; starting it again"), node.log_tail()
     assert server.rejected == []
     third = max(len(samples) // 3, 1)
-    settled = statistics.median(s[1] for s in samples[1:third + 1])
+    settled = statistics.median(s[1] for s in samples[1 : third + 1])
     late = statistics.median(s[1] for s in samples[-third:])
     assert late - settled <= GROWTH_BOUND, (settled, late, samples)
     assert min(s[2] for s in samples) > 4096, samples  # room to spare, all along

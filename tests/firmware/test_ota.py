@@ -109,8 +109,9 @@ class Watcher:
     def ota(self, cmd: dict[str, Any]) -> int:
         """Send an `ota` command; how many telemetry messages came before it."""
         n = len(self.telemetry)
-        info = self.client.publish(device_topic(self.device, Kind.CMD),
-                                   json.dumps({"cmd": "ota", **cmd}), qos=1)
+        info = self.client.publish(
+            device_topic(self.device, Kind.CMD), json.dumps({"cmd": "ota", **cmd}), qos=1
+        )
         info.wait_for_publish(timeout=10)
         return n
 
@@ -127,15 +128,21 @@ class UnixNode:
     64 KB heap pytest's long temp paths cost a board's ~1.5 KB (a board's
     paths are "/app.mpy")."""
 
-    def __init__(self, where: Path, broker: Mosquitto, device: str, heap: str = HEAP,
-                 **config: Any) -> None:
+    def __init__(
+        self, where: Path, broker: Mosquitto, device: str, heap: str = HEAP, **config: Any
+    ) -> None:
         self.heap = heap
         self.root = root = Path(tempfile.mkdtemp(prefix="mr-", dir="/tmp"))
         where.symlink_to(root)
         self.device = device
         fb.write_tree(fb.board_files(), root)
-        cfg = {"device": device, "broker": broker.url, "telemetry_s": 60, "ota_confirm_s": 8,
-               **config}
+        cfg = {
+            "device": device,
+            "broker": broker.url,
+            "telemetry_s": 60,
+            "ota_confirm_s": 8,
+            **config,
+        }
         (root / "config.json").write_text(json.dumps(cfg))
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
@@ -145,8 +152,12 @@ class UnixNode:
         log = (self.root / "console.log").open("ab")
         log.write(f"--- run {self.runs} ---\n".encode())
         log.flush()
-        self.proc = subprocess.Popen([micropython(), "-X", f"heapsize={self.heap}", "main.py"],
-                                     cwd=self.root, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [micropython(), "-X", f"heapsize={self.heap}", "main.py"],
+            cwd=self.root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         return self
 
@@ -158,8 +169,7 @@ class UnixNode:
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"node did not restart within {timeout} s\n{self.log()}") \
-                from None
+            raise AssertionError(f"node did not restart within {timeout} s\n{self.log()}") from None
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -207,37 +217,51 @@ def watcher(broker: Mosquitto) -> Iterator[Watcher]:
     w.close()
 
 
-def online_with(watcher: Watcher, node: UnixNode, version: str, after: int = 0,
-                timeout: float = 60) -> dict[str, Any]:
+def online_with(
+    watcher: Watcher, node: UnixNode, version: str, after: int = 0, timeout: float = 60
+) -> dict[str, Any]:
     """The node's first telemetry (after the first `after`) reporting `version`."""
-    return wait_for(lambda: next((t for t in watcher.since(after) if t.get("fw") == version),
-                                 None),
-                    timeout=timeout, what=f"telemetry with fw {version}",
-                    detail=lambda: f"telemetry: {watcher.since(after)}\n{node.log()}")
+    return wait_for(
+        lambda: next((t for t in watcher.since(after) if t.get("fw") == version), None),
+        timeout=timeout,
+        what=f"telemetry with fw {version}",
+        detail=lambda: f"telemetry: {watcher.since(after)}\n{node.log()}",
+    )
 
 
 def test_bad_updates_are_refused_and_the_node_runs_on(
-        node: UnixNode, watcher: Watcher, bundle: fb.Bundle, http_files: HttpFiles) -> None:
+    node: UnixNode, watcher: Watcher, bundle: fb.Bundle, http_files: HttpFiles
+) -> None:
     node.start()
     online_with(watcher, node, OLD)
     url = http_files.url(f"{NEW}.bundle")
     wrong = hashlib.sha256(b"another bundle").hexdigest()
     cases = [
         ({"url": url, "sha256": wrong, "version": NEW}, "sha256 mismatch"),
-        ({"url": url, "sha256": bundle.sha256, "version": NEW, "size": len(bundle.data) + 1},
-         "bad size"),
-        ({"url": http_files.url("9.9.9.bundle"), "sha256": bundle.sha256, "version": "9.9.9"},
-         "HTTP 404"),
+        (
+            {"url": url, "sha256": bundle.sha256, "version": NEW, "size": len(bundle.data) + 1},
+            "bad size",
+        ),
+        (
+            {"url": http_files.url("9.9.9.bundle"), "sha256": bundle.sha256, "version": "9.9.9"},
+            "HTTP 404",
+        ),
         ({"url": url, "sha256": bundle.sha256, "version": "2.0.0"}, "not version 2.0.0"),
-        ({"url": url.replace("127.0.0.1", "localhost"), "sha256": bundle.sha256,
-          "version": NEW}, "by IP address"),
+        (
+            {"url": url.replace("127.0.0.1", "localhost"), "sha256": bundle.sha256, "version": NEW},
+            "by IP address",
+        ),
     ]
     for cmd, why in cases:
         n = watcher.ota(cmd)
-        note = wait_for(lambda n=n, why=why: next(
-            (t["ota"] for t in watcher.since(n) if why in (t.get("ota") or "")), None),
-            timeout=60, what=f"telemetry saying why ({why})",
-            detail=lambda n=n: f"{watcher.since(n)}\n{node.log()}")
+        note = wait_for(
+            lambda n=n, why=why: next(
+                (t["ota"] for t in watcher.since(n) if why in (t.get("ota") or "")), None
+            ),
+            timeout=60,
+            what=f"telemetry saying why ({why})",
+            detail=lambda n=n: f"{watcher.since(n)}\n{node.log()}",
+        )
         assert note.startswith(f"refused {cmd['version']}: ") and why in note, note
         assert node.alive(), node.log()
         assert watcher.last()["fw"] == OLD  # type: ignore[index]
@@ -246,12 +270,19 @@ def test_bad_updates_are_refused_and_the_node_runs_on(
     assert "ota: refused" in node.log()
 
 
-def update_and_restart(node: UnixNode, watcher: Watcher, http_files: HttpFiles,
-                       b: fb.Bundle) -> int:
+def update_and_restart(
+    node: UnixNode, watcher: Watcher, http_files: HttpFiles, b: fb.Bundle
+) -> int:
     """Send the update; the node verifies it, points var/fw.json at it and
     resets; start it again. How many telemetry messages came before."""
-    n = watcher.ota({"url": http_files.url(f"{b.version}.bundle"), "sha256": b.sha256,
-                     "version": b.version, "size": len(b.data)})
+    n = watcher.ota(
+        {
+            "url": http_files.url(f"{b.version}.bundle"),
+            "sha256": b.sha256,
+            "version": b.version,
+            "size": len(b.data),
+        }
+    )
     assert node.wait_exit(60) == RESET_RC, node.log()
     fw = node.fw()
     assert fw is not None and fw["state"] == "trial" and fw["version"] == b.version, fw
@@ -260,7 +291,8 @@ def update_and_restart(node: UnixNode, watcher: Watcher, http_files: HttpFiles,
 
 
 def test_a_good_update_is_applied_and_the_node_comes_back_on_it(
-        node: UnixNode, watcher: Watcher, bundle: fb.Bundle, http_files: HttpFiles) -> None:
+    node: UnixNode, watcher: Watcher, bundle: fb.Bundle, http_files: HttpFiles
+) -> None:
     node.start()
     online_with(watcher, node, OLD)
     n = update_and_restart(node, watcher, http_files, bundle)
@@ -269,11 +301,21 @@ def test_a_good_update_is_applied_and_the_node_comes_back_on_it(
     assert node.fw()["state"] == "trial"  # type: ignore[index]  # not proven yet
     # Proven after ota_confirm_s (8 s here) with no task restarted and its
     # telemetry acknowledged by the broker: confirmed, and telemetry says so.
-    t = wait_for(lambda: next((t for t in watcher.since(n) if t.get("ota") == f"updated to {NEW}"),
-                              None), timeout=60, what="the update confirmed", detail=node.log)
+    t = wait_for(
+        lambda: next((t for t in watcher.since(n) if t.get("ota") == f"updated to {NEW}"), None),
+        timeout=60,
+        what="the update confirmed",
+        detail=node.log,
+    )
     assert t["fw"] == NEW and t["reset_reason"] == "ota", t
-    assert node.fw() == {"slot": "ota-a", "state": "ok", "version": NEW, "boots": 1,
-                         "prev": "", "prev_version": OLD}
+    assert node.fw() == {
+        "slot": "ota-a",
+        "state": "ok",
+        "version": NEW,
+        "boots": 1,
+        "prev": "",
+        "prev_version": OLD,
+    }
     # What runs is the slot's: every file as the bundle has it.
     for f in bundle.files:
         assert (node.root / "ota-a" / f.path).read_bytes() == f.data
@@ -282,20 +324,26 @@ def test_a_good_update_is_applied_and_the_node_comes_back_on_it(
     (http_files.root / "1.0.2-test.bundle").write_bytes(newer.data)
     n = update_and_restart(node, watcher, http_files, newer)
     online_with(watcher, node, "1.0.2-test", after=n)
-    wait_for(lambda: (node.fw() or {}).get("state") == "ok", timeout=60, what="confirmed",
-             detail=node.log)
+    wait_for(
+        lambda: (node.fw() or {}).get("state") == "ok",
+        timeout=60,
+        what="confirmed",
+        detail=node.log,
+    )
     fw = node.fw()
-    assert fw is not None and (fw["slot"], fw["prev"], fw["prev_version"]) == \
-        ("ota-b", "ota-a", NEW), fw
+    assert fw is not None and (fw["slot"], fw["prev"], fw["prev_version"]) == (
+        "ota-b",
+        "ota-a",
+        NEW,
+    ), fw
 
 
 def test_an_update_that_never_comes_online_is_rolled_back(
-        node: UnixNode, watcher: Watcher, bundle: fb.Bundle, http_files: HttpFiles,
-        broker: Mosquitto) -> None:
+    node: UnixNode, watcher: Watcher, bundle: fb.Bundle, http_files: HttpFiles, broker: Mosquitto
+) -> None:
     node.start()
     online_with(watcher, node, OLD)
-    watcher.ota({"url": http_files.url(f"{NEW}.bundle"), "sha256": bundle.sha256,
-                 "version": NEW})
+    watcher.ota({"url": http_files.url(f"{NEW}.bundle"), "sha256": bundle.sha256, "version": NEW})
     assert node.wait_exit(60) == RESET_RC, node.log()
     broker.stop()  # the update cannot reach the broker: never confirmed
     node.start()
@@ -313,10 +361,12 @@ def test_an_update_that_never_comes_online_is_rolled_back(
 
 
 def test_an_update_that_crashes_at_boot_is_rolled_back(
-        node: UnixNode, watcher: Watcher, http_files: HttpFiles, tmp_path: Path) -> None:
+    node: UnixNode, watcher: Watcher, http_files: HttpFiles, tmp_path: Path
+) -> None:
     src = tmp_path / "broken-firmware"
-    fb.write_tree([fb.FirmwareFile(name, path.read_bytes())
-                   for name, path in fb.module_sources()], src)
+    fb.write_tree(
+        [fb.FirmwareFile(name, path.read_bytes()) for name, path in fb.module_sources()], src
+    )
     (src / "app.py").write_text('raise RuntimeError("a broken release")\n')
     broken = fb.build_bundle(src, version=NEW)
     (http_files.root / f"{NEW}.bundle").write_bytes(broken.data)
@@ -331,17 +381,23 @@ def test_an_update_that_crashes_at_boot_is_rolled_back(
 
 
 def test_a_release_whose_publisher_crashes_is_rolled_back(
-        node: UnixNode, watcher: Watcher, http_files: HttpFiles, tmp_path: Path) -> None:
+    node: UnixNode, watcher: Watcher, http_files: HttpFiles, tmp_path: Path
+) -> None:
     # It boots and gets online (the broker sees its birth), but it could never
     # deliver a call: its publisher fails every time the supervisor starts it.
     src = tmp_path / "broken-firmware"
-    fb.write_tree([fb.FirmwareFile(name, path.read_bytes())
-                   for name, path in fb.module_sources()], src)
+    fb.write_tree(
+        [fb.FirmwareFile(name, path.read_bytes()) for name, path in fb.module_sources()], src
+    )
     report = (src / "report.py").read_text()
     start = 'async def publisher(node):\n    """'
     assert start in report
-    (src / "report.py").write_text(report.replace(
-        start, 'async def publisher(node):\n    raise RuntimeError("a broken publisher")\n    """'))
+    (src / "report.py").write_text(
+        report.replace(
+            start,
+            'async def publisher(node):\n    raise RuntimeError("a broken publisher")\n    """',
+        )
+    )
     broken = fb.build_bundle(src, version=NEW)
     (http_files.root / f"{NEW}.bundle").write_bytes(broken.data)
     node.start()
@@ -358,20 +414,23 @@ def test_a_release_whose_publisher_crashes_is_rolled_back(
 
 
 def test_a_release_that_never_reads_a_puback_is_rolled_back(
-        node: UnixNode, watcher: Watcher, http_files: HttpFiles, tmp_path: Path) -> None:
+    node: UnixNode, watcher: Watcher, http_files: HttpFiles, tmp_path: Path
+) -> None:
     # Its connection drops at the broker's first acknowledgement, every time:
     # it gets online again and again and publishes its telemetry, but never
     # learns that anything arrived (nor would it read a call_ack). A reconnect
     # forgets the telemetry it had in flight: gone from the in-flight table is
     # not acknowledged (only a PUBACK of it proves the release).
     src = tmp_path / "broken-firmware"
-    fb.write_tree([fb.FirmwareFile(name, path.read_bytes())
-                   for name, path in fb.module_sources()], src)
+    fb.write_tree(
+        [fb.FirmwareFile(name, path.read_bytes()) for name, path in fb.module_sources()], src
+    )
     mqtt = (src / "mqtt.py").read_text()
     puback = "                if kind == 0x40:  # PUBACK\n"
     assert puback in mqtt
-    (src / "mqtt.py").write_text(mqtt.replace(
-        puback, puback + '                    raise MQTTError("a broken reader")\n'))
+    (src / "mqtt.py").write_text(
+        mqtt.replace(puback, puback + '                    raise MQTTError("a broken reader")\n')
+    )
     broken = fb.build_bundle(src, version=NEW)
     (http_files.root / f"{NEW}.bundle").write_bytes(broken.data)
     node.start()
@@ -386,21 +445,30 @@ def test_a_release_that_never_reads_a_puback_is_rolled_back(
 
 
 def test_a_node_without_the_heap_for_an_update_refuses_it_and_runs_on(
-        tmp_path: Path, broker: Mosquitto, watcher: Watcher, bundle: fb.Bundle,
-        http_files: HttpFiles) -> None:
+    tmp_path: Path, broker: Mosquitto, watcher: Watcher, bundle: fb.Bundle, http_files: HttpFiles
+) -> None:
     node = UnixNode(tmp_path / "small", broker, "n-ota-1", heap="72K", telemetry_s=1)
     try:
         node.start()
         online_with(watcher, node, OLD)
-        n = watcher.ota({"url": http_files.url(f"{NEW}.bundle"), "sha256": bundle.sha256,
-                         "version": NEW})
-        note = wait_for(lambda: next((t["ota"] for t in watcher.since(n) if t.get("ota")), None),
-                        timeout=60, what="the refusal", detail=node.log)
+        n = watcher.ota(
+            {"url": http_files.url(f"{NEW}.bundle"), "sha256": bundle.sha256, "version": NEW}
+        )
+        note = wait_for(
+            lambda: next((t["ota"] for t in watcher.since(n) if t.get("ota")), None),
+            timeout=60,
+            what="the refusal",
+            detail=node.log,
+        )
         assert note.startswith(f"refused {NEW}: ") and "an update needs" in note, note
         # Untouched by it: telemetry goes on every second, no task failed.
         m = len(watcher.since(0))
-        wait_for(lambda: len(watcher.since(m)) >= 3, timeout=60, what="telemetry going on",
-                 detail=node.log)
+        wait_for(
+            lambda: len(watcher.since(m)) >= 3,
+            timeout=60,
+            what="telemetry going on",
+            detail=node.log,
+        )
         assert node.alive() and "failed" not in node.log() and node.fw() is None, node.log()
     finally:
         node.remove()

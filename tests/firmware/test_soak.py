@@ -61,26 +61,47 @@ def a_whole_call(node: Node, server: Server) -> None:
     dev = node.device
     known = {m["call_id"] for m in server.of(dev, "call")}
     node.press()
-    press = server.wait(dev, "call", lambda m: m["action"] == "press"
-                        and m["call_id"] not in known, timeout=60, detail=node.log_tail)
+    press = server.wait(
+        dev,
+        "call",
+        lambda m: m["action"] == "press" and m["call_id"] not in known,
+        timeout=60,
+        detail=node.log_tail,
+    )
     call_id = press["call_id"]
     for status in ("received", "acknowledged"):
         server.call_ack(dev, call_id, status)
-    wait_for(lambda: node.lamp() == "steady", timeout=60, what="lamp steady",
-             detail=node.log_tail)
+    wait_for(lambda: node.lamp() == "steady", timeout=60, what="lamp steady", detail=node.log_tail)
     assert node.ctl("staff") == "ok"
-    server.wait(dev, "call", lambda m: m["action"] == "presence" and m["call_id"] == call_id,
-                timeout=60, detail=node.log_tail)
+    server.wait(
+        dev,
+        "call",
+        lambda m: m["action"] == "presence" and m["call_id"] == call_id,
+        timeout=60,
+        detail=node.log_tail,
+    )
     server.call_ack(dev, call_id, "arrived")
     assert node.ctl("staff") == "ok"
-    server.wait(dev, "call", lambda m: m["action"] == "reset" and m["call_id"] == call_id,
-                timeout=60, detail=node.log_tail)
+    server.wait(
+        dev,
+        "call",
+        lambda m: m["action"] == "reset" and m["call_id"] == call_id,
+        timeout=60,
+        detail=node.log_tail,
+    )
     server.call_ack(dev, call_id, "resolved")
     wait_for(lambda: node.lamp() == "off", timeout=60, what="lamp off", detail=node.log_tail)
 
 
-def drive(node: Node, server: Server, broker: Mosquitto, seconds: int, call_every: int,
-          ghost: tuple[int, int] = (1, 6), restart_at: int | None = None) -> Run:
+def drive(
+    node: Node,
+    server: Server,
+    broker: Mosquitto,
+    seconds: int,
+    call_every: int,
+    ghost: tuple[int, int] = (1, 6),
+    restart_at: int | None = None,
+) -> Run:
     """The room for `seconds` of node time, looked at every STEP node
     seconds: a heap sample, the door and the radar changed now and then, a
     still target held through the `ghost` hours of every node day (01:00 to
@@ -93,16 +114,21 @@ def drive(node: Node, server: Server, broker: Mosquitto, seconds: int, call_ever
     at = uptime(node)
     next_call = at + call_every // 2
     while at < seconds:
-        at = wait_for(lambda a=at: (u := uptime(node)) >= a + STEP and u, timeout=120,
-                      what="node time moving on", detail=node.log_tail)
+        at = wait_for(
+            lambda a=at: (u := uptime(node)) >= a + STEP and u,
+            timeout=120,
+            what="node time moving on",
+            detail=node.log_tail,
+        )
         run.samples.append((at, *node.heap()))
         run.ticks.append(ticks(node))
         hour = at % DAY // HOUR
         if ghost[0] <= hour < ghost[1]:
             node.ctl("radar still 140")  # the ghost: still, never moving
         elif rng.random() < 0.3:
-            node.ctl(f"radar {rng.choice(['none', 'moving', 'still', 'both'])} "
-                     f"{rng.randint(30, 500)}")
+            node.ctl(
+                f"radar {rng.choice(['none', 'moving', 'still', 'both'])} {rng.randint(30, 500)}"
+            )
         if rng.random() < 0.2:
             node.ctl(rng.choice(["door locked", "door unlocked"]))
         if rng.random() < 0.05:
@@ -132,13 +158,16 @@ def check(node: Node, server: Server, run: Run, seconds: int) -> dict[str, Any]:
     """Everything the run must show, and its figures."""
     dev = node.device
     assert node.alive() and not node.logged("Traceback"), node.log_tail()
-    assert not node.logged("MemoryError") and not node.logged("failed; starting it again") \
-        and not node.logged("stalled"), node.log_tail()
+    assert (
+        not node.logged("MemoryError")
+        and not node.logged("failed; starting it again")
+        and not node.logged("stalled")
+    ), node.log_tail()
     assert server.rejected == []
     # The heap: flat once settled (the first tenth of the run is settling).
     s = run.samples
     tenth = max(len(s) // 10, 1)
-    settled = statistics.median(x[1] for x in s[tenth:2 * tenth + 1])
+    settled = statistics.median(x[1] for x in s[tenth : 2 * tenth + 1])
     late = statistics.median(x[1] for x in s[-tenth:])
     assert late - settled <= GROWTH_BOUND, (settled, late)
     assert min(x[2] for x in s) > 4096, min(x[2] for x in s)
@@ -154,37 +183,52 @@ def check(node: Node, server: Server, run: Run, seconds: int) -> dict[str, Any]:
     assert all(m["restarts"] == 0 for m in tele), tele[-1]
     # The ghost was taken for one (stuck), and the radar counted again once it moved.
     stuck = [m["radar_stuck"] for m in tele]
-    assert True in stuck and False in stuck[stuck.index(True):]
+    assert True in stuck and False in stuck[stuck.index(True) :]
     occ = server.of(dev, "occupancy")
     assert min(m["still_s"] for m in occ) >= 0
     assert seqs_increase(tele) and seqs_increase(occ) and seqs_increase(server.of(dev, "call"))
     presses = {m["call_id"] for m in server.of(dev, "call") if m["action"] == "press"}
-    resolved = {m["call_id"] for m in server.of(dev, "call")
-                if m["action"] == "shown" and m["status"] == "resolved"}
+    resolved = {
+        m["call_id"]
+        for m in server.of(dev, "call")
+        if m["action"] == "shown" and m["status"] == "resolved"
+    }
     assert len(presses) == run.calls and presses == resolved
     return {
-        "node_days": round(ups[-1] / DAY, 2), "real_min": round(run.real_s / 60, 1),
-        "speed": round(ups[-1] / run.real_s), "calls": run.calls, "telemetry": len(tele),
-        "occupancy": len(occ), "heap_alloc_settled": settled, "heap_alloc_late": late,
-        "heap_alloc_max": max(x[1] for x in s), "heap_free_min": min(x[2] for x in s),
+        "node_days": round(ups[-1] / DAY, 2),
+        "real_min": round(run.real_s / 60, 1),
+        "speed": round(ups[-1] / run.real_s),
+        "calls": run.calls,
+        "telemetry": len(tele),
+        "occupancy": len(occ),
+        "heap_alloc_settled": settled,
+        "heap_alloc_late": late,
+        "heap_alloc_max": max(x[1] for x in s),
+        "heap_free_min": min(x[2] for x in s),
         "largest_block_min": min(x[3] for x in s),
         "oom_retries": len(node.logged("out of memory")),
-        "mqtt_connects": tele[-1]["mqtt_connects"], "samples": len(s),
+        "mqtt_connects": tele[-1]["mqtt_connects"],
+        "samples": len(s),
     }
 
 
 def fast_node(node_factory: NodeFactory, before_wrap_s: int, stuck_s: int = 14400) -> Node:
     """A node with the accelerated clock, the room's own timings (not the
     other tests' short filters), its clock `before_wrap_s` below the wrap."""
-    return node_factory(env={"MAMAROOM_TICKS_FAST": "1",
-                             "MAMAROOM_TICKS_START": str(PERIOD - before_wrap_s * 1000)},
-                        telemetry_s=60, occupancy_s=300,
-                        filters={"delayed_on_ms": 2000, "delayed_off_ms": 30000,
-                                 "radar_stuck_s": stuck_s})
+    return node_factory(
+        env={
+            "MAMAROOM_TICKS_FAST": "1",
+            "MAMAROOM_TICKS_START": str(PERIOD - before_wrap_s * 1000),
+        },
+        telemetry_s=60,
+        occupancy_s=300,
+        filters={"delayed_on_ms": 2000, "delayed_off_ms": 30000, "radar_stuck_s": stuck_s},
+    )
 
 
-def test_three_hours_of_node_time_across_the_wrap(node_factory: NodeFactory, server: Server,
-                                                broker: Mosquitto) -> None:
+def test_three_hours_of_node_time_across_the_wrap(
+    node_factory: NodeFactory, server: Server, broker: Mosquitto
+) -> None:
     # The accelerated clock in `make test` (a minute or so): what `make soak`
     # runs for a week. The ghost from 01:00 to 02:00, the stuck timeout cut
     # to 20 min to see it come and go.
@@ -199,8 +243,9 @@ def test_three_hours_of_node_time_across_the_wrap(node_factory: NodeFactory, ser
 @pytest.mark.soak
 @pytest.mark.timeout(4 * 3600)
 @pytest.mark.skipif(not os.environ.get("SOAK"), reason="`make soak` runs it")
-def test_an_accelerated_week_with_a_flat_heap(node_factory: NodeFactory, server: Server,
-                                             broker: Mosquitto) -> None:
+def test_an_accelerated_week_with_a_flat_heap(
+    node_factory: NodeFactory, server: Server, broker: Mosquitto
+) -> None:
     seconds = 7 * DAY
     node = fast_node(node_factory, before_wrap_s=3 * DAY + 12 * HOUR)  # the wrap mid-week
     server.wait(node.device, "status", lambda s: s == "online", detail=node.log_tail)

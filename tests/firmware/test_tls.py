@@ -28,25 +28,41 @@ HEAP_TLS = "160K"
 
 
 def test_tls_to_the_shipped_listener_100_reconnects_flat_heap(
-        firmware: Path, tmp_path: Path) -> None:
+    firmware: Path, tmp_path: Path
+) -> None:
     broker = ProductionBroker(tmp_path / "mosquitto").start()
     node = None
     try:
         dev = "n-tls-0101"
         password = broker.add_device(dev)
-        node = Node(tmp_path / dev, firmware, dev, broker.device_port, heap=HEAP_TLS,
-                    broker=f"mqtts://127.0.0.1:{broker.device_port}", password=password,
-                    ca="ca.crt")
+        node = Node(
+            tmp_path / dev,
+            firmware,
+            dev,
+            broker.device_port,
+            heap=HEAP_TLS,
+            broker=f"mqtts://127.0.0.1:{broker.device_port}",
+            password=password,
+            ca="ca.crt",
+        )
         shutil.copy(broker.ca, node.workdir / "ca.crt")
         node.start()
-        wait_for(lambda: node.logged("mqtt: online at"), timeout=60, what="online over TLS",
-                 detail=node.log_tail)
+        wait_for(
+            lambda: node.logged("mqtt: online at"),
+            timeout=60,
+            what="online over TLS",
+            detail=node.log_tail,
+        )
         heaps = []
         for i in range(RECONNECTS):
             before = len(node.logged("mqtt: online at"))
             assert node.ctl("fault mqtt") == "ok"
-            wait_for(lambda b=before: len(node.logged("mqtt: online at")) > b, timeout=60,
-                     what=f"reconnect {i + 1}", detail=node.log_tail)
+            wait_for(
+                lambda b=before: len(node.logged("mqtt: online at")) > b,
+                timeout=60,
+                what=f"reconnect {i + 1}",
+                detail=node.log_tail,
+            )
             if i in (9, RECONNECTS - 1):
                 heaps.append(node.heap())
         assert not node.logged("Traceback") and node.alive()
@@ -54,12 +70,22 @@ def test_tls_to_the_shipped_listener_100_reconnects_flat_heap(
         assert last[0] - settled[0] <= 2048, heaps  # allocated after 10 and after 100
         # The check is real: the certificate (for 127.0.0.1) is refused for another name.
         der = node.workdir / "ca.der"
-        subprocess.run(["openssl", "x509", "-in", str(broker.ca), "-outform", "der", "-out",
-                        str(der)], check=True, capture_output=True)
-        out = subprocess.run([micropython(), "-X", "heapsize=256K", "-c", CHECK % (
-            der, broker.device_port)], capture_output=True, text=True, timeout=60)
-        assert out.stdout.split() == ["127.0.0.1:ok", "127.0.0.2:refused",
-                                      "broker.example:refused"], out.stdout + out.stderr
+        subprocess.run(
+            ["openssl", "x509", "-in", str(broker.ca), "-outform", "der", "-out", str(der)],
+            check=True,
+            capture_output=True,
+        )
+        out = subprocess.run(
+            [micropython(), "-X", "heapsize=256K", "-c", CHECK % (der, broker.device_port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.stdout.split() == [
+            "127.0.0.1:ok",
+            "127.0.0.2:refused",
+            "broker.example:refused",
+        ], out.stdout + out.stderr
     finally:
         if node:
             node.stop()

@@ -43,18 +43,41 @@ def test_the_firmware_type_checks_against_the_esp32_stubs(tmp_path: Path) -> Non
             modules.add(".".join(rel.with_suffix("").parts).removesuffix(".__init__"))
     assert typeshed is not None and "machine" in modules and "network" in modules
     config = tmp_path / "mypy.ini"
-    config.write_text("\n".join([
-        "[mypy]", "python_version = 3.11", "no_site_packages = True",
-        "explicit_package_bases = True", "check_untyped_defs = True",
-        "exclude = (^|/)(tests|build)/",
-        # Errors inside the stubs themselves are theirs, not the firmware's.
-        f"[mypy-{','.join(sorted(modules))}]",
-        "ignore_errors = True", ""]))
+    config.write_text(
+        "\n".join(
+            [
+                "[mypy]",
+                "python_version = 3.11",
+                "no_site_packages = True",
+                "explicit_package_bases = True",
+                "check_untyped_defs = True",
+                "exclude = (^|/)(tests|build)/",
+                # Errors inside the stubs themselves are theirs, not the firmware's.
+                f"[mypy-{','.join(sorted(modules))}]",
+                "ignore_errors = True",
+                "",
+            ]
+        )
+    )
     out = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", str(config),
-         "--custom-typeshed-dir", str(typeshed), "--cache-dir", str(tmp_path / "cache"), "."],
-        cwd=FIRMWARE, env={"MYPYPATH": str(stubs), "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(config),
+            "--custom-typeshed-dir",
+            str(typeshed),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            ".",
+        ],
+        cwd=FIRMWARE,
+        env={"MYPYPATH": str(stubs), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     # Every firmware module was checked (board/esp32.py among them), none skipped.
     assert f"no issues found in {len(sources())} source files" in out.stdout, out.stdout
@@ -71,8 +94,23 @@ def imported(path: Path) -> set[str]:
 
 
 #: The services' packages and the libraries only they use: none belongs on a node.
-SERVICES = {"mamaroom", "paging", "gateway", "server", "watchdog", "simulator", "cli",
-            "dashboard", "tests", "bench", "pydantic", "fastapi", "paho", "aiomqtt", "httpx"}
+SERVICES = {
+    "mamaroom",
+    "paging",
+    "gateway",
+    "server",
+    "watchdog",
+    "simulator",
+    "cli",
+    "dashboard",
+    "tests",
+    "bench",
+    "pydantic",
+    "fastapi",
+    "paho",
+    "aiomqtt",
+    "httpx",
+}
 
 
 def test_the_firmware_imports_nothing_of_the_services() -> None:
@@ -103,8 +141,10 @@ def test_the_pins_are_the_pin_map_of_hardware_pins_md() -> None:
     config = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(config)
     table = (FIRMWARE.parent / "hardware" / "pins.md").read_text()
-    documented = {m[2]: int(m[1]) for m in re.finditer(
-        r"^\|[^|]*\| \*\*GPIO(\d+)\*\* \|.*\| `(\w+)` \|$", table, re.M)}
+    documented = {
+        m[2]: int(m[1])
+        for m in re.finditer(r"^\|[^|]*\| \*\*GPIO(\d+)\*\* \|.*\| `(\w+)` \|$", table, re.M)
+    }
     assert documented == config.PINS
     example = (FIRMWARE / "config.example.json").read_text()
     for key, gpio in config.PINS.items():

@@ -36,8 +36,12 @@ def a_whole_call(node: Node, server: Server) -> None:
     call_id = press_and_wait(node, server)
     for status, lamp in (("received", "slow"), ("acknowledged", "steady")):
         server.call_ack(dev, call_id, status)
-        wait_for(lambda lamp=lamp: node.lamp() == lamp, timeout=10, what=f"lamp {lamp}",
-                 detail=node.log_tail)
+        wait_for(
+            lambda lamp=lamp: node.lamp() == lamp,
+            timeout=10,
+            what=f"lamp {lamp}",
+            detail=node.log_tail,
+        )
     assert node.ctl("staff") == "ok"
     wait_for(lambda: calls(server, dev, "presence", call_id), timeout=10, what="presence")
     server.call_ack(dev, call_id, "arrived")
@@ -49,10 +53,13 @@ def a_whole_call(node: Node, server: Server) -> None:
 
 
 def test_the_node_across_a_tick_wrap(node_factory: NodeFactory, server: Server) -> None:
-    node = node_factory(env={"MAMAROOM_TICKS_START": str(PERIOD - BEFORE_WRAP_MS)},
-                        telemetry_s=1, occupancy_s=1, keepalive_s=5,
-                        filters={"delayed_on_ms": 300, "delayed_off_ms": 1500,
-                                 "radar_stuck_s": 6})
+    node = node_factory(
+        env={"MAMAROOM_TICKS_START": str(PERIOD - BEFORE_WRAP_MS)},
+        telemetry_s=1,
+        occupancy_s=1,
+        keepalive_s=5,
+        filters={"delayed_on_ms": 300, "delayed_off_ms": 1500, "radar_stuck_s": 6},
+    )
     dev = node.device
     server.wait(dev, "status", lambda s: s == "online", detail=node.log_tail)
     assert PERIOD - BEFORE_WRAP_MS <= ticks(node) < PERIOD  # not wrapped yet
@@ -60,8 +67,14 @@ def test_the_node_across_a_tick_wrap(node_factory: NodeFactory, server: Server) 
     # Before the wrap: a still target becomes a stuck one; a call; a stall.
     assert node.ctl("door unlocked") == "ok" and node.ctl("radar still 120") == "ok"
     a_whole_call(node, server)
-    server.wait(dev, "telemetry", lambda t: t["radar_stuck"] is True, timeout=20,
-                what="stuck before the wrap", detail=node.log_tail)
+    server.wait(
+        dev,
+        "telemetry",
+        lambda t: t["radar_stuck"] is True,
+        timeout=20,
+        what="stuck before the wrap",
+        detail=node.log_tail,
+    )
     assert not wrapped(node), "the test is too slow: the wrap came before the call"
     assert node.ctl("fault panel") == "ok"  # restarted by the supervisor
     wait_for(lambda: node.logged("task panel ended"), timeout=10, what="the restart")
@@ -73,18 +86,35 @@ def test_the_node_across_a_tick_wrap(node_factory: NodeFactory, server: Server) 
     # goes on with uptime growing, the ghost stays stuck, still_s only grows.
     f = feeds(node)
     wait_for(lambda: feeds(node) > f + 4, timeout=30, what="the watchdog fed after the wrap")
-    after = server.wait(dev, "telemetry", lambda t: server.of(dev, "telemetry").index(t) >= n_tele
-                        and t["uptime_s"] >= BEFORE_WRAP_MS // 1000, timeout=30,
-                        what="telemetry after the wrap", detail=node.log_tail)
+    after = server.wait(
+        dev,
+        "telemetry",
+        lambda t: (
+            server.of(dev, "telemetry").index(t) >= n_tele
+            and t["uptime_s"] >= BEFORE_WRAP_MS // 1000
+        ),
+        timeout=30,
+        what="telemetry after the wrap",
+        detail=node.log_tail,
+    )
     assert after["radar_stuck"] is True and after["radar"] == "still", after
     a_whole_call(node, server)
-    m = server.wait(dev, "occupancy", lambda m: m["still_s"] >= BEFORE_WRAP_MS // 1000,
-                    timeout=30, what="still_s past the wrap")
+    m = server.wait(
+        dev,
+        "occupancy",
+        lambda m: m["still_s"] >= BEFORE_WRAP_MS // 1000,
+        timeout=30,
+        what="still_s past the wrap",
+    )
     assert m["radar"] == "still"
     # The radar no longer counts (stuck): the room is free unless the door is locked.
     assert node.ctl("door locked") == "ok"
-    server.wait(dev, "occupancy", lambda m: m["occupied"] and m["source"] == "door",
-                what="the door lock after the wrap")
+    server.wait(
+        dev,
+        "occupancy",
+        lambda m: m["occupied"] and m["source"] == "door",
+        what="the door lock after the wrap",
+    )
 
     occ = server.of(dev, "occupancy")
     still = [m["still_s"] for m in occ if m["radar"] == "still"]
@@ -94,4 +124,3 @@ def test_the_node_across_a_tick_wrap(node_factory: NodeFactory, server: Server) 
     assert ups == sorted(ups) and ups[-1] < ups[0] + 600, ups
     assert seqs_increase(occ) and seqs_increase(tele) and server.rejected == []
     assert node.alive() and not node.logged("Traceback")
-

@@ -38,12 +38,18 @@ class ProductionBroker:
         self.certs = self.etc / "certs"
         self.data = workdir / "data"
         self.local_port, self.device_port, self.service_tls_port = (
-            free_port(), free_port(), free_port())
+            free_port(),
+            free_port(),
+            free_port(),
+        )
         self.proc: subprocess.Popen[bytes] | None = None
         self.certs.mkdir(parents=True)
         self.data.mkdir()
-        subprocess.run(["sh", str(MAKE_CERTS), str(self.certs), "127.0.0.1", "localhost"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["sh", str(MAKE_CERTS), str(self.certs), "127.0.0.1", "localhost"],
+            check=True,
+            capture_output=True,
+        )
         shutil.copy(SHIPPED_ACL, self.etc / "mamaroom.acl")
         self.devices_passwd = self.etc / "devices.passwd"
         self.services_passwd = self.etc / "services.passwd"
@@ -53,22 +59,30 @@ class ProductionBroker:
             set_password(self.services_passwd, user, self.passwords[user])
         self.devices_passwd.touch()
         text = SHIPPED_CONF.read_text()
-        for old, new in (("listener 1883 127.0.0.1", f"listener {self.local_port} 127.0.0.1"),
-                         ("listener 8883\n", f"listener {self.device_port} 127.0.0.1\n"),
-                         ("listener 8884\n", f"listener {self.service_tls_port} 127.0.0.1\n"),
-                         ("/etc/mosquitto/mamaroom/", f"{self.etc}/"),
-                         ("/var/lib/mosquitto/", f"{self.data}/")):
+        for old, new in (
+            ("listener 1883 127.0.0.1", f"listener {self.local_port} 127.0.0.1"),
+            ("listener 8883\n", f"listener {self.device_port} 127.0.0.1\n"),
+            ("listener 8884\n", f"listener {self.service_tls_port} 127.0.0.1\n"),
+            ("/etc/mosquitto/mamaroom/", f"{self.etc}/"),
+            ("/var/lib/mosquitto/", f"{self.data}/"),
+        ):
             assert old in text, f"the shipped config no longer has {old!r}"
             text = text.replace(old, new)
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(text + "\n".join([
-            "",
-            # Started as root, mosquitto would drop to user `mosquitto`, which
-            # cannot read the temp dir.
-            f"user {getpass.getuser()}",
-            f"log_dest file {workdir}/mosquitto.log",
-            "log_type all",
-        ]) + "\n")
+        self.conf.write_text(
+            text
+            + "\n".join(
+                [
+                    "",
+                    # Started as root, mosquitto would drop to user `mosquitto`, which
+                    # cannot read the temp dir.
+                    f"user {getpass.getuser()}",
+                    f"log_dest file {workdir}/mosquitto.log",
+                    "log_type all",
+                ]
+            )
+            + "\n"
+        )
 
     @property
     def ca(self) -> Path:
@@ -88,11 +102,18 @@ class ProductionBroker:
         return password
 
     def start(self) -> ProductionBroker:
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for port in (self.local_port, self.device_port, self.service_tls_port):
-            wait_for(lambda p=port: self._answers(p), timeout=15,  # type: ignore[misc]
-                     what=f"mosquitto on port {port}", detail=self.log_tail)
+            wait_for(
+                lambda p=port: self._answers(p),
+                timeout=15,  # type: ignore[misc]
+                what=f"mosquitto on port {port}",
+                detail=self.log_tail,
+            )
         return self
 
     def _answers(self, port: int) -> bool:
@@ -110,8 +131,11 @@ class ProductionBroker:
         assert self.proc is not None
         before = self.log_tail(10_000).count("Reloading config")
         self.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: self.log_tail(10_000).count("Reloading config") > before,
-                 timeout=15, what="mosquitto reloaded")
+        wait_for(
+            lambda: self.log_tail(10_000).count("Reloading config") > before,
+            timeout=15,
+            what="mosquitto reloaded",
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:
@@ -131,19 +155,33 @@ class Client:
     """A paho client that records the broker's answers: CONNACK, PUBACK reason
     codes (MQTT 5), SUBACK grants, messages, disconnects."""
 
-    def __init__(self, broker: ProductionBroker, user: str | None, password: str | None = None,
-                 *, port: int | None = None, tls: bool = True, client_id: str | None = None,
-                 protocol: int = paho.MQTTv311, clean: bool = True) -> None:
+    def __init__(
+        self,
+        broker: ProductionBroker,
+        user: str | None,
+        password: str | None = None,
+        *,
+        port: int | None = None,
+        tls: bool = True,
+        client_id: str | None = None,
+        protocol: int = paho.MQTTv311,
+        clean: bool = True,
+    ) -> None:
         self.port = port or broker.device_port
         self.protocol = protocol
         kwargs: dict[str, Any] = {}
         if protocol != paho.MQTTv5:
             kwargs["clean_session"] = clean
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id or user or "",
-                                  protocol=protocol, **kwargs)
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or user or "",
+            protocol=protocol,
+            **kwargs,
+        )
         if user is not None:
-            self.client.username_pw_set(user, password if password is not None
-                                        else broker.passwords[user])
+            self.client.username_pw_set(
+                user, password if password is not None else broker.passwords[user]
+            )
         if tls:
             ctx = ssl.create_default_context(cafile=str(broker.ca))
             self.client.tls_set_context(ctx)
@@ -158,16 +196,19 @@ class Client:
         self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect
 
-    def _on_connect(self, _c: paho.Client, _u: object, _f: object, rc: Any,
-                    _p: object = None) -> None:
+    def _on_connect(
+        self, _c: paho.Client, _u: object, _f: object, rc: Any, _p: object = None
+    ) -> None:
         self.connack = rc
 
-    def _on_publish(self, _c: paho.Client, _u: object, mid: int, rc: Any,
-                    _p: object = None) -> None:
+    def _on_publish(
+        self, _c: paho.Client, _u: object, mid: int, rc: Any, _p: object = None
+    ) -> None:
         self.pubacks[mid] = rc
 
-    def _on_subscribe(self, _c: paho.Client, _u: object, mid: int, rcs: list[Any],
-                      _p: object = None) -> None:
+    def _on_subscribe(
+        self, _c: paho.Client, _u: object, mid: int, rcs: list[Any], _p: object = None
+    ) -> None:
         self.subacks[mid] = rcs
 
     def _on_disconnect(self, *_: object) -> None:
@@ -179,9 +220,12 @@ class Client:
         props = None
         if self.protocol == paho.MQTTv5:
             props = Properties(paho.PacketTypes.CONNECT)
-        self.client.connect("127.0.0.1", self.port, keepalive=30,
-                            **({"clean_start": True, "properties": props}
-                               if self.protocol == paho.MQTTv5 else {}))
+        self.client.connect(
+            "127.0.0.1",
+            self.port,
+            keepalive=30,
+            **({"clean_start": True, "properties": props} if self.protocol == paho.MQTTv5 else {}),
+        )
         self.client.loop_start()
         wait_for(lambda: self.connack is not None, timeout=15, what="CONNACK")
         rc = self.connack

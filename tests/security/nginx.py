@@ -16,16 +16,20 @@ from tests.support import ROOT, free_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 SHIPPED = ROOT / "deploy" / "nginx" / "mamaroom.conf"
-needs_nginx = pytest.mark.skipif(not os.path.exists(NGINX),
-                                 reason="nginx missing: `make test` installs Debian's nginx")
+needs_nginx = pytest.mark.skipif(
+    not os.path.exists(NGINX), reason="nginx missing: `make test` installs Debian's nginx"
+)
 
 
 def make_certs(out: Path) -> Path:
     """The site CA and a `web` certificate for 127.0.0.1, copied as the public
     listener's too (a public CA's in production)."""
-    subprocess.run([str(ROOT / "deploy" / "mosquitto" / "make-certs.sh"), str(out),
-                    "localhost", "127.0.0.1"], env={**os.environ, "CERT_NAME": "web"},
-                   check=True, capture_output=True)
+    subprocess.run(
+        [str(ROOT / "deploy" / "mosquitto" / "make-certs.sh"), str(out), "localhost", "127.0.0.1"],
+        env={**os.environ, "CERT_NAME": "web"},
+        check=True,
+        capture_output=True,
+    )
     for ext in ("crt", "key"):
         shutil.copy(out / f"web.{ext}", out / f"public.{ext}")
     return out

@@ -55,9 +55,9 @@ def connected(made: list[Client], prod: ProductionBroker, user: str, **kwargs: o
 
 
 def test_anonymous_and_wrong_passwords_are_refused_on_every_listener(
-        prod: ProductionBroker, clients: list[Client]) -> None:
-    listeners = [(prod.local_port, False), (prod.device_port, True),
-                 (prod.service_tls_port, True)]
+    prod: ProductionBroker, clients: list[Client]
+) -> None:
+    listeners = [(prod.local_port, False), (prod.device_port, True), (prod.service_tls_port, True)]
     for port, tls in listeners:
         anonymous = Client(prod, None, port=port, tls=tls)
         clients.append(anonymous)
@@ -76,19 +76,23 @@ def test_anonymous_and_wrong_passwords_are_refused_on_every_listener(
 
 
 def test_the_device_listener_speaks_only_tls_and_checks_nothing_less(
-        prod: ProductionBroker, clients: list[Client]) -> None:
+    prod: ProductionBroker, clients: list[Client]
+) -> None:
     plain = Client(prod, "dev-a", port=prod.device_port, tls=False)
     clients.append(plain)
     with pytest.raises((OSError, AssertionError)):
         assert plain.connect().is_failure
     # A client that does not trust the site CA does not get through either.
-    with socket.create_connection(("127.0.0.1", prod.device_port), timeout=5) as raw, \
-            pytest.raises(ssl.SSLCertVerificationError):
+    with (
+        socket.create_connection(("127.0.0.1", prod.device_port), timeout=5) as raw,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
         ssl.create_default_context().wrap_socket(raw, server_hostname="127.0.0.1")
 
 
 def test_a_device_cannot_publish_as_another_and_can_as_itself(
-        prod: ProductionBroker, clients: list[Client]) -> None:
+    prod: ProductionBroker, clients: list[Client]
+) -> None:
     watcher = connected(clients, prod, "mamaroom.gateway")
     watcher.subscribe("mr/v1/dev/#")
     a = connected(clients, prod, "dev-a")
@@ -105,7 +109,8 @@ def test_a_device_cannot_publish_as_another_and_can_as_itself(
 
 
 def test_with_mqtt5_the_refusal_comes_back_as_not_authorized(
-        prod: ProductionBroker, clients: list[Client]) -> None:
+    prod: ProductionBroker, clients: list[Client]
+) -> None:
     a = connected(clients, prod, "dev-a", protocol=paho.MQTTv5)
     refused = a.publish("mr/v1/dev/dev-b/call", b"forged")
     assert refused.value == 0x87, refused  # Not authorized
@@ -114,7 +119,8 @@ def test_with_mqtt5_the_refusal_comes_back_as_not_authorized(
 
 
 def test_a_device_reads_its_own_commands_and_no_one_elses(
-        prod: ProductionBroker, clients: list[Client]) -> None:
+    prod: ProductionBroker, clients: list[Client]
+) -> None:
     a = connected(clients, prod, "dev-a")
     b = connected(clients, prod, "dev-b")
     # Mosquitto 2.0 grants a subscription to another's topics (with 3.1.1) and
@@ -133,7 +139,8 @@ def test_a_device_reads_its_own_commands_and_no_one_elses(
 
 
 def test_a_device_cannot_take_over_another_devices_session(
-        prod: ProductionBroker, clients: list[Client]) -> None:
+    prod: ProductionBroker, clients: list[Client]
+) -> None:
     b = connected(clients, prod, "dev-b")
     watcher = connected(clients, prod, "mamaroom.gateway")
     watcher.subscribe("mr/v1/dev/dev-b/telemetry")
@@ -144,7 +151,8 @@ def test_a_device_cannot_take_over_another_devices_session(
 
 
 def test_each_service_can_do_what_it_needs_and_no_more(
-        prod: ProductionBroker, clients: list[Client]) -> None:
+    prod: ProductionBroker, clients: list[Client]
+) -> None:
     gateway = connected(clients, prod, "mamaroom.gateway")
     server = connected(clients, prod, "mamaroom.server")
     watchdog = connected(clients, prod, "mamaroom.watchdog")
@@ -152,8 +160,13 @@ def test_each_service_can_do_what_it_needs_and_no_more(
     device.subscribe("mr/v1/dev/dev-a/cmd")
     gateway.subscribe("mr/v1/dev/#")
     gateway.subscribe("mr/v1/registry")
-    for topic in ("mr/v1/room/+/state", "mr/v1/gateway/+/+", "mr/v1/dev/+/call",
-                  "mr/v1/dev/+/status", "mr/v1/dev/+/occupancy"):
+    for topic in (
+        "mr/v1/room/+/state",
+        "mr/v1/gateway/+/+",
+        "mr/v1/dev/+/call",
+        "mr/v1/dev/+/status",
+        "mr/v1/dev/+/occupancy",
+    ):
         assert not server.subscribe(topic)[0].is_failure, topic
     watchdog.subscribe("mr/v1/gateway/#")
     watchdog.subscribe("mr/v1/watchdog/#")
@@ -182,21 +195,23 @@ def test_each_service_can_do_what_it_needs_and_no_more(
     watchdog.publish("mr/v1/dev/dev-a/call", b"from watchdog")
     watchdog.publish("mr/v1/gateway/mamaroom-gateway/stats", b"from watchdog")
     device.publish("mr/v1/dev/dev-a/call", b"marker")  # in order after its own first call
-    wait_for(lambda: server.received("mr/v1/dev/dev-a/call")[-1:] == [b"marker"],
-             what="the marker call")
+    wait_for(
+        lambda: server.received("mr/v1/dev/dev-a/call")[-1:] == [b"marker"], what="the marker call"
+    )
     server.publish("mr/v1/dev/dev-a/cmd", b"marker")
     wait_for(lambda: device.received("mr/v1/dev/dev-a/cmd")[-1:] == [b"marker"], what="marker")
     gateway.publish("mr/v1/gateway/mamaroom-gateway/stats", b"marker")
-    wait_for(lambda: server.received("mr/v1/gateway/mamaroom-gateway/stats")[-1:] == [b"marker"],
-             what="marker stats")
+    wait_for(
+        lambda: server.received("mr/v1/gateway/mamaroom-gateway/stats")[-1:] == [b"marker"],
+        what="marker stats",
+    )
     server.publish("mr/v1/registry", b"marker")
     wait_for(lambda: gateway.received("mr/v1/registry")[-1:] == [b"marker"], what="marker")
     assert device.received("mr/v1/dev/dev-a/cmd") == [b'{"cmd":"call_ack"}', b"marker"]
     assert gateway.received("mr/v1/registry") == [registry, b"marker"]
     assert server.received("mr/v1/dev/dev-a/call") == [b'{"press":1}', b"marker"]
     assert server.received("mr/v1/room/T1-0101/state") == [b'{"state":"free"}']
-    assert server.received("mr/v1/gateway/mamaroom-gateway/stats") == [b'{"received":1}',
-                                                                       b"marker"]
+    assert server.received("mr/v1/gateway/mamaroom-gateway/stats") == [b'{"received":1}', b"marker"]
 
 
 def test_a_queued_call_survives_a_broker_restart(tmp_path: Path) -> None:
@@ -207,18 +222,23 @@ def test_a_queued_call_survives_a_broker_restart(tmp_path: Path) -> None:
     broker.start()
     made: list[Client] = []
     try:
-        gateway = connected(made, broker, "mamaroom.gateway", client_id="mamaroom-gateway",
-                            clean=False)
+        gateway = connected(
+            made, broker, "mamaroom.gateway", client_id="mamaroom-gateway", clean=False
+        )
         gateway.subscribe("mr/v1/dev/#")
         gateway.close()
         device = connected(made, broker, "dev-a")
         device.publish("mr/v1/dev/dev-a/call", b'{"action":"press","call_id":"c-1"}')
         device.close()
         broker.restart()
-        back = connected(made, broker, "mamaroom.gateway", client_id="mamaroom-gateway",
-                         clean=False)
-        wait_for(lambda: back.received("mr/v1/dev/dev-a/call"), what="the queued call",
-                 detail=broker.log_tail)
+        back = connected(
+            made, broker, "mamaroom.gateway", client_id="mamaroom-gateway", clean=False
+        )
+        wait_for(
+            lambda: back.received("mr/v1/dev/dev-a/call"),
+            what="the queued call",
+            detail=broker.log_tail,
+        )
         assert back.received("mr/v1/dev/dev-a/call") == [b'{"action":"press","call_id":"c-1"}']
     finally:
         for c in made:

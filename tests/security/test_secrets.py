@@ -17,17 +17,25 @@ from mamaroom.config import NOT_SECRETS
 from tests.support import ROOT, Mosquitto, Proc, free_port, wait_for, write_rooms_csv
 
 
-@pytest.mark.parametrize("env", [
-    {"MAMAROOM_MQTT__PASSWORD": "changeme"},
-    {"MAMAROOM_MQTT__PASSWORD": ""},  # an env file's `MAMAROOM_MQTT__PASSWORD=` left empty
-    {"MAMAROOM_STORAGE__INFLUXDB__TOKEN": "..."},
-    {"MAMAROOM_STORAGE__INFLUXDB__PASSWORD": "admin"},
-])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"MAMAROOM_MQTT__PASSWORD": "changeme"},
+        {"MAMAROOM_MQTT__PASSWORD": ""},  # an env file's `MAMAROOM_MQTT__PASSWORD=` left empty
+        {"MAMAROOM_STORAGE__INFLUXDB__TOKEN": "..."},
+        {"MAMAROOM_STORAGE__INFLUXDB__PASSWORD": "admin"},
+    ],
+)
 @pytest.mark.parametrize("process", ["server", "gateway", "watchdog"])
 def test_a_placeholder_secret_stops_every_process(env: dict[str, str], process: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "cli", process],
-                         env={**os.environ, **env}, capture_output=True, text=True,
-                         timeout=60, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "cli", process],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert out.returncode == 2
     [line] = out.stderr.strip().splitlines()
     key = next(iter(env)).removeprefix("MAMAROOM_").lower().replace("__", ".")
@@ -37,20 +45,28 @@ def test_a_placeholder_secret_stops_every_process(env: dict[str, str], process: 
 def test_a_new_server_has_no_account_to_log_in_with(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "mosquitto").start()
     port = free_port()
-    env = {**os.environ, "MAMAROOM_MQTT__URL": broker.url, "MAMAROOM_HTTP__PORT": str(port),
-           "MAMAROOM_DATA_DIR": str(tmp_path / "data"), "MAMAROOM_PAGING__ALLOW_NO_TARGET": "true",
-           "MAMAROOM_ROOMS_CSV": str(write_rooms_csv(tmp_path / "rooms.csv",
-                                                     [("T1-0101", None)]))}
+    env = {
+        **os.environ,
+        "MAMAROOM_MQTT__URL": broker.url,
+        "MAMAROOM_HTTP__PORT": str(port),
+        "MAMAROOM_DATA_DIR": str(tmp_path / "data"),
+        "MAMAROOM_PAGING__ALLOW_NO_TARGET": "true",
+        "MAMAROOM_ROOMS_CSV": str(write_rooms_csv(tmp_path / "rooms.csv", [("T1-0101", None)])),
+    }
     server = Proc("server", ["server"], env, tmp_path).start()
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: httpx.get(f"{base}/healthz").status_code == 200, timeout=60,
-                 what="server up", detail=server.log_tail)
+        wait_for(
+            lambda: httpx.get(f"{base}/healthz").status_code == 200,
+            timeout=60,
+            what="server up",
+            detail=server.log_tail,
+        )
         for name in ("admin", "root", "mamaroom", "staff"):
-            for password in ("admin", "password", "mamaroom", "changeme", "1234567890",
-                             name):
-                r = httpx.post(f"{base}/api/auth/token",
-                               data={"username": name, "password": password})
+            for password in ("admin", "password", "mamaroom", "changeme", "1234567890", name):
+                r = httpx.post(
+                    f"{base}/api/auth/token", data={"username": name, "password": password}
+                )
                 assert r.status_code in (401, 429), (name, password, r.status_code)
         assert httpx.get(f"{base}/api/alerts").status_code == 401
     finally:

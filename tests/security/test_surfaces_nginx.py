@@ -37,13 +37,18 @@ PER_ADDRESS = 100
 
 
 @pytest.fixture
-def services(broker: Mosquitto, tmp_path: Path, rooms_csv: Path,
-             vapid: tuple[str, str]) -> Iterator[Services]:
-    svc = Services(broker, tmp_path, rooms_csv,
-                   MAMAROOM_SERVER__TRUSTED_PROXIES='["127.0.0.1"]',
-                   MAMAROOM_PAGES__VAPID_PUBLIC_KEY=vapid[0],
-                   MAMAROOM_PAGES__VAPID_PRIVATE_KEY=vapid[1],
-                   MAMAROOM_PAGES__PUSH_HOSTS='["http://127.0.0.1"]').start()
+def services(
+    broker: Mosquitto, tmp_path: Path, rooms_csv: Path, vapid: tuple[str, str]
+) -> Iterator[Services]:
+    svc = Services(
+        broker,
+        tmp_path,
+        rooms_csv,
+        MAMAROOM_SERVER__TRUSTED_PROXIES='["127.0.0.1"]',
+        MAMAROOM_PAGES__VAPID_PUBLIC_KEY=vapid[0],
+        MAMAROOM_PAGES__VAPID_PRIVATE_KEY=vapid[1],
+        MAMAROOM_PAGES__PUSH_HOSTS='["http://127.0.0.1"]',
+    ).start()
     yield svc
     svc.stop()
 
@@ -54,8 +59,11 @@ def proxy(services: Services, tmp_path: Path) -> Iterator[tuple[Nginx, ssl.SSLCo
     nginx = Nginx(tmp_path / "nginx-run", services.http_port, certs).start()
     trust = ssl.create_default_context(cafile=str(certs / "ca.crt"))
     with httpx.Client(base_url=nginx.staff_url, verify=trust, timeout=10) as staff:
-        wait_for(lambda: staff.get("/healthz").status_code == 200, timeout=30,
-                 what="the server through nginx")
+        wait_for(
+            lambda: staff.get("/healthz").status_code == 200,
+            timeout=30,
+            what="the server through nginx",
+        )
     yield nginx, trust
     nginx.stop()
 
@@ -72,7 +80,8 @@ def body_for(method: str, path: str) -> dict[str, Any]:
 
 
 def test_the_internet_side_serves_only_public_paths(
-        services: Services, proxy: tuple[Nginx, ssl.SSLContext]) -> None:
+    services: Services, proxy: tuple[Nginx, ssl.SSLContext]
+) -> None:
     nginx, trust = proxy
     token = services.login("admin", services.ADMIN_PASSWORD)
     admin = {"Authorization": f"Bearer {token}"}
@@ -93,13 +102,25 @@ def test_the_internet_side_serves_only_public_paths(
                 for headers in ({}, admin):
                     r = web.request(m, p, headers=headers, **body_for(m, p))
                     if r.status_code != 404 or reached(r):
-                        failures.append(f"staff {m} {p} on the internet side: "
-                                        f"{r.status_code} reached={reached(r)}")
+                        failures.append(
+                            f"staff {m} {p} on the internet side: "
+                            f"{r.status_code} reached={reached(r)}"
+                        )
         # Paths that are staff routes once decoded or normalised.
-        for p in ("/static/../api/alerts", "/r/%2e%2e/api/alerts", "/%61pi/alerts",
-                  "/api/rooms/..%2f..%2fapi%2falerts", "//api/alerts", "/api/stream/../alerts",
-                  "/r/T1-0101/../../staff", "/api/rooms/T1-0101%2f..%2f..%2falerts",
-                  "/STAFF", "/api/Alerts", "/static/staff.js", "/vendor/echarts.min.js"):
+        for p in (
+            "/static/../api/alerts",
+            "/r/%2e%2e/api/alerts",
+            "/%61pi/alerts",
+            "/api/rooms/..%2f..%2fapi%2falerts",
+            "//api/alerts",
+            "/api/stream/../alerts",
+            "/r/T1-0101/../../staff",
+            "/api/rooms/T1-0101%2f..%2f..%2falerts",
+            "/STAFF",
+            "/api/Alerts",
+            "/static/staff.js",
+            "/vendor/echarts.min.js",
+        ):
             r = web.get(p, headers=admin)
             if r.status_code not in (400, 404):
                 failures.append(f"trick {p}: {r.status_code}")
@@ -113,7 +134,8 @@ def test_the_internet_side_serves_only_public_paths(
 
 
 def test_the_intranet_side_serves_everything(
-        services: Services, proxy: tuple[Nginx, ssl.SSLContext]) -> None:
+    services: Services, proxy: tuple[Nginx, ssl.SSLContext]
+) -> None:
     nginx, trust = proxy
     failures = []
     with httpx.Client(base_url=nginx.staff_url, verify=trust, timeout=10) as web:
@@ -131,12 +153,23 @@ def test_the_intranet_side_serves_everything(
         r = web.get("/staff", headers={"X-Mamaroom-Surface": "public"})
         assert r.status_code == 200, r.status_code
         # The staff's work, logged in with a session cookie as the console does.
-        r = web.post("/api/auth/session", data={"username": "admin",
-                                                "password": services.ADMIN_PASSWORD})
+        r = web.post(
+            "/api/auth/session", data={"username": "admin", "password": services.ADMIN_PASSWORD}
+        )
         assert r.status_code == 200, r.text
-        for path in ("/staff", "/admin", "/trends", "/api/alerts", "/api/devices",
-                     "/api/admin/users", "/api/auth/me", "/metrics", "/readyz",
-                     "/static/staff.js", "/vendor/echarts.min.js"):
+        for path in (
+            "/staff",
+            "/admin",
+            "/trends",
+            "/api/alerts",
+            "/api/devices",
+            "/api/admin/users",
+            "/api/auth/me",
+            "/metrics",
+            "/readyz",
+            "/static/staff.js",
+            "/vendor/echarts.min.js",
+        ):
             r = web.get(path)
             if r.status_code != 200:
                 failures.append(f"staff {path}: {r.status_code}")
@@ -144,7 +177,8 @@ def test_the_intranet_side_serves_everything(
 
 
 def test_a_staff_token_from_the_internet_gets_no_alerts(
-        services: Services, proxy: tuple[Nginx, ssl.SSLContext], broker: Mosquitto) -> None:
+    services: Services, proxy: tuple[Nginx, ssl.SSLContext], broker: Mosquitto
+) -> None:
     nginx, trust = proxy
     token = services.login("admin", services.ADMIN_PASSWORD)
     admin = {"Authorization": f"Bearer {token}"}
@@ -171,27 +205,35 @@ def test_a_staff_token_from_the_internet_gets_no_alerts(
 
 
 def test_the_internet_side_has_its_own_limits(
-        services: Services, proxy: tuple[Nginx, ssl.SSLContext]) -> None:
+    services: Services, proxy: tuple[Nginx, ssl.SSLContext]
+) -> None:
     nginx, trust = proxy
 
     def writes(base: str) -> list[httpx.Response]:
         with httpx.Client(base_url=base, verify=trust, timeout=10) as web:
-            return [web.post("/api/push/unsubscribe",
-                             json={"endpoint": f"http://127.0.0.1:9/push/{i}"})
-                    for i in range(40)]
+            return [
+                web.post("/api/push/unsubscribe", json={"endpoint": f"http://127.0.0.1:9/push/{i}"})
+                for i in range(40)
+            ]
 
     # Reminders: the server's own limit answers first (JSON), nginx's after its burst.
     public = writes(nginx.public_url)
-    assert any(r.status_code == 429 and not reached(r) for r in public), \
-        [(r.status_code, reached(r)) for r in public]
+    assert any(r.status_code == 429 and not reached(r) for r in public), [
+        (r.status_code, reached(r)) for r in public
+    ]
     intranet = writes(nginx.staff_url)
     assert all(reached(r) for r in intranet)  # no limit of nginx's on the staff side
 
     # Open connections per phone's address: the stream after PER_ADDRESS is refused.
     with contextlib.ExitStack() as stack:
-        web = stack.enter_context(httpx.Client(
-            base_url=nginx.public_url, verify=trust, timeout=30,
-            limits=httpx.Limits(max_connections=PER_ADDRESS + 10)))
+        web = stack.enter_context(
+            httpx.Client(
+                base_url=nginx.public_url,
+                verify=trust,
+                timeout=30,
+                limits=httpx.Limits(max_connections=PER_ADDRESS + 10),
+            )
+        )
         lines = []  # each stream's reader, kept: a dropped one closes its connection
         for i in range(PER_ADDRESS):
             r = stack.enter_context(web.stream("GET", "/api/stream"))
@@ -200,23 +242,30 @@ def test_the_internet_side_has_its_own_limits(
             next(lines[-1])  # being served: counted
         with web.stream("GET", "/api/stream") as extra:
             assert extra.status_code == 429 and not reached(extra)
-        staff = stack.enter_context(httpx.Client(base_url=nginx.staff_url, verify=trust,
-                                                 timeout=30))
+        staff = stack.enter_context(
+            httpx.Client(base_url=nginx.staff_url, verify=trust, timeout=30)
+        )
         with staff.stream("GET", "/api/stream") as intranet_stream:
             assert intranet_stream.status_code == 200  # the staff side is not counted
 
 
 def test_the_public_log_keeps_no_full_address(
-        services: Services, proxy: tuple[Nginx, ssl.SSLContext]) -> None:
+    services: Services, proxy: tuple[Nginx, ssl.SSLContext]
+) -> None:
     nginx, trust = proxy
     with httpx.Client(base_url=nginx.public_url, verify=trust, timeout=10) as web:
         assert web.get("/api/rooms?building=secret-building").status_code == 200
         assert web.get("/api/alerts").status_code == 404
-        r = web.post("/api/push/reminder", json={
-            "subscription": Browser("http://127.0.0.1:9/push/logged").subscription,
-            "rooms": ["T1-0101"]})
+        r = web.post(
+            "/api/push/reminder",
+            json={
+                "subscription": Browser("http://127.0.0.1:9/push/logged").subscription,
+                "rooms": ["T1-0101"],
+            },
+        )
         assert r.status_code == 204, r.text
-    log = wait_for(lambda: (t := nginx.public_log()).count("\n") >= 3 and t,
-                   what="the public access log")
+    log = wait_for(
+        lambda: (t := nginx.public_log()).count("\n") >= 3 and t, what="the public access log"
+    )
     assert "127.0.0.0 " in log and "127.0.0.1" not in log, log
     assert "secret-building" not in log and "/push/logged" not in log

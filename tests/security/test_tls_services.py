@@ -26,29 +26,61 @@ def load_firmware_config() -> ModuleType:
     return module
 
 
-def device_add(svc: Services, broker: ProductionBroker,
-               *args: str) -> subprocess.CompletedProcess[str]:
+def device_add(
+    svc: Services, broker: ProductionBroker, *args: str
+) -> subprocess.CompletedProcess[str]:
     assert broker.proc is not None
     env = {**svc.env, "MAMAROOM_ADMIN_PASSWORD": svc.ADMIN_PASSWORD}
     return subprocess.run(
-        [sys.executable, "-m", "cli", "device", "add", *args,
-         "--passwd-file", str(broker.devices_passwd), "--server", svc.base_url,
-         "--reload-command", f"kill -HUP {broker.proc.pid}",
-         "--broker-host", "127.0.0.1", "--broker-port", str(broker.device_port)],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "device",
+            "add",
+            *args,
+            "--passwd-file",
+            str(broker.devices_passwd),
+            "--server",
+            svc.base_url,
+            "--reload-command",
+            f"kill -HUP {broker.proc.pid}",
+            "--broker-host",
+            "127.0.0.1",
+            "--broker-port",
+            str(broker.device_port),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_device_add_then_a_call_over_tls_end_to_end(tmp_path: Path) -> None:
     broker = ProductionBroker(tmp_path / "mosquitto").start()
     rooms = write_rooms_csv(tmp_path / "rooms.csv", [("T1-0101", None), ("T1-0201", "dev-b")])
     tls_url = f"mqtts://127.0.0.1:{broker.service_tls_port}"
-    svc = Services(broker, tmp_path, rooms,  # type: ignore[arg-type]
-                   MAMAROOM_MQTT__URL=tls_url, SSL_CERT_FILE=str(broker.ca),
-                   MAMAROOM_MQTT__USERNAME="mamaroom.server",
-                   MAMAROOM_MQTT__PASSWORD=broker.passwords["mamaroom.server"])
-    svc.gateway = Proc("gateway", ["gateway"], {
-        **svc.env, "MAMAROOM_MQTT__USERNAME": "mamaroom.gateway",
-        "MAMAROOM_MQTT__PASSWORD": broker.passwords["mamaroom.gateway"]}, tmp_path)
+    svc = Services(
+        broker,
+        tmp_path,
+        rooms,  # type: ignore[arg-type]
+        MAMAROOM_MQTT__URL=tls_url,
+        SSL_CERT_FILE=str(broker.ca),
+        MAMAROOM_MQTT__USERNAME="mamaroom.server",
+        MAMAROOM_MQTT__PASSWORD=broker.passwords["mamaroom.server"],
+    )
+    svc.gateway = Proc(
+        "gateway",
+        ["gateway"],
+        {
+            **svc.env,
+            "MAMAROOM_MQTT__USERNAME": "mamaroom.gateway",
+            "MAMAROOM_MQTT__PASSWORD": broker.passwords["mamaroom.gateway"],
+        },
+        tmp_path,
+    )
     node: Client | None = None
     try:
         svc.start()
@@ -80,20 +112,37 @@ def test_device_add_then_a_call_over_tls_end_to_end(tmp_path: Path) -> None:
         assert taken.returncode == 2 and "already" in taken.stderr, taken.stderr
 
         node = Client(broker, "dev-new", config["password"])
-        wait_for(lambda: not node.connect().is_failure, timeout=30, what="node connected",
-                 detail=broker.log_tail)  # the reload may land a moment later
+        wait_for(
+            lambda: not node.connect().is_failure,
+            timeout=30,
+            what="node connected",
+            detail=broker.log_tail,
+        )  # the reload may land a moment later
         node.subscribe("mr/v1/dev/dev-new/cmd")
-        call = {"v": 1, "boot": 1, "seq": 1, "ts": int(time.time() * 1000),
-                "action": "press", "call_id": "tls-1"}
+        call = {
+            "v": 1,
+            "boot": 1,
+            "seq": 1,
+            "ts": int(time.time() * 1000),
+            "action": "press",
+            "call_id": "tls-1",
+        }
         node.publish("mr/v1/dev/dev-new/call", json.dumps(call).encode())
         acks = lambda: [json.loads(p) for p in node.received("mr/v1/dev/dev-new/cmd")]  # noqa: E731
-        wait_for(lambda: any(a.get("status") == "received" for a in acks()), timeout=30,
-                 what="call_ack received over TLS", detail=svc.logs)
+        wait_for(
+            lambda: any(a.get("status") == "received" for a in acks()),
+            timeout=30,
+            what="call_ack received over TLS",
+            detail=svc.logs,
+        )
         [alert] = svc.admin("GET", "/api/alerts").json()
         assert alert["room"] == "T1-0101"
         # The gateway stored it, having logged in with its own account.
-        wait_for(lambda: svc.metrics()['mamaroom_gateway_stored_total{kind="call"}'] >= 1,
-                 what="the call stored", detail=svc.logs)
+        wait_for(
+            lambda: svc.metrics()['mamaroom_gateway_stored_total{kind="call"}'] >= 1,
+            what="the call stored",
+            detail=svc.logs,
+        )
     finally:
         if node is not None:
             node.close()

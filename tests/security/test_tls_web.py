@@ -30,8 +30,9 @@ def certs(tmp_path: Path) -> Path:
 def services(broker: Mosquitto, tmp_path: Path, rooms_csv: Path) -> Iterator[Services]:
     # nginx on this machine is the one proxy whose X-Forwarded-* is believed
     # (deploy/mamaroom.toml says the same).
-    svc = Services(broker, tmp_path, rooms_csv,
-                   MAMAROOM_SERVER__TRUSTED_PROXIES='["127.0.0.1"]').start()
+    svc = Services(
+        broker, tmp_path, rooms_csv, MAMAROOM_SERVER__TRUSTED_PROXIES='["127.0.0.1"]'
+    ).start()
     yield svc
     svc.stop()
 
@@ -43,23 +44,31 @@ def proxied(services: Services, tmp_path: Path, certs: Path) -> Iterator[Nginx]:
     nginx.stop()
 
 
-def test_login_over_https_gives_secure_cookies_and_hsts(services: Services, proxied: Nginx,
-                                                         certs: Path) -> None:
+def test_login_over_https_gives_secure_cookies_and_hsts(
+    services: Services, proxied: Nginx, certs: Path
+) -> None:
     trust = ssl.create_default_context(cafile=str(certs / "ca.crt"))
     # The mothers' page on the public listener: over https, with HSTS.
     with httpx.Client(base_url=proxied.public_url, verify=trust, timeout=10) as public:
-        wait_for(lambda: public.get("/api/site").status_code == 200, timeout=30,
-                 what="the server through nginx's public listener")
+        wait_for(
+            lambda: public.get("/api/site").status_code == 200,
+            timeout=30,
+            what="the server through nginx's public listener",
+        )
         page = public.get("/")
         assert page.status_code == 200
         assert page.headers["strict-transport-security"] == "max-age=31536000"
     # Logins on the staff listener (the public one has none: test_surfaces_nginx.py).
     with httpx.Client(base_url=proxied.staff_url, verify=trust, timeout=10) as web:
-        wait_for(lambda: web.get("/healthz").status_code == 200, timeout=30,
-                 what="the server through nginx's staff listener")
+        wait_for(
+            lambda: web.get("/healthz").status_code == 200,
+            timeout=30,
+            what="the server through nginx's staff listener",
+        )
         assert web.get("/staff").headers["strict-transport-security"] == "max-age=31536000"
-        r = web.post("/api/auth/session", data={"username": "admin",
-                                                "password": Services.ADMIN_PASSWORD})
+        r = web.post(
+            "/api/auth/session", data={"username": "admin", "password": Services.ADMIN_PASSWORD}
+        )
         assert r.status_code == 200, r.text
         cookies = r.headers.get_list("set-cookie")
         session = next(c for c in cookies if c.startswith("mamaroom_session="))
@@ -72,6 +81,7 @@ def test_login_over_https_gives_secure_cookies_and_hsts(services: Services, prox
     r = httpx.get(f"http://127.0.0.1:{proxied.http_port}/", follow_redirects=False)
     assert r.status_code == 301 and r.headers["location"].startswith("https://")
     # Straight to the server, over http: no Secure flag (the flag follows the scheme).
-    r = services.http.post("/api/auth/session", data={"username": "admin",
-                                                       "password": Services.ADMIN_PASSWORD})
+    r = services.http.post(
+        "/api/auth/session", data={"username": "admin", "password": Services.ADMIN_PASSWORD}
+    )
     assert "secure" not in r.headers["set-cookie"].lower()
