@@ -118,7 +118,9 @@ def server(
     if port:
         settings.http.port = port
     if not settings.server_db_path.exists():
-        _check_csv(settings.rooms_csv)  # fail with every bad line, before starting
+        # First start seeds the registry: fail with every bad line, before starting.
+        _check_csv(settings.rooms_csv, key="rooms_csv (MAMAROOM_ROOMS_CSV)")
+    _check_site_file(settings)
     from server.services.escalation import refuse_unpaged
 
     # A `web` server never pages (its calls server does): nothing to refuse.
@@ -219,11 +221,34 @@ def demo(
     raise typer.Exit(asyncio.run(run_demo(settings, rooms=rooms, speed=speed)))
 
 
-def _check_csv(path: Path) -> list[RegistryRoom]:
+def _check_csv(path: Path, key: str | None = None) -> list[RegistryRoom]:
     try:
         return read_rooms_csv(path)
     except RoomsCsvError as exc:
-        _error(str(exc))
+        # A file named by a setting: say which setting, so that the fix is plain.
+        _error(f"{key} = {exc}" if key else str(exc))
+        raise typer.Exit(2) from None
+
+
+def _check_site_file(settings: Settings) -> None:
+    """A site file the config names must be there and valid; without the
+    setting, a missing file only means rooms are listed without walking times
+    (the server logs that)."""
+    from server.services.site import SiteError, read_site_file
+
+    path = settings.pages.site_file
+    if "site_file" in settings.pages.model_fields_set and not path.is_file():
+        _error(
+            f"pages.site_file (MAMAROOM_PAGES__SITE_FILE) = {path}: no such file. It holds the "
+            "buildings' walking times (site/site.toml is the example; docs/configuration.md); "
+            "remove the setting to list rooms without walking times."
+        )
+        raise typer.Exit(2)
+    try:
+        if path.is_file():
+            read_site_file(path)
+    except SiteError as exc:
+        _error(f"pages.site_file (MAMAROOM_PAGES__SITE_FILE) = {exc}")
         raise typer.Exit(2) from None
 
 

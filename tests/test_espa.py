@@ -30,8 +30,9 @@ class PagingSystem(threading.Thread):
     """The site's paging system on the other end of the line."""
 
     def __init__(
-        self, fd: int, *, naks: int = 0, silent: bool = False, block: bytes = BLOCK
+        self, fd: int, *, naks: int = 0, silent: bool = False, block: bytes | None = BLOCK
     ) -> None:
+        # block: the one block it acknowledges (any other gets NAK); None = any.
         super().__init__(daemon=True)
         self.fd, self.naks, self.silent, self.expected = fd, naks, silent, block
         self.received = bytearray()
@@ -59,7 +60,7 @@ class PagingSystem(threading.Thread):
                 block = bytes(buf[:end])
                 del buf[:end]
                 self.blocks.append(block)
-                if self.naks > 0 or block != self.expected:  # e.g. a wrong BCC
+                if self.naks > 0 or self.expected not in (None, block):  # e.g. a wrong BCC
                     self.naks -= 1
                     os.write(self.fd, NAK)
                 else:
