@@ -38,6 +38,7 @@ GATEWAY_SUBSCRIPTION = f"{PREFIX}/gateway/+/+"
 GATEWAY_TOPIC_PREFIX = f"{PREFIX}/gateway/"
 #: Every server's alert changes, for the other servers sharing its database.
 SERVER_ALERT_SUBSCRIPTION = f"{PREFIX}/server/+/alert"
+SERVER_STATUS_SUBSCRIPTION = f"{PREFIX}/server/+/status"
 SERVER_TOPIC_PREFIX = f"{PREFIX}/server/"
 #: Payloads larger than this are rejected unread (contract: > 4 KiB).
 MAX_PAYLOAD_BYTES = 4096
@@ -202,6 +203,31 @@ def parse_gateway_topic(topic: str) -> GatewayTopic:
 def server_alert_topic(client_id: str) -> str:
     """Where a server tells the others of every alert change it made (QoS 1, not retained)."""
     return f"{PREFIX}/server/{client_id}/alert"
+
+
+def server_status_topic(client_id: str) -> str:
+    """A server's ServerStatus: `online` on connecting, `offline` on a clean
+    stop and as its last will (QoS 1, retained). A `web` server is ready only
+    while a server that takes calls says `online` here."""
+    return f"{PREFIX}/server/{client_id}/status"
+
+
+def parse_server_topic(topic: str) -> tuple[str, str]:
+    """`mr/v1/server/{client_id}/{kind}` → (client_id, kind), or ValueError."""
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[:3] != ["mr", "v1", "server"] or not parts[3]:
+        raise ValueError(f"not a server topic: {topic!r}")
+    return parts[3], parts[4]
+
+
+class ServerStatus(BaseModel):
+    """A server's retained status: whether it is up and whether it takes the
+    nodes' calls (server.role `calls` or `all`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    state: Literal["online", "offline"]
+    takes_calls: bool
 
 
 def watchdog_ping_topic(client_id: str) -> str:

@@ -189,6 +189,7 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
         tasks.append(wechat.run(fanout))
         log.info("wechat on", app_id=settings.wechat.app_id, api=settings.wechat.api_base_url)
     _start(stack, tasks)
+    stack.push_async_callback(mqtt.say_offline)  # before the tasks stop (LIFO)
     log.info(
         "server started",
         role=role,

@@ -4,6 +4,7 @@ the registry (retained). Reconnects by itself, with backoff and jitter."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 from collections.abc import Callable, Coroutine
@@ -20,6 +21,7 @@ from mamaroom.contract import (
     REGISTRY_TOPIC,
     ROOM_STATE_SUBSCRIPTION,
     SERVER_ALERT_SUBSCRIPTION,
+    SERVER_STATUS_SUBSCRIPTION,
     SERVER_TOPIC_PREFIX,
     Call,
     CallAck,
@@ -30,6 +32,7 @@ from mamaroom.contract import (
     Occupancy,
     Registry,
     RoomState,
+    ServerStatus,
     device_subscription,
     device_topic,
     dumps,
@@ -37,8 +40,10 @@ from mamaroom.contract import (
     parse_gateway_topic,
     parse_payload,
     parse_room_state_topic,
+    parse_server_topic,
     parse_status,
     server_alert_topic,
+    server_status_topic,
 )
 from mamaroom.logs import get_logger
 from mamaroom.mqtt_socket import NO_DELAY
@@ -91,6 +96,36 @@ class ServerMqtt:
         self.connected = asyncio.Event()
         #: Each gateway's retained summary and status, for /metrics.
         self.gateways: dict[str, GatewayView] = {}
+        #: Every other server's retained status (mr/v1/server/{id}/status).
+        self.servers: dict[str, ServerStatus] = {}
+
+    def _status(self, state: str) -> bytes:
+        return ServerStatus(state=state, takes_calls=self._handles_calls).model_dump_json().encode()
+
+    def calls_taken(self) -> bool:
+        """Some server takes the nodes' calls: this one, or another that says
+        it is online (a `web` server is not ready without one)."""
+        return self._handles_calls or any(
+            s.state == "online" and s.takes_calls for s in self.servers.values()
+        )
+
+    def calls_servers(self) -> list[str]:
+        """The servers that take calls, as last heard of, for /readyz."""
+        return [f"{i} {s.state}" for i, s in sorted(self.servers.items()) if s.takes_calls]
+
+    async def say_offline(self) -> None:
+        """On a clean stop: tell the other servers at once (the last will
+        would come only after the broker noticed)."""
+        client = self._client
+        if client is not None and self.connected.is_set():
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.publish(
+                    server_status_topic(self._client_id),
+                    self._status("offline"),
+                    qos=1,
+                    retain=True,
+                    timeout=2,
+                )
 
     async def publish_registry(self, registry: Registry) -> None:
         """Publish now if connected; it is re-published on every (re)connect anyway."""
@@ -118,6 +153,12 @@ class ServerMqtt:
                     clean_session=False,
                     tls_params=aiomqtt.TLSParameters() if self._settings.tls else None,
                     socket_options=[NO_DELAY],
+                    will=aiomqtt.Will(
+                        server_status_topic(self._client_id),
+                        self._status("offline"),
+                        qos=1,
+                        retain=True,
+                    ),
                 ) as client:
                     self._client = client
                     await client.subscribe(ROOM_STATE_SUBSCRIPTION, qos=1)
@@ -128,11 +169,18 @@ class ServerMqtt:
                     # Servers sharing one database tell each other of every
                     # alert change they make, so each one's consoles show them all.
                     await client.subscribe(SERVER_ALERT_SUBSCRIPTION, qos=1)
+                    await client.subscribe(SERVER_STATUS_SUBSCRIPTION, qos=1)
                     if self._on_newer_registry is not None:
                         await client.subscribe(REGISTRY_TOPIC, qos=1)
                     if self._welfare is not None:
                         await client.subscribe(device_subscription(Kind.OCCUPANCY), qos=1)
                     await client.publish(REGISTRY_TOPIC, dumps(self._registry), qos=1, retain=True)
+                    await client.publish(
+                        server_status_topic(self._client_id),
+                        self._status("online"),
+                        qos=1,
+                        retain=True,
+                    )
                     self.connected.set()
                     delay = 1.0
                     log.info("mqtt connected", url=self._settings.url)
@@ -229,8 +277,27 @@ class ServerMqtt:
             )
 
     def _on_peer(self, topic: str, payload: bytes) -> None:
-        if topic == server_alert_topic(self._client_id):
+        try:
+            peer, kind = parse_server_topic(topic)
+        except ValueError:
+            return
+        if peer == self._client_id:
             return  # our own
+        if kind == "status":
+            if not payload:  # a cleared retained status: that server is gone for good
+                self.servers.pop(peer, None)
+                return
+            try:
+                status = ServerStatus.model_validate_json(payload)
+            except ValueError:
+                log.warning("ignoring a bad server status", topic=topic)
+                return
+            if self.servers.get(peer) != status:
+                log.info("server status", server=peer, **status.model_dump())
+            self.servers[peer] = status
+            return
+        if kind != "alert":
+            return
         try:
             alert = json.loads(payload)
         except ValueError:

@@ -88,7 +88,7 @@ if args[:2] != ["enable", "--now"]:
     sys.exit(f"systemctl stand-in: {{args}} is not in the guide")
 for name in args[2:]:
     unit = open(f"{{root}}/etc/systemd/system/{{name}}.service").read().replace("\\\\\\n", "")
-    env, cwd, cmd = dict(os.environ), "/", None
+    env, files, cwd, cmd = dict(os.environ), {{}}, "/", None
     for line in unit.splitlines():
         key, _, value = line.partition("=")
         if key == "Environment":
@@ -98,11 +98,12 @@ for name in args[2:]:
                 row = row.strip()
                 if row and not row.startswith("#"):
                     k, _, v = row.partition("=")
-                    env[k] = v
+                    files[k] = v
         elif key == "WorkingDirectory":
             cwd = value
         elif key == "ExecStart":
             cmd = shlex.split(value)
+    env.update(files)  # systemd: EnvironmentFile= overrides Environment=
     log = open(f"{{root}}/log/{{name}}.log", "ab")
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
@@ -234,7 +235,8 @@ def test_the_deploy_guide_word_for_word(tmp_path: Path) -> None:
         script, readyz = after.rsplit("curl", 1)
         run_sh(script, root, env, opt, input=f"{admin_password}\n{admin_password}\n")
         started = [int(p.read_text()) for p in (root / "run").glob("*.pid")]
-        assert len(started) == 2, started
+        # The calls server, the web server, the gateway.
+        assert len(started) == 3, started
         base = f"http://127.0.0.1:{port}"
 
         def logs() -> str:
@@ -312,9 +314,35 @@ def test_the_deploy_guide_word_for_word(tmp_path: Path) -> None:
                 detail=logs,
             )
             wait_for(lambda: paging.blocks, timeout=30, what="pager 101 paged", detail=logs)
-            alerts = http.get("/api/alerts", headers=auth, params={"kind": "call"}).json()
-            assert [a["room"] for a in alerts] == ["SP1-0301"], alerts
+            # Raised by the calls server, shown by the web server (the shipped
+            # ACL lets the servers tell each other).
+            wait_for(
+                lambda: (
+                    [
+                        a["room"]
+                        for a in http.get(
+                            "/api/alerts", headers=auth, params={"kind": "call"}
+                        ).json()
+                    ]
+                    == ["SP1-0301"]
+                ),
+                timeout=30,
+                what="the call on the web server's console",
+                detail=logs,
+            )
             node.close()
+
+            # The calls server stops: the web server is not ready, and says why
+            # (the watchdog polls it and pages).
+            calls_pid = int((root / "run/mamaroom-calls.pid").read_text())
+            os.killpg(calls_pid, signal.SIGTERM)
+            wait_for(
+                lambda: "calls_server" in http.get("/readyz").json()["checks"],
+                timeout=30,
+                what="/readyz names the missing calls server",
+                detail=logs,
+            )
+            assert http.get("/readyz").status_code == 503
     finally:
         for pid in started:
             try:

@@ -65,6 +65,11 @@ async def readyz(ctx: Ctx) -> JSONResponse:
         )
     except OSError as exc:
         checks["disk"] = f"error: {exc}"
+    if not ctx.mqtt.calls_taken():
+        # A `web` server: calls are taken by another process (server.role =
+        # calls); without one, nobody acknowledges or pages a press.
+        heard = ", ".join(ctx.mqtt.calls_servers()) or "none heard of"
+        checks["calls_server"] = f"no server that takes calls is online ({heard})"
     pending = ctx.alerts.provisional_count()
     checks["call_journal"] = (
         "ok" if not pending else (f"{pending} call(s) not yet committed to the database")
