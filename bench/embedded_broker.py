@@ -520,7 +520,7 @@ class Result:
     stop_s: float | None = None
 
 
-async def run_load(broker: BrokerProcess, rooms: int, seconds: float, result: Result) -> None:
+async def run_load(broker: BrokerProcess, rooms: int, seconds: float, result: Result) -> None:  # noqa: C901 (a benchmark's script: one scenario, step after step)
     port = broker.port
     tally = Tally()
     stop = asyncio.Event()

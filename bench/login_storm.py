@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> str:
                 what="the bare app",
             )
             node = Device(broker.port, "bench-node")
-            node.occupancy(False)
+            node.occupancy(occupied=False)
             svc.wait_room_state("B-0101", "free")
             timed_calls(node, 10, "warm")
             # Rounds, quiet and storm in turn: a shared machine's noise then

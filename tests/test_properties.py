@@ -316,7 +316,7 @@ def test_the_gateway_decoder_never_fails_but_with_a_reason(
     topic: str, payload: bytes, retained: bool
 ) -> None:
     try:
-        inbound = decode(topic, payload, retained)
+        inbound = decode(topic, payload, retained=retained)
     except ContractError as exc:
         assert exc.reason in set(RejectReason) - {RejectReason.UNKNOWN_DEVICE}
         return

@@ -80,7 +80,7 @@ class _Sessions:
         self.started: dict[str, int | None] = {}
         self.done: dict[str, list[tuple[int, float]]] = {}
 
-    def feed(self, room: str, t_ms: int, occupied: bool) -> None:
+    def feed(self, room: str, t_ms: int, occupied: bool) -> None:  # noqa: FBT001 (the event's value)
         was = self.state.get(room, False)
         if occupied and not was:
             self.started[room] = t_ms
