@@ -46,7 +46,7 @@ async def serve(kind: str, port: int) -> None:
         await stop.wait()
         await asyncio.wait_for(broker.shutdown(), timeout=10)
     elif kind == "moat-mqtt":
-        from moat.mqtt.broker import create_broker  # type: ignore[import-not-found]
+        from moat.mqtt.broker import create_broker
 
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
@@ -57,7 +57,7 @@ async def serve(kind: str, port: int) -> None:
             print("listening", flush=True)
             await stop.wait()
     elif kind in ("iotcore", "iotcore-tuned"):
-        from iotcore import Broker as IotBroker  # type: ignore[import-not-found]
+        from iotcore import Broker as IotBroker
 
         # rumqttd has no shutdown API: iotcore runs it in a child process.
         # Tuned: Mosquitto's shipped message size and in-flight window

@@ -126,11 +126,11 @@ def press_to_publish(
         lamp.append(time.perf_counter() - t0)
         assert node.ctl("release") == "ok"
         msg = wait_for(
-            lambda k=known: next(  # type: ignore[misc]
+            lambda: next(
                 (
                     m
                     for m in server.of(dev, "call")
-                    if m["action"] == "press" and m["call_id"] not in k
+                    if m["action"] == "press" and m["call_id"] not in known  # noqa: B023 (polled before the loop moves on)
                 ),
                 None,
             ),

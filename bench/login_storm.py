@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> str:
             if args.split
             else {}
         )
-        svc = Services(broker, root, rooms, MAMAROOM_LOG__LEVEL="warning", **role)
+        svc = Services(broker, root, rooms, influx=None, MAMAROOM_LOG__LEVEL="warning", **role)
         bare_port = free_port()
         bare = subprocess.Popen([sys.executable, "-c", BARE_APP, str(bare_port)])
         web: Proc | None = None
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> str:
                 what="the bare app",
             )
             node = Device(broker.port, "bench-node")
-            node.occupancy(False)
+            node.occupancy(occupied=False)
             svc.wait_room_state("B-0101", "free")
             timed_calls(node, 10, "warm")
             # Rounds, quiet and storm in turn: a shared machine's noise then

@@ -182,10 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             sim_env,
             work,
         ).start()
-        series = [
-            Series("gateway", svc.gateway.proc.pid),  # type: ignore[union-attr]
-            Series("server", svc.server.proc.pid),
-        ]  # type: ignore[union-attr]
+        gateway, server = svc.gateway.proc, svc.server.proc
+        assert gateway is not None and server is not None  # started just above
+        series = [Series("gateway", gateway.pid), Series("server", server.pid)]
         stop = threading.Event()
         counts = {"rooms_ok": 0, "rooms_err": 0, "sse_events": 0, "sse_reconnects": 0}
         staff = Staff(svc, stop=stop)

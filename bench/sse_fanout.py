@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> str:
         try:
             svc.start()
             device = Device(broker.port, DEVICE)
-            device.occupancy(False)
+            device.occupancy(occupied=False)
             svc.wait_room_state(ROOM, "free")
             console.print("baseline: 1 stream client")
             base = fan_out(svc, device, 1, args.changes, 1)

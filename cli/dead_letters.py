@@ -20,7 +20,7 @@ from mamaroom.config import ConfigError, load_settings
 from mamaroom.storage import dead_letters
 
 
-def dead_letters_command(
+def dead_letters_command(  # noqa: C901 (one CLI command's listing and acknowledging)
     ack: Annotated[
         list[str] | None,
         typer.Option(

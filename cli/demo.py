@@ -22,7 +22,7 @@ console = Console(stderr=True)
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
-async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:
+async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:  # noqa: C901 (the demo's start-up and shutdown, in order)
     mqtt = settings.mqtt
     broker: EmbeddedBroker | None = None
     if broker_answers(mqtt.host, mqtt.port):

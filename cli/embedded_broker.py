@@ -91,7 +91,7 @@ def _str(b: bytes) -> bytes:
 
 
 def publish_packet(
-    topic: bytes, payload: bytes, qos: int, retain: bool, pid: int = 0, dup: bool = False
+    topic: bytes, payload: bytes, qos: int, *, retain: bool, pid: int = 0, dup: bool = False
 ) -> bytes:
     head = (PUBLISH << 4) | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
     body = _str(topic) + (_U16.pack(pid) if qos else b"")
@@ -151,7 +151,7 @@ class Session:
         conn = self.conn
         if msg.qos == 0:
             if conn is not None:
-                conn.send(publish_packet(msg.topic, msg.payload, 0, msg.retain))
+                conn.send(publish_packet(msg.topic, msg.payload, 0, retain=msg.retain))
             return
         if conn is not None and not self.queued and len(self.inflight) < self.max_inflight:
             self._send(conn, msg)
@@ -172,7 +172,7 @@ class Session:
         while pid in self.inflight:
             pid = next(self._ids)
         self.inflight[pid] = msg
-        conn.send(publish_packet(msg.topic, msg.payload, 1, msg.retain, pid))
+        conn.send(publish_packet(msg.topic, msg.payload, 1, retain=msg.retain, pid=pid))
 
     def acked(self, pid: int) -> None:
         self.inflight.pop(pid, None)
@@ -187,7 +187,9 @@ class Session:
         """A returning client: what it has not acknowledged again (DUP), then the queue."""
         self.conn = conn
         for pid, msg in self.inflight.items():
-            conn.send(publish_packet(msg.topic, msg.payload, 1, msg.retain, pid, dup=True))
+            conn.send(
+                publish_packet(msg.topic, msg.payload, 1, retain=msg.retain, pid=pid, dup=True)
+            )
         self.pump()
 
 
@@ -252,7 +254,7 @@ class Connection:
         del buf[:pos]
         return out
 
-    async def serve(self) -> None:
+    async def serve(self) -> None:  # noqa: C901 (one MQTT connection's packet loop)
         clean_end = False
         buf = bytearray()
         try:
@@ -337,13 +339,13 @@ class Connection:
                 self.send(bytes([CONNACK << 4, 2, 0, 2]))  # identifier rejected
                 return False
             client_id = f"auto-{next(_AUTO_IDS)}"
-        present = self.broker.connected(self, client_id, clean)
+        present = self.broker.connected(self, client_id, clean=clean)
         self.send(bytes([CONNACK << 4, 2, 1 if present else 0, 0]))
         assert self.session is not None
         self.session.resume(self)
         return True
 
-    def handle(self, kind: int, flags: int, body: bytes) -> None:
+    def handle(self, kind: int, flags: int, body: bytes) -> None:  # noqa: C901 (one dispatch over MQTT's packet types)
         session = self.session
         assert session is not None
         if kind == PUBLISH:
@@ -480,7 +482,7 @@ class EmbeddedBroker:
             self._connections.discard(conn)
             self._tasks.discard(task)
 
-    def connected(self, conn: Connection, client_id: str, clean: bool) -> bool:
+    def connected(self, conn: Connection, client_id: str, *, clean: bool) -> bool:
         """Attach `conn` to its session (taking over a live one); True: session present."""
         old = self._sessions.get(client_id)
         if old is not None and old.conn is not None:

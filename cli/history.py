@@ -110,7 +110,7 @@ def _session_minutes(rng: random.Random) -> float:
     return min(max(rng.lognormvariate(math.log(25), 0.3), 8), 60)
 
 
-def _records_for_day(
+def _records_for_day(  # noqa: C901 (one pass over a day's events per record kind)
     node: NodeHistory,
     day: date,
     tz: ZoneInfo,

@@ -242,7 +242,7 @@ async def update_one(
                         t = json.loads(message.payload)
                     except ValueError:
                         continue
-                    verdict = judge(t, cmd.version, time.monotonic() - sent, reborn)
+                    verdict = judge(t, cmd.version, time.monotonic() - sent, reborn=reborn)
                     if verdict is not None:
                         return verdict
         except TimeoutError:
@@ -254,7 +254,7 @@ async def update_one(
 
 
 def judge(
-    t: dict[str, object], version: str, since_s: float, reborn: bool
+    t: dict[str, object], version: str, since_s: float, *, reborn: bool
 ) -> tuple[Outcome, str] | None:
     """What one telemetry message says about the update (`since_s` after the
     command; `reborn`: the node connected again since); None: nothing yet."""

@@ -54,7 +54,7 @@ def _device_topic(topic: str) -> DeviceTopic:
     return parsed
 
 
-def decode(topic: str, payload: bytes, retained: bool) -> Inbound | None:
+def decode(topic: str, payload: bytes, *, retained: bool) -> Inbound | None:
     """A valid message, None for traffic not meant for the gateway (`cmd`),
     or ContractError naming the reason."""
     device, kind = _device_topic(topic)

@@ -125,7 +125,7 @@ class RoomTracker:
         """(room, building, floor) of a device, or None if the registry lacks it."""
         return self.device_place.get(device)
 
-    def on_status(self, device: str, status: str, live: bool, now_ms: int) -> list[RoomState]:
+    def on_status(self, device: str, status: str, *, live: bool, now_ms: int) -> list[RoomState]:
         view = self._view(device)
         view.status = status
         if live:

@@ -315,7 +315,7 @@ class Gateway:
             if item.dup:
                 self.metrics.redelivered.inc()
             try:
-                inbound = decode(item.topic, item.payload, item.retained)
+                inbound = decode(item.topic, item.payload, retained=item.retained)
             except ContractError as exc:
                 self._reject(item, exc.reason, exc.detail)
                 continue
@@ -406,10 +406,10 @@ class Gateway:
             live = not status.retained
             await self._store_retrying(
                 functools.partial(
-                    self.state_store.note_status, status.device, room, status.status, now, live
+                    self.state_store.note_status, status.device, room, status.status, now, live=live
                 )
             )
-            changed += self.tracker.on_status(status.device, status.status, live, now)
+            changed += self.tracker.on_status(status.device, status.status, live=live, now_ms=now)
         if batch.dead:
             await self._set_aside(batch.dead)
         records = batch.records
@@ -530,12 +530,15 @@ class Gateway:
             for item in await link.next_batch(self.settings.gateway.batch_size):
                 now = self.clock()
                 try:
-                    inbound = decode(item.topic, item.payload, item.retained)
+                    inbound = decode(item.topic, item.payload, retained=item.retained)
                     if inbound is None or self.tracker.room_of(inbound.device) is None:
                         continue
                     if isinstance(inbound, StatusUpdate):
                         changed += self.tracker.on_status(
-                            inbound.device, inbound.status, not inbound.retained, now
+                            inbound.device,
+                            inbound.status,
+                            live=not inbound.retained,
+                            now_ms=now,
                         )
                     else:
                         msg = inbound.message

@@ -129,7 +129,7 @@ def compile_module(source: str, name: str) -> bytes:
 
 
 def firmware_files(
-    src: Path = FIRMWARE_DIR, version: str | None = None, compiled: bool = True
+    src: Path = FIRMWARE_DIR, version: str | None = None, *, compiled: bool = True
 ) -> list[FirmwareFile]:
     """The modules of one release: compiled to .mpy (or as source), with
     version.py saying `version` (default: the one in version.py)."""
@@ -147,10 +147,10 @@ def firmware_files(
 
 
 def build_bundle(
-    src: Path = FIRMWARE_DIR, version: str | None = None, compiled: bool = True
+    src: Path = FIRMWARE_DIR, version: str | None = None, *, compiled: bool = True
 ) -> Bundle:
     version = check_version(version) if version else source_version(src)
-    files = firmware_files(src, version, compiled)
+    files = firmware_files(src, version, compiled=compiled)
     return pack(version, files, mpy_version() if compiled else None)
 
 
@@ -271,7 +271,7 @@ def board_config(
 
 
 def board_files(
-    src: Path = FIRMWARE_DIR, compiled: bool = True, version: str | None = None
+    src: Path = FIRMWARE_DIR, *, compiled: bool = True, version: str | None = None
 ) -> list[FirmwareFile]:
     """What a board's root holds (its factory image): main.py as source (the
     board runs it by name), loader and trial, and every module."""
@@ -283,7 +283,7 @@ def board_files(
             if compiled
             else FirmwareFile(name, text.encode())
         )
-    return files + firmware_files(src, version, compiled)
+    return files + firmware_files(src, version, compiled=compiled)
 
 
 def write_tree(files: list[FirmwareFile], out: Path) -> None:

@@ -123,11 +123,11 @@ class EspaLink:
         loop = asyncio.get_running_loop()
         result: asyncio.Future[tuple[bool, str]] = loop.create_future()
 
-        def settle(ok: bool, detail: str) -> None:
+        def settle(ok: bool, detail: str) -> None:  # noqa: FBT001 (paging.channel.Done's (ok, detail))
             if not result.done():
                 result.set_result((ok, detail))
 
-        def done(ok: bool, detail: str) -> None:  # called on the worker thread
+        def done(ok: bool, detail: str) -> None:  # noqa: FBT001 (paging.channel.Done; worker thread)
             loop.call_soon_threadsafe(settle, ok, detail)
 
         self.send(pager, text, done)
@@ -163,7 +163,7 @@ class EspaLink:
                 return  # stop()
             except Exception as exc:  # the worker must survive anything
                 log.exception("ESPA worker failed; restarting it", port=self.settings.port)
-                self._link(False, f"worker failed: {type(exc).__name__}: {exc}")
+                self._link(up=False, detail=f"worker failed: {type(exc).__name__}: {exc}")
                 self._close_port()
                 time.sleep(min(self.settings.timeout_s, 1.0))
 
@@ -185,15 +185,15 @@ class EspaLink:
                 log.error(
                     "ESPA page failed", pager=page.pager, error=detail, port=self.settings.port
                 )
-                self._link(False, detail)
+                self._link(up=False, detail=detail)
                 if not isinstance(exc, EspaError):
                     self._close_port()  # reopen on the next page
-                self._settle(page, False, detail)
+                self._settle(page, ok=False, detail=detail)
                 continue
-            self._link(True, "page delivered")
-            self._settle(page, True, "delivered")
+            self._link(up=True, detail="page delivered")
+            self._settle(page, ok=True, detail="delivered")
 
-    def _settle(self, page: Page, ok: bool, detail: str) -> None:
+    def _settle(self, page: Page, *, ok: bool, detail: str) -> None:
         if page.done is None:
             return
         try:
@@ -211,7 +211,7 @@ class EspaLink:
             port.write(EOT + s.own_address.encode() + ENQ + s.pager_system_address.encode() + ENQ)
             if self._read_reply(port) == ACK:
                 port.write(EOT)
-                self._link(True, "paging system answers again")
+                self._link(up=True, detail="paging system answers again")
         except Exception as exc:
             log.debug("ESPA probe failed", error=f"{type(exc).__name__}: {exc}")
             self._close_port()
@@ -224,7 +224,7 @@ class EspaLink:
                 pass
             self._port = None
 
-    def _link(self, up: bool, detail: str) -> None:
+    def _link(self, *, up: bool, detail: str) -> None:
         if up != self.up:
             self.up = up
             log.log(
@@ -274,7 +274,7 @@ class EspaLink:
 
     # --- passive mode: the paging system is the control station ------------------
 
-    def _run_passive(self) -> None:
+    def _run_passive(self) -> None:  # noqa: C901 (the ESPA 4.4.4 passive-side state machine)
         """Answer the paging system's polls: EOT when idle; when a page waits,
         select the paging system (`2` ENQ), and on its ACK send the block."""
         s = self.settings
@@ -295,7 +295,7 @@ class EspaLink:
                 port = self._open()
                 buf += port.read(64)
             except Exception as exc:  # termios.error is no OSError
-                self._link(False, f"{type(exc).__name__}: {exc}")
+                self._link(up=False, detail=f"{type(exc).__name__}: {exc}")
                 self._close_port()
                 time.sleep(s.timeout_s)
                 continue
@@ -303,11 +303,13 @@ class EspaLink:
             if at < 0:
                 del buf[: -len(poll)]  # keep a possible partial poll
                 if time.monotonic() - last_poll > s.poll_silence_s:
-                    self._link(False, f"no poll from the paging system in {s.poll_silence_s:g} s")
+                    self._link(
+                        up=False, detail=f"no poll from the paging system in {s.poll_silence_s:g} s"
+                    )
                 continue
             del buf[: at + len(poll)]
             last_poll = time.monotonic()
-            self._link(True, "polled")
+            self._link(up=True, detail="polled")
             if pending is None:
                 port.write(EOT)  # nothing to send
                 continue
@@ -318,11 +320,11 @@ class EspaLink:
                 self._send_block(port, pending)
             except Exception as exc:
                 log.error("ESPA page failed", pager=pending.pager, error=str(exc))
-                self._settle(pending, False, f"{type(exc).__name__}: {exc}")
+                self._settle(pending, ok=False, detail=f"{type(exc).__name__}: {exc}")
                 if not isinstance(exc, EspaError):
                     self._close_port()
             else:
-                self._settle(pending, True, "delivered")
+                self._settle(pending, ok=True, detail="delivered")
             pending = None
 
     def _read_reply(self, port: serial.Serial) -> bytes:

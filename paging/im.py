@@ -65,7 +65,7 @@ class ImChannel:
         if url is None:
             log.error("unknown IM destination", target=target)
             if done:
-                done(False, f"no IM destination named {target!r}")
+                done(False, f"no IM destination named {target!r}")  # noqa: FBT003 (a Done callback)
             return
         self._pool.submit(self._deliver, target, url, text, done)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, Device, Mosquitto, Services, write_rooms_csv
+from tests.support import ROOT, Device, DeviceFactory, Mosquitto, Services, write_rooms_csv
 
 ROOMS = [("T1-0101", "dev-a"), ("T1-0201", "dev-b"), ("T1-0301", None)]
 
@@ -32,7 +32,7 @@ def services(broker: Mosquitto, tmp_path: Path, rooms_csv: Path) -> Iterator[Ser
 
 
 @pytest.fixture
-def device_factory(broker: Mosquitto) -> Iterator[type[Device]]:
+def device_factory(broker: Mosquitto) -> Iterator[DeviceFactory]:
     made: list[Device] = []
 
     def make(device: str, boot: int = 1) -> Device:
@@ -40,7 +40,7 @@ def device_factory(broker: Mosquitto) -> Iterator[type[Device]]:
         made.append(d)
         return d
 
-    yield make  # type: ignore[misc]
+    yield make
     for d in made:
         d.close()
 

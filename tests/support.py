@@ -14,9 +14,9 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import paho.mqtt.client as paho
@@ -293,7 +293,7 @@ class Proc:
         return f"--- {self.name} log ---\n" + "\n".join(self.log().splitlines()[-lines:])
 
 
-def write_rooms_csv(path: Path, rooms: list[tuple[str, str | None]]) -> Path:
+def write_rooms_csv(path: Path, rooms: Sequence[tuple[str, str | None]]) -> Path:
     """A small rooms CSV: (room id, device id or None) per room."""
     lines = ["room_id,name,name_en,building,building_en,floor,device"]
     for i, (room, device) in enumerate(rooms):
@@ -310,7 +310,7 @@ def sse_events(
     headers: dict[str, str] | None = None,
     timeout: float | None = 30,
     verify: ssl.SSLContext | bool = True,
-) -> Iterator[tuple[str, Any]]:
+) -> Generator[tuple[str, Any], None, None]:
     """(event, decoded data) from a Server-Sent Events stream, as they come."""
     with httpx.stream("GET", url, headers=headers or {}, timeout=timeout, verify=verify) as resp:
         event = "message"
@@ -392,14 +392,35 @@ class Device:
         self.client.loop_stop()
 
 
+class DeviceFactory(Protocol):
+    """The `device_factory` fixture: a Device on the test's broker, closed
+    when the test ends."""
+
+    def __call__(self, device: str, boot: int = 1) -> Device: ...
+
+
+class Broker(Protocol):
+    """What Services use of their broker: a Mosquitto, or the production
+    configuration's (tests/security/broker.py)."""
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def url(self) -> str: ...
+
+    def log_tail(self, lines: int = ...) -> str: ...
+
+
 class Services:
     """Gateway and server of one test, against one broker, in one data dir."""
 
     def __init__(
         self,
-        broker: Mosquitto,
+        broker: Broker,
         workdir: Path,
         rooms_csv: Path,
+        *,
         influx: InfluxDB | None = None,
         **env: str,
     ) -> None:

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from mamaroom.contract import PRESS_REPEAT_MS
-from tests.support import Device, Services, sse_events, wait_for
+from tests.support import Device, DeviceFactory, Services, sse_events, wait_for
 
 
 def alerts(svc: Services, **params: str) -> list[dict[str, Any]]:
@@ -18,7 +18,7 @@ def alerts(svc: Services, **params: str) -> list[dict[str, Any]]:
     return list(r.json())
 
 
-def test_a_call_from_press_to_reset(services: Services, device_factory: Any) -> None:
+def test_a_call_from_press_to_reset(services: Services, device_factory: DeviceFactory) -> None:
     dev: Device = device_factory("dev-a")
     dev.occupancy(False)
     services.wait_room_state("T1-0101", "free")
@@ -63,7 +63,7 @@ def test_a_call_from_press_to_reset(services: Services, device_factory: Any) -> 
 
 
 def test_a_database_that_refuses_the_call_and_a_kill_lose_nothing(
-    services: Services, device_factory: Any
+    services: Services, device_factory: DeviceFactory
 ) -> None:
     """The database is locked (it cannot commit): the call goes to the call
     journal, the node hears `received`, staff see it. The server is then
@@ -113,7 +113,7 @@ def test_a_database_that_refuses_the_call_and_a_kill_lose_nothing(
 
 
 def test_a_node_back_online_hears_its_open_calls_again(
-    services: Services, device_factory: Any
+    services: Services, device_factory: DeviceFactory
 ) -> None:
     dev: Device = device_factory("dev-a")
     dev.call("press", "a-2-1")
@@ -134,7 +134,7 @@ def test_the_simulator_calls_like_a_node(services: Services) -> None:
     ).start()
     try:
         opened = wait_for(
-            lambda: (a := alerts(services)) and a[0],
+            lambda: a[0] if (a := alerts(services)) else None,
             timeout=60,
             what="a simulated call",
             detail=sim.log_tail,
@@ -174,7 +174,7 @@ def test_the_simulator_calls_like_a_node(services: Services) -> None:
 
 
 def test_the_staff_stream_carries_alerts_and_the_public_one_does_not(
-    services: Services, device_factory: Any
+    services: Services, device_factory: DeviceFactory
 ) -> None:
     import json
 
@@ -212,7 +212,7 @@ def test_the_staff_stream_carries_alerts_and_the_public_one_does_not(
 
 
 def test_a_reused_call_id_after_resolution_is_a_new_emergency(
-    services: Services, device_factory: Any
+    services: Services, device_factory: DeviceFactory
 ) -> None:
     dev: Device = device_factory("dev-a")
     dev.call("press", "a-1-5")

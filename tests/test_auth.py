@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -12,7 +11,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from server.security import SECURITY_HEADERS, SecurityHeaders
-from tests.support import ROOT, Services, wait_for
+from tests.support import ROOT, DeviceFactory, Services, wait_for
 
 
 def add_user(
@@ -106,7 +105,7 @@ async def test_security_headers_keep_what_a_route_set() -> None:
 
 
 def test_admin_manages_accounts_and_adopts_a_device(
-    services: Services, device_factory: Any
+    services: Services, device_factory: DeviceFactory
 ) -> None:
     r = services.admin(
         "PUT", "/api/admin/users/chen", json={"role": "manager", "password": "a fine password"}

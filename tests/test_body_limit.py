@@ -28,7 +28,8 @@ def big_json(total: int) -> Iterator[bytes]:
 
 
 def test_an_anonymous_huge_body_is_refused_before_parsing(services: Services) -> None:
-    server = psutil.Process(services.server.proc.pid)  # type: ignore[union-attr]
+    assert services.server.proc is not None  # started by the fixture
+    server = psutil.Process(services.server.proc.pid)
     rss_before = server.memory_info().rss
     # Declared length: refused at once, nothing read.
     r = services.http.put(

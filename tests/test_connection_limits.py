@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from server.connections import ACCEPT_BATCH, RateLimitFilter, connection_budget
-from tests.support import ROOT, Device, Mosquitto, Proc, Services, wait_for
+from tests.support import ROOT, Device, DeviceFactory, Mosquitto, Proc, Services, wait_for
 from tests.web_load import ConnectionFlood
 
 NOFILE = 1024
@@ -42,7 +42,7 @@ class LimitedProc(Proc):
 
 
 def test_a_press_is_acked_through_a_connection_flood(
-    broker: Mosquitto, tmp_path: Path, rooms_csv: Path, device_factory: Any
+    broker: Mosquitto, tmp_path: Path, rooms_csv: Path, device_factory: DeviceFactory
 ) -> None:
     # This process holds 2,000 sockets itself.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -84,7 +84,11 @@ def test_a_press_is_acked_through_a_connection_flood(
             # Every half-sent request is closed by the header timeout; the silent
             # ones too; the streams (complete requests) stay, within the cap.
             seen = wait_for(
-                lambda: (c := flood.poll())["slowloris open"] == 0 and c["silent open"] == 0 and c,
+                lambda: (
+                    c
+                    if (c := flood.poll())["slowloris open"] == 0 and c["silent open"] == 0
+                    else None
+                ),
                 timeout=60,
                 what="half-sent and silent connections closed",
                 detail=lambda: str(flood.poll()),

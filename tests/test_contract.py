@@ -183,12 +183,14 @@ def test_status_is_plain_text() -> None:
 def test_decode_routes_each_kind() -> None:
     status = decode("mr/v1/dev/dev-a/status", b"offline", retained=True)
     assert status == StatusUpdate("dev-a", "offline", retained=True)
-    msg = decode("mr/v1/dev/dev-a/occupancy", _payload(occupied=True, source="door"), False)
+    msg = decode(
+        "mr/v1/dev/dev-a/occupancy", _payload(occupied=True, source="door"), retained=False
+    )
     assert isinstance(msg, DeviceMessage) and msg.kind is Kind.OCCUPANCY
     # The server's commands to a node are overheard, not refused.
-    assert decode("mr/v1/dev/dev-a/cmd", b'{"cmd":"call_ack"}', False) is None
+    assert decode("mr/v1/dev/dev-a/cmd", b'{"cmd":"call_ack"}', retained=False) is None
     with pytest.raises(ContractError) as err:
-        decode("mr/v1/dev/dev-a/status", b"x" * (MAX_PAYLOAD_BYTES + 1), False)
+        decode("mr/v1/dev/dev-a/status", b"x" * (MAX_PAYLOAD_BYTES + 1), retained=False)
     assert err.value.reason is RejectReason.OVERSIZE
 
 

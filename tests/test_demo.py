@@ -30,7 +30,10 @@ def test_demo_starts_an_embedded_broker_and_serves_rooms(tmp_path: Path) -> None
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    output = lambda: (tmp_path / "demo.log").read_text(errors="replace")[-4000:]  # noqa: E731
+
+    def output() -> str:
+        return (tmp_path / "demo.log").read_text(errors="replace")[-4000:]
+
     try:
         wait_for(
             lambda: "started an embedded one" in output(),

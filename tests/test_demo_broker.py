@@ -37,8 +37,12 @@ async def until(check: Callable[[], object], what: str, within: float = 20) -> N
         await asyncio.sleep(0.02)
 
 
-def client(broker: EmbeddedBroker, name: str, **kwargs: object) -> aiomqtt.Client:
-    return aiomqtt.Client("127.0.0.1", broker.port, identifier=name, timeout=10, **kwargs)  # type: ignore[arg-type]
+def client(
+    broker: EmbeddedBroker, name: str, *, clean_session: bool | None = None
+) -> aiomqtt.Client:
+    return aiomqtt.Client(
+        "127.0.0.1", broker.port, identifier=name, timeout=10, clean_session=clean_session
+    )
 
 
 class Inbox:
@@ -53,11 +57,7 @@ class Inbox:
             self.messages.append(m)
 
     def payloads(self, topic: str | None = None) -> list[bytes]:
-        return [
-            bytes(m.payload)
-            for m in self.messages  # type: ignore[arg-type]
-            if topic is None or m.topic.value == topic
-        ]
+        return [bytes(m.payload) for m in self.messages if topic is None or m.topic.value == topic]
 
     async def close(self) -> None:
         self._task.cancel()

@@ -7,15 +7,18 @@ import asyncio
 import json
 import subprocess
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mamaroom.contract import Kind, device_topic
 from mamaroom.storage.sqlite import SqliteStore
-from tests.support import Device, Mosquitto, Services, sse_events, wait_for
+from tests.support import Device, DeviceFactory, Mosquitto, Services, sse_events, wait_for
+
+T = TypeVar("T")
 
 
-def test_door_lock_reaches_the_room_list(services: Services, device_factory: Any) -> None:
+def test_door_lock_reaches_the_room_list(services: Services, device_factory: DeviceFactory) -> None:
     assert services.room("T1-0101")["state"] == "offline"  # nothing heard yet: never "free"
     dev = device_factory("dev-a")
     dev.occupancy(True)
@@ -37,7 +40,9 @@ def test_door_lock_reaches_the_room_list(services: Services, device_factory: Any
     assert 'mamaroom_rooms{state="free"} 1.0' in stored
 
 
-def test_the_room_list_follows_every_change(services: Services, device_factory: Any) -> None:
+def test_the_room_list_follows_every_change(
+    services: Services, device_factory: DeviceFactory
+) -> None:
     """GET /api/rooms is served from an encoding kept until a room changes:
     it must never lag a change, and must be the bytes FastAPI encodes."""
 
@@ -69,7 +74,7 @@ def test_the_room_list_follows_every_change(services: Services, device_factory: 
 
 
 def test_mosquitto_pub_door_event_shows_in_api_and_stream(
-    services: Services, device_factory: Any
+    services: Services, device_factory: DeviceFactory
 ) -> None:
     """The issue's acceptance check, with the real `mosquitto_pub` client."""
     dev = device_factory("dev-b")
@@ -114,7 +119,7 @@ def test_mosquitto_pub_door_event_shows_in_api_and_stream(
 
 
 def test_bad_input_is_counted_and_the_next_valid_message_works(
-    services: Services, device_factory: Any
+    services: Services, device_factory: DeviceFactory
 ) -> None:
     dev = device_factory("dev-a")
     occ = device_topic("dev-a", Kind.OCCUPANCY)
@@ -184,7 +189,7 @@ def test_bad_input_is_counted_and_the_next_valid_message_works(
     assert dev_a["room"] == "T1-0101" and dev_a["last_seen"] is not None
 
 
-def test_a_replayed_message_is_ignored(services: Services, device_factory: Any) -> None:
+def test_a_replayed_message_is_ignored(services: Services, device_factory: DeviceFactory) -> None:
     dev = device_factory("dev-a")
     first = dev.occupancy(True)
     services.wait_room_state("T1-0101", "occupied")
@@ -228,10 +233,10 @@ def stored_occupancy(data_dir: Path) -> list[dict[str, Any]]:
     return read_store(data_dir, SqliteStore.occupancy_events)
 
 
-def read_store(data_dir: Path, query: Any) -> Any:
+def read_store(data_dir: Path, query: Callable[[SqliteStore], Awaitable[T]]) -> T:
     """Run one query on a test's embedded store (after its gateway stopped)."""
 
-    async def read() -> Any:
+    async def read() -> T:
         store = SqliteStore(data_dir / "store.sqlite")
         await store.open()
         try:
@@ -263,7 +268,7 @@ def _retained_state(services: Services, room: str) -> dict[str, Any] | None:
 
 
 def test_restarted_server_rebuilds_state_from_retained_messages(
-    services: Services, device_factory: Any
+    services: Services, device_factory: DeviceFactory
 ) -> None:
     dev = device_factory("dev-a")
     dev.occupancy(True)
@@ -276,7 +281,7 @@ def test_restarted_server_rebuilds_state_from_retained_messages(
 
 
 def test_moving_a_device_takes_effect_in_the_running_gateway(
-    services: Services, device_factory: Any
+    services: Services, device_factory: DeviceFactory
 ) -> None:
     dev = device_factory("dev-a")
     dev.occupancy(True)
@@ -298,7 +303,7 @@ def test_moving_a_device_takes_effect_in_the_running_gateway(
 
 
 def test_silent_device_goes_offline_after_the_supervision_window(
-    broker: Any, tmp_path: Any, rooms_csv: Any, device_factory: Any
+    broker: Mosquitto, tmp_path: Path, rooms_csv: Path, device_factory: DeviceFactory
 ) -> None:
     svc = Services(broker, tmp_path, rooms_csv, MAMAROOM_GATEWAY__SUPERVISION_S="2").start()
     try:
@@ -307,7 +312,7 @@ def test_silent_device_goes_offline_after_the_supervision_window(
         svc.wait_room_state("T1-0101", "free")
         # The node stays connected (no last will) but says nothing: stale is never free.
         svc.wait_room_state("T1-0101", "offline", timeout=30)
-        assert _retained_state(svc, "T1-0101")["reason"] == "silent"  # type: ignore[index]
+        assert (_retained_state(svc, "T1-0101") or {}).get("reason") == "silent"
         dev.telemetry()  # any message is a sign of life
         svc.wait_room_state("T1-0101", "free")
     finally:
@@ -325,7 +330,7 @@ def test_unknown_room_is_a_json_404_and_bad_filters_are_422(services: Services) 
     assert "paths" in services.http.get("/openapi.json").json()
 
 
-def test_gateway_and_broker_restarts_lose_no_valid_message(tmp_path: Any, rooms_csv: Any) -> None:
+def test_gateway_and_broker_restarts_lose_no_valid_message(tmp_path: Path, rooms_csv: Path) -> None:
     # Persistence on, as in production: sessions and queues survive the restart.
     broker = Mosquitto(tmp_path / "persistent-broker", persistence=True).start()
     svc = Services(broker, tmp_path, rooms_csv).start()

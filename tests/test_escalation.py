@@ -21,6 +21,7 @@ from mamaroom.contract import RegistryRoom
 from paging.registry import build_channels
 from server.alerts_db import AlertsDb
 from server.notify.wiring import call_text
+from server.services.alert_model import Alert
 from server.services.escalation import Escalator, paging_gaps, refuse_unpaged
 
 # 2026-11-24 10:00 in Shanghai: inside the day shift below.
@@ -91,7 +92,7 @@ def test_tiers_repeats_roster_and_a_restart(tmp_path: Path) -> None:
         e.add_channel(recorder)
         return e
 
-    async def run() -> tuple[list[tuple[int, str]], dict[str, object]]:
+    async def run() -> tuple[list[tuple[int, str]], Alert]:
         db = AlertsDb(tmp_path / "server.sqlite")
         await db.open()
         alert, _ = await db.raise_call(
@@ -132,7 +133,7 @@ def test_tiers_repeats_roster_and_a_restart(tmp_path: Path) -> None:
         (180, "800"),  # tier 3
     ]
     assert final["escalation_level"] == 3 and final["status"] == "acknowledged"
-    steps = [e["what"] for e in final["timeline"]]  # type: ignore[attr-defined]
+    steps = [e["what"] for e in final["timeline"]]
     assert steps.count("escalated") == 3
 
 
@@ -155,7 +156,7 @@ def test_a_room_in_test_mode_pages_only_the_tester(tmp_path: Path) -> None:
     now = [T0]
     recorder = Recorder(lambda: now[0])
 
-    async def run() -> tuple[list[tuple[int, str]], dict[str, object]]:
+    async def run() -> tuple[list[tuple[int, str]], Alert]:
         db = AlertsDb(tmp_path / "server.sqlite")
         await db.open()
         await db.set_test_mode(ROOM.id, "555", T0 + 3_600_000, who="installer")
@@ -290,7 +291,7 @@ def test_nobody_to_page_and_failed_pages_are_on_the_alert(tmp_path: Path) -> Non
         tiers=[EscalationTier(after_s=0, on_duty=True), EscalationTier(after_s=60, im=["desk"])]
     )
 
-    async def run() -> dict[str, object]:
+    async def run() -> Alert:
         db = AlertsDb(tmp_path / "server.sqlite")
         await db.open()
         alert, _ = await db.raise_call(
@@ -333,6 +334,6 @@ def test_nobody_to_page_and_failed_pages_are_on_the_alert(tmp_path: Path) -> Non
 
     final = asyncio.run(run())
     assert final["paging"] == {"desk": {"channel": "im", "ok": False, "at_ms": T0 + 61_000}}
-    whats = [e["what"] for e in final["timeline"]]  # type: ignore[attr-defined]
+    whats = [e["what"] for e in final["timeline"]]
     assert whats.count("nobody to page") == 1 and whats.count("page failed") == 1
     assert "paged" not in whats

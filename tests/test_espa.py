@@ -11,13 +11,12 @@ import time
 import tty
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from mamaroom.config import EspaSettings
 from paging.espa import EspaError, EspaLink, page_block
-from tests.support import Device, Services, wait_for
+from tests.support import Device, Mosquitto, Services, wait_for
 
 # SOH 1 STX 1 US 100 RS 2 US "CALL SP1-0101 1F" ETX BCC, BCC = 0x76 (XOR of all
 # bytes after SOH through ETX, worked out by hand for this exact text).
@@ -182,7 +181,7 @@ CALL_BLOCK = b"\x011\x021\x1f100\x1e2\x1fCALL Test Bldg 1F (T1-0101)\x03\x3b"
 
 
 def test_a_call_pages_over_espa_and_a_dead_link_raises_its_own_alert(
-    line: tuple[int, str], broker: Any, tmp_path: Path, rooms_csv: Path
+    line: tuple[int, str], broker: Mosquitto, tmp_path: Path, rooms_csv: Path
 ) -> None:
     master, name = line
     svc = Services(

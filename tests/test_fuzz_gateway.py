@@ -256,7 +256,7 @@ class Fuzz:
 def outcome(topic: str, payload: bytes) -> str:
     """What the gateway must do with it, by the contract's own decoder."""
     try:
-        inbound = decode(topic, payload, False)
+        inbound = decode(topic, payload, retained=False)
     except ContractError as exc:
         return exc.reason
     if inbound is None:

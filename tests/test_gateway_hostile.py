@@ -57,8 +57,12 @@ class Retained:
             with self._lock:
                 self.latest[m.topic] = bytes(m.payload)
 
+        def on_connect(c: paho.Client, *_: object) -> None:
+            for t in topics:
+                c.subscribe(t, 1)
+
         self.client.on_message = on_message
-        self.client.on_connect = lambda c, *_: [c.subscribe(t, 1) for t in topics]
+        self.client.on_connect = on_connect
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 

@@ -7,7 +7,6 @@ import sqlite3
 from collections import defaultdict
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -19,7 +18,7 @@ from mamaroom.contract import Kind, Occupancy
 from mamaroom.registry import read_rooms_csv
 from mamaroom.storage import Record
 from mamaroom.storage.sqlite import SqliteStore
-from tests.support import ROOT, InfluxDB, Services
+from tests.support import ROOT, DeviceFactory, InfluxDB, Services
 
 ROOMS = read_rooms_csv(PROJECT_ROOT / "site" / "rooms.csv")[:20]
 END = date(2026, 10, 12)  # covers 2026's National Day week and its make-up workdays
@@ -67,7 +66,7 @@ def test_history_has_the_shape_of_working_life(tmp_path: Path) -> None:
     off = [n for d, n in sessions.items() if not is_workday(d)]
     assert not is_workday(date(2026, 10, 1)) and off  # the holiday is in the window
     assert sum(off) / len(off) < 0.3 * sum(work) / len(work)
-    hours = defaultdict(int)
+    hours: defaultdict[int, int] = defaultdict(int)
     for device_events in by_device.values():
         for t, occupied in device_events:
             if occupied:
@@ -195,7 +194,7 @@ def test_the_cli_refuses_a_span_that_holds_live_data(tmp_path: Path) -> None:
 
 
 def test_history_beside_live_nodes_leaves_them_alone(
-    services: Services, device_factory: Any
+    services: Services, device_factory: DeviceFactory
 ) -> None:
     """Issue 14: `history generate` beside a running demo made live messages
     duplicates (rooms froze). Live rooms keep changing, nothing is a

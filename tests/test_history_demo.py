@@ -81,9 +81,9 @@ class Demo:
 
     def duplicates(self) -> float:
         text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
-        return float(
-            re.search(r"^mamaroom_gateway_duplicates_total (\S+)$", text, re.MULTILINE).group(1)
-        )  # type: ignore[union-attr]
+        found = re.search(r"^mamaroom_gateway_duplicates_total (\S+)$", text, re.MULTILINE)
+        assert found is not None, text
+        return float(found.group(1))
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGINT)  # Ctrl-C

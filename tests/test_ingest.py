@@ -190,13 +190,13 @@ def test_two_gateways_share_the_ingest_without_loss_or_duplicates(
             for p in (svc.metrics_port, second_port)
         ]
         assert sum(stored) == 200 and min(stored) > 0, stored  # both took a share
-        for i, dev in enumerate(DEVICES):
-            svc.wait_room_state(f"T2-0{i + 1}01", "occupied" if last[dev] else "free")
+        for i, name in enumerate(DEVICES):
+            svc.wait_room_state(f"T2-0{i + 1}01", "occupied" if last[name] else "free")
         # One more change each; both gateways agree on the final state.
         for dev in devices:
             dev.publish(Kind.OCCUPANCY, dev.envelope(occupied=not last[dev.device], source="door"))
-        for i, dev in enumerate(DEVICES):
-            svc.wait_room_state(f"T2-0{i + 1}01", "free" if last[dev] else "occupied")
+        for i, name in enumerate(DEVICES):
+            svc.wait_room_state(f"T2-0{i + 1}01", "free" if last[name] else "occupied")
     finally:
         for dev in devices:
             dev.close()

@@ -16,6 +16,7 @@ import httpx
 
 from tests.support import (
     Device,
+    DeviceFactory,
     Mosquitto,
     Proc,
     Services,
@@ -30,7 +31,7 @@ TEXT = "紧急呼叫：测试楼1层母婴室（T1-0101）\nCALL Test Bldg 1F (T
 
 
 def test_a_reset_sent_while_the_server_is_down_is_not_lost(
-    services: Services, device_factory: Any
+    services: Services, device_factory: DeviceFactory
 ) -> None:
     dev: Device = device_factory("dev-a")
     dev.call("press", "r-1")
@@ -121,7 +122,7 @@ def test_two_servers_show_each_others_alerts_and_page_once(
         wait_for(lambda: "received" in dev.statuses("two-1"), what="received")
         for name, console in consoles.items():
             wait_for(
-                lambda c=console: any(x["call_id"] == "two-1" for x in c.alerts.values()),
+                lambda: any(x["call_id"] == "two-1" for x in console.alerts.values()),  # noqa: B023 (polled before the loop moves on)
                 timeout=30,
                 what=f"the call on console {name}",
                 detail=lambda: a.logs() + b.log_tail(),

@@ -15,7 +15,7 @@ from server.services.alerts import AlertService
 from server.services.fanout import Fanout
 from server.services.outages import OutageWatch
 from server.services.rooms import LiveRooms
-from tests.support import Proc, Services, wait_for
+from tests.support import DeviceFactory, Mosquitto, Proc, Services, wait_for
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
@@ -38,7 +38,7 @@ def set_rooms(live: LiveRooms, offline: set[str], since: datetime) -> None:
 
 
 def test_one_node_then_a_whole_building(tmp_path: Path) -> None:
-    async def scenario() -> list[tuple[str, str, str]]:
+    async def scenario() -> list[tuple[str, str | None, str]]:
         db = AlertsDb(tmp_path / "server.sqlite")
         await db.open()
         alerts = AlertService(db)
@@ -55,7 +55,7 @@ def test_one_node_then_a_whole_building(tmp_path: Path) -> None:
         await watch.check(T0 + timedelta(seconds=600))
         rows = [(a["kind"], a["subject"], a["status"]) for a in await db.query()]
         await db.close()
-        return sorted(rows)
+        return sorted(rows, key=lambda r: (r[0], r[1] or "", r[2]))
 
     assert asyncio.run(scenario()) == [
         ("building_offline", "A", "resolved"),  # one alert, not four
@@ -64,7 +64,7 @@ def test_one_node_then_a_whole_building(tmp_path: Path) -> None:
 
 
 def test_a_dead_node_raises_device_offline_in_the_running_server(
-    broker: Any, tmp_path: Path, rooms_csv: Path
+    broker: Mosquitto, tmp_path: Path, rooms_csv: Path
 ) -> None:
     svc = Services(broker, tmp_path, rooms_csv, MAMAROOM_ALERTS__DEVICE_OFFLINE_AFTER_S="1").start()
     sim = Proc("simulate", ["simulate", "--rooms", "1"], svc.env, svc.workdir).start()
@@ -104,7 +104,7 @@ def test_a_dead_node_raises_device_offline_in_the_running_server(
 
 
 def test_the_welfare_check_raises_gently_and_clears(
-    broker: Any, tmp_path: Path, rooms_csv: Path, device_factory: Any
+    broker: Mosquitto, tmp_path: Path, rooms_csv: Path, device_factory: DeviceFactory
 ) -> None:
     svc = Services(broker, tmp_path, rooms_csv, MAMAROOM_ALERTS__WELFARE_AFTER_S="600").start()
     try:

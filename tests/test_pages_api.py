@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mamaroom.storage.rollups import OccupancyEvent
 from server.services.waits import WaitPredictor, session_lengths
-from tests.support import ROOT, Device, Mosquitto, Services
+from tests.support import ROOT, DeviceFactory, Mosquitto, Services
 
 
 def test_site_lists_buildings_floors_and_walking_minutes(services: Services) -> None:
@@ -21,7 +21,7 @@ def test_site_lists_buildings_floors_and_walking_minutes(services: Services) -> 
 
 
 def test_predicted_wait_from_stored_history(
-    broker: Mosquitto, tmp_path: Path, rooms_csv: Path, device_factory: type[Device]
+    broker: Mosquitto, tmp_path: Path, rooms_csv: Path, device_factory: DeviceFactory
 ) -> None:
     services = Services(broker, tmp_path, rooms_csv)
     # History first: the server reads it once at start, then only what is new.
@@ -40,7 +40,7 @@ def test_predicted_wait_from_stored_history(
         services.stop()
 
 
-def _check_waits(services: Services, device_factory: type[Device]) -> None:
+def _check_waits(services: Services, device_factory: DeviceFactory) -> None:
     # A boot the generated history did not use: its (boot, seq) are not duplicates.
     a, b = device_factory("dev-a", boot=10**9), device_factory("dev-b", boot=10**9)
     a.occupancy(True)
@@ -113,7 +113,7 @@ async def test_the_wait_model_on_known_sessions() -> None:
     )
     # In use 45 min: of the sessions longer than that (50..100), half (50, 60,
     # 70) are over 25 min later, and all but the 100-minute ones 45 min later.
-    predictor = WaitPredictor(Store(), 28, clock=lambda: now.timestamp())  # type: ignore[arg-type]
+    predictor = WaitPredictor(Store(), 28, clock=lambda: now.timestamp())
     w = await predictor.estimate([room], now)
     assert w.wait_minutes == 25 and w.within_minutes == 45 and w.sessions == 20
 

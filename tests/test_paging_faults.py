@@ -124,7 +124,9 @@ def test_an_unplugged_espa_adapter_is_an_alert_paged_over_im_and_recovers(
         dev.call("press", "during")
         wait_for(lambda: "received" in dev.statuses("during"), what="the node hears received")
         failed = wait_for(
-            lambda: (a := alert_of("during"))["paging"].get("100", {}).get("ok") is False and a,
+            lambda: (
+                a if (a := alert_of("during"))["paging"].get("100", {}).get("ok") is False else None
+            ),
             timeout=30,
             what="'page to 100 failed' on the alert",
             detail=svc.logs,

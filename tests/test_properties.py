@@ -316,7 +316,7 @@ def test_the_gateway_decoder_never_fails_but_with_a_reason(
     topic: str, payload: bytes, retained: bool
 ) -> None:
     try:
-        inbound = decode(topic, payload, retained)
+        inbound = decode(topic, payload, retained=retained)
     except ContractError as exc:
         assert exc.reason in set(RejectReason) - {RejectReason.UNKNOWN_DEVICE}
         return
@@ -408,9 +408,11 @@ def load_ld2410() -> ModuleType:
     tick functions, which its Radar imports (from firmware/ticks.py), given as
     a stand-in `ticks`."""
     ticks = ModuleType("ticks")
-    ticks.ticks_ms = lambda: time.monotonic_ns() // 1_000_000  # type: ignore[attr-defined]
-    ticks.ticks_diff = lambda a, b: a - b  # type: ignore[attr-defined]
-    ticks.ticks_add = lambda a, b: a + b  # type: ignore[attr-defined]
+    vars(ticks).update(
+        ticks_ms=lambda: time.monotonic_ns() // 1_000_000,
+        ticks_diff=lambda a, b: a - b,
+        ticks_add=lambda a, b: a + b,
+    )
     spec = importlib.util.spec_from_file_location("fw_ld2410", ROOT / "firmware" / "ld2410.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from mamaroom.storage.rollups import (
@@ -46,7 +48,7 @@ def test_ranges_must_be_whole_hours() -> None:
 # --- device uptime from the gaps between telemetry reports -----------------
 
 
-def reports(minutes: list[float], device: str = "n1", boot: int = 1) -> list[TelemetryReport]:
+def reports(minutes: Sequence[float], device: str = "n1", boot: int = 1) -> list[TelemetryReport]:
     return [TelemetryReport(device, H0 + int(m * MIN), boot) for m in minutes]
 
 

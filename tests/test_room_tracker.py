@@ -160,7 +160,8 @@ def test_a_device_clock_a_year_ahead_decides_nothing() -> None:
     year = 365 * 24 * HOUR
     # A bad clock: `since` is never later than now.
     [s] = t.on_message("d1", occ(False, 1, ts=T0 + year), T0 + year, at(T0))
-    assert s.state is RoomStateName.FREE and s.since.timestamp() * 1000 == T0
+    assert s.state is RoomStateName.FREE
+    assert s.since is not None and s.since.timestamp() * 1000 == T0
     # After a reboot with a good clock, the new boot's messages win by arrival.
     [s] = t.on_message("d1", occ(True, 1, boot=2, ts=T0 + 1000), T0 + 1000, at(T0 + 1000))
     assert s.state is RoomStateName.OCCUPIED

@@ -119,7 +119,7 @@ def test_every_route_for_every_role(services: Services) -> None:
     routes = {(method.upper(), path) for path, ops in spec["paths"].items() for method in ops}
     assert routes <= set(TABLE), f"routes not in the table: {routes - set(TABLE)}"
     tokens: dict[str | None, str | None] = {None: None}
-    for role in ("staff", "manager", "admin"):
+    for account_role in ("staff", "manager", "admin"):
         subprocess.run(
             [
                 sys.executable,
@@ -127,9 +127,9 @@ def test_every_route_for_every_role(services: Services) -> None:
                 "cli",
                 "user",
                 "add",
-                f"t-{role}",
+                f"t-{account_role}",
                 "--role",
-                role,
+                account_role,
                 "--password-stdin",
             ],
             input="a long password\n",
@@ -139,7 +139,7 @@ def test_every_route_for_every_role(services: Services) -> None:
             check=True,
             capture_output=True,
         )
-        tokens[role] = services.login(f"t-{role}", "a long password")
+        tokens[account_role] = services.login(f"t-{account_role}", "a long password")
     failures = []
     for (method, path), needed in sorted(TABLE.items(), key=str):
         if path in ("/api/stream", "/api/auth/logout"):

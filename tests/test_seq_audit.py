@@ -4,7 +4,6 @@ in the same transaction as the store, duplicates never counted twice."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from mamaroom.config import InfluxSettings
 from mamaroom.contract import Kind, Occupancy, Telemetry
@@ -12,7 +11,7 @@ from mamaroom.storage import Record
 from mamaroom.storage.influx import InfluxStore
 from mamaroom.storage.seq_audit import lost_by_device, read_gaps_file
 from mamaroom.storage.sqlite import SqliteStore
-from tests.support import Services, wait_for
+from tests.support import DeviceFactory, Services, wait_for
 
 
 def rec(device: str, boot: int, seq: int) -> Record:
@@ -79,7 +78,7 @@ async def test_no_audit_yet_reads_as_nothing_lost(tmp_path: Path) -> None:
 
 
 def test_lost_messages_show_in_device_health_and_metrics(
-    services: Services, device_factory: Any
+    services: Services, device_factory: DeviceFactory
 ) -> None:
     dev = device_factory("dev-a")
     dev.occupancy(True)

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import Device, Services, sse_events, wait_for
+from tests.support import Device, DeviceFactory, Services, sse_events, wait_for
 
 ROOM = "T1-0101"
 
@@ -47,7 +47,9 @@ class PublicStream(threading.Thread):
         ]
 
 
-def test_a_call_looks_like_a_door_to_the_public(services: Services, device_factory: Any) -> None:
+def test_a_call_looks_like_a_door_to_the_public(
+    services: Services, device_factory: DeviceFactory
+) -> None:
     dev: Device = device_factory("dev-a")
     stream = PublicStream(services.base_url)
     stream.start()

@@ -66,7 +66,7 @@ def extremes(now: int) -> list[Record]:
             ),
             now,
         ),
-    ]  # type: ignore[call-arg]
+    ]
 
 
 def test_a_device_time_is_trusted_within_the_skew_only() -> None:

@@ -17,7 +17,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from mamaroom.config import Settings
 from server.app import create_app
 from server.services.fanout import Fanout
-from tests.support import Mosquitto, Services, wait_for
+from tests.support import DeviceFactory, Mosquitto, Services, wait_for
 
 
 class RawStream:
@@ -97,7 +97,7 @@ def stream_clients(services: Services) -> float:
     )
 
 
-def test_frames_and_headers_on_the_wire(services: Services, device_factory: Any) -> None:
+def test_frames_and_headers_on_the_wire(services: Services, device_factory: DeviceFactory) -> None:
     client = RawStream(services.http_port)
     try:
         client.read_headers()
@@ -138,7 +138,7 @@ def test_closed_streams_are_unsubscribed(services: Services) -> None:
 
 
 def test_a_client_too_slow_is_disconnected(
-    broker: Mosquitto, tmp_path: Path, device_factory: Any
+    broker: Mosquitto, tmp_path: Path, device_factory: DeviceFactory
 ) -> None:
     """A client that stops reading is dropped once `server.stream_queue`
     events wait for it, and its stream ends (a browser reconnects and resyncs)
@@ -194,7 +194,8 @@ async def test_slow_queues_end_and_quiet_streams_get_a_keepalive() -> None:
             fanout.publish("room", {"n": i})
             reader.get_nowait()
         # Full: the oldest dropped for the end marker, and no longer subscribed.
-        assert slow.qsize() == 10 and list(slow._queue)[-1] is None  # type: ignore[attr-defined]
+        queued = [slow.get_nowait() for _ in range(slow.qsize())]
+        assert len(queued) == 10 and queued[-1] is None
         assert fanout.client_count == 1
         assert reader.empty()
 

@@ -27,7 +27,6 @@ from chinese_calendar import constants as cc
 
 from mamaroom.config import Settings
 from mamaroom.registry import read_rooms_csv
-from mamaroom.storage import TrendsStore
 from mamaroom.storage.influx import InfluxStore
 from mamaroom.storage.sqlite import SqliteStore
 from server.services.trends import CallsDb, TrendsService, csv_rows
@@ -106,7 +105,7 @@ async def services(generated: tuple[Path, InfluxDB]) -> AsyncIterator[dict[str, 
     base, influx = generated
     rooms = read_rooms_csv(ROOT / "site" / "rooms.csv")
     assert len(rooms) == 190
-    made: list[tuple[TrendsStore, CallsDb]] = []
+    made: list[tuple[SqliteStore | InfluxStore, CallsDb]] = []
     out: dict[str, TrendsService] = {}
     try:
         for backend in ("sqlite", "influxdb"):

@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.support import Mosquitto, Services, free_port, wait_for
+from tests.support import DeviceFactory, Mosquitto, Services, free_port, wait_for
 
 
 def b64(data: bytes) -> str:
@@ -58,7 +58,8 @@ class Browser:
         public = self.key.public_key().public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
-        self.subscription = {
+        #: As a browser's PushSubscription.toJSON() gives it.
+        self.subscription: dict[str, Any] = {
             "endpoint": endpoint,
             "keys": {"p256dh": b64(public), "auth": b64(self.auth)},
         }
@@ -89,7 +90,7 @@ def push_services(
 
 
 def test_a_mother_is_pushed_once_when_her_room_frees_up(
-    push_services: Services, device_factory: Any, vapid: tuple[str, str]
+    push_services: Services, device_factory: DeviceFactory, vapid: tuple[str, str]
 ) -> None:
     svc = push_services
     assert svc.http.get("/api/push/key").json() == {"public_key": vapid[0], "enabled": True}
@@ -131,7 +132,7 @@ def test_a_mother_is_pushed_once_when_her_room_frees_up(
 
 
 def test_staff_phones_get_new_calls_and_gone_subscriptions_are_dropped(
-    push_services: Services, device_factory: Any
+    push_services: Services, device_factory: DeviceFactory
 ) -> None:
     svc = push_services
     token = svc.login("admin", svc.ADMIN_PASSWORD)

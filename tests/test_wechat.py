@@ -20,7 +20,7 @@ import pytest
 from mamaroom.config import WechatSettings
 from server.services.rooms import PublicRoom
 from server.services.wechat import Outgoing, WechatApi, WechatDb, WechatError, WechatService
-from tests.support import Mosquitto, Services, wait_for
+from tests.support import DeviceFactory, Mosquitto, Services, wait_for
 from tests.wechat_standin import APP_ID, SECRET, TEMPLATE_ID, WechatStandin
 
 WECHAT_UA = (
@@ -43,7 +43,7 @@ def standin() -> Iterator[WechatStandin]:
 def wechat_services(
     broker: Mosquitto, tmp_path: Path, rooms_csv: Path, standin: WechatStandin
 ) -> Iterator[Services]:
-    svc = Services(broker, tmp_path, rooms_csv, **standin.env()).start()
+    svc = Services(broker, tmp_path, rooms_csv, influx=None, **standin.env()).start()
     yield svc
     svc.stop()
 
@@ -84,7 +84,7 @@ class Phone:
         return self.http.get(back)
 
     def csrf(self) -> dict[str, str]:
-        return {"X-Wechat-CSRF": self.http.cookies.get("mamaroom_wx_csrf", "")}
+        return {"X-Wechat-CSRF": self.http.cookies.get("mamaroom_wx_csrf") or ""}
 
     def remind(self, rooms: list[str], lang: str = "zh") -> httpx.Response:
         return self.http.post(
@@ -98,7 +98,7 @@ class Phone:
 
 
 def test_menu_link_oauth_subscribe_room_frees_message_once_token_expiry_and_refusal(
-    wechat_services: Services, standin: WechatStandin, device_factory: Any
+    wechat_services: Services, standin: WechatStandin, device_factory: DeviceFactory
 ) -> None:
     # Three reminders in all: the anonymous writes' budget of one address at once.
     svc = wechat_services
@@ -246,7 +246,9 @@ def test_oauth_state_is_checked_and_next_stays_on_this_site(
     callback = wechat.headers["location"]
     assert phone.http.get(callback).headers["location"] == "/r/T1-0101#wx-ready"
     phone.http.get(f"{svc.base_url}/wechat/oauth/start", params={"next": "/r/T1-0101"})
-    state = phone.http.cookies.get("mamaroom_wx_oauth", path="/wechat/oauth").split(".")[0]
+    oauth = phone.http.cookies.get("mamaroom_wx_oauth", path="/wechat/oauth")
+    assert oauth is not None
+    state = oauth.split(".")[0]
     code = parse_qs(urlsplit(callback).query)["code"][0]
     again = phone.http.get(
         f"{svc.base_url}/wechat/oauth/callback", params={"code": code, "state": state}

@@ -218,5 +218,5 @@ class ConnectionFlood:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._dribbler.join(timeout=10)
-        for _, s in self.socks:
+        for _kind, s in self.socks:
             s.close()

@@ -217,7 +217,10 @@ class Pager:
         for channel, target in self.targets:
 
             def done(
-                ok: bool, detail: str, channel: str = channel.name, target: str = target
+                ok: bool,  # noqa: FBT001 (paging.channel.Done's (ok, detail))
+                detail: str,
+                channel: str = channel.name,
+                target: str = target,
             ) -> None:
                 if ok:
                     log.info("watchdog paged", channel=channel, target=target, text=text)

@@ -82,7 +82,7 @@ def _int(value: int) -> str:
     return f"{value}i"
 
 
-def _bool(value: bool) -> str:
+def _bool(value: bool) -> str:  # noqa: FBT001 (a value to encode, not a flag)
     return "true" if value else "false"
 
 

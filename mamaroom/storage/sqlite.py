@@ -161,7 +161,7 @@ class SqliteStore(SqliteDatabase):
         """Store new records and update device health, in one transaction.
         `live=False` (generated history) stores them only: a device's health,
         boot and loss audit are what its live messages say."""
-        return await self._run(lambda db: _write(db, records, live))
+        return await self._run(lambda db: _write(db, records, live=live))
 
     async def data_times(
         self, start_ms: int, end_ms: int, boots: tuple[int, int] | None = None
@@ -200,7 +200,7 @@ class SqliteStore(SqliteDatabase):
 
         await self._run(run)
 
-    async def dead_letters(self, include_acked: bool = False) -> list[DeadLetter]:
+    async def dead_letters(self, *, include_acked: bool = False) -> list[DeadLetter]:
         return await self._run(lambda db: dead_letters.read(db, include_acked=include_acked))
 
     async def dead_letter_count(self) -> int:
@@ -476,7 +476,7 @@ class SqliteStore(SqliteDatabase):
         return await self._run(run)
 
     async def note_status(
-        self, device: str, room: str | None, status: str, at_ms: int, live: bool
+        self, device: str, room: str | None, status: str, at_ms: int, *, live: bool
     ) -> None:
         """A device's status (birth or last will); a live one is also a sign of life."""
 
@@ -638,7 +638,7 @@ def _row(rec: Record) -> tuple[Any, ...]:
     raise StorageError(f"cannot store {type(msg).__name__}")
 
 
-def _write(db: sqlite3.Connection, records: list[Record], live: bool = True) -> list[bool]:
+def _write(db: sqlite3.Connection, records: list[Record], *, live: bool = True) -> list[bool]:
     """One transaction for the batch. Fast path: one executemany per table,
     all rows new (the usual case). If any row was already there, roll that
     table back and insert row by row to learn which were duplicates."""

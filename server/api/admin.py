@@ -170,7 +170,7 @@ async def export_rooms_csv(ctx: Ctx) -> Response:
     response_model=CsvImport,
     responses={422: {"description": "The file's problems, each with its line"}},
 )
-async def import_rooms_csv(ctx: Ctx, request: Request, apply: bool = False) -> CsvImport:
+async def import_rooms_csv(ctx: Ctx, request: Request, apply: bool = False) -> CsvImport:  # noqa: FBT001, FBT002 (FastAPI query ?apply=)
     """Check a rooms CSV (the body, as sent by a spreadsheet); with `apply=true`
     it replaces the whole registry in one new version."""
     data = await request.body()

@@ -12,7 +12,7 @@ from server.services.alert_model import Alert
 from server.services.alerts import AlertService
 
 
-def call_text(alert: Alert, room: RegistryRoom | None, ascii_only: bool = True) -> str:
+def call_text(alert: Alert, room: RegistryRoom | None, ascii_only: bool = True) -> str:  # noqa: FBT001, FBT002 (Escalator's text_of callable)
     """A call's page text for a channel.
 
     ESPA pagers show 7-bit ASCII (`ascii_only`): the room's English name and
@@ -34,7 +34,7 @@ def link_watcher(alerts: AlertService) -> LinkChange:
     paging_link alert, subject `espa` or `im:desk`; back up clears it."""
     loop = asyncio.get_running_loop()
 
-    def on_link(subject: str, up: bool, detail: str) -> None:  # a channel's worker thread
+    def on_link(subject: str, up: bool, detail: str) -> None:  # noqa: FBT001 (a channel's worker thread calls it)
         coro = alerts.channel_up(subject) if up else alerts.channel_down(subject, detail)
         asyncio.run_coroutine_threadsafe(coro, loop)
 
@@ -45,9 +45,9 @@ def page_recorder(alerts: AlertService) -> Callable[[int, str, str, bool, str], 
     """Each page's outcome into the alert's timeline (callable from any thread)."""
     loop = asyncio.get_running_loop()
 
-    def record(alert_id: int, channel: str, target: str, ok: bool, detail: str) -> None:
+    def record(alert_id: int, channel: str, target: str, ok: bool, detail: str) -> None:  # noqa: FBT001 (a Callable's positional signature)
         asyncio.run_coroutine_threadsafe(
-            alerts.note_paged(alert_id, channel, target, ok, detail), loop
+            alerts.note_paged(alert_id, channel, target, ok=ok, detail=detail), loop
         )
 
     return record

@@ -191,7 +191,7 @@ class AlertService:
         }
 
     async def note_paged(
-        self, alert_id: int, channel: str, target: str, ok: bool, detail: str
+        self, alert_id: int, channel: str, target: str, *, ok: bool, detail: str
     ) -> None:
         """A page's outcome on the alert: the console says what really happened."""
         now = self._clock()

@@ -285,7 +285,7 @@ class Escalator:
                     await self._db.test_mode(alert["room"], now_wall) if alert["room"] else None
                 )
                 if tester:
-                    self._page(alert["id"], "espa", tester, self._text_of(alert, room, True))
+                    self._page(alert["id"], "espa", tester, self._text_of(alert, room, True))  # noqa: FBT003 (text_of is a positional Callable)
                 else:
                     await self._nobody(alert["id"], "test call: the room's tester has no pager")
                 await self._store(alert["id"], 1, None, "test: tester only")
@@ -388,7 +388,7 @@ class Escalator:
             )
             return False
 
-        def done(ok: bool, detail: str) -> None:
+        def done(ok: bool, detail: str) -> None:  # noqa: FBT001 (paging.channel.Done's (ok, detail))
             if self._on_paged:
                 self._on_paged(alert_id, channel_name, target, ok, detail)
 

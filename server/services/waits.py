@@ -18,11 +18,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from pydantic import BaseModel
 
 from mamaroom.logs import get_logger
-from mamaroom.storage import RollupStore, StorageError
+from mamaroom.storage import StorageError
+from mamaroom.storage.rollups import OccupancyEvent
 from server.services.rooms import PublicRoom
 
 log = get_logger(__name__)
@@ -78,7 +80,7 @@ class _Sessions:
         self.started: dict[str, int | None] = {}
         self.done: dict[str, list[tuple[int, float]]] = {}
 
-    def feed(self, room: str, t_ms: int, occupied: bool) -> None:
+    def feed(self, room: str, t_ms: int, occupied: bool) -> None:  # noqa: FBT001 (the event's value)
         was = self.state.get(room, False)
         if occupied and not was:
             self.started[room] = t_ms
@@ -111,9 +113,17 @@ def session_lengths(
     return sessions.lengths()
 
 
+class OccupancyWindow(Protocol):
+    """All the predictor reads of a store (a RollupStore is one)."""
+
+    async def occupancy_window(
+        self, start_ms: int, end_ms: int
+    ) -> tuple[list[OccupancyEvent], dict[str, bool]]: ...
+
+
 class WaitPredictor:
     def __init__(
-        self, store: RollupStore, history_days: int, clock: Callable[[], float] = time.time
+        self, store: OccupancyWindow, history_days: int, clock: Callable[[], float] = time.time
     ) -> None:
         self._store = store
         self._days = history_days

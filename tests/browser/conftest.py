@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, sync_playwright
 
 from tests.support import ROOT
 
@@ -23,7 +23,7 @@ ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-PHONE = {"width": 390, "height": 844}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 AXE = ROOT / "dashboard" / "vendor" / "axe.min.js"
 
@@ -64,7 +64,7 @@ def page(context: BrowserContext) -> Iterator[Page]:
         "console",
         lambda m: errors.append(m.text) if m.type == "error" and "favicon" not in m.text else None,
     )
-    pg.errors = errors  # type: ignore[attr-defined]
+    pg.errors = errors  # type: ignore[attr-defined]  # Page has no slot for them: carried on it
     yield pg
     # A page that threw is broken even if what the test looked at rendered.
     assert [e for e in errors if "Content Security Policy" in e or "Error" in e] == [], errors

@@ -3,11 +3,11 @@ devices, accounts and the duty roster, each checked through the API after."""
 
 from __future__ import annotations
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import FilePayload, Page, expect
 
 from tests.browser.conftest import axe_violations, screenshot
 from tests.browser.test_staff import login
-from tests.support import Device, Services, wait_for
+from tests.support import DeviceFactory, Services, wait_for
 
 LIVE_TIMEOUT = 30_000
 CSV = (
@@ -25,7 +25,7 @@ def room(services: Services, room_id: str) -> dict[str, object]:
     return next((r for r in rooms if r["id"] == room_id), {})
 
 
-def test_admin_page(services: Services, device_factory: type[Device], page: Page) -> None:
+def test_admin_page(services: Services, device_factory: DeviceFactory, page: Page) -> None:
     page.goto(services.base_url + "/admin")
     login(page, services)
 
@@ -40,7 +40,9 @@ def test_admin_page(services: Services, device_factory: type[Device], page: Page
     # Import a rooms CSV: checked first, then applied.
     page.set_input_files(
         "#csv-file",
-        files=[{"name": "rooms.csv", "mimeType": "text/csv", "buffer": ("\ufeff" + CSV).encode()}],
+        files=[
+            FilePayload(name="rooms.csv", mimeType="text/csv", buffer=("\ufeff" + CSV).encode())
+        ],
     )
     expect(page.locator("#panel-rooms")).to_contain_text("文件有效：4 间", timeout=LIVE_TIMEOUT)
     page.click("#csv-apply")
@@ -49,7 +51,7 @@ def test_admin_page(services: Services, device_factory: type[Device], page: Page
     assert room(services, "T1-0101")["cleaning"] is True  # kept across the import
     page.set_input_files(
         "#csv-file",
-        files=[{"name": "bad.csv", "mimeType": "text/csv", "buffer": b"room_id,name\nX,y\n"}],
+        files=[FilePayload(name="bad.csv", mimeType="text/csv", buffer=b"room_id,name\nX,y\n")],
     )
     expect(page.locator("#panel-rooms")).to_contain_text("missing column", timeout=LIVE_TIMEOUT)
 

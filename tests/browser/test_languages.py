@@ -28,7 +28,7 @@ from mamaroom.contract import Kind
 from mamaroom.registry import read_rooms_csv, write_rooms_csv
 from tests.browser.conftest import PHONE
 from tests.browser.test_staff import login
-from tests.support import ROOT, Device, Services, wait_for
+from tests.support import ROOT, DeviceFactory, Services, wait_for
 
 LIVE_TIMEOUT = 30_000
 CHARTS = ("c-heat", "c-rooms", "c-days", "c-lengths", "c-calls", "c-uptime")
@@ -150,7 +150,7 @@ def rooms_csv(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def site(services: Services, device_factory: type[Device]) -> Iterator[Services]:
+def site(services: Services, device_factory: DeviceFactory) -> Iterator[Services]:
     """Something on every page: live rooms, an open call, an unknown device,
     weeks of history for the trends."""
     subprocess.run(

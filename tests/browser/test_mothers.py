@@ -7,13 +7,13 @@ import re
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import axe_violations
-from tests.support import Device, Services, wait_for
+from tests.support import DeviceFactory, Services, wait_for
 
 LIVE_TIMEOUT = 30_000  # ms; the machine is shared and slow, never a timing assert
 
 
 def test_the_list_changes_live_when_a_room_is_taken(
-    services: Services, device_factory: type[Device], page: Page
+    services: Services, device_factory: DeviceFactory, page: Page
 ) -> None:
     a, b = device_factory("dev-a"), device_factory("dev-b")
     a.occupancy(False)
@@ -66,7 +66,7 @@ def test_the_list_changes_live_when_a_room_is_taken(
 
 
 def test_without_eventsource_the_page_polls(
-    services: Services, device_factory: type[Device], page: Page
+    services: Services, device_factory: DeviceFactory, page: Page
 ) -> None:
     """Some in-app browsers have no EventSource: the page polls the room list
     instead of staying on "正在加载…" for ever."""
@@ -83,7 +83,7 @@ def test_without_eventsource_the_page_polls(
 
 
 def test_without_eventsource_a_reminder_still_comes(
-    services: Services, device_factory: type[Device], page: Page
+    services: Services, device_factory: DeviceFactory, page: Page
 ) -> None:
     """Polling hands the page snapshots, never single room changes: measured
     before, "tell me when a room is free" then never went off."""
@@ -112,7 +112,7 @@ def test_without_eventsource_a_reminder_still_comes(
 
 
 def test_a_room_page_from_its_door_qr_code(
-    services: Services, device_factory: type[Device], page: Page
+    services: Services, device_factory: DeviceFactory, page: Page
 ) -> None:
     a = device_factory("dev-a")
     a.occupancy(False)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.support import ROOT, Device, Services
+from tests.support import ROOT, DeviceFactory, Services
 
 LIVE_TIMEOUT = 30_000
 HEADER = "room_id,name,name_en,building,building_en,floor,device\n"
@@ -56,7 +56,7 @@ def rooms_csv(tmp_path: Path) -> Path:
 
 
 def test_nearest_free_rooms_by_walking_time(
-    services: Services, device_factory: type[Device], page: Page
+    services: Services, device_factory: DeviceFactory, page: Page
 ) -> None:
     for rid, *_ in ROOMS:
         device_factory(f"n-{rid.lower()}").occupancy(False)

@@ -17,7 +17,7 @@ from mamaroom.contract import Kind, device_topic
 from mamaroom.registry import read_rooms_csv, write_rooms_csv
 from tests.browser.conftest import axe_violations, screenshot
 from tests.browser.test_staff import login
-from tests.support import ROOT, Device, Services, wait_for
+from tests.support import ROOT, DeviceFactory, Services, wait_for
 
 LIVE_TIMEOUT = 30_000
 
@@ -71,7 +71,7 @@ def park(services: Services, rooms_csv: Path) -> Iterator[list[str]]:
 
 
 def test_screenshots(
-    services: Services, park: list[str], device_factory: type[Device], page: Page
+    services: Services, park: list[str], device_factory: DeviceFactory, page: Page
 ) -> None:
     page.goto(services.base_url + "/")
     page.select_option("#my-building", "软件园1号楼")

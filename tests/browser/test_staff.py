@@ -6,7 +6,7 @@ from __future__ import annotations
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import axe_violations
-from tests.support import Device, Services, wait_for
+from tests.support import DeviceFactory, Services, wait_for
 
 LIVE_TIMEOUT = 30_000
 
@@ -19,7 +19,7 @@ def login(page: Page, services: Services) -> None:
 
 
 def test_a_call_rings_until_one_tap_acknowledges_it(
-    services: Services, device_factory: type[Device], page: Page
+    services: Services, device_factory: DeviceFactory, page: Page
 ) -> None:
     node = device_factory("dev-a")
     node.occupancy(True)
@@ -73,7 +73,7 @@ def test_a_call_rings_until_one_tap_acknowledges_it(
     expect(page.locator("#no-alerts")).to_be_visible(timeout=LIVE_TIMEOUT)
 
 
-def test_device_health_tab(services: Services, device_factory: type[Device], page: Page) -> None:
+def test_device_health_tab(services: Services, device_factory: DeviceFactory, page: Page) -> None:
     node = device_factory("dev-a")
     node.publish_raw(
         "mr/v1/dev/dev-a/telemetry",

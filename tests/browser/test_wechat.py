@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.browser.conftest import PHONE
-from tests.support import Device, Mosquitto, Services, wait_for
+from tests.support import DeviceFactory, Mosquitto, Services, wait_for
 from tests.test_wechat import MENU_LINK, WECHAT_UA
 from tests.wechat_standin import TEMPLATE_ID, WechatStandin
 
@@ -31,7 +31,7 @@ def standin() -> Iterator[WechatStandin]:
 def wechat_services(
     broker: Mosquitto, tmp_path: Path, rooms_csv: Path, standin: WechatStandin
 ) -> Iterator[Services]:
-    svc = Services(broker, tmp_path, rooms_csv, **standin.env()).start()
+    svc = Services(broker, tmp_path, rooms_csv, influx=None, **standin.env()).start()
     yield svc
     svc.stop()
 
@@ -63,7 +63,7 @@ def in_wechat(browser: Browser, standin: WechatStandin) -> Iterator[BrowserConte
 def test_in_wechat_the_page_offers_wechat_and_the_message_comes(
     wechat_services: Services,
     standin: WechatStandin,
-    device_factory: type[Device],
+    device_factory: DeviceFactory,
     in_wechat: BrowserContext,
     page: Page,
 ) -> None:

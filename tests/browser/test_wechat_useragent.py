@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from server.surfaces import SURFACE_HEADER
 from tests.browser.conftest import PHONE
-from tests.support import Device, Services
+from tests.support import DeviceFactory, Services
 
 LIVE_TIMEOUT = 30_000  # ms; polling every 10 s on a shared machine
 #: WeChat 8.0 on Android (its XWEB/Chromium web view), as it sends it.
@@ -51,20 +51,20 @@ def open_page(ctx: BrowserContext, *, eventsource: bool) -> Page:
         "console",
         lambda m: errors.append(m.text) if m.type == "error" and "favicon" not in m.text else None,
     )
-    page.errors = errors  # type: ignore[attr-defined]
+    page.errors = errors  # type: ignore[attr-defined]  # Page has no slot for them: carried on it
     if not eventsource:
         page.add_init_script(NO_EVENTSOURCE)
     return page
 
 
 def no_errors(page: Page) -> None:
-    errors = page.errors  # type: ignore[attr-defined]
+    errors = page.errors  # type: ignore[attr-defined]  # set by the page maker above
     assert [e for e in errors if "Content Security Policy" in e or "Error" in e] == [], errors
 
 
 @pytest.mark.parametrize("eventsource", [True, False], ids=["eventsource", "polling"])
 def test_the_mothers_pages_in_wechat(
-    services: Services, device_factory: type[Device], wechat: BrowserContext, eventsource: bool
+    services: Services, device_factory: DeviceFactory, wechat: BrowserContext, eventsource: bool
 ) -> None:
     a, b = device_factory("dev-a"), device_factory("dev-b")
     a.occupancy(False)
@@ -109,7 +109,7 @@ def test_the_mothers_pages_in_wechat(
 
 
 def test_wechat_through_the_public_listener(
-    services: Services, device_factory: type[Device], wechat: BrowserContext
+    services: Services, device_factory: DeviceFactory, wechat: BrowserContext
 ) -> None:
     """As nginx's public listener passes it: every request marked public. The
     pages work, with no link to the staff console (404 there)."""

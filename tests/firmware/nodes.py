@@ -234,10 +234,10 @@ class Server:
                 return
             body: Any
             if topic.kind == Kind.STATUS:
-                body = parse_status(m.payload)
+                body = parse_status(bytes(m.payload))
             else:
-                parse_payload(topic.kind, m.payload)  # as the gateway checks it
-                unnamed_fields(topic.kind, m.payload)
+                parse_payload(topic.kind, bytes(m.payload))  # as the gateway checks it
+                unnamed_fields(topic.kind, bytes(m.payload))
                 body = json.loads(m.payload)  # kept whole: extra fields too
         except ValueError as e:  # the contract refuses it: the gateway would too
             self.rejected.append(f"{m.topic} {m.payload!r}: {e}")

@@ -160,7 +160,9 @@ def _health_fields() -> set[str]:
     [health] = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "health"]
     [ret] = [n for n in ast.walk(health) if isinstance(n, ast.Return)]
     assert isinstance(ret.value, ast.Dict), "health() returns one dict literal"
-    keys = [k.value for k in ret.value.keys if isinstance(k, ast.Constant)]
+    keys = [
+        k.value for k in ret.value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)
+    ]
     assert len(keys) == len(ret.value.keys), "every key a literal string"
     return set(keys)
 
@@ -183,6 +185,7 @@ def _dispatched() -> set[str]:
         and isinstance(c.left, ast.Name)
         and c.left.id == "name"
         and isinstance(c.comparators[0], ast.Constant)
+        and isinstance(c.comparators[0].value, str)
     }
 
 

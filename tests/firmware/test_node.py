@@ -33,14 +33,16 @@ def calls(server: Server, device: str, action: str, call_id: str | None = None) 
 
 def retained_status(port: int, device: str) -> str:
     """What a newcomer reads on the node's status topic (it must be retained)."""
-    got: list[bytes] = []
+    got: list[bytes | bytearray] = []
     c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"look-{free_port()}")
     c.on_connect = lambda c, *_: c.subscribe(device_topic(device, Kind.STATUS), qos=1)
     c.on_message = lambda _c, _u, m: got.append(m.payload) if m.retain else None
     c.connect("127.0.0.1", port)
     c.loop_start()
     try:
-        return wait_for(lambda: got and got[-1].decode(), timeout=15, what="retained status")
+        return wait_for(
+            lambda: got[-1].decode() if got else None, timeout=15, what="retained status"
+        )
     finally:
         c.disconnect()
         c.loop_stop()
@@ -181,7 +183,11 @@ def test_call_ack_statuses_on_the_lamp_and_shown(node_factory: NodeFactory, serv
         ("resolved", "off", False),
     ):
         server.call_ack(dev, call_id, status)
-        wait_for(lambda lamp=lamp: node.lamp() == lamp, timeout=10, what=f"lamp {lamp}")
+        wait_for(
+            lambda: node.lamp() == lamp,  # noqa: B023 (polled before the loop moves on)
+            timeout=10,
+            what=f"lamp {lamp}",
+        )
         assert node.buzzer() is buzzer, status
         server.wait(
             dev,
@@ -248,7 +254,7 @@ def test_broker_restart_mid_call(
     for status, lamp in (("received", "slow"), ("acknowledged", "steady"), ("resolved", "off")):
         server.call_ack(dev, call_id, status)
         wait_for(
-            lambda lamp=lamp: node.lamp() == lamp,
+            lambda: node.lamp() == lamp,  # noqa: B023 (polled before the loop moves on)
             timeout=30,
             what=f"lamp {lamp}",
             detail=node.log_tail,
@@ -301,7 +307,7 @@ def test_a_failing_task_is_restarted(node_factory: NodeFactory, server: Server) 
     for task in ("panel", "radar", "publisher", "mqtt"):
         assert node.ctl(f"fault {task}") == "ok"
         wait_for(
-            lambda task=task: node.logged(f"task {task} ended; starting it again"),
+            lambda: node.logged(f"task {task} ended; starting it again"),  # noqa: B023 (polled before the loop moves on)
             timeout=20,
             what=f"{task} restarted",
             detail=node.log_tail,
@@ -686,7 +692,7 @@ def test_a_silent_publisher_or_mqtt_task_is_restarted(
     assert node.ctl("stall publisher") == "ok" and node.ctl("stall mqtt") == "ok"
     for task in ("publisher", "mqtt"):
         wait_for(
-            lambda task=task: node.logged(f"task {task} stalled; starting it again"),
+            lambda: node.logged(f"task {task} stalled; starting it again"),  # noqa: B023 (polled before the loop moves on)
             timeout=60,
             what=f"{task} restarted",
             detail=node.log_tail,

@@ -91,7 +91,7 @@ def test_a_rollout_updates_room_after_room(site: tuple[Services, list[UnixNode]]
         # Confirmed by the node itself once proven (ota_confirm_s, 8 s here):
         # the rollout reports the node running the new version before that.
         wait_for(
-            lambda n=n: (n.fw() or {}).get("state") == "ok",
+            lambda: (n.fw() or {}).get("state") == "ok",  # noqa: B023 (polled before the loop moves on)
             timeout=60,
             what="the update confirmed",
             detail=n.log,

@@ -115,7 +115,7 @@ def drive(
     next_call = at + call_every // 2
     while at < seconds:
         at = wait_for(
-            lambda a=at: (u := uptime(node)) >= a + STEP and u,
+            lambda: (u := uptime(node)) >= at + STEP and u,  # noqa: B023 (polled before the loop moves on)
             timeout=120,
             what="node time moving on",
             detail=node.log_tail,

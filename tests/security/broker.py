@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cli.broker_accounts import new_password, set_password
@@ -93,6 +94,11 @@ class ProductionBroker:
         """The local services' listener (what Services connect to)."""
         return f"mqtt://127.0.0.1:{self.local_port}"
 
+    @property
+    def port(self) -> int:
+        """The local services' listener's port, as Mosquitto.port."""
+        return self.local_port
+
     def add_device(self, device: str) -> str:
         password = new_password()
         set_password(self.devices_passwd, device, password)
@@ -109,8 +115,8 @@ class ProductionBroker:
         )
         for port in (self.local_port, self.device_port, self.service_tls_port):
             wait_for(
-                lambda p=port: self._answers(p),
-                timeout=15,  # type: ignore[misc]
+                lambda: self._answers(port),  # noqa: B023 (polled before the loop moves on)
+                timeout=15,
                 what=f"mosquitto on port {port}",
                 detail=self.log_tail,
             )
@@ -164,7 +170,7 @@ class Client:
         port: int | None = None,
         tls: bool = True,
         client_id: str | None = None,
-        protocol: int = paho.MQTTv311,
+        protocol: MQTTProtocolVersion = paho.MQTTv311,
         clean: bool = True,
     ) -> None:
         self.port = port or broker.device_port
@@ -217,15 +223,13 @@ class Client:
     def connect(self) -> Any:
         """Connect and return the CONNACK reason code; a refused client is stopped."""
         self.connack = None
-        props = None
         if self.protocol == paho.MQTTv5:
-            props = Properties(paho.PacketTypes.CONNECT)
-        self.client.connect(
-            "127.0.0.1",
-            self.port,
-            keepalive=30,
-            **({"clean_start": True, "properties": props} if self.protocol == paho.MQTTv5 else {}),
-        )
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho's is unannotated
+            self.client.connect(
+                "127.0.0.1", self.port, keepalive=30, clean_start=True, properties=props
+            )
+        else:
+            self.client.connect("127.0.0.1", self.port, keepalive=30)
         self.client.loop_start()
         wait_for(lambda: self.connack is not None, timeout=15, what="CONNACK")
         rc = self.connack
@@ -235,6 +239,7 @@ class Client:
 
     def subscribe(self, topic: str, qos: int = 1) -> list[Any]:
         _, mid = self.client.subscribe(topic, qos)
+        assert mid is not None, f"subscribe to {topic} not sent"
         wait_for(lambda: mid in self.subacks, timeout=15, what=f"SUBACK for {topic}")
         return self.subacks[mid]
 

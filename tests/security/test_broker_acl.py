@@ -19,6 +19,7 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import MQTTProtocolVersion
 
 from tests.security.broker import Client, ProductionBroker
 from tests.support import wait_for
@@ -44,10 +45,25 @@ def clients() -> Iterator[list[Client]]:
         c.close()
 
 
-def connected(made: list[Client], prod: ProductionBroker, user: str, **kwargs: object) -> Client:
-    if user.startswith("mamaroom.") and "port" not in kwargs:
-        kwargs = {"port": prod.local_port, "tls": False, **kwargs}
-    c = Client(prod, user, **kwargs)  # type: ignore[arg-type]
+def connected(
+    made: list[Client],
+    prod: ProductionBroker,
+    user: str,
+    *,
+    client_id: str | None = None,
+    protocol: MQTTProtocolVersion = paho.MQTTv311,
+    clean: bool = True,
+) -> Client:
+    service = user.startswith("mamaroom.")  # services: the local listener, no TLS
+    c = Client(
+        prod,
+        user,
+        port=prod.local_port if service else None,
+        tls=not service,
+        client_id=client_id,
+        protocol=protocol,
+        clean=clean,
+    )
     made.append(c)
     rc = c.connect()
     assert not rc.is_failure, f"{user}: {rc}\n{prod.log_tail()}"

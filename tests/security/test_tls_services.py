@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from tests.security.broker import Client, ProductionBroker
 from tests.support import ROOT, Proc, Services, wait_for, write_rooms_csv
@@ -65,7 +66,7 @@ def test_device_add_then_a_call_over_tls_end_to_end(tmp_path: Path) -> None:
     svc = Services(
         broker,
         tmp_path,
-        rooms,  # type: ignore[arg-type]
+        rooms,
         MAMAROOM_MQTT__URL=tls_url,
         SSL_CERT_FILE=str(broker.ca),
         MAMAROOM_MQTT__USERNAME="mamaroom.server",
@@ -128,7 +129,10 @@ def test_device_add_then_a_call_over_tls_end_to_end(tmp_path: Path) -> None:
             "call_id": "tls-1",
         }
         node.publish("mr/v1/dev/dev-new/call", json.dumps(call).encode())
-        acks = lambda: [json.loads(p) for p in node.received("mr/v1/dev/dev-new/cmd")]  # noqa: E731
+
+        def acks() -> list[dict[str, Any]]:
+            return [json.loads(p) for p in node.received("mr/v1/dev/dev-new/cmd")]
+
         wait_for(
             lambda: any(a.get("status") == "received" for a in acks()),
             timeout=30,
