@@ -25,6 +25,7 @@ device-add` command that did not exist.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -131,7 +132,25 @@ def run_sh(script: str, root: Path, env: dict[str, str], cwd: Path, **kw: Any) -
         **kw,
     )
     assert proc.returncode == 0, f"{script}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
-    return proc.stdout
+    return str(proc.stdout)
+
+
+def stop_units(pids: list[int]) -> None:
+    """As `systemctl stop`: SIGTERM to each unit's process group, SIGKILL after 30 s."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 def copy_tree(dest: Path) -> None:
@@ -158,6 +177,7 @@ def test_the_deploy_guide_word_for_word(tmp_path: Path) -> None:
     (root / "log").mkdir()
     (root / "run").mkdir()
     broker = ProductionBroker(tmp_path / "broker").start()
+    assert broker.proc is not None
     port = free_port()
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -344,21 +364,7 @@ def test_the_deploy_guide_word_for_word(tmp_path: Path) -> None:
             )
             assert http.get("/readyz").status_code == 503
     finally:
-        for pid in started:
-            try:
-                os.killpg(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for pid in started:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.1)
-            else:
-                os.killpg(pid, signal.SIGKILL)
+        stop_units(started)
         paging.stop.set()
         paging.join(5)
         os.close(pager_master)
