@@ -20,15 +20,23 @@ async def purge(
 ) -> None:
     """Count, confirm (unless `yes`), delete batch by batch, say what went."""
     from server.alerts_db import AlertsDb
-    from server.services.retention import alerts, delete_before, reminders
+    from server.services.retention import alerts, delete_before, reminders, wechat
     from server.services.webpush import PushDb
+    from server.services.wechat import WechatDb
 
-    out = Console()
+    out = Console(soft_wrap=True)  # lines a script can grep, whatever the width
     push, alerts_db = PushDb(settings.server_db_path), AlertsDb(settings.server_db_path)
+    wechat_db = WechatDb(settings.server_db_path)
     await push.open()
+    await wechat_db.open()
     await alerts_db.open()
     try:
-        kinds = [reminders(push), alerts(alerts_db, settings.retention)]
+        kinds = [
+            reminders(push),
+            wechat(wechat_db, "wechat_reminders"),
+            wechat(wechat_db, "wechat_sessions"),
+            alerts(alerts_db, settings.retention),
+        ]
         counts = [await k.count(before_ms) for k in kinds]
         out.print(
             f"Records from before {day} 00:00 ({settings.timezone}) in {settings.server_db_path}:",
@@ -37,7 +45,7 @@ async def purge(
         )
         for found in counts:
             for key, n in found.items():
-                out.print(f"  {key:<14} {n:>9,}", markup=False, highlight=False)
+                out.print(f"  {key:<16} {n:>9,}", markup=False, highlight=False)
         out.print("  (open alerts are kept, however old)", markup=False, highlight=False)
         if dry_run:
             out.print("Dry run: nothing deleted.")
@@ -68,4 +76,5 @@ async def purge(
         )
     finally:
         await alerts_db.close()
+        await wechat_db.close()
         await push.close()

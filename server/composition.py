@@ -47,6 +47,7 @@ from server.services.outages import OutageWatch
 from server.services.registry import RegistryService
 from server.services.retention import Retention, reminders
 from server.services.retention import alerts as retention_alerts
+from server.services.retention import wechat as retention_wechat
 from server.services.rooms import LiveRooms
 from server.services.roster import Roster, RosterDb
 from server.services.site import SiteService, read_site_file
@@ -166,7 +167,13 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
     # Privacy by default: lapsed reminders and old alert timelines are deleted
     # (docs/privacy.md). Every server applies it; deleting twice deletes nothing.
     retention = Retention(
-        settings.retention, [reminders(push.db), retention_alerts(alerts_db, settings.retention)]
+        settings.retention,
+        [
+            reminders(push.db),
+            retention_wechat(wechat_db, "wechat_reminders"),
+            retention_wechat(wechat_db, "wechat_sessions"),
+            retention_alerts(alerts_db, settings.retention),
+        ],
     )
 
     # Device-outage alerts come from the server that handles calls.

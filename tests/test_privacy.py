@@ -24,6 +24,7 @@ import pytest
 
 from server.alerts_db import AlertsDb
 from server.services.webpush import PushDb
+from server.services.wechat import WechatDb
 from server.surfaces import PUBLIC, PUBLIC_STATIC, SURFACE_HEADER
 from tests.support import ROOT, Device, Mosquitto, Services, wait_for
 from tests.test_webpush import Browser
@@ -194,7 +195,7 @@ def seed(db_path: Path, now_ms: int) -> dict[str, int]:
     own schema first (its classes), then plain SQL for the past."""
 
     async def schema() -> None:
-        for db in (AlertsDb(db_path), PushDb(db_path)):
+        for db in (AlertsDb(db_path), PushDb(db_path), WechatDb(db_path)):
             await db.open()
             await db.close()
 
@@ -363,6 +364,15 @@ def test_purge_before_a_date(tmp_path: Path) -> None:
                 now_ms - 40 * DAY_MS + 7_200_000,
             ),
         )
+        # A WeChat reminder and its OAuth session from long ago (openid: the mother).
+        db.execute(
+            "INSERT INTO wechat_reminders VALUES ('o-ancient', '[]', 'zh', ?, ?)",
+            (now_ms - 40 * DAY_MS, now_ms - 40 * DAY_MS + 7_200_000),
+        )
+        db.execute(
+            "INSERT INTO wechat_sessions VALUES ('h-ancient', 'o-ancient', ?)",
+            (now_ms - 40 * DAY_MS + 7_200_000,),
+        )
         db.executemany(
             "INSERT INTO alerts (kind, priority, status, raised_at_ms,"
             " resolved_at_ms) VALUES ('call', 'high', 'resolved', ?, ?)",
@@ -387,7 +397,10 @@ def test_purge_before_a_date(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "deleting alerts: 500 of 1,203" in out.stdout  # progress, batch by batch
     assert "deleting alerts: 1,203 of 1,203" in out.stdout
-    assert "Deleted: reminders 1, alerts 1,203, alert_events 6, joined_calls 1." in out.stdout
+    assert (
+        "Deleted: reminders 1, wechat_reminders 1, wechat_sessions 1,"
+        " alerts 1,203, alert_events 6, joined_calls 1." in out.stdout
+    ), out.stdout
     left = rows(db_path)
     # Kept: what closed within the last 30 days, the open alert, the
     # reminders set since, the staff phone.

@@ -33,6 +33,7 @@ from mamaroom.logs import get_logger
 from mamaroom.storage import StorageError
 from server.alerts_db import AlertsDb
 from server.services.webpush import PushDb
+from server.services.wechat import WechatDb
 
 log = get_logger(__name__)
 DAY_MS = 86_400_000
@@ -68,6 +69,22 @@ def reminders(db: PushDb) -> Records:
         return {"reminders": await db.delete_lapsed(now_ms, limit)}
 
     return Records("reminders", count, delete, expire)
+
+
+def wechat(db: WechatDb, table: str) -> Records:
+    """A mother's WeChat reminders (her openid) or OAuth sessions (cookie →
+    openid): `wechat_reminders` or `wechat_sessions`."""
+
+    async def count(before_ms: int) -> dict[str, int]:
+        return {table: await db.count_made_before(table, before_ms)}
+
+    async def delete(before_ms: int, limit: int) -> dict[str, int]:
+        return {table: await db.delete_made_before(table, before_ms, limit)}
+
+    async def expire(now_ms: int, limit: int) -> dict[str, int]:
+        return {table: await db.delete_lapsed(table, now_ms, limit)}
+
+    return Records(table, count, delete, expire)
 
 
 def alerts(db: AlertsDb, settings: RetentionSettings) -> Records:

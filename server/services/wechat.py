@@ -201,6 +201,48 @@ class WechatDb(SqliteDatabase):
 
         return await self._run(run)
 
+    # Retention and `mamaroom purge` (server/services/retention.py): by when
+    # each row was made. A session keeps only its expiry, SESSION_TTL_S after
+    # it was made.
+    _MADE = {  # noqa: RUF012 (a constant of the class, never mutated)
+        "wechat_reminders": ("openid", "created_ms"),
+        "wechat_sessions": ("sid_hash", f"expires_ms - {int(SESSION_TTL_S * 1000)}"),
+    }
+
+    async def count_made_before(self, table: str, before_ms: int) -> int:
+        """Rows of `table` (wechat_reminders, wechat_sessions) made before `before_ms`."""
+        _key, made = self._MADE[table]
+        row = await self._run(
+            lambda db: db.execute(
+                f"SELECT count(*) FROM {table} WHERE {made} < ?", (before_ms,)
+            ).fetchone()
+        )
+        return int(row[0])
+
+    async def delete_made_before(self, table: str, before_ms: int, limit: int) -> int:
+        """One batch of the rows of `table` made before `before_ms`."""
+        key, made = self._MADE[table]
+        return await self._run(
+            lambda db: _delete(
+                db,
+                f"DELETE FROM {table} WHERE {key} IN"
+                f" (SELECT {key} FROM {table} WHERE {made} < ? LIMIT ?)",
+                (before_ms, limit),
+            )
+        )
+
+    async def delete_lapsed(self, table: str, now_ms: int, limit: int) -> int:
+        """One batch of the rows of `table` past their expiry."""
+        key, _made = self._MADE[table]
+        return await self._run(
+            lambda db: _delete(
+                db,
+                f"DELETE FROM {table} WHERE {key} IN"
+                f" (SELECT {key} FROM {table} WHERE expires_ms < ? LIMIT ?)",
+                (now_ms, limit),
+            )
+        )
+
 
 def _delete(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> int:
     with db:
