@@ -15,6 +15,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from mamaroom.contract import RegistryRoom, check_hours
+from mamaroom.said import HOURS_ZH as _VALUE_HOURS_ZH
+from mamaroom.said import Said, validation
 
 REQUIRED_COLUMNS = ("room_id", "name", "name_en", "building", "floor")
 OPTIONAL_COLUMNS = (
@@ -34,9 +36,15 @@ _FALSE = {"0", "no", "n", "false", "否", "停用"}
 class RowProblem:
     line: int
     message: str
+    #: The same in Chinese, for the admin page (mamaroom/said.py).
+    message_zh: str = ""
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.message}"
+
+    @property
+    def said(self) -> Said:
+        return Said(str(self), f"第 {self.line} 行：{self.message_zh or self.message}")
 
 
 class RoomsCsvError(ValueError):
@@ -54,7 +62,9 @@ def read_rooms_csv(path: Path) -> list[RegistryRoom]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise RoomsCsvError(str(path), [RowProblem(0, f"cannot read: {exc.strerror}")]) from None
+        raise RoomsCsvError(
+            str(path), [RowProblem(0, f"cannot read: {exc.strerror}", f"无法读取：{exc.strerror}")]
+        ) from None
     return parse_rooms_csv(data, source=str(path))
 
 
@@ -65,13 +75,28 @@ def parse_rooms_csv(data: bytes, source: str = "rooms.csv") -> list[RegistryRoom
     except UnicodeDecodeError as exc:
         raise RoomsCsvError(
             source,
-            [RowProblem(0, f"not UTF-8 (byte {exc.start}); in Excel use 'Save as: CSV UTF-8'")],
+            [
+                RowProblem(
+                    0,
+                    f"not UTF-8 (byte {exc.start}); in Excel use 'Save as: CSV UTF-8'",
+                    f"不是 UTF-8 编码（第 {exc.start} 字节）；在 Excel 中请“另存为 CSV UTF-8”",
+                )
+            ],
         ) from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
-        raise RoomsCsvError(source, [RowProblem(1, f"missing column(s): {', '.join(missing)}")])
+        raise RoomsCsvError(
+            source,
+            [
+                RowProblem(
+                    1,
+                    f"missing column(s): {', '.join(missing)}",
+                    f"缺少列：{', '.join(missing)}",
+                )
+            ],
+        )
     reader.fieldnames = header
 
     problems: list[RowProblem] = []
@@ -83,25 +108,29 @@ def parse_rooms_csv(data: bytes, source: str = "rooms.csv") -> list[RegistryRoom
         if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
             continue  # blank line
         if None in row:
-            problems.append(RowProblem(line, "more cells than columns"))
+            problems.append(RowProblem(line, "more cells than columns", "单元格比列多"))
             continue
         cells = {k: (v or "").strip() for k, v in row.items()}
         try:
             room = _room_from_cells(cells)
         except (ValueError, ValidationError) as exc:
-            problems.append(RowProblem(line, _explain(exc)))
+            problems.append(RowProblem(line, *_explain(exc)))
             continue
         if room.id in room_lines:
             problems.append(
                 RowProblem(
-                    line, f"duplicate room {room.id!r} (first on line {room_lines[room.id]})"
+                    line,
+                    f"duplicate room {room.id!r} (first on line {room_lines[room.id]})",
+                    f"房间 {room.id!r} 重复（第一次出现在第 {room_lines[room.id]} 行）",
                 )
             )
             continue
         if room.device and room.device in device_lines:
             problems.append(
                 RowProblem(
-                    line, f"device {room.device!r} already used on line {device_lines[room.device]}"
+                    line,
+                    f"device {room.device!r} already used on line {device_lines[room.device]}",
+                    f"设备 {room.device!r} 已在第 {device_lines[room.device]} 行使用",
                 )
             )
             continue
@@ -112,7 +141,7 @@ def parse_rooms_csv(data: bytes, source: str = "rooms.csv") -> list[RegistryRoom
     if problems:
         raise RoomsCsvError(source, problems)
     if not rooms:
-        raise RoomsCsvError(source, [RowProblem(1, "no rooms in file")])
+        raise RoomsCsvError(source, [RowProblem(1, "no rooms in file", "文件中没有房间")])
     return rooms
 
 
@@ -121,11 +150,24 @@ def _room_from_cells(cells: dict[str, str]) -> RegistryRoom:
     try:
         floor = int(floor_text)
     except ValueError:
-        raise ValueError(f"floor must be a whole number, got {floor_text!r}") from None
-    hours = check_hours(cells.get("hours", ""))
+        raise CellError(
+            Said(
+                f"floor must be a whole number, got {floor_text!r}",
+                f"楼层：必须是整数（填的是 {floor_text!r}）",
+            )
+        ) from None
+    try:
+        hours = check_hours(cells.get("hours", ""))
+    except ValueError as exc:
+        raise CellError(Said(str(exc), f"开放时间：{_VALUE_HOURS_ZH}")) from None
     in_service_text = cells.get("in_service", "").lower()
     if in_service_text not in _TRUE | _FALSE:
-        raise ValueError(f"in_service must be yes or no, got {cells['in_service']!r}")
+        raise CellError(
+            Said(
+                f"in_service must be yes or no, got {cells['in_service']!r}",
+                f"是否启用：必须是 yes 或 no（填的是 {cells['in_service']!r}）",
+            )
+        )
     access = cells.get("access", "") or "public"
     amenities = [a.strip() for a in re.split(r"[;；、]", cells.get("amenities", "")) if a.strip()]
     return RegistryRoom(
@@ -144,15 +186,25 @@ def _room_from_cells(cells: dict[str, str]) -> RegistryRoom:
     )
 
 
-def _explain(exc: Exception) -> str:
+def _explain(exc: Exception) -> Said:
     if isinstance(exc, ValidationError):
-        names = {"id": "room_id"}
-        parts = []
-        for err in exc.errors():
-            field = names.get(str(err["loc"][0]), str(err["loc"][0])) if err["loc"] else "row"
-            parts.append(f"{field}: {err['msg']} (got {err.get('input')!r})")
-        return "; ".join(parts)
-    return str(exc)
+        # The CSV's column names: `room_id`, not the model's `id`.
+        errors = [
+            {**e, "loc": tuple("room_id" if p == "id" else p for p in e["loc"])}
+            for e in exc.errors()
+        ]
+        return validation(errors)
+    if isinstance(exc, CellError):
+        return exc.said
+    return Said(str(exc), str(exc))
+
+
+class CellError(ValueError):
+    """A cell the CSV reader itself refuses, said in both languages."""
+
+    def __init__(self, said: Said) -> None:
+        super().__init__(said.en)
+        self.said = said
 
 
 def write_rooms_csv(rooms: list[RegistryRoom]) -> str:

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 import dashboard
+from mamaroom import said
 from mamaroom.config import Settings
 from mamaroom.logs import get_logger
 from server.api import admin, auth, devices, health, pages, public, rooms
@@ -55,7 +60,18 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(ServerError)
     async def server_error(_: Request, exc: ServerError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
+        body: dict[str, Any] = {"detail": exc.detail}
+        if exc.detail_zh is not None:
+            body["detail_zh"] = exc.detail_zh
+        return JSONResponse(body, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer, plus the same in Chinese for the admin page.
+        answer = await request_validation_exception_handler(request, exc)
+        body = json.loads(bytes(answer.body))
+        body["detail_zh"] = said.validation(exc.errors()).zh
+        return JSONResponse(body, status_code=answer.status_code)
 
     # Innermost first: the public surface's 404 still gets the security headers.
     app.add_middleware(PublicSurface)

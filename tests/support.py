@@ -553,9 +553,8 @@ class Services:
         """A request as the admin account (logged in once per server start)."""
         if getattr(self, "_token", None) is None:
             self._token = self.login("admin", self.ADMIN_PASSWORD)
-        return self.http.request(
-            method, path, headers={"Authorization": f"Bearer {self._token}"}, **kwargs
-        )
+        headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {self._token}"}
+        return self.http.request(method, path, headers=headers, **kwargs)
 
 
 RESULTS_CHAOS = ROOT / "bench" / "RESULTS-chaos.md"

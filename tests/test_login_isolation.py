@@ -207,7 +207,9 @@ def test_password_policy_in_the_admin_api_and_the_cli(strict: Services) -> None:
 )
 def test_password_rules(name: str, password: str, why: str | None) -> None:
     problem = password_problem(name, password)
-    assert (problem is None) if why is None else (problem is not None and why in problem)
+    assert (problem is None) if why is None else (problem is not None and why in problem.en)
+    # Said in both languages: the admin page shows the Chinese.
+    assert problem is None or "密码" in problem.zh
 
 
 class FakeClock:

@@ -100,7 +100,9 @@
     const type = r.headers.get("Content-Type") || "";
     const data = r.status === 204 ? null : type.includes("json") ? await r.json() : await r.text();
     if (!r.ok) {
-      const err = new Error((data && data.detail && (typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail))) || r.statusText);
+      // What the server refused, in the page's language (detail_zh: mamaroom/said.py).
+      const detail = data && (MR.lang === "zh" && data.detail_zh ? data.detail_zh : data.detail);
+      const err = new Error((detail && (typeof detail === "string" ? detail : JSON.stringify(detail))) || r.statusText);
       err.status = r.status;
       throw err;
     }

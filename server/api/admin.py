@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Path, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from mamaroom.config import DutyShift
 from mamaroom.contract import DEVICE_ID_PATTERN, DeviceId, Hours, Registry, RegistryRoom
 from mamaroom.registry import RoomsCsvError, parse_rooms_csv, write_rooms_csv
+from mamaroom.said import Said
 from server.context import Ctx
+from server.errors import Conflict, Invalid, NotFound, TooLarge
 from server.security import require
 from server.services.accounts import NAME_PATTERN, PasswordPolicyError, Role, User
 
@@ -44,9 +46,11 @@ async def get_registry(ctx: Ctx) -> Registry:
 @router.put("/rooms/{room_id}", response_model=RegistryRoom)
 async def put_room(ctx: Ctx, room_id: str, room: RegistryRoom) -> RegistryRoom:
     if room.id != room_id:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"room id in body ({room.id}) differs from the path ({room_id})",
+        raise Invalid(
+            Said(
+                f"room id in body ({room.id}) differs from the path ({room_id})",
+                f"请求中的房间编号（{room.id}）与地址中的（{room_id}）不一致",
+            )
         )
     return await ctx.registry.put_room(room)
 
@@ -113,7 +117,7 @@ async def put_user(
     try:
         await ctx.accounts.add_user(name, body.role, body.password)
     except PasswordPolicyError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+        raise Invalid(exc.said) from None
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -122,9 +126,9 @@ async def disable_user(
     ctx: Ctx, name: str, user: Annotated[User, Depends(require("admin"))]
 ) -> Response:
     if name == user.name:
-        raise HTTPException(status.HTTP_409_CONFLICT, "you cannot disable your own account")
+        raise Conflict(Said("you cannot disable your own account", "不能停用自己的账号"))
     if not await ctx.accounts.disable(name):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no account {name!r}")
+        raise NotFound(Said(f"no account {name!r}", f"没有账号 {name!r}"))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -175,13 +179,11 @@ async def import_rooms_csv(ctx: Ctx, request: Request, apply: bool = False) -> C
     it replaces the whole registry in one new version."""
     data = await request.body()
     if len(data) > 2_000_000:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "the file is larger than 2 MB")
+        raise TooLarge(Said("the file is larger than 2 MB", "文件超过 2 MB"))
     try:
         rooms = parse_rooms_csv(data, source="upload")
     except RoomsCsvError as exc:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, [str(p) for p in exc.problems]
-        ) from None
+        raise Invalid([p.said for p in exc.problems]) from None
     removed = await ctx.registry.import_rooms(rooms, apply=apply)
     return CsvImport(rooms=len(rooms), applied=apply, removed=removed)
 

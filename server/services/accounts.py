@@ -30,6 +30,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from mamaroom.config import AuthSettings
 from mamaroom.logs import get_logger
+from mamaroom.said import Said
 from mamaroom.storage.sqlite_base import SqliteDatabase
 from server.connections import LogSummary
 
@@ -71,6 +72,10 @@ class AccountError(Exception):
 class PasswordPolicyError(AccountError):
     """A password the policy refuses; the message says which rule."""
 
+    def __init__(self, said: Said) -> None:
+        super().__init__(said.en)
+        self.said = said
+
 
 #: Passwords shorter than this need not be looked up: the length rule refuses them.
 _DENYLIST_FROM = 8
@@ -88,7 +93,7 @@ def _common_passwords() -> frozenset[str]:
     return frozenset(p.casefold() for p in FREQUENCY_LISTS["passwords"] if len(p) >= _DENYLIST_FROM)
 
 
-def password_problem(name: str, password: str, min_length: int = 10) -> str | None:
+def password_problem(name: str, password: str, min_length: int = 10) -> Said | None:
     """Why `password` may not be `name`'s password, or None if it may.
 
     The rules: at least `min_length` characters once the user's name is taken
@@ -97,16 +102,26 @@ def password_problem(name: str, password: str, min_length: int = 10) -> str | No
     folded = password.casefold()
     without_name = folded.replace(name.casefold(), "") if name else folded
     if len(password.strip()) < min_length:
-        return f"passwords need at least {min_length} characters"
+        return Said(
+            f"passwords need at least {min_length} characters",
+            f"密码至少需要 {min_length} 个字符",
+        )
     if len(without_name.strip()) < min_length:
-        return (
+        return Said(
             f"the password must not be the user's name: it needs {min_length} "
-            "characters besides the name"
+            "characters besides the name",
+            f"密码不能是用户名：除用户名外还需要 {min_length} 个字符",
         )
     if len(set(folded)) < MIN_DISTINCT:
-        return f"the password needs at least {MIN_DISTINCT} different characters"
+        return Said(
+            f"the password needs at least {MIN_DISTINCT} different characters",
+            f"密码至少需要 {MIN_DISTINCT} 个不同的字符",
+        )
     if folded in _common_passwords() or folded.strip() in _common_passwords():
-        return "this is one of the most common passwords; choose another"
+        return Said(
+            "this is one of the most common passwords; choose another",
+            "这是最常见的密码之一，请换一个",
+        )
     return None
 
 

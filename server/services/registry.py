@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from mamaroom.contract import Registry, RegistryRoom
 from mamaroom.logs import get_logger
 from mamaroom.registry import read_rooms_csv
+from mamaroom.said import Said, validation
 from server.db import ServerDb
 from server.errors import Conflict, Invalid, NotFound
 
@@ -74,7 +75,7 @@ class RegistryService:
         for room in self.current.rooms:
             if room.id == room_id:
                 return room
-        raise NotFound(f"no room {room_id!r}")
+        raise NotFound(Said(f"no room {room_id!r}", f"没有房间 {room_id!r}"))
 
     async def put_room(self, room: RegistryRoom) -> RegistryRoom:
         """Create or replace one room."""
@@ -90,7 +91,7 @@ class RegistryService:
             try:
                 room = RegistryRoom.model_validate({**old.model_dump(), **changes, "id": room_id})
             except ValidationError as exc:
-                raise Invalid(str(exc.errors(include_url=False))) from None
+                raise Invalid(validation(exc.errors(include_url=False))) from None
             others = [r for r in self.current.rooms if r.id != room_id]
             self._check_device(room, others)
             await self._save([*others, room])
@@ -141,7 +142,12 @@ class RegistryService:
         if room.device:
             for other in others:
                 if other.device == room.device:
-                    raise Conflict(f"device {room.device!r} is already in room {other.id!r}")
+                    raise Conflict(
+                        Said(
+                            f"device {room.device!r} is already in room {other.id!r}",
+                            f"设备 {room.device!r} 已在房间 {other.id!r}",
+                        )
+                    )
 
     async def _save(self, rooms: list[RegistryRoom]) -> None:
         self._current = await self._db.replace_rooms(rooms)

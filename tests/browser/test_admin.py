@@ -6,6 +6,7 @@ from __future__ import annotations
 from playwright.sync_api import FilePayload, Page, expect
 
 from tests.browser.conftest import axe_violations, screenshot
+from tests.browser.test_languages import foreign
 from tests.browser.test_staff import login
 from tests.support import DeviceFactory, Services, wait_for
 
@@ -53,7 +54,21 @@ def test_admin_page(services: Services, device_factory: DeviceFactory, page: Pag
         "#csv-file",
         files=[FilePayload(name="bad.csv", mimeType="text/csv", buffer=b"room_id,name\nX,y\n")],
     )
-    expect(page.locator("#panel-rooms")).to_contain_text("missing column", timeout=LIVE_TIMEOUT)
+    expect(page.locator("#panel-rooms")).to_contain_text("缺少列", timeout=LIVE_TIMEOUT)
+    # A row the server refuses: said in the page's language (mamaroom/said.py).
+    page.set_input_files(
+        "#csv-file",
+        files=[
+            FilePayload(
+                name="bad.csv",
+                mimeType="text/csv",
+                buffer=(CSV.splitlines()[0] + "\nT1-0501,五楼,5F,一号楼,Bldg 1,五楼,\n").encode(),
+            )
+        ],
+    )
+    problem = page.locator("#panel-rooms .error + ul li").first
+    expect(problem).to_contain_text("第 2 行：楼层：必须是整数", timeout=LIVE_TIMEOUT)
+    assert foreign("zh", [problem.inner_text()]) == []
 
     # Adopt a device seen on the broker, then move another one.
     stranger = device_factory("dev-new")
