@@ -28,9 +28,8 @@ from zoneinfo import ZoneInfo
 
 from mamaroom.config import Settings
 from mamaroom.logs import get_logger
-from mamaroom.storage import StorageError, TrendsStore
-from mamaroom.storage.influx import InfluxStore
-from mamaroom.storage.sqlite import SqliteStore
+from mamaroom.storage import StorageError
+from mamaroom.storage.stores import open_stores
 from paging.registry import build_channels
 from server.alerts_db import AlertsDb
 from server.api.pages import public_url, staff_url
@@ -69,7 +68,11 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
 
     # Storage: the server's database (several parts' tables) and the time series.
     db = await _opened(stack, ServerDb(settings.server_db_path))
-    store = await _opened(stack, SqliteStore(settings.store_path))
+    # Reads and rollups only: an InfluxDB spool stays the gateway's (never opened).
+    stores = open_stores(settings, gateway="server-trends", telemetry_retention=False)
+    if stores.influx is not None:
+        stack.push_async_callback(stores.influx.client.close)
+    store = await _opened(stack, stores.state)
     registry = RegistryService(db, settings.rooms_csv)
     current = await registry.load()
     alerts_db = await _opened(stack, AlertsDb(settings.server_db_path))
@@ -148,17 +151,9 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
     wechat_db = await _opened(stack, WechatDb(settings.server_db_path))
     wechat = WechatService(settings.wechat, wechat_db, public_url(settings), tz)
     stack.push_async_callback(wechat.close)
-    trends_store: TrendsStore = store
-    if settings.storage.backend == "influxdb":
-        # Reads and rollups only: the spool stays the gateway's (never opened).
-        influx = InfluxStore(
-            settings.storage.influxdb, settings.spool_path, gateway="server-trends"
-        )
-        stack.push_async_callback(influx.client.close)
-        trends_store = influx
     trends = TrendsService(
         settings,
-        trends_store,
+        stores.series,
         await _opened(stack, CallsDb(settings.server_db_path)),
         lambda: registry.current.rooms,
     )
@@ -201,6 +196,7 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
         settings=settings,
         db=db,
         store=store,
+        audit_path=stores.audit_path,
         registry=registry,
         rooms=live,
         mqtt=mqtt,
