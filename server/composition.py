@@ -31,13 +31,12 @@ from mamaroom.logs import get_logger
 from mamaroom.storage import StorageError
 from mamaroom.storage.stores import open_stores
 from paging.registry import build_channels
-from server.alerts_db import AlertsDb
 from server.api.pages import public_url, staff_url
 from server.context import ServerContext
-from server.db import ServerDb
+from server.database import ServerDatabase
 from server.mqtt_link import ServerMqtt
 from server.notify.wiring import call_text, link_watcher, page_recorder
-from server.services.accounts import AccountsDb, LoginLimiter
+from server.services.accounts import LoginLimiter
 from server.services.alerts import AlertService, present
 from server.services.call_journal import CallJournal
 from server.services.escalation import Escalator, paging_gaps
@@ -47,12 +46,12 @@ from server.services.registry import RegistryService
 from server.services.retention import Retention, reminders
 from server.services.retention import alerts as retention_alerts
 from server.services.rooms import LiveRooms
-from server.services.roster import Roster, RosterDb
+from server.services.roster import Roster
 from server.services.site import SiteService, read_site_file
-from server.services.trends import CallsDb, TrendsService
+from server.services.trends import TrendsService
 from server.services.waits import WaitPredictor
-from server.services.webpush import PushDb, WebPush
-from server.services.wechat import WechatDb, WechatService
+from server.services.webpush import WebPush
+from server.services.wechat import WechatService
 from server.services.welfare import WelfareCheck
 
 log = get_logger(__name__)
@@ -66,8 +65,10 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
     role = settings.server.role
     handles_calls = role != "web"
 
-    # Storage: the server's database (several parts' tables) and the time series.
-    db = await _opened(stack, ServerDb(settings.server_db_path))
+    # Storage: the server's database (several parts' tables, two connections:
+    # server/database.py) and the time series.
+    database = await _opened(stack, ServerDatabase(settings))
+    db, alerts_db, accounts = database.registry, database.alerts, database.accounts
     # Reads and rollups only: an InfluxDB spool stays the gateway's (never opened).
     stores = open_stores(settings, gateway="server-trends", telemetry_retention=False)
     if stores.influx is not None:
@@ -75,8 +76,6 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
     store = await _opened(stack, stores.state)
     registry = RegistryService(db, settings.rooms_csv)
     current = await registry.load()
-    alerts_db = await _opened(stack, AlertsDb(settings.server_db_path))
-    accounts = await _opened(stack, AccountsDb(settings.server_db_path, settings.auth))
 
     # The call path: MQTT in → alerts → MQTT out (the node's lamp), consoles, escalation.
     alerts = AlertService(alerts_db, journal=CallJournal(settings.call_journal_path))
@@ -135,12 +134,12 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
             escalator.add_channel(channel)
 
     # The pages' services: site layout, wait estimates, roster, Web Push, trends.
-    roster = Roster(await _opened(stack, RosterDb(settings.server_db_path)), settings.escalation)
+    roster = Roster(database.roster, settings.escalation)
     await roster.load()
     site = SiteService(read_site_file(settings.pages.site_file), settings.pages.near_minutes)
     waits = WaitPredictor(store, settings.pages.wait_history_days)
     push = WebPush(
-        await _opened(stack, PushDb(settings.server_db_path)),
+        database.push,
         settings.pages,
         public_url(settings),
         lambda room_id: _room_name(registry, room_id),
@@ -148,13 +147,12 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
     )
     # The park's WeChat service account: reminders as subscription messages.
     # Not in a `calls` server: nothing of the mothers' pages is near the call path.
-    wechat_db = await _opened(stack, WechatDb(settings.server_db_path))
-    wechat = WechatService(settings.wechat, wechat_db, public_url(settings), tz)
+    wechat = WechatService(settings.wechat, database.wechat, public_url(settings), tz)
     stack.push_async_callback(wechat.close)
     trends = TrendsService(
         settings,
         stores.series,
-        await _opened(stack, CallsDb(settings.server_db_path)),
+        database.trend_calls,
         lambda: registry.current.rooms,
     )
 
