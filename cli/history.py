@@ -29,6 +29,7 @@ from mamaroom.storage import Record, refresh_rollups
 from mamaroom.storage.influx import InfluxStore
 from mamaroom.storage.rollups import DAY_MS, HOUR_MS, MINUTE_MS
 from mamaroom.storage.sqlite import SqliteStore
+from mamaroom.storage.stores import open_stores
 from server.history import HistoricCall
 
 log = get_logger(__name__)
@@ -271,18 +272,8 @@ async def generate_span(
     `fill`: start after the last message the span already holds instead
     (the demo: its earlier runs' history and live data stay as they are)."""
     tz = ZoneInfo(settings.timezone)
-    store: SqliteStore | InfluxStore
-    influx: InfluxStore | None = None
-    if backend == "influxdb":
-        influx = InfluxStore(
-            settings.storage.influxdb,
-            settings.spool_path,
-            gateway="history",
-            telemetry_retention_days=settings.storage.telemetry_retention_days,
-        )
-        store = influx
-    else:
-        store = SqliteStore(settings.store_path)
+    stores = open_stores(settings, gateway="history", backend=backend)
+    store, influx = stores.series, stores.influx
     await store.open()
     drainer = asyncio.create_task(influx.run_drainer()) if influx else None
     counts = {"occupancy": 0, "telemetry": 0, "call": 0, "duplicates": 0, "rollups": 0}

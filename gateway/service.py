@@ -57,9 +57,8 @@ from mamaroom.contract import (
 from mamaroom.logs import get_logger
 from mamaroom.storage import Record, RefusedError, StorageError, Store, refresh_rollups
 from mamaroom.storage.dead_letters import NewDeadLetter
-from mamaroom.storage.influx import InfluxStore
 from mamaroom.storage.rollups import HOUR_MS
-from mamaroom.storage.sqlite import SqliteStore
+from mamaroom.storage.stores import open_stores
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -105,21 +104,15 @@ class Gateway:
         self._warned: dict[tuple[str, str], int] = {}
         self.metrics = GatewayMetrics()
         # Device health, room states, unknown devices: always the embedded store.
-        self.state_store = SqliteStore(settings.store_path)
-        self.series: Store
-        self.influx: InfluxStore | None = None
-        if settings.storage.backend == "influxdb":
-            self.influx = InfluxStore(
-                settings.storage.influxdb,
-                settings.spool_path,
-                gateway=settings.gateway.client_id,
-                telemetry_retention_days=settings.storage.telemetry_retention_days,
-                on_batch=self._influx_batch,
-                on_error=self.metrics.influx_errors.inc,
-            )
-            self.series = self.influx
-        else:
-            self.series = self.state_store
+        stores = open_stores(
+            settings,
+            gateway=settings.gateway.client_id,
+            on_batch=self._influx_batch,
+            on_error=self.metrics.influx_errors.inc,
+        )
+        self.state_store = stores.state
+        self.series: Store = stores.series
+        self.influx = stores.influx
         self.tracker = RoomTracker(settings.gateway.supervision_s, mono=mono)
         #: Room state changes since the last summary line.
         self.state_changes = 0

@@ -28,17 +28,15 @@ from zoneinfo import ZoneInfo
 
 from mamaroom.config import Settings
 from mamaroom.logs import get_logger
-from mamaroom.storage import StorageError, TrendsStore
-from mamaroom.storage.influx import InfluxStore
-from mamaroom.storage.sqlite import SqliteStore
+from mamaroom.storage import StorageError
+from mamaroom.storage.stores import open_stores
 from paging.registry import build_channels
-from server.alerts_db import AlertsDb
 from server.api.pages import public_url, staff_url
 from server.context import ServerContext
-from server.db import ServerDb
+from server.database import ServerDatabase
 from server.mqtt_link import ServerMqtt
 from server.notify.wiring import call_text, link_watcher, page_recorder
-from server.services.accounts import AccountsDb, LoginLimiter
+from server.services.accounts import LoginLimiter
 from server.services.alerts import AlertService, present
 from server.services.call_journal import CallJournal
 from server.services.escalation import Escalator, paging_gaps
@@ -49,12 +47,12 @@ from server.services.retention import Retention, reminders
 from server.services.retention import alerts as retention_alerts
 from server.services.retention import wechat as retention_wechat
 from server.services.rooms import LiveRooms
-from server.services.roster import Roster, RosterDb
+from server.services.roster import Roster
 from server.services.site import SiteService, read_site_file
-from server.services.trends import CallsDb, TrendsService
+from server.services.trends import TrendsService
 from server.services.waits import WaitPredictor
-from server.services.webpush import PushDb, WebPush
-from server.services.wechat import WechatDb, WechatService
+from server.services.webpush import WebPush
+from server.services.wechat import WechatService
 from server.services.welfare import WelfareCheck
 
 log = get_logger(__name__)
@@ -68,13 +66,17 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
     role = settings.server.role
     handles_calls = role != "web"
 
-    # Storage: the server's database (several parts' tables) and the time series.
-    db = await _opened(stack, ServerDb(settings.server_db_path))
-    store = await _opened(stack, SqliteStore(settings.store_path))
+    # Storage: the server's database (several parts' tables, two connections:
+    # server/database.py) and the time series.
+    database = await _opened(stack, ServerDatabase(settings))
+    db, alerts_db, accounts = database.registry, database.alerts, database.accounts
+    # Reads and rollups only: an InfluxDB spool stays the gateway's (never opened).
+    stores = open_stores(settings, gateway="server-trends", telemetry_retention=False)
+    if stores.influx is not None:
+        stack.push_async_callback(stores.influx.client.close)
+    store = await _opened(stack, stores.state)
     registry = RegistryService(db, settings.rooms_csv)
     current = await registry.load()
-    alerts_db = await _opened(stack, AlertsDb(settings.server_db_path))
-    accounts = await _opened(stack, AccountsDb(settings.server_db_path, settings.auth))
 
     # The call path: MQTT in → alerts → MQTT out (the node's lamp), consoles, escalation.
     alerts = AlertService(alerts_db, journal=CallJournal(settings.call_journal_path))
@@ -133,12 +135,12 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
             escalator.add_channel(channel)
 
     # The pages' services: site layout, wait estimates, roster, Web Push, trends.
-    roster = Roster(await _opened(stack, RosterDb(settings.server_db_path)), settings.escalation)
+    roster = Roster(database.roster, settings.escalation)
     await roster.load()
     site = SiteService(read_site_file(settings.pages.site_file), settings.pages.near_minutes)
     waits = WaitPredictor(store, settings.pages.wait_history_days)
     push = WebPush(
-        await _opened(stack, PushDb(settings.server_db_path)),
+        database.push,
         settings.pages,
         public_url(settings),
         lambda room_id: _room_name(registry, room_id),
@@ -146,21 +148,12 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
     )
     # The park's WeChat service account: reminders as subscription messages.
     # Not in a `calls` server: nothing of the mothers' pages is near the call path.
-    wechat_db = await _opened(stack, WechatDb(settings.server_db_path))
-    wechat = WechatService(settings.wechat, wechat_db, public_url(settings), tz)
+    wechat = WechatService(settings.wechat, database.wechat, public_url(settings), tz)
     stack.push_async_callback(wechat.close)
-    trends_store: TrendsStore = store
-    if settings.storage.backend == "influxdb":
-        # Reads and rollups only: the spool stays the gateway's (never opened).
-        influx = InfluxStore(
-            settings.storage.influxdb, settings.spool_path, gateway="server-trends"
-        )
-        stack.push_async_callback(influx.client.close)
-        trends_store = influx
     trends = TrendsService(
         settings,
-        trends_store,
-        await _opened(stack, CallsDb(settings.server_db_path)),
+        stores.series,
+        database.trend_calls,
         lambda: registry.current.rooms,
     )
 
@@ -208,6 +201,7 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
         settings=settings,
         db=db,
         store=store,
+        audit_path=stores.audit_path,
         registry=registry,
         rooms=live,
         mqtt=mqtt,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -32,6 +33,8 @@ class ServerContext:
     settings: Settings
     db: ServerDb
     store: SqliteStore
+    #: The loss audit's file (open_stores): read per request, never kept open.
+    audit_path: Path
     registry: RegistryService
     rooms: LiveRooms
     mqtt: ServerMqtt

@@ -49,9 +49,7 @@ class Devices(BaseModel):
 async def loss_audit(ctx: ServerContext) -> list[SeqGap]:
     """The gateway's loss audit, where every device message meets: the
     embedded store, or the InfluxDB spool's dedupe ledger."""
-    settings = ctx.settings
-    path = settings.spool_path if settings.storage.backend == "influxdb" else settings.store_path
-    return await read_gaps_file(path)
+    return await read_gaps_file(ctx.audit_path)
 
 
 @router.get("/devices", response_model=Devices)

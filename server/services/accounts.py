@@ -31,7 +31,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from mamaroom.config import AuthSettings
 from mamaroom.logs import get_logger
 from mamaroom.said import Said
-from mamaroom.storage.sqlite_base import SqliteDatabase
+from mamaroom.storage.sqlite_base import SqliteConnection, SqliteDatabase
 from server.connections import LogSummary
 
 T = TypeVar("T")
@@ -139,8 +139,14 @@ class AccountsDb(SqliteDatabase):
     component = "accounts"
     schema = SCHEMA
 
-    def __init__(self, path: Path, auth: AuthSettings | None = None) -> None:
-        super().__init__(path)
+    def __init__(
+        self,
+        path: Path,
+        auth: AuthSettings | None = None,
+        *,
+        connection: SqliteConnection | None = None,
+    ) -> None:
+        super().__init__(path, connection=connection)
         self.auth = auth or AuthSettings()
         # argon2-cffi releases the GIL while it hashes, so threads run beside
         # the event loop; each hash takes 0.1-0.2 s of CPU and 64 MiB, so few.
