@@ -21,6 +21,8 @@ help:
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mamaroom needs Python >= 3.11; set PYTHON=python3.11 or newer")'
 	@echo "==> creating $(VENV) and installing mamaroom with its test tools"
+	@# The package names dashboard/vendor (built below by `make vendor`), so it must exist.
+	mkdir -p dashboard/vendor
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --progress-bar on --upgrade pip
 	$(BIN)/python -m pip install --progress-bar on -e '.[test]'
