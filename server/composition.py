@@ -163,8 +163,8 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
         settings.retention,
         [
             reminders(push.db),
-            retention_wechat(wechat_db, "wechat_reminders"),
-            retention_wechat(wechat_db, "wechat_sessions"),
+            retention_wechat(database.wechat, "wechat_reminders"),
+            retention_wechat(database.wechat, "wechat_sessions"),
             retention_alerts(alerts_db, settings.retention),
         ],
     )
