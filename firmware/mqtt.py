@@ -264,7 +264,7 @@ class Client:
         self.connects = 0
         self.inflight = {}  # pid -> [order, packet]: QoS 1 publishes not yet acknowledged
         self.addr = None
-        self.sock = None
+        self.sock: Any = None  # the session's socket (None: no connection)
         self.buf = b""
         self._rb = bytearray(128)
         # ticks of: the connection up (None: not up), the latest packet out, in
@@ -367,15 +367,23 @@ class Client:
         sock = self.sock
         if sock is None:
             raise MQTTError("offline")
-        self._busy = True
+        self._busy = sock  # held for this socket (a session's end frees it: session())
         try:
             # One write, the whole packet in one TCP segment; more only when
             # the socket's buffer is full. Then polled, not queued for the
             # socket: MicroPython's IOQueue.remove() drops both waiters of a
             # socket, so a writer queued there when the session's reader is
-            # cancelled would never be woken.
+            # cancelled would never be woken. A session that ended meanwhile
+            # closed the socket: the send is over (offline), not a crash of
+            # its caller's task on the closed socket's EBADF.
             while pkt:
-                n = sock.write(pkt)
+                if self.sock is not sock:
+                    raise MQTTError("offline")
+                try:
+                    n = sock.write(pkt)
+                except OSError as e:  # reset, broken pipe: the connection is gone
+                    self.dead = True
+                    raise MQTTError("send: %r" % e) from None
                 if n is None:
                     if ticks_diff(ticks_ms(), t0) > SEND_MS:
                         self.dead = True
@@ -384,7 +392,8 @@ class Client:
                 else:
                     pkt = pkt[n:]
         finally:
-            self._busy = False
+            if self._busy is sock:  # (not the next connection's: it may be mid-packet)
+                self._busy = False
         self.tx = ticks_ms()
 
     async def read(self, n):

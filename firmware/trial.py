@@ -4,11 +4,18 @@
 # it acknowledged by the broker (PUBACK). A task restart rolls it back at
 # once; no acknowledged telemetry by the end of the time, too. A release
 # whose publisher crashes, or that never gets a message through, would
-# never deliver a call: it must not stay. (Its own interval, under an hour:
-# time's ticks directly; this file is never replaced by an update.)
+# never deliver a call: it must not stay. Time is read through ticks.py, as
+# everywhere in the firmware (the unix port's clock is the ESP32's period,
+# and accelerated under MAMAROOM_TICKS_FAST). This file is never replaced by
+# an update but ticks.py can be: an update without one is still watched, on
+# time's own ticks (its interval is under an hour: no wrap to fear).
 import asyncio
 import gc
-from time import ticks_diff, ticks_ms
+
+try:
+    from ticks import ticks_diff, ticks_ms
+except ImportError:
+    from time import ticks_diff, ticks_ms  # type: ignore[assignment]
 
 from loader import PTR, read, reset, write
 

@@ -1,7 +1,9 @@
 # The MQTT client's sends never hang (issue 13, item 6): a socket that takes
 # nothing ends the send at its deadline, a cancelled send leaves the client
-# free for the next connection, and a task waiting behind a stuck send gives
-# up too. SEND_MS is made short here; the node's is 10 s.
+# free for the next connection, a task waiting behind a stuck send gives up
+# too, and a send blocked when its session ends is over at once (offline),
+# leaving the next connection's packet alone. SEND_MS is made short here;
+# the node's is 10 s.
 import asyncio
 
 import mqtt
@@ -12,6 +14,21 @@ class Stuck:
 
     def write(self, data):
         return None
+
+
+class Dropped(Stuck):
+    """A stuck socket that its session then closes: a write raises EBADF,
+    as the port's own sockets do once closed."""
+
+    closed = False
+
+    def write(self, data):
+        if self.closed:
+            raise OSError(9)
+        return None
+
+    def close(self):
+        self.closed = True
 
 
 class Open:
@@ -74,3 +91,26 @@ def test_a_send_cancelled_half_way_leaves_the_client_free():
         return c.sock.sent
 
     assert asyncio.run(go()) == b"\xc0\x00"
+
+
+def test_a_send_blocked_when_its_session_ends_gives_up_at_once():
+    c = client()
+    mqtt.SEND_MS = 10000  # not by its deadline
+    old = c.sock = Dropped()
+
+    async def go():
+        t = asyncio.create_task(outcome(c.send(b"\x30\x03\x00\x01x")))
+        await asyncio.sleep_ms(20)  # blocked in the write
+        # The session ends (as session()'s finally does): its socket closed
+        # and forgotten, the flag freed. The next connection's session is
+        # then half-way through a packet of its own.
+        c.sock = None
+        c._busy = False
+        old.close()
+        new = c.sock = Open()
+        c._busy = new
+        return await t, c._busy is new
+
+    got, kept = asyncio.run(go())
+    assert got == "offline", got  # over, and an MQTTError: the publisher's task lives on
+    assert kept and not c.dead  # the next connection left alone

@@ -78,6 +78,9 @@ def test_the_node_across_a_tick_wrap(node_factory: NodeFactory, server: Server) 
     assert not wrapped(node), "the test is too slow: the wrap came before the call"
     assert node.ctl("fault panel") == "ok"  # restarted by the supervisor
     wait_for(lambda: node.logged("task panel ended"), timeout=10, what="the restart")
+    f = feeds(node)
+    wait_for(lambda: feeds(node) > f, timeout=10, what="the watchdog fed before the wrap")
+    assert not wrapped(node), "the test is too slow: the wrap came before the feeding"
     n_tele = len(server.of(dev, "telemetry"))
 
     wait_for(lambda: wrapped(node), timeout=BEFORE_WRAP_MS / 1000 + 30, what="the ticks wrap")
@@ -119,6 +122,26 @@ def test_the_node_across_a_tick_wrap(node_factory: NodeFactory, server: Server) 
     occ = server.of(dev, "occupancy")
     still = [m["still_s"] for m in occ if m["radar"] == "still"]
     assert still and min(still) >= 0 and still == sorted(still), still
+
+    # The stuck timeout works after the wrap too: she moves (the radar
+    # counts again), then keeps still past radar_stuck_s (a ghost again).
+    n_tele = len(server.of(dev, "telemetry"))
+    for state, stuck in (("moving", False), ("still", True)):
+        assert node.ctl(f"radar {state} 120") == "ok"
+        server.wait(
+            dev,
+            "telemetry",
+            lambda t, s=state, k=stuck: (
+                server.of(dev, "telemetry").index(t) >= n_tele
+                and t["radar"] == s
+                and t["radar_stuck"] is k
+            ),
+            timeout=30,
+            what=f"radar {state}, stuck {stuck}, after the wrap",
+            detail=node.log_tail,
+        )
+    assert wrapped(node)
+    occ = server.of(dev, "occupancy")
     tele = server.of(dev, "telemetry")
     ups = [t["uptime_s"] for t in tele]
     assert ups == sorted(ups) and ups[-1] < ups[0] + 600, ups
