@@ -480,7 +480,12 @@ class WechatSettings(_Section):
     #: After "minute quota reached" (45011) a send is tried again this much later.
     quota_retry_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
 
+    #: The token of the account's server URL (服务器配置 → 令牌, plaintext or
+    #: compatible mode): WeChat then pushes the mothers' subscribe choices to
+    #: /wechat/events, signed with it. Empty = those pushes are not taken.
+    token: Annotated[str | None, Field(max_length=32)] = None
     _check_secret = field_validator("secret")(_real_secret)
+    _check_token = field_validator("token")(_real_secret)
 
     @field_validator("api_base_url", "oauth_base_url", "jssdk_url")
     @classmethod

@@ -59,6 +59,9 @@ PUBLIC: Final = frozenset(
         ("GET", "/api/wechat/jssdk"),
         ("POST", "/api/wechat/reminder"),
         ("DELETE", "/api/wechat/reminder"),
+        # WeChat's own servers push the mothers' subscribe choices (signed).
+        ("GET", "/wechat/events"),
+        ("POST", "/wechat/events"),
     }
 )
 

@@ -86,6 +86,12 @@ def public_requests(room: str) -> dict[tuple[str, str], list[dict[str, Any]]]:
         ("GET", "/api/wechat/jssdk"): [{"params": {"url": "http://127.0.0.1/"}}],
         ("POST", "/api/wechat/reminder"): [{"json": {"rooms": [room]}}],
         ("DELETE", "/api/wechat/reminder"): [{}],
+        ("GET", "/wechat/events"): [
+            {"params": {"signature": "s", "timestamp": "1", "nonce": "n", "echostr": "e"}}
+        ],
+        ("POST", "/wechat/events"): [
+            {"params": {"signature": "s", "timestamp": "1", "nonce": "n"}, "content": b"<xml/>"}
+        ],
     }
 
 

@@ -7,6 +7,7 @@ processes: "system busy", the force refresh, the quotas."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from mamaroom.config import WechatSettings
 from server.services.rooms import PublicRoom
 from server.services.wechat import Outgoing, WechatApi, WechatDb, WechatError, WechatService
 from tests.support import DeviceFactory, Mosquitto, Services, wait_for
-from tests.wechat_standin import APP_ID, SECRET, TEMPLATE_ID, WechatStandin
+from tests.wechat_standin import APP_ID, EVENT_TOKEN, SECRET, TEMPLATE_ID, WechatStandin
 
 WECHAT_UA = (
     "Mozilla/5.0 (Linux; Android 13; V2244A) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -200,6 +201,61 @@ def test_menu_link_oauth_subscribe_room_frees_message_once_token_expiry_and_refu
     assert "o-mother-" not in svc.server.log()
     mother.close()
     other.close()
+
+
+def test_wechat_pushes_a_mothers_cancel_and_her_reminder_goes(
+    wechat_services: Services, standin: WechatStandin
+) -> None:
+    """WeChat's event push (订阅通知事件推送) to the account's server URL:
+    checked by signature; a "cancel" in the popup, or notifications refused
+    later, deletes her reminder at once. Measured before: it stayed until a
+    send met 43101 or it lapsed after 2 h."""
+    svc = wechat_services
+    url = svc.base_url
+    # The server URL check WeChat makes when the account is set up.
+    timestamp, nonce = "1700000000", "n0nce"
+    signature = hashlib.sha1("".join(sorted((EVENT_TOKEN, timestamp, nonce))).encode()).hexdigest()
+    check = {"signature": signature, "timestamp": timestamp, "nonce": nonce, "echostr": "e42"}
+    assert httpx.get(f"{url}/wechat/events", params=check).text == "e42"
+    forged = httpx.get(f"{url}/wechat/events", params={**check, "signature": "0" * 40})
+    assert forged.status_code == 403
+
+    ann, bea = Phone(svc, standin, "o-ann"), Phone(svc, standin, "o-bea")
+    try:
+        for phone in (ann, bea):
+            phone.sign_in()
+            standin.accept(phone.openid)
+            assert phone.remind(["T1-0101"]).status_code == 204
+        # Not signed with the token: refused, and nothing changes.
+        assert (
+            standin.push(url, "o-ann", "subscribe_msg_popup_event", "reject", token="x").status_code
+            == 403
+        )
+        assert ann.config()["waiting"] is True
+        # Another template's choice, an accept, a delivery report: hers stays.
+        for args in (
+            ("subscribe_msg_popup_event", "reject", "Tpl-other"),
+            ("subscribe_msg_popup_event", "accept", TEMPLATE_ID),
+            ("subscribe_msg_sent_event", "success", TEMPLATE_ID),
+        ):
+            pushed = standin.push(url, "o-ann", args[0], args[1], template=args[2])
+            assert (pushed.status_code, pushed.text) == (200, "success")
+        assert ann.config()["waiting"] is True
+        # She tapped "cancel" in the popup; Bea later refused them in WeChat's settings.
+        assert standin.push(url, "o-ann", "subscribe_msg_popup_event", "reject").text == "success"
+        assert standin.push(url, "o-bea", "subscribe_msg_change_event", "reject").text == "success"
+        assert ann.config()["waiting"] is False and bea.config()["waiting"] is False
+        # Not the documented XML: 400, and the server goes on.
+        bad = httpx.post(
+            f"{url}/wechat/events",
+            params={k: check[k] for k in ("signature", "timestamp", "nonce")},
+            content=b"<xml><unclosed>",
+        )
+        assert bad.status_code == 400
+        assert svc.http.get("/readyz").status_code == 200
+    finally:
+        ann.close()
+        bea.close()
 
 
 def test_oauth_state_is_checked_and_next_stays_on_this_site(

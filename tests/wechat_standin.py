@@ -35,11 +35,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import httpx
+
 from tests.support import free_port
 
 APP_ID = "wx0123456789abcdef"
 SECRET = "standin-app-secret-0123456789"
 TEMPLATE_ID = "Tpl-RoomFree_standin0123456789"
+#: The account's server URL token (服务器配置 → 令牌): its pushes are signed with it.
+EVENT_TOKEN = "standinEventToken42"
 
 
 @dataclass
@@ -151,8 +155,50 @@ class WechatStandin:
             "MAMAROOM_WECHAT__API_BASE_URL": self.url,
             "MAMAROOM_WECHAT__OAUTH_BASE_URL": self.url,
             "MAMAROOM_WECHAT__JSSDK_URL": f"{self.url}/open/js/jweixin-1.6.0.js",
+            "MAMAROOM_WECHAT__TOKEN": EVENT_TOKEN,
             **more,
         }
+
+    @staticmethod
+    def push(
+        server_url: str,
+        openid: str,
+        event: str,
+        status: str,
+        *,
+        template: str = TEMPLATE_ID,
+        token: str = EVENT_TOKEN,
+    ) -> httpx.Response:
+        """WeChat pushing a subscription event to the account's server URL,
+        signed and shaped as its documentation shows (订阅通知事件推送)."""
+        element = {
+            "subscribe_msg_popup_event": "SubscribeMsgPopupEvent",
+            "subscribe_msg_change_event": "SubscribeMsgChangeEvent",
+            "subscribe_msg_sent_event": "SubscribeMsgSentEvent",
+        }[event]
+        result = (
+            f"<ErrorCode>0</ErrorCode><ErrorStatus><![CDATA[{status}]]></ErrorStatus>"
+            if event == "subscribe_msg_sent_event"
+            else f"<SubscribeStatusString><![CDATA[{status}]]></SubscribeStatusString>"
+            "<PopupScene>1</PopupScene>"
+        )
+        body = (
+            "<xml><ToUserName><![CDATA[gh_123456789abc]]></ToUserName>"
+            f"<FromUserName><![CDATA[{openid}]]></FromUserName>"
+            "<CreateTime>1610969440</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+            f"<Event><![CDATA[{event}]]></Event><{element}><List>"
+            f"<TemplateId><![CDATA[{template}]]></TemplateId>{result}"
+            f"</List></{element}></xml>"
+        )
+        timestamp, nonce = "1610969440", secrets.token_hex(8)
+        signature = hashlib.sha1("".join(sorted((token, timestamp, nonce))).encode()).hexdigest()
+        return httpx.post(
+            f"{server_url}/wechat/events",
+            params={"signature": signature, "timestamp": timestamp, "nonce": nonce},
+            content=body.encode(),
+            headers={"Content-Type": "text/xml"},
+            timeout=10,
+        )
 
     def accept(self, openid: str, template: str = TEMPLATE_ID) -> None:
         """She tapped "allow" in the subscribe popup: one message may go to her."""

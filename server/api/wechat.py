@@ -13,7 +13,7 @@ import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
-from fastapi.responses import RedirectResponse
+from fastapi.responses import PlainTextResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from mamaroom.logs import get_logger
@@ -25,7 +25,9 @@ from server.services.wechat import (
     SESSION_TTL_S,
     WechatError,
     WechatService,
+    event_signature_ok,
     is_local_path,
+    parse_events,
 )
 
 log = get_logger(__name__)
@@ -306,3 +308,66 @@ async def cancel_wechat_reminder(ctx: Ctx, wechat: WechatDep, request: Request) 
     """Forget her reminder (and with it her openid's rooms)."""
     await wechat.db.delete_reminder(await _session_openid(ctx, request))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+#: What a push from WeChat may weigh (its events are a few hundred bytes).
+MAX_EVENT_BYTES = 16_384
+
+
+def _signed(wechat: WechatService, signature: str, timestamp: str, nonce: str) -> None:
+    """Only WeChat knows the token: anything else pushing here is refused."""
+    token = wechat.settings.token
+    if not token:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "WeChat event pushes are not configured")
+    if not event_signature_ok(token, signature, timestamp, nonce):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "bad signature")
+
+
+@router.get(
+    "/wechat/events",
+    response_class=PlainTextResponse,
+    responses={403: {"description": "Bad signature"}, 404: {"description": "Not configured"}},
+)
+async def wechat_events_check(
+    wechat: WechatDep,
+    signature: Annotated[str, Query(max_length=64)],
+    timestamp: Annotated[str, Query(max_length=32)],
+    nonce: Annotated[str, Query(max_length=64)],
+    echostr: Annotated[str, Query(max_length=256)],
+) -> str:
+    """WeChat's check of the server URL (服务器配置): echo `echostr` back."""
+    _signed(wechat, signature, timestamp, nonce)
+    return echostr
+
+
+@router.post(
+    "/wechat/events",
+    response_class=PlainTextResponse,
+    responses={
+        400: {"description": "Not the documented XML"},
+        403: {"description": "Bad signature"},
+        404: {"description": "Not configured"},
+        413: {"description": "Too large"},
+    },
+)
+async def wechat_events(
+    wechat: WechatDep,
+    request: Request,
+    signature: Annotated[str, Query(max_length=64)],
+    timestamp: Annotated[str, Query(max_length=32)],
+    nonce: Annotated[str, Query(max_length=64)],
+) -> str:
+    """WeChat pushes the mothers' subscribe choices here (plaintext or
+    compatible mode): a "cancel" deletes her reminder at once. Answers
+    `success`, as WeChat asks, or it pushes again."""
+    _signed(wechat, signature, timestamp, nonce)
+    body = await request.body()
+    if len(body) > MAX_EVENT_BYTES:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "too large")
+    try:
+        events = parse_events(body, wechat.settings.template_id)
+    except ValueError as exc:
+        log.warning("wechat: a push that is not the documented XML", error=str(exc)[:200])
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "not the documented XML") from None
+    await wechat.on_events(events)
+    return "success"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import secrets
 import sqlite3
@@ -33,6 +34,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from xml.etree import ElementTree
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -247,6 +249,55 @@ class WechatDb(SqliteDatabase):
 def _delete(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> int:
     with db:
         return db.execute(sql, args).rowcount
+
+
+def event_signature_ok(token: str, signature: str, timestamp: str, nonce: str) -> bool:
+    """A push from WeChat to the account's server URL: `signature` is the
+    SHA-1 of the token, timestamp and nonce, sorted and joined."""
+    expected = hashlib.sha1("".join(sorted((token, timestamp, nonce))).encode()).hexdigest()
+    return hmac.compare_digest(expected, signature.lower())
+
+
+#: The pushes about subscription notifications (订阅通知事件推送) and the
+#: element that holds their <List> items.
+_EVENT_LISTS = {
+    "subscribe_msg_popup_event": "SubscribeMsgPopupEvent",
+    "subscribe_msg_change_event": "SubscribeMsgChangeEvent",
+    "subscribe_msg_sent_event": "SubscribeMsgSentEvent",
+}
+
+
+@dataclass(frozen=True)
+class WechatEvent:
+    """One pushed event about our template: who (openid), what, the choice
+    (`accept`/`reject`) or a send's outcome (`success` or an error)."""
+
+    openid: str
+    event: str
+    status: str
+
+
+def parse_events(body: bytes, template_id: str) -> list[WechatEvent]:
+    """The subscription events in a push (XML), for `template_id` only;
+    other messages and other templates are none of ours. ValueError if the
+    body is not the documented XML."""
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError as exc:
+        raise ValueError(f"not XML: {exc}") from None
+    event = (root.findtext("Event") or "").strip()
+    if (root.findtext("MsgType") or "").strip() != "event" or event not in _EVENT_LISTS:
+        return []
+    openid = (root.findtext("FromUserName") or "").strip()
+    if not openid:
+        raise ValueError("no FromUserName")
+    found = []
+    for item in root.iterfind(f"{_EVENT_LISTS[event]}/List"):
+        if (item.findtext("TemplateId") or "").strip() != template_id:
+            continue
+        status = item.findtext("SubscribeStatusString") or item.findtext("ErrorStatus") or ""
+        found.append(WechatEvent(openid, event, status.strip()))
+    return found
 
 
 class WechatApi:
@@ -632,6 +683,19 @@ class WechatService:
             except Exception:
                 log.exception("wechat purge failed; will retry")
             await asyncio.sleep(PURGE_EVERY_S)
+
+    async def on_events(self, events: list[WechatEvent]) -> int:
+        """What WeChat pushed: a mother who chose "cancel" in the subscribe
+        popup, or later refused the notifications, has her reminder deleted at
+        once (it could never be sent: 43101). Returns how many were deleted."""
+        deleted = 0
+        for e in events:
+            if e.event == "subscribe_msg_sent_event":
+                log.info("wechat: notification delivery", outcome=e.status)
+            elif e.status == "reject" and await self.db.delete_reminder(e.openid):
+                deleted += 1
+                log.info("wechat: reminder refused by the mother; deleted", kind=e.event)
+        return deleted
 
     async def run(self, fanout: Fanout) -> None:
         """Follow room changes like a stream client; send from their own task."""
