@@ -314,13 +314,23 @@ async def cancel_wechat_reminder(ctx: Ctx, wechat: WechatDep, request: Request) 
 MAX_EVENT_BYTES = 16_384
 
 
-def _signed(wechat: WechatService, signature: str, timestamp: str, nonce: str) -> None:
+def _signed(
+    wechat: WechatDep,
+    signature: Annotated[str, Query(max_length=64)],
+    timestamp: Annotated[str, Query(max_length=32)],
+    nonce: Annotated[str, Query(max_length=64)],
+) -> WechatService:
     """Only WeChat knows the token: anything else pushing here is refused."""
     token = wechat.settings.token
     if not token:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "WeChat event pushes are not configured")
     if not event_signature_ok(token, signature, timestamp, nonce):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "bad signature")
+    return wechat
+
+
+#: A request WeChat signed with the account's token (its query carries the signature).
+SignedByWechat = Annotated[WechatService, Depends(_signed)]
 
 
 @router.get(
@@ -329,14 +339,9 @@ def _signed(wechat: WechatService, signature: str, timestamp: str, nonce: str) -
     responses={403: {"description": "Bad signature"}, 404: {"description": "Not configured"}},
 )
 async def wechat_events_check(
-    wechat: WechatDep,
-    signature: Annotated[str, Query(max_length=64)],
-    timestamp: Annotated[str, Query(max_length=32)],
-    nonce: Annotated[str, Query(max_length=64)],
-    echostr: Annotated[str, Query(max_length=256)],
+    _: SignedByWechat, echostr: Annotated[str, Query(max_length=256)]
 ) -> str:
     """WeChat's check of the server URL (服务器配置): echo `echostr` back."""
-    _signed(wechat, signature, timestamp, nonce)
     return echostr
 
 
@@ -350,17 +355,10 @@ async def wechat_events_check(
         413: {"description": "Too large"},
     },
 )
-async def wechat_events(
-    wechat: WechatDep,
-    request: Request,
-    signature: Annotated[str, Query(max_length=64)],
-    timestamp: Annotated[str, Query(max_length=32)],
-    nonce: Annotated[str, Query(max_length=64)],
-) -> str:
+async def wechat_events(wechat: SignedByWechat, request: Request) -> str:
     """WeChat pushes the mothers' subscribe choices here (plaintext or
     compatible mode): a "cancel" deletes her reminder at once. Answers
     `success`, as WeChat asks, or it pushes again."""
-    _signed(wechat, signature, timestamp, nonce)
     body = await request.body()
     if len(body) > MAX_EVENT_BYTES:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "too large")
