@@ -1,10 +1,12 @@
 """Schema migrations (mamaroom/storage/migrations.py).
 
-The fixture in tests/fixtures/previous-release/ was written through the
-real server, gateway and CLI of the release before versioning existed
-(make_previous_release.py; the commit is in its manifest). This release must
-open it with every row kept and carry on: the open call is still open, the
-admin can still log in, the rooms are still there."""
+The fixtures in tests/fixtures/ were written through the real server,
+gateway and CLI of earlier releases (make_previous_release.py; the commit is
+in each manifest): previous-release/ by the release before versioning
+existed, release-2026-12-07/ by the last release that kept time series and
+device state as one component. This release must open each with every row
+kept and carry on: the open call is still open, the admin can still log in,
+the rooms are still there."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from mamaroom.storage.migrations import Migration, add_column, sql
 from mamaroom.storage.sqlite_base import SqliteDatabase
 from tests.support import Device, Mosquitto, Services, wait_for, write_rooms_csv
 
-FIXTURE = Path(__file__).parent / "fixtures" / "previous-release"
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def counts(path: Path) -> dict[str, int]:
@@ -46,12 +48,16 @@ def versions(path: Path) -> dict[str, int]:
         db.close()
 
 
-def test_the_previous_release_opens_with_every_row_kept(broker: Mosquitto, tmp_path: Path) -> None:
-    manifest = json.loads((FIXTURE / "manifest.json").read_text())
+@pytest.mark.parametrize("release", ["previous-release", "release-2026-12-07"])
+def test_a_previous_release_opens_with_every_row_kept(
+    broker: Mosquitto, tmp_path: Path, release: str
+) -> None:
+    fixture = FIXTURES / release
+    manifest = json.loads((fixture / "manifest.json").read_text())
     data = tmp_path / "data"
     data.mkdir()
     for name in manifest["files"]:
-        shutil.copy(FIXTURE / name, data / name)
+        shutil.copy(fixture / name, data / name)
     rooms = write_rooms_csv(tmp_path / "rooms.csv", [("B-0101", "node-1"), ("B-0102", "node-2")])
     svc = Services(broker, tmp_path, rooms).start()
     try:
