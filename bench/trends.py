@@ -36,8 +36,9 @@ from rich.table import Table
 from bench.ingest import machine
 from mamaroom.config import Settings
 from mamaroom.registry import read_rooms_csv
+from mamaroom.storage.embedded import EmbeddedStore
 from mamaroom.storage.influx import InfluxStore
-from mamaroom.storage.sqlite import SqliteStore
+from mamaroom.storage.sqlite import SqliteSeries
 from server.services.trends import CallsDb, TrendsService
 from tests.support import ROOT, InfluxDB
 
@@ -105,10 +106,11 @@ async def measure_backend(
             "influxdb": {"url": influx.url, "database": "bench", "timeout_s": 120},
         },
     )
-    store: SqliteStore | InfluxStore
+    store: SqliteSeries | InfluxStore
+    embedded = EmbeddedStore(settings.store_path)
     if backend == "sqlite":
-        store = SqliteStore(settings.store_path)
-        await store.open()
+        await embedded.open()
+        store = embedded.series
     else:
         store = InfluxStore(settings.storage.influxdb, settings.spool_path, gateway="bench")
     calls = CallsDb(settings.server_db_path)
@@ -117,7 +119,7 @@ async def measure_backend(
     rng = svc.range(today - timedelta(days=days), today - timedelta(days=1))
 
     async def baseline() -> None:
-        if isinstance(store, SqliteStore):
+        if isinstance(store, SqliteSeries):
             await store._run(
                 lambda db: db.execute(
                     "SELECT COUNT(*) FROM occupancy_hourly WHERE hour_ms >= ? AND hour_ms < ?",
@@ -152,7 +154,7 @@ async def measure_backend(
         if isinstance(store, InfluxStore):
             await store.client.close()
         else:
-            await store.close()
+            await embedded.close()
 
 
 async def measure(

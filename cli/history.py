@@ -28,7 +28,7 @@ from mamaroom.logs import get_logger
 from mamaroom.storage import Record, refresh_rollups
 from mamaroom.storage.influx import InfluxStore
 from mamaroom.storage.rollups import DAY_MS, HOUR_MS, MINUTE_MS
-from mamaroom.storage.sqlite import SqliteStore
+from mamaroom.storage.sqlite import SqliteSeries
 from mamaroom.storage.stores import open_stores
 from server.history import HistoricCall
 
@@ -274,7 +274,7 @@ async def generate_span(
     tz = ZoneInfo(settings.timezone)
     stores = open_stores(settings, gateway="history", backend=backend)
     store, influx = stores.series, stores.influx
-    await store.open()
+    await stores.series_home.open()
     drainer = asyncio.create_task(influx.run_drainer()) if influx else None
     counts = {"occupancy": 0, "telemetry": 0, "call": 0, "duplicates": 0, "rollups": 0}
     try:
@@ -306,7 +306,7 @@ async def generate_span(
         if drainer:
             drainer.cancel()
             await asyncio.gather(drainer, return_exceptions=True)
-        await store.close()
+        await stores.series_home.close()
     log.info(
         "history written",
         backend=backend,
@@ -319,7 +319,7 @@ async def generate_span(
 
 
 async def _write_history(
-    store: SqliteStore | InfluxStore,
+    store: SqliteSeries | InfluxStore,
     settings: Settings,
     rooms: list[RegistryRoom],
     start_ms: int,
@@ -372,7 +372,7 @@ async def _write_history(
                 )
             for i in range(0, len(pending), batch):
                 chunk = pending[i : i + batch]
-                if isinstance(store, SqliteStore):
+                if isinstance(store, SqliteSeries):
                     fresh = await store.write(chunk, live=False)
                 else:
                     fresh = await store.write(chunk)

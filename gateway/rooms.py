@@ -27,7 +27,7 @@ from mamaroom.contract import (
     RoomState,
     RoomStateName,
 )
-from mamaroom.storage.sqlite import DeviceRow, RoomStateRow
+from mamaroom.storage.device_state import DeviceRow, RoomStateRow
 
 
 @dataclass

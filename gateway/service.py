@@ -55,7 +55,7 @@ from mamaroom.contract import (
     shared_subscription,
 )
 from mamaroom.logs import get_logger
-from mamaroom.storage import Record, RefusedError, StorageError, Store, refresh_rollups
+from mamaroom.storage import Record, RefusedError, StorageError, refresh_rollups
 from mamaroom.storage.dead_letters import NewDeadLetter
 from mamaroom.storage.rollups import HOUR_MS
 from mamaroom.storage.stores import open_stores
@@ -103,15 +103,17 @@ class Gateway:
         self.call_budget = Budget(cfg.call_rate_per_s, cfg.call_burst)
         self._warned: dict[tuple[str, str], int] = {}
         self.metrics = GatewayMetrics()
-        # Device health, room states, unknown devices: always the embedded store.
+        # Device health, room states, unknown devices, dead letters: always
+        # the embedded file; the time series there too, or in InfluxDB.
         stores = open_stores(
             settings,
             gateway=settings.gateway.client_id,
             on_batch=self._influx_batch,
             on_error=self.metrics.influx_errors.inc,
         )
-        self.state_store = stores.state
-        self.series: Store = stores.series
+        self.embedded = stores.embedded
+        self.devices = stores.embedded.devices
+        self.series = stores.series
         self.influx = stores.influx
         self.tracker = RoomTracker(settings.gateway.supervision_s, mono=mono)
         #: Room state changes since the last summary line.
@@ -126,19 +128,19 @@ class Gateway:
 
     async def run(self) -> None:
         cfg = self.settings.gateway
-        await self.state_store.open()
+        await self.embedded.open()
         if self.influx:
             await self.influx.open()
         # The boots each device has had, newest first, from the loss audit:
         # a late message from one of them must not flip state after a restart.
         boots: dict[str, list[int]] = {}
         with contextlib.suppress(StorageError):
-            audit = await (self.influx.seq_gaps() if self.influx else self.state_store.seq_gaps())
+            audit = await self.series.seq_gaps()
             for gap in sorted(audit, key=lambda g: g.updated_ms, reverse=True):
                 boots.setdefault(gap.device, []).append(gap.boot)
         self.tracker.restore(
-            await self.state_store.devices(),
-            await self.state_store.room_states(),
+            await self.devices.devices(),
+            await self.devices.room_states(),
             self.clock(),
             boots,
         )
@@ -220,7 +222,7 @@ class Gateway:
                 await link.stop()
             if self.influx:
                 await self.influx.close()
-            await self.state_store.close()
+            await self.embedded.close()
             if metrics_server is not None:
                 metrics_server.shutdown()
             log.info("gateway stopped")
@@ -247,9 +249,7 @@ class Gateway:
             self.call_budget.forget(devices)
             for room in removed:
                 self._publish_raw(room_state_topic(room), b"")
-            await self._store_retrying(
-                functools.partial(self.state_store.forget_room_states, removed)
-            )
+            await self._store_retrying(functools.partial(self.devices.forget_room_states, removed))
             await self._publish_states(changed)
             log.info(
                 "registry applied",
@@ -393,13 +393,13 @@ class Gateway:
         changed: list[RoomState] = []
         for device, topic in batch.unknown:
             await self._store_retrying(
-                functools.partial(self.state_store.note_unknown_device, device, topic, now)
+                functools.partial(self.devices.note_unknown_device, device, topic, now)
             )
         for status, room in batch.statuses:
             live = not status.retained
             await self._store_retrying(
                 functools.partial(
-                    self.state_store.note_status, status.device, room, status.status, now, live=live
+                    self.devices.note_status, status.device, room, status.status, now, live=live
                 )
             )
             changed += self.tracker.on_status(status.device, status.status, live=live, now_ms=now)
@@ -414,8 +414,8 @@ class Gateway:
             self.metrics.batch_size.observe(len(records))
             new = [rec for rec, is_new in zip(records, fresh, strict=True) if is_new]
             self.metrics.duplicates.inc(len(records) - len(new) - len(dead))
-            if new and self.influx:  # the SQLite store did this in its own write
-                await self._store_retrying(functools.partial(self.state_store.note_messages, new))
+            if new and self.influx:  # the embedded series did this in its own write
+                await self._store_retrying(functools.partial(self.devices.note_messages, new))
             for kind, n in Counter(rec.kind.value for rec in new).items():
                 self.metrics.stored.labels(kind).inc(n)
             # A dead letter is still a valid message from the node: a sign of life.
@@ -469,7 +469,7 @@ class Gateway:
     async def _set_aside(self, letters: list[NewDeadLetter]) -> None:
         try:
             await self._store_retrying(
-                functools.partial(self.state_store.dead_letter, letters, self.clock())
+                functools.partial(self.embedded.dead_letters.add, letters, self.clock())
             )
         except Exception:  # the last resort: the log, never a wedged commit stage
             for letter in letters:
@@ -484,7 +484,7 @@ class Gateway:
     async def _count_dead_letters(self) -> None:
         count = 0
         with contextlib.suppress(StorageError):
-            count = await self.state_store.dead_letter_count()
+            count = await self.embedded.dead_letters.count_open()
             if self.influx:
                 count += (await self.influx.stats()).refused
         self.metrics.dead_letters.set(count)
@@ -572,7 +572,7 @@ class Gateway:
         latest = {s.room: s for s in states}  # a batch may change a room twice
         await self._store_retrying(
             functools.partial(
-                self.state_store.save_room_states, self.tracker.rows(list(latest.values()))
+                self.devices.save_room_states, self.tracker.rows(list(latest.values()))
             )
         )
         # One level check per batch: a call that is filtered out still costs
@@ -664,12 +664,11 @@ class Gateway:
 
     async def _rollups(self) -> None:
         """Keep the last day's hourly rollups fresh (late or spooled data included)."""
-        store = self.influx or self.state_store
         while True:
             await asyncio.sleep(ROLLUP_EVERY_S)
             end = self.clock() // HOUR_MS * HOUR_MS
             try:
-                rows = await refresh_rollups(store, end - ROLLUP_LOOKBACK_H * HOUR_MS, end)
+                rows = await refresh_rollups(self.series, end - ROLLUP_LOOKBACK_H * HOUR_MS, end)
                 log.debug("rollups refreshed", rows=rows)
             except StorageError as exc:
                 log.warning("rollups not refreshed; will retry", error=str(exc))
@@ -686,7 +685,7 @@ class Gateway:
                     )
                     log.info("dedupe ledger pruned", entries=forgotten)
                 else:
-                    pruned = await self.state_store.prune_telemetry(
+                    pruned = await self.embedded.series.prune_telemetry(
                         now - storage.telemetry_retention_days * 86_400_000
                     )
                     log.info("telemetry retention applied", rows_deleted=pruned)

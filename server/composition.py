@@ -74,7 +74,8 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
     stores = open_stores(settings, gateway="server-trends", telemetry_retention=False)
     if stores.influx is not None:
         stack.push_async_callback(stores.influx.client.close)
-    store = await _opened(stack, stores.state)
+    # Device state from store.sqlite (and its time series, on the embedded backend).
+    embedded = await _opened(stack, stores.embedded)
     registry = RegistryService(db, settings.rooms_csv)
     current = await registry.load()
 
@@ -138,7 +139,7 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
     roster = Roster(database.roster, settings.escalation)
     await roster.load()
     site = SiteService(read_site_file(settings.pages.site_file), settings.pages.near_minutes)
-    waits = WaitPredictor(store, settings.pages.wait_history_days)
+    waits = WaitPredictor(stores.series, settings.pages.wait_history_days)
     push = WebPush(
         database.push,
         settings.pages,
@@ -200,7 +201,7 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
     return ServerContext(
         settings=settings,
         db=db,
-        store=store,
+        devices=embedded.devices,
         audit_path=stores.audit_path,
         registry=registry,
         rooms=live,

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from mamaroom.config import Settings
-from mamaroom.storage.sqlite import SqliteStore
+from mamaroom.storage.device_state import DeviceStateStore
 from server.db import ServerDb
 from server.mqtt_link import ServerMqtt
 from server.services.accounts import AccountsDb, LoginLimiter
@@ -32,7 +32,8 @@ class ServerContext:
 
     settings: Settings
     db: ServerDb
-    store: SqliteStore
+    #: Device health and unknown devices (store.sqlite, the gateway's).
+    devices: DeviceStateStore
     #: The loss audit's file (open_stores): read per request, never kept open.
     audit_path: Path
     registry: RegistryService

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mamaroom.contract import Kind, device_topic
-from mamaroom.storage.sqlite import SqliteStore
+from mamaroom.storage.embedded import EmbeddedStore
 from tests.support import Device, DeviceFactory, Mosquitto, Services, sse_events, wait_for
 
 T = TypeVar("T")
@@ -181,7 +181,7 @@ def test_bad_input_is_counted_and_the_next_valid_message_works(
     [event] = stored_occupancy(services.workdir / "data")
     assert (event["device"], event["room"], event["occupied"]) == ("dev-a", "T1-0101", 1)
     # The unknown node is remembered as a candidate to adopt.
-    [ghost] = read_store(services.workdir / "data", SqliteStore.unknown_devices)
+    [ghost] = read_store(services.workdir / "data", lambda s: s.devices.unknown_devices())
     assert ghost["device"] == "ghost-node" and ghost["messages"] == 1
     health = services.admin("GET", "/api/devices").json()
     assert [u["device"] for u in health["unknown"]] == ["ghost-node"]
@@ -230,14 +230,14 @@ def test_device_dropped_without_disconnect_goes_offline_by_last_will(services: S
 
 
 def stored_occupancy(data_dir: Path) -> list[dict[str, Any]]:
-    return read_store(data_dir, SqliteStore.occupancy_events)
+    return read_store(data_dir, lambda s: s.series.occupancy_events())
 
 
-def read_store(data_dir: Path, query: Callable[[SqliteStore], Awaitable[T]]) -> T:
+def read_store(data_dir: Path, query: Callable[[EmbeddedStore], Awaitable[T]]) -> T:
     """Run one query on a test's embedded store (after its gateway stopped)."""
 
     async def read() -> T:
-        store = SqliteStore(data_dir / "store.sqlite")
+        store = EmbeddedStore(data_dir / "store.sqlite")
         await store.open()
         try:
             return await query(store)

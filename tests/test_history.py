@@ -17,7 +17,7 @@ from mamaroom.config import PROJECT_ROOT, load_settings
 from mamaroom.contract import Kind, Occupancy
 from mamaroom.registry import read_rooms_csv
 from mamaroom.storage import Record
-from mamaroom.storage.sqlite import SqliteStore
+from mamaroom.storage.embedded import EmbeddedStore
 from tests.support import ROOT, DeviceFactory, InfluxDB, Services
 
 ROOMS = read_rooms_csv(PROJECT_ROOT / "site" / "rooms.csv")[:20]
@@ -146,9 +146,9 @@ def test_the_cli_refuses_a_span_that_holds_live_data(tmp_path: Path) -> None:
     live_at = int(datetime(2026, 9, 20, 10, 0, tzinfo=TZ).timestamp() * 1000)
 
     async def add_live() -> None:
-        store = SqliteStore(tmp_path / "data" / "store.sqlite")
+        store = EmbeddedStore(tmp_path / "data" / "store.sqlite")
         await store.open()
-        await store.write([_live_record(ROOMS[0].device or "", ROOMS[0].id, live_at)])
+        await store.series.write([_live_record(ROOMS[0].device or "", ROOMS[0].id, live_at)])
         await store.close()
 
     asyncio.run(add_live())

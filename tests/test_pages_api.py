@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mamaroom.storage.rollups import OccupancyEvent
 from server.services.waits import WaitPredictor, session_lengths
-from tests.support import ROOT, DeviceFactory, Mosquitto, Services
+from tests.support import ROOT, DeviceFactory, InfluxDB, Mosquitto, Services
 
 
 def test_site_lists_buildings_floors_and_walking_minutes(services: Services) -> None:
@@ -20,24 +22,34 @@ def test_site_lists_buildings_floors_and_walking_minutes(services: Services) -> 
     assert site["floor_minutes"] == 0.5 and site["near_minutes"] == 5
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "influxdb"])
 def test_predicted_wait_from_stored_history(
-    broker: Mosquitto, tmp_path: Path, rooms_csv: Path, device_factory: DeviceFactory
+    broker: Mosquitto,
+    tmp_path: Path,
+    rooms_csv: Path,
+    device_factory: DeviceFactory,
+    backend: str,
 ) -> None:
-    services = Services(broker, tmp_path, rooms_csv)
-    # History first: the server reads it once at start, then only what is new.
-    subprocess.run(
-        [sys.executable, "-m", "cli", "history", "generate", "--days", "14", "--rooms", "3"],
-        env=services.env,
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    services.start()
+    # With InfluxDB the history is there only, not in the embedded file.
+    influx = InfluxDB(tmp_path / "influxdb").start() if backend == "influxdb" else None
+    services = Services(broker, tmp_path, rooms_csv, influx=influx)
     try:
+        # History first: the server reads it once at start, then only what is new.
+        generate = ["history", "generate", "--days", "14", "--rooms", "3", "--backend", backend]
+        subprocess.run(
+            [sys.executable, "-m", "cli", *generate],
+            env=services.env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        services.start()
         _check_waits(services, device_factory)
     finally:
         services.stop()
+        if influx is not None:
+            influx.stop()
 
 
 def _check_waits(services: Services, device_factory: DeviceFactory) -> None:

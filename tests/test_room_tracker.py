@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from gateway.rooms import RoomTracker
 from mamaroom.contract import Occupancy, Registry, RegistryRoom, RoomStateName, Telemetry
-from mamaroom.storage.sqlite import DeviceRow, RoomStateRow
+from mamaroom.storage.device_state import DeviceRow, RoomStateRow
 
 T0 = 1_800_000_000_000  # ms
 HOUR = 3_600_000

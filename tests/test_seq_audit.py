@@ -8,9 +8,10 @@ from pathlib import Path
 from mamaroom.config import InfluxSettings
 from mamaroom.contract import Kind, Occupancy, Telemetry
 from mamaroom.storage import Record
+from mamaroom.storage.embedded import EmbeddedStore
 from mamaroom.storage.influx import InfluxStore
 from mamaroom.storage.seq_audit import lost_by_device, read_gaps_file
-from mamaroom.storage.sqlite import SqliteStore
+from mamaroom.storage.sqlite import SqliteSeries
 from tests.support import DeviceFactory, Services, wait_for
 
 
@@ -31,7 +32,7 @@ def rec(device: str, boot: int, seq: int) -> Record:
     return Record(device, "R1", kind, msg, 1_700_000_000_000 + seq % 10**6)
 
 
-async def check(store: SqliteStore | InfluxStore, path: Path) -> None:
+async def check(store: SqliteSeries | InfluxStore, path: Path) -> None:
     # dev-a boot 1: 1..10 with 4, 5 and 8 missing; sent out of order and twice.
     seqs = [1, 2, 3, 6, 7, 9, 10]
     await store.write([rec("dev-a", 1, s) for s in seqs[:4]])
@@ -53,12 +54,12 @@ async def check(store: SqliteStore | InfluxStore, path: Path) -> None:
 
 
 async def test_the_embedded_store_counts_seq_gaps(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "store.sqlite")
-    await store.open()
+    embedded = EmbeddedStore(tmp_path / "store.sqlite")
+    await embedded.open()
     try:
-        await check(store, store.path)
+        await check(embedded.series, embedded.path)
     finally:
-        await store.close()
+        await embedded.close()
 
 
 async def test_the_influxdb_spool_counts_seq_gaps_with_its_ledger(tmp_path: Path) -> None:
@@ -105,7 +106,7 @@ def test_lost_messages_show_in_device_health_and_metrics(
     )
 
 
-async def check_impossible_gap(store: SqliteStore | InfluxStore) -> None:
+async def check_impossible_gap(store: SqliteSeries | InfluxStore) -> None:
     # seq 0 then 2**63-1 in one boot, in one batch and across batches: resets,
     # never 9.2e18 lost messages; a real gap before the jump is still counted.
     await store.write([rec("dev-a", 1, s) for s in (0, 1, 2, 4, 2**63 - 1)])
@@ -119,16 +120,16 @@ async def check_impossible_gap(store: SqliteStore | InfluxStore) -> None:
 
 
 async def test_an_impossible_seq_gap_is_a_reset_not_a_loss(tmp_path: Path) -> None:
-    sqlite = SqliteStore(tmp_path / "store.sqlite")
+    embedded = EmbeddedStore(tmp_path / "store.sqlite")
     influx = InfluxStore(
         InfluxSettings(url="http://127.0.0.1:9"), tmp_path / "spool.sqlite", gateway="gw"
     )
-    for store in (sqlite, influx):
-        await store.open()
+    for home, store in ((embedded, embedded.series), (influx, influx)):
+        await home.open()
         try:
             await check_impossible_gap(store)
         finally:
-            await store.close()
+            await home.close()
 
 
 async def test_an_audit_from_before_resets_is_migrated(tmp_path: Path) -> None:
@@ -146,11 +147,11 @@ async def test_an_audit_from_before_resets_is_migrated(tmp_path: Path) -> None:
     # A reader of the old file (the server, before the gateway is upgraded).
     assert lost_by_device(await read_gaps_file(path)) == {"dev-a": 2}
     old.close()
-    store = SqliteStore(path)
-    await store.open()
+    embedded = EmbeddedStore(path)
+    await embedded.open()
     try:
-        await store.write([rec("dev-a", 1, 11), rec("dev-a", 1, 5 * 10**6)])
-        [gap] = await store.seq_gaps()
+        await embedded.series.write([rec("dev-a", 1, 11), rec("dev-a", 1, 5 * 10**6)])
+        [gap] = await embedded.series.seq_gaps()
         assert (gap.lost, gap.resets) == (2, 1)
     finally:
-        await store.close()
+        await embedded.close()

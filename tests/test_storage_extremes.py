@@ -25,8 +25,8 @@ from mamaroom.contract import (
     parse_payload,
 )
 from mamaroom.storage import Record
+from mamaroom.storage.embedded import EmbeddedStore
 from mamaroom.storage.influx import InfluxStore
-from mamaroom.storage.sqlite import SqliteStore
 from tests.support import InfluxDB
 
 MAX = 2**63 - 1
@@ -88,19 +88,19 @@ def test_telemetry_counters_are_64_bit_like_boot_and_seq() -> None:
 
 
 async def test_sqlite_store_takes_every_extreme_value(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "store.sqlite")
+    store = EmbeddedStore(tmp_path / "store.sqlite")
     await store.open()
     try:
         now = int(time.time() * 1000)
         records = extremes(now)
-        assert await store.write(records) == [True] * len(records)
-        rows = {(e["boot"], e["seq"]): e for e in await store.occupancy_events()}
+        assert await store.series.write(records) == [True] * len(records)
+        rows = {(e["boot"], e["seq"]): e for e in await store.series.occupancy_events()}
         assert rows[(1, 1)]["time_ms"] == now and rows[(1, 1)]["device_ts_ms"] == 2**53
         assert rows[(1, 3)]["time_ms"] == now  # ts 0: 1970 is not now
         assert rows[(1, MAX)]["time_ms"] == now
-        [device] = await store.devices()
+        [device] = await store.devices.devices()
         assert device.occupied_ms is not None and device.occupied_ms <= now
-        assert await store.dead_letter_count() == 0
+        assert await store.dead_letters.count_open() == 0
     finally:
         await store.close()
 

@@ -22,8 +22,10 @@ from mamaroom.contract import (
     payload_fields,
 )
 from mamaroom.storage import NOT_STORED, Record, stored_fields
+from mamaroom.storage.device_state import DeviceRow
+from mamaroom.storage.embedded import EmbeddedStore
 from mamaroom.storage.line_protocol import MEASUREMENTS, to_line
-from mamaroom.storage.sqlite import _INSERTS, DeviceRow, SqliteStore
+from mamaroom.storage.sqlite import _INSERTS
 
 T0 = 1_732_400_000_000
 #: A message of each kind with every field set (none left at its default).
@@ -80,10 +82,10 @@ def test_only_the_call_test_marker_is_left_out() -> None:
 
 def _sqlite(tmp_path: Path) -> sqlite3.Connection:
     async def write() -> None:
-        store = SqliteStore(tmp_path / "store.sqlite")
+        store = EmbeddedStore(tmp_path / "store.sqlite")
         await store.open()
         try:
-            assert await store.write(
+            assert await store.series.write(
                 [Record("dev-a", "SP1-0101", kind, msg, T0 + 5) for kind, msg in FULL.items()]
             ) == [True] * len(FULL)
         finally:

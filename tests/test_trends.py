@@ -17,6 +17,7 @@ import pytest
 from mamaroom.config import Settings
 from mamaroom.contract import Kind, Occupancy, RegistryRoom, Telemetry
 from mamaroom.storage import Record, TrendsStore, refresh_rollups
+from mamaroom.storage.embedded import EmbeddedStore
 from mamaroom.storage.influx import InfluxStore
 from mamaroom.storage.rollups import (
     DAY_MS,
@@ -30,7 +31,7 @@ from mamaroom.storage.rollups import (
     coarse_rollups,
     session_lengths,
 )
-from mamaroom.storage.sqlite import SqliteStore
+from mamaroom.storage.sqlite import SqliteSeries
 from server.services.trends import (
     CallsDb,
     RangeError,
@@ -124,14 +125,16 @@ async def _store(
             "influxdb": {"url": influx.url, "database": tmp.name, "flush_interval_s": 0.1},
         }
     settings = Settings(**env)
-    store: SqliteStore | InfluxStore
+    store: SqliteSeries | InfluxStore
+    home: EmbeddedStore | InfluxStore
     if influx is None:
-        store = SqliteStore(settings.store_path)
-        await store.open()
+        home = EmbeddedStore(settings.store_path)
+        await home.open()
+        store = home.series
         await store.write(records)
         drainer = None
     else:
-        store = InfluxStore(settings.storage.influxdb, settings.spool_path, gateway="t")
+        store = home = InfluxStore(settings.storage.influxdb, settings.spool_path, gateway="t")
         await store.open()
         drainer = asyncio.create_task(store.run_drainer())
         await store.write(records)
@@ -147,7 +150,7 @@ async def _store(
         if drainer:
             drainer.cancel()
             await asyncio.gather(drainer, return_exceptions=True)
-        await store.close()
+        await home.close()
 
 
 @pytest.fixture(params=["sqlite", "influxdb"])
@@ -378,10 +381,12 @@ async def test_telemetry_rollups_from_before_online_time(tmp_path: Path) -> None
     db.execute("INSERT INTO telemetry_hourly VALUES ('dev-1', ?, 30, 1, 2)", (hour,))
     db.commit()
     db.close()
-    store = SqliteStore(path)
+    store = EmbeddedStore(path)
     await store.open()
     try:
-        assert await store.telemetry_totals(hour, hour + HOUR_MS) == [("dev-1", 30, 30 * MIN, 1)]
+        assert await store.series.telemetry_totals(hour, hour + HOUR_MS) == [
+            ("dev-1", 30, 30 * MIN, 1)
+        ]
     finally:
         await store.close()
     rng = make_range(MONDAY, MONDAY, TZ, at(MONDAY + timedelta(days=1)))

@@ -27,8 +27,9 @@ from chinese_calendar import constants as cc
 
 from mamaroom.config import Settings
 from mamaroom.registry import read_rooms_csv
+from mamaroom.storage.embedded import EmbeddedStore
 from mamaroom.storage.influx import InfluxStore
-from mamaroom.storage.sqlite import SqliteStore
+from mamaroom.storage.sqlite import SqliteSeries
 from server.services.trends import CallsDb, TrendsService, csv_rows
 from tests.support import ROOT, InfluxDB
 
@@ -105,7 +106,7 @@ async def services(generated: tuple[Path, InfluxDB]) -> AsyncIterator[dict[str, 
     base, influx = generated
     rooms = read_rooms_csv(ROOT / "site" / "rooms.csv")
     assert len(rooms) == 190
-    made: list[tuple[SqliteStore | InfluxStore, CallsDb]] = []
+    made: list[tuple[EmbeddedStore | InfluxStore, CallsDb]] = []
     out: dict[str, TrendsService] = {}
     try:
         for backend in ("sqlite", "influxdb"):
@@ -117,26 +118,28 @@ async def services(generated: tuple[Path, InfluxDB]) -> AsyncIterator[dict[str, 
                     "influxdb": {"url": influx.url, "database": "parity", "timeout_s": 120},
                 },
             )
-            store: SqliteStore | InfluxStore
+            store: SqliteSeries | InfluxStore
+            home: EmbeddedStore | InfluxStore
             if backend == "sqlite":
-                store = SqliteStore(settings.store_path)
-                await store.open()
+                home = EmbeddedStore(settings.store_path)
+                await home.open()
+                store = home.series
             else:
-                store = InfluxStore(
+                store = home = InfluxStore(
                     settings.storage.influxdb, settings.spool_path, gateway="trends"
                 )
             calls = CallsDb(settings.server_db_path)
             await calls.open()
-            made.append((store, calls))
+            made.append((home, calls))
             out[backend] = TrendsService(settings, store, calls, lambda: rooms, now_ms=lambda: NOW)
         yield out
     finally:
-        for store, calls in made:
+        for made_home, calls in made:
             await calls.close()
-            if isinstance(store, InfluxStore):
-                await store.client.close()
+            if isinstance(made_home, InfluxStore):
+                await made_home.client.close()
             else:
-                await store.close()
+                await made_home.close()
 
 
 def today() -> date:

@@ -213,7 +213,7 @@ class TrendsStore(RollupStore, Protocol):
 
 class Store(Protocol):
     """Where device messages are kept (time series). Implementations:
-    `sqlite.SqliteStore` (embedded default) and `influx.InfluxStore`."""
+    `sqlite.SqliteSeries` (embedded default) and `influx.InfluxStore`."""
 
     async def open(self) -> None: ...
 

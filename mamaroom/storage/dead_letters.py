@@ -19,6 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mamaroom.storage.sqlite_base import SqliteDatabase
+
 SCHEMA = """
 -- Records a backend refused (mamaroom/storage/dead_letters.py).
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -109,3 +111,27 @@ def open_file(path: Path) -> sqlite3.Connection | None:
     db = sqlite3.connect(path, timeout=10)
     db.executescript(SCHEMA)  # a spool or store from before dead letters
     return db
+
+
+class DeadLetterStore(SqliteDatabase):
+    """The gateway's dead letters in `store.sqlite` (any backend; the spool
+    keeps its own, influx.py)."""
+
+    # The table was part of the "store" component until the storage split; a
+    # file from then is version 1 of this one (migrations.py).
+    component = "dead_letters"
+    schema = SCHEMA
+
+    async def add(self, letters: list[NewDeadLetter], now_ms: int) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                add(db, letters, now_ms)
+
+        await self._run(run)
+
+    async def read(self, *, include_acked: bool = False) -> list[DeadLetter]:
+        return await self._run(lambda db: read(db, include_acked=include_acked))
+
+    async def count_open(self) -> int:
+        """Dead letters not yet acknowledged."""
+        return await self._run(count_open)

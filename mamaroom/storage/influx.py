@@ -167,7 +167,7 @@ _SPOOL_INSERT = "INSERT INTO spool (gateway, time_ns, rp, line, spooled_ms) VALU
 class InfluxSpool(SqliteDatabase):
     component = "influx_spool"
     schema = SPOOL_SCHEMA + AUDIT_SCHEMA + dead_letters.SCHEMA
-    checkpoint_pages = 10_000  # as SqliteStore: checkpoints off most commits
+    checkpoint_pages = 10_000  # as store.sqlite (embedded.py): checkpoints off most commits
 
     def migrate(self, db: sqlite3.Connection) -> None:
         migrate_audit(db)

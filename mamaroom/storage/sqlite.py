@@ -1,16 +1,17 @@
-"""The embedded store: one SQLite file (WAL) in the data directory, zero setup."""
+"""The embedded time-series backend: device messages, their rollups and the
+loss audit, in `store.sqlite` (WAL) beside the device state (device_state.py),
+on the same connection (embedded.py). Zero setup; the default backend."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from mamaroom.contract import Call, Occupancy, Telemetry
-from mamaroom.storage import DeviceReports, HourTotal, Record, RoomTotal, StorageError, dead_letters
-from mamaroom.storage.dead_letters import DeadLetter, NewDeadLetter
+from mamaroom.storage import DeviceReports, HourTotal, Record, RoomTotal, StorageError
+from mamaroom.storage.device_state import DeviceStateStore, note_known, note_messages
 from mamaroom.storage.migrations import Migration
 from mamaroom.storage.rollups import (
     CoarseRollups,
@@ -45,20 +46,6 @@ CREATE TABLE IF NOT EXISTS calls (
     action TEXT NOT NULL, call_id TEXT NOT NULL, status TEXT,
     PRIMARY KEY (device, boot, seq)
 ) WITHOUT ROWID;
--- The last thing known of each device: its health record and the input of
--- room-state derivation, restored when the gateway restarts.
-CREATE TABLE IF NOT EXISTS devices (
-    device TEXT PRIMARY KEY, room TEXT,
-    last_seen_ms INTEGER, status TEXT, status_ms INTEGER,
-    boot INTEGER, seq INTEGER, boots INTEGER NOT NULL DEFAULT 0,
-    occupied INTEGER, occupied_ms INTEGER,
-    uptime_s INTEGER, rssi INTEGER, heap_free INTEGER, fw TEXT, reset_reason TEXT
-);
--- Devices that published but are not in the registry: candidates to adopt.
-CREATE TABLE IF NOT EXISTS unknown_devices (
-    device TEXT PRIMARY KEY, first_seen_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL,
-    messages INTEGER NOT NULL, last_topic TEXT
-);
 -- Hourly rollups computed by mamaroom (mamaroom/storage/rollups.py).
 CREATE TABLE IF NOT EXISTS occupancy_hourly (
     room TEXT NOT NULL, hour_ms INTEGER NOT NULL, occupied_s REAL NOT NULL,
@@ -92,38 +79,7 @@ CREATE TABLE IF NOT EXISTS session_lengths_daily (
     day_ms INTEGER NOT NULL, minutes INTEGER NOT NULL, count INTEGER NOT NULL,
     PRIMARY KEY (day_ms, minutes)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS room_states (
-    room TEXT PRIMARY KEY, state TEXT NOT NULL, since_ms INTEGER, device TEXT, reason TEXT
-);
 """
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceRow:
-    device: str
-    room: str | None
-    last_seen_ms: int | None
-    status: str | None
-    status_ms: int | None
-    boot: int | None
-    seq: int | None
-    boots: int
-    occupied: bool | None
-    occupied_ms: int | None
-    uptime_s: int | None
-    rssi: int | None
-    heap_free: int | None
-    fw: str | None
-    reset_reason: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class RoomStateRow:
-    room: str
-    state: str
-    since_ms: int | None
-    device: str | None
-    reason: str | None
 
 
 def _online_time(db: sqlite3.Connection) -> None:
@@ -140,17 +96,21 @@ def _online_time(db: sqlite3.Connection) -> None:
         )
 
 
-class SqliteStore(SqliteDatabase):
-    """The embedded time-series store (the default backend)."""
+class SqliteSeries(SqliteDatabase):
+    """The time series of the embedded backend. It shares the connection of
+    the device state it keeps current (`devices`): a write stores the
+    messages, notes their seqs in the loss audit and updates the devices'
+    health in one transaction, and the telemetry rollup reads its device list
+    from there. Built and opened by `EmbeddedStore` (embedded.py)."""
 
+    # "store": the name its versions have been kept under since versioning
+    # began, when this component also held device state and dead letters.
     component = "store"
     migrations = (Migration(2, "telemetry rollups measure online time and reboots", _online_time),)
-    schema = SCHEMA + AUDIT_SCHEMA + dead_letters.SCHEMA
-    # A batch of messages from many devices dirties about one page per message
-    # (rows are clustered by device); with the default 1000 pages nearly every
-    # commit of a busy gateway also checkpointed, with its fsyncs, on the path
-    # to the ack. Durability is the commit's (WAL), not the checkpoint's.
-    checkpoint_pages = 10_000
+    schema = SCHEMA + AUDIT_SCHEMA
+
+    def __init__(self, devices: DeviceStateStore) -> None:
+        super().__init__(devices.path, connection=devices.connection)
 
     def migrate(self, db: sqlite3.Connection) -> None:
         migrate_audit(db)
@@ -158,7 +118,7 @@ class SqliteStore(SqliteDatabase):
     # --- writes (gateway) -------------------------------------------------
 
     async def write(self, records: list[Record], *, live: bool = True) -> list[bool]:
-        """Store new records and update device health, in one transaction.
+        """Store new records, audit their seqs and update device health, in one transaction.
         `live=False` (generated history) stores them only: a device's health,
         boot and loss audit are what its live messages say."""
         return await self._run(lambda db: _write(db, records, live=live))
@@ -190,32 +150,6 @@ class SqliteStore(SqliteDatabase):
             return min(a for a, _ in found), max(b for _, b in found)
 
         return await self._run(run)
-
-    async def dead_letter(self, letters: list[NewDeadLetter], now_ms: int) -> None:
-        """Set refused records aside (dead_letters.py)."""
-
-        def run(db: sqlite3.Connection) -> None:
-            with db:
-                dead_letters.add(db, letters, now_ms)
-
-        await self._run(run)
-
-    async def dead_letters(self, *, include_acked: bool = False) -> list[DeadLetter]:
-        return await self._run(lambda db: dead_letters.read(db, include_acked=include_acked))
-
-    async def dead_letter_count(self) -> int:
-        """Dead letters not yet acknowledged."""
-        return await self._run(dead_letters.count_open)
-
-    async def note_messages(self, records: list[Record]) -> None:
-        """Update the device-health records from new messages stored elsewhere
-        (InfluxDB); `write` does this itself, in the same transaction."""
-
-        def run(db: sqlite3.Connection) -> None:
-            with db:
-                _note_messages(db, records)
-
-        await self._run(run)
 
     async def occupancy_window(
         self, start_ms: int, end_ms: int
@@ -475,98 +409,7 @@ class SqliteStore(SqliteDatabase):
 
         return await self._run(run)
 
-    async def note_status(
-        self, device: str, room: str | None, status: str, at_ms: int, *, live: bool
-    ) -> None:
-        """A device's status (birth or last will); a live one is also a sign of life."""
-
-        def run(db: sqlite3.Connection) -> None:
-            with db:
-                _ensure_device(db, device, room)
-                db.execute(
-                    "UPDATE devices SET status=?, status_ms=?, room=?,"
-                    " last_seen_ms=CASE WHEN ? THEN MAX(COALESCE(last_seen_ms,0), ?)"
-                    " ELSE last_seen_ms END WHERE device=?",
-                    (status, at_ms, room, live, at_ms, device),
-                )
-
-        await self._run(run)
-
-    async def note_unknown_device(self, device: str, topic: str, at_ms: int) -> None:
-        def run(db: sqlite3.Connection) -> None:
-            with db:
-                db.execute(
-                    "INSERT INTO unknown_devices VALUES (?, ?, ?, 1, ?)"
-                    " ON CONFLICT(device) DO UPDATE SET last_seen_ms=excluded.last_seen_ms,"
-                    " messages=messages+1, last_topic=excluded.last_topic",
-                    (device, at_ms, at_ms, topic),
-                )
-
-        await self._run(run)
-
-    async def forget_unknown_device(self, device: str) -> None:
-        """The device was adopted into the registry."""
-
-        def run(db: sqlite3.Connection) -> None:
-            with db:
-                db.execute("DELETE FROM unknown_devices WHERE device=?", (device,))
-
-        await self._run(run)
-
-    async def save_room_states(self, rows: list[RoomStateRow]) -> None:
-        def run(db: sqlite3.Connection) -> None:
-            with db:
-                db.executemany(
-                    "INSERT OR REPLACE INTO room_states VALUES (?, ?, ?, ?, ?)",
-                    [(r.room, r.state, r.since_ms, r.device, r.reason) for r in rows],
-                )
-
-        await self._run(run)
-
-    async def forget_room_states(self, rooms: list[str]) -> None:
-        def run(db: sqlite3.Connection) -> None:
-            with db:
-                db.executemany("DELETE FROM room_states WHERE room=?", [(r,) for r in rooms])
-
-        await self._run(run)
-
     # --- reads ---------------------------------------------------------------
-
-    async def devices(self) -> list[DeviceRow]:
-        def run(db: sqlite3.Connection) -> list[DeviceRow]:
-            rows = db.execute(
-                "SELECT device, room, last_seen_ms, status, status_ms, boot, seq, boots,"
-                " occupied, occupied_ms, uptime_s, rssi, heap_free, fw, reset_reason"
-                " FROM devices ORDER BY device"
-            ).fetchall()
-            return [
-                DeviceRow(
-                    *r[:8],
-                    None if r[8] is None else bool(r[8]),  # type: ignore[call-arg]
-                    *r[9:],
-                )
-                for r in rows
-            ]
-
-        return await self._run(run)
-
-    async def room_states(self) -> list[RoomStateRow]:
-        def run(db: sqlite3.Connection) -> list[RoomStateRow]:
-            rows = db.execute("SELECT room, state, since_ms, device, reason FROM room_states")
-            return [RoomStateRow(*r) for r in rows.fetchall()]
-
-        return await self._run(run)
-
-    async def unknown_devices(self) -> list[dict[str, Any]]:
-        def run(db: sqlite3.Connection) -> list[dict[str, Any]]:
-            cur = db.execute(
-                "SELECT device, first_seen_ms, last_seen_ms, messages, last_topic"
-                " FROM unknown_devices ORDER BY device"
-            )
-            cols = [c[0] for c in cur.description]
-            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-
-        return await self._run(run)
 
     async def occupancy_events(self, room: str | None = None) -> list[dict[str, Any]]:
         """Stored occupancy events in time order (all rooms, or one)."""
@@ -587,11 +430,6 @@ class SqliteStore(SqliteDatabase):
         """The loss audit: per device and boot, messages missing by seq (seq_audit.py)."""
         return await self._run(read_gaps)
 
-    async def count(self, table: str) -> int:
-        if table not in ("occupancy", "telemetry", "calls", "devices", "unknown_devices"):
-            raise ValueError(table)
-        return await self._run(lambda db: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-
 
 def _range(start_ms: int, end_ms: int, rooms: Sequence[str] | None) -> tuple[str, tuple[Any, ...]]:
     """The WHERE clause of a rollup table's hour range, optionally some rooms."""
@@ -601,13 +439,6 @@ def _range(start_ms: int, end_ms: int, rooms: Sequence[str] | None) -> tuple[str
         where += f" AND room IN ({', '.join('?' * len(rooms))})" if rooms else " AND 0"
         args += tuple(rooms)
     return where, args
-
-
-def _ensure_device(db: sqlite3.Connection, device: str, room: str | None) -> None:
-    db.execute(
-        "INSERT INTO devices (device, room) VALUES (?, ?) ON CONFLICT(device) DO NOTHING",
-        (device, room),
-    )
 
 
 _INSERTS: dict[type, str] = {
@@ -666,69 +497,12 @@ def _write(db: sqlite3.Connection, records: list[Record], *, live: bool = True) 
         new = [rec for rec, is_new in zip(records, fresh, strict=True) if is_new]
         if not live:
             # Only known to exist (the telemetry rollup reads through `devices`).
-            db.executemany(
-                "INSERT INTO devices (device, room) VALUES (?, ?) ON CONFLICT(device) DO NOTHING",
-                list({r.device: (r.device, r.room) for r in new}.values()),
-            )
+            note_known(db, {r.device: (r.device, r.room) for r in new}.values())
             return fresh
-        _note_messages(db, new)
+        note_messages(db, new)
         note_seqs(
             db,
             ((r.device, r.message.boot, r.message.seq) for r in new),
             max((r.received_ms for r in records), default=0),
         )
     return fresh
-
-
-_DEVICE_UPSERT = """
-INSERT INTO devices (device, room, last_seen_ms, boot, seq, boots, occupied, occupied_ms,
-                     uptime_s, rssi, heap_free, fw, reset_reason)
-VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (device) DO UPDATE SET
-    room = excluded.room,
-    last_seen_ms = MAX(COALESCE(last_seen_ms, 0), excluded.last_seen_ms),
-    boots = boots + (boot IS NOT excluded.boot),
-    seq = CASE WHEN boot IS excluded.boot THEN MAX(COALESCE(seq, 0), excluded.seq)
-               ELSE excluded.seq END,
-    boot = excluded.boot,
-    occupied = COALESCE(excluded.occupied, occupied),
-    occupied_ms = COALESCE(excluded.occupied_ms, occupied_ms),
-    uptime_s = COALESCE(excluded.uptime_s, uptime_s),
-    rssi = COALESCE(excluded.rssi, rssi),
-    heap_free = COALESCE(excluded.heap_free, heap_free),
-    fw = COALESCE(excluded.fw, fw),
-    reset_reason = COALESCE(excluded.reset_reason, reset_reason)
-"""
-
-
-def _note_messages(db: sqlite3.Connection, records: list[Record]) -> None:
-    """Device health from a batch: one upsert per device with its latest values
-    (every expression in the UPDATE sees the row as it was)."""
-    latest: dict[str, list[Any]] = {}
-    for rec in records:
-        msg = rec.message
-        row = latest.get(rec.device)
-        if row is None:
-            row = latest[rec.device] = [
-                rec.device,
-                rec.room,
-                0,
-                msg.boot,
-                msg.seq,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-            ]
-        row[1] = rec.room
-        row[2] = max(row[2], rec.received_ms)
-        if msg.boot != row[3] or msg.seq > row[4]:
-            row[3], row[4] = msg.boot, msg.seq
-        if isinstance(msg, Occupancy):
-            row[5], row[6] = msg.occupied, rec.time_ms
-        elif isinstance(msg, Telemetry):
-            row[7:12] = [msg.uptime_s, msg.rssi, msg.heap_free, msg.fw, msg.reset_reason]
-    db.executemany(_DEVICE_UPSERT, list(latest.values()))

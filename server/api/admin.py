@@ -144,7 +144,7 @@ async def adopt_device(
 ) -> RegistryRoom:
     """Give a device seen on the broker (GET /api/devices: unknown) a room."""
     room = await ctx.registry.patch_room(body.room, {"device": device})
-    await ctx.store.forget_unknown_device(device)
+    await ctx.devices.forget_unknown_device(device)
     return room
 
 
@@ -194,7 +194,7 @@ async def move_device(
 ) -> RegistryRoom:
     """Move a device to another room in one registry version (its old room has none)."""
     moved = await ctx.registry.move_device(device, body.room)
-    await ctx.store.forget_unknown_device(device)
+    await ctx.devices.forget_unknown_device(device)
     return moved
 
 

@@ -54,12 +54,12 @@ async def loss_audit(ctx: ServerContext) -> list[SeqGap]:
 
 @router.get("/devices", response_model=Devices)
 async def devices(ctx: Ctx) -> Devices:
-    rows = await ctx.store.devices()
+    rows = await ctx.devices.devices()
     try:
         lost: dict[str, int] | None = lost_by_device(await loss_audit(ctx))
     except StorageError:
         lost = None  # health records are still worth showing without it
-    unknown = await ctx.store.unknown_devices()
+    unknown = await ctx.devices.unknown_devices()
     return Devices(
         devices=[
             DeviceHealth(

@@ -44,7 +44,7 @@ async def readyz(ctx: Ctx) -> JSONResponse:
     database takes a real write (a `SELECT 1` passes on a full disk), the data
     disk has room, and no call waits in the journal for the database."""
     checks: dict[str, str] = {"broker": "ok" if ctx.mqtt.connected.is_set() else "unreachable"}
-    for name, db in (("storage", ctx.store), ("database", ctx.db)):
+    for name, db in (("storage", ctx.devices), ("database", ctx.db)):
         try:
             await db.ping()
             checks[name] = "ok"
