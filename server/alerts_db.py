@@ -10,7 +10,15 @@ from typing import Any, cast
 
 from mamaroom.storage import StorageError
 from mamaroom.storage.sqlite_base import SqliteDatabase
-from server.services.alert_model import ORDER, Alert, TimelineEntry
+from server.services.alert_model import (
+    ORDER,
+    Alert,
+    AlertKind,
+    AlertStatus,
+    Priority,
+    TimelineEntry,
+    with_enums,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -103,7 +111,7 @@ def _alert(row: tuple[Any, ...]) -> Alert:
     raw["paging"] = json.loads(raw["paging"]) if raw["paging"] else {}
     raw["nobody"] = bool(raw["nobody"])
     raw["test"] = bool(raw["test"])
-    return cast(Alert, raw)
+    return with_enums(raw)
 
 
 class AlertsDb(SqliteDatabase):
@@ -208,10 +216,10 @@ class AlertsDb(SqliteDatabase):
 
     async def raise_once(
         self,
-        kind: str,
+        kind: AlertKind,
         subject: str,
         *,
-        priority: str,
+        priority: Priority,
         at_ms: int,
         detail: str,
         channel: str,
@@ -249,7 +257,7 @@ class AlertsDb(SqliteDatabase):
         return await self._run(run)
 
     async def advance(
-        self, alert_id: int, status: str, *, at_ms: int, who: str | None, channel: str
+        self, alert_id: int, status: AlertStatus, *, at_ms: int, who: str | None, channel: str
     ) -> tuple[Alert, bool]:
         """Move an alert forwards to `status`; (alert, changed). Going back is a no-op."""
 

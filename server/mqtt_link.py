@@ -9,7 +9,7 @@ import json
 import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import aiomqtt
 
@@ -47,7 +47,7 @@ from mamaroom.contract import (
 )
 from mamaroom.logs import get_logger
 from mamaroom.mqtt_socket import NO_DELAY
-from server.services.alert_model import Alert
+from server.services.alert_model import Alert, with_enums
 from server.services.alerts import AlertService
 from server.services.rooms import LiveRooms
 from server.services.welfare import WelfareCheck
@@ -299,12 +299,14 @@ class ServerMqtt:
         if kind != "alert":
             return
         try:
-            alert = json.loads(payload)
-        except ValueError:
+            raw = json.loads(payload)
+            if not (isinstance(raw, dict) and isinstance(raw.get("id"), int)):
+                raise ValueError("not an alert")
+            alert = with_enums(raw)
+        except (ValueError, KeyError):
             log.warning("ignoring a bad alert from another server", topic=topic)
             return
-        if isinstance(alert, dict) and isinstance(alert.get("id"), int) and "status" in alert:
-            self._alerts.from_peer(cast(Alert, alert))
+        self._alerts.from_peer(alert)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if topic.startswith(GATEWAY_TOPIC_PREFIX):

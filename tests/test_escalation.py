@@ -21,7 +21,7 @@ from mamaroom.contract import RegistryRoom
 from paging.registry import build_channels
 from server.alerts_db import AlertsDb
 from server.notify.wiring import call_text
-from server.services.alert_model import Alert
+from server.services.alert_model import Alert, AlertStatus
 from server.services.escalation import Escalator, paging_gaps, refuse_unpaged
 
 # 2026-11-24 10:00 in Shanghai: inside the day shift below.
@@ -112,7 +112,11 @@ def test_tiers_repeats_roster_and_a_restart(tmp_path: Path) -> None:
             await esc.tick()
             if t == 185:  # acknowledged: paging stops
                 await db.advance(
-                    alert["id"], "acknowledged", at_ms=now[0], who="wang", channel="console"
+                    alert["id"],
+                    AlertStatus.ACKNOWLEDGED,
+                    at_ms=now[0],
+                    who="wang",
+                    channel="console",
                 )
         final = await db.get(alert["id"])
         await db.close()

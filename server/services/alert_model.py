@@ -5,7 +5,7 @@ staff stream show."""
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict, cast
 
 from pydantic import BaseModel
 
@@ -54,15 +54,17 @@ class TimelineEntry(TypedDict):
 
 class Alert(TypedDict):
     """One alert as stored (alerts_db.py) and held in memory (alerts.py).
-    Strings from the database compare equal to the enums' members."""
+    Read back from the database, the journal or another server, it goes
+    through `with_enums`. The enums are StrEnums: they compare equal to, and
+    are stored and sent as, their strings."""
 
     id: int  # negative: provisional, held in the call journal (alerts.py)
-    kind: str  # AlertKind
-    priority: str  # Priority
+    kind: AlertKind
+    priority: Priority
     room: str | None
     device: str | None
     call_id: str | None
-    status: str  # AlertStatus
+    status: AlertStatus
     raised_at_ms: int
     acknowledged_at_ms: int | None
     acknowledged_by: str | None
@@ -82,6 +84,16 @@ class Alert(TypedDict):
     journal_slot: NotRequired[int | None]
     #: A provisional alert once committed: the stored alert that replaces it.
     superseded_by: NotRequired[int]
+
+
+def with_enums(raw: dict[str, Any]) -> Alert:
+    """An alert read back as plain values (a database row, the call journal,
+    another server's JSON) with its kind, priority and status as the enums;
+    ValueError or KeyError if one is not a known value."""
+    raw["kind"] = AlertKind(raw["kind"])
+    raw["priority"] = Priority(raw["priority"])
+    raw["status"] = AlertStatus(raw["status"])
+    return cast(Alert, raw)
 
 
 class TimelineOut(BaseModel):

@@ -27,7 +27,15 @@ from mamaroom.logs import get_logger
 from mamaroom.storage import StorageError
 from server.alerts_db import AlertsDb
 from server.errors import NotFound
-from server.services.alert_model import CLOSED, ORDER, Alert
+from server.services.alert_model import (
+    CLOSED,
+    ORDER,
+    Alert,
+    AlertKind,
+    AlertStatus,
+    Priority,
+    with_enums,
+)
 from server.services.call_journal import CallJournal, JournalFull
 
 log = get_logger(__name__)
@@ -129,9 +137,9 @@ class AlertService:
         channel = subject.split(":", 1)[0]
         try:
             alert, created = await self._db.raise_once(
-                "paging_link",
+                AlertKind.PAGING_LINK,
                 subject,
-                priority="high",
+                priority=Priority.HIGH,
                 at_ms=self._clock(),
                 detail=f"{subject}: {detail}",
                 channel=channel,
@@ -150,14 +158,14 @@ class AlertService:
 
     async def channel_up(self, subject: str) -> None:
         log.info("paging link up", subject=subject)
-        await self.clear("paging_link", {subject}, who=subject.split(":", 1)[0])
+        await self.clear(AlertKind.PAGING_LINK, {subject}, who=subject.split(":", 1)[0])
 
     async def raise_once(
         self,
-        kind: str,
+        kind: AlertKind,
         subject: str,
         *,
-        priority: str,
+        priority: Priority,
         detail: str,
         room: str | None = None,
         device: str | None = None,
@@ -177,13 +185,13 @@ class AlertService:
             log.warning(kind.replace("_", " "), subject=subject, detail=detail, alert=alert["id"])
             self._changed(alert)
 
-    async def clear(self, kind: str, subjects: set[str], *, who: str = "mamaroom") -> None:
+    async def clear(self, kind: AlertKind, subjects: set[str], *, who: str = "mamaroom") -> None:
         """Resolve the open alerts of `kind` about these subjects (the cause is gone)."""
         for alert in await self._db.query(kind=kind, open_only=True):
             if alert["subject"] in subjects:
-                await self._advance(alert["id"], "resolved", who=who, channel="mamaroom")
+                await self._advance(alert["id"], AlertStatus.RESOLVED, who=who, channel="mamaroom")
 
-    async def open_subjects(self, kind: str) -> set[str]:
+    async def open_subjects(self, kind: AlertKind) -> set[str]:
         return {
             a["subject"]
             for a in await self._db.query(kind=kind, open_only=True)
@@ -327,7 +335,7 @@ class AlertService:
                 self._journal = None
         if entries:
             for entry in entries:
-                alert = cast(Alert, entry.body)
+                alert = with_enums(dict(entry.body))
                 alert["id"] = -(entry.slot + 1)
                 alert["journal_slot"] = entry.slot
                 self._provisional[alert["id"]] = alert
@@ -380,7 +388,9 @@ class AlertService:
                     created=created,
                     room=committed["room"],
                 )
-                self._changed({**alert, "superseded_by": committed["id"], "status": "cancelled"})
+                self._changed(
+                    {**alert, "superseded_by": committed["id"], "status": AlertStatus.CANCELLED}
+                )
                 self._changed(committed)
 
     # --- from the node ----------------------------------------------------------
@@ -453,7 +463,7 @@ class AlertService:
                 known["id"], "shown", at_ms=now, who=device, channel="lamp", detail=call.status
             )
             return
-        status = "arrived" if call.action == "presence" else "resolved"
+        status = AlertStatus.ARRIVED if call.action == "presence" else AlertStatus.RESOLVED
         await self._advance(known["id"], status, who="staff key", channel="staff key")
 
     async def _raise(self, device: str, room: str, call_id: str, now: int) -> tuple[Alert, bool]:
@@ -486,12 +496,12 @@ class AlertService:
         """The database refused the call: journal it, tell the node, show and page it."""
         alert: Alert = {
             "id": 0,  # set below, from the journal slot
-            "kind": "call",
-            "priority": "high",
+            "kind": AlertKind.CALL,
+            "priority": Priority.HIGH,
             "room": room,
             "device": device,
             "call_id": call.call_id,
-            "status": "open",
+            "status": AlertStatus.OPEN,
             "raised_at_ms": now,
             "acknowledged_at_ms": None,
             "acknowledged_by": None,
@@ -550,10 +560,10 @@ class AlertService:
     # --- from staff -------------------------------------------------------------
 
     async def acknowledge(self, alert_id: int, who: str) -> Alert:
-        return await self._advance(alert_id, "acknowledged", who=who, channel="console")
+        return await self._advance(alert_id, AlertStatus.ACKNOWLEDGED, who=who, channel="console")
 
     async def resolve(self, alert_id: int, who: str) -> Alert:
-        return await self._advance(alert_id, "resolved", who=who, channel="console")
+        return await self._advance(alert_id, AlertStatus.RESOLVED, who=who, channel="console")
 
     async def set_test_mode(
         self, room: str, tester_pager: str | None, minutes: float, who: str
@@ -597,7 +607,9 @@ class AlertService:
 
     # --- internals ---------------------------------------------------------------
 
-    async def _advance(self, alert_id: int, status: str, *, who: str, channel: str) -> Alert:
+    async def _advance(
+        self, alert_id: int, status: AlertStatus, *, who: str, channel: str
+    ) -> Alert:
         if (p := self._provisional.get(alert_id)) is not None:
             return await self._advance_provisional(p, status, who=who, channel=channel)
         try:
@@ -613,7 +625,7 @@ class AlertService:
         return alert
 
     async def _advance_provisional(
-        self, alert: Alert, status: str, *, who: str, channel: str
+        self, alert: Alert, status: AlertStatus, *, who: str, channel: str
     ) -> Alert:
         """As AlertsDb.advance, in memory and in the journal."""
         if ORDER[status] > ORDER[alert["status"]]:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from mamaroom.config import AlertSettings
 from mamaroom.contract import RoomStateName
+from server.services.alert_model import AlertKind, Priority
 from server.services.alerts import AlertService
 from server.services.rooms import LiveRooms, PublicRoom
 
@@ -44,23 +45,23 @@ class OutageWatch:
                 devices_down.update({r.device: r for r in down if r.device})
         for building, down in buildings_down.items():
             await self._alerts.raise_once(
-                "building_offline",
+                AlertKind.BUILDING_OFFLINE,
                 building,
-                priority="normal",
+                priority=Priority.NORMAL,
                 detail=f"{len(down)} of {len(by_building[building])} nodes offline in {building}",
             )
         for device, room in devices_down.items():
             await self._alerts.raise_once(
-                "device_offline",
+                AlertKind.DEVICE_OFFLINE,
                 device,
-                priority="low",
+                priority=Priority.LOW,
                 room=room.id,
                 device=device,
                 detail=f"node {device} of room {room.id} offline since {room.since}",
             )
         for kind, current in (
-            ("building_offline", set(buildings_down)),
-            ("device_offline", set(devices_down)),
+            (AlertKind.BUILDING_OFFLINE, set(buildings_down)),
+            (AlertKind.DEVICE_OFFLINE, set(devices_down)),
         ):
             gone = await self._alerts.open_subjects(kind) - current
             if gone:

@@ -6,6 +6,7 @@ baby. A room occupied while the radar has seen nothing but stillness for
 from __future__ import annotations
 
 from mamaroom.contract import Occupancy
+from server.services.alert_model import AlertKind, Priority
 from server.services.alerts import AlertService
 
 
@@ -19,12 +20,12 @@ class WelfareCheck:
         still_s = msg.still_s or 0
         if msg.occupied and msg.radar in ("still", None) and still_s >= self._after_s:
             await self._alerts.raise_once(
-                "welfare",
+                AlertKind.WELFARE,
                 device,
-                priority="low",
+                priority=Priority.LOW,
                 room=room,
                 device=device,
                 detail=f"occupied and still for {still_s // 60} min: please knock",
             )
         elif not msg.occupied or msg.radar in ("moving", "both", "none"):
-            await self._alerts.clear("welfare", {device})
+            await self._alerts.clear(AlertKind.WELFARE, {device})
