@@ -55,7 +55,7 @@ from mamaroom.contract import (
     shared_subscription,
 )
 from mamaroom.logs import get_logger
-from mamaroom.storage import Record, RefusedError, StorageError, refresh_rollups
+from mamaroom.storage import Record, RefusedError, StorageError, Store, refresh_rollups
 from mamaroom.storage.dead_letters import NewDeadLetter
 from mamaroom.storage.rollups import HOUR_MS
 from mamaroom.storage.stores import open_stores
@@ -113,7 +113,7 @@ class Gateway:
         )
         self.embedded = stores.embedded
         self.devices = stores.embedded.devices
-        self.series = stores.series
+        self.series: Store = stores.series
         self.influx = stores.influx
         self.tracker = RoomTracker(settings.gateway.supervision_s, mono=mono)
         #: Room state changes since the last summary line.

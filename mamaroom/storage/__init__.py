@@ -1,6 +1,7 @@
 """Storage shared by gateway (writes) and server (reads).
 
-One small protocol; the embedded SQLite store is the default. Deduplication on
+One protocol for the time series (`Store`, what the gateway needs of a
+backend); the embedded SQLite store is the default. Deduplication on
 `(device, boot, seq)` lives inside each backend's write path, so a restart
 never forgets what was already stored.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from mamaroom.contract import TS_SKEW_MS, Call, Envelope, Kind, payload_fields
 from mamaroom.storage.rollups import (
@@ -29,6 +30,9 @@ from mamaroom.storage.rollups import (
     session_lengths,
     telemetry_hours,
 )
+
+if TYPE_CHECKING:  # seq_audit imports this module's errors
+    from mamaroom.storage.seq_audit import SeqGap
 
 #: Payload fields the time-series stores leave out. A call's `test` marker:
 #: whether a call is a test is the server's room test mode, kept with its alert.
@@ -211,18 +215,16 @@ class TrendsStore(RollupStore, Protocol):
         ...
 
 
-class Store(Protocol):
-    """Where device messages are kept (time series). Implementations:
-    `sqlite.SqliteSeries` (embedded default) and `influx.InfluxStore`."""
-
-    async def open(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def ping(self) -> None:
-        """Raise StorageError when the store cannot be used."""
+class Store(RollupStore, Protocol):
+    """Where device messages are kept (time series), as the gateway uses it.
+    Implementations: `sqlite.SqliteSeries` (embedded default) and
+    `influx.InfluxStore`; `stores.Stores.series_home` opens and closes them."""
 
     async def write(self, records: list[Record]) -> list[bool]:
         """Durably handle records in one batch: stored, or spooled to disk.
         True where new, False where `(device, boot, seq)` was already handled."""
+        ...
+
+    async def seq_gaps(self) -> list[SeqGap]:
+        """The loss audit (seq_audit.py), kept in the same transaction as `write`."""
         ...
