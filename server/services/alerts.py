@@ -335,7 +335,7 @@ class AlertService:
                 self._journal = None
         if entries:
             for entry in entries:
-                alert = with_enums(dict(entry.body))
+                alert = _journalled(entry.body)
                 alert["id"] = -(entry.slot + 1)
                 alert["journal_slot"] = entry.slot
                 self._provisional[alert["id"]] = alert
@@ -697,6 +697,30 @@ def _public(alert: Alert, *, timeline: bool = True) -> Alert:
     elif not timeline:
         out.pop("timeline", None)
     return out
+
+
+def _journalled(body: dict[str, Any]) -> Alert:
+    """A journal entry as an alert. Only calls are journalled (`_journal_call`):
+    one whose kind, priority or status this release does not know (a journal
+    edited by hand, or left by a newer release) is still a call, kept open and
+    paged rather than lost or in the way of the server's start."""
+    try:
+        return with_enums(dict(body))
+    except (ValueError, KeyError) as exc:
+        log.error(
+            "journalled call with values this release does not know; kept as an open call",
+            call_id=body.get("call_id"),
+            room=body.get("room"),
+            error=str(exc),
+        )
+        return with_enums(
+            {
+                **body,
+                "kind": AlertKind.CALL,
+                "priority": Priority.HIGH,
+                "status": AlertStatus.OPEN,
+            }
+        )
 
 
 def _journal_body(alert: Alert) -> dict[str, Any]:
