@@ -129,9 +129,6 @@ class DeadLetterStore(SqliteDatabase):
 
         await self._run(run)
 
-    async def read(self, *, include_acked: bool = False) -> list[DeadLetter]:
-        return await self._run(lambda db: read(db, include_acked=include_acked))
-
     async def count_open(self) -> int:
         """Dead letters not yet acknowledged."""
         return await self._run(count_open)

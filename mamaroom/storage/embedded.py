@@ -52,6 +52,3 @@ class EmbeddedStore:
 
     async def close(self) -> None:
         await self.connection.close()
-
-    async def ping(self) -> None:
-        await self.devices.ping()
