@@ -68,6 +68,9 @@ class RawStream:
         """The next whole SSE frame, with its blank-line terminator; comments
         (the keep-alive `: ping`, which may come at any time) skipped."""
         while True:
+            # What came with the headers is de-chunked before waiting for more:
+            # otherwise a frame already here waits for the next keep-alive.
+            self._dechunk()
             while b"\n\n" not in self.body:
                 if self.ended:
                     raise EOFError("stream ended")
@@ -78,6 +81,7 @@ class RawStream:
                 return frame + b"\n\n"
 
     def read_to_end(self) -> None:
+        self._dechunk()
         while not self.ended:
             self._read()
             self._dechunk()
