@@ -64,7 +64,7 @@ async def run_demo(settings: Settings, *, rooms: int, speed: float) -> int:  # n
     # would refuse to start without this, and the panel below says so.
     from server.services.escalation import refuse_unpaged
 
-    unpaged = refuse_unpaged(settings.escalation, settings.paging) is not None
+    unpaged = refuse_unpaged(settings) is not None
     if unpaged:
         env["MAMAROOM_PAGING__ALLOW_NO_TARGET"] = "true"
     quiet = {**env, "MAMAROOM_LOG__LEVEL": "warning"}

@@ -124,11 +124,7 @@ def server(
     from server.services.escalation import refuse_unpaged
 
     # A `web` server never pages (its calls server does): nothing to refuse.
-    why = (
-        None
-        if settings.server.role == "web"
-        else refuse_unpaged(settings.escalation, settings.paging)
-    )
+    why = None if settings.server.role == "web" else refuse_unpaged(settings)
     if why is not None:
         _error(why)
         raise typer.Exit(2)

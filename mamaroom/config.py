@@ -332,7 +332,9 @@ class TrendsSettings(_Section):
 #: A pager (call) number as ESPA 4.4.4 carries it.
 PAGER_NUMBER = r"^[0-9]{1,16}$"
 PagerNumber = Annotated[str, Field(pattern=PAGER_NUMBER)]
-#: `channel:target`, e.g. `espa:101` or `im:security-desk`.
+#: A staff account's name (a Web Push page can name one: `push:<account>`).
+ACCOUNT_NAME = r"^[A-Za-z0-9._-]{2,64}$"
+#: `channel:target`, e.g. `espa:101`, `im:security-desk` or `push:staff`.
 TierTarget = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*:\S+$", max_length=200)]
 
 

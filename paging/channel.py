@@ -4,7 +4,8 @@ escalation and by the watchdog."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 #: A page's outcome, told once, from any thread: (delivered, detail).
 Done = Callable[[bool, str], None]
@@ -13,6 +14,25 @@ Done = Callable[[bool, str], None]
 #: channel with several destinations (`im:security-desk`): each has its own
 #: state, so one dead destination beside a working one does not flap.
 LinkChange = Callable[[str, bool, str], None]
+#: Web Push: a target (`staff`, an account) → its phones' push subscriptions
+#: (the browsers' PushSubscription JSON). Called on the channel's threads.
+Subscriptions = Callable[[str], list[dict[str, Any]]]
+#: Web Push: a subscription's endpoint its push service says is gone (404/410).
+Gone = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What a channel may need from whoever builds it, beside its settings.
+    The defaults are a configuration check's: nothing is told, no phone known."""
+
+    #: Told when a channel, or one destination of it, goes down or back up.
+    on_link_change: LinkChange | None = None
+    #: Web Push: where the staff phones' subscriptions are (the server's database).
+    push_subscriptions: Subscriptions | None = None
+    push_gone: Gone | None = None
+    #: Web Push: the page a tapped notification opens (the staff console).
+    push_link: str = "/staff"
 
 
 class Channel(Protocol):

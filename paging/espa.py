@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 import serial
 
-from mamaroom.config import PAGER_NUMBER, EspaSettings, PagingSettings
+from mamaroom.config import PAGER_NUMBER, EspaSettings, Settings
 from mamaroom.logs import get_logger
-from paging.channel import Done, LinkChange
+from paging.channel import Done, LinkChange, Wiring
 
 log = get_logger(__name__)
 
@@ -78,13 +78,11 @@ class Page:
     done: Callable[[bool, str], None] | None = None
 
 
-def from_settings(
-    paging: PagingSettings, on_link_change: LinkChange | None = None
-) -> EspaLink | None:
+def from_settings(settings: Settings, wiring: Wiring) -> EspaLink | None:
     """The ESPA link `paging.espa` configures (None without a port)."""
-    if not paging.espa.port:
+    if not settings.paging.espa.port:
         return None
-    return EspaLink(paging.espa, on_link_change)
+    return EspaLink(settings.paging.espa, wiring.on_link_change)
 
 
 class EspaLink:

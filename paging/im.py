@@ -14,20 +14,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 import apprise
 
-from mamaroom.config import PagingSettings
+from mamaroom.config import Settings
 from mamaroom.logs import get_logger
-from paging.channel import Done, LinkChange
+from paging.channel import Done, LinkChange, Wiring
 
 log = get_logger(__name__)
 
 
-def from_settings(
-    paging: PagingSettings, on_link_change: LinkChange | None = None
-) -> ImChannel | None:
+def from_settings(settings: Settings, wiring: Wiring) -> ImChannel | None:
     """The IM channel `paging.im` configures (None without destinations)."""
-    if not paging.im.destinations:
+    if not settings.paging.im.destinations:
         return None
-    return ImChannel(paging.im.destinations, on_link_change=on_link_change)
+    return ImChannel(settings.paging.im.destinations, on_link_change=wiring.on_link_change)
 
 
 class ImChannel:

@@ -35,11 +35,11 @@ from server.api.pages import public_url, staff_url
 from server.context import ServerContext
 from server.database import ServerDatabase
 from server.mqtt_link import ServerMqtt
-from server.notify.wiring import call_text, link_watcher, page_recorder
+from server.notify.wiring import call_text, channel_wiring, page_recorder
 from server.services.accounts import LoginLimiter
 from server.services.alerts import AlertService, present
 from server.services.call_journal import CallJournal
-from server.services.escalation import Escalator, paging_gaps
+from server.services.escalation import Escalator, pages_push, paging_gaps
 from server.services.fanout import Fanout
 from server.services.outages import OutageWatch
 from server.services.registry import RegistryService
@@ -121,7 +121,13 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
         set_escalation=alerts.set_escalation,
         lease=functools.partial(alerts_db.lease, "escalation", settings.server.client_id),
     )
-    channels = build_channels(settings.paging, link_watcher(alerts)) if handles_calls else {}
+    channels = (
+        build_channels(
+            settings, channel_wiring(alerts, database.push, f"{staff_url(settings)}/staff")
+        )
+        if handles_calls
+        else {}
+    )
     if handles_calls:
         alerts.on_change(lambda a: escalator.wake() if a["kind"] == "call" else None)
         for gap in paging_gaps(settings.escalation, channels):
@@ -146,6 +152,8 @@ async def build(settings: Settings, stack: contextlib.AsyncExitStack) -> ServerC
         public_url(settings),
         lambda room_id: _room_name(registry, room_id),
         staff_url=staff_url(settings),
+        # Tiers that page Web Push themselves replace the push of every call.
+        staff_calls=not pages_push(settings.escalation),
     )
     # The park's WeChat service account: reminders as subscription messages.
     # Not in a `calls` server: nothing of the mothers' pages is near the call path.

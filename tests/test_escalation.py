@@ -15,14 +15,17 @@ from mamaroom.config import (
     EscalationTier,
     EspaSettings,
     ImSettings,
+    PagesSettings,
     PagingSettings,
+    Settings,
 )
 from mamaroom.contract import RegistryRoom
 from paging.registry import build_channels
 from server.alerts_db import AlertsDb
 from server.notify.wiring import call_text
 from server.services.alert_model import Alert, AlertStatus
-from server.services.escalation import Escalator, paging_gaps, refuse_unpaged
+from server.services.escalation import ONLY_PUSH, Escalator, paging_gaps, refuse_unpaged
+from server.services.webpush import make_vapid_keys
 
 # 2026-11-24 10:00 in Shanghai: inside the day shift below.
 T0 = int(datetime(2026, 11, 24, 2, 0, tzinfo=UTC).timestamp() * 1000)
@@ -192,8 +195,12 @@ def test_a_room_in_test_mode_pages_only_the_tester(tmp_path: Path) -> None:
     assert final["test"] == 1
 
 
+def site(escalation: EscalationSettings, paging: PagingSettings) -> Settings:
+    return Settings(escalation=escalation, paging=paging)
+
+
 def gaps_of(escalation: EscalationSettings, paging: PagingSettings) -> list[str]:
-    return paging_gaps(escalation, build_channels(paging))
+    return paging_gaps(escalation, build_channels(site(escalation, paging)))
 
 
 def test_a_configuration_that_pages_nobody_is_reported() -> None:
@@ -201,7 +208,7 @@ def test_a_configuration_that_pages_nobody_is_reported() -> None:
     gaps = gaps_of(EscalationSettings(), PagingSettings())
     assert gaps[0].startswith("no escalation tier can page anyone")
     assert any("duty roster, which is empty" in g for g in gaps)
-    assert refuse_unpaged(EscalationSettings(), PagingSettings()) is not None
+    assert refuse_unpaged(site(EscalationSettings(), PagingSettings())) is not None
     # Pagers without a serial port, an IM name that is not configured.
     gaps = gaps_of(
         EscalationSettings(tiers=[EscalationTier(pagers=["200"], im=["wecom"])]), PagingSettings()
@@ -220,7 +227,32 @@ def test_a_configuration_that_pages_nobody_is_reported() -> None:
     assert gaps_of(SETTINGS, espa) == []
     assert gaps_of(EscalationSettings(tiers=[EscalationTier(im=["wecom"])]), im) == []
     assert gaps_of(EscalationSettings(tiers=[EscalationTier(targets=["im:wecom"])]), im) == []
-    assert refuse_unpaged(EscalationSettings(tiers=[EscalationTier(im=["wecom"])]), im) is None
+    assert (
+        refuse_unpaged(site(EscalationSettings(tiers=[EscalationTier(im=["wecom"])]), im)) is None
+    )
+
+
+def test_web_push_is_a_channel_tiers_name() -> None:
+    """`push:staff` or `push:<account>` in a tier: reachable once the VAPID
+    keys are set, and said when it is the only way a call goes out."""
+    push_only = EscalationSettings(tiers=[EscalationTier(targets=["push:staff"])])
+    gaps = gaps_of(push_only, PagingSettings())
+    assert gaps[0].startswith("no escalation tier can page anyone")
+    assert any("pages push staff, but pages.vapid_public_key" in g for g in gaps), gaps
+    public, private = make_vapid_keys()
+    keys = PagesSettings(vapid_public_key=public, vapid_private_key=private)
+    settings = Settings(escalation=push_only, pages=keys)
+    assert paging_gaps(push_only, build_channels(settings)) == [ONLY_PUSH]
+    assert refuse_unpaged(settings) is None  # phones only is weak, not nobody
+    # An account by name; a target no account can be named is a typo, found now.
+    espa = PagingSettings(espa=EspaSettings(port="/dev/ttyUSB0"))
+    beside = EscalationSettings(
+        tiers=[EscalationTier(pagers=["101"], targets=["push:wang.li", "push:x"])]
+    )
+    settings = Settings(escalation=beside, pages=keys, paging=espa)
+    assert paging_gaps(beside, build_channels(settings)) == [
+        "escalation tier 1: push cannot reach x"
+    ]
 
 
 def test_a_wall_clock_step_neither_stops_nor_bunches_pages(tmp_path: Path) -> None:

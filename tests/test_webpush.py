@@ -187,3 +187,92 @@ def test_anonymous_reminders_are_rate_limited(push_services: Services) -> None:
         },
     )
     assert r.status_code == 429 and r.headers["Retry-After"] == "60"
+
+
+def test_a_tier_pages_one_accounts_phones_over_web_push(
+    broker: Mosquitto,
+    tmp_path: Path,
+    rooms_csv: Path,
+    vapid: tuple[str, str],
+    device_factory: DeviceFactory,
+) -> None:
+    """`push:<account>` in a tier: a page to that account's phones only, its
+    outcome in the call's timeline, and the push of every call to every phone
+    off (one push per page). A push service refusing the page is a
+    `paging_link` alert for that target, cleared when a page gets through."""
+    svc = Services(
+        broker,
+        tmp_path,
+        rooms_csv,
+        MAMAROOM_PAGES__VAPID_PUBLIC_KEY=vapid[0],
+        MAMAROOM_PAGES__VAPID_PRIVATE_KEY=vapid[1],
+        MAMAROOM_PAGES__PUSH_HOSTS='["http://127.0.0.1"]',
+        MAMAROOM_PAGES__STAFF_URL="https://mamaroom.park.example:8443/",
+        MAMAROOM_ESCALATION__TIERS='[{"after_s": 0, "targets": ["push:admin"]}]',
+    ).start()
+    push = PushService()
+    try:
+        svc.admin(
+            "PUT", "/api/admin/users/nurse", json={"role": "staff", "password": "a fine password"}
+        ).raise_for_status()
+        mine, theirs = Browser(push.url + "/push/admin"), Browser(push.url + "/push/nurse")
+        for who, password, phone in (
+            ("admin", svc.ADMIN_PASSWORD, mine),
+            ("nurse", "a fine password", theirs),
+        ):
+            r = svc.http.post(
+                "/api/push/staff",
+                json={"subscription": phone.subscription},
+                headers={"Authorization": f"Bearer {svc.login(who, password)}"},
+            )
+            assert r.status_code == 204, r.text
+        node = device_factory("dev-a")
+        node.call("press", "tier-push-1")
+        wait_for(lambda: push.received, what="the page's push", detail=svc.logs)
+        [alert] = svc.admin("GET", "/api/alerts").json()
+        wait_for(
+            lambda: any(
+                e["what"] == "paged" and e["channel"] == "push" and e["who"] == "admin"
+                for e in svc.admin("GET", f"/api/alerts/{alert['id']}").json()["timeline"]
+            ),
+            what="'paged' over push in the timeline",
+            detail=svc.logs,
+        )
+        path, _, body = push.received[0]
+        assert path == "/push/admin"
+        message = mine.decrypt(body)
+        assert message["title"] == "紧急呼叫：测试楼1层母婴室（T1-0101）"
+        assert message["body"] == "CALL Test Bldg 1F (T1-0101)"
+        assert message["url"] == "https://mamaroom.park.example:8443/staff"
+
+        # The push service refuses: the page failed, and the link is an alert.
+        svc.admin("POST", f"/api/alerts/{alert['id']}/resolve").raise_for_status()
+        push.status = 500
+        node.call("press", "tier-push-2")
+        [link] = wait_for(
+            lambda: svc.admin("GET", "/api/alerts", params={"kind": "paging_link"}).json(),
+            what="a paging_link alert",
+            detail=svc.logs,
+        )
+        assert link["subject"] == "push:admin"
+        call = next(a for a in svc.admin("GET", "/api/alerts").json() if a["kind"] == "call")
+        wait_for(
+            lambda: any(
+                e["what"] == "page failed" and e["channel"] == "push"
+                for e in svc.admin("GET", f"/api/alerts/{call['id']}").json()["timeline"]
+            ),
+            what="'page failed' in the timeline",
+        )
+        # Back: the next page gets through and the link alert clears.
+        svc.admin("POST", f"/api/alerts/{call['id']}/resolve").raise_for_status()
+        push.status = 201
+        node.call("press", "tier-push-3")
+        wait_for(
+            lambda: svc.admin("GET", f"/api/alerts/{link['id']}").json()["status"] == "resolved",
+            what="the paging_link alert cleared",
+            detail=svc.logs,
+        )
+        # Only the tier's account was pushed to: three pages, none to the nurse.
+        assert [p for p, _, _ in push.received] == ["/push/admin"] * 3
+    finally:
+        svc.stop()

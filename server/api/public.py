@@ -9,13 +9,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from paging.webpush import push_host_allowed
 from server.context import Ctx
 from server.security import StaffUser
 from server.services.rate_limit import WriteLimiter
 from server.services.rooms import PublicRoom
 from server.services.site import Site, SiteService
 from server.services.waits import WaitEstimate
-from server.services.webpush import MOTHER_TTL_S, Subscription, WebPush, push_host_allowed
+from server.services.webpush import MOTHER_TTL_S, Subscription, WebPush
 
 router = APIRouter(prefix="/api", tags=["pages"])
 

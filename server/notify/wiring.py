@@ -4,12 +4,20 @@ state into `paging_link` alerts, page outcomes into the alert's timeline."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
+from typing import Any
 
 from mamaroom.contract import RegistryRoom
-from paging.channel import LinkChange
+from paging.channel import LinkChange, Wiring
+from paging.webpush import STAFF
 from server.services.alert_model import Alert
 from server.services.alerts import AlertService
+from server.services.webpush import PushDb
+
+#: A page waits this long at most for the phones' subscriptions (on the
+#: channel's thread, never the event loop).
+PUSH_DB_TIMEOUT_S = 10.0
 
 
 def call_text(alert: Alert, room: RegistryRoom | None, ascii_only: bool = True) -> str:  # noqa: FBT001, FBT002 (Escalator's text_of callable)
@@ -51,3 +59,27 @@ def page_recorder(alerts: AlertService) -> Callable[[int, str, str, bool, str], 
         )
 
     return record
+
+
+def channel_wiring(alerts: AlertService, push_db: PushDb, push_link: str) -> Wiring:
+    """What the paging channels need of this server: link state into alerts,
+    and for Web Push the staff phones' subscriptions in its database (read
+    and deleted from the channel's worker threads)."""
+    loop = asyncio.get_running_loop()
+
+    def subscriptions(target: str) -> list[dict[str, Any]]:
+        now_ms = int(time.time() * 1000)
+        subs = asyncio.run_coroutine_threadsafe(push_db.of_kind("staff", now_ms), loop).result(
+            timeout=PUSH_DB_TIMEOUT_S
+        )
+        return [s for s in subs if target == STAFF or s["who"] == target]
+
+    def gone(endpoint: str) -> None:
+        asyncio.run_coroutine_threadsafe(push_db.delete(endpoint), loop)
+
+    return Wiring(
+        on_link_change=link_watcher(alerts),
+        push_subscriptions=subscriptions,
+        push_gone=gone,
+        push_link=push_link,
+    )

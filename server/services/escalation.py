@@ -30,7 +30,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from mamaroom.clock import wall_ms
-from mamaroom.config import EscalationSettings, EscalationTier, PagingSettings
+from mamaroom.config import EscalationSettings, EscalationTier, Settings
 from mamaroom.contract import RegistryRoom
 from mamaroom.logs import get_logger
 from mamaroom.storage import StorageError
@@ -44,7 +44,16 @@ log = get_logger(__name__)
 
 
 #: What to set when a channel kind a tier names is not configured.
-HOW_TO_CONFIGURE = {"espa": "paging.espa.port is empty", "im": "paging.im.destinations is empty"}
+HOW_TO_CONFIGURE = {
+    "espa": "paging.espa.port is empty",
+    "im": "paging.im.destinations is empty",
+    "push": "pages.vapid_public_key and pages.vapid_private_key are not set",
+}
+
+
+def pages_push(escalation: EscalationSettings) -> bool:
+    """Does a tier page Web Push (`push:` targets)?"""
+    return any(name == "push" for t in escalation.tiers for name, _ in t.named_targets())
 
 
 def paging_gaps(escalation: EscalationSettings, channels: Mapping[str, Channel]) -> list[str]:
@@ -54,6 +63,7 @@ def paging_gaps(escalation: EscalationSettings, channels: Mapping[str, Channel])
     must never look like calm."""
     gaps: list[str] = []
     reachable = False
+    only_push = True  # of the channels that reach someone
     for i, tier in enumerate(escalation.tiers, start=1):
         by_channel: dict[str, list[str]] = {}
         for name, target in tier.named_targets():
@@ -70,12 +80,15 @@ def paging_gaps(escalation: EscalationSettings, channels: Mapping[str, Channel])
                     f"escalation tier {i}: {name} cannot reach {', '.join(unknown)}"
                     + (" (not in paging.im.destinations)" if name == "im" else "")
                 )
-            reachable |= len(unknown) < len(targets)
+            if len(unknown) < len(targets):
+                reachable = True
+                only_push &= name == "push"
         if tier.on_duty and not escalation.roster:
             gaps.append(f"escalation tier {i} pages the duty roster, which is empty")
         if tier.on_duty and escalation.roster:
             if "espa" in channels:
                 reachable = True
+                only_push = False
             else:
                 gaps.append(
                     f"escalation tier {i} pages the duty roster over ESPA, "
@@ -83,6 +96,8 @@ def paging_gaps(escalation: EscalationSettings, channels: Mapping[str, Channel])
                 )
     if not reachable:
         gaps.insert(0, NOBODY)
+    elif only_push:
+        gaps.append(ONLY_PUSH)
     return gaps
 
 
@@ -93,11 +108,17 @@ NOBODY = (
 )
 
 
-def refuse_unpaged(escalation: EscalationSettings, paging: PagingSettings) -> str | None:
+ONLY_PUSH = (
+    "escalation tiers page only Web Push: a call reaches only staff phones that "
+    "subscribed and are on; add a pager (paging.espa) or an IM destination"
+)
+
+
+def refuse_unpaged(settings: Settings) -> str | None:
     """Why the server must not start (nobody could be paged), or None.
     `paging.allow_no_target` starts it anyway (the demo)."""
-    gaps = paging_gaps(escalation, build_channels(paging))
-    if gaps and gaps[0] == NOBODY and not paging.allow_no_target:
+    gaps = paging_gaps(settings.escalation, build_channels(settings))
+    if gaps and gaps[0] == NOBODY and not settings.paging.allow_no_target:
         return (
             f"config error: {NOBODY}; to run without paging on purpose (a demo), "
             "set paging.allow_no_target = true (env MAMAROOM_PAGING__ALLOW_NO_TARGET=true)"

@@ -4,9 +4,11 @@ Two kinds of subscription, kept in the server's database:
 - a mother's, with no account: "tell me when one of these rooms is free".
   It is sent once, when one of its rooms becomes available, then deleted
   (and it lapses after `MOTHER_TTL_S` in any case);
-- a staff member's (logged in): every new emergency call.
+- a staff member's (logged in): every new emergency call, or, when
+  escalation tiers name Web Push, the pages of those tiers (the `push`
+  paging channel, paging/webpush.py).
 Sending goes through pywebpush (payload encryption, VAPID signature) to the
-push service named in the subscription's endpoint.
+push service named in the subscription's endpoint (`paging.webpush.push_one`).
 """
 
 from __future__ import annotations
@@ -18,16 +20,15 @@ import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from py_vapid import Vapid02
 from pydantic import BaseModel, Field
-from pywebpush import WebPushException, webpush
 
 from mamaroom.config import PagesSettings
 from mamaroom.logs import get_logger
 from mamaroom.storage.sqlite_base import SqliteDatabase
+from paging.webpush import Outcome, Vapid, push_one
 from server.services.fanout import Fanout
 from server.services.rooms import PublicRoom
 
@@ -61,18 +62,6 @@ class Subscription(BaseModel):
 
     endpoint: str = Field(pattern=r"^https?://", max_length=2000)
     keys: SubscriptionKeys
-
-
-def push_host_allowed(endpoint: str, hosts: list[str]) -> bool:
-    """Is `endpoint` at one of the configured push services (or a subdomain)?"""
-    url = urlsplit(endpoint)
-    host = (url.hostname or "").lower()
-    for entry in hosts:
-        scheme, _, name = entry.rpartition("://")
-        name = name.lower()
-        if url.scheme == (scheme or "https") and (host == name or host.endswith("." + name)):
-            return True
-    return False
 
 
 def make_vapid_keys() -> tuple[str, str]:
@@ -243,11 +232,17 @@ class WebPush:
         room_name: Callable[[str], str],
         *,
         staff_url: str | None = None,
+        staff_calls: bool = True,
     ) -> None:
+        """`staff_calls`: push every new call to every staff phone at once.
+        Off when escalation tiers page Web Push themselves (`push:` targets),
+        so a phone is not told twice."""
         self.db = db
         self.public_key = settings.vapid_public_key
-        self._private_key = settings.vapid_private_key
-        self._subject = settings.vapid_subject
+        self._vapid = Vapid(
+            settings.vapid_private_key or "", settings.vapid_subject, settings.push_hosts
+        )
+        self._staff_calls = staff_calls
         self._public_url = public_url.rstrip("/")
         #: The staff console's address: on the intranet, not the public surface.
         self._staff_url = (staff_url or public_url).rstrip("/")
@@ -259,34 +254,15 @@ class WebPush:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.public_key and self._private_key)
+        return bool(self.public_key and self._vapid.private_key)
 
     async def send(self, sub: dict[str, Any], message: dict[str, Any], ttl: int) -> bool:
-        """One push; False (and the subscription deleted) when the push service
-        says it is gone (404/410)."""
-        if not push_host_allowed(sub["endpoint"], self.push_hosts):
-            log.warning("push endpoint not at a configured push service; not sent")
-            return False
-        try:
-            await asyncio.to_thread(
-                webpush,
-                sub,
-                json.dumps(message, ensure_ascii=False),
-                self._private_key,
-                {"sub": self._subject},
-                ttl=ttl,
-                timeout=10,
-            )
-        except WebPushException as exc:
-            status = exc.response.status_code if exc.response is not None else None
-            if status in (404, 410):
-                await self.db.delete(sub["endpoint"])
-                log.info("push subscription gone; deleted", status=status)
-            else:
-                log.warning("push failed", status=status, error=str(exc)[:200])
-            return False
-        except OSError as exc:
-            log.warning("push service unreachable", error=str(exc)[:200])
+        """One push; False (and the subscription deleted when the push service
+        says it is gone) if no push service took it."""
+        outcome = await asyncio.to_thread(push_one, sub, message, self._vapid, ttl)
+        if outcome is Outcome.GONE:
+            await self.db.delete(sub["endpoint"])
+        if outcome is not Outcome.SENT:
             return False
         self.sent += 1
         return True
@@ -303,7 +279,7 @@ class WebPush:
                 )
 
     async def alert_changed(self, alert: dict[str, Any]) -> None:
-        if alert.get("kind") != "call" or alert.get("status") != "open":
+        if not self._staff_calls or alert.get("kind") != "call" or alert.get("status") != "open":
             return
         if alert["id"] in self._called:
             return
