@@ -230,7 +230,7 @@ def _check_site_file(settings: Settings) -> None:
     """A site file the config names must be there and valid; without the
     setting, a missing file only means rooms are listed without walking times
     (the server logs that)."""
-    from server.services.site import SiteError, read_site_file
+    from mamaroom.site import SiteError, read_site_file
 
     path = settings.pages.site_file
     if "site_file" in settings.pages.model_fields_set and not path.is_file():

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from mamaroom.config import Settings
 from mamaroom.logs import get_logger
+from mamaroom.site import read_site_file
 from mamaroom.storage import StorageError
 from mamaroom.storage.stores import open_stores
 from paging.registry import build_channels
@@ -48,7 +49,7 @@ from server.services.retention import alerts as retention_alerts
 from server.services.retention import wechat as retention_wechat
 from server.services.rooms import LiveRooms
 from server.services.roster import Roster
-from server.services.site import SiteService, read_site_file
+from server.services.site import SiteService
 from server.services.trends import TrendsService
 from server.services.waits import WaitPredictor
 from server.services.webpush import WebPush
