@@ -10,9 +10,12 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support import ROOT, Device, Services, wait_for
+import pytest
+
+from tests.support import ROOT, Device, Mosquitto, Services, wait_for
 
 
 def mamaroom(svc: Services, *args: str) -> subprocess.CompletedProcess[str]:
@@ -35,7 +38,25 @@ def occupancy_rows(db: Path) -> int:
         return int(con.execute("SELECT count(*) FROM occupancy").fetchone()[0])
 
 
-def test_backup_online_then_restore(services: Services, tmp_path: Path) -> None:
+@pytest.fixture
+def busy_services(broker: Mosquitto, tmp_path: Path, rooms_csv: Path) -> Iterator[Services]:
+    """The services, with the gateway's per-device budget lifted: the test's
+    writer sends as fast as it can, far beyond what a node may (after the
+    default burst of 2,000, the rest would be dropped as `rate_limited` and
+    nothing more stored while a slow backup runs)."""
+    svc = Services(
+        broker,
+        tmp_path,
+        rooms_csv,
+        MAMAROOM_GATEWAY__DEVICE_BURST="10000000",
+        MAMAROOM_GATEWAY__DEVICE_RATE_PER_S="1000000",
+    ).start()
+    yield svc
+    svc.stop()
+
+
+def test_backup_online_then_restore(busy_services: Services, tmp_path: Path) -> None:
+    services = busy_services
     data = tmp_path / "data"
     dev = Device(services.broker.port, "dev-a")
     try:
@@ -79,8 +100,12 @@ def test_backup_online_then_restore(services: Services, tmp_path: Path) -> None:
         assert {f["file"] for f in manifest["files"]} == {"server.sqlite", "store.sqlite"}
         at_backup = occupancy_rows(folder / "store.sqlite")
         assert at_backup > 50
-        # After the backup: one more call (another room: a press in a room
-        # with an open call joins it), which the restore must undo.
+        # After the backup: rows and one more call (another room: a press in a
+        # room with an open call joins it), which the restore must undo. Rows
+        # are written here too, not only left to the writer's race with the
+        # end of the backup.
+        for _ in range(3):
+            dev.occupancy(dev.seq % 2 == 0)
         other = Device(services.broker.port, "dev-b")
         other.call("press", "after-backup")
         other.close()
