@@ -7,6 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from mamaroom.logs import get_logger
+
+log = get_logger(__name__)
+
 #: A page's outcome, told once, from any thread: (delivered, detail).
 Done = Callable[[bool, str], None]
 #: A link (or one destination of it) went down or came back: (subject, up,
@@ -57,3 +61,26 @@ class Channel(Protocol):
     def stop(self) -> None: ...
 
     def send(self, target: str, text: str, done: Done | None = None) -> None: ...
+
+
+class LinkStates:
+    """The link state of each destination of a channel (`im:desk`,
+    `push:staff`): `note` each delivery's outcome, and `on_link_change` is
+    told when one goes down or comes back. From the channel's threads."""
+
+    def __init__(self, channel: str, on_link_change: LinkChange | None) -> None:
+        self.channel = channel
+        self._on_link_change = on_link_change
+        #: Each destination's last outcome (absent: not tried yet).
+        self.up: dict[str, bool] = {}
+
+    def note(self, destination: str, *, up: bool, detail: str) -> None:
+        if self.up.get(destination) == up:
+            return
+        self.up[destination] = up
+        if self._on_link_change is None:
+            return
+        try:
+            self._on_link_change(f"{self.channel}:{destination}", up, detail)
+        except Exception:  # a caller's bug must not stop paging
+            log.exception("link-change callback failed", channel=self.channel)

@@ -16,7 +16,7 @@ import apprise
 
 from mamaroom.config import Settings
 from mamaroom.logs import get_logger
-from paging.channel import Done, LinkChange, Wiring
+from paging.channel import Done, LinkChange, LinkStates, Wiring
 
 log = get_logger(__name__)
 
@@ -44,9 +44,7 @@ class ImChannel:
         to one destination starts failing or works again: each destination
         has its own state, so one dead URL beside a working one does not flap."""
         self._urls = dict(destinations)
-        self._on_link_change = on_link_change
-        #: Each destination's last outcome (None: not tried yet).
-        self.up: dict[str, bool | None] = dict.fromkeys(self._urls)
+        self.links = LinkStates(self.name, on_link_change)
         for name, url in self._urls.items():
             if apprise.Apprise.instantiate(url) is None:
                 raise ValueError(f"paging.im.destinations.{name}: apprise cannot use {url!r}")
@@ -76,17 +74,9 @@ class ImChannel:
             ok, text = False, f"{type(exc).__name__}: {exc}"
         if not ok:
             log.error("IM page failed", target=target)
-        if ok != self.up.get(target):
-            self.up[target] = ok
-            if self._on_link_change:
-                try:
-                    self._on_link_change(
-                        f"{self.name}:{target}",
-                        ok,
-                        "delivered" if ok else f"could not deliver to {target}",
-                    )
-                except Exception:  # a caller's bug must not stop paging
-                    log.exception("IM link-change callback failed")
+        self.links.note(
+            target, up=ok, detail="delivered" if ok else f"could not deliver to {target}"
+        )
         if done:
             try:
                 done(ok, "delivered" if ok else "not delivered")

@@ -29,7 +29,7 @@ from pywebpush import WebPushException, webpush
 
 from mamaroom.config import ACCOUNT_NAME, Settings
 from mamaroom.logs import get_logger
-from paging.channel import Done, Gone, LinkChange, Subscriptions, Wiring
+from paging.channel import Done, Gone, LinkChange, LinkStates, Subscriptions, Wiring
 
 log = get_logger(__name__)
 
@@ -144,9 +144,7 @@ class PushChannel:
         self._subscriptions = subscriptions
         self._link = link
         self._gone = gone
-        self._on_link_change = on_link_change
-        #: Each target's last outcome (None: not tried yet).
-        self.up: dict[str, bool | None] = {}
+        self.links = LinkStates(self.name, on_link_change)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="push")
 
     def reaches(self, target: str) -> bool:
@@ -184,26 +182,15 @@ class PushChannel:
         sent = outcomes.count(Outcome.SENT)
         if Outcome.SENT in outcomes or Outcome.FAILED in outcomes:
             # Gone phones say nothing about the push services: only these do.
-            self._link_state(target, up=sent > 0)
+            self.links.note(
+                target,
+                up=sent > 0,
+                detail="delivered" if sent else f"no push service took the page for {target}",
+            )
         if sent:
             return True, f"delivered to {sent} of {len(subs)} phones"
         log.error("Web Push page reached no phone", target=target, phones=len(subs))
         return False, f"no phone of {target} took the push ({len(subs)} tried)"
-
-    def _link_state(self, target: str, *, up: bool) -> None:
-        if self.up.get(target) == up:
-            return
-        self.up[target] = up
-        if self._on_link_change is None:
-            return
-        try:
-            self._on_link_change(
-                f"{self.name}:{target}",
-                up,
-                "delivered" if up else f"no push service took the page for {target}",
-            )
-        except Exception:  # a caller's bug must not stop paging
-            log.exception("Web Push link-change callback failed")
 
     def stop(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)
