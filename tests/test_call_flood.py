@@ -103,6 +103,10 @@ def test_two_servers_raising_the_same_call_at_once_make_one_alert(tmp_path: Path
     go.set()
     for t in threads:
         t.join(timeout=120)
+    # Both servers opened the database and raised every call (before: one of
+    # them could fail to open it, "database is locked", and the other alone
+    # passed the test).
+    assert len(results[0]) == len(results[1]) == 50
     assert sum(results[0]) + sum(results[1]) == 50  # each call created exactly once
     con = sqlite3.connect(path)
     assert con.execute("SELECT COUNT(*) FROM alerts").fetchone()[0] == 50

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +16,8 @@ from mamaroom.storage import RefusedError, StorageError
 from mamaroom.storage.migrations import Migration, MigrationError, upgrade
 
 T = TypeVar("T")
+#: How long opening a database waits for another process's lock.
+BUSY_TIMEOUT_S = 10.0
 _REFUSALS = (
     sqlite3.IntegrityError,
     sqlite3.DataError,
@@ -58,8 +61,8 @@ class SqliteConnection:
         def connect() -> None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(self.path, timeout=10)
-                db.execute("PRAGMA journal_mode=WAL")
+                db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
+                _switch_to_wal(db)
                 # NORMAL in WAL mode survives a process crash; only an OS crash
                 # can lose the last transactions.
                 db.execute("PRAGMA synchronous=NORMAL")
@@ -103,6 +106,28 @@ class SqliteConnection:
 
         await asyncio.get_running_loop().run_in_executor(self._pool, close)
         self._pool.shutdown(wait=True)
+
+
+def _switch_to_wal(db: sqlite3.Connection) -> None:
+    """`PRAGMA journal_mode=WAL`, waiting out another connection's switch.
+
+    When two processes open a new file at once (two servers starting
+    together, or the server and the gateway on store.sqlite), SQLite answers
+    one of them "database is locked" at once, without its busy timeout, and
+    that process would fail to start. Found by
+    test_two_servers_raising_the_same_call_at_once_make_one_alert (one run in
+    four: one of its two servers never opened)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)  # on the database's own thread, never the event loop
+        delay = min(delay * 2, 0.2)
 
 
 class SqliteDatabase:
