@@ -205,8 +205,9 @@
       waitEl.hidden = false;
       const all = nearSet();
       const busy = all.filter((r) => r.in_service && r.open_now && !r.cleaning && r.state === "occupied").length;
-      waitEl.replaceChildren(el("span", { text: busy ? T("noneFreeNear", busy) + " " : (all.length ? T("noneOpenNear") : T("noneNear")) + " " }),
-        busy ? el("strong", { text: waitText() }) : null);
+      // filter: replaceChildren would show a null as the text "null".
+      waitEl.replaceChildren(...[el("span", { text: busy ? T("noneFreeNear", busy) + " " : (all.length ? T("noneOpenNear") : T("noneNear")) + " " }),
+        busy ? el("strong", { text: waitText() }) : null].filter(Boolean));
     } else {
       waitEl.hidden = true;
     }

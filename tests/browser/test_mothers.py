@@ -65,6 +65,20 @@ def test_the_list_changes_live_when_a_room_is_taken(
     expect(page.locator("#live")).to_have_text("● Live")  # not "● 实时"
 
 
+def test_no_room_free_or_busy_near_her_is_said_plainly(services: Services, page: Page) -> None:
+    """No room near her is free or in use (here: no node has reported yet):
+    the notice says so and nothing more. It used to end in a stray "null"
+    (replaceChildren turns a null into text), which test_languages caught."""
+    page.goto(services.base_url + "/")
+    page.select_option("#my-building", "测试楼")
+    page.select_option("#my-floor", "1")
+    wait = page.locator("#wait")
+    expect(wait).to_be_visible(timeout=LIVE_TIMEOUT)
+    expect(wait).to_have_text(
+        re.compile(r"^\s*(附近没有可用的母婴室。|附近的母婴室现在都未开放或状态未知。)\s*$")
+    )
+
+
 def test_without_eventsource_the_page_polls(
     services: Services, device_factory: DeviceFactory, page: Page
 ) -> None:
