@@ -437,10 +437,11 @@ def user_add(
     import re
     import sys
 
-    from server.services.accounts import NAME_PATTERN, RANK, AccountError, AccountsDb
+    from mamaroom.config import ACCOUNT_NAME
+    from server.services.accounts import RANK, AccountError, AccountsDb
 
     settings = _settings("user")
-    if not re.fullmatch(NAME_PATTERN, name):
+    if not re.fullmatch(ACCOUNT_NAME, name):
         _error(f"bad name {name!r}: 2-64 letters, digits, '.', '_' or '-'")
         raise typer.Exit(2)
     if role not in RANK:

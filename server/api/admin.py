@@ -7,14 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from mamaroom.config import DutyShift
+from mamaroom.config import ACCOUNT_NAME, DutyShift
 from mamaroom.contract import DEVICE_ID_PATTERN, DeviceId, Hours, Registry, RegistryRoom
 from mamaroom.registry import RoomsCsvError, parse_rooms_csv, write_rooms_csv
 from mamaroom.said import Said
 from server.context import Ctx
 from server.errors import Conflict, Invalid, NotFound, TooLarge
 from server.security import require
-from server.services.accounts import NAME_PATTERN, PasswordPolicyError, Role, User
+from server.services.accounts import PasswordPolicyError, Role, User
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[Depends(require("admin"))])
 
@@ -109,7 +109,7 @@ async def list_users(ctx: Ctx) -> list[UserOut]:
 
 @router.put("/users/{name}", status_code=status.HTTP_204_NO_CONTENT)
 async def put_user(
-    ctx: Ctx, name: Annotated[str, Path(pattern=NAME_PATTERN)], body: UserIn
+    ctx: Ctx, name: Annotated[str, Path(pattern=ACCOUNT_NAME)], body: UserIn
 ) -> Response:
     """Create an account, or set its role and password (its sessions end).
     The password must pass the policy (docs/deployment.md: "Passwords"); if

@@ -4,16 +4,20 @@ state into `paging_link` alerts, page outcomes into the alert's timeline."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from collections.abc import Callable
 from typing import Any
 
 from mamaroom.contract import RegistryRoom
+from mamaroom.logs import get_logger
 from paging.channel import LinkChange, Wiring
 from paging.webpush import STAFF
 from server.services.alert_model import Alert
 from server.services.alerts import AlertService
 from server.services.webpush import PushDb
+
+log = get_logger(__name__)
 
 #: A page waits this long at most for the phones' subscriptions (on the
 #: channel's thread, never the event loop).
@@ -61,6 +65,13 @@ def page_recorder(alerts: AlertService) -> Callable[[int, str, str, bool, str], 
     return record
 
 
+def _log_failure(done: concurrent.futures.Future[bool]) -> None:
+    """A gone phone that could not be forgotten is tried again at the next
+    page (and forgotten then): logged, not raised into a worker thread."""
+    if not done.cancelled() and (exc := done.exception()) is not None:
+        log.warning("gone push subscription not deleted", error=str(exc))
+
+
 def channel_wiring(alerts: AlertService, push_db: PushDb, push_link: str) -> Wiring:
     """What the paging channels need of this server: link state into alerts,
     and for Web Push the staff phones' subscriptions in its database (read
@@ -75,7 +86,8 @@ def channel_wiring(alerts: AlertService, push_db: PushDb, push_link: str) -> Wir
         return [s for s in subs if target == STAFF or s["who"] == target]
 
     def gone(endpoint: str) -> None:
-        asyncio.run_coroutine_threadsafe(push_db.delete(endpoint), loop)
+        done = asyncio.run_coroutine_threadsafe(push_db.delete(endpoint), loop)
+        done.add_done_callback(_log_failure)
 
     return Wiring(
         on_link_change=link_watcher(alerts),

@@ -28,7 +28,7 @@ from typing import Literal, TypeVar
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from mamaroom.config import ACCOUNT_NAME, AuthSettings
+from mamaroom.config import AuthSettings
 from mamaroom.logs import get_logger
 from mamaroom.said import Said
 from mamaroom.storage.sqlite_base import SqliteConnection, SqliteDatabase
@@ -40,7 +40,6 @@ log = get_logger(__name__)
 Role = Literal["staff", "manager", "admin"]
 RANK: dict[str, int] = {"staff": 1, "manager": 2, "admin": 3}
 TOKEN_TTL_S = 12 * 3600  # one shift
-NAME_PATTERN = ACCOUNT_NAME
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (

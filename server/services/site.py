@@ -1,8 +1,9 @@
 """The site's layout: where buildings are, and walking minutes between them.
 
-Read from `pages.site_file` (TOML, mamaroom/site.py). The mothers' page sorts rooms by these
-minutes from "I am in building X, floor Y"; the predicted wait and the
-free-room reminder use them to decide what "near me" means.
+Read from `pages.site_file` (TOML, mamaroom/site.py). The mothers' page
+sorts rooms by these minutes from "I am in building X, floor Y"; the
+predicted wait and the free-room reminder use them to decide what "near me"
+means.
 """
 
 from __future__ import annotations
